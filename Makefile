@@ -1,0 +1,36 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+PIP     := $(VPY) -m pip
+STAMP   := $(VENV)/.installed
+# torch==2.13.0 is the CPU wheel on this project's machines; GPU users install their own torch (>=2.4).
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: demo test install build bench clean
+
+$(VPY):
+	$(PY) -m venv $(VENV)
+
+$(STAMP): $(VPY) pyproject.toml setup.py $(wildcard csrc/*)
+	$(PIP) install -q --upgrade pip setuptools wheel pybind11
+	$(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[dev,onnx,eval,triton]" --no-build-isolation
+	touch $(STAMP)
+
+install: $(STAMP)
+
+build: $(STAMP)
+	$(VPY) setup.py build_ext --inplace
+
+demo: build
+	$(VPY) -m tokfuse_rt.demo
+
+test: build
+	$(VPY) -m pytest -q tests
+
+bench: build
+	$(VPY) -m pytest bench/ --benchmark-only
+
+clean:
+	rm -rf build *.egg-info tokfuse_rt/*.so $(VENV)
