@@ -1,0 +1,63 @@
+"""PyTorch backend: the reference model; Triton kernels on CUDA, the C++ extension on CPU."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..model import load_checkpoint
+from ..model.quant import kernel_backend, resolve_backend
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}: CUDA is not available to torch on this machine")
+    return dev
+
+
+class TorchBackend:
+    name = "pytorch"
+
+    def __init__(self, path: Path, device: str = "auto", threads: int | None = None, kernels: str = "auto"):
+        self.device = pick_device(device)
+        self.model, self.meta = load_checkpoint(path, map_location="cpu")
+        self.model.to(self.device)
+        self.cfg = self.model.cfg
+        self.kernels = kernels
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+        with kernel_backend(kernels):
+            self._kernel_name = resolve_backend(self.device)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.cfg.num_tokens
+
+    @property
+    def default_k(self) -> int:
+        return self.cfg.default_k
+
+    def run(self, ir: np.ndarray, vis: np.ndarray, k: int):
+        """ir, vis: float32 [B, 1, H, W] in [0, 1] -> (fused float32 [B, 1, H, W], ids int64 [B, K])."""
+        with torch.inference_mode(), kernel_backend(self.kernels):
+            a = torch.from_numpy(ir).to(self.device)
+            b = torch.from_numpy(vis).to(self.device)
+            fused, ids, _ = self.model(a, b, k=k)
+            return fused.float().cpu().numpy(), ids.cpu().numpy()
+
+    def info(self) -> dict:
+        return {
+            "backend": self.name,
+            "device": str(self.device),
+            "kernels": self._kernel_name,
+            "threads": torch.get_num_threads(),
+            "config": self.cfg.__dict__ | {},
+            "train": self.meta.get("extra", {}).get("train"),
+        }
+
+    def close(self) -> None:
+        self.model = None

@@ -1,0 +1,150 @@
+"""Accept the input kinds of §4 (paths, PIL images, numpy, torch), validate once, and build outputs
+of the same kind as the visible input."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .imageio import MIN_SIZE, load_image, pil_to_array
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How an input arrived, so the output can be returned the same way."""
+
+    kind: str            # "path" | "pil" | "numpy" | "torch"
+    layout: str          # "hw" | "hw1" | "hwc" (numpy/pil) ; "hw" | "1hw" | "3hw" (torch)
+    dtype: object = None  # numpy dtype or torch dtype of the input
+    device: object = None
+
+
+def _is_torch(x) -> bool:
+    mod = type(x).__module__
+    return mod.startswith("torch") and hasattr(x, "detach")
+
+
+def _is_pil(x) -> bool:
+    return type(x).__module__.startswith("PIL.") and hasattr(x, "mode") and hasattr(x, "size")
+
+
+def to_array(x, name: str) -> tuple[np.ndarray, Spec]:
+    """Input -> (image as uint8 or float32 numpy (H, W) / (H, W, 3), Spec). Raises naming ``name``."""
+    if isinstance(x, (str, os.PathLike)):
+        arr, spec = load_image(x, name), Spec("path", "hw")
+    elif isinstance(x, bytes):
+        raise TypeError(f"{name}: got bytes; pass a file path, a PIL image, a numpy array or a torch tensor")
+    elif _is_pil(x):
+        arr, spec = pil_to_array(x, name), Spec("pil", "hw", x.mode)
+    elif _is_torch(x):
+        arr, spec = _from_torch(x, name)
+    elif isinstance(x, np.ndarray):
+        arr, spec = _from_numpy(x, name)
+    else:
+        raise TypeError(
+            f"{name}: unsupported input type {type(x).__name__}; expected a path, PIL image, numpy array or torch tensor"
+        )
+    _check_values(arr, name)
+    return arr, spec
+
+
+def _from_numpy(a: np.ndarray, name: str) -> tuple[np.ndarray, Spec]:
+    if a.dtype == np.bool_ or not (a.dtype == np.uint8 or np.issubdtype(a.dtype, np.floating)):
+        raise TypeError(f"{name}: numpy dtype {a.dtype} not supported; use uint8 (0..255) or float in [0, 1]")
+    if a.ndim == 2:
+        layout = "hw"
+    elif a.ndim == 3 and a.shape[2] == 1:
+        a, layout = a[..., 0], "hw1"
+    elif a.ndim == 3 and a.shape[2] == 3:
+        layout = "hwc"
+    elif a.ndim == 3:
+        raise ValueError(f"{name}: expected 1 or 3 channels (H, W, C), got shape {a.shape}")
+    else:
+        raise ValueError(f"{name}: expected an (H, W) or (H, W, 3) array, got shape {a.shape}")
+    dtype = a.dtype
+    if dtype != np.uint8:
+        a = a.astype(np.float32, copy=False)
+    return a, Spec("numpy", layout, dtype)
+
+
+def _from_torch(t, name: str) -> tuple[np.ndarray, Spec]:
+    import torch
+
+    if t.dtype not in (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        raise TypeError(f"{name}: torch dtype {t.dtype} not supported; use uint8 or float in [0, 1]")
+    if t.ndim == 2:
+        layout = "hw"
+    elif t.ndim == 3 and t.shape[0] in (1, 3):
+        layout = f"{t.shape[0]}hw"
+    elif t.ndim == 3:
+        raise ValueError(f"{name}: expected a (H, W), (1, H, W) or (3, H, W) tensor, got shape {tuple(t.shape)}")
+    else:
+        raise ValueError(f"{name}: expected a (H, W), (1, H, W) or (3, H, W) tensor, got shape {tuple(t.shape)}")
+    spec = Spec("torch", layout, t.dtype, t.device)
+    t = t.detach()
+    if t.dtype in (torch.float16, torch.bfloat16, torch.float64):
+        t = t.float()
+    a = t.cpu().numpy()
+    if layout == "1hw":
+        a = a[0]
+    elif layout == "3hw":
+        a = np.moveaxis(a, 0, -1)
+    return a, spec
+
+
+def _check_values(a: np.ndarray, name: str) -> None:
+    h, w = a.shape[:2]
+    if h < MIN_SIZE or w < MIN_SIZE:
+        raise ValueError(f"{name}: image is {w}x{h}; the minimum size is {MIN_SIZE}x{MIN_SIZE}")
+    if a.dtype != np.uint8:
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name}: array contains NaN or inf")
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(f"{name}: float input must be in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
+                             "(pass uint8 for 0..255 data)")
+
+
+def make_output(out_u8: np.ndarray, out_f: np.ndarray, spec: Spec):
+    """Build the result in the kind of the visible input.
+
+    ``out_u8`` is the fused image as uint8 (H, W) or (H, W, 3); ``out_f`` the same in float32 [0, 1].
+    Paths give uint8 numpy; PIL gives PIL (mode L or RGB); numpy keeps dtype and layout (a gray
+    result for an (H, W, 3) input repeats the channel); torch keeps dtype, layout and device.
+    """
+    colour = out_u8.ndim == 3
+    if spec.kind == "path":
+        return out_u8
+    if spec.kind == "pil":
+        from PIL import Image
+
+        return Image.fromarray(out_u8, "RGB" if colour else "L")
+    if spec.kind == "numpy":
+        src = out_u8 if spec.dtype == np.uint8 else out_f.astype(spec.dtype, copy=False)
+        return _layout_numpy(src, spec.layout, colour)
+    import torch
+
+    src = out_u8 if spec.dtype == torch.uint8 else out_f
+    a = _layout_numpy(src, {"hw": "hw", "1hw": "hw1", "3hw": "hwc"}[spec.layout], colour)
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    if t.ndim == 3:
+        t = t.permute(2, 0, 1).contiguous()
+    return t.to(device=spec.device, dtype=spec.dtype)
+
+
+def _layout_numpy(a: np.ndarray, layout: str, colour: bool) -> np.ndarray:
+    if colour:
+        return a                                   # (H, W, 3): colour always comes back with 3 channels
+    if layout == "hw1":
+        return a[..., None]
+    if layout == "hwc":
+        return np.repeat(a[..., None], 3, axis=-1)
+    return a
+
+
+def describe(x) -> str:
+    if isinstance(x, (str, os.PathLike)):
+        return Path(x).name
+    return type(x).__name__

@@ -1,0 +1,62 @@
+"""Model configuration: every hyper-parameter of a TokFuse model, stored in checkpoint metadata."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TokFuseConfig:
+    """Hyper-parameters of the TokFuse model (shared/SPEC.md §2).
+
+    Token pathway: luminance resized to ``image_size``² -> ViT encoder over ``patch_size`` patches
+    with ``num_tokens`` (K) latent tokens -> projection to ``code_dim`` (d) -> l2-normalised VQ
+    against a ``codebook_size`` × d l2-normalised codebook. π is a ViT decoder giving a base map.
+    """
+
+    image_size: int = 128          # S: token pathway resolution
+    patch_size: int = 16
+    num_tokens: int = 32           # K latent tokens per image
+    code_dim: int = 12             # d
+    codebook_size: int = 4096
+    width: int = 128               # transformer width (encoder and decoder)
+    enc_depth: int = 2
+    dec_depth: int = 2
+    heads: int = 4
+    mlp_ratio: int = 2
+    mixer_hidden: int = 64         # token mixer hidden width
+    edit_hidden: int = 64          # STE edit MLP hidden width
+    score_hidden: int = 32         # STE score head hidden width
+    default_k: int = 4             # STE: tokens edited by default (0..K at run time)
+    detail_channels: int = 16      # detail pathway width
+    head_channels: int = 16        # fusion head width
+
+    def __post_init__(self):
+        if self.image_size % self.patch_size:
+            raise ValueError("image_size must be a multiple of patch_size")
+        if self.width % self.heads:
+            raise ValueError("width must be a multiple of heads")
+        if not 0 <= self.default_k <= self.num_tokens:
+            raise ValueError("default_k must be in [0, num_tokens]")
+        for f in dataclasses.fields(self):
+            if getattr(self, f.name) <= 0 and f.name != "default_k":
+                raise ValueError(f"config field {f.name} must be positive")
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TokFuseConfig":
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("model config must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model config fields {unknown} (checkpoint from a newer tokfuse_rt?)")
+        return cls(**data)

@@ -1,0 +1,103 @@
+"""The TokFuse model: token pathway (tokenizer + mixer + STE + π) and detail pathway, fused by a head.
+
+Shapes: B batch, H×W full resolution, S token-pathway size, K tokens, d code dim.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TokFuseConfig
+from .quant import l2norm, quantize
+from .ste import SelectiveTokenEditing, TokenMixer
+from .vit import TokenDecoder, TokenEncoder
+
+
+class DetailNet(nn.Module):
+    """2D detail pathway at full resolution: [B, 2, H, W] (ir, vis) -> [B, C, H, W]. Stride 1, any H×W."""
+
+    def __init__(self, cfg: TokFuseConfig):
+        super().__init__()
+        c = cfg.detail_channels
+        self.conv1 = nn.Conv2d(2, c, 3, padding=1)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv2(torch.relu(self.conv1(x))))
+
+
+class FusionHead(nn.Module):
+    """[D, base, ir, vis] -> fused luminance in [0, 1]: a per-pixel blend of the sources plus a residual."""
+
+    def __init__(self, cfg: TokFuseConfig):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cfg.detail_channels + 3, cfg.head_channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(cfg.head_channels, 2, 1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, d, base, ir, vis):
+        y = self.conv2(torch.relu(self.conv1(torch.cat([d, base, ir, vis], dim=1))))
+        w = torch.sigmoid(y[:, :1])
+        return (w * ir + (1.0 - w) * vis + y[:, 1:2]).clamp(0.0, 1.0)
+
+
+class TokFuse(nn.Module):
+    def __init__(self, cfg: TokFuseConfig | None = None):
+        super().__init__()
+        self.cfg = cfg or TokFuseConfig()
+        c = self.cfg
+        self.encoder = TokenEncoder(c)
+        self.codebook = nn.Parameter(l2norm(torch.randn(c.codebook_size, c.code_dim)))
+        self.decoder = TokenDecoder(c)
+        self.mixer = TokenMixer(c)
+        self.ste = SelectiveTokenEditing(c)
+        self.detail = DetailNet(c)
+        self.head = FusionHead(c)
+
+    # --- tokenizer -------------------------------------------------------------------------
+    def codebook_n(self) -> torch.Tensor:
+        return l2norm(self.codebook)
+
+    def to_token_input(self, y: torch.Tensor) -> torch.Tensor:
+        s = self.cfg.image_size
+        return F.interpolate(y, size=(s, s), mode="bilinear", align_corners=False)
+
+    def tokenize(self, y_s: torch.Tensor, cb: torch.Tensor | None = None):
+        """[B, 1, S, S] -> (z_n continuous normalised, ids [B, K], q [B, K, d])."""
+        cb = self.codebook_n() if cb is None else cb
+        z = l2norm(self.encoder(y_s))
+        ids, q = quantize(z, cb)
+        return z, ids, q
+
+    def reconstruct(self, y_s: torch.Tensor) -> torch.Tensor:
+        """Tokenizer round trip at S×S (inference)."""
+        _, _, q = self.tokenize(y_s)
+        return self.decoder(q)
+
+    # --- fusion ----------------------------------------------------------------------------
+    def shared_tokens(self, q_ir, q_vis, cb, k):
+        """Mixer -> quantise -> STE. Returns (z_shared [B,K,d], ids [B,K])."""
+        ctx = torch.cat([q_ir.mean(dim=1), q_vis.mean(dim=1)], dim=-1)
+        m = l2norm(self.mixer(q_ir, q_vis))
+        ids, q = quantize(m, cb)
+        if self.training:
+            q = m + (q - m).detach()
+        z, ids, _ = self.ste(q, ids, ctx, cb, k)
+        return z, ids
+
+    def forward(self, ir: torch.Tensor, vis: torch.Tensor, k=None):
+        """ir, vis: [B, 1, H, W] luminance in [0, 1]; k: tokens to edit (default cfg.default_k).
+
+        Returns (fused [B, 1, H, W] in [0, 1], ids [B, K] int64 shared token ids after STE, base [B, 1, S, S]).
+        """
+        k = self.cfg.default_k if k is None else k
+        cb = self.codebook_n()
+        _, _, q_ir = self.tokenize(self.to_token_input(ir), cb)
+        _, _, q_vis = self.tokenize(self.to_token_input(vis), cb)
+        z, ids = self.shared_tokens(q_ir, q_vis, cb, k)
+        base = self.decoder(z)
+        base_up = F.interpolate(base, size=ir.shape[-2:], mode="bilinear", align_corners=False)
+        d = self.detail(torch.cat([ir, vis], dim=1))
+        return self.head(d, base_up, ir, vis), ids, base

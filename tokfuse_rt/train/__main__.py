@@ -1,0 +1,34 @@
+"""CLI entry: python -m tokfuse_rt.train (also ``tokfuse train``)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from .loop import TrainArgs, train
+
+
+def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = p or argparse.ArgumentParser(prog="python -m tokfuse_rt.train",
+                                     description="Train a TokFuse model (stage I tokenizer, stage II fusion with STE).")
+    p.add_argument("--data", required=True, help="training root with <set>/ir and <set>/vi folders (never test/)")
+    p.add_argument("--out", "-o", required=True, help="output checkpoint (.safetensors)")
+    defaults = TrainArgs(data="", out="")
+    for f in dataclasses.fields(TrainArgs):
+        if f.name in ("data", "out"):
+            continue
+        val = getattr(defaults, f.name)
+        if isinstance(val, bool):
+            p.add_argument(f"--{f.name.replace('_', '-')}", action="store_true", help=f"(default {val})")
+        else:
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(val), default=val, help=f"(default {val})")
+    return p
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    train(TrainArgs(**vars(a)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

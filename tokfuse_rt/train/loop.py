@@ -1,0 +1,181 @@
+"""Two-stage training (§2): I tokenizer reconstruction warm-up, II fusion with STE (tokenizer frozen)."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..model import TokFuse, TokFuseConfig, save_checkpoint
+from ..model.quant import l2norm, quantize
+from .data import PairBank, single_images
+from .losses import fusion_losses
+
+
+@dataclass
+class TrainArgs:
+    data: str
+    out: str
+    work: str = "runs/train"
+    seed: int = 0
+    steps1: int = 2400
+    steps2: int = 3000
+    batch1: int = 32
+    batch2: int = 8
+    crop2: int = 128
+    lr1: float = 2e-3
+    lr2: float = 2e-3
+    threads: int = 2
+    log_every: int = 50
+    save_every: int = 250
+    resume: bool = False
+
+
+def _log(msg: str, fh=None):
+    print(msg, flush=True)
+    if fh:
+        fh.write(msg + "\n")
+        fh.flush()
+
+
+def tokenizer_step(model: TokFuse, y: torch.Tensor, beta: float = 0.25):
+    """Reconstruction + VQ losses (cosine codebook/commitment), straight-through estimator."""
+    cb = model.codebook_n()
+    z = l2norm(model.encoder(y))
+    ids, q = quantize(z.detach(), cb.detach())
+    q = cb[ids]                                     # gradient to the codebook
+    l_code = F.mse_loss(q, z.detach())
+    l_commit = F.mse_loss(z, q.detach())
+    zq = z + (q - z).detach()
+    rec = model.decoder(zq)
+    l_rec = F.l1_loss(rec, y) + F.mse_loss(rec, y)
+    return l_rec + l_code + beta * l_commit, {"rec": l_rec.item(), "code": l_code.item()}, z.detach(), ids
+
+
+def _restart_dead_codes(model: TokFuse, usage: torch.Tensor, recent_z: torch.Tensor, gen: torch.Generator) -> int:
+    dead = (usage == 0).nonzero().flatten()
+    if len(dead) == 0 or len(recent_z) == 0:
+        return 0
+    pick = torch.randint(len(recent_z), (len(dead),), generator=gen)
+    with torch.no_grad():
+        model.codebook[dead] = l2norm(recent_z[pick] + 0.01 * torch.randn(len(dead), recent_z.shape[1], generator=gen))
+    return len(dead)
+
+
+def _save_state(path: Path, model, opt, stage: int, step: int, gen: torch.Generator, log: dict):
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "stage": stage, "step": step,
+                "gen": gen.get_state(), "cfg": model.cfg.to_json(), "log": log}, tmp)
+    tmp.replace(path)
+
+
+def train(args: TrainArgs, cfg: TokFuseConfig | None = None) -> Path:
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    state_path = work / "state.pt"
+    logf = open(work / "train.log", "a")
+    t0 = time.perf_counter()
+    bank = PairBank(args.data)
+    _log(f"[data] {len(bank)} pairs from {args.data} loaded in {time.perf_counter() - t0:.1f}s", logf)
+
+    gen = torch.Generator().manual_seed(args.seed)
+    model = TokFuse(cfg or TokFuseConfig())
+    stage, start = 1, 0
+    summary: dict = {"seed": args.seed, "pairs": len(bank), "steps1": args.steps1, "steps2": args.steps2}
+    opt = None
+    if args.resume and state_path.exists():
+        st = torch.load(state_path, weights_only=False)
+        model = TokFuse(TokFuseConfig.from_json(st["cfg"]))
+        model.load_state_dict(st["model"])
+        stage, start = st["stage"], st["step"]
+        gen.set_state(st["gen"])
+        summary.update(st["log"])
+        _log(f"[resume] stage {stage} step {start}", logf)
+
+    # ---------------- stage I: tokenizer warm-up -------------------------------------------
+    if stage == 1:
+        params = list(model.encoder.parameters()) + list(model.decoder.parameters()) + [model.codebook]
+        opt = torch.optim.AdamW(params, lr=args.lr1, weight_decay=0.0)
+        if args.resume and state_path.exists() and st["stage"] == 1:
+            opt.load_state_dict(st["opt"])
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr1, total_steps=max(args.steps1, 1), pct_start=0.1)
+        for _ in range(start):
+            sched.step()
+        model.train()
+        usage = torch.zeros(model.cfg.codebook_size)
+        recent = []
+        ts = time.perf_counter()
+        for step in range(start, args.steps1):
+            y = single_images(bank, gen, args.batch1, model.cfg.image_size)
+            loss, parts, z, ids = tokenizer_step(model, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            usage += torch.bincount(ids.flatten(), minlength=usage.numel())
+            recent.append(z.reshape(-1, z.shape[-1]))
+            if (step + 1) % 100 == 0:
+                n_dead = _restart_dead_codes(model, usage, torch.cat(recent), gen) if step < 0.8 * args.steps1 else 0
+                summary["codes_used"] = int((usage > 0).sum())
+                usage.zero_()
+                recent.clear()
+                if n_dead:
+                    _log(f"[I] step {step + 1}: restarted {n_dead} unused codes", logf)
+            if (step + 1) % args.log_every == 0:
+                rate = (step + 1 - start) / (time.perf_counter() - ts)
+                _log(f"[I] step {step + 1}/{args.steps1} loss {float(loss):.4f} rec {parts['rec']:.4f} "
+                     f"code {parts['code']:.4f} ({rate:.2f} it/s, {time.perf_counter() - t0:.0f}s)", logf)
+                summary["stage1_final_rec"] = parts["rec"]
+            if (step + 1) % args.save_every == 0:
+                _save_state(state_path, model, opt, 1, step + 1, gen, summary)
+        summary["stage1_seconds"] = round(time.perf_counter() - ts, 1)
+        stage, start = 2, 0
+        _save_state(state_path, model, opt, 2, 0, gen, summary)
+
+    # ---------------- stage II: fusion with STE (tokenizer frozen) -------------------------
+    for mod in (model.encoder, model.decoder):
+        mod.requires_grad_(False)
+    model.codebook.requires_grad_(False)
+    params = [p for n, p in model.named_parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr2, weight_decay=1e-4)
+    if args.resume and state_path.exists() and start > 0:
+        opt.load_state_dict(torch.load(state_path, weights_only=False)["opt"])
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr2, total_steps=max(args.steps2, 1), pct_start=0.1)
+    for _ in range(start):
+        sched.step()
+    model.train()
+    model.encoder.eval()
+    model.decoder.eval()
+    K = model.cfg.num_tokens
+    ts = time.perf_counter()
+    for step in range(start, args.steps2):
+        ir, vis = bank.sample(gen, args.batch2, args.crop2)
+        k = int(torch.randint(0, min(K, 2 * model.cfg.default_k) + 1, (1,), generator=gen))
+        fused, _, base = model(ir, vis, k=k)
+        parts = fusion_losses(fused, ir, vis)
+        target_base = F.interpolate(torch.maximum(ir, vis), size=base.shape[-2:], mode="bilinear", align_corners=False)
+        l_base = F.l1_loss(base, target_base)
+        loss = parts["total"] + 0.5 * l_base
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if (step + 1) % args.log_every == 0:
+            rate = (step + 1 - start) / (time.perf_counter() - ts)
+            _log(f"[II] step {step + 1}/{args.steps2} loss {float(loss):.4f} int {float(parts['int']):.4f} "
+                 f"grad {float(parts['grad']):.4f} ssim {float(parts['ssim']):.4f} base {float(l_base):.4f} "
+                 f"({rate:.2f} it/s, {time.perf_counter() - t0:.0f}s)", logf)
+            summary["stage2_final"] = {k2: round(float(v), 5) for k2, v in parts.items()} | {"base": round(float(l_base), 5)}
+        if (step + 1) % args.save_every == 0:
+            _save_state(state_path, model, opt, 2, step + 1, gen, summary)
+    summary["stage2_seconds"] = round(time.perf_counter() - ts, 1)
+    summary["total_seconds"] = round(time.perf_counter() - t0, 1)
+    model.eval()
+    out = save_checkpoint(model, args.out, extra={"train": summary})
+    _log(f"[done] wrote {out} in {summary['total_seconds']}s: {json.dumps(summary)}", logf)
+    return out
