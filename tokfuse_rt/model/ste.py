@@ -69,9 +69,11 @@ class SelectiveTokenEditing(nn.Module):
         return self.score(torch.cat([z, c], dim=-1)).squeeze(-1)
 
     def edit(self, z: torch.Tensor, ctx: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        """The edited, l2-normalised (not yet re-quantised) tokens for every position."""
-        c = ctx.unsqueeze(-2).expand(*z.shape[:-1], ctx.shape[-1])
-        e = self.edit_fc2(torch.relu(self.edit_fc1(torch.cat([z, c], dim=-1))))
+        """The edited, l2-normalised (not yet re-quantised) tokens: z [..., K, d] with ctx [..., 2d]
+        (one context per sequence), or z [N, d] with ctx [N, 2d] (one context per token)."""
+        if ctx.ndim == z.ndim - 1:
+            ctx = ctx.unsqueeze(-2).expand(*z.shape[:-1], ctx.shape[-1])
+        e = self.edit_fc2(torch.relu(self.edit_fc1(torch.cat([z, ctx], dim=-1))))
         return l2norm(z + torch.sigmoid(scores).unsqueeze(-1) * e)
 
     def forward(self, z: torch.Tensor, ids: torch.Tensor, ctx: torch.Tensor, codebook_n: torch.Tensor, k):

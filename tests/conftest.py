@@ -1,0 +1,86 @@
+"""Shared fixtures and capability markers. Capabilities are decided by what is importable/built,
+evaluated at collection time (never at import time of the package)."""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+
+def find_shared_data() -> Path | None:
+    """``shared/data`` beside the repo (<X>/main and <X>/shared), or $TOKFUSE_SHARED/data."""
+    env = os.environ.get("TOKFUSE_SHARED")
+    cands = [Path(env) / "data", Path(env)] if env else []
+    here = Path(__file__).resolve()
+    cands += [p / "shared" / "data" for p in here.parents]
+    for c in cands:
+        if (c / "test").is_dir():
+            return c
+    return None
+
+
+SHARED_DATA = find_shared_data()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if SHARED_DATA is None:
+        pytest.skip("shared/data not found beside the repository (set TOKFUSE_SHARED)")
+    return SHARED_DATA
+
+
+def _has(mod: str) -> bool:
+    return importlib.util.find_spec(mod) is not None
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _cuda_ext() -> bool:
+    try:
+        from tokfuse_rt import _C
+    except ImportError:
+        return False
+    return bool(_C.has_cuda()) and _cuda()
+
+
+_CAPS = {
+    "requires_cuda": (_cuda, "needs a CUDA GPU visible to torch (none here)"),
+    "requires_trt": (lambda: _has("tensorrt") and _cuda(), "needs TensorRT and a CUDA GPU"),
+    "requires_cuda_ext": (_cuda_ext, "needs tokfuse_rt._C built with CUDA and a CUDA GPU"),
+    "requires_triton": (lambda: _has("triton"), "needs triton (pip install triton)"),
+    "requires_ort": (lambda: _has("onnxruntime"), "needs onnxruntime"),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    cache: dict = {}
+    for item in items:
+        for name, (probe, why) in _CAPS.items():
+            if item.get_closest_marker(name) is None:
+                continue
+            if name not in cache:
+                cache[name] = probe()
+            if not cache[name]:
+                item.add_marker(pytest.mark.skip(reason=f"{name}: {why}"))
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    """A small, seeded, untrained TokFuse checkpoint for fast API tests (not for quality)."""
+    import torch
+
+    from tokfuse_rt.model import TokFuse, TokFuseConfig, save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = TokFuseConfig(image_size=32, patch_size=8, num_tokens=8, code_dim=12, codebook_size=64, width=32,
+                        enc_depth=1, dec_depth=1, heads=2, default_k=2, detail_channels=4, head_channels=4)
+    m = TokFuse(cfg).eval()
+    with torch.no_grad():                       # non-trivial head so outputs depend on both inputs
+        m.head.conv2.weight.normal_(0, 0.1)
+    return save_checkpoint(m, tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")

@@ -1,0 +1,95 @@
+"""Checkpoint round trip and clear errors for corrupt, truncated or incompatible files."""
+import json
+import struct
+
+import pytest
+import torch
+
+from tokfuse_rt import Engine
+from tokfuse_rt.model import CheckpointError, TokFuse, TokFuseConfig, load_checkpoint, save_checkpoint
+
+
+def test_round_trip_is_exact(tiny_ckpt, tmp_path):
+    m, meta = load_checkpoint(tiny_ckpt)
+    assert meta["format_version"] == "1" and isinstance(meta["config"], TokFuseConfig)
+    out = save_checkpoint(m, tmp_path / "again.safetensors", extra={"note": "x"})
+    m2, meta2 = load_checkpoint(out)
+    assert meta2["extra"] == {"note": "x"}
+    for (n1, t1), (n2, t2) in zip(m.state_dict().items(), m2.state_dict().items()):
+        assert n1 == n2 and torch.equal(t1, t2)
+    g = torch.Generator().manual_seed(0)
+    ir, vis = torch.rand(1, 1, 24, 40, generator=g), torch.rand(1, 1, 24, 40, generator=g)
+    with torch.no_grad():
+        a, b = m(ir, vis), m2(ir, vis)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_missing_file():
+    with pytest.raises(FileNotFoundError, match="nope.safetensors"):
+        load_checkpoint("nope.safetensors")
+    with pytest.raises(FileNotFoundError, match="model file not found"):
+        Engine("nope.safetensors")
+
+
+def test_empty_and_truncated(tiny_ckpt, tmp_path):
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty or truncated"):
+        load_checkpoint(empty)
+    data = tiny_ckpt.read_bytes()
+    for cut in (4, 100, len(data) // 2, len(data) - 1):
+        p = tmp_path / f"cut{cut}.safetensors"
+        p.write_bytes(data[:cut])
+        with pytest.raises(CheckpointError, match="truncated|corrupt"):
+            load_checkpoint(p)
+    with pytest.raises(CheckpointError):
+        Engine(tmp_path / f"cut{len(data) // 2}.safetensors")
+
+
+def test_garbage_and_foreign_files(tmp_path):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
+    with pytest.raises(CheckpointError, match="corrupt header"):
+        load_checkpoint(junk)
+    from safetensors.torch import save_file
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    with pytest.raises(CheckpointError, match="not a tokfuse_rt checkpoint"):
+        load_checkpoint(foreign)
+
+
+def _rewrite_meta(src, dst, **changes):
+    data = src.read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    header["__metadata__"].update(changes)
+    hb = json.dumps(header).encode()
+    hb += b" " * (-len(hb) % 8)
+    dst.write_bytes(struct.pack("<Q", len(hb)) + hb + data[8 + n:])
+    return dst
+
+
+def test_incompatible_version_and_config(tiny_ckpt, tmp_path):
+    with pytest.raises(CheckpointError, match="format version 99"):
+        load_checkpoint(_rewrite_meta(tiny_ckpt, tmp_path / "v99.safetensors", format_version="99"))
+    meta, _ = load_checkpoint(tiny_ckpt)
+    cfg = json.loads(meta.cfg.to_json())
+    deeper = dict(cfg, dec_depth=cfg["dec_depth"] + 1)  # config asks for tensors the file lacks
+    with pytest.raises(CheckpointError, match="does not match the model: missing"):
+        load_checkpoint(_rewrite_meta(tiny_ckpt, tmp_path / "deep.safetensors", config=json.dumps(deeper)))
+    wider = dict(cfg, code_dim=cfg["code_dim"] + 4)      # same tensors, other shapes
+    with pytest.raises(CheckpointError, match="has shape"):
+        load_checkpoint(_rewrite_meta(tiny_ckpt, tmp_path / "wide.safetensors", config=json.dumps(wider)))
+    with pytest.raises(CheckpointError, match="invalid model config"):
+        load_checkpoint(_rewrite_meta(tiny_ckpt, tmp_path / "bad.safetensors", config='{"width": -1}'))
+
+
+def test_nan_weights_rejected(tmp_path):
+    m = TokFuse(TokFuseConfig(image_size=32, patch_size=8, num_tokens=4, codebook_size=8, width=16, heads=2,
+                              enc_depth=1, dec_depth=1, default_k=1, detail_channels=2, head_channels=2))
+    with torch.no_grad():
+        m.head.conv1.weight[0, 0, 0, 0] = float("nan")
+    p = save_checkpoint(m, tmp_path / "nan.safetensors")
+    with pytest.raises(CheckpointError, match="NaN"):
+        load_checkpoint(p)
