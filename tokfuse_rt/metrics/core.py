@@ -1,0 +1,180 @@
+"""``evaluate``: all metrics for one (fused, ir, vis) triplet under a named convention."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Dict, Iterable, Optional, Union
+
+import numpy as np
+
+from . import basic, gradient, info, ssim as _ssim, vif as _vif
+from .io import to_gray_cv
+
+#: The 13 metrics, in report order.
+METRICS = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM", "PSNR", "CC", "MSE", "Nabf")
+
+#: Direction of each metric: True where higher is better.
+HIGHER_IS_BETTER = {m: True for m in METRICS}
+HIGHER_IS_BETTER.update({"MSE": False, "Nabf": False})
+
+
+@dataclass(frozen=True)
+class Convention:
+    """How metrics are computed and reported.
+
+    name         label of the convention
+    mi_base      logarithm base of MI: ``math.e`` (nats, CDDFuse) or 2 (bits)
+    ssim_range   data range behind the ``SSIM`` key: 2 (published CDDFuse column) or 255;
+                 ``SSIM_2`` and ``SSIM_255`` are always reported too, named
+    per_channel  colour (HxWx3) fused images are evaluated per RGB channel and the 13 values
+                 averaged (VIFB style); sources that are gray are replicated to 3 channels.
+                 When False, colour inputs are first converted to the reference luminance.
+    nabf_scale   factor applied to pixel values before Nabf (1: 0..255, 1/255: im2double as VIFB)
+    """
+
+    name: str
+    mi_base: float = math.e
+    ssim_range: float = 2.0
+    per_channel: bool = False
+    nabf_scale: float = 1.0
+
+
+#: Named conventions.  "cddfuse" is the default and reproduces ``shared/data/metric_reference.json``.
+CONVENTIONS: Dict[str, Convention] = {
+    "cddfuse": Convention("cddfuse"),
+    # same, MI in bits (= nats / ln 2)
+    "cddfuse_bits": Convention("cddfuse_bits", mi_base=2.0),
+    # same, SSIM column with data range 255 (the value scikit-image gives for 8-bit data)
+    "cddfuse_ssim255": Convention("cddfuse_ssim255", ssim_range=255.0),
+    # VIFB-style: per-RGB-channel evaluation averaged, MI in bits, SSIM with range 255, Nabf on
+    # im2double ([0, 1]) values.  The per-metric formulas are otherwise those of "cddfuse" (this is
+    # not a re-implementation of VIFB's MATLAB code, only of its channel averaging and scales).
+    "vifb": Convention("vifb", mi_base=2.0, ssim_range=255.0, per_channel=True, nabf_scale=1 / 255),
+}
+
+
+def get_convention(convention: Union[str, Convention, None] = None, **overrides) -> Convention:
+    """Resolve a convention name (or object) and apply keyword overrides, e.g.
+    ``get_convention("cddfuse", mi_base=2)``."""
+    if convention is None:
+        convention = "cddfuse"
+    if isinstance(convention, str):
+        key = convention.lower()
+        if key not in CONVENTIONS:
+            raise ValueError(f"unknown convention {convention!r}; known: {sorted(CONVENTIONS)}")
+        convention = CONVENTIONS[key]
+    if not isinstance(convention, Convention):
+        raise TypeError(f"convention must be a name or Convention, got {type(convention).__name__}")
+    return replace(convention, **overrides) if overrides else convention
+
+
+def _resolve_metrics(metrics: Optional[Iterable[str]]):
+    if metrics is None:
+        return list(METRICS)
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    lut = {m.lower(): m for m in METRICS}
+    lut.update({"ssim_2": "SSIM", "ssim_255": "SSIM"})
+    out = []
+    for m in metrics:
+        key = lut.get(str(m).lower())
+        if key is None:
+            raise ValueError(f"unknown metric {m!r}; known: {list(METRICS)}")
+        if key not in out:
+            out.append(key)
+    return out
+
+
+def _evaluate_gray(F, A, B, names, conv: Convention) -> Dict[str, float]:
+    r: Dict[str, float] = {}
+    for m in names:
+        if m == "EN":
+            r["EN"] = basic.en(F)
+        elif m == "SD":
+            r["SD"] = basic.sd(F)
+        elif m == "SF":
+            r["SF"] = basic.sf(F)
+        elif m == "AG":
+            r["AG"] = basic.ag(F)
+        elif m == "MI":
+            r["MI"] = info.mi(F, A, B, base=conv.mi_base)
+        elif m == "SCD":
+            r["SCD"] = basic.scd(F, A, B)
+        elif m == "VIF":
+            r["VIF"] = _vif.vif(F, A, B)
+        elif m == "Qabf":
+            r["Qabf"] = gradient.qabf(F, A, B)
+        elif m == "SSIM":
+            ranges = tuple(dict.fromkeys((2.0, 255.0, float(conv.ssim_range))))
+            s = _ssim.ssim_both(F, A, B, ranges=ranges)
+            r["SSIM"] = s["A"][float(conv.ssim_range)] + s["B"][float(conv.ssim_range)]
+            r["SSIM_2"] = s["A"][2.0] + s["B"][2.0]
+            r["SSIM_255"] = s["A"][255.0] + s["B"][255.0]
+        elif m == "PSNR":
+            r["PSNR"] = basic.psnr(F, A, B)
+        elif m == "CC":
+            r["CC"] = basic.cc(F, A, B)
+        elif m == "MSE":
+            r["MSE"] = basic.mse(F, A, B)
+        elif m == "Nabf":
+            r["Nabf"] = gradient.nabf(F, A, B, scale=conv.nabf_scale)
+    return r
+
+
+def _to_float32(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float32)
+
+
+def _channels(x: np.ndarray) -> np.ndarray:
+    """HxW -> HxWx3 (replicated); HxWx1 -> HxWx3; HxWx4 -> first three channels."""
+    if x.ndim == 2:
+        return np.repeat(x[..., None], 3, axis=2)
+    if x.ndim == 3 and x.shape[2] == 1:
+        return np.repeat(x, 3, axis=2)
+    if x.ndim == 3 and x.shape[2] in (3, 4):
+        return x[..., :3]
+    raise ValueError(f"expected HxW or HxWxC image, got shape {x.shape}")
+
+
+def evaluate(
+    fused,
+    ir,
+    vis,
+    convention: Union[str, Convention, None] = "cddfuse",
+    metrics: Optional[Iterable[str]] = None,
+    **overrides,
+) -> Dict[str, float]:
+    """Compute fusion metrics for one triplet.
+
+    ``fused``, ``ir`` (A) and ``vis`` (B) are HxW luminance or HxWx3 RGB arrays on the 0..255
+    scale (e.g. from :func:`read_gray` / :func:`read_rgb`); all the same HxW.  Arrays are converted
+    to float32 first, as the reference reads them.  ``metrics`` selects a subset of :data:`METRICS`
+    (default: all, in order).  ``convention`` is a name from :data:`CONVENTIONS` or a
+    :class:`Convention`; keyword overrides (``mi_base=2``, ``ssim_range=255``, ``per_channel=True``,
+    ``nabf_scale=...``) adjust it.
+
+    Returns a dict in :data:`METRICS` order; when SSIM is requested it also holds ``SSIM_2`` (data
+    range 2, the published CDDFuse column) and ``SSIM_255`` (data range 255), ``SSIM`` being the one
+    the convention selects.
+    """
+    conv = get_convention(convention, **overrides)
+    names = _resolve_metrics(metrics)
+    F, A, B = (_to_float32(x) for x in (fused, ir, vis))
+    if not (F.shape[:2] == A.shape[:2] == B.shape[:2]):
+        raise ValueError(f"size mismatch: fused {F.shape}, ir {A.shape}, vis {B.shape}")
+    colour = any(x.ndim == 3 and x.shape[2] > 1 for x in (F, A, B))
+    if conv.per_channel and colour and F.ndim == 3 and F.shape[2] > 1:
+        Fc, Ac, Bc = (_channels(x) for x in (F, A, B))
+        per = [
+            _evaluate_gray(
+                np.ascontiguousarray(Fc[..., c]),
+                np.ascontiguousarray(Ac[..., c]),
+                np.ascontiguousarray(Bc[..., c]),
+                names,
+                conv,
+            )
+            for c in range(3)
+        ]
+        return {k: float(np.mean([p[k] for p in per])) for k in per[0]}
+    F, A, B = (to_gray_cv(x) for x in (F, A, B))
+    return _evaluate_gray(F, A, B, names, conv)

@@ -1,0 +1,228 @@
+"""Evaluate a directory of fused images against their sources; write Markdown and a PNG figure.
+
+Files pair up by stem (file name without extension) across ``fused_dir``, ``ir_dir`` and
+``vis_dir``; PNG, JPEG, BMP and TIFF are read (see :data:`tokfuse_rt.metrics.IMAGE_EXTS`).
+Anything that cannot be evaluated -- a stem missing from one of the folders, an ambiguous stem
+(two files with the same stem in one folder), an unreadable file, mismatched sizes -- is skipped
+and reported in ``failures`` instead of aborting the run.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Tuple
+
+import numpy as np
+
+from .core import METRICS, evaluate, get_convention
+from .io import IMAGE_EXTS, PathLike, read_gray, read_rgb
+
+Row = Dict[str, object]
+Failure = Dict[str, str]
+
+__all__ = ["evaluate_dirs", "write_markdown", "write_figure", "summarize", "metric_columns"]
+
+
+def _scan(folder: Path) -> Tuple[Dict[str, Path], Dict[str, List[Path]]]:
+    """stem -> path for image files directly in ``folder``; plus stems that occur more than once."""
+    by_stem: Dict[str, List[Path]] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTS:
+            by_stem.setdefault(p.stem, []).append(p)
+    unique = {s: ps[0] for s, ps in by_stem.items() if len(ps) == 1}
+    dups = {s: ps for s, ps in by_stem.items() if len(ps) > 1}
+    return unique, dups
+
+
+def _progress(iterable, total: int, enabled: bool):
+    if not enabled:
+        yield from iterable
+        return
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency, keep a plain fallback
+        for i, item in enumerate(iterable, 1):
+            print(f"\r[{i}/{total}]", end="", file=sys.stderr, flush=True)
+            yield item
+        print(file=sys.stderr)
+        return
+    yield from tqdm(iterable, total=total, desc="metrics", unit="img", file=sys.stderr)
+
+
+def evaluate_dirs(
+    fused_dir: PathLike,
+    ir_dir: PathLike,
+    vis_dir: PathLike,
+    progress: bool = True,
+    convention="cddfuse",
+    metrics: Optional[Iterable[str]] = None,
+) -> Tuple[List[Row], List[Failure]]:
+    """Evaluate every fused image that has an ir and a vis partner with the same stem.
+
+    Returns ``(rows, failures)``: ``rows`` is a list of ``{"name": stem, <metric>: value, ...}``
+    sorted by stem; ``failures`` a list of ``{"name", "path", "reason"}`` for everything skipped.
+    Images are read with :func:`read_gray` (or :func:`read_rgb` for per-channel conventions).
+    """
+    conv = get_convention(convention)
+    dirs = {"fused": Path(fused_dir), "ir": Path(ir_dir), "vis": Path(vis_dir)}
+    for role, d in dirs.items():
+        if not d.is_dir():
+            raise NotADirectoryError(f"{role} directory not found: {d}")
+    scans = {role: _scan(d) for role, d in dirs.items()}
+    failures: List[Failure] = []
+    ambiguous = set()
+    for role, (_, dups) in scans.items():
+        for stem, paths in dups.items():
+            ambiguous.add(stem)
+            failures.append({
+                "name": stem,
+                "path": ", ".join(str(p) for p in paths),
+                "reason": f"ambiguous: {len(paths)} files with this stem in the {role} folder",
+            })
+    files = {role: s[0] for role, s in scans.items()}
+    all_stems = sorted((set(files["fused"]) | set(files["ir"]) | set(files["vis"])) - ambiguous)
+    todo = []
+    for stem in all_stems:
+        missing = [role for role in ("fused", "ir", "vis") if stem not in files[role]]
+        if missing:
+            present = [str(files[r][stem]) for r in ("fused", "ir", "vis") if stem in files[r]]
+            failures.append({
+                "name": stem,
+                "path": ", ".join(present),
+                "reason": "unpaired: no " + " / ".join(missing) + " image with this stem",
+            })
+        else:
+            todo.append(stem)
+
+    reader = read_rgb if conv.per_channel else read_gray
+    rows: List[Row] = []
+    for stem in _progress(todo, len(todo), progress):
+        imgs = {}
+        bad = None
+        for role in ("fused", "ir", "vis"):
+            path = files[role][stem]
+            try:
+                imgs[role] = reader(path)
+            except Exception as exc:  # unreadable / truncated / not an image
+                bad = {"name": stem, "path": str(path), "reason": f"unreadable: {type(exc).__name__}: {exc}"}
+                break
+        if bad is not None:
+            failures.append(bad)
+            continue
+        shapes = {r: imgs[r].shape[:2] for r in imgs}
+        if len(set(shapes.values())) != 1:
+            failures.append({
+                "name": stem,
+                "path": str(files["fused"][stem]),
+                "reason": "size mismatch: " + ", ".join(f"{r} {h}x{w}" for r, (h, w) in shapes.items()),
+            })
+            continue
+        try:
+            values = evaluate(imgs["fused"], imgs["ir"], imgs["vis"], convention=conv, metrics=metrics)
+        except Exception as exc:
+            failures.append({"name": stem, "path": str(files["fused"][stem]),
+                             "reason": f"metric error: {type(exc).__name__}: {exc}"})
+            continue
+        row: Row = {"name": stem}
+        row.update(values)
+        rows.append(row)
+    return rows, failures
+
+
+def metric_columns(rows: List[Row]) -> List[str]:
+    """Metric keys present in ``rows``: METRICS order first (SSIM_2 / SSIM_255 after SSIM)."""
+    present: List[str] = []
+    for r in rows:
+        for k in r:
+            if k != "name" and k not in present:
+                present.append(k)
+    order = []
+    for m in METRICS:
+        for k in (m, m + "_2", m + "_255"):
+            if k in present:
+                order.append(k)
+    order += [k for k in present if k not in order]
+    return order
+
+
+def summarize(rows: List[Row]) -> Dict[str, Tuple[float, float]]:
+    """``{metric: (mean, std)}`` over rows (population std, ddof=0; non-finite values ignored)."""
+    out = {}
+    for k in metric_columns(rows):
+        v = np.array([float(r[k]) for r in rows if k in r], dtype=np.float64)
+        v = v[np.isfinite(v)]
+        out[k] = (float(v.mean()), float(v.std())) if v.size else (math.nan, math.nan)
+    return out
+
+
+def _fmt(x: float) -> str:
+    if x is None or not np.isfinite(x):
+        return "inf" if x == math.inf else ("-inf" if x == -math.inf else "nan")
+    return f"{x:.4f}"
+
+
+def write_markdown(rows: List[Row], path: PathLike, title: Optional[str] = None) -> Path:
+    """Write a Markdown table: one row per image, then a ``mean ± std`` row (population std)."""
+    path = Path(path)
+    cols = metric_columns(rows)
+    lines = []
+    if title:
+        lines += [f"# {title}", ""]
+    lines.append("| image | " + " | ".join(cols) + " |")
+    lines.append("| --- | " + " | ".join("---:" for _ in cols) + " |")
+    for r in rows:
+        lines.append(f"| {r['name']} | " + " | ".join(_fmt(float(r[c])) if c in r else "" for c in cols) + " |")
+    if rows:
+        stats = summarize(rows)
+        lines.append(
+            f"| **mean ± std** (n={len(rows)}) | "
+            + " | ".join(f"{_fmt(stats[c][0])} ± {_fmt(stats[c][1])}" for c in cols)
+            + " |"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_figure(rows: List[Row], path: PathLike, title: Optional[str] = None) -> Path:
+    """Write a PNG with one bar chart per metric (one bar per image, dashed line at the mean).
+
+    matplotlib is imported lazily and drawn through the Agg canvas directly, so the global
+    pyplot backend is left alone.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    cols = metric_columns(rows)
+    if not cols:
+        raise ValueError("no metric values to plot")
+    names = [str(r["name"]) for r in rows]
+    ncol = min(4, len(cols))
+    nrow = math.ceil(len(cols) / ncol)
+    fig = Figure(figsize=(4.2 * ncol, 2.8 * nrow + 0.4), dpi=100)
+    FigureCanvasAgg(fig)
+    x = np.arange(len(rows))
+    for i, c in enumerate(cols):
+        ax = fig.add_subplot(nrow, ncol, i + 1)
+        v = np.array([float(r.get(c, math.nan)) for r in rows], dtype=np.float64)
+        finite = np.where(np.isfinite(v), v, np.nan)
+        ax.bar(x, np.nan_to_num(finite, nan=0.0), color="#4C72B0")
+        if np.isfinite(finite).any():
+            ax.axhline(np.nanmean(finite), color="#C44E52", ls="--", lw=1)
+            ax.set_title(f"{c}  (mean {np.nanmean(finite):.4g})", fontsize=9)
+        else:
+            ax.set_title(c, fontsize=9)
+        if len(rows) <= 30:
+            ax.set_xticks(x)
+            ax.set_xticklabels(names, rotation=90, fontsize=6)
+        else:
+            ax.set_xticks([])
+        ax.tick_params(axis="y", labelsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(str(path), format="png")
+    return path
