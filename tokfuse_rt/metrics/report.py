@@ -159,6 +159,8 @@ def summarize(rows: List[Row]) -> Dict[str, Tuple[float, float]]:
 def _fmt(x: float) -> str:
     if x is None or not np.isfinite(x):
         return "inf" if x == math.inf else ("-inf" if x == -math.inf else "nan")
+    if x != 0 and abs(x) < 1e-3:  # e.g. Nabf (~1e-7 .. 1e-4 under the cddfuse convention): keep 4 significant digits
+        return f"{x:.4g}"
     return f"{x:.4f}"
 
 

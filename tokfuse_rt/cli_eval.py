@@ -1,0 +1,250 @@
+"""``tokfuse eval``: fusion metrics over a folder of fused images, or over an engine run on a test set.
+
+Two modes::
+
+    tokfuse eval --fused DIR --ir DIR --vis DIR [--out report.md] [--figure report.png]
+    tokfuse eval --engine PATH|default --set DIR [--keep DIR] [--k K] [--out report.md]
+
+Files pair up by stem across the folders (PNG, JPEG, BMP, TIFF; gray or RGB, read as luminance
+under the default convention).  Unpaired, ambiguous, unreadable or mismatched files are reported on
+stderr and in the report, and skipped.  The report is a Markdown table (one row per image, then a
+``mean ± std`` row); the figure (a PNG, by default beside the report) has one bar chart per metric.
+The mean row goes to stdout, progress bars to stderr.
+
+Exit status: 0 when at least one image was evaluated (even if others were skipped), 1 otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+#: Sub-folder pairs recognised in a ``--set`` directory: (ir-like, vis-like).
+SET_LAYOUTS = (("ir", "vi"), ("ir", "vis"), ("a", "b"))
+
+EPILOG = """examples:
+  tokfuse eval --fused out/TNO --ir ../shared/data/test/TNO/ir --vis ../shared/data/test/TNO/vi --out tno.md
+  tokfuse eval --engine default --set ../shared/data/test/TNO --out tno.md --keep out/TNO
+  tokfuse eval --engine model.onnx --set ../shared/data/test/Harvard_MRI_PET --k 4 --metrics EN,SD,VIF,Qabf,SSIM
+"""
+
+
+def register(subparsers) -> None:
+    from .metrics import CONVENTIONS, METRICS
+
+    e = subparsers.add_parser(
+        "eval", help="fusion metrics (Markdown table + PNG figure) for fused images or an engine run",
+        description="Evaluate fused images against their sources (EN, SD, SF, AG, MI, SCD, VIF, Qabf, SSIM, "
+                    "PSNR, CC, MSE, Nabf). Either give --fused/--ir/--vis folders, or --engine and --set to "
+                    "fuse a test set on the fly. Files pair up by name (stem); unpaired or unreadable files "
+                    "are reported and skipped.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = e.add_argument_group("images")
+    src.add_argument("--fused", default=None, help="folder of fused images (mode 1)")
+    src.add_argument("--ir", default=None, help="folder of infrared (or MRI) images")
+    src.add_argument("--vis", default=None, help="folder of visible (or second-modality) images")
+    eng = e.add_argument_group("fuse on the fly (mode 2)")
+    eng.add_argument("--engine", default=None, metavar="PATH|default",
+                     help="model file (.safetensors, .onnx, .plan) or 'default' for the bundled model")
+    eng.add_argument("--set", dest="set_dir", default=None, metavar="DIR",
+                     help="test-set folder with ir/ + vi/ (or a/ + b/) sub-folders; "
+                          "alternatively give --ir and --vis")
+    eng.add_argument("--keep", default=None, metavar="DIR",
+                     help="also write the fused images here (default: a temporary folder, deleted)")
+    eng.add_argument("--k", type=int, default=None, help="tokens edited by STE, 0..K (default: the model's)")
+    eng.add_argument("--device", default="auto", help="engine device: auto | cpu | cuda | cuda:N (default: auto)")
+    eng.add_argument("--threads", type=int, default=None, help="CPU threads for the engine backend")
+    out = e.add_argument_group("output")
+    out.add_argument("--out", "-o", default="report.md", help="Markdown report (default: ./report.md)")
+    out.add_argument("--figure", default=None,
+                     help="PNG figure (default: beside the report, same name with .png)")
+    out.add_argument("--no-figure", action="store_true", help="do not write the figure")
+    out.add_argument("--convention", default="cddfuse",
+                     help=f"metric convention: {', '.join(CONVENTIONS)} (default: cddfuse)")
+    out.add_argument("--metrics", default=None, metavar="EN,SD,...",
+                     help=f"comma-separated subset of {','.join(METRICS)} (default: all)")
+    out.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    e.set_defaults(func=cmd_eval)
+
+
+# --- argument checks -------------------------------------------------------------------------------
+def parse_metrics(text: Optional[str]) -> Optional[List[str]]:
+    """'EN, sd,SSIM_255' -> ['EN', 'SD', 'SSIM_255'] (canonical names); None/'' or 'all' -> None."""
+    from .metrics import METRICS
+
+    if text is None or not text.strip() or text.strip().lower() == "all":
+        return None
+    known = {m.lower(): m for m in METRICS}
+    known.update({"ssim_2": "SSIM_2", "ssim_255": "SSIM_255"})
+    out: List[str] = []
+    for tok in text.split(","):
+        tok = tok.strip()
+        if not tok:
+            continue
+        name = known.get(tok.lower())
+        if name is None:
+            raise ValueError(f"unknown metric {tok!r} in --metrics; known: {', '.join(METRICS)} (and SSIM_2, SSIM_255)")
+        if name not in out:
+            out.append(name)
+    return out or None
+
+
+def find_set_dirs(set_dir) -> Tuple[Path, Path]:
+    """(ir_dir, vis_dir) of a test-set folder with ir/vi, ir/vis or a/b sub-folders."""
+    set_dir = Path(set_dir)
+    if not set_dir.is_dir():
+        raise FileNotFoundError(f"set directory not found: {set_dir}")
+    for a, b in SET_LAYOUTS:
+        if (set_dir / a).is_dir() and (set_dir / b).is_dir():
+            return set_dir / a, set_dir / b
+    layouts = ", ".join(f"{a}/+{b}/" for a, b in SET_LAYOUTS)
+    raise FileNotFoundError(f"set directory {set_dir} has none of the sub-folder pairs {layouts}")
+
+
+def _need_dir(path, what: str) -> Path:
+    p = Path(path)
+    if not p.is_dir():
+        raise FileNotFoundError(f"{what} directory not found: {p}")
+    return p
+
+
+def _figure_path(a, report: Path) -> Optional[Path]:
+    if a.no_figure:
+        return None
+    if a.figure:
+        return Path(a.figure)
+    fig = report.with_suffix(".png")
+    return fig if fig != report else report.with_name(report.stem + "_figure.png")
+
+
+# --- the command ------------------------------------------------------------------------------------
+def cmd_eval(a) -> int:
+    from .metrics import get_convention
+
+    conv = get_convention(a.convention)          # ValueError for unknown names, before any work
+    metrics = parse_metrics(a.metrics)
+    report = Path(a.out)
+    if report.exists() and report.is_dir():
+        raise ValueError(f"--out must be a file, not a directory: {report}")
+    figure = _figure_path(a, report)
+    info: Dict[str, str] = {}
+    pre_failures: List[Dict[str, str]] = []
+
+    if a.engine is None:
+        for opt, val in (("--set", a.set_dir), ("--keep", a.keep), ("--k", a.k)):
+            if val is not None:
+                raise ValueError(f"{opt} needs --engine")
+        missing = [o for o, v in (("--fused", a.fused), ("--ir", a.ir), ("--vis", a.vis)) if v is None]
+        if missing:
+            raise ValueError(f"missing {' '.join(missing)} (give --fused --ir --vis, or --engine with --set)")
+        fused_dir, ir_dir, vis_dir = (_need_dir(p, w) for p, w in
+                                      ((a.fused, "fused"), (a.ir, "ir"), (a.vis, "vis")))
+        info["fused"] = str(fused_dir)
+        return _evaluate_and_write(a, conv, metrics, fused_dir, ir_dir, vis_dir, report, figure, info, pre_failures)
+
+    # --- mode 2: fuse on the fly --------------------------------------------------------------------
+    if a.fused is not None:
+        raise ValueError("--fused cannot be combined with --engine (use --keep DIR to keep the fused images)")
+    if a.set_dir is not None:
+        if a.ir is not None or a.vis is not None:
+            raise ValueError("give either --set or --ir/--vis, not both")
+        ir_dir, vis_dir = find_set_dirs(a.set_dir)
+        info["set"] = str(Path(a.set_dir))
+    else:
+        if a.ir is None or a.vis is None:
+            raise ValueError("--engine needs --set DIR (or both --ir and --vis)")
+        ir_dir, vis_dir = _need_dir(a.ir, "ir"), _need_dir(a.vis, "vis")
+    keep = Path(a.keep) if a.keep is not None else None
+    if keep is not None and keep.exists() and not keep.is_dir():
+        raise ValueError(f"--keep must be a directory: {keep}")
+
+    from .engine import Engine
+
+    model = None if a.engine.lower() == "default" else a.engine
+    with tempfile.TemporaryDirectory(prefix="tokfuse_eval_") as tmp:
+        # Fuse into a fresh folder so that only this run's outputs are evaluated (never stale files
+        # left in --keep); copy them to --keep right after fusing.
+        fused_dir = Path(tmp) / "fused"
+        with Engine(model, device=a.device, threads=a.threads) as eng:
+            k = eng._k(a.k)                       # validates --k before fusing anything
+            desc = f"{eng.path.name} ({eng.info().get('backend', '?')}, k={k})"
+            t0 = time.perf_counter()
+            rep = eng.fuse_dir(ir_dir, vis_dir, fused_dir, k=k, progress=not a.quiet)
+            dt = time.perf_counter() - t0
+        print(f"fused {len(rep.written)} pairs with {desc} in {dt:.1f} s"
+              f" ({len(rep.failed)} failed, {len(rep.unpaired)} unpaired)")
+        for name, msg in rep.failed:
+            pre_failures.append({"name": Path(name).stem, "path": name, "reason": f"fusion failed: {msg}"})
+        for name in rep.unpaired:
+            pre_failures.append({"name": Path(name).stem, "path": name,
+                                 "reason": "unpaired: no partner in the other source folder"})
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            for p in rep.written:
+                shutil.copy2(p, keep / Path(p).name)
+            print(f"fused images in {keep.resolve()}")
+        info["engine"] = f"{a.engine} -> {desc}"
+        info["fused"] = str(keep) if keep is not None else "(temporary folder, deleted)"
+        return _evaluate_and_write(a, conv, metrics, fused_dir, ir_dir, vis_dir, report, figure, info, pre_failures)
+
+
+def _evaluate_and_write(a, conv, metrics, fused_dir, ir_dir, vis_dir, report: Path, figure: Optional[Path],
+                        info: Dict[str, str], pre_failures: List[Dict[str, str]]) -> int:
+    from .metrics.report import evaluate_dirs, write_figure
+
+    rows, failures = evaluate_dirs(fused_dir, ir_dir, vis_dir, progress=not a.quiet,
+                                   convention=conv, metrics=metrics)
+    # in engine mode a pair that failed to fuse also shows up as "no fused image": report it once
+    already = {f["name"] for f in pre_failures}
+    failures = pre_failures + [f for f in failures if f["name"] not in already]
+    for f in failures:
+        print(f"skipped {f['name']}: {f['reason']} [{f['path']}]", file=sys.stderr)
+
+    info = {"ir": str(ir_dir), "vis": str(vis_dir), **info, "convention": conv.name,
+            "evaluated": f"{len(rows)} images, {len(failures)} skipped"}
+    _write_report(rows, failures, report, info)
+    print(f"evaluated {len(rows)} images, {len(failures)} skipped (convention {conv.name})")
+    if not rows:
+        print(f"report: {report.resolve()}")
+        raise ValueError(f"no image could be evaluated ({len(failures)} skipped; see {report})")
+    print(_mean_lines(rows))
+    print(f"report: {report.resolve()}")
+    if figure is not None:
+        title = f"tokfuse eval ({conv.name}, n={len(rows)})"
+        write_figure(rows, figure, title=title)
+        print(f"figure: {figure.resolve()}")
+    return 0
+
+
+def _mean_lines(rows) -> str:
+    """Markdown header + mean ± std row (plain, for the terminal)."""
+    from .metrics.report import _fmt, metric_columns, summarize
+
+    cols = metric_columns(rows)
+    stats = summarize(rows)
+    head = "| image | " + " | ".join(cols) + " |"
+    mean = f"| mean ± std (n={len(rows)}) | " + " | ".join(
+        f"{_fmt(stats[c][0])} ± {_fmt(stats[c][1])}" for c in cols) + " |"
+    return head + "\n" + mean
+
+
+def _write_report(rows, failures, report: Path, info: Dict[str, str]) -> Path:
+    """Markdown: title, run info, the per-image table with its mean ± std row, then the skip list."""
+    from .metrics.report import write_markdown
+
+    write_markdown(rows, report)                 # the table (creates parent folders)
+    table = report.read_text(encoding="utf-8") if rows else "_no image could be evaluated_\n"
+    when = _dt.datetime.now().isoformat(timespec="seconds")
+    lines = ["# tokfuse eval", ""]
+    lines += [f"- {k}: `{v}`" if k in ("ir", "vis", "fused", "set") else f"- {k}: {v}" for k, v in info.items()]
+    lines += [f"- date: {when}", "", table.rstrip("\n")]
+    if failures:
+        lines += ["", f"## Skipped ({len(failures)})", ""]
+        lines += [f"- `{f['name']}`: {f['reason']} ({f['path']})" for f in failures]
+    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return report
