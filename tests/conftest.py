@@ -84,3 +84,15 @@ def tiny_ckpt(tmp_path_factory) -> Path:
     with torch.no_grad():                       # non-trivial head so outputs depend on both inputs
         m.head.conv2.weight.normal_(0, 0.1)
     return save_checkpoint(m, tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_ckpt, tmp_path_factory) -> Path:
+    """``tiny_ckpt`` exported once per session with ``python -m export.to_onnx`` (in-process)."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    from export.to_onnx import main
+
+    out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    assert main([str(tiny_ckpt), "-o", str(out), "--no-verify"]) == 0
+    return out

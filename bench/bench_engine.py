@@ -1,0 +1,207 @@
+"""Engine speed and memory, backends side by side (§6).
+
+    pytest bench/bench_engine.py --benchmark-only
+
+Group ``engine-640x480``: one real MSRS test pair (640×480, colour visible), ``Engine.fuse`` on
+numpy uint8 arrays (decode excluded; colour conversion, model and uint8 output included), default
+model, 2 threads. Each backend also runs once, in a fresh subprocess, on the same pair resized to
+1280×1024 and reports its peak RSS (VmHWM, ru_maxrss), which must stay <= 1 GiB.
+
+Targets on the project's 2-core CPU: ONNX Runtime <= 100 ms, PyTorch <= 200 ms median per pair. They
+are recorded in ``extra_info`` (``target_ms``, ``meets_target``); set ``TOKFUSE_BENCH_STRICT=1`` to
+assert them too (timings on a shared machine are noisy, RSS is always asserted).
+``TOKFUSE_BENCH_MODEL`` overrides the checkpoint (default: the bundled model).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GROUP = "engine-640x480"
+THREADS = 2
+ROUNDS = int(os.environ.get("TOKFUSE_BENCH_ROUNDS", "20"))
+RSS_LIMIT_MIB = 1024
+TARGET_MS = {("onnxruntime", "cpu"): 100.0, ("pytorch", "cpu"): 200.0}
+STRICT = os.environ.get("TOKFUSE_BENCH_STRICT", "") not in ("", "0")
+
+
+def _model() -> Path:
+    from tokfuse_rt.engine import DEFAULT_MODEL
+
+    return Path(os.environ.get("TOKFUSE_BENCH_MODEL") or DEFAULT_MODEL)
+
+
+def _shared_data() -> Path | None:
+    env = os.environ.get("TOKFUSE_SHARED")
+    cands = ([Path(env) / "data", Path(env)] if env else []) + [p / "shared" / "data" for p in ROOT.parents]
+    return next((c for c in cands if (c / "test").is_dir()), None)
+
+
+def _has(mod: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(mod) is not None
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def pair_paths():
+    data = _shared_data()
+    if data is None:
+        pytest.skip("shared/data not found beside the repository (set TOKFUSE_SHARED)")
+    d = data / "test" / "MSRS"
+    name = sorted(p.name for p in (d / "ir").iterdir())[0]
+    return d / "ir" / name, d / "vi" / name
+
+
+@pytest.fixture(scope="module")
+def pair(pair_paths):
+    from tokfuse_rt.imageio import load_image
+
+    ir, vis = (load_image(p, n) for p, n in zip(pair_paths, ("ir", "vis")))
+    assert ir.shape[:2] == (480, 640), f"expected a 640x480 MSRS pair, got {ir.shape}"
+    return ir, vis
+
+
+@pytest.fixture(scope="module")
+def ckpt():
+    m = _model()
+    if not m.is_file():
+        pytest.skip(f"model checkpoint {m} not present (train it or set TOKFUSE_BENCH_MODEL)")
+    return m
+
+
+@pytest.fixture(scope="module")
+def onnx_model(ckpt, tmp_path_factory):
+    for mod in ("onnx", "onnxscript", "onnxruntime"):
+        if not _has(mod):
+            pytest.skip(f"ONNX Runtime benchmark needs {mod}")
+    from export.to_onnx import export_onnx
+
+    out = tmp_path_factory.mktemp("bench_onnx") / (ckpt.stem + ".onnx")
+    export_onnx(ckpt, out, verify=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trt_plan(onnx_model, tmp_path_factory):
+    from export.to_trt import build_engine, tensorrt_available
+
+    ok, why = tensorrt_available()
+    if not ok:
+        pytest.skip(why)
+    plan = tmp_path_factory.mktemp("bench_trt") / (onnx_model.stem + ".plan")
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(onnx_model), load_external_data=False).metadata_props}
+    build_engine(onnx_model, plan, (1, 1, 16, 16), (1, 1, 480, 640), (1, 1, 1024, 1280),
+                 config=json.loads(meta.get("tokfuse_rt.config", "{}")))
+    return plan
+
+
+_RSS_SCRIPT = textwrap.dedent("""
+    import json, resource, sys
+    import numpy as np
+    from PIL import Image
+    from tokfuse_rt import Engine
+    from tokfuse_rt.imageio import load_image
+    model, device, threads, ir_p, vis_p, w, h = sys.argv[1:]
+    w, h = int(w), int(h)
+    ir = np.asarray(Image.fromarray(load_image(ir_p, "ir")).resize((w, h), Image.BILINEAR))
+    vis = np.asarray(Image.fromarray(load_image(vis_p, "vis")).resize((w, h), Image.BILINEAR))
+    with Engine(model, device=device, threads=int(threads)) as eng:
+        out = eng.fuse(ir, vis)
+        backend = eng.info()["backend"]
+    assert out.shape[:2] == (h, w), out.shape
+    hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    print(json.dumps({"backend": backend, "vmhwm_kib": hwm,
+                      "ru_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+""")
+
+
+def peak_rss(model: Path, device: str, pair_paths, size=(1280, 1024)) -> dict:
+    """Fuse one pair of ``size`` in a fresh interpreter; return its peak resident memory."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(model), device, str(THREADS),
+                        str(pair_paths[0]), str(pair_paths[1]), str(size[0]), str(size[1])],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(f"RSS run for {model.name} on {device} failed: {r.stderr.strip()[-2000:]}")
+    d = json.loads(r.stdout.strip().splitlines()[-1])
+    d["peak_mib"] = max(d["vmhwm_kib"], d["ru_maxrss_kib"]) / 1024.0
+    return d
+
+
+CASES = [
+    pytest.param("onnxruntime", "cpu", id="onnxruntime-cpu"),
+    pytest.param("pytorch", "cpu", id="pytorch-cpu"),
+    pytest.param("onnxruntime", "cuda", id="onnxruntime-cuda"),
+    pytest.param("pytorch", "cuda", id="pytorch-cuda"),
+    pytest.param("tensorrt", "cuda", id="tensorrt-cuda"),
+]
+
+
+@pytest.mark.parametrize("backend,device", CASES)
+def test_engine_640x480(benchmark, request, backend, device, ckpt, pair, pair_paths):
+    from tokfuse_rt import Engine
+
+    if device == "cuda":
+        if backend == "onnxruntime":
+            import onnxruntime as ort
+
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                pytest.skip("onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
+        elif not _cuda():
+            pytest.skip("needs a CUDA GPU visible to torch")
+    model = {"pytorch": lambda: ckpt, "onnxruntime": lambda: request.getfixturevalue("onnx_model"),
+             "tensorrt": lambda: request.getfixturevalue("trt_plan")}[backend]()
+    ir, vis = pair
+    with Engine(model, device=device, threads=THREADS) as eng:
+        info = eng.info()
+        assert info["backend"] == backend
+        for _ in range(3):                       # warm-up: allocator, kernel selection, caches
+            eng.fuse(ir, vis)
+        benchmark.group = GROUP
+        benchmark.pedantic(eng.fuse, args=(ir, vis), rounds=ROUNDS, warmup_rounds=1, iterations=1)
+    stats = getattr(benchmark, "stats", None)
+    median_s = stats.stats.median if stats is not None else float("nan")
+    rss = peak_rss(model, device, pair_paths)
+    ms = 1e3 * median_s
+    target = TARGET_MS.get((backend, device))
+    benchmark.extra_info.update({
+        "backend": backend,
+        "device": info["device"],
+        "threads": info.get("threads"),
+        "kernels": info.get("kernels") or info.get("providers"),
+        "model": model.name,
+        "pair": f"MSRS/{pair_paths[0].name} 640x480",
+        "ms_per_pair": round(ms, 2),
+        "pairs_per_s": round(1e3 / ms, 2) if ms == ms and ms > 0 else None,
+        "target_ms": target,
+        "meets_target": (ms <= target) if target and ms == ms else None,
+        "peak_rss_mib_1280x1024": round(rss["peak_mib"], 1),
+        "vmhwm_kib_1280x1024": rss["vmhwm_kib"],
+        "ru_maxrss_kib_1280x1024": rss["ru_maxrss_kib"],
+        "rss_limit_mib": RSS_LIMIT_MIB,
+    })
+    print(f"\n{backend}/{info['device']}: {ms:.1f} ms per 640x480 pair (median of {ROUNDS}), "
+          f"peak RSS {rss['peak_mib']:.0f} MiB at 1280x1024")
+    assert rss["peak_mib"] <= RSS_LIMIT_MIB, f"peak RSS {rss['peak_mib']:.0f} MiB > {RSS_LIMIT_MIB} MiB"
+    if STRICT and target and ms == ms:
+        assert ms <= target, f"{backend} median {ms:.1f} ms > target {target} ms"

@@ -1,0 +1,333 @@
+"""Export a TokFuse checkpoint to ONNX (shared/SPEC.md §4).
+
+    python -m export.to_onnx CKPT -o model.onnx [--opset 18] [--static-batch]
+
+Graph interface (all axes of the images dynamic):
+
+    inputs   ir   float32 [B, 1, H, W]   infrared / MRI luminance in [0, 1]
+             vis  float32 [B, 1, H, W]   visible / second-modality luminance in [0, 1]
+             k    int64   []             STE: number of shared tokens edited (0..K), chosen at run time
+    outputs  fused float32 [B, 1, H, W]  fused luminance in [0, 1]
+             ids   int64   [B, K]        shared token ids after STE
+
+The model is traced with ``kernel_backend("torch")`` so only plain PyTorch ops (hence standard
+ONNX ops) end up in the graph: the nearest-code search is an ArgMax over a MatMul, top-k is the
+rank-based comparison of ``topk_mask`` (so ``k`` stays a graph input), the resize to S×S and the
+upsample back to H×W are ``Resize`` nodes whose output sizes come from the input's shape.
+
+Exporter: ``torch.onnx.export(..., dynamo=True)`` with ``torch.export.Dim`` dynamic shapes (the
+TorchScript exporter is deprecated in torch 2.x); falls back to the TorchScript exporter with
+``dynamic_axes`` only if the dynamo path is unavailable or fails.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+DEFAULT_OPSET = 18
+MIN_SIDE = 16            # SPEC §2: inputs of any size >= 16x16
+INPUT_NAMES = ("ir", "vis", "k")
+OUTPUT_NAMES = ("fused", "ids")
+META_PREFIX = "tokfuse_rt."
+
+
+class ExportError(RuntimeError):
+    """The model could not be exported or the exported graph failed a check."""
+
+
+def _wrapper(model):
+    import torch
+    from torch import nn
+
+    class TokFuseOnnx(nn.Module):
+        """forward(ir, vis, k) -> (fused, ids): the deployable part of TokFuse.forward."""
+
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, ir: torch.Tensor, vis: torch.Tensor, k: torch.Tensor):
+            fused, ids, _ = self.m(ir, vis, k)
+            return fused, ids
+
+    return TokFuseOnnx(model).eval()
+
+
+def _example_inputs(cfg, batch: int = 2, h: int = 67, w: int = 91):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    ir = torch.rand(batch, 1, h, w, generator=g)
+    vis = torch.rand(batch, 1, h, w, generator=g)
+    k = torch.tensor(cfg.default_k, dtype=torch.int64)
+    return ir, vis, k
+
+
+@contextlib.contextmanager
+def _quiet_torch_logs(quiet: bool):
+    """Silence the exporter's INFO/WARNING chatter (e.g. 'torchvision is not installed') on stderr."""
+    import logging
+
+    if not quiet:
+        yield
+        return
+    lg = logging.getLogger("torch.onnx")
+    old = lg.level
+    lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        lg.setLevel(old)
+
+
+def _export_dynamo(wrapper, args, path: Path, opset: int, dynamic_batch: bool):
+    import torch
+    from torch.export import Dim
+
+    b = Dim("batch", min=1, max=1024) if dynamic_batch else None
+    h = Dim("height", min=MIN_SIDE, max=16384)
+    w = Dim("width", min=MIN_SIDE, max=16384)
+    img = {2: h, 3: w}
+    if b is not None:
+        img[0] = b
+    dynamic_shapes = {"ir": img, "vis": img, "k": None}
+    prog = torch.onnx.export(
+        wrapper, args, None, input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
+        opset_version=opset, dynamo=True, dynamic_shapes=dynamic_shapes, optimize=True,
+        external_data=False, verbose=False,
+    )
+    return prog.model_proto
+
+
+def _export_torchscript(wrapper, args, path: Path, opset: int, dynamic_batch: bool):
+    import torch
+
+    axes = {"ir": {2: "height", 3: "width"}, "vis": {2: "height", 3: "width"},
+            "fused": {2: "height", 3: "width"}, "ids": {}}
+    if dynamic_batch:
+        for n in ("ir", "vis", "fused", "ids"):
+            axes[n][0] = "batch"
+    buf = io.BytesIO()
+    torch.onnx.export(
+        wrapper, args, buf, input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
+        opset_version=opset, dynamo=False, dynamic_axes=axes, do_constant_folding=True,
+    )
+    import onnx
+
+    return onnx.load_from_string(buf.getvalue())
+
+
+def _name_dims(model_proto, dynamic_batch: bool) -> None:
+    """Give the dynamic axes of the graph IO stable symbolic names (batch, height, width)."""
+    names = {"ir": ["batch", None, "height", "width"], "vis": ["batch", None, "height", "width"],
+             "fused": ["batch", None, "height", "width"], "ids": ["batch", None]}
+    for vi in list(model_proto.graph.input) + list(model_proto.graph.output):
+        want = names.get(vi.name)
+        if not want:
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        for d, n in zip(dims, want):
+            if n is None or (n == "batch" and not dynamic_batch):
+                continue
+            if not d.HasField("dim_value"):
+                d.dim_param = n
+
+
+def check_graph(model_proto) -> list[str]:
+    """onnx.checker (full) + strict shape inference; returns the sorted op types. Raises ExportError."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(model_proto, full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise ExportError(f"onnx.checker rejected the exported graph: {e}") from None
+    try:
+        onnx.shape_inference.infer_shapes(model_proto, check_type=True, strict_mode=True, data_prop=True)
+    except Exception as e:  # InferenceError / ValidationError
+        raise ExportError(f"ONNX shape inference failed on the exported graph: {e}") from None
+    domains = {imp.domain for imp in model_proto.opset_import}
+    nonstd = sorted(n.op_type for n in iter_nodes(model_proto.graph) if n.domain not in ("", "ai.onnx"))
+    if nonstd:
+        raise ExportError(f"exported graph uses non-standard ops {sorted(set(nonstd))} (domains {sorted(domains)})")
+    if model_proto.functions:
+        raise ExportError(f"exported graph has local functions {[f.name for f in model_proto.functions]}")
+    return sorted({n.op_type for n in iter_nodes(model_proto.graph)})
+
+
+def iter_nodes(graph):
+    """Every node of ``graph`` including those inside subgraphs (If/Loop/Scan bodies)."""
+    import onnx
+
+    for n in graph.node:
+        yield n
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                yield from iter_nodes(a.g)
+            elif a.type == onnx.AttributeProto.GRAPHS:
+                for g in a.graphs:
+                    yield from iter_nodes(g)
+
+
+def op_counts(model_proto) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for n in iter_nodes(model_proto.graph):
+        out[n.op_type] = out.get(n.op_type, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def export_onnx(ckpt, output, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True,
+                exporter: str = "auto", verify: bool = True, quiet: bool = True) -> dict:
+    """Export checkpoint ``ckpt`` to ONNX file ``output``. Returns a summary dict
+    (path, exporter, opset, ops {op: count}, config, seconds). Raises ExportError / CheckpointError."""
+    import torch
+
+    from tokfuse_rt.model import load_checkpoint
+    from tokfuse_rt.model.quant import kernel_backend
+
+    if opset < 17:
+        raise ValueError(f"opset must be >= 17 (LayerNormalization), got {opset}")
+    if exporter not in ("auto", "dynamo", "torchscript"):
+        raise ValueError(f"exporter must be auto, dynamo or torchscript, got {exporter!r}")
+    t0 = time.perf_counter()
+    ckpt, output = Path(ckpt), Path(output)
+    model, meta = load_checkpoint(ckpt, map_location="cpu")
+    cfg = model.cfg
+    wrapper = _wrapper(model)
+    args = _example_inputs(cfg)
+    order = {"auto": ("dynamo", "torchscript"), "dynamo": ("dynamo",), "torchscript": ("torchscript",)}[exporter]
+    errors = []
+    proto = used = None
+    ctx = contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext()
+    for name in order:
+        fn = _export_dynamo if name == "dynamo" else _export_torchscript
+        try:
+            with ctx, _quiet_torch_logs(quiet), warnings.catch_warnings(), torch.no_grad(), kernel_backend("torch"):
+                warnings.simplefilter("ignore")
+                proto = fn(wrapper, args, output, opset, dynamic_batch)
+            used = name
+            break
+        except Exception as e:  # try the next exporter, report all failures if none works
+            errors.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    if proto is None:
+        raise ExportError("ONNX export failed with every exporter: " + " | ".join(errors))
+    _name_dims(proto, dynamic_batch)
+    got = [i.name for i in proto.graph.input]
+    if got != list(INPUT_NAMES):
+        raise ExportError(f"exported graph inputs are {got}, expected {list(INPUT_NAMES)}")
+    # metadata: enough for a runtime to report the model without the checkpoint
+    extra = meta.get("extra") or {}
+    props = {
+        "config": cfg.to_json(),
+        "format_version": str(meta.get("format_version", "")),
+        "source": ckpt.name,
+        "exporter": f"torch {torch.__version__} ({used})",
+        "train": json.dumps(extra.get("train")) if extra.get("train") is not None else "",
+    }
+    del proto.metadata_props[:]
+    for k_, v in props.items():
+        e = proto.metadata_props.add()
+        e.key, e.value = META_PREFIX + k_, v
+    proto.producer_name = "tokfuse_rt.export"
+    proto.doc_string = "TokFuse 1D-token image fusion: (ir, vis, k) -> (fused, ids)"
+    ops = check_graph(proto)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    import onnx
+
+    tmp = output.with_name(output.name + ".tmp")
+    onnx.save_model(proto, str(tmp))
+    os.replace(tmp, output)
+    summary = {
+        "path": str(output), "exporter": used, "opset": _opset(proto), "ops": op_counts(proto),
+        "op_types": ops, "config": json.loads(cfg.to_json()), "bytes": output.stat().st_size,
+    }
+    if verify:
+        summary["verify"] = verify_against_torch(model, output)
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    return summary
+
+
+def _opset(proto) -> int:
+    return next(i.version for i in proto.opset_import if i.domain in ("", "ai.onnx"))
+
+
+def verify_against_torch(model, onnx_path, sizes=((1, 64, 48), (2, 37, 53))) -> dict:
+    """Quick self-check on random inputs of other shapes than traced: ids equal, max |Δ fused|."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return {"skipped": "onnxruntime not installed"}
+    import numpy as np
+    import torch
+
+    from tokfuse_rt.model.quant import kernel_backend
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1)
+    worst, ids_ok = 0.0, True
+    for b, h, w in sizes:
+        ir = rng.random((b, 1, h, w), dtype=np.float32)
+        vis = rng.random((b, 1, h, w), dtype=np.float32)
+        for k in sorted({0, model.cfg.default_k, model.cfg.num_tokens}):
+            fo, io_ = sess.run(None, {"ir": ir, "vis": vis, "k": np.array(k, dtype=np.int64)})
+            with torch.inference_mode(), kernel_backend("torch"):
+                ft, it, _ = model(torch.from_numpy(ir), torch.from_numpy(vis), k)
+            if fo.shape != tuple(ft.shape):
+                raise ExportError(f"ONNX output shape {fo.shape} != PyTorch {tuple(ft.shape)} for input {b}x1x{h}x{w}")
+            worst = max(worst, float(np.abs(fo - ft.numpy()).max()))
+            ids_ok &= bool(np.array_equal(io_, it.numpy()))
+    return {"max_abs_diff": worst, "ids_equal": ids_ok}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m export.to_onnx",
+                                description="Export a TokFuse .safetensors checkpoint to ONNX (dynamic batch, H, W).")
+    p.add_argument("ckpt", help="TokFuse checkpoint (.safetensors)")
+    p.add_argument("-o", "--output", default=None, help="output .onnx file (default: CKPT with suffix .onnx)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, >= 17 (default {DEFAULT_OPSET})")
+    p.add_argument("--static-batch", action="store_true", help="fix the batch size to the traced one (2)")
+    p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
+                   help="torch exporter (default auto: dynamo, then TorchScript)")
+    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch self-check")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return p
+
+
+def default_output(ckpt, suffix: str = ".onnx") -> Path:
+    return Path(ckpt).with_suffix(suffix)
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    out = Path(a.output) if a.output else default_output(a.ckpt)
+    try:
+        s = export_onnx(a.ckpt, out, opset=a.opset, dynamic_batch=not a.static_batch, exporter=a.exporter,
+                        verify=not a.no_verify)
+    except (ExportError, ValueError, FileNotFoundError, ImportError) as e:
+        print(f"export.to_onnx: error: {e}", file=sys.stderr)
+        return 1
+    if a.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    print(f"wrote {s['path']} ({s['bytes'] / 1e6:.1f} MB, opset {s['opset']}, {s['exporter']} exporter, "
+          f"{sum(s['ops'].values())} nodes, {s['seconds']} s)")
+    print("ops: " + ", ".join(f"{k}×{v}" for k, v in s["ops"].items()))
+    v = s.get("verify")
+    if v and "skipped" not in v:
+        print(f"self-check vs PyTorch: ids {'identical' if v['ids_equal'] else 'DIFFER'}, "
+              f"max |Δ fused| {v['max_abs_diff']:.2e}")
+        if not v["ids_equal"]:
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

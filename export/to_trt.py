@@ -1,0 +1,274 @@
+"""Build a TensorRT engine (``.plan``) from a TokFuse checkpoint (shared/SPEC.md §4).
+
+    python -m export.to_trt CKPT -o model.plan [--fp16] [--min-shape 1x16x16] [--opt-shape 1x480x640]
+                            [--max-shape 4x2048x2048] [--workspace 4]
+
+Steps: checkpoint -> ONNX (``export.to_onnx``; or pass an ``.onnx`` file as CKPT) -> a TensorRT
+compatibility report (every op of the graph against TensorRT's ONNX operator list,
+``export.trt_support``) -> the TensorRT builder (Python API, imported lazily) with one
+optimisation profile over ``ir``/``vis`` [B, 1, H, W]; ``k`` (0-d int64, the STE token count) is an
+ordinary execution input independent of the image shapes. Writes ``model.plan`` and
+``model.plan.json`` (the model config the runtime needs: TensorRT plans carry no metadata).
+
+Without TensorRT or a CUDA GPU it still writes the ONNX file and the compatibility report, then
+exits with status 3 and one line on stderr saying so.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_MIN, DEFAULT_OPT, DEFAULT_MAX = "1x16x16", "1x480x640", "4x2048x2048"
+EXIT_NO_TRT = 3
+
+
+class TrtBuildError(RuntimeError):
+    """The ONNX parser or the TensorRT builder failed; the message carries every error reported."""
+
+
+class TrtUnavailable(RuntimeError):
+    """TensorRT or a CUDA GPU is missing on this machine."""
+
+
+def parse_shape(text: str, what: str = "shape") -> tuple[int, int, int, int]:
+    """'BxHxW' or 'Bx1xHxW' -> (B, 1, H, W)."""
+    parts = re.split(r"[x,× ]+", str(text).strip().lower())
+    try:
+        nums = [int(p) for p in parts if p]
+    except ValueError:
+        raise ValueError(f"{what} {text!r}: expected BxHxW, e.g. 1x480x640") from None
+    if len(nums) == 4 and nums[1] == 1:
+        nums = [nums[0], nums[2], nums[3]]
+    if len(nums) != 3 or min(nums) < 1:
+        raise ValueError(f"{what} {text!r}: expected BxHxW (or Bx1xHxW) with positive sizes, e.g. 1x480x640")
+    b, h, w = nums
+    return (b, 1, h, w)
+
+
+def check_profile(mn, opt, mx, min_side: int = 16) -> None:
+    for i, name in ((0, "batch"), (2, "height"), (3, "width")):
+        if not mn[i] <= opt[i] <= mx[i]:
+            raise ValueError(f"shape profile: {name} must satisfy min <= opt <= max, got {mn[i]}, {opt[i]}, {mx[i]}")
+    if min(mn[2], mn[3]) < min_side:
+        raise ValueError(f"shape profile: min height/width must be >= {min_side} (the model's smallest input)")
+
+
+def tensorrt_available() -> tuple[bool, str]:
+    """(True, version) when TensorRT imports and a CUDA GPU is visible, else (False, why)."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        return False, "TensorRT is not installed (pip install tensorrt; it needs an NVIDIA GPU)"
+    except Exception as e:  # a broken install (missing libnvinfer, ...)
+        return False, f"TensorRT failed to import ({type(e).__name__}: {e})"
+    if not _cuda_available():
+        return False, f"TensorRT {trt.__version__} is installed but no CUDA GPU is visible"
+    return True, trt.__version__
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return True
+    except ImportError:
+        pass
+    try:
+        from cuda import cudart  # cuda-python
+
+        err, n = cudart.cudaGetDeviceCount()
+        return int(err) == 0 and n > 0
+    except Exception:
+        return False
+
+
+def build_engine(onnx_path, plan_path, min_shape, opt_shape, max_shape, fp16: bool = False,
+                 workspace_gib: float = 4.0, verbose: bool = False, config: dict | None = None) -> dict:
+    """Parse ``onnx_path`` and build ``plan_path``. Raises TrtUnavailable / TrtBuildError."""
+    ok, why = tensorrt_available()
+    if not ok:
+        raise TrtUnavailable(why)
+    import tensorrt as trt
+
+    class _Logger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.errors = []
+
+        def log(self, severity, msg):
+            if severity <= trt.ILogger.Severity.ERROR:
+                self.errors.append(str(msg))
+            if verbose or severity <= trt.ILogger.Severity.WARNING:
+                print(f"[TensorRT {severity.name}] {msg}", file=sys.stderr)
+
+    logger = _Logger()
+    builder = trt.Builder(logger)
+    if builder is None:
+        raise TrtUnavailable("TensorRT could not create a builder (CUDA initialisation failed): "
+                             + " | ".join(logger.errors))
+    flags = 0
+    if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") and int(trt.__version__.split(".")[0]) < 10:
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        msgs = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise TrtBuildError(f"TensorRT's ONNX parser rejected {onnx_path} ({len(msgs)} error(s)): "
+                            + " | ".join(msgs or logger.errors or ["no message"]))
+    cfg = builder.create_builder_config()
+    cfg.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    if fp16:
+        if not getattr(builder, "platform_has_fast_fp16", True):
+            print("[export.to_trt] warning: this GPU has no fast FP16; building anyway", file=sys.stderr)
+        cfg.set_flag(trt.BuilderFlag.FP16)
+        # keep the token pathway (attention, VQ argmax over the codebook, STE ranking) in FP32 so token
+        # ids match the FP32 runtimes; FP16 only for the full-resolution convolutions that dominate.
+        for i in range(network.num_layers):
+            layer = network.get_layer(i)
+            if layer.type != trt.LayerType.CONVOLUTION:
+                try:
+                    if layer.num_outputs and layer.get_output_type(0) in (trt.float32, trt.float16):
+                        layer.precision = trt.float32
+                except Exception:
+                    pass
+        if hasattr(trt.BuilderFlag, "PREFER_PRECISION_CONSTRAINTS"):
+            cfg.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+    profile = builder.create_optimization_profile()
+    names = []
+    for i in range(network.num_inputs):
+        t = network.get_input(i)
+        names.append(t.name)
+        if t.name in ("ir", "vis"):
+            profile.set_shape(t.name, min_shape, opt_shape, max_shape)
+        elif t.is_shape_tensor:            # k exported as a shape tensor: give it its value range
+            k_max = int((config or {}).get("num_tokens", 64))
+            k_def = int((config or {}).get("default_k", 4))
+            n = max(1, len(t.shape))
+            profile.set_shape_input(t.name, [0] * n, [k_def] * n, [k_max] * n)
+    if not {"ir", "vis", "k"} <= set(names):
+        raise TrtBuildError(f"{onnx_path}: network inputs {names} are not (ir, vis, k); export with export.to_onnx")
+    cfg.add_optimization_profile(profile)
+    t0 = time.perf_counter()
+    blob = builder.build_serialized_network(network, cfg)
+    if blob is None:
+        raise TrtBuildError("TensorRT failed to build the engine: " + " | ".join(logger.errors or ["no message"]))
+    plan_path = Path(plan_path)
+    plan_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = plan_path.with_name(plan_path.name + ".tmp")
+    tmp.write_bytes(bytes(blob))
+    tmp.replace(plan_path)
+    side = sidecar_path(plan_path)
+    side.write_text(json.dumps({
+        "format": "tokfuse_rt.trt", "tensorrt": trt.__version__, "fp16": bool(fp16),
+        "profile": {"min": list(min_shape), "opt": list(opt_shape), "max": list(max_shape)},
+        "onnx": str(onnx_path), "config": config or {},
+    }, indent=2))
+    return {"plan": str(plan_path), "sidecar": str(side), "tensorrt": trt.__version__,
+            "build_s": round(time.perf_counter() - t0, 1), "bytes": plan_path.stat().st_size}
+
+
+def sidecar_path(plan_path) -> Path:
+    """``model.plan`` -> ``model.plan.json`` (model config and build settings of the engine)."""
+    plan_path = Path(plan_path)
+    return plan_path.with_name(plan_path.name + ".json")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m export.to_trt",
+                                description="Build a TensorRT engine from a TokFuse checkpoint (via ONNX).")
+    p.add_argument("ckpt", help="TokFuse checkpoint (.safetensors) or an ONNX file from export.to_onnx")
+    p.add_argument("-o", "--output", default=None, help="engine file (.plan or .engine; default CKPT with .plan)")
+    p.add_argument("--onnx", default=None, help="where to write the intermediate ONNX (default OUTPUT with .onnx)")
+    p.add_argument("--report", default=None,
+                   help="TensorRT compatibility report (default OUTPUT with .trt_report.md, and .json beside it)")
+    p.add_argument("--fp16", action="store_true", help="allow FP16 kernels for the convolutions")
+    p.add_argument("--min-shape", default=None, help=f"smallest BxHxW of the profile (default {DEFAULT_MIN})")
+    p.add_argument("--opt-shape", default=None,
+                   help=f"BxHxW TensorRT tunes for (default {DEFAULT_OPT}, clamped into the profile)")
+    p.add_argument("--max-shape", default=None, help=f"largest BxHxW of the profile (default {DEFAULT_MAX})")
+    p.add_argument("--workspace", type=float, default=4.0, help="builder workspace in GiB (default 4)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: export.to_onnx's)")
+    p.add_argument("--verbose", action="store_true", help="print TensorRT's log")
+    return p
+
+
+def main(argv=None) -> int:
+    from .to_onnx import DEFAULT_OPSET, ExportError, export_onnx
+    from .trt_support import check_model, write_report
+
+    a = build_parser().parse_args(argv)
+    prog = "export.to_trt"
+    src = Path(a.ckpt)
+    out = Path(a.output) if a.output else src.with_suffix(".plan")
+    if out.suffix.lower() not in (".plan", ".engine"):
+        print(f"{prog}: error: output {out} must end in .plan or .engine", file=sys.stderr)
+        return 2
+    try:
+        mn = parse_shape(a.min_shape or DEFAULT_MIN, "--min-shape")
+        mx = parse_shape(a.max_shape or DEFAULT_MAX, "--max-shape")
+        if a.opt_shape:
+            opt = parse_shape(a.opt_shape, "--opt-shape")
+        else:   # the default optimum, kept inside the profile the user gave
+            opt = tuple(min(max(d, lo), hi) for d, lo, hi in zip(parse_shape(DEFAULT_OPT), mn, mx))
+        shapes = [mn, opt, mx]
+        check_profile(*shapes)
+    except ValueError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    report_path = Path(a.report) if a.report else out.with_name(out.stem + ".trt_report.md")
+    # 1. ONNX
+    config = {}
+    exported = False
+    try:
+        if src.suffix.lower() == ".onnx":
+            onnx_path = src
+            if not src.is_file():
+                raise FileNotFoundError(f"ONNX file not found: {src}")
+        else:
+            onnx_path = Path(a.onnx) if a.onnx else out.with_suffix(".onnx")
+            s = export_onnx(src, onnx_path, opset=a.opset or DEFAULT_OPSET, verify=False)
+            exported = True
+            print(f"wrote {onnx_path} (opset {s['opset']}, {len(s['op_types'])} op types)")
+        config = _onnx_config(onnx_path)
+    except (ExportError, ValueError, FileNotFoundError, ImportError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    # 2. compatibility report (always)
+    rep = check_model(onnx_path)
+    md, js = write_report(rep, report_path)
+    print(f"wrote {md} and {js.name}: {rep.summary()}")
+    # 3. TensorRT
+    try:
+        info = build_engine(onnx_path, out, *shapes, fp16=a.fp16, workspace_gib=a.workspace,
+                            verbose=a.verbose, config=config)
+    except TrtUnavailable as e:
+        compat = "graph compatible" if rep.ok else "graph NOT compatible: " + ", ".join(o.op for o in rep.problems)
+        print(f"{prog}: error: {e}; no engine built; {'wrote' if exported else 'checked'} {onnx_path} and wrote "
+              f"the TensorRT {rep.trt_version} compatibility report {md} ({compat})", file=sys.stderr)
+        return EXIT_NO_TRT
+    except TrtBuildError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {info['plan']} ({info['bytes'] / 1e6:.1f} MB, TensorRT {info['tensorrt']}, "
+          f"built in {info['build_s']} s) and {Path(info['sidecar']).name}")
+    return 0
+
+
+def _onnx_config(onnx_path) -> dict:
+    import onnx
+
+    m = onnx.load(str(onnx_path), load_external_data=False)
+    meta = {p.key: p.value for p in m.metadata_props}
+    try:
+        return json.loads(meta.get("tokfuse_rt.config", "{}"))
+    except json.JSONDecodeError:
+        return {}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,160 @@
+"""TensorRT export (§4): the no-TensorRT path (ONNX + compatibility report + one clear line, non-zero
+exit), the operator-list checker, shape profiles, the CLI, and TensorRT vs ONNX Runtime on a GPU."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+
+from export.to_onnx import iter_nodes  # noqa: E402
+from export.to_trt import EXIT_NO_TRT, check_profile, parse_shape, tensorrt_available  # noqa: E402
+from export.trt_support import OPERATORS, SUPPORTED, TRT_VERSION, UNSUPPORTED, check_model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+HAVE_TRT = tensorrt_available()[0]
+
+
+def _ops(path) -> set:
+    return {n.op_type for n in iter_nodes(onnx.load(str(path)).graph)}
+
+
+@pytest.mark.skipif(HAVE_TRT, reason="TensorRT and a GPU are present: the build path is tested instead")
+def test_to_trt_without_tensorrt_writes_onnx_and_report(tiny_ckpt, tmp_path):
+    out = tmp_path / "model.plan"
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-m", "export.to_trt", str(tiny_ckpt), "-o", str(out)],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and r.returncode == EXIT_NO_TRT, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got: {r.stderr!r}"
+    line = lines[0]
+    assert line.startswith("export.to_trt: error:") and "TensorRT" in line and "no engine built" in line
+    onnx_path, md, js = tmp_path / "model.onnx", tmp_path / "model.trt_report.md", tmp_path / "model.trt_report.json"
+    assert str(onnx_path) in line and str(md) in line
+    assert onnx_path.is_file() and md.is_file() and js.is_file() and not out.exists()
+    onnx.checker.check_model(str(onnx_path))
+    ops = _ops(onnx_path)
+    text = md.read_text()
+    rep = json.loads(js.read_text())
+    assert f"TensorRT {TRT_VERSION}" in text
+    for op in ops:
+        assert f"| {op} |" in text, f"{op} missing from the report"
+    assert {o["op"] for o in rep["ops"]} == ops
+    assert rep["ok"] is True and all(o["status"] == "supported" for o in rep["ops"])
+    assert sum(o["count"] for o in rep["ops"]) == sum(1 for _ in iter_nodes(onnx.load(str(onnx_path)).graph))
+
+
+def test_operator_table_is_data():
+    assert len(OPERATORS) > 180 and TRT_VERSION.startswith("10.")
+    assert {"Conv", "MatMul", "Resize", "ArgMax", "LayerNormalization", "GatherND", "Erf"} <= SUPPORTED
+    assert {"BitShift", "Unique", "ConvInteger", "SequenceAt"} <= UNSUPPORTED
+    assert not SUPPORTED & UNSUPPORTED
+    assert "FP32" in OPERATORS["Conv"].types and "INT64" in OPERATORS["Less"].types
+
+
+def test_exported_graph_is_trt_compatible(tiny_onnx):
+    rep = check_model(tiny_onnx)
+    assert rep.ok, rep.summary()
+    assert {o.op for o in rep.ops} == _ops(tiny_onnx)
+    assert [io[0] for io in rep.io] == ["ir", "vis", "k", "fused", "ids"]
+
+
+def test_checker_names_unsupported_ops_and_restrictions(tmp_path):
+    from onnx import TensorProto, helper
+
+    from export.trt_support import write_report
+
+    x = helper.make_tensor_value_info("x", TensorProto.INT32, [4])
+    y = helper.make_tensor_value_info("y", TensorProto.INT32, [4])
+    img = helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 1, 8, 8])
+    big = helper.make_tensor_value_info("big", TensorProto.FLOAT, [1, 1, 16, 16])
+    sizes = helper.make_tensor("sizes", TensorProto.INT64, [4], [1, 1, 16, 16])
+    nodes = [
+        helper.make_node("BitShift", ["x", "x"], ["y"], direction="LEFT"),
+        helper.make_node("Resize", ["img", "", "", "sizes"], ["big"], mode="cubic"),
+        helper.make_node("Custom", ["img"], ["z"], domain="my.domain"),
+    ]
+    z = helper.make_tensor_value_info("z", TensorProto.FLOAT, [1])
+    g = helper.make_graph(nodes, "g", [x, img], [y, big, z], initializer=[sizes])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("my.domain", 1)])
+    rep = check_model(m)
+    st = {o.op: o.status for o in rep.ops}
+    assert st == {"BitShift": "unsupported", "Resize": "restricted", "my.domain::Custom": "unknown"}
+    assert not rep.ok and "BitShift" in rep.summary() and "Resize" in rep.summary()
+    md, js = write_report(rep, tmp_path / "r.md")
+    assert "cubic" in md.read_text() and json.loads(js.read_text())["ok"] is False
+
+
+def test_shape_profiles():
+    assert parse_shape("1x480x640") == (1, 1, 480, 640)
+    assert parse_shape("2x1x64x64") == (2, 1, 64, 64)
+    for bad in ("480x640", "1x3x4x5", "axbxc", "0x16x16"):
+        with pytest.raises(ValueError, match="expected BxHxW"):
+            parse_shape(bad)
+    check_profile((1, 1, 16, 16), (1, 1, 480, 640), (4, 1, 2048, 2048))
+    with pytest.raises(ValueError, match="min <= opt <= max"):
+        check_profile((1, 1, 16, 16), (1, 1, 480, 640), (4, 1, 256, 2048))
+    with pytest.raises(ValueError, match=">= 16"):
+        check_profile((1, 1, 8, 16), (1, 1, 480, 640), (4, 1, 2048, 2048))
+
+
+def test_cli_export(tiny_onnx, tmp_path, capsys, monkeypatch):
+    from tokfuse_rt.cli import main
+    from tokfuse_rt.cli_export import resolve
+
+    assert resolve(["onnx", "m.safetensors"], None) == ("onnx", "m.safetensors")
+    assert resolve(["m.safetensors"], "x.plan") == ("trt", "m.safetensors")
+    assert resolve(["tensorrt", "m.safetensors"], "x.engine") == ("trt", "m.safetensors")
+    # `tokfuse export onnx` passes its options through to export.to_onnx
+    import export.to_onnx as to_onnx
+
+    seen = {}
+    monkeypatch.setattr(to_onnx, "main", lambda argv: seen.setdefault("argv", argv) and 0)
+    assert main(["export", "onnx", "m.safetensors", "-o", "o.onnx", "--opset", "18"]) == 0
+    assert seen["argv"] == ["m.safetensors", "-o", "o.onnx", "--opset", "18"]
+    assert main(["export", "m.safetensors", "-o", "o.txt"]) == 1
+    assert "cannot tell the export format" in capsys.readouterr().err
+    assert main(["export", "onnx", "m.safetensors", "-o", "o.onnx", "--fp16"]) == 1
+    assert "--fp16 applies to TensorRT export only" in capsys.readouterr().err
+    # `tokfuse export trt` from an existing ONNX file: report, then TensorRT (or the clear failure)
+    out = tmp_path / "m.plan"
+    rc = main(["export", "trt", str(tiny_onnx), "-o", str(out), "--max-shape", "2x512x512"])   # opt clamped
+    err = capsys.readouterr().err
+    assert (tmp_path / "m.trt_report.md").is_file()
+    if HAVE_TRT:
+        assert rc == 0 and out.is_file()
+    else:
+        assert rc == EXIT_NO_TRT and len(err.strip().splitlines()) == 1 and "TensorRT" in err
+
+
+@pytest.mark.requires_trt
+def test_tensorrt_matches_onnxruntime(tiny_onnx, tmp_path):
+    from export.to_trt import main as to_trt
+    from tokfuse_rt import Engine
+
+    plan = tmp_path / "tiny.plan"
+    assert to_trt([str(tiny_onnx), "-o", str(plan), "--min-shape", "1x16x16", "--opt-shape", "1x64x64",
+                   "--max-shape", "2x512x512"]) == 0
+    rng = np.random.default_rng(5)
+    with Engine(tiny_onnx, device="cpu") as ox, Engine(plan) as tr:
+        info = tr.info()
+        assert info["backend"] == "tensorrt" and info["config"]["num_tokens"] == 8
+        for hw in [(16, 16), (37, 45), (480, 511)]:
+            ir = rng.integers(0, 256, hw, dtype=np.uint8)
+            vis = rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
+            for k in (0, 2, 8):
+                a, ia = ox.fuse_with_tokens(ir, vis, k)
+                b, ib = tr.fuse_with_tokens(ir, vis, k)
+                np.testing.assert_array_equal(ia, ib)
+                assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+        pairs = [(rng.integers(0, 256, (40, 40), dtype=np.uint8),) * 2 for _ in range(5)]   # batch > max: split
+        assert len(tr.fuse_batch(pairs)) == 5
+        with pytest.raises(ValueError, match="outside this TensorRT engine's profile"):
+            tr.fuse(np.zeros((600, 40), np.uint8), np.zeros((600, 40), np.uint8))

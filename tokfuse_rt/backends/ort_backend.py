@@ -1,0 +1,193 @@
+"""ONNX Runtime backend for ``.onnx`` models written by ``python -m export.to_onnx``.
+
+CUDA execution provider when onnxruntime has it (onnxruntime-gpu) and the device allows, else the
+CPU execution provider. One ``InferenceSession`` per backend: ``InferenceSession.run`` is
+thread-safe, so ``Engine.fuse`` may be called from several threads.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+META_PREFIX = "tokfuse_rt."
+INPUTS = ("ir", "vis", "k")
+OUTPUTS = ("fused", "ids")
+
+
+def _ort():
+    try:
+        import onnxruntime as ort
+    except ImportError as e:  # pragma: no cover - registry already reports this
+        raise ImportError(f"the ONNX Runtime backend needs onnxruntime (pip install onnxruntime): {e}") from None
+    return ort
+
+
+def default_threads() -> int:
+    """What ONNX Runtime picks for intra_op_num_threads=0: one thread per usable core."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def pick_providers(device: str, available: list[str]) -> tuple[list, str]:
+    """(providers for InferenceSession, requested device string) for ``device``."""
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {type(device).__name__}")
+    dev = device.strip().lower()
+    has_cuda = "CUDAExecutionProvider" in available
+    if dev == "cpu":
+        return ["CPUExecutionProvider"], "cpu"
+    if dev == "auto":
+        if has_cuda:
+            return [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"], "cuda:0"
+        return ["CPUExecutionProvider"], "cpu"
+    if dev == "cuda" or dev.startswith("cuda:"):
+        idx = dev.partition(":")[2] or "0"
+        if not idx.isdigit():
+            raise ValueError(f"device={device!r}: expected 'cuda' or 'cuda:N'")
+        if not has_cuda:
+            raise ValueError(
+                f"device={device!r}: this onnxruntime has no CUDAExecutionProvider "
+                f"(available: {', '.join(available)}); install onnxruntime-gpu or use device='cpu'"
+            )
+        return [("CUDAExecutionProvider", {"device_id": int(idx)}), "CPUExecutionProvider"], f"cuda:{idx}"
+    raise ValueError(f"device={device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+def read_onnx_config(meta: dict) -> dict | None:
+    raw = meta.get(META_PREFIX + "config")
+    if not raw:
+        return None
+    try:
+        cfg = json.loads(raw)
+    except json.JSONDecodeError:
+        return None
+    return cfg if isinstance(cfg, dict) else None
+
+
+class OrtBackend:
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, device: str = "auto", threads: int | None = None):
+        ort = _ort()
+        self.path = Path(path)
+        providers, want = pick_providers(device, ort.get_available_providers())
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3                       # errors only; no provider-fallback chatter
+        if threads is not None:
+            so.intra_op_num_threads = int(threads)
+            so.inter_op_num_threads = 1
+        self._threads = int(threads) if threads is not None else default_threads()
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=providers)
+        except Exception as e:  # InvalidProtobuf, InvalidGraph, Fail, NoSuchFile, ...
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"model file {self.path}: cannot load it as an ONNX model (corrupt, truncated or "
+                             f"not a tokfuse_rt export?): {msg}") from None
+        used = self.session.get_providers()
+        if want.startswith("cuda") and "CUDAExecutionProvider" not in used:
+            if device != "auto":
+                raise ValueError(f"device={device!r}: the CUDA execution provider failed to start "
+                                 f"(session providers: {used})")
+            want = "cpu"
+        self.device = want
+        self._check_io()
+        meta = self.session.get_modelmeta()
+        self._meta = dict(meta.custom_metadata_map)
+        self.cfg = read_onnx_config(self._meta)
+        k_out = self.session.get_outputs()[1].shape
+        k_static = k_out[1] if len(k_out) == 2 and isinstance(k_out[1], int) else None
+        if self.cfg is not None:
+            self._num_tokens = int(self.cfg["num_tokens"])
+            self._default_k = int(self.cfg["default_k"])
+        elif k_static is not None:        # a foreign/stripped export: infer what we can
+            self._num_tokens = int(k_static)
+            self._default_k = min(4, self._num_tokens)
+        else:
+            raise ValueError(f"model file {self.path}: no tokfuse_rt config in the ONNX metadata and the "
+                             "token count cannot be inferred from the graph")
+        if k_static is not None and k_static != self._num_tokens:
+            raise ValueError(f"model file {self.path}: ids output has {k_static} tokens but the metadata "
+                             f"config says {self._num_tokens}")
+
+    def _check_io(self) -> None:
+        ins = {i.name: i for i in self.session.get_inputs()}
+        outs = [o.name for o in self.session.get_outputs()]
+        if sorted(ins) != sorted(INPUTS) or outs[:2] != list(OUTPUTS):
+            raise ValueError(
+                f"model file {self.path}: graph inputs {sorted(ins)} / outputs {outs} do not match a tokfuse_rt "
+                f"export (inputs {list(INPUTS)}, outputs {list(OUTPUTS)}); export with python -m export.to_onnx"
+            )
+        for n in ("ir", "vis"):
+            if ins[n].type != "tensor(float)" or len(ins[n].shape) != 4:
+                raise ValueError(f"model file {self.path}: input {n} is {ins[n].type} {ins[n].shape}, "
+                                 "expected float32 [B, 1, H, W]")
+        kin = ins["k"]
+        if kin.type not in ("tensor(int64)", "tensor(int32)"):
+            raise ValueError(f"model file {self.path}: input k is {kin.type}, expected int64")
+        self._k_dtype = np.int64 if kin.type == "tensor(int64)" else np.int32
+        self._k_shape = () if len(kin.shape) == 0 else (1,)
+        b = ins["ir"].shape[0]
+        self._static_batch = b if isinstance(b, int) else None
+
+    @property
+    def num_tokens(self) -> int:
+        return self._num_tokens
+
+    @property
+    def default_k(self) -> int:
+        return self._default_k
+
+    def run(self, ir: np.ndarray, vis: np.ndarray, k: int):
+        """ir, vis: float32 [B, 1, H, W] in [0, 1] -> (fused float32 [B, 1, H, W], ids int64 [B, K])."""
+        if self.session is None:
+            raise RuntimeError("this ONNX Runtime backend has been closed")
+        ir = np.ascontiguousarray(ir, dtype=np.float32)
+        vis = np.ascontiguousarray(vis, dtype=np.float32)
+        kk = np.full(self._k_shape, int(k), dtype=self._k_dtype)
+        if self._static_batch is not None and ir.shape[0] != self._static_batch:
+            if self._static_batch != 1:
+                raise ValueError(f"model file {self.path} has a fixed batch of {self._static_batch}, got {ir.shape[0]}")
+            outs = [self.session.run(OUTPUTS, {"ir": ir[i:i + 1], "vis": vis[i:i + 1], "k": kk})
+                    for i in range(ir.shape[0])]
+            return (np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs]).astype(np.int64))
+        fused, ids = self.session.run(OUTPUTS, {"ir": ir, "vis": vis, "k": kk})
+        return fused, ids.astype(np.int64, copy=False)
+
+    def info(self) -> dict:
+        if self.session is None:
+            raise RuntimeError("this ONNX Runtime backend has been closed")
+        ort = _ort()
+        opset = None
+        try:
+            import onnx  # noqa: F401 - optional; only for the opset number
+
+            m = onnx.load(str(self.path), load_external_data=False)
+            opset = next((i.version for i in m.opset_import if i.domain in ("", "ai.onnx")), None)
+        except Exception:
+            pass
+        train = self._meta.get(META_PREFIX + "train") or None
+        try:
+            train = json.loads(train) if train else None
+        except json.JSONDecodeError:
+            pass
+        return {
+            "backend": self.name,
+            "device": self.device,
+            "threads": self._threads,
+            "providers": self.session.get_providers(),
+            "onnxruntime": ort.__version__,
+            "opset": opset,
+            "exporter": self._meta.get(META_PREFIX + "exporter"),
+            "config": dict(self.cfg) if self.cfg else {"num_tokens": self._num_tokens, "default_k": self._default_k},
+            "train": train,
+        }
+
+    def close(self) -> None:
+        self.session = None
