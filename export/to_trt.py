@@ -101,13 +101,18 @@ def build_engine(onnx_path, plan_path, min_shape, opt_shape, max_shape, fp16: bo
             self.errors = []
 
         def log(self, severity, msg):
-            if severity <= trt.ILogger.Severity.ERROR:
+            level = int(severity)          # INTERNAL_ERROR 0, ERROR 1, WARNING 2, INFO 3, VERBOSE 4
+            if level <= int(trt.ILogger.Severity.ERROR):
                 self.errors.append(str(msg))
-            if verbose or severity <= trt.ILogger.Severity.WARNING:
-                print(f"[TensorRT {severity.name}] {msg}", file=sys.stderr)
+            if verbose or level <= int(trt.ILogger.Severity.WARNING):
+                print(f"[TensorRT {getattr(severity, 'name', level)}] {msg}", file=sys.stderr)
 
     logger = _Logger()
-    builder = trt.Builder(logger)
+    try:
+        builder = trt.Builder(logger)
+    except Exception as e:  # no driver / no device: pybind returns nullptr -> TypeError/RuntimeError
+        raise TrtUnavailable(f"TensorRT could not create a builder ({type(e).__name__}: {e}) "
+                             + " | ".join(logger.errors)) from None
     if builder is None:
         raise TrtUnavailable("TensorRT could not create a builder (CUDA initialisation failed): "
                              + " | ".join(logger.errors))
@@ -123,6 +128,8 @@ def build_engine(onnx_path, plan_path, min_shape, opt_shape, max_shape, fp16: bo
     cfg = builder.create_builder_config()
     cfg.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     if fp16:
+        if not hasattr(trt.BuilderFlag, "FP16"):
+            raise TrtBuildError(f"--fp16: TensorRT {trt.__version__} has no BuilderFlag.FP16; build without --fp16")
         if not getattr(builder, "platform_has_fast_fp16", True):
             print("[export.to_trt] warning: this GPU has no fast FP16; building anyway", file=sys.stderr)
         cfg.set_flag(trt.BuilderFlag.FP16)
@@ -253,6 +260,9 @@ def main(argv=None) -> int:
         return EXIT_NO_TRT
     except TrtBuildError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # anything else TensorRT raises: one line, not a traceback
+        print(f"{prog}: error: TensorRT build failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     print(f"wrote {info['plan']} ({info['bytes'] / 1e6:.1f} MB, TensorRT {info['tensorrt']}, "
           f"built in {info['build_s']} s) and {Path(info['sidecar']).name}")

@@ -158,3 +158,127 @@ def test_tensorrt_matches_onnxruntime(tiny_onnx, tmp_path):
         assert len(tr.fuse_batch(pairs)) == 5
         with pytest.raises(ValueError, match="outside this TensorRT engine's profile"):
             tr.fuse(np.zeros((600, 40), np.uint8), np.zeros((600, 40), np.uint8))
+
+
+# --- the builder's control flow against a stand-in tensorrt module (no GPU needed) ---------------
+
+def _fake_tensorrt(parse_ok=True, errors=(), k_is_shape=False):
+    import enum
+    import types
+
+    calls = {"profile": {}, "shape_input": {}, "flags": [], "precision": 0}
+
+    class _Severity(enum.IntEnum):
+        INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
+
+    class ILogger:
+        Severity = _Severity
+
+        def __init__(self):
+            pass
+
+    class Tensor:
+        def __init__(self, name, shape, shape_tensor=False):
+            self.name, self.shape, self.is_shape_tensor = name, shape, shape_tensor
+
+    class Network:
+        num_layers = 0
+
+        def __init__(self):
+            self.inputs = [Tensor("ir", (-1, 1, -1, -1)), Tensor("vis", (-1, 1, -1, -1)),
+                           Tensor("k", (1,) if k_is_shape else (), k_is_shape)]
+            self.num_inputs = 3
+
+        def get_input(self, i):
+            return self.inputs[i]
+
+    class Parser:
+        def __init__(self, network, logger):
+            self.num_errors = len(errors)
+
+        def parse_from_file(self, path):
+            calls["parsed"] = path
+            return parse_ok
+
+        def get_error(self, i):
+            return errors[i]
+
+    class Profile:
+        def set_shape(self, name, mn, opt, mx):
+            calls["profile"][name] = (mn, opt, mx)
+
+        def set_shape_input(self, name, mn, opt, mx):
+            calls["shape_input"][name] = (mn, opt, mx)
+
+    class Config:
+        def set_memory_pool_limit(self, pool, size):
+            calls["workspace"] = size
+
+        def set_flag(self, f):
+            calls["flags"].append(f)
+
+        def add_optimization_profile(self, p):
+            calls["profiles_added"] = calls.get("profiles_added", 0) + 1
+
+    class Builder:
+        platform_has_fast_fp16 = True
+
+        def __init__(self, logger):
+            self.logger = logger
+
+        def create_network(self, flags):
+            return Network()
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            return b"PLAN"
+
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = "10.15.0"
+    trt.ILogger, trt.Builder, trt.OnnxParser = ILogger, Builder, Parser
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace()
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
+    trt.BuilderFlag = types.SimpleNamespace(FP16="fp16", PREFER_PRECISION_CONSTRAINTS="prefer")
+    trt.LayerType = types.SimpleNamespace(CONVOLUTION="conv")
+    trt.float32, trt.float16 = "f32", "f16"
+    return trt, calls
+
+
+def test_build_engine_flow_with_stand_in_tensorrt(tmp_path, monkeypatch, tiny_onnx):
+    import export.to_trt as to_trt
+
+    trt, calls = _fake_tensorrt()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(to_trt, "_cuda_available", lambda: True)
+    plan = tmp_path / "m.plan"
+    cfg = {"num_tokens": 8, "default_k": 2}
+    info = to_trt.build_engine(tiny_onnx, plan, (1, 1, 16, 16), (1, 1, 64, 64), (2, 1, 256, 256), fp16=True,
+                               workspace_gib=1, config=cfg)
+    assert plan.read_bytes() == b"PLAN" and info["tensorrt"] == "10.15.0"
+    assert calls["profile"] == {n: ((1, 1, 16, 16), (1, 1, 64, 64), (2, 1, 256, 256)) for n in ("ir", "vis")}
+    assert calls["shape_input"] == {} and calls["profiles_added"] == 1
+    assert calls["workspace"] == 1 << 30 and "fp16" in calls["flags"]
+    side = json.loads(to_trt.sidecar_path(plan).read_text())
+    assert side["config"] == cfg and side["fp16"] is True and side["profile"]["max"] == [2, 1, 256, 256]
+    # k exported as a [1] shape tensor gets a value range 0..K
+    trt, calls = _fake_tensorrt(k_is_shape=True)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    to_trt.build_engine(tiny_onnx, plan, (1, 1, 16, 16), (1, 1, 64, 64), (2, 1, 256, 256), config=cfg)
+    assert calls["shape_input"] == {"k": ([0], [2], [8])}
+
+
+def test_parser_errors_carry_every_message(tmp_path, monkeypatch, tiny_onnx):
+    import export.to_trt as to_trt
+
+    trt, _ = _fake_tensorrt(parse_ok=False, errors=("node 3 (Foo): unsupported", "node 9 (Bar): bad type"))
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(to_trt, "_cuda_available", lambda: True)
+    with pytest.raises(to_trt.TrtBuildError, match=r"2 error\(s\).*node 3 \(Foo\): unsupported.*node 9 \(Bar\)"):
+        to_trt.build_engine(tiny_onnx, tmp_path / "m.plan", (1, 1, 16, 16), (1, 1, 64, 64), (1, 1, 64, 64))
+    assert to_trt.main([str(tiny_onnx), "-o", str(tmp_path / "m.plan")]) == 1
+    assert not (tmp_path / "m.plan").exists()
