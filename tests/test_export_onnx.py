@@ -174,3 +174,34 @@ def test_real_pairs_parity_subset(default_engines, shared_data):
         if d > 1 or not np.array_equal(i1, i2):
             bad.append(f"{s}/{name}: max|Δ|={d}, ids {'equal' if np.array_equal(i1, i2) else 'DIFFER'}")
     assert not bad, "ONNX Runtime vs PyTorch parity failures: " + "; ".join(bad)
+
+
+@pytest.mark.requires_ort
+def test_split_concat_conv_rewrite_is_exact():
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export.to_onnx import split_concat_convs
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 19, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    ins = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["B", c, "H", "W"])
+           for n, c in (("d", 16), ("base", 1), ("ir", 1), ("vis", 1))]
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", 8, "H", "W"])
+    nodes = [helper.make_node("Concat", ["d", "base", "ir", "vis"], ["cat"], axis=1),
+             helper.make_node("Conv", ["cat", "w", "b"], ["y"], name="head", pads=[1, 1, 1, 1], kernel_shape=[3, 3])]
+    g = helper.make_graph(nodes, "g", ins, [y], initializer=[numpy_helper.from_array(w, "w"),
+                                                              numpy_helper.from_array(b, "b")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    before = m.SerializeToString()
+    assert split_concat_convs(m) == ["head"]
+    onnx.checker.check_model(m, full_check=True)
+    assert [n.op_type for n in m.graph.node] == ["Concat", "Conv", "Conv", "Add"]
+    assert sorted(i.name for i in m.graph.initializer) == ["b", "head.w_head", "head.w_tail"]
+    feed = {"d": rng.random((2, 16, 13, 17), dtype=np.float32)}
+    feed.update({n: rng.random((2, 1, 13, 17), dtype=np.float32) for n in ("base", "ir", "vis")})
+    run = [ort.InferenceSession(x, providers=["CPUExecutionProvider"]).run(None, feed)[0]
+           for x in (before, m.SerializeToString())]
+    assert np.abs(run[0] - run[1]).max() < 1e-5
+    assert split_concat_convs(m) == []            # idempotent: nothing left to split
