@@ -62,11 +62,10 @@ def _ext_available() -> bool:
 
 def _triton_available() -> bool:
     try:
-        import kernels  # noqa: F401
-        from kernels import vq_lookup  # noqa: F401
-    except Exception:
+        import kernels
+    except ImportError:
         return False
-    return True
+    return bool(getattr(kernels, "HAVE_TRITON", False))
 
 
 def l2norm(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
