@@ -9,6 +9,16 @@ from pathlib import Path
 import pytest
 
 
+def pytest_configure(config):
+    """Without a GPU, Triton kernels run under its CPU interpreter (exact, slow). Triton fixes its
+    mode when first imported, so decide before any test module imports it."""
+    if "TRITON_INTERPRET" not in os.environ:
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ["TRITON_INTERPRET"] = "1"
+
+
 def find_shared_data() -> Path | None:
     """``shared/data`` beside the repo (<X>/main and <X>/shared), or $TOKFUSE_SHARED/data."""
     env = os.environ.get("TOKFUSE_SHARED")
