@@ -28,7 +28,7 @@ const char* tokfuse_cuda_nn_search(const float* Q, int64_t N, const float* C, in
                                    void* stream) {
     using namespace tokfuse::kern;
     if (N <= 0) return nullptr;
-    if (D > kMaxD) return "D > 256 is not supported by the CUDA kernel";
+    if (D > kMaxD) return "D > 128 is not supported by the CUDA kernel";
     int prev = -1;
     cudaError_t err = cudaGetDevice(&prev);
     if (err != cudaSuccess) return cudaGetErrorString(err);

@@ -12,7 +12,7 @@ size_t cuda_kernel_smem_bytes(int D) { return sizeof(float) * (size_t)kern::smem
 
 const char* nn_search_cuda_emulated(const float* Q, int64_t N, const float* C, int64_t K, int D,
                                     Metric metric, int64_t* ids, float* scores) {
-    if (D > kern::kMaxD) return "D > 256 is not supported by the CUDA kernel";
+    if (D > kern::kMaxD) return "D > 128 is not supported by the CUDA kernel";
     kern::Params p;
     p.Q = Q;
     p.C = C;

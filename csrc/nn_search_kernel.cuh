@@ -40,7 +40,8 @@ constexpr int kWarps = 4;
 constexpr int kThreads = kWarp * kWarps;  // 128 threads per block
 constexpr int kQPW = 8;                   // queries per warp
 constexpr int kQB = kWarps * kQPW;        // 32 queries per block
-constexpr int kMaxD = 256;                // larger D: not supported by this kernel
+constexpr int kMaxD = 128;                // larger D: not supported by this kernel
+constexpr int kSmemBudget = 12288;        // floats (48 KiB: no opt-in needed on any GPU)
 
 struct Params {
     const float* Q;   // [N, D] row-major
@@ -57,9 +58,10 @@ struct Params {
 
 TF_HD int code_stride(int D) { return D | 1; }
 
-// Codes per tile: ~8192 floats of tile data, a multiple of 32 in [32, 256].
+// Codes per tile: what fits in the 48 KiB budget next to the queries, a multiple of 32 in
+// [32, 256] (D = 12: 256 codes, 15.5 KiB in all; D = 64: 128 codes; D = 128: 32 codes).
 TF_HD int tile_codes(int D) {
-    int t = 8192 / code_stride(D);
+    int t = (kSmemBudget - kQB * D) / (code_stride(D) + 1);
     t = (t / kWarp) * kWarp;
     if (t < kWarp) t = kWarp;
     if (t > 256) t = 256;

@@ -414,10 +414,12 @@ class TestInputValidation:
             _C.nn_search(np.zeros((20, 12), np.float32)[::2], self.C)
         with pytest.raises(ValueError, match="codebook must be C-contiguous"):
             _C.nn_search(self.Q, np.asfortranarray(self.C))
-        with pytest.raises(ValueError, match="queries must be contiguous"):
+        with pytest.raises(ValueError, match=r"queries must be C-contiguous.*queries\.contiguous\(\)"):
             _C.nn_search(torch.zeros(10, 24)[:, ::2], self.C)
-        with pytest.raises(ValueError, match="codebook must be contiguous"):
+        with pytest.raises(ValueError, match="codebook must be C-contiguous"):
             _C.nn_search(self.Q, torch.from_numpy(self.C.T.copy()).t())
+        with pytest.raises(ValueError, match="queries must be C-contiguous"):
+            _C.nn_search(torch.zeros(20, 12)[::2], self.C)
 
     def test_wrong_types_and_options(self):
         with pytest.raises(TypeError, match="queries must be a numpy.ndarray or torch.Tensor"):
@@ -448,6 +450,16 @@ class TestInputValidation:
         elif _C.cuda_device_count() == 0:
             assert "sees 0 CUDA device" in msg
 
+    def test_emulated_cuda_kernel_limits(self):
+        with pytest.raises(ValueError, match="D <= 128"):
+            _C._nn_search_cuda_emulated(np.zeros((2, 129), np.float32), np.zeros((3, 129), np.float32))
+        with pytest.raises(TypeError, match="codebook"):
+            _C._nn_search_cuda_emulated(self.Q, self.C.astype(np.float64))
+
+    def test_other_devices_are_rejected(self):
+        with pytest.raises(ValueError, match="queries is on device meta"):
+            _C.nn_search(torch.empty(4, 12, device="meta"), self.C)
+
     def test_contiguous_float32_is_not_copied(self):
         q = np.random.default_rng(3).standard_normal((32, 12)).astype(np.float32)
         assert _C._debug_data_ptr(q, "queries") == q.ctypes.data
@@ -459,6 +471,31 @@ class TestInputValidation:
         assert _C._debug_data_ptr(tg, "queries") == tg.data_ptr()
         # a zero-copy torch view of numpy memory arrives at the same address
         assert _C._debug_data_ptr(torch.from_numpy(q), "queries") == q.ctypes.data
+
+    def test_dlpack_only_objects(self):
+        """Objects that only speak DLPack (e.g. other array libraries) take the DLPack route."""
+
+        class DL:
+            def __init__(self, t):
+                self.t = t
+
+            def __dlpack__(self, stream=None):
+                return self.t.__dlpack__()
+
+            def __dlpack_device__(self):
+                return self.t.__dlpack_device__()
+
+        q, C = torch.from_numpy(self.Q), torch.from_numpy(self.C)
+        assert _C._debug_data_ptr(DL(q), "queries") == q.data_ptr()
+        a, b = _C.nn_search(DL(q), DL(C), "l2"), _C.nn_search(self.Q, self.C, "l2")
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+        with pytest.raises(TypeError, match="queries must have dtype float32, got float64"):
+            _C.nn_search(DL(q.double()), C)
+        with pytest.raises(ValueError, match="codebook must be C-contiguous"):
+            _C.nn_search(q, DL(torch.zeros(64, 24)[:, ::2]))
+        with pytest.raises(ValueError, match="codebook must be a 2-D array"):
+            _C.nn_search(q, DL(C[0]))
 
     def test_results_do_not_alias_or_modify_inputs(self):
         q, C = self.Q.copy(), self.C.copy()

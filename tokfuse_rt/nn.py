@@ -14,9 +14,12 @@ kernel for CUDA tensors when built with nvcc) and falls back to the pure-PyTorch
 :func:`nn_search_ref` when the extension is not built (``HAVE_EXT`` is False) or, for CUDA
 tensors, when the extension was built without CUDA.
 
-For repeated searches against one codebook (the quantiser), :func:`prepare_codebook` returns a
-prepared object (it owns a copy of the rows and caches their squared norms for ``l2``) that
-``nn_search`` accepts in place of the codebook.
+For repeated searches against one codebook, :func:`prepare_codebook` returns a prepared object
+(it owns a copy of the rows and caches their squared norms) that ``nn_search`` accepts in place of
+the codebook. It only pays off for ``l2`` (about 10% at K = 4096, D = 12): the CPU kernel reads
+the row-major codebook as given, so ``ip`` needs no preparation at all.
+
+NaN/inf inputs do not crash but give unspecified ids.
 """
 from __future__ import annotations
 
@@ -138,13 +141,27 @@ def nn_search(queries: Array, codebook: Union[Array, PreparedCodebook], metric: 
 
     Uses ``tokfuse_rt._C`` when built (``HAVE_EXT``), else :func:`nn_search_ref`. ``num_threads``
     defaults to ``torch.get_num_threads()``. torch input gives torch output (on the input's
-    device), numpy input gives numpy output. Inputs must be float32 2-D; non-contiguous inputs are
-    made contiguous here (a copy) before they reach the extension.
+    device), numpy input gives numpy output. Inputs must be float32 2-D (TypeError / ValueError
+    naming the argument otherwise); non-contiguous inputs are made contiguous here (a copy)
+    before they reach the extension, contiguous ones are read in place.
     """
-    if metric not in ("ip", "l2"):
+    if metric != "ip" and metric != "l2":
         raise ValueError(f'metric must be "ip" or "l2", got {metric!r}')
     prepared = codebook if isinstance(codebook, PreparedCodebook) else None
     cb = prepared.tensor if prepared is not None else codebook
+
+    # Fast path (the quantiser's call): CPU torch tensors and the extension. The extension itself
+    # validates dtype / rank / D / device and raises errors naming the argument.
+    if (HAVE_EXT and type(queries) is torch.Tensor and isinstance(cb, torch.Tensor)
+            and queries.is_cpu and cb.is_cpu):
+        q = queries if queries.is_contiguous() else queries.contiguous()
+        nt = torch.get_num_threads() if num_threads is None else _default_threads(num_threads)
+        if prepared is not None and prepared.native is not None:
+            ids, scores = prepared.native.search(q, metric, nt)
+        else:
+            ids, scores = _C.nn_search(q, cb if cb.is_contiguous() else cb.contiguous(), metric, nt)
+        return torch.from_numpy(ids), torch.from_numpy(scores)
+
     _check_float32_2d(queries, "queries")
     _check_float32_2d(cb, "codebook")
     if queries.shape[1] != cb.shape[1]:
@@ -163,16 +180,15 @@ def nn_search(queries: Array, codebook: Union[Array, PreparedCodebook], metric: 
     if not c.is_contiguous():
         c = c.contiguous()
 
-    if HAVE_EXT and (q.device.type == "cpu" or (q.device.type == "cuda" and _C.has_cuda())):
-        if q.device.type == "cpu":
-            nt = _default_threads(num_threads)
-            if prepared is not None and prepared.native is not None:
-                ids, scores = prepared.native.search(q, metric, nt)
-            else:
-                ids, scores = _C.nn_search(q, c, metric, nt)
-            ids, scores = torch.from_numpy(ids), torch.from_numpy(scores)
+    if HAVE_EXT and q.device.type == "cpu":
+        nt = _default_threads(num_threads)
+        if prepared is not None and prepared.native is not None:
+            ids, scores = prepared.native.search(q, metric, nt)
         else:
-            ids, scores = _C.nn_search(q, c, metric)
+            ids, scores = _C.nn_search(q, c, metric, nt)
+        ids, scores = torch.from_numpy(ids), torch.from_numpy(scores)
+    elif HAVE_EXT and q.device.type == "cuda" and _C.has_cuda():
+        ids, scores = _C.nn_search(q, c, metric)
     else:
         ids, scores = nn_search_ref(q, c, metric)
     if numpy_out:
