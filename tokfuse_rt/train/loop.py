@@ -21,8 +21,8 @@ class TrainArgs:
     out: str
     work: str = "runs/train"
     seed: int = 0
-    steps1: int = 2400
-    steps2: int = 3000
+    steps1: int = 2000
+    steps2: int = 2500
     batch1: int = 32
     batch2: int = 8
     crop2: int = 128
