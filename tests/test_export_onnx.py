@@ -154,7 +154,8 @@ def default_engines(tmp_path_factory):
     import torch
 
     old = torch.get_num_threads()
-    with Engine(DEFAULT_MODEL, device="cpu", threads=2) as pt, Engine(out, device="cpu", threads=2) as ox:
+    # one thread each: with two, torch's OpenMP threads slow down badly when CI shares the cores
+    with Engine(DEFAULT_MODEL, device="cpu", threads=1) as pt, Engine(out, device="cpu", threads=1) as ox:
         yield pt, ox
     torch.set_num_threads(old)
 
