@@ -22,7 +22,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,9 +40,9 @@ def _model() -> Path:
 
 
 def _shared_data() -> Path | None:
-    env = os.environ.get("TOKFUSE_SHARED")
-    cands = ([Path(env) / "data", Path(env)] if env else []) + [p / "shared" / "data" for p in ROOT.parents]
-    return next((c for c in cands if (c / "test").is_dir()), None)
+    from tokfuse_rt.datasets import find_shared_data
+
+    return find_shared_data(start=ROOT)
 
 
 def _has(mod: str) -> bool:

@@ -28,16 +28,9 @@ import tokfuse_rt.metrics as M  # noqa: E402
 
 
 def _shared_data_dir():
-    cands = []
-    env = os.environ.get("TOKFUSE_SHARED")
-    if env:
-        cands += [Path(env), Path(env) / "data"]
-    for parent in Path(__file__).resolve().parents:
-        cands.append(parent / "shared" / "data")
-    for c in cands:
-        if (c / "test" / "MSRS").is_dir():
-            return c
-    return None
+    from tokfuse_rt.datasets import find_shared_data
+
+    return find_shared_data("test/MSRS", start=Path(__file__))
 
 
 def _cpu_name() -> str:

@@ -42,4 +42,30 @@ def interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
 
 
-__all__ = ["HAVE_TRITON", "interpreter_enabled"]
+def triton_mode():
+    """"interpret" or "compiled" (as triton was imported in this process), or None without triton.
+    Imports triton."""
+    if not HAVE_TRITON:
+        return None
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return "interpret" if isinstance(tl.max, InterpretedFunction) else "compiled"
+
+
+def run_device():
+    """(device, why): where the Triton kernels can run in this process ("cpu" under the
+    interpreter, "cuda" when compiled with a GPU), or (None, the reason they cannot)."""
+    import torch
+
+    mode = triton_mode()
+    if mode == "interpret":
+        return "cpu", ""
+    if mode == "compiled" and torch.cuda.is_available():
+        return "cuda", ""
+    return None, ("requires_triton: triton is not installed" if mode is None else
+                  "triton was imported in compiled mode (TRITON_INTERPRET unset when it was first imported) "
+                  "and there is no CUDA GPU; run with TRITON_INTERPRET=1")
+
+
+__all__ = ["HAVE_TRITON", "interpreter_enabled", "triton_mode", "run_device"]

@@ -19,19 +19,9 @@ def pytest_configure(config):
             os.environ["TRITON_INTERPRET"] = "1"
 
 
-def find_shared_data() -> Path | None:
-    """``shared/data`` beside the repo (<X>/main and <X>/shared), or $TOKFUSE_SHARED/data."""
-    env = os.environ.get("TOKFUSE_SHARED")
-    cands = [Path(env) / "data", Path(env)] if env else []
-    here = Path(__file__).resolve()
-    cands += [p / "shared" / "data" for p in here.parents]
-    for c in cands:
-        if (c / "test").is_dir():
-            return c
-    return None
+from tokfuse_rt.datasets import find_shared_data  # noqa: E402
 
-
-SHARED_DATA = find_shared_data()
+SHARED_DATA = find_shared_data(start=Path(__file__))
 
 
 @pytest.fixture(scope="session")

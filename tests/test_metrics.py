@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,18 +32,9 @@ REL_TOL = 1e-4
 
 
 def _shared_data_dir():
-    """shared/data: $TOKFUSE_SHARED (the shared dir or its data dir), else a sibling ``shared/data``
-    of any ancestor of this file (repo at <X>/main, shared at <X>/shared)."""
-    cands = []
-    env = os.environ.get("TOKFUSE_SHARED")
-    if env:
-        cands += [Path(env), Path(env) / "data"]
-    for parent in Path(__file__).resolve().parents:
-        cands.append(parent / "shared" / "data")
-    for c in cands:
-        if (c / "metric_reference.json").is_file():
-            return c
-    return None
+    from tokfuse_rt.datasets import find_shared_data
+
+    return find_shared_data("metric_reference.json", start=Path(__file__))
 
 
 DATA = _shared_data_dir()

@@ -47,26 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 ULP1 = 2.0 ** -23                                       # ulp(1.0) in float32
 
 
-def triton_mode():
-    """"interpret" / "compiled" (as triton was imported in this process), or None without triton."""
-    if not kernels.HAVE_TRITON:
-        return None
-    import triton.language as tl
-    from triton.runtime.interpreter import InterpretedFunction
-
-    return "interpret" if isinstance(tl.max, InterpretedFunction) else "compiled"
-
-
-MODE = triton_mode()
-if MODE == "interpret":
-    DEVICE, WHY = "cpu", ""
-elif MODE == "compiled" and torch.cuda.is_available():
-    DEVICE, WHY = "cuda", ""
-else:
-    DEVICE = None
-    WHY = ("requires_triton: triton is not installed" if MODE is None else
-           "triton was imported in compiled mode (TRITON_INTERPRET unset when it was first imported) and there is "
-           "no CUDA GPU; run with TRITON_INTERPRET=1")
+DEVICE, WHY = kernels.run_device()
 
 needs_kernel = [
     pytest.mark.requires_triton,

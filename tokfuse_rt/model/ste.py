@@ -93,14 +93,7 @@ class SelectiveTokenEditing(nn.Module):
         return torch.where(m, q_new, z), torch.where(sel, new_ids, ids), s
 
     def _use_kernel(self, z: torch.Tensor) -> bool:
+        """The fused Triton kernel runs in inference when the resolved backend is "triton"."""
         from .quant import resolve_backend
 
-        if self.training or z.requires_grad:
-            return False
-        if resolve_backend(z.device) != "triton":
-            return False
-        try:
-            import kernels.token_edit  # noqa: F401
-        except Exception:
-            return False
-        return True
+        return not (self.training or z.requires_grad) and resolve_backend(z.device) == "triton"
