@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -143,8 +142,3 @@ def _layout_numpy(a: np.ndarray, layout: str, colour: bool) -> np.ndarray:
         return np.repeat(a[..., None], 3, axis=-1)
     return a
 
-
-def describe(x) -> str:
-    if isinstance(x, (str, os.PathLike)):
-        return Path(x).name
-    return type(x).__name__
