@@ -19,15 +19,15 @@ CUDA events, same run), the speedup, the effective bandwidth in GB/s (minimum tr
 the MLP weights and the codebook read once; z_out and ids_out written) and whether ids and vectors agree
 with the reference (a difference can only be a float near-tie).
 """
-import os
-
 import pytest
 import torch
+
+import kernels
 
 if not torch.cuda.is_available():
     pytest.skip("CUDA is missing (torch.cuda.is_available() is False): the Triton token_edit benchmarks need a "
                 "CUDA GPU", allow_module_level=True)
-if os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes"):
+if kernels.interpreter_enabled():
     pytest.skip("TRITON_INTERPRET=1 is set: the benchmarks time the compiled kernels on a CUDA GPU, not the "
                 "CPU interpreter", allow_module_level=True)
 pytest.importorskip("pytest_benchmark")

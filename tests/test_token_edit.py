@@ -36,6 +36,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import kernels  # noqa: E402
+import triton_cases  # noqa: E402
+from triton_cases import canon_map, dyadic_rows, kernel_test, load_gray  # noqa: E402
 from kernels.token_edit import (token_edit, token_edit_ref, token_edit_weights, token_edit_weights_ref,  # noqa: E402
                                 topk_mask_ref)
 from kernels.vq_lookup import l2norm_ref  # noqa: E402
@@ -45,35 +47,11 @@ ASSETS = REPO / "tokfuse_rt" / "assets"
 ULP1 = 2.0 ** -23                                       # ulp(1.0) in float32
 
 
-DEVICE, WHY = kernels.run_device()
-
-
-def kernel_test(fn):
-    fn = pytest.mark.requires_triton(fn)
-    return pytest.mark.skipif(DEVICE is None, reason=WHY or "no device for the Triton kernels")(fn)
+DEVICE, WHY = triton_cases.DEVICE, triton_cases.WHY
 
 
 def seed_of(*xs):
-    s = 29
-    for x in xs:
-        s = (s * 1000003 + int(x)) % (2 ** 31)
-    return s
-
-
-def canon_map(cb):
-    """canon[i] = lowest index j with cb[j] identical to cb[i]."""
-    _, inv = torch.unique(cb, dim=0, return_inverse=True)
-    first = torch.full((int(inv.max()) + 1,), cb.shape[0], dtype=torch.long)
-    first = first.scatter_reduce(0, inv, torch.arange(cb.shape[0]), reduce="amin")
-    return first[inv]
-
-
-def dyadic_rows(d):
-    e0 = torch.zeros(d)
-    e0[0] = 1.0
-    h = torch.zeros(d)
-    h[1:5] = torch.tensor([0.5, -0.5, 0.5, 0.5])
-    return e0, h
+    return triton_cases.seed_of(*xs, salt=29)
 
 
 def make_codebook(kc, d, g):
@@ -226,13 +204,6 @@ def test_unselected_copied_bit_for_bit():
 # ------------------------------------------------------------------------------------------------------
 # against the model's own STE module (TokFuse(TokFuseConfig()), fixed seed, real tokens)
 # ------------------------------------------------------------------------------------------------------
-def load_gray(path):
-    from PIL import Image
-    import numpy as np
-
-    return torch.from_numpy(np.asarray(Image.open(path).convert("L"), dtype=np.float32) / 255.0)
-
-
 @pytest.fixture(scope="module")
 def model_tokens():
     """Default-config model (seed 0) and its real quantised shared tokens for two real image pairs (the

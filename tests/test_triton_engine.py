@@ -24,22 +24,13 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-import kernels  # noqa: E402
+from triton_cases import DEVICE, KERNEL_MARKS, load_gray  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "tokfuse_rt" / "assets"
 
 
-DEVICE, WHY = kernels.run_device()
-
-pytestmark = [pytest.mark.requires_triton,
-              pytest.mark.skipif(DEVICE is None, reason=WHY or "no device for the Triton kernels")]
-
-
-def load_gray(path):
-    from PIL import Image
-
-    return torch.from_numpy(np.asarray(Image.open(path).convert("L"), dtype=np.float32) / 255.0)
+pytestmark = KERNEL_MARKS
 
 
 @pytest.fixture(scope="module")

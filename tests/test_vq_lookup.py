@@ -40,6 +40,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import kernels  # noqa: E402
+import triton_cases  # noqa: E402
+from triton_cases import canon_map, dyadic_rows, kernel_test, seed_of  # noqa: E402
 from kernels import vq_lookup as V  # noqa: E402
 from kernels.vq_lookup import l2norm_ref, vq_lookup, vq_lookup_ref  # noqa: E402
 
@@ -47,32 +49,12 @@ REPO = Path(__file__).resolve().parents[1]
 ULP1 = 2.0 ** -23                                       # ulp(1.0) in float32
 
 
-DEVICE, WHY = kernels.run_device()
-
-needs_kernel = [
-    pytest.mark.requires_triton,
-    pytest.mark.skipif(DEVICE is None, reason=WHY or "no device for the Triton kernels"),
-]
-
-
-def kernel_test(fn):
-    for m in needs_kernel:
-        fn = m(fn)
-    return fn
+DEVICE, WHY = triton_cases.DEVICE, triton_cases.WHY
 
 
 # ------------------------------------------------------------------------------------------------------
 # data: codebooks with planted ties, queries that hit them
 # ------------------------------------------------------------------------------------------------------
-def dyadic_rows(d):
-    """Unit vectors whose dot products with themselves are exact in any summation order."""
-    e0 = torch.zeros(d)
-    e0[0] = 1.0
-    h = torch.zeros(d)
-    h[1:5] = torch.tensor([0.5, -0.5, 0.5, 0.5])
-    return e0, h
-
-
 def make_codebook(kc, d, g, plant=True):
     """l2-normalised [kc, d] with, for kc >= 64, exact-tie rows (one-hot e0 and a +-1/2 row h, each at three
     indices spread over the codebook, i.e. over several tiles and splits) and 32 duplicated random rows."""
@@ -92,14 +74,6 @@ def make_codebook(kc, d, g, plant=True):
     return cb, info
 
 
-def canon_map(cb):
-    """canon[i] = lowest index j with cb[j] identical to cb[i]."""
-    _, inv = torch.unique(cb, dim=0, return_inverse=True)
-    first = torch.full((int(inv.max()) + 1,), cb.shape[0], dtype=torch.long)
-    first = first.scatter_reduce(0, inv, torch.arange(cb.shape[0]), reduce="amin")
-    return first[inv]
-
-
 def make_queries(n, d, cb, info, g, normalize):
     """Random queries of random magnitude; from position 1 on, planted queries that hit the exact ties
     (3*e0, 2*h, zero) and duplicated random rows. Returns (z, {position: expected id})."""
@@ -116,13 +90,6 @@ def make_queries(n, d, cb, info, g, normalize):
     if not normalize:
         z = l2norm_ref(z)                           # exact on the planted ones: 3*e0 -> e0, 2*h -> h, 0 -> 0
     return z, expected
-
-
-def seed_of(*xs):
-    s = 17
-    for x in xs:
-        s = (s * 1000003 + int(x)) % (2 ** 31)
-    return s
 
 
 def check_against_ref(z, cb, ids, q, scores, expected, normalize=True, canonical_kernel=True):
