@@ -22,12 +22,18 @@ class TrainArgs:
     work: str = "runs/train"
     seed: int = 0
     steps1: int = 2000
-    steps2: int = 2500
+    steps2: int = 4000
     batch1: int = 32
     batch2: int = 8
     crop2: int = 128
     lr1: float = 2e-3
     lr2: float = 2e-3
+    w_int: float = 1.0             # stage II loss weights: intensity, gradient, structure (SSIM), base
+    w_grad: float = 10.0
+    w_ssim: float = 1.0
+    w_base: float = 0.5
+    gain: float = 1.5              # contrast gain of the stage II intensity and gradient targets
+    alpha: float = 0.4             # share of the additive composite in the intensity target
     threads: int = 2
     log_every: int = 50
     save_every: int = 250
@@ -63,6 +69,16 @@ def _restart_dead_codes(model: TokFuse, usage: torch.Tensor, recent_z: torch.Ten
     with torch.no_grad():
         model.codebook[dead] = l2norm(recent_z[pick] + 0.01 * torch.randn(len(dead), recent_z.shape[1], generator=gen))
     return len(dead)
+
+
+def _fast_forward(sched, steps: int) -> None:
+    """Advance a fresh LR schedule to ``steps`` on resume (no optimizer step in between: intended)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")
+        for _ in range(steps):
+            sched.step()
 
 
 def _save_state(path: Path, model, opt, stage: int, step: int, gen: torch.Generator, log: dict):
@@ -104,8 +120,7 @@ def train(args: TrainArgs, cfg: TokFuseConfig | None = None) -> Path:
         if args.resume and state_path.exists() and st["stage"] == 1:
             opt.load_state_dict(st["opt"])
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr1, total_steps=max(args.steps1, 1), pct_start=0.1)
-        for _ in range(start):
-            sched.step()
+        _fast_forward(sched, start)
         model.train()
         usage = torch.zeros(model.cfg.codebook_size)
         recent = []
@@ -128,7 +143,7 @@ def train(args: TrainArgs, cfg: TokFuseConfig | None = None) -> Path:
                     _log(f"[I] step {step + 1}: restarted {n_dead} unused codes", logf)
             if (step + 1) % args.log_every == 0:
                 rate = (step + 1 - start) / (time.perf_counter() - ts)
-                _log(f"[I] step {step + 1}/{args.steps1} loss {float(loss):.4f} rec {parts['rec']:.4f} "
+                _log(f"[I] step {step + 1}/{args.steps1} loss {loss.item():.4f} rec {parts['rec']:.4f} "
                      f"code {parts['code']:.4f} ({rate:.2f} it/s, {time.perf_counter() - t0:.0f}s)", logf)
                 summary["stage1_final_rec"] = parts["rec"]
             if (step + 1) % args.save_every == 0:
@@ -137,17 +152,27 @@ def train(args: TrainArgs, cfg: TokFuseConfig | None = None) -> Path:
         stage, start = 2, 0
         _save_state(state_path, model, opt, 2, 0, gen, summary)
 
-    # ---------------- stage II: fusion with STE (tokenizer frozen) -------------------------
+    stage2(model, bank, args, gen, summary, start, state_path, logf, t0)
+    summary["total_seconds"] = round(time.perf_counter() - t0, 1)
+    model.eval()
+    out = save_checkpoint(model, args.out, extra={"train": summary})
+    _log(f"[done] wrote {out} in {summary['total_seconds']}s: {json.dumps(summary)}", logf)
+    return out
+
+
+def stage2(model: TokFuse, bank: PairBank, args: TrainArgs, gen: torch.Generator, summary: dict,
+           start: int = 0, state_path: Path | None = None, logf=None, t0: float | None = None) -> None:
+    """Stage II: fusion with STE, tokenizer (encoder, decoder, codebook) frozen."""
+    t0 = time.perf_counter() if t0 is None else t0
     for mod in (model.encoder, model.decoder):
         mod.requires_grad_(False)
     model.codebook.requires_grad_(False)
     params = [p for n, p in model.named_parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr2, weight_decay=1e-4)
-    if args.resume and state_path.exists() and start > 0:
+    if state_path is not None and args.resume and state_path.exists() and start > 0:
         opt.load_state_dict(torch.load(state_path, weights_only=False)["opt"])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr2, total_steps=max(args.steps2, 1), pct_start=0.1)
-    for _ in range(start):
-        sched.step()
+    _fast_forward(sched, start)
     model.train()
     model.encoder.eval()
     model.decoder.eval()
@@ -157,25 +182,21 @@ def train(args: TrainArgs, cfg: TokFuseConfig | None = None) -> Path:
         ir, vis = bank.sample(gen, args.batch2, args.crop2)
         k = int(torch.randint(0, min(K, 2 * model.cfg.default_k) + 1, (1,), generator=gen))
         fused, _, base = model(ir, vis, k=k)
-        parts = fusion_losses(fused, ir, vis)
+        parts = fusion_losses(fused, ir, vis, args.w_int, args.w_grad, args.w_ssim, args.gain, args.alpha)
         target_base = F.interpolate(torch.maximum(ir, vis), size=base.shape[-2:], mode="bilinear", align_corners=False)
         l_base = F.l1_loss(base, target_base)
-        loss = parts["total"] + 0.5 * l_base
+        loss = parts["total"] + args.w_base * l_base
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         if (step + 1) % args.log_every == 0:
             rate = (step + 1 - start) / (time.perf_counter() - ts)
+            loss, l_base, parts = loss.detach(), l_base.detach(), {k2: v.detach() for k2, v in parts.items()}
             _log(f"[II] step {step + 1}/{args.steps2} loss {float(loss):.4f} int {float(parts['int']):.4f} "
                  f"grad {float(parts['grad']):.4f} ssim {float(parts['ssim']):.4f} base {float(l_base):.4f} "
                  f"({rate:.2f} it/s, {time.perf_counter() - t0:.0f}s)", logf)
             summary["stage2_final"] = {k2: round(float(v), 5) for k2, v in parts.items()} | {"base": round(float(l_base), 5)}
-        if (step + 1) % args.save_every == 0:
+        if state_path is not None and (step + 1) % args.save_every == 0:
             _save_state(state_path, model, opt, 2, step + 1, gen, summary)
     summary["stage2_seconds"] = round(time.perf_counter() - ts, 1)
-    summary["total_seconds"] = round(time.perf_counter() - t0, 1)
-    model.eval()
-    out = save_checkpoint(model, args.out, extra={"train": summary})
-    _log(f"[done] wrote {out} in {summary['total_seconds']}s: {json.dumps(summary)}", logf)
-    return out

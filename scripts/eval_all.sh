@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Regenerate the quality reports under docs/ for a model (default: the bundled one).
+#   bash scripts/eval_all.sh [MODEL] [SHARED_DATA]
+# Writes docs/eval_<set>.md/.png for every test set (default k), the STE ablation
+# docs/ablation/k<k>_<set>.md for k = 0 and k = K on TNO and RoadScene, and
+# docs/ablation/tokenizer_recon.md (tokenizer round trip PSNR/SSIM).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=${1:-default}
+DATA=${2:-../shared/data}
+PY=${PY:-.venv/bin/python}
+K=$($PY -c "from tokfuse_rt.model.checkpoint import read_metadata as r; import json,sys; from tokfuse_rt.engine import DEFAULT_MODEL as D; m=sys.argv[1]; print(json.loads(r(D if m=='default' else m)['config'])['num_tokens'])" "$MODEL")
+mkdir -p docs/ablation
+for s in TNO RoadScene MSRS Harvard_MRI_CT Harvard_MRI_PET Harvard_MRI_SPECT; do
+  $PY -m tokfuse_rt.cli eval --engine "$MODEL" --set "$DATA/test/$s" -q --out "docs/eval_$s.md"
+done
+for s in TNO RoadScene; do
+  for k in 0 "$K"; do
+    $PY -m tokfuse_rt.cli eval --engine "$MODEL" --set "$DATA/test/$s" --k "$k" -q --no-figure \
+      --out "docs/ablation/k${k}_$s.md"
+  done
+done
+$PY scripts/tokenizer_recon.py --ckpt "$( [ "$MODEL" = default ] && $PY -c 'from tokfuse_rt.engine import DEFAULT_MODEL as D; print(D)' || echo "$MODEL")" \
+  --data "$DATA" --json docs/ablation/tokenizer_recon.json > docs/ablation/tokenizer_recon.md

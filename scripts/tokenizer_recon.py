@@ -1,0 +1,84 @@
+"""Tokenizer reconstruction quality on test sets (README ablation, issue 7).
+
+Each source image's luminance is resized to the token pathway's S×S (as the model sees it),
+tokenized (K ids from the codebook) and decoded by π; PSNR (dB, peak 1) and SSIM (7×7 uniform
+window, data range 1) of the reconstruction against the S×S input are averaged per modality.
+
+    python scripts/tokenizer_recon.py [--ckpt CKPT] [--sets TNO RoadScene] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _ssim(x: np.ndarray, y: np.ndarray, win: int = 7, c1: float = 0.01 ** 2, c2: float = 0.03 ** 2) -> float:
+    import torch
+    import torch.nn.functional as F
+
+    a, b = (torch.from_numpy(np.asarray(v, np.float64))[None, None] for v in (x, y))
+    m = lambda t: F.avg_pool2d(t, win, 1)  # noqa: E731  (valid windows, as skimage crops borders)
+    mx, my = m(a), m(b)
+    n = win * win
+    cov = n / (n - 1.0)                    # sample covariance, skimage default
+    vx, vy, vxy = cov * (m(a * a) - mx ** 2), cov * (m(b * b) - my ** 2), cov * (m(a * b) - mx * my)
+    s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+    return float(s.mean())
+
+
+def recon_scores(model, images) -> dict:
+    import torch
+
+    psnr, ssim = [], []
+    with torch.no_grad():
+        for y in images:
+            t = model.to_token_input(torch.from_numpy(y)[None, None].float())
+            r = model.reconstruct(t).clamp(0, 1)
+            x, z = t[0, 0].double().numpy(), r[0, 0].double().numpy()
+            mse = float(np.mean((x - z) ** 2))
+            psnr.append(10 * np.log10(1.0 / max(mse, 1e-12)))
+            ssim.append(_ssim(x, z))
+    return {"n": len(psnr), "PSNR": float(np.mean(psnr)), "SSIM": float(np.mean(ssim))}
+
+
+def main(argv=None) -> int:
+    from tokfuse_rt.datasets import find_shared_data
+    from tokfuse_rt.engine import DEFAULT_MODEL
+    from tokfuse_rt.imageio import load_image, luminance
+    from tokfuse_rt.model.checkpoint import load_checkpoint
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ckpt", default=str(DEFAULT_MODEL))
+    ap.add_argument("--data", default=None, help="shared/data folder (default: found beside the repo)")
+    ap.add_argument("--sets", nargs="*", default=["TNO", "RoadScene"])
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+    data = Path(a.data) if a.data else find_shared_data()
+    if data is None:
+        print("tokenizer_recon: error: shared/data not found (use --data)", file=sys.stderr)
+        return 2
+    model, _ = load_checkpoint(a.ckpt)
+    out = {}
+    print(f"| set | modality | images | PSNR (dB) | SSIM |\n|---|---|---:|---:|---:|")
+    for s in a.sets:
+        d = Path(data) / "test" / s
+        mods = [("ir", "ir"), ("vi", "vis")] if (d / "ir").is_dir() else [("a", "a"), ("b", "b")]
+        for sub, label in mods:
+            imgs = [luminance(load_image(p)) for p in sorted((d / sub).iterdir()) if p.is_file()]
+            r = recon_scores(model, imgs)
+            out[f"{s}/{label}"] = r
+            print(f"| {s} | {label} | {r['n']} | {r['PSNR']:.2f} | {r['SSIM']:.3f} |", flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
