@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 # torch==2.13.0 is the CPU wheel on this project's machines; GPU users install their own torch (>=2.4).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test install build bench clean
+.PHONY: demo test install build bench train eval-docs clean
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,13 @@ test: build
 
 bench: build
 	$(VPY) -m pytest bench/ --benchmark-only
+
+# Reproduce the bundled default model (about 25 min on 2 cores) and its quality reports under docs/.
+train: build
+	$(VPY) -m tokfuse_rt.train --data ../shared/data/train --out tokfuse_rt/assets/default.safetensors --seed 0
+
+eval-docs: build
+	bash scripts/eval_all.sh default ../shared/data
 
 clean:
 	rm -rf build *.egg-info tokfuse_rt/*.so $(VENV)

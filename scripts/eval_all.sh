@@ -1,24 +1,25 @@
 #!/usr/bin/env bash
 # Regenerate the quality reports under docs/ for a model (default: the bundled one).
-#   bash scripts/eval_all.sh [MODEL] [SHARED_DATA]
-# Writes docs/eval_<set>.md/.png for every test set (default k), the STE ablation
-# docs/ablation/k<k>_<set>.md for k = 0 and k = K on TNO and RoadScene, and
-# docs/ablation/tokenizer_recon.md (tokenizer round trip PSNR/SSIM).
+#   bash scripts/eval_all.sh [MODEL] [SHARED_DATA] [OUT_DIR]
+# Writes OUT_DIR/eval_<set>.md/.png for every test set (default k), the STE ablation
+# OUT_DIR/ablation/k<k>_<set>.md for k = 0 and k = K on TNO and RoadScene, and
+# OUT_DIR/ablation/tokenizer_recon.md (tokenizer round trip PSNR/SSIM). OUT_DIR defaults to docs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:-default}
 DATA=${2:-../shared/data}
+OUT=${3:-docs}
 PY=${PY:-.venv/bin/python}
 K=$($PY -c "from tokfuse_rt.model.checkpoint import read_metadata as r; import json,sys; from tokfuse_rt.engine import DEFAULT_MODEL as D; m=sys.argv[1]; print(json.loads(r(D if m=='default' else m)['config'])['num_tokens'])" "$MODEL")
-mkdir -p docs/ablation
+mkdir -p "$OUT/ablation"
 for s in TNO RoadScene MSRS Harvard_MRI_CT Harvard_MRI_PET Harvard_MRI_SPECT; do
-  $PY -m tokfuse_rt.cli eval --engine "$MODEL" --set "$DATA/test/$s" -q --out "docs/eval_$s.md"
+  $PY -m tokfuse_rt.cli eval --engine "$MODEL" --set "$DATA/test/$s" -q --out "$OUT/eval_$s.md"
 done
 for s in TNO RoadScene; do
   for k in 0 "$K"; do
     $PY -m tokfuse_rt.cli eval --engine "$MODEL" --set "$DATA/test/$s" --k "$k" -q --no-figure \
-      --out "docs/ablation/k${k}_$s.md"
+      --out "$OUT/ablation/k${k}_$s.md"
   done
 done
 $PY scripts/tokenizer_recon.py --ckpt "$( [ "$MODEL" = default ] && $PY -c 'from tokfuse_rt.engine import DEFAULT_MODEL as D; print(D)' || echo "$MODEL")" \
-  --data "$DATA" --json docs/ablation/tokenizer_recon.json > docs/ablation/tokenizer_recon.md
+  --data "$DATA" --json "$OUT/ablation/tokenizer_recon.json" > "$OUT/ablation/tokenizer_recon.md"

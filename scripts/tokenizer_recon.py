@@ -1,8 +1,9 @@
 """Tokenizer reconstruction quality on test sets (README ablation, issue 7).
 
 Each source image's luminance is resized to the token pathway's S×S (as the model sees it),
-tokenized (K ids from the codebook) and decoded by π; PSNR (dB, peak 1) and SSIM (7×7 uniform
-window, data range 1) of the reconstruction against the S×S input are averaged per modality.
+tokenized (K ids from the codebook) and decoded by π; PSNR (dB, peak 1) and SSIM (the metrics'
+scikit-image-style SSIM, 7×7 uniform window, data range 1) of the reconstruction against the
+S×S input are averaged per modality.
 
     python scripts/tokenizer_recon.py [--ckpt CKPT] [--sets TNO RoadScene] [--json out.json]
 """
@@ -19,22 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _ssim(x: np.ndarray, y: np.ndarray, win: int = 7, c1: float = 0.01 ** 2, c2: float = 0.03 ** 2) -> float:
-    import torch
-    import torch.nn.functional as F
-
-    a, b = (torch.from_numpy(np.asarray(v, np.float64))[None, None] for v in (x, y))
-    m = lambda t: F.avg_pool2d(t, win, 1)  # noqa: E731  (valid windows, as skimage crops borders)
-    mx, my = m(a), m(b)
-    n = win * win
-    cov = n / (n - 1.0)                    # sample covariance, skimage default
-    vx, vy, vxy = cov * (m(a * a) - mx ** 2), cov * (m(b * b) - my ** 2), cov * (m(a * b) - mx * my)
-    s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
-    return float(s.mean())
-
-
 def recon_scores(model, images) -> dict:
     import torch
+
+    from tokfuse_rt.metrics.ssim import ssim_pair
 
     psnr, ssim = [], []
     with torch.no_grad():
@@ -44,7 +33,7 @@ def recon_scores(model, images) -> dict:
             x, z = t[0, 0].double().numpy(), r[0, 0].double().numpy()
             mse = float(np.mean((x - z) ** 2))
             psnr.append(10 * np.log10(1.0 / max(mse, 1e-12)))
-            ssim.append(_ssim(x, z))
+            ssim.append(ssim_pair(z, x, data_range=1.0))
     return {"n": len(psnr), "PSNR": float(np.mean(psnr)), "SSIM": float(np.mean(ssim))}
 
 

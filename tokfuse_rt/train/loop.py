@@ -22,7 +22,7 @@ class TrainArgs:
     work: str = "runs/train"
     seed: int = 0
     steps1: int = 2000
-    steps2: int = 4000
+    steps2: int = 2500
     batch1: int = 32
     batch2: int = 8
     crop2: int = 128
@@ -32,8 +32,8 @@ class TrainArgs:
     w_grad: float = 10.0
     w_ssim: float = 1.0
     w_base: float = 0.5
-    gain: float = 1.5              # contrast gain of the stage II intensity and gradient targets
-    alpha: float = 0.4             # share of the additive composite in the intensity target
+    gain: float = 1.0              # contrast gain of the stage II intensity and gradient targets
+    alpha: float = 0.0             # share of the additive composite in the intensity target
     threads: int = 2
     log_every: int = 50
     save_every: int = 250
