@@ -157,6 +157,7 @@ def train(args: TrainArgs, cfg: TokFuseConfig | None = None) -> Path:
     model.eval()
     out = save_checkpoint(model, args.out, extra={"train": summary})
     _log(f"[done] wrote {out} in {summary['total_seconds']}s: {json.dumps(summary)}", logf)
+    logf.close()
     return out
 
 

@@ -27,7 +27,8 @@ def ssim(x: torch.Tensor, y: torch.Tensor, win: int = 11, c1: float = 0.01 ** 2,
 
 def contrast_target(ir: torch.Tensor, vis: torch.Tensor, gain: float = 1.0, alpha: float = 0.0) -> torch.Tensor:
     """Intensity target in [0, 1]: a mix of max(ir, vis) (weight 1 − ``alpha``) and the additive
-    composite ir + vis − mean (weight ``alpha``), its contrast about each image's mean scaled by ``gain``.
+    composite ir + vis − (mean(ir) + mean(vis)) / 2 (weight ``alpha``), its contrast about each image's
+    mean scaled by ``gain``.
 
     ir, vis: [B, 1, H, W] in [0, 1]; means are per image.  gain=1, alpha=0 gives max(ir, vis).
     """
