@@ -94,71 +94,70 @@ def train(args: TrainArgs, cfg: TokFuseConfig | None = None) -> Path:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     state_path = work / "state.pt"
-    logf = open(work / "train.log", "a")
-    t0 = time.perf_counter()
-    bank = PairBank(args.data)
-    _log(f"[data] {len(bank)} pairs from {args.data} loaded in {time.perf_counter() - t0:.1f}s", logf)
+    with open(work / "train.log", "a") as logf:
+        t0 = time.perf_counter()
+        bank = PairBank(args.data)
+        _log(f"[data] {len(bank)} pairs from {args.data} loaded in {time.perf_counter() - t0:.1f}s", logf)
 
-    gen = torch.Generator().manual_seed(args.seed)
-    model = TokFuse(cfg or TokFuseConfig())
-    stage, start = 1, 0
-    summary: dict = {"seed": args.seed, "pairs": len(bank), "steps1": args.steps1, "steps2": args.steps2}
-    opt = None
-    if args.resume and state_path.exists():
-        st = torch.load(state_path, weights_only=False)
-        model = TokFuse(TokFuseConfig.from_json(st["cfg"]))
-        model.load_state_dict(st["model"])
-        stage, start = st["stage"], st["step"]
-        gen.set_state(st["gen"])
-        summary.update(st["log"])
-        _log(f"[resume] stage {stage} step {start}", logf)
+        gen = torch.Generator().manual_seed(args.seed)
+        model = TokFuse(cfg or TokFuseConfig())
+        stage, start = 1, 0
+        summary: dict = {"seed": args.seed, "pairs": len(bank), "steps1": args.steps1, "steps2": args.steps2}
+        opt = None
+        if args.resume and state_path.exists():
+            st = torch.load(state_path, weights_only=False)
+            model = TokFuse(TokFuseConfig.from_json(st["cfg"]))
+            model.load_state_dict(st["model"])
+            stage, start = st["stage"], st["step"]
+            gen.set_state(st["gen"])
+            summary.update(st["log"])
+            _log(f"[resume] stage {stage} step {start}", logf)
 
-    # ---------------- stage I: tokenizer warm-up -------------------------------------------
-    if stage == 1:
-        params = list(model.encoder.parameters()) + list(model.decoder.parameters()) + [model.codebook]
-        opt = torch.optim.AdamW(params, lr=args.lr1, weight_decay=0.0)
-        if args.resume and state_path.exists() and st["stage"] == 1:
-            opt.load_state_dict(st["opt"])
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr1, total_steps=max(args.steps1, 1), pct_start=0.1)
-        _fast_forward(sched, start)
-        model.train()
-        usage = torch.zeros(model.cfg.codebook_size)
-        recent = []
-        ts = time.perf_counter()
-        for step in range(start, args.steps1):
-            y = single_images(bank, gen, args.batch1, model.cfg.image_size)
-            loss, parts, z, ids = tokenizer_step(model, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            usage += torch.bincount(ids.flatten(), minlength=usage.numel())
-            recent.append(z.reshape(-1, z.shape[-1]))
-            if (step + 1) % 100 == 0:
-                n_dead = _restart_dead_codes(model, usage, torch.cat(recent), gen) if step < 0.8 * args.steps1 else 0
-                summary["codes_used"] = int((usage > 0).sum())
-                usage.zero_()
-                recent.clear()
-                if n_dead:
-                    _log(f"[I] step {step + 1}: restarted {n_dead} unused codes", logf)
-            if (step + 1) % args.log_every == 0:
-                rate = (step + 1 - start) / (time.perf_counter() - ts)
-                _log(f"[I] step {step + 1}/{args.steps1} loss {loss.item():.4f} rec {parts['rec']:.4f} "
-                     f"code {parts['code']:.4f} ({rate:.2f} it/s, {time.perf_counter() - t0:.0f}s)", logf)
-                summary["stage1_final_rec"] = parts["rec"]
-            if (step + 1) % args.save_every == 0:
-                _save_state(state_path, model, opt, 1, step + 1, gen, summary)
-        summary["stage1_seconds"] = round(time.perf_counter() - ts, 1)
-        stage, start = 2, 0
-        _save_state(state_path, model, opt, 2, 0, gen, summary)
+        # ---------------- stage I: tokenizer warm-up -------------------------------------------
+        if stage == 1:
+            params = list(model.encoder.parameters()) + list(model.decoder.parameters()) + [model.codebook]
+            opt = torch.optim.AdamW(params, lr=args.lr1, weight_decay=0.0)
+            if args.resume and state_path.exists() and st["stage"] == 1:
+                opt.load_state_dict(st["opt"])
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr1, total_steps=max(args.steps1, 1), pct_start=0.1)
+            _fast_forward(sched, start)
+            model.train()
+            usage = torch.zeros(model.cfg.codebook_size)
+            recent = []
+            ts = time.perf_counter()
+            for step in range(start, args.steps1):
+                y = single_images(bank, gen, args.batch1, model.cfg.image_size)
+                loss, parts, z, ids = tokenizer_step(model, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                usage += torch.bincount(ids.flatten(), minlength=usage.numel())
+                recent.append(z.reshape(-1, z.shape[-1]))
+                if (step + 1) % 100 == 0:
+                    n_dead = _restart_dead_codes(model, usage, torch.cat(recent), gen) if step < 0.8 * args.steps1 else 0
+                    summary["codes_used"] = int((usage > 0).sum())
+                    usage.zero_()
+                    recent.clear()
+                    if n_dead:
+                        _log(f"[I] step {step + 1}: restarted {n_dead} unused codes", logf)
+                if (step + 1) % args.log_every == 0:
+                    rate = (step + 1 - start) / (time.perf_counter() - ts)
+                    _log(f"[I] step {step + 1}/{args.steps1} loss {loss.item():.4f} rec {parts['rec']:.4f} "
+                         f"code {parts['code']:.4f} ({rate:.2f} it/s, {time.perf_counter() - t0:.0f}s)", logf)
+                    summary["stage1_final_rec"] = parts["rec"]
+                if (step + 1) % args.save_every == 0:
+                    _save_state(state_path, model, opt, 1, step + 1, gen, summary)
+            summary["stage1_seconds"] = round(time.perf_counter() - ts, 1)
+            stage, start = 2, 0
+            _save_state(state_path, model, opt, 2, 0, gen, summary)
 
-    stage2(model, bank, args, gen, summary, start, state_path, logf, t0)
-    summary["total_seconds"] = round(time.perf_counter() - t0, 1)
-    model.eval()
-    out = save_checkpoint(model, args.out, extra={"train": summary})
-    _log(f"[done] wrote {out} in {summary['total_seconds']}s: {json.dumps(summary)}", logf)
-    logf.close()
-    return out
+        stage2(model, bank, args, gen, summary, start, state_path, logf, t0)
+        summary["total_seconds"] = round(time.perf_counter() - t0, 1)
+        model.eval()
+        out = save_checkpoint(model, args.out, extra={"train": summary})
+        _log(f"[done] wrote {out} in {summary['total_seconds']}s: {json.dumps(summary)}", logf)
+        return out
 
 
 def stage2(model: TokFuse, bank: PairBank, args: TrainArgs, gen: torch.Generator, summary: dict,
