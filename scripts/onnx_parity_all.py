@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -24,12 +23,6 @@ sys.path.insert(0, str(ROOT))
 SETS = ("TNO", "RoadScene", "MSRS", "Harvard_MRI_CT", "Harvard_MRI_PET", "Harvard_MRI_SPECT")
 
 
-def find_data() -> Path | None:
-    env = os.environ.get("TOKFUSE_SHARED")
-    cands = ([Path(env) / "data", Path(env)] if env else []) + [p / "shared" / "data" for p in ROOT.parents]
-    return next((c for c in cands if (c / "test").is_dir()), None)
-
-
 def pairs_of(root: Path, name: str):
     d = root / "test" / name
     a, b = (d / "ir", d / "vi") if (d / "ir").is_dir() else (d / "a", d / "b")
@@ -40,6 +33,7 @@ def pairs_of(root: Path, name: str):
 
 def main(argv=None) -> int:
     from tokfuse_rt import Engine
+    from tokfuse_rt.datasets import find_shared_data
     from tokfuse_rt.engine import DEFAULT_MODEL
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -52,7 +46,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="write per-pair results here")
     a = ap.parse_args(argv)
 
-    data = Path(a.data) if a.data else find_data()
+    data = Path(a.data) if a.data else find_shared_data()
     if data is None or not (data / "test").is_dir():
         print("onnx_parity_all: error: shared/data/test not found (use --data or TOKFUSE_SHARED)", file=sys.stderr)
         return 2
