@@ -26,3 +26,23 @@ def backend_class(path: Path):
     except ModuleNotFoundError as e:
         raise ImportError(f"model path {path}: the {suffix} backend needs {needs}, which is not available ({e})") from None
     return getattr(mod, cls_name)
+
+
+def token_counts(cfg: dict | None, k_static: int | None, path: Path, missing: str) -> tuple[int, int]:
+    """(num_tokens K, default_k) of an exported model: from its tokfuse_rt config when it has one,
+    else inferred from the static token dimension of its ``ids`` output (default_k = min(4, K)).
+
+    Raises ValueError naming ``path`` when neither is available (``missing`` says what was looked
+    for) or when the two disagree.
+    """
+    if cfg and cfg.get("num_tokens"):
+        n = int(cfg["num_tokens"])
+        default_k = int(cfg.get("default_k", min(4, n)))
+    elif k_static:                        # a foreign/stripped export: infer what we can
+        n = int(k_static)
+        default_k = min(4, n)
+    else:
+        raise ValueError(f"model file {path}: {missing}")
+    if k_static and int(k_static) != n:
+        raise ValueError(f"model file {path}: ids output has {k_static} tokens but the config says {n}")
+    return n, default_k

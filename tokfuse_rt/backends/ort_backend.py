@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import token_counts
+
 META_PREFIX = "tokfuse_rt."
 INPUTS = ("ir", "vis", "k")
 OUTPUTS = ("fused", "ids")
@@ -103,18 +105,9 @@ class OrtBackend:
         self.cfg = read_onnx_config(self._meta)
         k_out = self.session.get_outputs()[1].shape
         k_static = k_out[1] if len(k_out) == 2 and isinstance(k_out[1], int) else None
-        if self.cfg is not None:
-            self._num_tokens = int(self.cfg["num_tokens"])
-            self._default_k = int(self.cfg["default_k"])
-        elif k_static is not None:        # a foreign/stripped export: infer what we can
-            self._num_tokens = int(k_static)
-            self._default_k = min(4, self._num_tokens)
-        else:
-            raise ValueError(f"model file {self.path}: no tokfuse_rt config in the ONNX metadata and the "
-                             "token count cannot be inferred from the graph")
-        if k_static is not None and k_static != self._num_tokens:
-            raise ValueError(f"model file {self.path}: ids output has {k_static} tokens but the metadata "
-                             f"config says {self._num_tokens}")
+        self.num_tokens, self.default_k = token_counts(
+            self.cfg, k_static, self.path,
+            "no tokfuse_rt config in the ONNX metadata and the token count cannot be inferred from the graph")
 
     def _check_io(self) -> None:
         ins = {i.name: i for i in self.session.get_inputs()}
@@ -135,14 +128,6 @@ class OrtBackend:
         self._k_shape = () if len(kin.shape) == 0 else (1,)
         b = ins["ir"].shape[0]
         self._static_batch = b if isinstance(b, int) else None
-
-    @property
-    def num_tokens(self) -> int:
-        return self._num_tokens
-
-    @property
-    def default_k(self) -> int:
-        return self._default_k
 
     def run(self, ir: np.ndarray, vis: np.ndarray, k: int):
         """ir, vis: float32 [B, 1, H, W] in [0, 1] -> (fused float32 [B, 1, H, W], ids int64 [B, K])."""
@@ -185,7 +170,7 @@ class OrtBackend:
             "onnxruntime": ort.__version__,
             "opset": opset,
             "exporter": self._meta.get(META_PREFIX + "exporter"),
-            "config": dict(self.cfg) if self.cfg else {"num_tokens": self._num_tokens, "default_k": self._default_k},
+            "config": dict(self.cfg) if self.cfg else {"num_tokens": self.num_tokens, "default_k": self.default_k},
             "train": train,
         }
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import token_counts
+
 INPUTS = ("ir", "vis", "k")
 OUTPUTS = ("fused", "ids")
 
@@ -94,13 +96,9 @@ class TrtBackend:
         cfg = self._sidecar.get("config") or {}
         ids_shape = tuple(self.engine.get_tensor_shape("ids"))
         k_static = ids_shape[1] if len(ids_shape) == 2 and ids_shape[1] > 0 else None
-        if cfg.get("num_tokens"):
-            self._num_tokens, self._default_k = int(cfg["num_tokens"]), int(cfg.get("default_k", 4))
-        elif k_static:
-            self._num_tokens, self._default_k = int(k_static), min(4, int(k_static))
-        else:
-            raise ValueError(f"model file {self.path}: no {self.path.name}.json beside it and the token count "
-                             "cannot be read from the engine")
+        self.num_tokens, self.default_k = token_counts(
+            cfg, k_static, self.path,
+            f"no {self.path.name}.json beside it and the token count cannot be read from the engine")
         self.cfg = cfg
 
     def _read_sidecar(self) -> dict:
@@ -112,14 +110,6 @@ class TrtBackend:
         except (OSError, json.JSONDecodeError):
             return {}
         return d if isinstance(d, dict) else {}
-
-    @property
-    def num_tokens(self) -> int:
-        return self._num_tokens
-
-    @property
-    def default_k(self) -> int:
-        return self._default_k
 
     def _check_hw(self, h: int, w: int) -> None:
         mn, _, mx = self._profile
@@ -188,7 +178,7 @@ class TrtBackend:
             "tensorrt": self._trt.__version__,
             "fp16": self._sidecar.get("fp16"),
             "profile": {"min": list(mn), "opt": list(opt), "max": list(mx)},
-            "config": dict(self.cfg) if self.cfg else {"num_tokens": self._num_tokens, "default_k": self._default_k},
+            "config": dict(self.cfg) if self.cfg else {"num_tokens": self.num_tokens, "default_k": self.default_k},
         }
 
     def close(self) -> None:
