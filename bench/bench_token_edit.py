@@ -22,16 +22,9 @@ with the reference (a difference can only be a float near-tie).
 import pytest
 import torch
 
-import kernels
+from triton_gpu import require_compiled_triton, timed
 
-if not torch.cuda.is_available():
-    pytest.skip("CUDA is missing (torch.cuda.is_available() is False): the Triton token_edit benchmarks need a "
-                "CUDA GPU", allow_module_level=True)
-if kernels.interpreter_enabled():
-    pytest.skip("TRITON_INTERPRET=1 is set: the benchmarks time the compiled kernels on a CUDA GPU, not the "
-                "CPU interpreter", allow_module_level=True)
-pytest.importorskip("pytest_benchmark")
-triton = pytest.importorskip("triton", reason="triton is missing: the Triton kernel benchmarks need it")
+triton = require_compiled_triton("token_edit")
 
 from kernels.token_edit import token_edit_weights, token_edit_weights_ref  # noqa: E402
 from kernels.vq_lookup import l2norm_ref  # noqa: E402
@@ -61,15 +54,6 @@ def _effective_bytes(b, n):
     return read + write
 
 
-def _timed(benchmark, fn):
-    def run():
-        fn()
-        torch.cuda.synchronize()
-
-    run()
-    benchmark.pedantic(run, rounds=30, iterations=5, warmup_rounds=3)
-
-
 def _group(b, n, k):
     return f"token_edit B={b} K={n} k={k} Kc={KC} d={D}"
 
@@ -80,7 +64,7 @@ def test_token_edit_ref(benchmark, b, n, k):
     args = _data(b, n)
     ms = triton.testing.do_bench(return_mode="median", fn=lambda: token_edit_weights_ref(*args, k))
     benchmark.extra_info.update(device=torch.cuda.get_device_name(), impl="ref", median_ms=ms)
-    _timed(benchmark, lambda: token_edit_weights_ref(*args, k))
+    timed(benchmark, lambda: token_edit_weights_ref(*args, k))
 
 
 @pytest.mark.parametrize("b,n,k", SHAPES)
@@ -96,4 +80,4 @@ def test_token_edit_triton(benchmark, b, n, k):
         speedup_vs_ref=ref_ms / ms, effective_GBps=_effective_bytes(b, n) / (ms * 1e-3) / 1e9,
         ids_mismatches_vs_ref=int((ids_k != ids_r).sum()), vectors_equal_ref=bool(torch.equal(z_k, z_r)),
     )
-    _timed(benchmark, lambda: token_edit_weights(*args, k))
+    timed(benchmark, lambda: token_edit_weights(*args, k))

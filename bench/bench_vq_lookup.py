@@ -20,16 +20,9 @@ agree with the reference (any difference must be a float near-tie).
 import pytest
 import torch
 
-import kernels
+from triton_gpu import require_compiled_triton, timed
 
-if not torch.cuda.is_available():
-    pytest.skip("CUDA is missing (torch.cuda.is_available() is False): the Triton vq_lookup benchmarks need a "
-                "CUDA GPU", allow_module_level=True)
-if kernels.interpreter_enabled():
-    pytest.skip("TRITON_INTERPRET=1 is set: the benchmarks time the compiled kernels on a CUDA GPU, not the "
-                "CPU interpreter", allow_module_level=True)
-pytest.importorskip("pytest_benchmark")
-triton = pytest.importorskip("triton", reason="triton is missing: the Triton kernel benchmarks need it")
+triton = require_compiled_triton("vq_lookup")
 
 from kernels.vq_lookup import effective_bytes, l2norm_ref, vq_lookup, vq_lookup_ref  # noqa: E402
 
@@ -44,22 +37,13 @@ def _data(n):
     return z, cb
 
 
-def _timed(benchmark, fn):
-    def run():
-        fn()
-        torch.cuda.synchronize()
-
-    run()
-    benchmark.pedantic(run, rounds=30, iterations=5, warmup_rounds=3)
-
-
 @pytest.mark.parametrize("n", NS)
 def test_vq_lookup_ref(benchmark, n):
     benchmark.group = f"vq_lookup N={n} Kc={KC} d={D}"
     z, cb = _data(n)
     ms = triton.testing.do_bench(return_mode="median", fn=lambda: vq_lookup_ref(z, cb))
     benchmark.extra_info.update(device=torch.cuda.get_device_name(), impl="ref", median_ms=ms)
-    _timed(benchmark, lambda: vq_lookup_ref(z, cb))
+    timed(benchmark, lambda: vq_lookup_ref(z, cb))
 
 
 @pytest.mark.parametrize("n", NS)
@@ -77,4 +61,4 @@ def test_vq_lookup_triton(benchmark, n):
         speedup_vs_ref=ref_ms / ms, effective_GBps=nbytes / (ms * 1e-3) / 1e9,
         GFLOPs=2.0 * n * KC * D / (ms * 1e-3) / 1e9, ids_mismatches_vs_ref=mismatches,
     )
-    _timed(benchmark, lambda: vq_lookup(z, cb))
+    timed(benchmark, lambda: vq_lookup(z, cb))
