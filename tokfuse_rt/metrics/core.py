@@ -85,39 +85,35 @@ def _resolve_metrics(metrics: Optional[Iterable[str]]):
     return out
 
 
+#: metric -> f(F, A, B, convention) for every metric with a single value (SSIM is handled apart:
+#: it reports three keys from one pass).
+_SINGLE = {
+    "EN": lambda F, A, B, c: basic.en(F),
+    "SD": lambda F, A, B, c: basic.sd(F),
+    "SF": lambda F, A, B, c: basic.sf(F),
+    "AG": lambda F, A, B, c: basic.ag(F),
+    "MI": lambda F, A, B, c: info.mi(F, A, B, base=c.mi_base),
+    "SCD": lambda F, A, B, c: basic.scd(F, A, B),
+    "VIF": lambda F, A, B, c: _vif.vif(F, A, B),
+    "Qabf": lambda F, A, B, c: gradient.qabf(F, A, B),
+    "PSNR": lambda F, A, B, c: basic.psnr(F, A, B),
+    "CC": lambda F, A, B, c: basic.cc(F, A, B),
+    "MSE": lambda F, A, B, c: basic.mse(F, A, B),
+    "Nabf": lambda F, A, B, c: gradient.nabf(F, A, B, scale=c.nabf_scale),
+}
+
+
 def _evaluate_gray(F, A, B, names, conv: Convention) -> Dict[str, float]:
     r: Dict[str, float] = {}
     for m in names:
-        if m == "EN":
-            r["EN"] = basic.en(F)
-        elif m == "SD":
-            r["SD"] = basic.sd(F)
-        elif m == "SF":
-            r["SF"] = basic.sf(F)
-        elif m == "AG":
-            r["AG"] = basic.ag(F)
-        elif m == "MI":
-            r["MI"] = info.mi(F, A, B, base=conv.mi_base)
-        elif m == "SCD":
-            r["SCD"] = basic.scd(F, A, B)
-        elif m == "VIF":
-            r["VIF"] = _vif.vif(F, A, B)
-        elif m == "Qabf":
-            r["Qabf"] = gradient.qabf(F, A, B)
-        elif m == "SSIM":
+        if m == "SSIM":
             ranges = tuple(dict.fromkeys((2.0, 255.0, float(conv.ssim_range))))
             s = _ssim.ssim_both(F, A, B, ranges=ranges)
             r["SSIM"] = s["A"][float(conv.ssim_range)] + s["B"][float(conv.ssim_range)]
             r["SSIM_2"] = s["A"][2.0] + s["B"][2.0]
             r["SSIM_255"] = s["A"][255.0] + s["B"][255.0]
-        elif m == "PSNR":
-            r["PSNR"] = basic.psnr(F, A, B)
-        elif m == "CC":
-            r["CC"] = basic.cc(F, A, B)
-        elif m == "MSE":
-            r["MSE"] = basic.mse(F, A, B)
-        elif m == "Nabf":
-            r["Nabf"] = gradient.nabf(F, A, B, scale=conv.nabf_scale)
+        else:
+            r[m] = _SINGLE[m](F, A, B, conv)
     return r
 
 
