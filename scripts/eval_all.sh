@@ -10,7 +10,11 @@ MODEL=${1:-default}
 DATA=${2:-../shared/data}
 OUT=${3:-docs}
 PY=${PY:-.venv/bin/python}
-K=$($PY -c "from tokfuse_rt.model.checkpoint import read_metadata as r; import json,sys; from tokfuse_rt.engine import DEFAULT_MODEL as D; m=sys.argv[1]; print(json.loads(r(D if m=='default' else m)['config'])['num_tokens'])" "$MODEL")
+# the checkpoint behind MODEL ("default" = the bundled one), for K and the tokenizer round trip
+CKPT=$MODEL
+[ "$MODEL" = default ] && CKPT=$($PY -c 'import tokfuse_rt; print(tokfuse_rt.default_model_path())')
+K=$($PY -c 'import json, sys; from tokfuse_rt.model.checkpoint import read_metadata
+print(json.loads(read_metadata(sys.argv[1])["config"])["num_tokens"])' "$CKPT")
 mkdir -p "$OUT/ablation"
 for s in TNO RoadScene MSRS Harvard_MRI_CT Harvard_MRI_PET Harvard_MRI_SPECT; do
   $PY -m tokfuse_rt.cli eval --engine "$MODEL" --set "$DATA/test/$s" -q --out "$OUT/eval_$s.md"
@@ -21,5 +25,5 @@ for s in TNO RoadScene; do
       --out "$OUT/ablation/k${k}_$s.md"
   done
 done
-$PY scripts/tokenizer_recon.py --ckpt "$( [ "$MODEL" = default ] && $PY -c 'from tokfuse_rt.engine import DEFAULT_MODEL as D; print(D)' || echo "$MODEL")" \
-  --data "$DATA" --json "$OUT/ablation/tokenizer_recon.json" > "$OUT/ablation/tokenizer_recon.md"
+$PY scripts/tokenizer_recon.py --ckpt "$CKPT" --data "$DATA" \
+  --json "$OUT/ablation/tokenizer_recon.json" > "$OUT/ablation/tokenizer_recon.md"
