@@ -8,6 +8,11 @@ convention metrics on luminance, averaged over the 30 held-out pairs.
 
     python scripts/recipe_search.py --name g15a04 --gain 1.5 --alpha 0.4 [--steps 1000] [--threads 1]
     python scripts/recipe_search.py --name base --baselines     # max, mean and the bundled model
+    python scripts/recipe_search.py --name fig --figure docs/x.png --compare v2s07 v2s1   # val montage
+
+Every run also reports ``kept``: the share of the thermal excess (ir − vis on pixels where ir is
+brighter than vis by > 0.25) the fused image keeps, averaged over the held-out pairs that have such
+pixels (a plain average keeps 0.5, copying the visible image keeps 0).
 """
 from __future__ import annotations
 
@@ -45,11 +50,27 @@ def split(train_root: Path, work: Path):
 def score(fuse, pairs):
     from tokfuse_rt.metrics import evaluate
 
-    rows = []
+    rows, kept = [], []
     for a, b in pairs:
-        A, B, F = (np.clip(np.round(x * 255), 0, 255).astype(np.uint8) for x in (a, b, fuse(a, b)))
+        f = fuse(a, b)
+        A, B, F = (np.clip(np.round(x * 255), 0, 255).astype(np.uint8) for x in (a, b, f))
         rows.append(evaluate(F, A, B, metrics=M8))
-    return {m: float(np.mean([r[m] for r in rows])) for m in M8}
+        hot = (a - b) > 0.25
+        if hot.sum() >= 500:
+            kept.append(float(np.mean(f[hot] - b[hot]) / np.mean(a[hot] - b[hot])))
+    return {m: float(np.mean([r[m] for r in rows])) for m in M8} | {"kept": float(np.mean(kept))}
+
+
+def figure(path, pairs, fusers, every=6, n=4, size=(256, 192)):
+    """Rows: every ``every``-th held-out pair (n of them); columns: ir, vis, then each fuser."""
+    from PIL import Image
+
+    rows = []
+    for a, b in pairs[::every][:n]:
+        outs = [a, b] + [f(a, b) for f in fusers]
+        rows.append(np.concatenate([np.asarray(Image.fromarray(np.clip(np.round(o * 255), 0, 255)
+                                    .astype(np.uint8)).resize(size)) for o in outs], axis=1))
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
 
 
 def model_fuse(model):
@@ -81,8 +102,11 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--baselines", action="store_true")
+    ap.add_argument("--figure", default=None, help="write a montage of the held-out pairs fused by the "
+                    "bundled model and each --compare run, then stop")
+    ap.add_argument("--compare", nargs="*", default=[], help="names of earlier runs (their .safetensors in --work)")
     d = TrainArgs("", "")
-    for f in ("w_int", "w_grad", "w_ssim", "w_base", "lr2", "gain", "alpha"):
+    for f in ("w_int", "w_grad", "w_ssim", "w_base", "w_vif", "w_scd", "lr2", "gain", "alpha"):
         ap.add_argument("--" + f, type=float, default=getattr(d, f))
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -93,6 +117,11 @@ def main(argv=None) -> int:
              for p in sorted((val / "ir").iterdir())]
     src, _ = load_checkpoint(a.tokenizer)
     res = {}
+    if a.figure:
+        runs = [src] + [load_checkpoint(str(work / f"{n}.safetensors"))[0] for n in a.compare]
+        figure(a.figure, pairs, [model_fuse(m.eval()) for m in runs])
+        print(f"wrote {a.figure}: ir, vis, bundled, " + ", ".join(a.compare))
+        return 0
     if a.baselines:
         res["max"] = score(np.maximum, pairs)
         res["mean"] = score(lambda x, y: 0.5 * (x + y), pairs)
@@ -103,7 +132,7 @@ def main(argv=None) -> int:
         model.load_state_dict({k: v for k, v in src.state_dict().items()
                                if k.startswith(("encoder.", "decoder.", "codebook"))}, strict=False)
         args = TrainArgs(data="", out="", steps2=a.steps, log_every=250, **{f: getattr(a, f) for f in
-                         ("w_int", "w_grad", "w_ssim", "w_base", "lr2", "gain", "alpha")})
+                         ("w_int", "w_grad", "w_ssim", "w_base", "w_vif", "w_scd", "lr2", "gain", "alpha")})
         t0 = time.time()
         with open(work / f"{a.name}.log", "w") as logf:
             stage2(model, PairBank(ts), args, torch.Generator().manual_seed(0), {}, logf=logf)
@@ -111,7 +140,7 @@ def main(argv=None) -> int:
         save_checkpoint(model, work / f"{a.name}.safetensors")
         res[a.name] = score(model_fuse(model), pairs) | {"train_s": time.time() - t0}
     for k, v in res.items():
-        print(k, " ".join(f"{m} {v[m]:.3f}" for m in M8), flush=True)
+        print(k, " ".join(f"{m} {v[m]:.3f}" for m in M8 + ["kept"]), flush=True)
     (work / f"{a.name}.json").write_text(json.dumps(res, indent=1))
     return 0
 

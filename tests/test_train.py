@@ -89,6 +89,45 @@ def test_fusion_losses_terms():
     assert all(float(v) > 0 for v in q.values())
 
 
+@pytest.mark.parametrize("h,w", [(17, 17), (41, 23), (128, 128), (131, 97)])
+def test_vifp_and_scd_losses_match_the_metrics(h, w):
+    """The differentiable VIF and SCD terms against the numpy metrics (the oracle, float64).
+
+    Natural-ish images (smoothed noise, so no window is flat and the metric's hard masks never
+    fire): the clamped torch version then computes the same formula in the same precision, so
+    1e-9 relative is rounding only.  Sizes: the smallest with one VIF scale, odd, and enough
+    for all four.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    from tokfuse_rt.metrics.basic import scd as scd_ref
+    from tokfuse_rt.metrics.vif import vifp as vifp_ref
+
+    rng = np.random.default_rng(h * w)
+    a, b = (gaussian_filter(rng.random((h, w)), s) for s in (1.5, 0.8))
+    a, b = ((x - x.min()) / (x.max() - x.min()) for x in (a, b))
+    f = np.clip(0.7 * a + 0.4 * b - 0.05, 0, 1)
+    t = lambda x: torch.from_numpy(x)[None, None]  # noqa: E731
+    assert float(L.vifp(t(a), t(f))[0]) == pytest.approx(vifp_ref(255 * a, 255 * f), rel=1e-9)
+    assert float(L.vifp(t(b), t(f))[0]) == pytest.approx(vifp_ref(255 * b, 255 * f), rel=1e-9)
+    assert float(L.scd(t(f), t(a), t(b))[0]) == pytest.approx(scd_ref(255 * f, 255 * a, 255 * b), rel=1e-9)
+    x = t(f).clone().requires_grad_(True)
+    (L.vifp(t(a), x).sum() + L.scd(x, t(a), t(b)).sum()).backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_vif_and_scd_terms_are_added_only_when_weighted():
+    g = torch.Generator().manual_seed(2)
+    ir, vis = torch.rand(2, 1, 64, 64, generator=g), torch.rand(2, 1, 64, 64, generator=g)
+    f = 0.5 * (ir + vis)
+    p = L.fusion_losses(f, ir, vis)
+    assert set(p) == {"total", "int", "grad", "ssim"}
+    q = L.fusion_losses(f, ir, vis, w_vif=2.0, w_scd=0.5)
+    assert float(q["total"]) == pytest.approx(float(p["total"]) + 2 * float(q["vif"]) + 0.5 * float(q["scd"]), rel=1e-6)
+    assert float(q["vif"]) == pytest.approx(1 - 0.5 * float((L.vifp(ir, f) + L.vifp(vis, f)).mean()), rel=1e-6)
+    assert float(L.fusion_losses(ir, ir, vis, w_vif=1.0)["vif"]) < float(q["vif"])  # a copy keeps more
+
+
 # --- the trainer end to end -------------------------------------------------------------------------
 def test_two_stages_write_a_loadable_checkpoint_and_log(data_root, tmp_path):
     from tokfuse_rt import Engine

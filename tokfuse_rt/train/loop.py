@@ -32,6 +32,8 @@ class TrainArgs:
     w_grad: float = 10.0
     w_ssim: float = 1.0
     w_base: float = 0.5
+    w_vif: float = 0.0             # differentiable VIF and SCD terms (0 = not used)
+    w_scd: float = 0.0
     gain: float = 1.0              # contrast gain of the stage II intensity and gradient targets
     alpha: float = 0.0             # share of the additive composite in the intensity target
     threads: int = 2
@@ -182,7 +184,8 @@ def stage2(model: TokFuse, bank: PairBank, args: TrainArgs, gen: torch.Generator
         ir, vis = bank.sample(gen, args.batch2, args.crop2)
         k = int(torch.randint(0, min(K, 2 * model.cfg.default_k) + 1, (1,), generator=gen))
         fused, _, base = model(ir, vis, k=k)
-        parts = fusion_losses(fused, ir, vis, args.w_int, args.w_grad, args.w_ssim, args.gain, args.alpha)
+        parts = fusion_losses(fused, ir, vis, args.w_int, args.w_grad, args.w_ssim, args.gain, args.alpha,
+                              args.w_vif, args.w_scd)
         target_base = F.interpolate(torch.maximum(ir, vis), size=base.shape[-2:], mode="bilinear", align_corners=False)
         l_base = F.l1_loss(base, target_base)
         loss = parts["total"] + args.w_base * l_base
@@ -193,8 +196,8 @@ def stage2(model: TokFuse, bank: PairBank, args: TrainArgs, gen: torch.Generator
         if (step + 1) % args.log_every == 0:
             rate = (step + 1 - start) / (time.perf_counter() - ts)
             loss, l_base, parts = loss.detach(), l_base.detach(), {k2: v.detach() for k2, v in parts.items()}
-            _log(f"[II] step {step + 1}/{args.steps2} loss {float(loss):.4f} int {float(parts['int']):.4f} "
-                 f"grad {float(parts['grad']):.4f} ssim {float(parts['ssim']):.4f} base {float(l_base):.4f} "
+            terms = " ".join(f"{k2} {float(v):.4f}" for k2, v in parts.items() if k2 != "total")
+            _log(f"[II] step {step + 1}/{args.steps2} loss {float(loss):.4f} {terms} base {float(l_base):.4f} "
                  f"({rate:.2f} it/s, {time.perf_counter() - t0:.0f}s)", logf)
             summary["stage2_final"] = {k2: round(float(v), 5) for k2, v in parts.items()} | {"base": round(float(l_base), 5)}
         if state_path is not None and (step + 1) % args.save_every == 0:

@@ -43,14 +43,74 @@ def contrast_target(ir: torch.Tensor, vis: torch.Tensor, gain: float = 1.0, alph
     return m
 
 
-def fusion_losses(fused, ir, vis, w_int=1.0, w_grad=10.0, w_ssim=1.0, gain=1.0, alpha=0.0):
+def _gauss1d(n: int, like: torch.Tensor) -> torch.Tensor:
+    x = torch.arange(n, dtype=like.dtype, device=like.device) - (n - 1) / 2
+    g = torch.exp(-x * x / (2 * (n / 5.0) ** 2))
+    return g / g.sum()
+
+
+def _valid(x: torch.Tensor, g: torch.Tensor, step: int = 1) -> torch.Tensor:
+    """Separable 'valid' Gaussian filtering of [B, C, H, W], every ``step``-th output kept."""
+    c = x.shape[1]
+    x = F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), stride=(step, 1), groups=c)
+    return F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), stride=(1, step), groups=c)
+
+
+def vifp(ref: torch.Tensor, dist: torch.Tensor, sigma_nsq: float = 2.0, eps: float = 1e-10) -> torch.Tensor:
+    """Differentiable multi-scale pixel VIF per image ([B, 1, H, W] in [0, 1] -> [B]).
+
+    Same scales, windows and noise variance as :func:`tokfuse_rt.metrics.vif.vifp` (images taken to
+    the 0..255 scale); its hard masks become clamps (g ≥ 0, s1, s2 ≥ 0, sv ≥ eps) so the gradient
+    exists everywhere.  Needs H, W ≥ 17 + 2·(9 + 5 + 3)-ish; 128² crops give all four scales.
+    """
+    x = torch.cat([ref, dist], dim=1) * 255.0
+    num = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    den = torch.zeros_like(num)
+    for scale in range(1, 5):
+        n = 2 ** (5 - scale) + 1
+        g = _gauss1d(n, x)
+        if scale > 1:
+            x = _valid(x, g, step=2)
+        if min(x.shape[-2:]) < n:
+            break
+        r, d = x[:, :1], x[:, 1:]
+        f = _valid(torch.cat([x, x * x, r * d], dim=1), g)
+        mu1, mu2, e11, e22, e12 = f.unbind(dim=1)
+        s1 = (e11 - mu1 * mu1).clamp_min(0)
+        s2 = (e22 - mu2 * mu2).clamp_min(0)
+        s12 = e12 - mu1 * mu2
+        gg = (s12 / (s1 + eps)).clamp_min(0)
+        sv = (s2 - gg * s12).clamp_min(eps)
+        num = num + torch.log10(1 + gg * gg * s1 / (sv + sigma_nsq)).sum(dim=(-2, -1))
+        den = den + torch.log10(1 + s1 / sigma_nsq).sum(dim=(-2, -1))
+    return num / den.clamp_min(eps)
+
+
+def scd(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+    """corr(ir, fused − vis) + corr(vis, fused − ir) per image ([B, 1, H, W] -> [B])."""
+    def corr(a, b):
+        a = a - a.mean(dim=(-2, -1), keepdim=True)
+        b = b - b.mean(dim=(-2, -1), keepdim=True)
+        return (a * b).sum(dim=(1, 2, 3)) / ((a * a).sum(dim=(1, 2, 3)) * (b * b).sum(dim=(1, 2, 3))).clamp_min(1e-12).sqrt()
+    return corr(ir, fused - vis) + corr(vis, fused - ir)
+
+
+def fusion_losses(fused, ir, vis, w_int=1.0, w_grad=10.0, w_ssim=1.0, gain=1.0, alpha=0.0, w_vif=0.0, w_scd=0.0):
     """Dict of weighted loss terms and their sum under 'total'.
 
     int: L1 to :func:`contrast_target`; grad: L1 of Sobel magnitudes to ``gain`` × the larger source
-    gradient; ssim: 1 − mean SSIM to the two sources.
+    gradient; ssim: 1 − mean SSIM to the two sources; vif: 1 − mean of :func:`vifp` of the fused
+    image against each source; scd: 1 − :func:`scd` / 2.  Terms with weight 0 are not computed.
     """
     l_int = F.l1_loss(fused, contrast_target(ir, vis, gain, alpha))
     l_grad = F.l1_loss(sobel_mag(fused), gain * torch.maximum(sobel_mag(ir), sobel_mag(vis)))
     l_ssim = 1.0 - 0.5 * (ssim(fused, ir) + ssim(fused, vis))
     total = w_int * l_int + w_grad * l_grad + w_ssim * l_ssim
-    return {"total": total, "int": l_int, "grad": l_grad, "ssim": l_ssim}
+    out = {"int": l_int, "grad": l_grad, "ssim": l_ssim}
+    if w_vif:
+        out["vif"] = 1.0 - 0.5 * (vifp(ir, fused) + vifp(vis, fused)).mean()
+        total = total + w_vif * out["vif"]
+    if w_scd:
+        out["scd"] = 1.0 - 0.5 * scd(fused, ir, vis).mean()
+        total = total + w_scd * out["scd"]
+    return {"total": total} | out
