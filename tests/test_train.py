@@ -89,14 +89,14 @@ def test_fusion_losses_terms():
     assert all(float(v) > 0 for v in q.values())
 
 
-@pytest.mark.parametrize("h,w", [(17, 17), (41, 23), (128, 128), (131, 97)])
+@pytest.mark.parametrize("h,w", [(17, 17), (41, 23), (33, 40), (41, 41), (128, 128), (131, 97)])
 def test_vifp_and_scd_losses_match_the_metrics(h, w):
     """The differentiable VIF and SCD terms against the numpy metrics (the oracle, float64).
 
     Natural-ish images (smoothed noise, so no window is flat and the metric's hard masks never
     fire): the clamped torch version then computes the same formula in the same precision, so
-    1e-9 relative is rounding only.  Sizes: the smallest with one VIF scale, odd, and enough
-    for all four.
+    1e-9 relative is rounding only.  Sizes: VIF uses 1 scale at 17² and 41×23, 3 at 33×40, all 4
+    from 41² (the smallest), odd and non-square on purpose.
     """
     from scipy.ndimage import gaussian_filter
 

@@ -61,7 +61,8 @@ def vifp(ref: torch.Tensor, dist: torch.Tensor, sigma_nsq: float = 2.0, eps: flo
 
     Same scales, windows and noise variance as :func:`tokfuse_rt.metrics.vif.vifp` (images taken to
     the 0..255 scale); its hard masks become clamps (g ≥ 0, s1, s2 ≥ 0, sv ≥ eps) so the gradient
-    exists everywhere.  Needs H, W ≥ 17 + 2·(9 + 5 + 3)-ish; 128² crops give all four scales.
+    exists everywhere.  A scale whose window no longer fits is skipped, as in the metric (all four
+    fit from 41² up; training crops are 128²); an image smaller than 17² gives 0, not the metric's 1.
     """
     x = torch.cat([ref, dist], dim=1) * 255.0
     num = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
