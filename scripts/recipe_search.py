@@ -17,6 +17,7 @@ pixels (a plain average keeps 0.5, copying the visible image keeps 0).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -101,6 +102,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--baselines", action="store_true")
+    ap.add_argument("--detail-channels", type=int, default=None, help="fusion-part width override (default: the tokenizer checkpoint's)")
+    ap.add_argument("--head-channels", type=int, default=None)
     ap.add_argument("--figure", default=None, help="write a montage of the held-out pairs fused by the "
                     "bundled model and each --compare run, then stop")
     ap.add_argument("--compare", nargs="*", default=[], help="names of earlier runs (their .safetensors in --work)")
@@ -127,7 +130,9 @@ def main(argv=None) -> int:
         res["bundled"] = score(model_fuse(src), pairs)
     else:
         torch.manual_seed(0)
-        model = TokFuse(TokFuseConfig.from_json(src.cfg.to_json()))
+        cfg = TokFuseConfig.from_json(src.cfg.to_json())
+        widths = {k: v for k, v in (("detail_channels", a.detail_channels), ("head_channels", a.head_channels)) if v}
+        model = TokFuse(dataclasses.replace(cfg, **widths))
         model.load_state_dict({k: v for k, v in src.state_dict().items()
                                if k.startswith(("encoder.", "decoder.", "codebook"))}, strict=False)
         args = TrainArgs(data="", out="", steps2=a.steps, log_every=250, **{f: getattr(a, f) for f in
