@@ -108,8 +108,10 @@ def test_vifp_and_scd_losses_match_the_metrics(h, w):
     a, b = ((x - x.min()) / (x.max() - x.min()) for x in (a, b))
     f = np.clip(0.7 * a + 0.4 * b - 0.05, 0, 1)
     t = lambda x: torch.from_numpy(x)[None, None]  # noqa: E731
-    assert float(L.vifp(t(a), t(f))[0]) == pytest.approx(vifp_ref(255 * a, 255 * f), rel=1e-9)
-    assert float(L.vifp(t(b), t(f))[0]) == pytest.approx(vifp_ref(255 * b, 255 * f), rel=1e-9)
+    va, vb = L.vifp(torch.cat([t(a), t(b)], dim=1), t(f))[0].tolist()     # both refs in one call
+    assert va == pytest.approx(vifp_ref(255 * a, 255 * f), rel=1e-9)
+    assert vb == pytest.approx(vifp_ref(255 * b, 255 * f), rel=1e-9)
+    assert float(L.vifp(t(b), t(f))[0, 0]) == pytest.approx(vb, rel=1e-12)  # one ref alone: same value
     assert float(L.scd(t(f), t(a), t(b))[0]) == pytest.approx(scd_ref(255 * f, 255 * a, 255 * b), rel=1e-9)
     x = t(f).clone().requires_grad_(True)
     (L.vifp(t(a), x).sum() + L.scd(x, t(a), t(b)).sum()).backward()

@@ -43,12 +43,6 @@ def contrast_target(ir: torch.Tensor, vis: torch.Tensor, gain: float = 1.0, alph
     return m
 
 
-def _gauss1d(n: int, like: torch.Tensor) -> torch.Tensor:
-    x = torch.arange(n, dtype=like.dtype, device=like.device) - (n - 1) / 2
-    g = torch.exp(-x * x / (2 * (n / 5.0) ** 2))
-    return g / g.sum()
-
-
 def _valid(x: torch.Tensor, g: torch.Tensor, step: int = 1) -> torch.Tensor:
     """Separable 'valid' Gaussian filtering of [B, C, H, W], every ``step``-th output kept."""
     c = x.shape[1]
@@ -56,35 +50,41 @@ def _valid(x: torch.Tensor, g: torch.Tensor, step: int = 1) -> torch.Tensor:
     return F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), stride=(1, step), groups=c)
 
 
-def vifp(ref: torch.Tensor, dist: torch.Tensor, sigma_nsq: float = 2.0, eps: float = 1e-10) -> torch.Tensor:
-    """Differentiable multi-scale pixel VIF per image ([B, 1, H, W] in [0, 1] -> [B]).
+def vifp(refs: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+    """Differentiable multi-scale pixel VIF of ``dist`` against each reference channel
+    (refs [B, R, H, W], dist [B, 1, H, W], both in [0, 1] -> [B, R]).
 
-    Same scales, windows and noise variance as :func:`tokfuse_rt.metrics.vif.vifp` (images taken to
-    the 0..255 scale); its hard masks become clamps (g ≥ 0, s1, s2 ≥ 0, sv ≥ eps) so the gradient
-    exists everywhere.  A scale whose window no longer fits is skipped, as in the metric (all four
-    fit from 41² up; training crops are 128²); an image smaller than 17² gives 0, not the metric's 1.
+    Same scales, windows, noise variance and eps as :func:`tokfuse_rt.metrics.vif.vifp` (images
+    taken to the 0..255 scale; the dist-only maps are filtered once for all references, as there);
+    its hard masks become clamps (g ≥ 0, s1, s2 ≥ 0, sv ≥ eps) so the gradient exists everywhere.
+    A scale whose window no longer fits is skipped, as in the metric (all four fit from 41² up;
+    training crops are 128²); an image smaller than 17² gives 0, not the metric's 1.
     """
-    x = torch.cat([ref, dist], dim=1) * 255.0
-    num = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    from tokfuse_rt.metrics.vif import EPS, SIGMA_NSQ, gaussian_window_1d
+
+    r_n = refs.shape[1]
+    x = torch.cat([refs, dist], dim=1) * 255.0
+    num = torch.zeros(x.shape[0], r_n, dtype=x.dtype, device=x.device)
     den = torch.zeros_like(num)
     for scale in range(1, 5):
         n = 2 ** (5 - scale) + 1
-        g = _gauss1d(n, x)
+        g = torch.from_numpy(gaussian_window_1d(n)).to(x)
         if scale > 1:
             x = _valid(x, g, step=2)
         if min(x.shape[-2:]) < n:
             break
-        r, d = x[:, :1], x[:, 1:]
+        r, d = x[:, :r_n], x[:, r_n:]
         f = _valid(torch.cat([x, x * x, r * d], dim=1), g)
-        mu1, mu2, e11, e22, e12 = f.unbind(dim=1)
+        mu1, mu2 = f[:, :r_n], f[:, r_n:r_n + 1]
+        e11, e22, e12 = f[:, r_n + 1:2 * r_n + 1], f[:, 2 * r_n + 1:2 * r_n + 2], f[:, 2 * r_n + 2:]
         s1 = (e11 - mu1 * mu1).clamp_min(0)
         s2 = (e22 - mu2 * mu2).clamp_min(0)
         s12 = e12 - mu1 * mu2
-        gg = (s12 / (s1 + eps)).clamp_min(0)
-        sv = (s2 - gg * s12).clamp_min(eps)
-        num = num + torch.log10(1 + gg * gg * s1 / (sv + sigma_nsq)).sum(dim=(-2, -1))
-        den = den + torch.log10(1 + s1 / sigma_nsq).sum(dim=(-2, -1))
-    return num / den.clamp_min(eps)
+        gg = (s12 / (s1 + EPS)).clamp_min(0)
+        sv = (s2 - gg * s12).clamp_min(EPS)
+        num = num + torch.log10(1 + gg * gg * s1 / (sv + SIGMA_NSQ)).sum(dim=(-2, -1))
+        den = den + torch.log10(1 + s1 / SIGMA_NSQ).sum(dim=(-2, -1))
+    return num / den.clamp_min(EPS)
 
 
 def scd(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
@@ -109,7 +109,7 @@ def fusion_losses(fused, ir, vis, w_int=1.0, w_grad=10.0, w_ssim=1.0, gain=1.0, 
     total = w_int * l_int + w_grad * l_grad + w_ssim * l_ssim
     out = {"int": l_int, "grad": l_grad, "ssim": l_ssim}
     if w_vif:
-        out["vif"] = 1.0 - 0.5 * (vifp(ir, fused) + vifp(vis, fused)).mean()
+        out["vif"] = 1.0 - 0.5 * vifp(torch.cat([ir, vis], dim=1), fused).sum(dim=1).mean()
         total = total + w_vif * out["vif"]
     if w_scd:
         out["scd"] = 1.0 - 0.5 * scd(fused, ir, vis).mean()
