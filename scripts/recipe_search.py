@@ -48,16 +48,16 @@ def split(train_root: Path, work: Path):
 
 
 def score(fuse, pairs):
-    from tokfuse_rt.metrics import evaluate
+    from tokfuse_rt.metrics import evaluate, thermal_kept
 
     rows, kept = [], []
     for a, b in pairs:
         f = fuse(a, b)
         A, B, F = (np.clip(np.round(x * 255), 0, 255).astype(np.uint8) for x in (a, b, f))
         rows.append(evaluate(F, A, B, metrics=M8))
-        hot = (a - b) > 0.25
-        if hot.sum() >= 500:
-            kept.append(float(np.mean(f[hot] - b[hot]) / np.mean(a[hot] - b[hot])))
+        k, n_hot = thermal_kept(f, a, b, margin=0.25)
+        if n_hot >= 500:
+            kept.append(k)
     return {m: float(np.mean([r[m] for r in rows])) for m in M8} | {"kept": float(np.mean(kept))}
 
 

@@ -535,3 +535,17 @@ def test_import_is_light():
             "assert 'matplotlib' not in sys.modules")
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+
+
+def test_thermal_kept_by_hand():
+    """Two hot pixels (A − B = 0.5 and 0.3 > margin 0.25), one not (0.1): kept = mean(F − B) / mean(A − B)."""
+    thermal_kept = M.thermal_kept
+    A = np.array([[0.9, 0.5, 0.3]])
+    B = np.array([[0.4, 0.2, 0.2]])
+    assert thermal_kept(A, A, B, 0.25) == (pytest.approx(1.0), 2)            # infrared itself: all kept
+    assert thermal_kept(B, A, B, 0.25) == (0.0, 2)                           # visible alone: none
+    assert thermal_kept((A + B) / 2, A, B, 0.25)[0] == pytest.approx(0.5)    # plain average: half
+    F = np.array([[0.6, 0.5, 0.0]])                                          # keeps 0.2 of 0.5 and 0.3 of 0.3
+    assert thermal_kept(F, A, B, 0.25) == (pytest.approx(0.5 / 0.8), 2)
+    k, n = thermal_kept(F, A, B, 0.6)                                        # no pixel is that much hotter
+    assert n == 0 and np.isnan(k)

@@ -11,7 +11,7 @@ Per-directory evaluation with Markdown/PNG output lives in :mod:`tokfuse_rt.metr
 """
 from __future__ import annotations
 
-from .basic import ag, cc, en, mse, psnr, scd, sd, sf
+from .basic import ag, cc, en, mse, psnr, scd, sd, sf, thermal_kept
 from .core import (
     CONVENTIONS,
     HIGHER_IS_BETTER,
@@ -55,4 +55,5 @@ __all__ = [
     "cc",
     "mse",
     "nabf",
+    "thermal_kept",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["en", "sd", "sf", "ag", "scd", "cc", "mse", "psnr", "corr"]
+__all__ = ["en", "sd", "sf", "ag", "scd", "cc", "mse", "psnr", "corr", "thermal_kept"]
 
 
 def _as_float(img: np.ndarray) -> np.ndarray:
@@ -114,3 +114,19 @@ def psnr(F: np.ndarray, A: np.ndarray, B: np.ndarray) -> float:
     m = _mse(F, A, B)
     with np.errstate(divide="ignore"):
         return float(10 * np.log10(np.max(F) ** 2 / m))
+
+
+def thermal_kept(F: np.ndarray, A: np.ndarray, B: np.ndarray, margin: float) -> tuple[float, int]:
+    """Share of the thermal excess that the fused image keeps, and on how many pixels.
+
+    Over the pixels where A (infrared) is brighter than B (visible) by more than ``margin``:
+    ``mean(F - B) / mean(A - B)`` (1: all of it kept, 0.5: a plain average, 0: B alone).
+    ``margin`` is in the images' units (0.25 for [0, 1] luminance).  Not a CDDFuse metric; NaN
+    when no pixel qualifies.  Returns ``(kept, n_pixels)``.
+    """
+    F, A, B = (_as_float(x) for x in (F, A, B))
+    hot = (A - B) > margin
+    n = int(hot.sum())
+    if n == 0:
+        return float("nan"), 0
+    return float(np.mean(F[hot] - B[hot]) / np.mean(A[hot] - B[hot])), n
