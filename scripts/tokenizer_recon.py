@@ -55,7 +55,7 @@ def main(argv=None) -> int:
         return 2
     model, _ = load_checkpoint(a.ckpt)
     out = {}
-    print(f"| set | modality | images | PSNR (dB) | SSIM |\n|---|---|---:|---:|---:|")
+    print("| set | modality | images | PSNR (dB) | SSIM |\n|---|---|---:|---:|---:|")
     for s in a.sets:
         d = Path(data) / "test" / s
         mods = [("ir", "ir"), ("vi", "vis")] if (d / "ir").is_dir() else [("a", "a"), ("b", "b")]
