@@ -87,17 +87,29 @@ class TokFuse(nn.Module):
         z, ids, _ = self.ste(q, ids, ctx, cb, k)
         return z, ids
 
-    def forward(self, ir: torch.Tensor, vis: torch.Tensor, k=None):
-        """ir, vis: [B, 1, H, W] luminance in [0, 1]; k: tokens to edit (default cfg.default_k).
+    def token_pathway(self, ir: torch.Tensor, vis: torch.Tensor, k=None):
+        """The 1D token half: ir, vis [B, 1, H, W] in [0, 1] -> (base [B, 1, S, S], ids [B, K] int64).
 
-        Returns (fused [B, 1, H, W] in [0, 1], ids [B, K] int64 shared token ids after STE, base [B, 1, S, S]).
+        ``base`` is the whole state the 2D half needs from the tokens; a video frame may reuse the
+        ``base`` of an earlier frame (token reuse) and run only :meth:`render`.
         """
         k = self.cfg.default_k if k is None else k
         cb = self.codebook_n()
         _, _, q_ir = self.tokenize(self.to_token_input(ir), cb)
         _, _, q_vis = self.tokenize(self.to_token_input(vis), cb)
         z, ids = self.shared_tokens(q_ir, q_vis, cb, k)
-        base = self.decoder(z)
+        return self.decoder(z), ids
+
+    def render(self, ir: torch.Tensor, vis: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """The 2D half: sources [B, 1, H, W] and a token-pathway ``base`` [B, 1, S, S] -> fused [B, 1, H, W]."""
         base_up = F.interpolate(base, size=ir.shape[-2:], mode="bilinear", align_corners=False)
         d = self.detail(torch.cat([ir, vis], dim=1))
-        return self.head(d, base_up, ir, vis), ids, base
+        return self.head(d, base_up, ir, vis)
+
+    def forward(self, ir: torch.Tensor, vis: torch.Tensor, k=None):
+        """ir, vis: [B, 1, H, W] luminance in [0, 1]; k: tokens to edit (default cfg.default_k).
+
+        Returns (fused [B, 1, H, W] in [0, 1], ids [B, K] int64 shared token ids after STE, base [B, 1, S, S]).
+        """
+        base, ids = self.token_pathway(ir, vis, k)
+        return self.render(ir, vis, base), ids, base
