@@ -134,3 +134,23 @@ def test_train_mode_straight_through_gradients_reach_mixer_and_score(model):
     (fused.mean() + base.mean()).backward()
     assert m.mixer.inp.weight.grad is not None and m.mixer.inp.weight.grad.abs().sum() > 0
     assert m.ste.score[0].weight.grad is not None and m.ste.score[0].weight.grad.abs().sum() > 0
+
+
+def test_render_halves_and_tiles_match_forward():
+    """forward == render(token_pathway) exactly, and a crop rendered from a padded window (offset a
+    multiple of render_align, render_halo pixels of context) equals the crop of the whole render."""
+    torch.manual_seed(0)
+    m = TokFuse(TokFuseConfig()).eval()
+    ir, vis = torch.rand(1, 1, 45, 61), torch.rand(1, 1, 45, 61)
+    with torch.no_grad():
+        fused, ids, base = m(ir, vis, k=3)
+        base2, ids2 = m.token_pathway(ir, vis, k=3)
+        assert torch.equal(ids, ids2) and torch.equal(base, base2)
+        up = m.upsample_base(base, (45, 61))
+        assert torch.equal(m.render(ir, vis, up), fused)
+        h = m.render_halo
+        y0, x0, y1, x1 = 10, 20, 30, 41
+        win = (slice(None), slice(None), slice(y0 - h, y1 + h), slice(x0 - h, x1 + h))
+        tile = m.render(ir[win], vis[win], up[win])[..., h:-h, h:-h]
+        # float32 convs over identical inputs: only summation order may differ -> 1e-6
+        torch.testing.assert_close(tile, fused[..., y0:y1, x0:x1], atol=1e-6, rtol=0)

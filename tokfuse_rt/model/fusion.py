@@ -87,12 +87,17 @@ class TokFuse(nn.Module):
         z, ids, _ = self.ste(q, ids, ctx, cb, k)
         return z, ids
 
-    def token_pathway(self, ir: torch.Tensor, vis: torch.Tensor, k=None):
-        """The 1D token half: ir, vis [B, 1, H, W] in [0, 1] -> (base [B, 1, S, S], ids [B, K] int64).
+    # The model in two halves. token_pathway: the 1D tokens, run once per pair at S×S; its whole
+    # output is a base map [B, C, S, S] (C = 1 here). render: the 2D half at full resolution, with
+    # the base map upsampled to H×W. render has no global operation: every output pixel depends on
+    # the sources and base_up within ``render_halo`` pixels, and on nothing else, for any crop whose
+    # offset is a multiple of ``render_align`` -- so a large image can be rendered in overlapping
+    # tiles, and a video frame can reuse the base map of an earlier frame.
+    render_halo = 3        # detail conv1 + conv2 + head conv1: three 3×3 convolutions
+    render_align = 1
 
-        ``base`` is the whole state the 2D half needs from the tokens; a video frame may reuse the
-        ``base`` of an earlier frame (token reuse) and run only :meth:`render`.
-        """
+    def token_pathway(self, ir: torch.Tensor, vis: torch.Tensor, k=None):
+        """ir, vis [B, 1, H, W] in [0, 1] -> (base [B, C, S, S], ids [B, K] int64 shared ids after STE)."""
         k = self.cfg.default_k if k is None else k
         cb = self.codebook_n()
         _, _, q_ir = self.tokenize(self.to_token_input(ir), cb)
@@ -100,16 +105,20 @@ class TokFuse(nn.Module):
         z, ids = self.shared_tokens(q_ir, q_vis, cb, k)
         return self.decoder(z), ids
 
-    def render(self, ir: torch.Tensor, vis: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-        """The 2D half: sources [B, 1, H, W] and a token-pathway ``base`` [B, 1, S, S] -> fused [B, 1, H, W]."""
-        base_up = F.interpolate(base, size=ir.shape[-2:], mode="bilinear", align_corners=False)
+    @staticmethod
+    def upsample_base(base: torch.Tensor, size) -> torch.Tensor:
+        """base [B, C, S, S] -> base_up [B, C, H, W] (bilinear, half-pixel centres) for ``size`` = (H, W)."""
+        return F.interpolate(base, size=tuple(size), mode="bilinear", align_corners=False)
+
+    def render(self, ir: torch.Tensor, vis: torch.Tensor, base_up: torch.Tensor) -> torch.Tensor:
+        """Sources [B, 1, H, W] and ``upsample_base(base, (H, W))`` [B, C, H, W] -> fused [B, 1, H, W]."""
         d = self.detail(torch.cat([ir, vis], dim=1))
         return self.head(d, base_up, ir, vis)
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor, k=None):
         """ir, vis: [B, 1, H, W] luminance in [0, 1]; k: tokens to edit (default cfg.default_k).
 
-        Returns (fused [B, 1, H, W] in [0, 1], ids [B, K] int64 shared token ids after STE, base [B, 1, S, S]).
+        Returns (fused [B, 1, H, W] in [0, 1], ids [B, K] int64 shared token ids after STE, base [B, C, S, S]).
         """
         base, ids = self.token_pathway(ir, vis, k)
-        return self.render(ir, vis, base), ids, base
+        return self.render(ir, vis, self.upsample_base(base, ir.shape[-2:])), ids, base
