@@ -51,27 +51,25 @@ def score(fuse, pairs):
 
 
 def mean_rank(ours: dict, peers: dict) -> tuple[float, dict]:
-    """Mean rank of ``ours`` (metric -> value) among ``peers`` (name -> metric -> value); 1 = best,
-    ties averaged; a NaN value ranks last."""
-    ranks = {}
-    for m in M8:
-        x = ours[m] if np.isfinite(ours[m]) else -np.inf
-        vals = [p[m] for p in peers.values()]
-        ranks[m] = 1 + sum(v > x for v in vals) + sum(v == x for v in vals) / 2
-    return float(np.mean(list(ranks.values()))), ranks
+    """Mean rank and per-metric ranks of ``ours`` among ``peers`` + ours (tokfuse_rt.metrics.rank)."""
+    from tokfuse_rt.metrics.rank import mean_ranks
+
+    return mean_ranks(peers | {"__ours__": ours})["__ours__"]
 
 
 def place(ours: dict, peers: dict) -> tuple[int, float]:
     """(position of ``ours`` by mean rank among ``peers`` + ours, 1 = first; best peer's mean rank)."""
-    everyone = peers | {"__ours__": ours}
-    mr = {k: mean_rank(v, {q: w for q, w in everyone.items() if q != k})[0] for k, v in everyone.items()}
-    best_peer = min(v for k, v in mr.items() if k != "__ours__")
-    return 1 + sum(v < mr["__ours__"] for k, v in mr.items() if k != "__ours__"), best_peer
+    from tokfuse_rt.metrics.rank import mean_ranks, place as _place
+
+    table = peers | {"__ours__": ours}
+    best = min(v[0] for k, v in mean_ranks(table).items() if k != "__ours__")
+    return _place(table, "__ours__"), best
 
 
 def peer_table(data: Path, set_name: str) -> dict:
-    d = json.loads((data / "val" / "peer_scores.json").read_text())
-    return {k: {m: v["mean"][m] for m in M8} for k, v in d["sets"][set_name].items() if k != "tokfuse_default"}
+    from tokfuse_rt.metrics.rank import load_peers
+
+    return {k: v for k, v in load_peers(data / "val" / "peer_scores.json", set_name).items() if k != "tokfuse_default"}
 
 
 def model_fuse(path, threads: int):
