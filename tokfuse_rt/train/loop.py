@@ -1,6 +1,7 @@
 """Two-stage training (§2): I tokenizer reconstruction warm-up, II fusion with STE (tokenizer frozen)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ class TrainArgs:
     alpha: float = 0.5             # share of the additive composite in the intensity target
     target_sd: float = 0.2157      # "tone": target contrast, std of the target in [0, 1] units (55/255)
     gain_max: float = 2.0          # "tone": largest contrast gain of the target
+    random_k: bool = False         # stage II edits a random k in [0, 2·default_k] per step (else default_k)
     threads: int = 2
     log_every: int = 50
     save_every: int = 250
@@ -110,7 +112,9 @@ def train(args: TrainArgs, cfg: TokFuseConfig | None = None) -> Path:
         gen = torch.Generator().manual_seed(args.seed)
         model = TokFuse(cfg or TokFuseConfig(head=args.head, num_tokens=args.num_tokens, image_size=args.image_size))
         stage, start = 1, 0
-        summary: dict = {"seed": args.seed, "pairs": len(bank), "steps1": args.steps1, "steps2": args.steps2}
+        summary: dict = {"seed": args.seed, "pairs": len(bank), "steps1": args.steps1, "steps2": args.steps2,
+                         "recipe": {k: v for k, v in dataclasses.asdict(args).items()
+                                    if k not in ("data", "out", "work", "resume", "threads")}}
         opt = None
         if args.resume and state_path.exists():
             st = torch.load(state_path, weights_only=False)
@@ -188,7 +192,8 @@ def stage2(model: TokFuse, bank: PairBank, args: TrainArgs, gen: torch.Generator
     ts = time.perf_counter()
     for step in range(start, args.steps2):
         ir, vis = bank.sample(gen, args.batch2, args.crop2)
-        k = int(torch.randint(0, min(K, 2 * model.cfg.default_k) + 1, (1,), generator=gen))
+        k = int(torch.randint(0, min(K, 2 * model.cfg.default_k) + 1, (1,), generator=gen)) if args.random_k \
+            else model.cfg.default_k
         fused, _, base = model(ir, vis, k=k)
         if model.cfg.head == "tone":
             parts, target = tone_losses(fused, base[:, 1:, 0, 0], ir, vis, args.alpha, args.target_sd, args.gain_max,
