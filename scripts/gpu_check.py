@@ -79,7 +79,7 @@ PAIR_SETS = (("MSRS", 2), ("RoadScene", 2), ("TNO", 1), ("Harvard_MRI_PET", 1))
 # ------------------------------------------------------------------------------------------------------
 class Check:
     """Run state: mode, deadline, output files, the steps' records. The JSON is rewritten after every
-    step (temporary file + rename), the log is appended to as commands run."""
+    step (temporary file + rename); each command's output is appended to the log when it ends."""
 
     def __init__(self, args):
         self.args = args
@@ -89,9 +89,13 @@ class Check:
         self.t0 = time.monotonic()
         self.deadline = self.t0 + args.budget
         self.dry = True                     # decided by the environment step
+        self.dry_reason = "no GPU: dry run"
         self.env_info: dict = {}
         self.pairs_dir = resolve_pairs(args.pairs)
         self.steps: list = []
+        self.timeouts = dict(args.timeout or {})
+        self.pending: dict = {}             # dry run: collect-only commands started together
+        self.commit = git_commit()
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.log_path = self.out / LOG_NAME
         self.log_path.write_text(f"tokfuse_rt GPU check, started {self.started}\n"
@@ -112,37 +116,43 @@ class Check:
         env.update(extra or {})
         return env
 
-    def run(self, name: str, cmd: list, timeout: float, extra_env: dict | None = None) -> dict:
-        """Run ``cmd`` in its own process group, its output appended to the log as it comes; kill the
-        whole group on timeout. Returns {rc, seconds, timed_out, output}."""
-        shown = " ".join(f"{k}={v}" for k, v in (extra_env or {}).items())
-        self.log(f"\n---- {name}: {shown + ' ' if shown else ''}{shlex.join(map(str, cmd))}  (timeout {timeout:.0f} s)")
-        t = time.monotonic()
-        with open(self.log_path, "ab") as logf:
-            start = logf.tell()
-            proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=self.child_env(extra_env), stdout=logf,
+    def start(self, name: str, cmd: list, timeout: float, extra_env: dict | None = None) -> dict:
+        """Start ``cmd`` in its own process group, its output going to a file of its own."""
+        out = self.tmp / f"{len(os.listdir(self.tmp))}.out"
+        with open(out, "wb") as f:
+            proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=self.child_env(extra_env), stdout=f,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-            try:
-                rc, timed_out = proc.wait(timeout=max(1.0, timeout)), False
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                for sig in (signal.SIGTERM, signal.SIGKILL):
-                    try:
-                        os.killpg(proc.pid, sig)
-                    except ProcessLookupError:
-                        break
-                    try:
-                        proc.wait(timeout=5)
-                        break
-                    except subprocess.TimeoutExpired:
-                        continue
-                rc = proc.returncode
-        with open(self.log_path, "rb") as f:
-            f.seek(start)
-            output = f.read().decode(errors="replace")
-        secs = time.monotonic() - t
-        self.log(f"---- {name}: exit {rc}{' (timed out, killed)' if timed_out else ''} after {secs:.1f} s")
-        return {"rc": rc, "seconds": round(secs, 1), "timed_out": timed_out, "output": output}
+        shown = " ".join(f"{k}={v}" for k, v in (extra_env or {}).items())
+        return {"name": name, "proc": proc, "out": out, "t0": time.monotonic(), "timeout": max(1.0, timeout),
+                "shown": f"{shown + ' ' if shown else ''}{shlex.join(map(str, cmd))}"}
+
+    def finish(self, job: dict) -> dict:
+        """Wait for a started command; on timeout kill its whole process group. Its command line and
+        output go to the log. Returns {rc, seconds, timed_out, output}."""
+        proc, timed_out = job["proc"], False
+        try:
+            proc.wait(timeout=max(0.1, job["t0"] + job["timeout"] - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(timeout=5)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        secs = time.monotonic() - job["t0"]
+        output = job["out"].read_text(errors="replace")
+        self.log(f"\n---- {job['name']}: {job['shown']}  (timeout {job['timeout']:.0f} s)\n{output}"
+                 f"---- {job['name']}: exit {proc.returncode}{' (timed out, killed)' if timed_out else ''} "
+                 f"after {secs:.1f} s")
+        return {"rc": proc.returncode, "seconds": round(secs, 1), "timed_out": timed_out, "output": output}
+
+    def run(self, name: str, cmd: list, timeout: float, extra_env: dict | None = None) -> dict:
+        return self.finish(self.start(name, cmd, timeout, extra_env))
 
     def write_json(self, final: bool = False) -> Path:
         counts = {s: sum(1 for r in self.steps if r["status"] == s) for s in ("pass", "fail", "skip")}
@@ -158,7 +168,7 @@ class Check:
             "seconds": round(time.monotonic() - self.t0, 1),
             "budget_s": self.args.budget,
             "command": shlex.join([sys.executable, *sys.argv]),
-            "commit": git_commit(),
+            "commit": self.commit,
             "environment": self.env_info,
             "pairs_dir": str(self.pairs_dir) if self.pairs_dir else None,
             "counts": counts,
@@ -217,23 +227,40 @@ def pytest_cmd(selection: list) -> list:
     return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *selection]
 
 
-def collect(ck: Check, name: str, selection: list, expect: list, extra_env=None, timeout=90) -> dict:
+def collect_cmd(selection: list) -> list:
+    return pytest_cmd(selection) + ["--collect-only", "-q", "-rs"]
+
+
+def start_dry_run_jobs(ck: Check, names) -> None:
+    """Dry run: start the collect-only runs of the pytest steps among ``names`` and the CPU run of the
+    engine-parity worker together (none of them writes into the tree)."""
+    for name in names:
+        if name in PYTEST_STEPS:
+            spec = PYTEST_STEPS[name](ck)
+            ck.pending[name] = ck.start(f"{name} (collect-only)", collect_cmd(spec["selection"]),
+                                        min(120, ck.remaining()), spec.get("env"))
+        elif name == "engine_parity" and ck.pairs_dir and ck.pairs_dir.is_dir():
+            ck.pending[name] = ck.start(name, engine_cmd(ck, True), min(150, ck.remaining()))
+
+
+def collect(ck: Check, name: str, spec: dict) -> dict:
     """Dry run of a pytest step: collect its selection; every ``expect`` prefix must be among the ids."""
-    cmd = pytest_cmd(selection) + ["--collect-only", "-q", "-rs"]
-    res = ck.run(f"{name} (collect-only)", cmd, min(timeout, ck.remaining()), extra_env)
-    text = res["output"]
-    ids = [ln.strip() for ln in text.splitlines() if "::" in ln and not ln.startswith(("SKIPPED", "ERROR", "----"))]
-    skipped_modules = [ln.split(":", 2)[-1].strip() for ln in text.splitlines() if ln.startswith("SKIPPED")]
+    job = ck.pending.pop(name, None) or ck.start(f"{name} (collect-only)", collect_cmd(spec["selection"]),
+                                                 min(120, ck.remaining()), spec.get("env"))
+    res = ck.finish(job)
+    lines = res["output"].splitlines()
+    ids = [ln.strip() for ln in lines if "::" in ln and not ln.startswith(("SKIPPED", "ERROR"))]
+    skipped_modules = [ln.split(":", 2)[-1].strip() for ln in lines if ln.startswith("SKIPPED")]
     problems = []
     if res["timed_out"]:
         problems.append(f"collection timed out after {res['seconds']} s")
     elif res["rc"] not in (0, 5):        # 5: nothing collected (e.g. modules that skip without CUDA)
         problems.append(f"pytest --collect-only exited {res['rc']} (see the log)")
-    missing = [e for e in expect if not any(i.startswith(e) for i in ids)]
+    missing = [e for e in spec["expect"] if not any(i.startswith(e) for i in ids)]
     if missing:
         problems.append("expected tests not collected: " + ", ".join(missing))
     return {"ok": not problems, "problems": problems, "collected": len(ids), "collect_seconds": res["seconds"],
-            "expected": expect, "skipped_at_collection": skipped_modules}
+            "expected": spec["expect"], "skipped_at_collection": skipped_modules}
 
 
 def junit_summary(path: Path) -> dict:
@@ -249,7 +276,8 @@ def junit_summary(path: Path) -> dict:
         for tag in ("failure", "error"):
             el = case.find(tag)
             if el is not None:
-                failed.append(f"{node}: {(el.get('message') or '').splitlines()[0][:300] if el.get('message') else tag}")
+                msg = (el.get("message") or tag).strip().splitlines() or [tag]
+                failed.append(f"{node}: {msg[0][:300]}")
         el = case.find("skipped")
         if el is not None:
             why = (el.get("message") or "").strip()[:300]
@@ -269,33 +297,34 @@ def bench_summary(path: Path) -> list:
              "extra_info": b.get("extra_info", {})} for b in doc.get("benchmarks", [])]
 
 
-def pytest_step(ck: Check, name: str, selection: list, expect: list, timeout: float, strict: bool,
-                extra_env=None, bench: bool = False, pytest_args=()) -> dict:
-    """A step that is a pytest run. GPU run: fail on any failure, error or timeout, on no test run at all,
-    and (``strict``) on any skipped test - on a GPU machine with the extension built they must all run."""
-    if not selection:
-        return {"status": "fail", "reason": "no test file selected"}
-    cmd = pytest_cmd(selection) + list(pytest_args)
+def pytest_step(ck: Check, name: str, spec: dict, timeout: float) -> dict:
+    """Run a pytest step from its spec: ``selection`` (files and options), ``expect`` (node id prefixes
+    the selection must collect), ``strict``, optional ``env``, ``bench`` and ``skip`` (a reason not to
+    run on this machine). GPU run: fail on any failure, error or timeout, when no test ran at all, and
+    (``strict``) on any skipped test - on a GPU machine with the extension built they must all run."""
+    cmd = pytest_cmd(spec["selection"])
     if ck.dry:
-        return {"status": "skip", "reason": "no GPU: dry run", "command": shlex.join(cmd),
-                "plumbing": collect(ck, name, selection + list(pytest_args), expect, extra_env)}
+        return {"status": "skip", "reason": ck.dry_reason, "command": shlex.join(cmd),
+                "plumbing": collect(ck, name, spec)}
+    if spec.get("skip"):
+        return {"status": "skip", "reason": spec["skip"], "command": shlex.join(cmd)}
     junit, bjson = ck.tmp / f"{name}.xml", ck.tmp / f"{name}.bench.json"
-    cmd += ["-q", "-rs", f"--junitxml={junit}"] + ([f"--benchmark-json={bjson}"] if bench else [])
-    res = ck.run(name, cmd, timeout, extra_env)
+    cmd += ["-q", "-rs", f"--junitxml={junit}"] + ([f"--benchmark-json={bjson}"] if spec.get("bench") else [])
+    res = ck.run(name, cmd, timeout, spec.get("env"))
     nums = junit_summary(junit)
-    if bench:
+    if spec.get("bench"):
         nums["benchmarks"] = bench_summary(bjson)
     rec = {"command": shlex.join(map(str, cmd)), "numbers": nums, "rc": res["rc"]}
     if res["timed_out"]:
         return dict(rec, status="fail", reason=f"timed out after {res['seconds']:.0f} s (killed)")
-    if not nums:
+    if "passed" not in nums:
         return dict(rec, status="fail", reason=f"pytest exited {res['rc']} without a report (see the log)")
     if nums["failed"] or nums["errors"] or res["rc"] not in (0, 5):
         return dict(rec, status="fail", reason=f"{nums['failed']} failed, {nums['errors']} errors (exit {res['rc']})")
     if nums["passed"] == 0:
         why = "; ".join(s["reason"] for s in nums["skip_reasons"]) or "nothing collected"
-        return dict(rec, status="skip" if not strict else "fail", reason=f"no test ran: {why}")
-    if strict and nums["skipped"]:
+        return dict(rec, status="fail" if spec["strict"] else "skip", reason=f"no test ran: {why}")
+    if spec["strict"] and nums["skipped"]:
         return dict(rec, status="fail", reason=f"{nums['skipped']} skipped where all must run on a GPU")
     return dict(rec, status="pass", reason=f"{nums['passed']} passed, {nums['skipped']} skipped")
 
@@ -313,8 +342,9 @@ def step_environment(ck: Check, timeout: float) -> dict:
     ck.env_info = json.loads(result.read_text())
     ck.dry = ck.args.dry_run or not ck.env_info.get("cuda_available")
     gpu = ck.env_info.get("gpu") or {}
-    why = f"{gpu.get('name')}, driver {ck.env_info.get('driver')}" if not ck.dry else (
-        "dry run requested" if ck.args.dry_run else "no CUDA GPU visible to torch: dry run")
+    if ck.env_info.get("cuda_available"):
+        ck.dry_reason = "dry run requested (--dry-run)"
+    why = f"{gpu.get('name')}, driver {ck.env_info.get('driver')}" if not ck.dry else ck.dry_reason
     return {"status": "pass", "reason": why, "numbers": ck.env_info}
 
 
@@ -332,8 +362,8 @@ def step_build(ck: Check, timeout: float) -> dict:
         except ImportError:
             problems.append("pybind11 is not importable")
         nvcc = ck.env_info.get("nvcc") or {}
-        return {"status": "skip", "reason": "no GPU: dry run (the build needs only nvcc, but it would replace "
-                "the extension in this tree)", "command": shown,
+        return {"status": "skip", "reason": f"{ck.dry_reason} (the build itself needs only nvcc, but it would "
+                "replace the extension in this tree)", "command": shown,
                 "plumbing": {"ok": not problems, "problems": problems, "nvcc": nvcc.get("path"),
                              "note": None if nvcc.get("path") else "nvcc not found here: the GPU build would fail"}}
     res = ck.run("build", cmd, timeout, env)
@@ -354,39 +384,55 @@ def step_build(ck: Check, timeout: float) -> dict:
                 f"runtime {info.get('cuda_runtime')}")
 
 
-def step_cuda_tests(ck: Check, timeout: float) -> dict:
-    files = marked_files(GPU_MARKERS)
-    return pytest_step(ck, "cuda_tests", files + ["-m", " or ".join(GPU_MARKERS)],
-                       ["tests/test_nn_search.py::test_cuda_kernel_matches_cpu_bit_for_bit",
-                        "tests/test_nn_search.py::test_wrapper_on_cuda_tensors"], timeout, strict=True)
+def cuda_tests(ck: Check) -> dict:
+    return {"selection": marked_files(GPU_MARKERS) + ["-m", " or ".join(GPU_MARKERS)], "strict": True,
+            "expect": ["tests/test_nn_search.py::test_cuda_kernel_matches_cpu_bit_for_bit",
+                       "tests/test_nn_search.py::test_wrapper_on_cuda_tensors"]}
 
 
-def step_trt_tests(ck: Check, timeout: float) -> dict:
-    files = marked_files(["requires_trt"])
-    sel = files + ["-m", "requires_trt"]
-    if not ck.dry and not ck.env_info.get("tensorrt"):
-        return {"status": "skip", "reason": "TensorRT is not installed here (the requires_trt tests need it)",
-                "command": shlex.join(pytest_cmd(sel))}
-    return pytest_step(ck, "trt_tests", sel, ["tests/test_trt.py::test_tensorrt_matches_onnxruntime"], timeout,
-                       strict=True)
+def trt_tests(ck: Check) -> dict:
+    no_trt = ck.env_info.get("cuda_available") and not ck.env_info.get("tensorrt")
+    return {"selection": marked_files(["requires_trt"]) + ["-m", "requires_trt"], "strict": True,
+            "expect": ["tests/test_trt.py::test_tensorrt_matches_onnxruntime"],
+            "skip": "TensorRT is not installed here (the requires_trt tests need it)" if no_trt else None}
 
 
-def step_triton_vq_lookup(ck: Check, timeout: float) -> dict:
-    return pytest_step(ck, "triton_vq_lookup", ["tests/test_vq_lookup.py"],
-                       ["tests/test_vq_lookup.py::test_sweep_matches_reference",
-                        "tests/test_vq_lookup.py::test_compiles_for_hopper"], timeout, strict=True)
+def triton_vq_lookup(ck: Check) -> dict:
+    return {"selection": ["tests/test_vq_lookup.py"], "strict": True,
+            "expect": ["tests/test_vq_lookup.py::test_sweep_matches_reference",
+                       "tests/test_vq_lookup.py::test_compiles_for_hopper"]}
 
 
-def step_triton_token_edit(ck: Check, timeout: float) -> dict:
-    return pytest_step(ck, "triton_token_edit", ["tests/test_token_edit.py"],
-                       ["tests/test_token_edit.py::test_sweep_matches_reference",
-                        "tests/test_token_edit.py::test_matches_model_ste"], timeout, strict=True)
+def triton_token_edit(ck: Check) -> dict:
+    return {"selection": ["tests/test_token_edit.py"], "strict": True,
+            "expect": ["tests/test_token_edit.py::test_sweep_matches_reference",
+                       "tests/test_token_edit.py::test_matches_model_ste"]}
 
 
-def step_triton_engine(ck: Check, timeout: float) -> dict:
-    return pytest_step(ck, "triton_engine", ["tests/test_triton_engine.py"],
-                       ["tests/test_triton_engine.py::test_model_forward_triton_matches_torch",
-                        "tests/test_triton_engine.py::test_engine_fuse_triton_matches_torch"], timeout, strict=True)
+def triton_engine(ck: Check) -> dict:
+    return {"selection": ["tests/test_triton_engine.py"], "strict": True,
+            "expect": ["tests/test_triton_engine.py::test_model_forward_triton_matches_torch",
+                       "tests/test_triton_engine.py::test_engine_fuse_triton_matches_torch"]}
+
+
+def bench_kernels(ck: Check) -> dict:
+    # no expected ids: without CUDA both modules skip at import, so nothing can be collected here
+    return {"selection": ["bench/bench_vq_lookup.py", "bench/bench_token_edit.py", "--benchmark-only"],
+            "strict": True, "bench": True, "expect": []}
+
+
+def bench_engine(ck: Check) -> dict:
+    root = data_root(ck.pairs_dir)
+    return {"selection": ["bench/bench_engine.py", "-k", "cuda", "--benchmark-only"], "strict": False,
+            "bench": True, "env": {"TOKFUSE_SHARED": str(root)} if root else None,
+            "expect": ["bench/bench_engine.py::test_engine_640x480[pytorch-cuda]"]}
+
+
+def engine_cmd(ck: Check, dry: bool) -> list:
+    """The engine-parity worker: CUDA against CPU on --max-pairs pairs; in a dry run CPU against CPU on one."""
+    return [sys.executable, Path(__file__).resolve(), "--worker", "engine", "--result", ck.tmp / "engine.json",
+            "--pairs", ck.pairs_dir, "--max-pairs", str(1 if dry else ck.args.max_pairs),
+            "--device", "cpu" if dry else "cuda"]
 
 
 def step_engine_parity(ck: Check, timeout: float) -> dict:
@@ -394,18 +440,17 @@ def step_engine_parity(ck: Check, timeout: float) -> dict:
         return {"status": "fail" if not ck.dry else "skip",
                 "reason": f"no pairs folder ({ck.pairs_dir or 'give --pairs DIR or set TOKFUSE_GPU_PAIRS'})",
                 **({"plumbing": {"ok": False, "problems": ["no pairs folder"]}} if ck.dry else {})}
+    cmd = engine_cmd(ck, ck.dry)
+    res = ck.finish(ck.pending.pop("engine_parity", None) or ck.start("engine_parity", cmd, timeout))
     result = ck.tmp / "engine.json"
-    cmd = [sys.executable, Path(__file__).resolve(), "--worker", "engine", "--result", result,
-           "--pairs", ck.pairs_dir, "--max-pairs", str(1 if ck.dry else ck.args.max_pairs),
-           "--device", "cpu" if ck.dry else "cuda"]
-    res = ck.run("engine_parity", cmd, timeout)
     nums = json.loads(result.read_text()) if result.is_file() else {}
-    rec = {"command": shlex.join(map(str, cmd)), "numbers": nums}
+    rec = {"command": shlex.join(map(str, engine_cmd(ck, False))), "numbers": nums}
     problem = ("timed out (killed)" if res["timed_out"] else f"worker exited {res['rc']} (see the log)"
                if res["rc"] != 0 or not nums else None)
     if ck.dry:
-        return dict(rec, status="skip", reason="no GPU: dry run (the worker ran with the CPU on both sides)",
-                    plumbing={"ok": problem is None, "problems": [problem] if problem else []})
+        return dict(rec, status="skip", reason=f"{ck.dry_reason} (the worker ran with the CPU on both sides)",
+                    plumbing={"ok": problem is None, "problems": [problem] if problem else [],
+                              "ran": shlex.join(map(str, cmd))})
     if problem:
         return dict(rec, status="fail", reason=problem)
     bad = [r["pair"] for r in nums["pairs"] if not r["ok"]]
@@ -414,31 +459,21 @@ def step_engine_parity(ck: Check, timeout: float) -> dict:
                         f"{len(nums['pairs'])} pairs: ids identical, max |diff| {nums['max_abs_diff']} <= 1"))
 
 
-def step_bench_kernels(ck: Check, timeout: float) -> dict:
-    return pytest_step(ck, "bench_kernels", ["bench/bench_vq_lookup.py", "bench/bench_token_edit.py"], [],
-                       timeout, strict=True, bench=True, pytest_args=["--benchmark-only"])
-
-
-def step_bench_engine(ck: Check, timeout: float) -> dict:
-    root = data_root(ck.pairs_dir)
-    env = {"TOKFUSE_SHARED": str(root)} if root else None
-    return pytest_step(ck, "bench_engine", ["bench/bench_engine.py", "-k", "cuda"],
-                       ["bench/bench_engine.py::test_engine_640x480[pytorch-cuda]"], timeout, strict=False,
-                       extra_env=env, bench=True, pytest_args=["--benchmark-only"])
-
-
-# name, function, timeout (s). The timeouts bound a hang; the budget bounds the sum.
+# the pytest steps: name -> spec function (see pytest_step)
+PYTEST_STEPS = {f.__name__: f for f in (cuda_tests, trt_tests, triton_vq_lookup, triton_token_edit, triton_engine,
+                                        bench_kernels, bench_engine)}
+# name, step function or None for a pytest step, timeout (s). Timeouts bound a hang; the budget bounds the sum.
 STEPS = [
     ("environment", step_environment, 60),
     ("build", step_build, 240),
-    ("cuda_tests", step_cuda_tests, 150),
-    ("trt_tests", step_trt_tests, 150),
-    ("triton_vq_lookup", step_triton_vq_lookup, 180),
-    ("triton_token_edit", step_triton_token_edit, 180),
-    ("triton_engine", step_triton_engine, 120),
+    ("cuda_tests", None, 150),
+    ("trt_tests", None, 150),
+    ("triton_vq_lookup", None, 180),
+    ("triton_token_edit", None, 180),
+    ("triton_engine", None, 120),
     ("engine_parity", step_engine_parity, 150),
-    ("bench_kernels", step_bench_kernels, 150),
-    ("bench_engine", step_bench_engine, 150),
+    ("bench_kernels", None, 150),
+    ("bench_engine", None, 150),
 ]
 
 
@@ -449,13 +484,13 @@ def run_steps(ck: Check, only=None) -> int:
         left = ck.remaining()
         t = time.monotonic()
         if left < MIN_STEP_S:
-            rec = {"status": "skip", "reason": f"budget of {ck.args.budget} s exhausted ({max(0, left):.0f} s left)"}
+            rec = {"status": "skip", "reason": f"budget of {ck.args.budget:g} s exhausted ({max(0, left):.0f} s left)"}
             if ck.dry:
                 rec["plumbing"] = {"ok": False, "problems": ["budget exhausted before this step"]}
         else:
-            timeout = min(cap, left)
+            timeout = min(ck.timeouts.get(name, cap), left)
             try:
-                rec = fn(ck, timeout)
+                rec = fn(ck, timeout) if fn else pytest_step(ck, name, PYTEST_STEPS[name](ck), timeout)
             except Exception as e:          # a defect of this script must not lose the record
                 rec = {"status": "fail", "reason": f"{type(e).__name__}: {e}"}
                 ck.log(f"---- {name}: {type(e).__name__}: {e}")
@@ -464,6 +499,11 @@ def run_steps(ck: Check, only=None) -> int:
         ck.log(f"==== {name}: {rec['status']} - {rec.get('reason', '')}")
         print(f"{name:18s} {rec['status']:4s} {time.monotonic() - t:6.1f} s  {rec.get('reason', '')}", flush=True)
         ck.write_json()
+        if name == "environment" and ck.dry and ck.remaining() >= MIN_STEP_S:
+            start_dry_run_jobs(ck, [n for n, _, _ in STEPS if not only or n in only])
+    for job in ck.pending.values():         # started but not consumed (budget exhausted): stop them
+        job["timeout"] = 0
+        ck.finish(job)
     path = ck.write_json(final=True)
     doc = json.loads(path.read_text())
     print(f"{doc['mode']}: {doc['status']} in {doc['seconds']} s -> {path} and {ck.log_path}", flush=True)
@@ -474,16 +514,18 @@ def run_steps(ck: Check, only=None) -> int:
 # ------------------------------------------------------------------------------------------------------
 # workers: run in their own process (so a hang is killed with its step)
 # ------------------------------------------------------------------------------------------------------
-def _version(mod: str):
-    import importlib
-    import importlib.util
+def _version(dist: str, mod: str):
+    """Installed version of a distribution (from its metadata: nothing is imported), else None."""
+    from importlib import metadata
+    from importlib.util import find_spec
 
     try:
-        if importlib.util.find_spec(mod) is None:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        try:
+            return "installed (no metadata)" if find_spec(mod) else None
+        except (ImportError, ValueError):
             return None
-        return getattr(importlib.import_module(mod), "__version__", "installed")
-    except Exception as e:                  # a broken install is worth recording, not fatal
-        return f"unusable: {type(e).__name__}: {e}"
 
 
 def _tool(cmd: list, timeout=30):
@@ -503,10 +545,12 @@ def worker_env() -> dict:
             "cpus": os.cpu_count(), "torch": torch.__version__, "torch_cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
             "cuda_available": torch.cuda.is_available(), "triton_interpret": os.environ.get("TRITON_INTERPRET")}
-    for mod in ("triton", "numpy", "onnx", "onnxruntime", "onnxscript", "tensorrt", "pytest", "pytest_benchmark",
-                "pybind11", "PIL", "safetensors", "scipy"):
-        info[mod] = _version(mod)
-    if info["onnxruntime"]:
+    for dist, mod in (("triton", "triton"), ("numpy", "numpy"), ("onnx", "onnx"), ("onnxruntime", "onnxruntime"),
+                      ("onnxruntime-gpu", "onnxruntime"), ("onnxscript", "onnxscript"), ("tensorrt", "tensorrt"),
+                      ("pytest", "pytest"), ("pytest-benchmark", "pytest_benchmark"), ("pybind11", "pybind11"),
+                      ("pillow", "PIL"), ("safetensors", "safetensors"), ("scipy", "scipy")):
+        info[dist] = _version(dist, mod)
+    if info["onnxruntime"] or info["onnxruntime-gpu"]:
         import onnxruntime
 
         info["onnxruntime_providers"] = onnxruntime.get_available_providers()
@@ -563,7 +607,7 @@ def worker_engine(pairs_dir: str, max_pairs: int, device: str) -> dict:
             rows.append({"pair": f"{s}/{ir.name}", "size": f"{f.shape[1]}x{f.shape[0]}", "ids_equal": same,
                          "ids_differing": int((np.asarray(i) != np.asarray(i_ref)).sum()), "max_abs_diff": int(d.max()),
                          "pixels_differing_pct": round(100.0 * float((d > 0).mean()), 4),
-                         "ms_cpu": round(ms_ref, 1), f"ms_{device}": round(ms, 1), "ok": same and int(d.max()) <= 1})
+                         "ms_reference": round(ms_ref, 1), "ms_engine": round(ms, 1), "ok": same and int(d.max()) <= 1})
         return rows
 
     with Engine(device="cpu") as ref:
@@ -611,6 +655,16 @@ def make_pairs(dest: Path) -> int:
     return 0
 
 
+def _step_timeout(text: str):
+    name, _, secs = text.partition("=")
+    if name not in {n for n, _, _ in STEPS}:
+        raise argparse.ArgumentTypeError(f"unknown step {name!r}")
+    try:
+        return name, float(secs)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected STEP=SECONDS") from None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -619,6 +673,8 @@ def main(argv=None) -> int:
                     "shared/data/test beside the repository)")
     ap.add_argument("--max-pairs", type=int, default=6, help="pairs for the engine parity step (default 6)")
     ap.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds for all steps (default 450)")
+    ap.add_argument("--timeout", action="append", type=_step_timeout, metavar="STEP=SECONDS",
+                    help="override one step's timeout (repeatable)")
     ap.add_argument("--dry-run", action="store_true", help="check the plumbing only (automatic without a GPU)")
     ap.add_argument("--steps", default=None, help="comma-separated subset of: " + ", ".join(n for n, _, _ in STEPS))
     ap.add_argument("--make-pairs", metavar="DIR", default=None, help="copy a few real test pairs into DIR and exit")
