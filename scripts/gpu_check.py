@@ -59,6 +59,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
@@ -94,7 +95,8 @@ class Check:
         self.pairs_dir = resolve_pairs(args.pairs)
         self.steps: list = []
         self.timeouts = dict(args.timeout or {})
-        self.pending: dict = {}             # dry run: collect-only commands started together
+        self.pending: dict = {}             # commands started together, by step name (start_together)
+        self.together_started = False
         self.commit = git_commit()
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.log_path = self.out / LOG_NAME
@@ -117,35 +119,53 @@ class Check:
         return env
 
     def start(self, name: str, cmd: list, timeout: float, extra_env: dict | None = None) -> dict:
-        """Start ``cmd`` in its own process group, its output going to a file of its own."""
+        """Start ``cmd`` in its own process group, its output going to a file of its own; a watcher thread
+        kills the whole group when ``timeout`` runs out, whether or not anything is waiting for it yet."""
         out = self.tmp / f"{len(os.listdir(self.tmp))}.out"
         with open(out, "wb") as f:
             proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=self.child_env(extra_env), stdout=f,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         shown = " ".join(f"{k}={v}" for k, v in (extra_env or {}).items())
-        return {"name": name, "proc": proc, "out": out, "t0": time.monotonic(), "timeout": max(1.0, timeout),
-                "shown": f"{shown + ' ' if shown else ''}{shlex.join(map(str, cmd))}"}
+        job = {"name": name, "proc": proc, "out": out, "t0": time.monotonic(), "timeout": max(1.0, timeout),
+               "shown": f"{shown + ' ' if shown else ''}{shlex.join(map(str, cmd))}", "killed": False}
+        job["watcher"] = threading.Thread(target=self.watch, args=(job,), daemon=True)
+        job["watcher"].start()
+        return job
+
+    def watch(self, job: dict) -> None:
+        try:
+            job["proc"].wait(timeout=job["timeout"])
+        except subprocess.TimeoutExpired:
+            self.kill(job)
+        job["ended"] = time.monotonic()
+
+    @staticmethod
+    def kill(job: dict) -> None:
+        """SIGTERM to the job's process group, SIGKILL 5 s later if anything of it is still there."""
+        proc = job["proc"]
+        if proc.poll() is not None:
+            return
+        job["killed"] = True
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                return
+            for _ in range(50):
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.1)
 
     def finish(self, job: dict) -> dict:
-        """Wait for a started command; on timeout kill its whole process group. Its command line and
-        output go to the log. Returns {rc, seconds, timed_out, output}."""
-        proc, timed_out = job["proc"], False
-        try:
-            proc.wait(timeout=max(0.1, job["t0"] + job["timeout"] - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    proc.wait(timeout=5)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        secs = time.monotonic() - job["t0"]
+        """Wait for a started command (its watcher ends it at its timeout). Its command line and output go
+        to the log. Returns {rc, seconds (until it ended), timed_out, output}."""
+        proc = job["proc"]
+        job["watcher"].join(timeout=max(1.0, job["t0"] + job["timeout"] + 30 - time.monotonic()))
+        if job["watcher"].is_alive():       # not even SIGKILL ended it: record it and move on
+            job["killed"] = True
+        secs = job.get("ended", time.monotonic()) - job["t0"]
         output = job["out"].read_text(errors="replace")
+        timed_out = job["killed"]
         self.log(f"\n---- {job['name']}: {job['shown']}  (timeout {job['timeout']:.0f} s)\n{output}"
                  f"---- {job['name']}: exit {proc.returncode}{' (timed out, killed)' if timed_out else ''} "
                  f"after {secs:.1f} s")
@@ -231,16 +251,21 @@ def collect_cmd(selection: list) -> list:
     return pytest_cmd(selection) + ["--collect-only", "-q", "-rs"]
 
 
-def start_dry_run_jobs(ck: Check, names) -> None:
-    """Dry run: start the collect-only runs of the pytest steps among ``names`` and the CPU run of the
-    engine-parity worker together (none of them writes into the tree)."""
+def start_together(ck: Check, names) -> None:
+    """Start the commands of the steps ``names`` at once; each step then waits for its own, under its own
+    timeout. Dry run: the collect-only runs and the engine worker's CPU run (none writes into the tree).
+    GPU run: the test steps of ``TOGETHER`` (GPU correctness only; the benchmarks run alone)."""
     for name in names:
+        timeout = min(ck.timeouts.get(name, CAPS[name]), ck.remaining())
         if name in PYTEST_STEPS:
             spec = PYTEST_STEPS[name](ck)
-            ck.pending[name] = ck.start(f"{name} (collect-only)", collect_cmd(spec["selection"]),
-                                        min(120, ck.remaining()), spec.get("env"))
-        elif name == "engine_parity" and ck.pairs_dir and ck.pairs_dir.is_dir():
-            ck.pending[name] = ck.start(name, engine_cmd(ck, True), min(150, ck.remaining()))
+            if ck.dry:
+                ck.pending[name] = ck.start(f"{name} (collect-only)", collect_cmd(spec["selection"]),
+                                            min(120, timeout), spec.get("env"))
+            elif not spec.get("skip"):
+                ck.pending[name] = ck.start(name, run_cmd(ck, name, spec)[0], timeout, spec.get("env"))
+        elif name == "engine_parity" and ck.dry and ck.pairs_dir and ck.pairs_dir.is_dir():
+            ck.pending[name] = ck.start(name, engine_cmd(ck, True), timeout)
 
 
 def collect(ck: Check, name: str, spec: dict) -> dict:
@@ -297,6 +322,13 @@ def bench_summary(path: Path) -> list:
              "extra_info": b.get("extra_info", {})} for b in doc.get("benchmarks", [])]
 
 
+def run_cmd(ck: Check, name: str, spec: dict):
+    """The pytest command of a GPU run, with its JUnit XML and benchmark JSON paths."""
+    junit, bjson = ck.tmp / f"{name}.xml", ck.tmp / f"{name}.bench.json"
+    cmd = pytest_cmd(spec["selection"]) + ["-q", "-rs", f"--junitxml={junit}"]
+    return cmd + ([f"--benchmark-json={bjson}"] if spec.get("bench") else []), junit, bjson
+
+
 def pytest_step(ck: Check, name: str, spec: dict, timeout: float) -> dict:
     """Run a pytest step from its spec: ``selection`` (files and options), ``expect`` (node id prefixes
     the selection must collect), ``strict``, optional ``env``, ``bench`` and ``skip`` (a reason not to
@@ -304,17 +336,19 @@ def pytest_step(ck: Check, name: str, spec: dict, timeout: float) -> dict:
     (``strict``) on any skipped test - on a GPU machine with the extension built they must all run."""
     cmd = pytest_cmd(spec["selection"])
     if ck.dry:
-        return {"status": "skip", "reason": ck.dry_reason, "command": shlex.join(cmd),
-                "plumbing": collect(ck, name, spec)}
+        plumbing = collect(ck, name, spec)
+        return {"status": "skip", "reason": ck.dry_reason, "command": shlex.join(cmd), "plumbing": plumbing,
+                "seconds": plumbing["collect_seconds"]}
     if spec.get("skip"):
         return {"status": "skip", "reason": spec["skip"], "command": shlex.join(cmd)}
-    junit, bjson = ck.tmp / f"{name}.xml", ck.tmp / f"{name}.bench.json"
-    cmd += ["-q", "-rs", f"--junitxml={junit}"] + ([f"--benchmark-json={bjson}"] if spec.get("bench") else [])
-    res = ck.run(name, cmd, timeout, spec.get("env"))
+    cmd, junit, bjson = run_cmd(ck, name, spec)
+    job = ck.pending.pop(name, None)
+    res = ck.finish(job or ck.start(name, cmd, timeout, spec.get("env")))
     nums = junit_summary(junit)
     if spec.get("bench"):
         nums["benchmarks"] = bench_summary(bjson)
-    rec = {"command": shlex.join(map(str, cmd)), "numbers": nums, "rc": res["rc"]}
+    rec = {"command": shlex.join(map(str, cmd)), "numbers": nums, "rc": res["rc"], "seconds": res["seconds"],
+           "ran_alongside_others": job is not None}
     if res["timed_out"]:
         return dict(rec, status="fail", reason=f"timed out after {res['seconds']:.0f} s (killed)")
     if "passed" not in nums:
@@ -444,7 +478,7 @@ def step_engine_parity(ck: Check, timeout: float) -> dict:
     res = ck.finish(ck.pending.pop("engine_parity", None) or ck.start("engine_parity", cmd, timeout))
     result = ck.tmp / "engine.json"
     nums = json.loads(result.read_text()) if result.is_file() else {}
-    rec = {"command": shlex.join(map(str, engine_cmd(ck, False))), "numbers": nums}
+    rec = {"command": shlex.join(map(str, engine_cmd(ck, False))), "numbers": nums, "seconds": res["seconds"]}
     problem = ("timed out (killed)" if res["timed_out"] else f"worker exited {res['rc']} (see the log)"
                if res["rc"] != 0 or not nums else None)
     if ck.dry:
@@ -466,20 +500,25 @@ PYTEST_STEPS = {f.__name__: f for f in (cuda_tests, trt_tests, triton_vq_lookup,
 STEPS = [
     ("environment", step_environment, 60),
     ("build", step_build, 240),
-    ("cuda_tests", None, 150),
-    ("trt_tests", None, 150),
-    ("triton_vq_lookup", None, 180),
-    ("triton_token_edit", None, 180),
-    ("triton_engine", None, 120),
+    ("cuda_tests", None, 180),
+    ("trt_tests", None, 180),
+    ("triton_vq_lookup", None, 240),
+    ("triton_token_edit", None, 240),
+    ("triton_engine", None, 240),
     ("engine_parity", step_engine_parity, 150),
     ("bench_kernels", None, 150),
-    ("bench_engine", None, 150),
+    ("bench_engine", None, 120),
 ]
+CAPS = {name: cap for name, _, cap in STEPS}
+# GPU run: these start together once the extension is built (Triton compiles and autotunes on the CPU
+# cores while other tests use the GPU); everything else runs alone.
+TOGETHER = ("cuda_tests", "trt_tests", "triton_vq_lookup", "triton_token_edit", "triton_engine")
 
 
 def run_steps(ck: Check, only=None) -> int:
+    selected = [n for n, _, _ in STEPS if not only or n in only or n == "environment"]
     for name, fn, cap in STEPS:
-        if only and name not in only and name != "environment":
+        if name not in selected:
             continue
         left = ck.remaining()
         t = time.monotonic()
@@ -488,6 +527,9 @@ def run_steps(ck: Check, only=None) -> int:
             if ck.dry:
                 rec["plumbing"] = {"ok": False, "problems": ["budget exhausted before this step"]}
         else:
+            if not ck.dry and name in TOGETHER and not ck.together_started:
+                ck.together_started = True
+                start_together(ck, [n for n in TOGETHER if n in selected and n not in {s["name"] for s in ck.steps}])
             timeout = min(ck.timeouts.get(name, cap), left)
             try:
                 rec = fn(ck, timeout) if fn else pytest_step(ck, name, PYTEST_STEPS[name](ck), timeout)
@@ -495,14 +537,15 @@ def run_steps(ck: Check, only=None) -> int:
                 rec = {"status": "fail", "reason": f"{type(e).__name__}: {e}"}
                 ck.log(f"---- {name}: {type(e).__name__}: {e}")
             rec.setdefault("timeout_s", round(timeout))
-        ck.steps.append({"name": name, **rec, "seconds": round(time.monotonic() - t, 1)})
+        rec.setdefault("seconds", round(time.monotonic() - t, 1))
+        ck.steps.append({"name": name, **rec})
         ck.log(f"==== {name}: {rec['status']} - {rec.get('reason', '')}")
-        print(f"{name:18s} {rec['status']:4s} {time.monotonic() - t:6.1f} s  {rec.get('reason', '')}", flush=True)
+        print(f"{name:18s} {rec['status']:4s} {rec['seconds']:6.1f} s  {rec.get('reason', '')}", flush=True)
         ck.write_json()
         if name == "environment" and ck.dry and ck.remaining() >= MIN_STEP_S:
-            start_dry_run_jobs(ck, [n for n, _, _ in STEPS if not only or n in only])
-    for job in ck.pending.values():         # started but not consumed (budget exhausted): stop them
-        job["timeout"] = 0
+            start_together(ck, selected[1:])
+    for job in ck.pending.values():         # started but never waited for (budget exhausted): stop them
+        ck.kill(job)
         ck.finish(job)
     path = ck.write_json(final=True)
     doc = json.loads(path.read_text())
