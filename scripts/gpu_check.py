@@ -191,6 +191,7 @@ class Check:
             "commit": self.commit,
             "environment": self.env_info,
             "pairs_dir": str(self.pairs_dir) if self.pairs_dir else None,
+            "child_env": {"PYTHONPATH": str(ROOT), "TRITON_INTERPRET": "0"},
             "counts": counts,
             "steps": self.steps,
         }
@@ -285,7 +286,7 @@ def collect(ck: Check, name: str, spec: dict) -> dict:
     if missing:
         problems.append("expected tests not collected: " + ", ".join(missing))
     return {"ok": not problems, "problems": problems, "collected": len(ids), "collect_seconds": res["seconds"],
-            "expected": spec["expect"], "skipped_at_collection": skipped_modules}
+            "expected": spec["expect"], "skipped_at_collection": skipped_modules, "note": spec.get("note")}
 
 
 def junit_summary(path: Path) -> dict:
@@ -457,8 +458,10 @@ def bench_kernels(ck: Check) -> dict:
 
 def bench_engine(ck: Check) -> dict:
     root = data_root(ck.pairs_dir)
+    msrs = root is not None and any((root / "test" / "MSRS" / "ir").glob("*"))
     return {"selection": ["bench/bench_engine.py", "-k", "cuda", "--benchmark-only"], "strict": False,
             "bench": True, "env": {"TOKFUSE_SHARED": str(root)} if root else None,
+            "note": None if msrs else f"no test/MSRS pair under {root}: the engine benchmark will skip",
             "expect": ["bench/bench_engine.py::test_engine_640x480[pytorch-cuda]"]}
 
 
@@ -517,6 +520,9 @@ TOGETHER = ("cuda_tests", "trt_tests", "triton_vq_lookup", "triton_token_edit", 
 
 def run_steps(ck: Check, only=None) -> int:
     selected = [n for n, _, _ in STEPS if not only or n in only or n == "environment"]
+    if ck.args.dry_run:                     # known before the environment probe: start it all at once
+        ck.together_started = True
+        start_together(ck, selected[1:])
     for name, fn, cap in STEPS:
         if name not in selected:
             continue
@@ -529,7 +535,7 @@ def run_steps(ck: Check, only=None) -> int:
         else:
             if not ck.dry and name in TOGETHER and not ck.together_started:
                 ck.together_started = True
-                start_together(ck, [n for n in TOGETHER if n in selected and n not in {s["name"] for s in ck.steps}])
+                start_together(ck, [n for n in TOGETHER if n in selected])
             timeout = min(ck.timeouts.get(name, cap), left)
             try:
                 rec = fn(ck, timeout) if fn else pytest_step(ck, name, PYTEST_STEPS[name](ck), timeout)
@@ -542,7 +548,8 @@ def run_steps(ck: Check, only=None) -> int:
         ck.log(f"==== {name}: {rec['status']} - {rec.get('reason', '')}")
         print(f"{name:18s} {rec['status']:4s} {rec['seconds']:6.1f} s  {rec.get('reason', '')}", flush=True)
         ck.write_json()
-        if name == "environment" and ck.dry and ck.remaining() >= MIN_STEP_S:
+        if name == "environment" and ck.dry and not ck.together_started and ck.remaining() >= MIN_STEP_S:
+            ck.together_started = True
             start_together(ck, selected[1:])
     for job in ck.pending.values():         # started but never waited for (budget exhausted): stop them
         ck.kill(job)
@@ -687,6 +694,9 @@ def make_pairs(dest: Path) -> int:
     for name, count in PAIR_SETS:
         src = data / "test" / name
         a, b = ("ir", "vi") if (src / "ir").is_dir() else ("a", "b")
+        if not (src / a).is_dir():
+            print(f"gpu_check: warning: {src / a} not found, no {name} pairs", file=sys.stderr)
+            continue
         files = sorted(p.name for p in (src / a).iterdir() if (src / b / p.name).is_file())[:count]
         for f in files:
             for side in (a, b):

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
 STEPS = ["environment", "build", "cuda_tests", "trt_tests", "triton_vq_lookup", "triton_token_edit",
@@ -33,7 +32,7 @@ def test_dry_run_plumbing(tmp_path, shared_data):
     assert steps["environment"]["status"] == "pass"
     for name in STEPS[1:]:
         s = steps[name]
-        assert s["status"] == "skip" and "no GPU" in s["reason"], s
+        assert s["status"] == "skip" and "dry run" in s["reason"], s
         assert s["command"] and s["plumbing"]["ok"], s
     assert "TOKFUSE_CUDA=1" in steps["build"]["command"] and "build_ext --inplace" in steps["build"]["command"]
     # the selections reach the GPU tests they exist for
@@ -43,7 +42,8 @@ def test_dry_run_plumbing(tmp_path, shared_data):
     assert steps["triton_vq_lookup"]["plumbing"]["collected"] >= 80
     assert steps["triton_token_edit"]["plumbing"]["collected"] >= 80
     assert steps["bench_engine"]["plumbing"]["collected"] >= 3           # the three cuda cases
-    assert any("CUDA is missing" in m for m in steps["bench_kernels"]["plumbing"]["skipped_at_collection"])
+    kb = steps["bench_kernels"]["plumbing"]          # without CUDA both modules skip at import, naming why
+    assert kb["collected"] >= 16 or any("CUDA is missing" in m for m in kb["skipped_at_collection"]), kb
     # the engine-parity worker ran end to end on one real pair (CPU on both sides: identical)
     eng = steps["engine_parity"]["numbers"]
     assert len(eng["pairs"]) == 1 and eng["all_ids_equal"] and eng["max_abs_diff"] == 0
@@ -52,14 +52,18 @@ def test_dry_run_plumbing(tmp_path, shared_data):
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_timed_out_step_is_recorded(tmp_path):
-    """A step cut by its timeout is a failure naming it, the run goes on, and the JSON is written."""
-    r, doc = run_check(tmp_path, "--timeout", "environment=0.5", "--steps", "build", timeout=60)
+def test_timed_out_step_and_missing_pairs_are_recorded(tmp_path):
+    """A step cut by its timeout is a failure naming it, the run goes on, the JSON is written; a pairs
+    folder that does not exist fails the dry run's plumbing. (The environment probe imports torch: it
+    cannot finish in 0.2 s.)"""
+    r, doc = run_check(tmp_path / "out", "--timeout", "environment=0.2", "--steps", "build,engine_parity",
+                       "--pairs", str(tmp_path / "missing"), timeout=60)
     assert r.returncode == 1 and doc["status"] == "fail"
-    env, build = doc["steps"]
+    env, build, eng = doc["steps"]
     assert env["name"] == "environment" and env["status"] == "fail" and "timed out" in env["reason"]
     assert build["name"] == "build" and build["status"] == "skip" and build["command"]
-    assert "(timed out, killed)" in (tmp_path / "gpu_check.log").read_text()
+    assert eng["name"] == "engine_parity" and eng["plumbing"]["ok"] is False and "no pairs folder" in eng["reason"]
+    assert "(timed out, killed)" in (tmp_path / "out" / "gpu_check.log").read_text()
 
 
 def test_budget_exhausted_still_writes_json(tmp_path):
@@ -76,10 +80,3 @@ def test_unknown_step_is_an_error(tmp_path):
                            cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and "nope" in r.stderr
     assert not (tmp_path / "gpu_check.json").exists()
-
-
-def test_missing_pairs_folder_fails_the_dry_run(tmp_path):
-    r, doc = run_check(tmp_path / "out", "--pairs", str(tmp_path / "missing"), "--steps", "engine_parity", timeout=60)
-    assert r.returncode == 1 and doc["status"] == "fail"
-    step = doc["steps"][-1]
-    assert step["name"] == "engine_parity" and step["plumbing"]["ok"] is False and "no pairs folder" in step["reason"]
