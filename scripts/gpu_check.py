@@ -16,8 +16,10 @@ holding a few real test pairs laid out as ``shared/data`` is (``gpu_pairs/test/<
 Without ``--pairs`` the folder comes from ``$TOKFUSE_GPU_PAIRS``, else ``shared/data`` found beside
 the repository (``$TOKFUSE_SHARED`` or ``../shared/data``).
 
-Steps, in order, each in its own subprocess with its own timeout (and all of them within ``--budget``
-seconds, 450 by default; a step that would start with less than 10 s left is skipped):
+Steps, each in its own subprocess with its own timeout (all of them within ``--budget`` seconds, 450 by
+default; a step that would start with less than 10 s left is skipped). The five test steps from
+cuda_tests to triton_engine start together once the extension is built (Triton compiles on the CPU
+cores while other tests use the GPU); engine_parity and the benchmarks then run alone:
 
   environment       GPU name, driver, compute capability; python, torch, CUDA, triton, nvcc versions
   build             ``TOKFUSE_CUDA=1 setup.py build_ext --inplace`` for this GPU's architecture, then
@@ -218,8 +220,10 @@ def resolve_pairs(arg):
     if p:
         return Path(p).resolve()
     sys.path.insert(0, str(ROOT))
-    from tokfuse_rt.datasets import find_shared_data
-
+    try:
+        from tokfuse_rt.datasets import find_shared_data
+    except ImportError:                     # the package needs numpy: the environment step will say more
+        return None
     data = find_shared_data(start=ROOT)
     return data / "test" if data else None
 
