@@ -31,8 +31,20 @@ class TokFuseConfig:
     default_k: int = 4             # STE: tokens edited by default (0..K at run time)
     detail_channels: int = 16      # detail pathway width
     head_channels: int = 16        # fusion head width
+    # Token pathway: "builtin" (the tokenizer above, trained in stage I) or "titok" (an official TiTok
+    # tokenizer, frozen; its architecture as TiTokConfig JSON in tokenizer_config, see model/titok.py).
+    tokenizer: str = "builtin"
+    tokenizer_config: str = ""
 
     def __post_init__(self):
+        if self.tokenizer not in ("builtin", "titok"):
+            raise ValueError(f"tokenizer must be 'builtin' or 'titok', got {self.tokenizer!r}")
+        if self.tokenizer == "titok":
+            from .titok import check_tokfuse_config
+
+            check_tokfuse_config(self)
+        elif self.tokenizer_config:
+            raise ValueError("tokenizer_config is only used with tokenizer='titok'")
         if self.image_size % self.patch_size:
             raise ValueError("image_size must be a multiple of patch_size")
         if self.width % self.heads:
@@ -40,7 +52,7 @@ class TokFuseConfig:
         if not 0 <= self.default_k <= self.num_tokens:
             raise ValueError("default_k must be in [0, num_tokens]")
         for f in dataclasses.fields(self):
-            if getattr(self, f.name) <= 0 and f.name != "default_k":
+            if f.type == "int" and getattr(self, f.name) <= 0 and f.name != "default_k":
                 raise ValueError(f"config field {f.name} must be positive")
 
     @property
