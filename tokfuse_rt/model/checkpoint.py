@@ -1,7 +1,6 @@
 """Checkpoints: one .safetensors file; metadata holds the format tag, format version and model config."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from pathlib import Path
@@ -88,11 +87,7 @@ def load_checkpoint(path, map_location="cpu"):
         state = load_file(str(path), device=str(map_location))
     except (SafetensorError, OSError, RuntimeError) as e:
         raise CheckpointError(f"checkpoint {path} cannot be read: {e}") from None
-    # A TiTok token pathway has up to 641 M parameters: build it without initialising them (meta tensors)
-    # and take the file's tensors as they are.
-    lazy = cfg.tokenizer == "titok"
-    with torch.device("meta") if lazy else contextlib.nullcontext():
-        model = TokFuse(cfg)
+    model = TokFuse(cfg)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -107,7 +102,7 @@ def load_checkpoint(path, map_location="cpu"):
             )
         if not torch.isfinite(t).all():
             raise CheckpointError(f"checkpoint {path}: tensor {name} contains NaN or inf")
-    model.load_state_dict(state, assign=lazy)
+    model.load_state_dict(state)
     model.eval()
     out = dict(meta)
     out["config"] = cfg

@@ -6,6 +6,9 @@ import json
 from dataclasses import dataclass
 
 
+HEADS = ("blend", "tone")
+
+
 @dataclass(frozen=True)
 class TokFuseConfig:
     """Hyper-parameters of the TokFuse model (shared/SPEC.md §2).
@@ -31,6 +34,9 @@ class TokFuseConfig:
     default_k: int = 4             # STE: tokens edited by default (0..K at run time)
     detail_channels: int = 16      # detail pathway width
     head_channels: int = 16        # fusion head width
+    head: str = "blend"            # "blend": per-pixel blend + residual (format-1 models);
+                                   # "tone": selection + additive layer under a token-predicted global tone
+    tone_hidden: int = 64          # tone head hidden width ("tone" only)
     # Token pathway: "builtin" (the tokenizer above, trained in stage I) or "titok" (an official TiTok
     # tokenizer, frozen; its architecture as TiTokConfig JSON in tokenizer_config, see model/titok.py).
     tokenizer: str = "builtin"
@@ -51,8 +57,10 @@ class TokFuseConfig:
             raise ValueError("width must be a multiple of heads")
         if not 0 <= self.default_k <= self.num_tokens:
             raise ValueError("default_k must be in [0, num_tokens]")
+        if self.head not in HEADS:
+            raise ValueError(f"config field head must be one of {HEADS}, got {self.head!r}")
         for f in dataclasses.fields(self):
-            if f.type == "int" and getattr(self, f.name) <= 0 and f.name != "default_k":
+            if f.type in (int, "int") and getattr(self, f.name) <= 0 and f.name != "default_k":
                 raise ValueError(f"config field {f.name} must be positive")
 
     @property
