@@ -125,7 +125,13 @@ def _register_optional(sub, name: str) -> None:
 
 def main(argv=None) -> int:
     p = build_parser()
-    a = p.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:
+        # argparse.REMAINDER does not take arguments that start with an option (``train --data D``):
+        # everything after ``train`` goes to the trainer's own parser.
+        a = argparse.Namespace(command="train", func=cmd_train, train_args=argv[1:])
+    else:
+        a = p.parse_args(argv)
     if not getattr(a, "func", None):
         p.print_help()
         return 2
