@@ -22,8 +22,8 @@ class TrainArgs:
     out: str
     work: str = "runs/train"
     seed: int = 0
-    steps1: int = 2000
-    steps2: int = 2500
+    steps1: int = 3000
+    steps2: int = 3000
     batch1: int = 32
     batch2: int = 8
     crop2: int = 128
@@ -37,7 +37,7 @@ class TrainArgs:
     w_scd: float = 0.0
     w_tone: float = 1.0            # "tone" head: L1 of the predicted tone to the target's
     head: str = "tone"             # model head: "tone" or "blend" (TokFuseConfig.head)
-    num_tokens: int = 32           # K
+    num_tokens: int = 64           # K
     image_size: int = 128          # S
     gain: float = 1.0              # contrast gain of the stage II intensity and gradient targets ("blend")
     alpha: float = 0.5             # share of the additive composite in the intensity target
