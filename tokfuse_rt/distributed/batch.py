@@ -34,7 +34,7 @@ class FaultHook:
     """Test hook: ``TOKFUSE_FAULT_EXIT_AT=N`` makes a worker process die (``os._exit``) when it is
     about to write its N-th output, after leaving a half-written temporary file, as a process
     killed mid-write would. With ``TOKFUSE_FAULT_MARKER=PATH`` only the first process to create
-    ``PATH`` dies (once per job, whatever Ray restarts). Unset: does nothing."""
+    ``PATH`` dies (once per job, whatever Ray restarts); it writes its pid there. Unset: does nothing."""
 
     def __init__(self):
         at = os.environ.get("TOKFUSE_FAULT_EXIT_AT", "")
@@ -50,9 +50,11 @@ class FaultHook:
             return
         if self.marker:
             try:
-                os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
                 return
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         files.partial_path(out_path).write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
         os._exit(70)

@@ -298,7 +298,17 @@ def serve_forever(model=None, *, host: str = "127.0.0.1", port: int = 8000, addr
         except KeyboardInterrupt:
             pass
         finally:
-            serve.delete(APP_NAME)        # this application only: a shared cluster keeps its others
+            _delete_app()
+
+
+def _delete_app(timeout_s: float = 15.0) -> None:
+    """Remove this application (a shared cluster keeps its others). Ctrl-C in a terminal may also have
+    stopped a local Ray instance started for this process; then there is nothing to wait for."""
+    import threading
+
+    t = threading.Thread(target=serve.delete, args=(APP_NAME,), daemon=True)
+    t.start()
+    t.join(timeout_s)
 
 
 def _interrupt(*_):
