@@ -23,6 +23,7 @@ pytest.importorskip("onnxruntime")
 
 from tokfuse_rt import Engine  # noqa: E402
 from tokfuse_rt.distributed import files  # noqa: E402
+from tokfuse_rt.engine import pair_files  # noqa: E402
 from tokfuse_rt.distributed.batch import REPORT_NAME, PairFuser, fuse_dir_ray  # noqa: E402
 from tokfuse_rt.distributed.cluster import ModelBlob, default_onnx  # noqa: E402
 
@@ -40,14 +41,17 @@ def ray_address():
 @pytest.fixture(scope="module")
 def tree(shared_data, tmp_path_factory) -> Path:
     """A folder tree of real pairs: 5 RoadScene pairs (sizes differ) at the top, 4 MSRS pairs (all
-    640x480, so they share backend calls) in sub/, one corrupt visible image, one unpaired file."""
+    640x480, so they share backend calls) in sub/, 2 TNO pairs (gray, the visible one stored as RGB)
+    in sub/tno/, one corrupt visible image, one unpaired file."""
     root = tmp_path_factory.mktemp("tree")
     for side, src in (("ir", "ir"), ("vis", "vi")):
-        (root / side / "sub").mkdir(parents=True)
+        (root / side / "sub" / "tno").mkdir(parents=True)
         for p in sorted((shared_data / "test/RoadScene" / src).iterdir())[:5]:
             shutil.copy(p, root / side / p.name)
         for p in sorted((shared_data / "test/MSRS" / src).iterdir())[:4]:
             shutil.copy(p, root / side / "sub" / p.name)
+        for p in sorted((shared_data / "test/TNO" / src).iterdir())[:2]:
+            shutil.copy(p, root / side / "sub" / "tno" / p.name)
     shutil.copy(root / "ir" / "sub" / sorted(os.listdir(root / "ir" / "sub"))[0], root / "ir" / "bad.png")
     (root / "vis" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
     shutil.copy(root / "ir" / "sub" / sorted(os.listdir(root / "ir" / "sub"))[0], root / "ir" / "only_ir.png")
@@ -88,12 +92,12 @@ def _stamps(out: Path) -> dict:
 def test_matches_engine_names_report_and_resume(ray_address, tree, tiny_onnx, tmp_path):
     out = tmp_path / "out"
     rep = fuse_dir_ray(tree / "ir", tree / "vis", out, model=tiny_onnx, actors=2, batch_size=3, progress=False)
-    assert (len(rep.written), len(rep.skipped), rep.unpaired) == (9, 0, ["ir/only_ir.png"])
+    assert (len(rep.written), len(rep.skipped), rep.unpaired) == (11, 0, ["ir/only_ir.png"])
     assert [n for n, _ in rep.failed] == ["bad.png"] and "vis" in rep.failed[0][1]
     _assert_outputs_exact(out, tree, tiny_onnx)
     report = json.loads((out / REPORT_NAME).read_text())
-    assert report["summary"]["fused"] == 9 and report["failed"][0]["pair"] == "bad.png"
-    assert "9 fused, 0 already done, 1 failed, 1 unpaired" in rep.summary()
+    assert report["summary"]["fused"] == 11 and report["failed"][0]["pair"] == "bad.png"
+    assert "11 fused, 0 already done, 1 failed, 1 unpaired" in rep.summary()
 
     # same names and bytes as the plain Engine.fuse_dir on the flat top folder
     plain = tmp_path / "plain"
@@ -106,14 +110,14 @@ def test_matches_engine_names_report_and_resume(ray_address, tree, tiny_onnx, tm
     # resume: nothing redone; then a missing and a truncated output are redone, the rest skipped
     before = _stamps(out)
     rep2 = fuse_dir_ray(tree / "ir", tree / "vis", out, model=tiny_onnx, actors=2, batch_size=3, progress=False)
-    assert (len(rep2.written), len(rep2.skipped), len(rep2.failed)) == (0, 9, 1)
+    assert (len(rep2.written), len(rep2.skipped), len(rep2.failed)) == (0, 11, 1)
     assert _stamps(out) == before
     names = sorted(before)
     (out / names[0]).unlink()
     (out / names[1]).write_bytes((out / names[1]).read_bytes()[:500])
     rep3 = fuse_dir_ray(tree / "ir", tree / "vis", out, model=tiny_onnx, actors=1, batch_size=4, progress=False)
     assert sorted(str(p.relative_to(out)) for p in rep3.written) == names[:2]
-    assert len(rep3.skipped) == 7
+    assert len(rep3.skipped) == 9
     after = _stamps(out)
     assert all(after[n] == before[n] for n in names[2:])
     _assert_outputs_exact(out, tree, tiny_onnx)
@@ -132,7 +136,7 @@ def test_actor_killed_mid_job(ray_address, tree, tiny_onnx, tmp_path, monkeypatc
     dead = int(marker.read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(dead, 0)
-    assert (len(rep.written), len(rep.skipped), [n for n, _ in rep.failed]) == (9, 0, ["bad.png"])
+    assert (len(rep.written), len(rep.skipped), [n for n, _ in rep.failed]) == (11, 0, ["bad.png"])
     assert rep.partials_removed >= 1                       # the half-written file of the dead actor
     _assert_outputs_exact(out, tree, tiny_onnx)
 
@@ -141,7 +145,7 @@ def test_poison_pair_fails_after_max_attempts(ray_address, tree, tiny_onnx, tmp_
     """A pair whose worker already died ``max_attempts`` times is reported, not retried again; the
     other pairs of its batch are fused (directly on a PairFuser, in this process)."""
     out = tmp_path / "out"
-    pairs, _ = files.list_pairs(tree / "ir" / "sub", tree / "vis" / "sub")
+    pairs, _ = pair_files(tree / "ir" / "sub", tree / "vis" / "sub")       # the 4 MSRS pairs
     outs = [files.output_path(out, n, ".png") for n, _, _ in pairs]
     out.mkdir()
     guard_file = outs[1].with_name(f"{files.PARTIAL_PREFIX}attempts-{outs[1].name}")

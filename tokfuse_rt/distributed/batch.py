@@ -129,26 +129,19 @@ class PairFuser:
                 "error": [status[n][1] for n in names], "pid": [self.pid] * len(names)}
 
     def _fuse(self, rows) -> list:
-        """Fused uint8 image, or a (failed, message) status, for each row."""
-        from ..imageio import load_image
-
-        out, loaded = [None] * len(rows), []
-        for i, r in enumerate(rows):
-            try:
-                loaded.append((i, load_image(r["ir"], "ir"), load_image(r["vis"], "vis")))
-            except (ValueError, TypeError, FileNotFoundError, OSError) as e:
-                out[i] = (STATUS_FAILED, str(e))
+        """Fused uint8 image, or a (failed, message) status, for each row. The engine reads the files
+        itself, so outputs are exactly those of ``Engine.fuse(ir_path, vis_path)``."""
+        pairs = [(r["ir"], r["vis"]) for r in rows]
         try:
-            fused = self.engine.fuse_batch([(a, b) for _, a, b in loaded], k=self.k)
-        except (ValueError, TypeError):                  # one bad pair: fuse one by one
-            fused = []
-            for _, a, b in loaded:
-                try:
-                    fused.append(self.engine.fuse(a, b, k=self.k))
-                except (ValueError, TypeError) as e:
-                    fused.append((STATUS_FAILED, str(e)))
-        for (i, _, _), img in zip(loaded, fused):
-            out[i] = img
+            return self.engine.fuse_batch(pairs, k=self.k)
+        except (ValueError, TypeError, OSError):          # a bad pair: fuse one by one to name it
+            pass
+        out = []
+        for a, b in pairs:
+            try:
+                out.append(self.engine.fuse(a, b, k=self.k))
+            except (ValueError, TypeError, OSError) as e:
+                out.append((STATUS_FAILED, str(e)))
         return out
 
     def _write(self, out: Path, img) -> tuple:

@@ -55,21 +55,20 @@ def token_digest(token: str | None) -> str | None:
 
 
 def decode_upload(data: bytes, name: str, max_pixels: int):
-    """Image bytes -> uint8 (H, W) or (H, W, 3), as ``imageio.load_image`` decodes a file; the pixel
-    count is checked from the header before any pixel is decoded. Raises BadRequest."""
+    """Image bytes -> a decoded PIL image, which ``Engine`` reads as it reads an image file (same
+    colour handling, same gray/colour output); the pixel count is checked from the header before
+    any pixel is decoded. Raises BadRequest."""
     from PIL import Image, UnidentifiedImageError
-
-    from ..imageio import pil_to_array
 
     if not data:
         raise BadRequest(400, f"{name}: empty file")
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                raise BadRequest(413, f"{name}: {w}x{h} is {w * h} pixels, over the limit of {max_pixels}")
-            im.load()
-            return pil_to_array(im, name)
+        im = Image.open(io.BytesIO(data))
+        w, h = im.size
+        if w * h > max_pixels:
+            raise BadRequest(413, f"{name}: {w}x{h} is {w * h} pixels, over the limit of {max_pixels}")
+        im.load()
+        return im
     except BadRequest:
         raise
     except Image.DecompressionBombError as e:
@@ -154,9 +153,9 @@ class TokFuseService:
         ir, vis = await asyncio.gather(
             asyncio.to_thread(decode_upload, parts["ir"], "ir", self.limits.max_pixels),
             asyncio.to_thread(decode_upload, parts["vis"], "vis", self.limits.max_pixels))
-        if ir.shape[:2] != vis.shape[:2]:
-            raise BadRequest(400, f"ir and vis sizes differ: ir is {ir.shape[1]}x{ir.shape[0]}, vis is "
-                                  f"{vis.shape[1]}x{vis.shape[0]} (the pair must be registered and of the same size)")
+        if ir.size != vis.size:
+            raise BadRequest(400, f"ir and vis sizes differ: ir is {ir.size[0]}x{ir.size[1]}, vis is "
+                                  f"{vis.size[0]}x{vis.size[1]} (the pair must be registered and of the same size)")
         fused = await self._fuse_many((ir, vis, k))
         if isinstance(fused, Exception):
             raise BadRequest(400, str(fused))
@@ -217,7 +216,8 @@ class TokFuseService:
         return await asyncio.to_thread(self._fuse_sync, items)
 
     def _fuse_sync(self, items: list) -> list:
-        """[(ir, vis, k)] -> [uint8 image or the exception of that pair]; one fuse_batch per k."""
+        """[(ir, vis, k)] (PIL images) -> [fused PIL image, or the exception of that pair]; one
+        ``fuse_batch`` per k (pairs of the same size share backend calls)."""
         out = [None] * len(items)
         by_k: dict = {}
         for i, (_, _, k) in enumerate(items):
@@ -240,10 +240,8 @@ class TokFuseService:
 
 
 def _encode_png(img) -> bytes:
-    from PIL import Image
-
     buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
+    img.save(buf, format="PNG")
     return buf.getvalue()
 
 
