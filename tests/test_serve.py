@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import io
+import os
+import signal
 import socket
+import subprocess
+import sys
+import threading
 import time
 
 import numpy as np
@@ -35,15 +40,33 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def service(tiny_onnx):
+    """``tokfuse serve`` as a user runs it (a subprocess, token from the environment), joined to a
+    Ray instance of this process so the tests can kill a replica; SIGTERM stops it at the end."""
     from ray import serve
 
-    from tokfuse_rt.distributed.serve import Limits, build_app, start
-
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    app = build_app(tiny_onnx, replicas=2, threads=1, max_batch_size=4, batch_wait_s=0.01,
-                    limits=Limits(max_body_bytes=MAX_BODY, max_pixels=MAX_PIXELS), token=TOKEN)
-    url = start(app, "127.0.0.1", _free_port())
+    port = _free_port()
+    cmd = [sys.executable, "-m", "tokfuse_rt", "serve", "--port", str(port), "--model", str(tiny_onnx),
+           "--replicas", "2", "--threads", "1", "--max-batch-size", "4", "--batch-wait-ms", "10",
+           "--max-body-mb", str(MAX_BODY / 2**20), "--max-pixels", str(MAX_PIXELS),
+           "--ray", ray.get_runtime_context().gcs_address]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "TOKFUSE_SERVE_TOKEN": TOKEN})
+    lines, url = [], None
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 180 and url is None:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        lines.append(line)
+        if line.startswith("tokfuse serve: http://"):
+            url = line.split()[2]
+    assert url == f"http://127.0.0.1:{port}", "".join(lines)
+    threading.Thread(target=proc.stdout.read, daemon=True).start()     # keep draining its output
     yield url
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    assert "tokfuse" not in serve.status().applications, "the application outlived tokfuse serve"
     serve.shutdown()
     ray.shutdown()
 
@@ -163,31 +186,44 @@ def _load(url, jobs, concurrency: int, on_done=None):
         return list(pool.map(one, range(len(jobs))))
 
 
-def test_load_run_no_errors_and_batched(service, engine, pairs):
-    """200 requests, 8 concurrent, two same-size MSRS pairs alternating (they batch together)."""
-    msrs = [pairs[1]]
-    ir_dir, vis_dir = pairs[1][0].parent, pairs[1][1].parent
-    second = sorted(ir_dir.iterdir())[1]
-    msrs.append((second, next(vis_dir.glob(second.stem + ".*"))))
-    expect = [_png(engine.fuse(a, b)) for a, b in msrs]
-    jobs = [(msrs[i % 2][0].read_bytes(), msrs[i % 2][1].read_bytes()) for i in range(200)]
+@pytest.fixture(scope="module")
+def crops(pairs, tmp_path_factory):
+    """Two real MSRS pairs cropped to 320x240 PNGs (same size, so concurrent requests batch
+    together; small, so a load run of a few hundred requests stays short on 2 cores)."""
+    d = tmp_path_factory.mktemp("crops")
+    msrs_ir, msrs_vis = pairs[1][0].parent, pairs[1][1].parent
+    out = []
+    for i, ir in enumerate(sorted(msrs_ir.iterdir())[:2]):
+        vis = next(msrs_vis.glob(ir.stem + ".*"))
+        pair = []
+        for side, p in (("ir", ir), ("vis", vis)):
+            q = d / f"{i}_{side}.png"
+            Image.open(p).crop((160, 120, 480, 360)).save(q)
+            pair.append(q)
+        out.append(tuple(pair))
+    return out
+
+
+def test_load_run_no_errors_and_batched(service, engine, crops):
+    """200 requests, 8 concurrent, two same-size pairs alternating: no error, every answer exact."""
+    expect = [engine.fuse(a, b) for a, b in crops]
+    jobs = [(crops[i % 2][0].read_bytes(), crops[i % 2][1].read_bytes()) for i in range(200)]
     res = _load(service, jobs, 8)
     errors = [(i, s) for i, s, _, _ in res if s != 200]
     assert not errors, errors[:10]
     for i, _, body, _ in res:
-        assert np.array_equal(np.asarray(Image.open(io.BytesIO(body))),
-                              np.asarray(Image.open(io.BytesIO(expect[i % 2])))), f"request {i}"
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(body))), expect[i % 2]), f"request {i}"
     served = [httpx.get(f"{service}/info", headers=AUTH, timeout=30).json()["served"] for _ in range(6)]
     assert any(s["pairs"] > s["batches"] for s in served), f"no replica ever fused two requests together: {served}"
 
 
-def test_replica_killed_during_load(service, pairs):
-    """Kill one of the two replicas after 40 answers of a 240-request run (8 concurrent): the service
+def test_replica_killed_during_load(service, crops):
+    """Kill one of the two replicas after 40 answers of a 200-request run (8 concurrent): the service
     keeps answering; only requests in flight on the killed replica may fail; Serve restores it."""
     from ray import serve
 
-    ir, vis = pairs[1][0].read_bytes(), pairs[1][1].read_bytes()
-    jobs = [(ir, vis)] * 240
+    ir, vis = crops[0][0].read_bytes(), crops[0][1].read_bytes()
+    jobs = [(ir, vis)] * 200
     replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
                 if "SERVE_REPLICA" in a["name"] and "TokFuseService" in a["name"]]
     assert len(replicas) == 2, replicas
