@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ from tokfuse_rt.engine import pair_files  # noqa: E402
 from tokfuse_rt.distributed.batch import REPORT_NAME, PairFuser, fuse_dir_ray  # noqa: E402
 from tokfuse_rt.distributed.cluster import ModelBlob, default_onnx  # noqa: E402
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(600)   # per test, set-up included: a bound for a busy 2-core machine
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +202,7 @@ def test_cli_driver_killed_then_rerun(ray_address, shared_data, tiny_onnx, tmp_p
             assert np.array_equal(np.asarray(Image.open(out / (p.stem + ".png"))), eng.fuse(p, vis / p.name))
 
 
-def test_cli_refuses_bad_options_before_starting_ray(tree, tmp_path, capsys):
+def test_cli_refuses_bad_options_before_starting_ray(tree, tiny_onnx, tmp_path, capsys):
     from tokfuse_rt.cli import main
 
     rc = main(["fuse-dir", "--ir", str(tree / "ir"), "--vis", str(tree / "vis"), "-o", str(tree / "ir" / "out"),
@@ -210,6 +211,14 @@ def test_cli_refuses_bad_options_before_starting_ray(tree, tmp_path, capsys):
     rc = main(["fuse-dir", "--ir", str(tree / "ir"), "--vis", str(tree / "vis"), "-o", str(tmp_path / "o"),
                "--ray", "--actors", "0", "-q"])
     assert rc == 1 and "actors must be a positive int" in capsys.readouterr().err
+    with socket.socket() as s:                     # a port with nothing listening: fail fast and clearly
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()               # a fresh process (this one may hold the module's Ray instance)
+    r = subprocess.run(_cli("--ir", tree / "ir", "--vis", tree / "vis", "-o", tmp_path / "o", "--model", tiny_onnx,
+                            "--ray", f"127.0.0.1:{port}", "-q"), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "no Ray cluster answers at 127.0.0.1:" in r.stderr, r.stderr
+    assert time.monotonic() - t0 < 60
 
 
 def test_default_model_is_exported_once(tiny_ckpt, tmp_path):

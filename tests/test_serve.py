@@ -25,7 +25,7 @@ httpx = pytest.importorskip("httpx")
 
 from tokfuse_rt import Engine  # noqa: E402
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(600)   # per test, set-up included: a bound for a busy 2-core machine
 TOKEN = "test-token-7f3a"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAX_BODY = 2 * 1024 * 1024

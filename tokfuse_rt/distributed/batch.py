@@ -216,8 +216,8 @@ def fuse_dir_ray(ir_dir, vis_dir, out_dir, *, model=None, k: int | None = None, 
     files.clean_partials(out_dir)           # left by an interrupted run of this job
     rep = RayFuseReport(unpaired=unpaired)
     t0 = time.perf_counter()
-    with connected(address) as ray:
-        if pairs:
+    if pairs:                               # nothing to fuse: no Ray needed
+        with connected(address) as ray:
             n_actors = actors or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads_per_actor)
             rep.actors = n_actors
             existed = {n for n, _, _ in pairs if files.output_path(out_dir, n, ext).exists()}

@@ -16,6 +16,26 @@ from pathlib import Path
 FORWARDED_ENV = ("TOKFUSE_FAULT_EXIT_AT", "TOKFUSE_FAULT_MARKER")
 
 
+class RayConnectError(ConnectionError, RuntimeError):
+    """No Ray cluster answers at the address given."""
+
+
+def check_address(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, with a clear message, when nothing listens at ``HOST:PORT`` (or ``ray://HOST:PORT``);
+    Ray itself keeps retrying an unreachable address for minutes."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"Ray address {address!r}: expected 'auto', HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise RayConnectError(f"no Ray cluster answers at {address} ({e}); start one with "
+                              f"'ray start --head' or use --ray auto") from None
+
+
 def import_ray():
     try:
         import ray
@@ -31,14 +51,16 @@ def connected(address: str | None = "auto", num_cpus: int | None = None):
     Already initialised in this process: used as is. ``address`` "auto" (or None): the running
     cluster if there is one (``RAY_ADDRESS``, or the latest ``ray start`` on this machine), else a
     local Ray instance started for this block (``num_cpus`` logical CPUs, default all cores) and
-    shut down after it. Any other value: the address of a running cluster (``HOST:PORT`` or
-    ``ray://HOST:PORT``); ConnectionError if nothing answers there.
+    shut down after it. "local": a new local instance in any case. Any other value: the address of
+    a running cluster (``HOST:PORT`` or ``ray://HOST:PORT``); RayConnectError if nothing answers.
     """
     ray = import_ray()
     if ray.is_initialized():
         yield ray
         return
     addr = None if address in (None, "", "auto") else address
+    if addr is not None and addr != "local":
+        check_address(addr)
     kwargs = dict(logging_level=logging.WARNING, configure_logging=True)
     if addr is None:
         kwargs.update(num_cpus=num_cpus, include_dashboard=False)
