@@ -9,6 +9,7 @@ from pathlib import Path
 EPILOG = """examples:
   tokfuse fuse ir.png vis.png -o fused.png
   tokfuse fuse-dir --ir data/ir --vis data/vi -o out/
+  tokfuse fuse-dir --ir data/ir --vis data/vi -o out/ --ray        # on Ray: local, or the running cluster
   tokfuse info --model model.onnx
   tokfuse train --data ../shared/data/train -o model.safetensors
 """
@@ -42,6 +43,10 @@ def cmd_fuse(a) -> int:
 
 
 def cmd_fuse_dir(a) -> int:
+    if a.ray is not None:
+        from .distributed.cli import cmd_fuse_dir_ray
+
+        return cmd_fuse_dir_ray(a)
     with _engine(a) as eng:
         rep = eng.fuse_dir(a.ir, a.vis, a.output, k=a.k, progress=not a.quiet, ext=a.ext)
     print(rep.summary())
@@ -95,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_k(d)
     _add_model_args(d)
+    from .distributed.cli import add_ray_args
+
+    add_ray_args(d)
     d.set_defaults(func=cmd_fuse_dir)
 
     i = sub.add_parser("info", help="show the model, backend and device", description="Show what an engine runs.")
@@ -107,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("train_args", nargs=argparse.REMAINDER)
     t.set_defaults(func=cmd_train)
 
-    for extra in ("eval", "export", "bench"):
+    for extra in ("eval", "export", "bench", "serve"):
         _register_optional(sub, extra)
     return p
 

@@ -1,0 +1,231 @@
+"""``fuse_dir_ray`` / ``tokfuse fuse-dir --ray`` on a real local Ray instance (shared/SPEC.md §9 Batch,
+Faults): outputs equal ``Engine.fuse`` bit for bit, names as ``Engine.fuse_dir``, bad pairs reported,
+resume, an actor killed mid-job, a driver killed mid-job and re-run. One Ray instance (2 logical
+CPUs) serves the whole module; the tiny session model keeps each job to a few seconds."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ray = pytest.importorskip("ray", reason="needs the extra tokfuse_rt[ray]")
+pytest.importorskip("ray.data", reason="needs ray[data]")
+pytest.importorskip("onnxruntime")
+
+from tokfuse_rt import Engine  # noqa: E402
+from tokfuse_rt.distributed import files  # noqa: E402
+from tokfuse_rt.engine import pair_files  # noqa: E402
+from tokfuse_rt.distributed.batch import REPORT_NAME, PairFuser, fuse_dir_ray  # noqa: E402
+from tokfuse_rt.distributed.cluster import ModelBlob, default_onnx  # noqa: E402
+
+pytestmark = pytest.mark.timeout(600)   # per test, set-up included: a bound for a busy 2-core machine
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    """One local Ray instance for the module (starting one takes ~10 s on 2 cores)."""
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tree(shared_data, tmp_path_factory) -> Path:
+    """A folder tree of real pairs: 5 RoadScene pairs (sizes differ) at the top, 4 MSRS pairs (all
+    640x480, so they share backend calls) in sub/, 2 TNO pairs (gray, the visible one stored as RGB)
+    in sub/tno/, one corrupt visible image, one unpaired file."""
+    root = tmp_path_factory.mktemp("tree")
+    for side, src in (("ir", "ir"), ("vis", "vi")):
+        (root / side / "sub" / "tno").mkdir(parents=True)
+        for p in sorted((shared_data / "test/RoadScene" / src).iterdir())[:5]:
+            shutil.copy(p, root / side / p.name)
+        for p in sorted((shared_data / "test/MSRS" / src).iterdir())[:4]:
+            shutil.copy(p, root / side / "sub" / p.name)
+        for p in sorted((shared_data / "test/TNO" / src).iterdir())[:2]:
+            shutil.copy(p, root / side / "sub" / "tno" / p.name)
+    shutil.copy(root / "ir" / "sub" / sorted(os.listdir(root / "ir" / "sub"))[0], root / "ir" / "bad.png")
+    (root / "vis" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    shutil.copy(root / "ir" / "sub" / sorted(os.listdir(root / "ir" / "sub"))[0], root / "ir" / "only_ir.png")
+    return root
+
+
+def _good_pairs(tree: Path) -> dict:
+    """{output name relative to OUT: (ir path, vis path)} for every good pair of ``tree``."""
+    out = {}
+    for ir in sorted((tree / "ir").rglob("*")):
+        rel = ir.relative_to(tree / "ir")
+        if ir.is_file() and rel.name not in ("bad.png", "only_ir.png"):
+            vis = next((tree / "vis" / rel.parent).glob(rel.stem + ".*"))
+            out[str(rel.parent / (rel.stem + ".png"))] = (ir, vis)
+    return out
+
+
+def _listing(out: Path) -> set:
+    return {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+
+
+def _assert_outputs_exact(out: Path, tree: Path, model) -> None:
+    """Every output present once, no partial file, each equal to Engine.fuse on its pair."""
+    expect = _good_pairs(tree)
+    assert _listing(out) == set(expect) | {REPORT_NAME}
+    with Engine(model) as eng:
+        for name, (ir, vis) in expect.items():
+            got = np.asarray(Image.open(out / name))
+            ref = eng.fuse(ir, vis)
+            assert got.shape == ref.shape and got.dtype == ref.dtype, name
+            assert np.array_equal(got, ref), f"{name}: differs from Engine.fuse"
+
+
+def _stamps(out: Path) -> dict:
+    return {n: ((out / n).stat().st_ino, (out / n).stat().st_mtime_ns) for n in _listing(out) if n != REPORT_NAME}
+
+
+def test_matches_engine_names_report_and_resume(ray_address, tree, tiny_onnx, tmp_path):
+    out = tmp_path / "out"
+    rep = fuse_dir_ray(tree / "ir", tree / "vis", out, model=tiny_onnx, actors=2, batch_size=3, progress=False)
+    assert (len(rep.written), len(rep.skipped), rep.unpaired) == (11, 0, ["ir/only_ir.png"])
+    assert [n for n, _ in rep.failed] == ["bad.png"] and "vis" in rep.failed[0][1]
+    _assert_outputs_exact(out, tree, tiny_onnx)
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert report["summary"]["fused"] == 11 and report["failed"][0]["pair"] == "bad.png"
+    assert "11 fused, 0 already done, 1 failed, 1 unpaired" in rep.summary()
+
+    # same names and bytes as the plain Engine.fuse_dir on the flat top folder
+    plain = tmp_path / "plain"
+    with Engine(tiny_onnx) as eng:
+        eng.fuse_dir(tree / "ir", tree / "vis", plain, progress=False)
+    top = {n for n in _listing(out) if "/" not in n and n != REPORT_NAME}
+    assert top == _listing(plain)
+    assert all((out / n).read_bytes() == (plain / n).read_bytes() for n in top)
+
+    # resume: nothing redone; then a missing and a truncated output are redone, the rest skipped
+    before = _stamps(out)
+    rep2 = fuse_dir_ray(tree / "ir", tree / "vis", out, model=tiny_onnx, actors=2, batch_size=3, progress=False)
+    assert (len(rep2.written), len(rep2.skipped), len(rep2.failed)) == (0, 11, 1)
+    assert _stamps(out) == before
+    names = sorted(before)
+    (out / names[0]).unlink()
+    (out / names[1]).write_bytes((out / names[1]).read_bytes()[:500])
+    rep3 = fuse_dir_ray(tree / "ir", tree / "vis", out, model=tiny_onnx, actors=1, batch_size=4, progress=False)
+    assert sorted(str(p.relative_to(out)) for p in rep3.written) == names[:2]
+    assert len(rep3.skipped) == 9
+    after = _stamps(out)
+    assert all(after[n] == before[n] for n in names[2:])
+    _assert_outputs_exact(out, tree, tiny_onnx)
+
+
+def test_actor_killed_mid_job(ray_address, tree, tiny_onnx, tmp_path, monkeypatch):
+    """The fault hook makes one actor process exit (leaving a half-written temporary file) when it
+    is about to write its 2nd output; Ray restarts it and retries its batch. The job completes:
+    every output exactly once, whole, equal to Engine.fuse; no temporary file left."""
+    marker = tmp_path / "fault-fired"
+    monkeypatch.setenv("TOKFUSE_FAULT_EXIT_AT", "2")
+    monkeypatch.setenv("TOKFUSE_FAULT_MARKER", str(marker))
+    out = tmp_path / "out"
+    rep = fuse_dir_ray(tree / "ir", tree / "vis", out, model=tiny_onnx, actors=2, batch_size=2, progress=False)
+    assert marker.exists(), "the fault hook did not fire"
+    dead = int(marker.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(dead, 0)
+    assert (len(rep.written), len(rep.skipped), [n for n, _ in rep.failed]) == (11, 0, ["bad.png"])
+    assert rep.partials_removed >= 1                       # the half-written file of the dead actor
+    _assert_outputs_exact(out, tree, tiny_onnx)
+
+
+def test_poison_pair_fails_after_max_attempts(ray_address, tree, tiny_onnx, tmp_path):
+    """A pair whose worker already died ``max_attempts`` times is reported, not retried again; the
+    other pairs of its batch are fused (directly on a PairFuser, in this process)."""
+    out = tmp_path / "out"
+    pairs, _ = pair_files(tree / "ir" / "sub", tree / "vis" / "sub")       # the 4 MSRS pairs
+    outs = [files.output_path(out, n, ".png") for n, _, _ in pairs]
+    out.mkdir()
+    guard_file = outs[1].with_name(f"{files.PARTIAL_PREFIX}attempts-{outs[1].name}")
+    guard_file.write_text("3")
+    fuser = PairFuser(ModelBlob.put(tiny_onnx), threads=1, max_attempts=3)
+    res = fuser({"name": np.array([n for n, _, _ in pairs], dtype=object),
+                 "ir": np.array([str(a) for _, a, _ in pairs], dtype=object),
+                 "vis": np.array([str(b) for _, _, b in pairs], dtype=object),
+                 "out": np.array([str(o) for o in outs], dtype=object)})
+    assert res["status"] == ["written", "failed", "written", "written"]
+    assert "died 3 times" in res["error"][1]
+    assert not guard_file.exists() and not outs[1].exists()
+    assert not list(out.glob(files.PARTIAL_PREFIX + "*"))
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "tokfuse_rt", "fuse-dir", *map(str, args)]
+
+
+def test_cli_driver_killed_then_rerun(ray_address, shared_data, tiny_onnx, tmp_path):
+    """``tokfuse fuse-dir --ray ADDRESS`` killed (SIGKILL) mid-job, then run again: it completes
+    without redoing the pairs that were finished, and leaves no partial file."""
+    ir, vis, out = shared_data / "test/RoadScene/ir", shared_data / "test/RoadScene/vi", tmp_path / "out"
+    n = len(list(ir.iterdir()))
+    cmd = _cli("--ir", ir, "--vis", vis, "-o", out, "--model", tiny_onnx, "--ray", ray_address,
+               "--actors", 1, "--batch-size", 1, "-q")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 120 and proc.poll() is None:
+        if out.is_dir() and len([p for p in out.glob("*.png") if not p.name.startswith(".")]) >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the job ended before it could be interrupted:\n{proc.stdout.read()}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    prev, stable_since = None, time.monotonic()   # Ray ends the dead driver's actors shortly after
+    while time.monotonic() - stable_since < 3.0:
+        cur = _stamps(out)
+        if cur != prev:
+            prev, stable_since = cur, time.monotonic()
+        time.sleep(0.2)
+    done = {k: v for k, v in prev.items() if not Path(k).name.startswith(files.PARTIAL_PREFIX)}
+    assert 3 <= len(done) < n, f"{len(done)} of {n} outputs at interruption"
+
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"{n - len(done)} fused, {len(done)} already done, 0 failed" in r.stdout, r.stdout
+    after = _stamps(out)
+    assert set(after) == {p.stem + ".png" for p in ir.iterdir()}      # all outputs, no partial file
+    assert all(after[k] == v for k, v in done.items()), "a finished pair was redone"
+    with Engine(tiny_onnx) as eng:
+        for p in sorted(ir.iterdir())[:10]:
+            assert np.array_equal(np.asarray(Image.open(out / (p.stem + ".png"))), eng.fuse(p, vis / p.name))
+
+
+def test_cli_refuses_bad_options_before_starting_ray(tree, tiny_onnx, tmp_path, capsys):
+    from tokfuse_rt.cli import main
+
+    rc = main(["fuse-dir", "--ir", str(tree / "ir"), "--vis", str(tree / "vis"), "-o", str(tree / "ir" / "out"),
+               "--ray", "-q"])
+    assert rc == 1 and "lies inside the input folder" in capsys.readouterr().err
+    rc = main(["fuse-dir", "--ir", str(tree / "ir"), "--vis", str(tree / "vis"), "-o", str(tmp_path / "o"),
+               "--ray", "--actors", "0", "-q"])
+    assert rc == 1 and "actors must be a positive int" in capsys.readouterr().err
+    with socket.socket() as s:                     # a port with nothing listening: fail fast and clearly
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()               # a fresh process (this one may hold the module's Ray instance)
+    r = subprocess.run(_cli("--ir", tree / "ir", "--vis", tree / "vis", "-o", tmp_path / "o", "--model", tiny_onnx,
+                            "--ray", f"127.0.0.1:{port}", "-q"), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "no Ray cluster answers at 127.0.0.1:" in r.stderr, r.stderr
+    assert time.monotonic() - t0 < 60
+
+
+def test_default_model_is_exported_once(tiny_ckpt, tmp_path):
+    """No --model: the checkpoint is exported to ONNX once into the cache, then reused."""
+    a = default_onnx(tiny_ckpt, cache=tmp_path)
+    stamp = a.stat().st_mtime_ns
+    b = default_onnx(tiny_ckpt, cache=tmp_path)
+    assert a == b and b.stat().st_mtime_ns == stamp and a.suffix == ".onnx"
+    with Engine(a) as eng:
+        assert eng.info()["backend"] == "onnxruntime"

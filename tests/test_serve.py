@@ -1,0 +1,254 @@
+"""``tokfuse serve`` (Ray Serve) tested over real HTTP on 127.0.0.1 with httpx (shared/SPEC.md §9
+Online, Faults): responses equal ``Engine.fuse``, every bad request gets a 4xx with a JSON reason,
+a bounded load run has no error, requests are batched, a replica killed during load leaves the
+service answering. One Ray instance and one service (2 replicas, tiny model) for the module."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ray = pytest.importorskip("ray", reason="needs the extra tokfuse_rt[ray]")
+pytest.importorskip("ray.serve", reason="needs ray[serve]")
+pytest.importorskip("onnxruntime")
+httpx = pytest.importorskip("httpx")
+
+from tokfuse_rt import Engine  # noqa: E402
+
+pytestmark = pytest.mark.timeout(600)   # per test, set-up included: a bound for a busy 2-core machine
+TOKEN = "test-token-7f3a"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+MAX_BODY = 2 * 1024 * 1024
+MAX_PIXELS = 500_000          # the test pairs (up to TNO 768x576 = 442368 px) pass, 1000x1000 does not
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def service(tiny_onnx):
+    """``tokfuse serve`` as a user runs it (a subprocess, token from the environment), joined to a
+    Ray instance of this process so the tests can kill a replica; SIGTERM stops it at the end."""
+    from ray import serve
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    port = _free_port()
+    cmd = [sys.executable, "-m", "tokfuse_rt", "serve", "--port", str(port), "--model", str(tiny_onnx),
+           "--replicas", "2", "--threads", "1", "--max-batch-size", "4", "--batch-wait-ms", "10",
+           "--max-body-mb", str(MAX_BODY / 2**20), "--max-pixels", str(MAX_PIXELS),
+           "--ray", ray.get_runtime_context().gcs_address]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "TOKFUSE_SERVE_TOKEN": TOKEN})
+    lines, url = [], None
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 180 and url is None:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        lines.append(line)
+        if line.startswith("tokfuse serve: http://"):
+            url = line.split()[2]
+    assert url == f"http://127.0.0.1:{port}", "".join(lines)
+    threading.Thread(target=proc.stdout.read, daemon=True).start()     # keep draining its output
+    yield url
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    assert "tokfuse" not in serve.status().applications, "the application outlived tokfuse serve"
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_onnx):
+    with Engine(tiny_onnx) as eng:
+        yield eng
+
+
+@pytest.fixture(scope="module")
+def pairs(shared_data):
+    """Real pairs: RoadScene (gray IR, colour visible), MSRS (640x480), TNO (gray, gray)."""
+    out = []
+    for name in ("RoadScene", "MSRS", "TNO"):
+        ir = sorted((shared_data / "test" / name / "ir").iterdir())[0]
+        vis = next((shared_data / "test" / name / "vi").glob(ir.stem + ".*"))
+        out.append((ir, vis))
+    return out
+
+
+def _post(url, ir: bytes, vis: bytes, k=None, headers=AUTH, client=httpx):
+    files = {"ir": ("ir.png", ir, "application/octet-stream"), "vis": ("vis.png", vis, "application/octet-stream")}
+    data = {"k": str(k)} if k is not None else None
+    return client.post(f"{url}/fuse", files=files, data=data, headers=headers, timeout=60)
+
+
+def _png(arr) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _decode(resp) -> np.ndarray:
+    assert resp.headers["content-type"] == "image/png", resp.text[:200]
+    return np.asarray(Image.open(io.BytesIO(resp.content)))
+
+
+def test_health_and_info(service):
+    r = httpx.get(f"{service}/healthz", timeout=30)
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    r = httpx.get(f"{service}/info", headers=AUTH, timeout=30)
+    info = r.json()
+    assert r.status_code == 200 and info["backend"] == "onnxruntime" and info["auth"] is True
+    assert info["limits"] == {"max_body_bytes": MAX_BODY, "max_pixels": MAX_PIXELS}
+    assert info["config"]["num_tokens"] == 8
+
+
+def test_fuse_equals_engine(service, engine, pairs):
+    for ir, vis in pairs:
+        for k in (None, 0, 8):
+            r = _post(service, ir.read_bytes(), vis.read_bytes(), k=k)
+            assert r.status_code == 200, r.text
+            got, ref = _decode(r), engine.fuse(ir, vis, k=k)
+            assert got.shape == ref.shape and np.array_equal(got, ref), f"{ir.name} k={k}"
+    assert _decode(_post(service, pairs[0][0].read_bytes(), pairs[0][1].read_bytes())).ndim == 3   # colour kept
+
+
+def _bad_cases(pairs):
+    ir, vis = pairs[0][0].read_bytes(), pairs[0][1].read_bytes()
+    other = pairs[1][1].read_bytes()                           # an MSRS image: another size
+    big = _png(np.zeros((1000, 1000), np.uint8))               # 1 MP: over the pixel limit, a small file
+    tiny = _png(np.zeros((15, 16), np.uint8))
+    return {
+        "missing vis": (400, dict(files={"ir": ("a.png", ir)})),
+        "missing ir": (400, dict(files={"vis": ("a.png", vis)})),
+        "non-image": (400, dict(files={"ir": ("a.png", b"hello, not an image"), "vis": ("b.png", vis)})),
+        "empty part": (400, dict(files={"ir": ("a.png", b""), "vis": ("b.png", vis)})),
+        "truncated": (400, dict(files={"ir": ("a.jpg", ir[: len(ir) // 3]), "vis": ("b.png", vis)})),
+        "size mismatch": (400, dict(files={"ir": ("a.png", ir), "vis": ("b.png", other)})),
+        "too small": (400, dict(files={"ir": ("a.png", tiny), "vis": ("b.png", tiny)})),
+        "too many pixels": (413, dict(files={"ir": ("a.png", big), "vis": ("b.png", big)})),
+        "body too large": (413, dict(files={"ir": ("a.png", b"\0" * (MAX_BODY + 1)), "vis": ("b.png", vis)})),
+        "k not int": (400, dict(files={"ir": ("a", ir), "vis": ("b", vis)}, data={"k": "two"})),
+        "k negative": (400, dict(files={"ir": ("a", ir), "vis": ("b", vis)}, data={"k": "-1"})),
+        "k over K": (400, dict(files={"ir": ("a", ir), "vis": ("b", vis)}, data={"k": "9"})),
+        "not multipart": (415, dict(content=b"{}", headers={**AUTH, "content-type": "application/json"})),
+        "no token": (401, dict(files={"ir": ("a", ir), "vis": ("b", vis)}, headers={})),
+        "wrong token": (401, dict(files={"ir": ("a", ir), "vis": ("b", vis)},
+                                  headers={"Authorization": "Bearer nope"})),
+        "not bearer": (401, dict(files={"ir": ("a", ir), "vis": ("b", vis)},
+                                 headers={"Authorization": f"Basic {TOKEN}"})),
+    }
+
+
+def test_bad_requests_get_4xx_with_json_reason(service, pairs):
+    for case, (status, kw) in _bad_cases(pairs).items():
+        headers = kw.pop("headers", AUTH)
+        r = httpx.post(f"{service}/fuse", headers=headers, timeout=60, **kw)
+        assert r.status_code == status, f"{case}: {r.status_code} {r.text[:300]}"
+        assert r.headers["content-type"] == "application/json", case
+        assert isinstance(r.json().get("error"), str) and r.json()["error"], case
+    for method, path, status in (("GET", "/fuse", 405), ("POST", "/healthz", 405), ("GET", "/nope", 404)):
+        r = httpx.request(method, f"{service}{path}", headers=AUTH, timeout=30)
+        assert r.status_code == status and "error" in r.json(), (method, path, r.text)
+    r = httpx.get(f"{service}/info", timeout=30)
+    assert r.status_code == 401 and r.headers.get("www-authenticate") == "Bearer"
+
+
+def _load(url, jobs, concurrency: int, on_done=None):
+    """POST every (ir bytes, vis bytes) of ``jobs`` with ``concurrency`` clients; returns
+    [(index, status or exception name, body, seconds)]."""
+    def one(i):
+        ir, vis = jobs[i]
+        t0 = time.perf_counter()
+        try:
+            r = _post(url, ir, vis, client=client)
+            res = (i, r.status_code, r.content, time.perf_counter() - t0)
+        except httpx.HTTPError as e:
+            res = (i, type(e).__name__, b"", time.perf_counter() - t0)
+        if on_done:
+            on_done(res)
+        return res
+
+    limits = httpx.Limits(max_connections=concurrency)
+    with httpx.Client(limits=limits, timeout=60) as client, cf.ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(one, range(len(jobs))))
+
+
+@pytest.fixture(scope="module")
+def crops(pairs, tmp_path_factory):
+    """Two real MSRS pairs cropped to 320x240 PNGs (same size, so concurrent requests batch
+    together; small, so a load run of a few hundred requests stays short on 2 cores)."""
+    d = tmp_path_factory.mktemp("crops")
+    msrs_ir, msrs_vis = pairs[1][0].parent, pairs[1][1].parent
+    out = []
+    for i, ir in enumerate(sorted(msrs_ir.iterdir())[:2]):
+        vis = next(msrs_vis.glob(ir.stem + ".*"))
+        pair = []
+        for side, p in (("ir", ir), ("vis", vis)):
+            q = d / f"{i}_{side}.png"
+            Image.open(p).crop((160, 120, 480, 360)).save(q)
+            pair.append(q)
+        out.append(tuple(pair))
+    return out
+
+
+def test_load_run_no_errors_and_batched(service, engine, crops):
+    """200 requests, 8 concurrent, two same-size pairs alternating: no error, every answer exact."""
+    expect = [engine.fuse(a, b) for a, b in crops]
+    jobs = [(crops[i % 2][0].read_bytes(), crops[i % 2][1].read_bytes()) for i in range(200)]
+    res = _load(service, jobs, 8)
+    errors = [(i, s) for i, s, _, _ in res if s != 200]
+    assert not errors, errors[:10]
+    for i, _, body, _ in res:
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(body))), expect[i % 2]), f"request {i}"
+    served = [httpx.get(f"{service}/info", headers=AUTH, timeout=30).json()["served"] for _ in range(6)]
+    assert any(s["pairs"] > s["batches"] for s in served), f"no replica ever fused two requests together: {served}"
+
+
+def test_replica_killed_during_load(service, crops):
+    """Kill one of the two replicas after 40 answers of a 200-request run (8 concurrent): the service
+    keeps answering; only requests in flight on the killed replica may fail; Serve restores it."""
+    from ray import serve
+
+    ir, vis = crops[0][0].read_bytes(), crops[0][1].read_bytes()
+    jobs = [(ir, vis)] * 200
+    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
+                if "SERVE_REPLICA" in a["name"] and "TokFuseService" in a["name"]]
+    assert len(replicas) == 2, replicas
+    victim = ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"])
+    state = {"n": 0, "killed_at": None}
+
+    def on_done(res):
+        state["n"] += 1
+        if state["n"] == 40 and state["killed_at"] is None:
+            state["killed_at"] = time.perf_counter()
+            ray.kill(victim, no_restart=True)
+
+    res = _load(service, jobs, 8, on_done)
+    failed = [(i, s) for i, s, _, _ in res if s != 200]
+    print(f"replica killed after 40 answers: {len(failed)} of {len(res)} requests failed: {failed}")
+    assert state["killed_at"] is not None
+    assert len(failed) <= 8, failed                          # at most the requests in flight
+    assert all(s == 200 for _, s, _, _ in res[-100:]), "the service stopped answering"
+    t0 = time.monotonic()                                   # Serve starts a replacement replica
+    while time.monotonic() - t0 < 120:
+        st = serve.status().applications["tokfuse"].deployments["TokFuseService"]
+        if st.status == "HEALTHY" and st.replica_states.get("RUNNING", 0) == 2:
+            break
+        time.sleep(1)
+    else:
+        pytest.fail(f"Serve did not restore 2 running replicas: {st}")
+    r = _post(service, ir, vis)
+    assert r.status_code == 200

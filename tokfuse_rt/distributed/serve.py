@@ -1,0 +1,313 @@
+"""HTTP fusion service on Ray Serve (shared/SPEC.md §9 "Online").
+
+    tokfuse serve [--host 127.0.0.1] [--port 8000] [--model PATH] [--replicas N]
+
+    POST /fuse    multipart parts ``ir``, ``vis`` (image files) and optional ``k`` -> the fused PNG
+    GET  /healthz -> {"status": "ok"}
+    GET  /info    -> model, backend, limits, batching
+
+Each replica holds one ``Engine`` (ONNX Runtime by default: the bundled model exported once with
+``export.to_onnx``). Requests are batched dynamically (``serve.batch``): concurrent requests reach
+``Engine.fuse_batch`` together and pairs of the same size share a backend call. The body size and the
+pixels of each image are limited (checked before decoding). With a bearer token (the environment
+variable ``TOKFUSE_SERVE_TOKEN`` when the service starts), ``/fuse`` and ``/info`` need the header
+``Authorization: Bearer <token>``; replicas only see its SHA-256. Every bad request gets a 4xx with a
+JSON body ``{"error": reason}``.
+
+This module imports Ray at import time: import it only to serve.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import io
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+
+from ray import serve
+
+from .cluster import ModelBlob, connected, resolve_model
+
+TOKEN_ENV = "TOKFUSE_SERVE_TOKEN"
+APP_NAME = "tokfuse"
+DEPLOYMENT = "TokFuseService"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int = 32 * 1024 * 1024     # whole multipart body
+    max_pixels: int = 16_000_000               # per image, checked from the header before decoding
+
+
+class BadRequest(Exception):
+    """A request error answered with ``status`` and ``{"error": reason}``."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+def token_digest(token: str | None) -> str | None:
+    return hashlib.sha256(token.encode()).hexdigest() if token else None
+
+
+def decode_upload(data: bytes, name: str, max_pixels: int):
+    """Image bytes -> a decoded PIL image, which ``Engine`` reads as it reads an image file (same
+    colour handling, same gray/colour output); the pixel count is checked from the header before
+    any pixel is decoded. Raises BadRequest."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise BadRequest(400, f"{name}: empty file")
+    try:
+        im = Image.open(io.BytesIO(data))
+        w, h = im.size
+        if w * h > max_pixels:
+            raise BadRequest(413, f"{name}: {w}x{h} is {w * h} pixels, over the limit of {max_pixels}")
+        im.load()
+        return im
+    except BadRequest:
+        raise
+    except Image.DecompressionBombError as e:
+        raise BadRequest(413, f"{name}: {e}") from None
+    except UnidentifiedImageError:
+        raise BadRequest(400, f"{name}: not a readable image file") from None
+    except ValueError as e:
+        raise BadRequest(400, str(e)) from None
+    except (OSError, SyntaxError) as e:
+        raise BadRequest(400, f"{name}: corrupt or truncated image: {e}") from None
+
+
+@serve.deployment(name=DEPLOYMENT)
+class TokFuseService:
+    """One replica: an Engine, the HTTP routes and the dynamic batcher."""
+
+    def __init__(self, model: ModelBlob, threads: int | None = None, limits: dict | None = None,
+                 token_sha256: str | None = None, max_batch_size: int = 8, batch_wait_s: float = 0.005):
+        from PIL import Image
+
+        from ..engine import Engine
+
+        Image.MAX_IMAGE_PIXELS = None           # our own limit (Limits.max_pixels) applies instead
+        self.engine = Engine(model.local_path(), threads=threads, batch_size=max_batch_size)
+        self.limits = Limits(**(limits or {}))
+        self.token_sha256 = token_sha256
+        self.model_name = model.name
+        self._fuse_many.set_max_batch_size(max_batch_size)
+        self._fuse_many.set_batch_wait_timeout_s(batch_wait_s)
+        self.batching = {"max_batch_size": max_batch_size, "batch_wait_s": batch_wait_s}
+        self.batches = self.pairs = 0
+
+    # --- HTTP ------------------------------------------------------------------------------------
+    async def __call__(self, request):
+        from starlette.responses import JSONResponse, Response
+
+        path, method = request.url.path.rstrip("/") or "/", request.method
+        routes = {"/fuse": ("POST", self._fuse), "/healthz": ("GET", None), "/info": ("GET", self._info)}
+        try:
+            if path not in routes:
+                raise BadRequest(404, f"no route {path}; routes: POST /fuse, GET /healthz, GET /info")
+            want, handler = routes[path]
+            if method != want:
+                raise BadRequest(405, f"{path} takes {want}, not {method}")
+            if handler is None:
+                return JSONResponse({"status": "ok"})
+            self._check_auth(request)
+            return await handler(request)
+        except BadRequest as e:
+            headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+            return JSONResponse({"error": e.reason}, status_code=e.status, headers=headers)
+        except Exception as e:  # a server fault, not the client's: say so, never an HTML page
+            return Response(json.dumps({"error": f"internal error: {type(e).__name__}: {e}"}), status_code=500,
+                            media_type="application/json")
+
+    def _check_auth(self, request) -> None:
+        if not self.token_sha256:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise BadRequest(401, "missing bearer token (header Authorization: Bearer <token>)")
+        if not hmac.compare_digest(token_digest(token.strip()), self.token_sha256):
+            raise BadRequest(401, "invalid bearer token")
+
+    async def _info(self, request):
+        from starlette.responses import JSONResponse
+
+        info = self.engine.info()
+        info.update(model=self.model_name, limits=asdict(self.limits), batching=self.batching,
+                    served={"batches": self.batches, "pairs": self.pairs}, auth=bool(self.token_sha256))
+        return JSONResponse(json.loads(json.dumps(info, default=str)))
+
+    async def _fuse(self, request):
+        from starlette.responses import Response
+
+        t0 = time.perf_counter()
+        parts = await self._read_form(request)
+        for need in ("ir", "vis"):
+            if need not in parts:
+                raise BadRequest(400, f"missing multipart part {need!r} (send parts 'ir' and 'vis', optional 'k')")
+        k = self._parse_k(parts.get("k"))
+        ir, vis = await asyncio.gather(
+            asyncio.to_thread(decode_upload, parts["ir"], "ir", self.limits.max_pixels),
+            asyncio.to_thread(decode_upload, parts["vis"], "vis", self.limits.max_pixels))
+        if ir.size != vis.size:
+            raise BadRequest(400, f"ir and vis sizes differ: ir is {ir.size[0]}x{ir.size[1]}, vis is "
+                                  f"{vis.size[0]}x{vis.size[1]} (the pair must be registered and of the same size)")
+        fused = await self._fuse_many((ir, vis, k))
+        if isinstance(fused, Exception):
+            raise BadRequest(400, str(fused))
+        png = await asyncio.to_thread(_encode_png, fused)
+        ms = (time.perf_counter() - t0) * 1000.0
+        return Response(png, media_type="image/png", headers={"X-Tokfuse-Ms": f"{ms:.1f}"})
+
+    async def _read_form(self, request) -> dict:
+        """Multipart body -> {part name: bytes}, read with the body-size limit enforced as it streams."""
+        from starlette.datastructures import UploadFile
+        from starlette.formparsers import MultiPartException, MultiPartParser
+
+        ctype = request.headers.get("content-type", "")
+        if not ctype.lower().startswith("multipart/form-data"):
+            raise BadRequest(415, f"expected a multipart/form-data body, got {ctype or 'no content type'!r}")
+        limit = self.limits.max_body_bytes
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise BadRequest(413, f"request body of {length} bytes is over the limit of {limit}")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise BadRequest(413, f"request body is over the limit of {limit} bytes")
+
+        async def one_chunk():
+            yield bytes(body)
+
+        try:
+            form = await MultiPartParser(request.headers, one_chunk(), max_files=4, max_fields=4,
+                                         max_part_size=limit).parse()
+        except MultiPartException as e:
+            raise BadRequest(400, f"malformed multipart body: {e.message}") from None
+        parts = {}
+        for key, val in form.multi_items():
+            if key in parts:
+                raise BadRequest(400, f"multipart part {key!r} given twice")
+            parts[key] = await val.read() if isinstance(val, UploadFile) else val
+        await form.close()
+        return parts
+
+    def _parse_k(self, raw):
+        n = self.engine._backend.num_tokens
+        if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+            return None
+        text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        try:
+            k = int(text.strip())
+        except ValueError:
+            raise BadRequest(400, f"k must be an integer in [0, {n}], got {text[:40]!r}") from None
+        if not 0 <= k <= n:
+            raise BadRequest(400, f"k must be in [0, {n}], got {k}")
+        return k
+
+    # --- dynamic batching ------------------------------------------------------------------------
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
+    async def _fuse_many(self, items: list) -> list:
+        return await asyncio.to_thread(self._fuse_sync, items)
+
+    def _fuse_sync(self, items: list) -> list:
+        """[(ir, vis, k)] (PIL images) -> [fused PIL image, or the exception of that pair]; one
+        ``fuse_batch`` per k (pairs of the same size share backend calls)."""
+        out = [None] * len(items)
+        by_k: dict = {}
+        for i, (_, _, k) in enumerate(items):
+            by_k.setdefault(k, []).append(i)
+        for k, idx in by_k.items():
+            try:
+                res = self.engine.fuse_batch([items[i][:2] for i in idx], k=k)
+            except (ValueError, TypeError):
+                res = []
+                for i in idx:
+                    try:
+                        res.append(self.engine.fuse(items[i][0], items[i][1], k=k))
+                    except (ValueError, TypeError) as e:
+                        res.append(e)
+            for i, r in zip(idx, res):
+                out[i] = r
+        self.batches += 1
+        self.pairs += len(items)
+        return out
+
+
+def _encode_png(img) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def build_app(model=None, *, replicas: int = 1, threads: int | None = 1, max_batch_size: int = 8,
+              batch_wait_s: float = 0.005, limits: Limits | None = None, token: str | None = None):
+    """The Serve application (not yet running). ``model``: a model file, None for the bundled default
+    exported to ONNX; ``token``: bearer token required by /fuse and /info (None: no auth)."""
+    for nm, v in (("replicas", replicas), ("max_batch_size", max_batch_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{nm} must be a positive int, got {v!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    if not (isinstance(batch_wait_s, (int, float)) and 0 <= batch_wait_s <= 10):
+        raise ValueError(f"batch_wait_s must be in [0, 10] seconds, got {batch_wait_s!r}")
+    limits = limits or Limits()
+    if limits.max_body_bytes < 1 or limits.max_pixels < 1:
+        raise ValueError(f"limits must be positive, got {limits}")
+    blob = ModelBlob.put(resolve_model(model))
+    dep = TokFuseService.options(
+        num_replicas=replicas, max_ongoing_requests=max(16, 2 * max_batch_size),
+        ray_actor_options={"num_cpus": threads or 1})
+    return dep.bind(blob, threads=threads, limits=asdict(limits), token_sha256=token_digest(token),
+                    max_batch_size=max_batch_size, batch_wait_s=float(batch_wait_s))
+
+
+def start(app, host: str = "127.0.0.1", port: int = 8000) -> str:
+    """Start Serve's HTTP proxy on ``host:port`` and run ``app`` at ``/``; returns the base URL."""
+    serve.start(http_options={"host": host, "port": port},
+                logging_config={"log_level": "WARNING", "enable_access_log": False})
+    serve.run(app, name=APP_NAME, route_prefix="/", logging_config={"log_level": "WARNING",
+                                                                     "enable_access_log": False})
+    return f"http://{host}:{port}"
+
+
+def serve_forever(model=None, *, host: str = "127.0.0.1", port: int = 8000, address: str | None = "auto",
+                  replicas: int = 1, threads: int | None = 1, max_batch_size: int = 8, batch_wait_s: float = 0.005,
+                  limits: Limits | None = None, token_env: str = TOKEN_ENV, ready=print) -> None:
+    """``tokfuse serve``: run the service until interrupted (Ctrl-C / SIGTERM), then remove it."""
+    import signal
+
+    token = os.environ.get(token_env) or None
+    with connected(address):
+        app = build_app(model, replicas=replicas, threads=threads, max_batch_size=max_batch_size,
+                        batch_wait_s=batch_wait_s, limits=limits, token=token)
+        url = start(app, host, port)
+        ready(f"tokfuse serve: {url} (POST /fuse, GET /healthz, GET /info), {replicas} replica(s), "
+              f"auth {'on' if token else 'off'}; Ctrl-C stops")
+        signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            while True:
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            _delete_app()
+
+
+def _delete_app(timeout_s: float = 15.0) -> None:
+    """Remove this application (a shared cluster keeps its others). Ctrl-C in a terminal may also have
+    stopped a local Ray instance started for this process; then there is nothing to wait for."""
+    import threading
+
+    t = threading.Thread(target=serve.delete, args=(APP_NAME,), daemon=True)
+    t.start()
+    t.join(timeout_s)
+
+
+def _interrupt(*_):
+    raise KeyboardInterrupt
