@@ -6,6 +6,13 @@ import json
 from dataclasses import dataclass
 
 
+# Upper bounds checked before a model is built from a config (a corrupt or hostile checkpoint must not
+# allocate gigabytes); generous against the defaults below. Integer fields not listed: _MAX_OTHER.
+_MAX = {"image_size": 2048, "patch_size": 2048, "num_tokens": 4096, "code_dim": 1024, "codebook_size": 1 << 20,
+        "width": 4096, "enc_depth": 64, "dec_depth": 64, "heads": 128, "mlp_ratio": 16, "default_k": 4096}
+_MAX_OTHER = 4096
+
+
 @dataclass(frozen=True)
 class TokFuseConfig:
     """Hyper-parameters of the TokFuse model (shared/SPEC.md §2).
@@ -33,6 +40,14 @@ class TokFuseConfig:
     head_channels: int = 16        # fusion head width
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):          # types and sane bounds first: nothing is allocated yet
+            v, default = getattr(self, f.name), f.default
+            if isinstance(default, int) and not isinstance(default, bool):
+                if isinstance(v, bool) or not isinstance(v, int):
+                    raise ValueError(f"config field {f.name} must be an int, got {v!r}")
+                hi = _MAX.get(f.name, _MAX_OTHER)
+                if v > hi:
+                    raise ValueError(f"config field {f.name} = {v} is out of bounds (at most {hi})")
         if self.image_size % self.patch_size:
             raise ValueError("image_size must be a multiple of patch_size")
         if self.width % self.heads:
