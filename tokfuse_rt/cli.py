@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 EPILOG = """examples:
@@ -183,6 +184,11 @@ def main(argv=None) -> int:
     if not getattr(a, "func", None):
         p.print_help()
         return 2
+
+    def one_line_warning(message, category, filename, lineno, file=None, line=None):
+        print(f"tokfuse {a.command}: warning: {message}", file=file or sys.stderr)
+
+    shown, warnings.showwarning = warnings.showwarning, one_line_warning
     try:
         return a.func(a)
     except KeyboardInterrupt:
@@ -194,6 +200,8 @@ def main(argv=None) -> int:
         print(f"tokfuse {a.command}: error: {one_line(e) if not isinstance(e, OSError) else _os_error(e)}",
               file=sys.stderr)
         return 1
+    finally:
+        warnings.showwarning = shown
 
 
 def _os_error(e: OSError) -> str:

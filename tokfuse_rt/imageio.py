@@ -72,8 +72,13 @@ def _open(p: Path, name: str, max_pixels):
             return Image.open(p, formats=READ_FORMATS)
     except UnidentifiedImageError:
         raise ValueError(f"{name}: not a readable image file (formats read: {', '.join(READ_FORMATS)}): {p}") from None
-    except Image.DecompressionBombError as e:
-        raise ImageTooLargeError(f"{name}: {p}: {e} (max_pixels {max_pixels})") from None
+    except Image.DecompressionBombError as e:   # Pillow's hard limit (2x its own) came first
+        import re
+
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(m.group(1)) / 1e6:.1f} MP" if m else "too many pixels"
+        raise ImageTooLargeError(f"{name}: image {p.name} has {size} (from its header), over the limit of "
+                                 f"{(max_pixels or 0) / 1e6:g} MP (max_pixels; raise it to read larger images)") from None
     except Exception as e:  # noqa: BLE001 - any decoder failure on a header is a bad file
         raise ValueError(f"{name}: corrupt image file {p}: {type(e).__name__}: {e}") from None
 
