@@ -93,3 +93,48 @@ def test_nan_weights_rejected(tmp_path):
     p = save_checkpoint(m, tmp_path / "nan.safetensors")
     with pytest.raises(CheckpointError, match="NaN"):
         load_checkpoint(p)
+
+
+@pytest.mark.parametrize("change,msg", [
+    ({"width": 10 ** 9}, "config field width = 1000000000 is out of bounds"),
+    ({"codebook_size": 1 << 30}, "codebook_size = 1073741824 is out of bounds"),
+    ({"image_size": "128"}, "config field image_size must be an int"),
+    ({"enc_depth": True}, "config field enc_depth must be an int"),
+])
+def test_absurd_config_refused_before_any_allocation(tiny_ckpt, tmp_path, change, msg):
+    cfg = dict(json.loads(load_checkpoint(tiny_ckpt)[0].cfg.to_json()), **change)
+    p = _rewrite_meta(tiny_ckpt, tmp_path / "absurd.safetensors", config=json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=msg):
+        load_checkpoint(p)
+
+
+def test_large_config_claim_checked_against_the_file_without_allocating(tiny_ckpt, tmp_path):
+    """Within the bounds but far more than the file holds (a 4096-wide, 64-deep ViT would be ~13 GB of
+    float32 to build): refused from the header and a meta-device model, in well under a second of work."""
+    import resource
+    import time
+
+    cfg = dict(json.loads(load_checkpoint(tiny_ckpt)[0].cfg.to_json()), width=4096, enc_depth=64, dec_depth=64,
+               heads=64, mlp_ratio=16)
+    p = _rewrite_meta(tiny_ckpt, tmp_path / "huge.safetensors", config=json.dumps(cfg))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t = time.perf_counter()
+    with pytest.raises(CheckpointError, match="does not match the model"):
+        Engine(p)
+    assert time.perf_counter() - t < 30
+    grew_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grew_mib < 200, grew_mib
+
+
+def test_corrupt_tensor_table(tiny_ckpt, tmp_path):
+    data = tiny_ckpt.read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    name = next(k for k in header if k != "__metadata__")
+    header[name]["shape"] = "abc"
+    hb = json.dumps(header).encode()
+    hb += b" " * (-len(hb) % 8)
+    p = tmp_path / "table.safetensors"
+    p.write_bytes(struct.pack("<Q", len(hb)) + hb + data[8 + n:])
+    with pytest.raises(CheckpointError, match="corrupt tensor table"):
+        load_checkpoint(p)

@@ -180,11 +180,14 @@ class Engine:
         avail = _mem_available()
         if avail is not None and need > avail:
             from .imageio import ImageTooLargeError
+            from .tiling import supports_tiles
 
+            why = ("tiles are off (tile_size=None)" if supports_tiles(self._backend) else
+                   f"the {self._backend.name} backend of {self.path.name} cannot run in tiles; use a smaller image "
+                   "or a model that tiles (.safetensors)")
             raise ImageTooLargeError(
                 f"a {shape[-1]}x{shape[-2]} input (batch {shape[0]}) needs about {need / 2 ** 30:.1f} GiB untiled, "
-                f"{avail / 2 ** 30:.1f} GiB are available, and the {self._backend.name} backend of {self.path.name} "
-                "cannot run in tiles; use a smaller image or a model that tiles (.safetensors)")
+                f"{avail / 2 ** 30:.1f} GiB are available, and {why}")
 
     def _run(self, a: np.ndarray, b: np.ndarray, k: int):
         self._check_memory(a.shape)
