@@ -174,7 +174,7 @@ def scale_to_unit(a: np.ndarray, name: str, depth: str = "auto", container_bits:
     elif is_float:
         lo, hi = (0.0, 1.0) if (mn >= 0.0 and mx <= 1.0) else (mn, mx)
         if (lo, hi) == (mn, mx):
-            warnings.warn(f"{name}: float data in [{mn:.4g}, {mx:.4g}], outside [0, 1]: stretched min..max "
+            warnings.warn(f"{name}: float data in [{mn:.7g}, {mx:.7g}], outside [0, 1]: stretched min..max "
                           "(depth='auto')", ImageReadWarning, stacklevel=3)
     elif mn < 0:
         lo, hi = mn, mx
