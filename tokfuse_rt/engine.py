@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .outputs import atomic_write
-
 from .imageio import DEFAULT_MAX_PIXELS, check_depth
 from .inputs import Prepared
+from .outputs import atomic_write
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default.safetensors"
 DEFAULT_TILE = 1024
