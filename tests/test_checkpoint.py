@@ -138,3 +138,26 @@ def test_corrupt_tensor_table(tiny_ckpt, tmp_path):
     p.write_bytes(struct.pack("<Q", len(hb)) + hb + data[8 + n:])
     with pytest.raises(CheckpointError, match="corrupt tensor table"):
         load_checkpoint(p)
+
+
+def test_checkpoint_of_an_earlier_release_loads_as_blend(tmp_path):
+    """A format-1 checkpoint written before the "tone" head existed has no ``head`` / ``tone_hidden``
+    in its config: it loads as the "blend" model it is, and fuses exactly as before."""
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    cfg = TokFuseConfig(width=32, enc_depth=1, dec_depth=1, codebook_size=64, head="blend")
+    m = TokFuse(cfg).eval()
+    new = save_checkpoint(m, tmp_path / "new.safetensors")
+    with open(new, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        meta = json.loads(f.read(n))["__metadata__"]
+    old_cfg = {k: v for k, v in json.loads(meta["config"]).items() if k not in ("head", "tone_hidden")}
+    meta["config"] = json.dumps(old_cfg, sort_keys=True)
+    old = tmp_path / "old.safetensors"
+    save_file(load_file(str(new)), str(old), metadata=meta)
+    m2, meta2 = load_checkpoint(old)
+    assert meta2["config"].head == "blend" and not hasattr(m2, "tone")
+    ir, vis = torch.rand(1, 1, 20, 30), torch.rand(1, 1, 20, 30)
+    with torch.no_grad():
+        assert torch.equal(m(ir, vis)[0], m2(ir, vis)[0])

@@ -154,3 +154,26 @@ def test_render_halves_and_tiles_match_forward():
         tile = m.render(ir[win], vis[win], up[win])[..., h:-h, h:-h]
         # float32 convs over identical inputs: only summation order may differ -> 1e-6
         torch.testing.assert_close(tile, fused[..., y0:y1, x0:x1], atol=1e-6, rtol=0)
+
+
+def test_tone_head_computes_the_documented_rule():
+    """With the convolutional corrections at their initial zero and a sharp selection, the "tone"
+    render is exactly tone_rule (tokfuse_rt.train.losses) at the tone the tokens predicted; the tone
+    is within its documented ranges and constant over the base map."""
+    from tokfuse_rt.train.losses import tone_rule
+
+    torch.manual_seed(0)
+    m = TokFuse(TokFuseConfig(head="tone")).eval()
+    with torch.no_grad():
+        m.head.tau.fill_(1e5)
+    g = torch.Generator().manual_seed(1)
+    ir, vis = torch.rand(2, 1, 33, 47, generator=g), torch.rand(2, 1, 33, 47, generator=g)
+    with torch.no_grad():
+        fused, _, base = m(ir, vis)
+    assert base.shape == (2, 5, 128, 128)
+    tone = base[:, 1:, 0, 0]
+    assert torch.equal(base[:, 1:], tone[:, :, None, None].expand_as(base[:, 1:]))
+    assert (tone[:, 0] >= 1).all() and (tone[:, 0] <= 2).all() and (tone[:, 1:] >= 0).all() and (tone[:, 1:] <= 1).all()
+    clear = (ir - vis).abs() > 1e-3       # sigmoid(1e5 · 1e-3) = 1 in float32: a hard max there
+    # float32: the same formula in a different order -> a few ulp of values <= ~2
+    torch.testing.assert_close(fused[clear], tone_rule(ir, vis, tone)[clear], atol=1e-6, rtol=0)

@@ -69,6 +69,12 @@ def register(subparsers) -> None:
     out.add_argument("--metrics", default=None, metavar="EN,SD,...",
                      help=f"comma-separated subset of {','.join(METRICS)} (default: all)")
     out.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    out.add_argument("--peers", default=None, metavar="JSON",
+                     help="append a mean-rank table against the methods of this peer table "
+                          "(layout of shared/data/val/peer_scores.json) and the thermal share kept")
+    out.add_argument("--peer-set", default=None, metavar="NAME",
+                     help="set name in the peer table (default: the name of the --set folder)")
+    out.add_argument("--name", default="tokfuse_rt", help="this model's row name in the mean-rank table")
     e.set_defaults(func=cmd_eval)
 
 
@@ -116,6 +122,13 @@ def cmd_eval(a) -> int:
 
     conv = get_convention(a.convention)          # ValueError for unknown names, before any work
     metrics = parse_metrics(a.metrics)
+    if a.peers is not None:
+        from .metrics.rank import load_peers
+
+        peer_set = a.peer_set or (Path(a.set_dir).name if a.set_dir else None)
+        if peer_set is None:
+            raise ValueError("--peers needs --peer-set NAME (or --set DIR, whose folder name is the set)")
+        a.peer_table = load_peers(a.peers, peer_set)   # FileNotFoundError / ValueError before any work
     report = Path(a.out)
     if report.exists() and report.is_dir():
         raise ValueError(f"--out must be a file, not a directory: {report}")
@@ -198,6 +211,8 @@ def _evaluate_and_write(a, conv, metrics, fused_dir, ir_dir, vis_dir, report: Pa
     info = {"ir": str(ir_dir), "vis": str(vis_dir), **info, "convention": conv.name,
             "evaluated": f"{len(rows)} images, {len(failures)} skipped"}
     _write_report(rows, failures, report, info)
+    if a.peers is not None and rows:
+        print(_append_rank(a, rows, report, fused_dir, ir_dir, vis_dir))
     print(f"evaluated {len(rows)} images, {len(failures)} skipped (convention {conv.name})")
     if not rows:
         print(f"report: {report.resolve()}")
@@ -209,6 +224,42 @@ def _evaluate_and_write(a, conv, metrics, fused_dir, ir_dir, vis_dir, report: Pa
         write_figure(rows, figure, title=title)
         print(f"figure: {figure.resolve()}")
     return 0
+
+
+def _thermal_kept(rows, fused_dir: Path, ir_dir: Path, vis_dir: Path):
+    """Mean thermal share kept (margin 0.25, images with >= 500 hot pixels) and how many images count."""
+    import numpy as np
+
+    from .metrics import read_gray, thermal_kept
+
+    def find(d: Path, stem: str) -> Path:
+        return next(p for p in sorted(d.iterdir()) if p.stem == stem)
+
+    kept = []
+    for r in rows:
+        f, ir, vis = (read_gray(find(d, r["name"])) / 255.0 for d in (fused_dir, ir_dir, vis_dir))
+        k, n = thermal_kept(f, ir, vis, margin=0.25)
+        if n >= 500:
+            kept.append(k)
+    return (float(np.mean(kept)) if kept else float("nan")), len(kept)
+
+
+def _append_rank(a, rows, report: Path, fused_dir: Path, ir_dir: Path, vis_dir: Path) -> str:
+    """Append the mean-rank table (this model among ``a.peer_table``) and the thermal share kept."""
+    from .metrics.rank import RANK_METRICS, place, rank_markdown
+    from .metrics.report import summarize
+
+    stats = summarize(rows)
+    table = dict(a.peer_table)
+    table[a.name] = {m: stats[m][0] for m in RANK_METRICS if m in stats}
+    kept, n = _thermal_kept(rows, fused_dir, ir_dir, vis_dir)
+    pos = place(table, a.name)
+    text = (f"\n## Mean rank against {Path(a.peers).name}\n\n{rank_markdown(table, highlight=a.name)}\n\n"
+            f"{a.name}: place {pos} of {len(table)} by mean rank. Thermal share kept: {kept:.3f} "
+            f"(mean over {n} images with >= 500 pixels where ir > vis + 0.25).\n")
+    with open(report, "a", encoding="utf-8") as fh:
+        fh.write(text)
+    return text.strip()
 
 
 def _mean_lines(rows) -> str:

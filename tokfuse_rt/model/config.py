@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 
 
+HEADS = ("blend", "tone")
 # Upper bounds checked before a model is built from a config (a corrupt or hostile checkpoint must not
 # allocate gigabytes); generous against the defaults below. Integer fields not listed: _MAX_OTHER.
 _MAX = {"image_size": 2048, "patch_size": 2048, "num_tokens": 4096, "code_dim": 1024, "codebook_size": 1 << 20,
@@ -38,6 +39,9 @@ class TokFuseConfig:
     default_k: int = 4             # STE: tokens edited by default (0..K at run time)
     detail_channels: int = 16      # detail pathway width
     head_channels: int = 16        # fusion head width
+    head: str = "blend"            # "blend": per-pixel blend + residual (format-1 models);
+                                   # "tone": selection + additive layer under a token-predicted global tone
+    tone_hidden: int = 64          # tone head hidden width ("tone" only)
 
     def __post_init__(self):
         for f in dataclasses.fields(self):          # types and sane bounds first: nothing is allocated yet
@@ -54,8 +58,10 @@ class TokFuseConfig:
             raise ValueError("width must be a multiple of heads")
         if not 0 <= self.default_k <= self.num_tokens:
             raise ValueError("default_k must be in [0, num_tokens]")
+        if self.head not in HEADS:
+            raise ValueError(f"config field head must be one of {HEADS}, got {self.head!r}")
         for f in dataclasses.fields(self):
-            if getattr(self, f.name) <= 0 and f.name != "default_k":
+            if f.type in (int, "int") and getattr(self, f.name) <= 0 and f.name != "default_k":
                 raise ValueError(f"config field {f.name} must be positive")
 
     @property

@@ -11,6 +11,7 @@ from torch import nn
 from .config import TokFuseConfig
 from .quant import l2norm, quantize
 from .ste import SelectiveTokenEditing, TokenMixer
+from .tone import ToneHead, ToneRender
 from .vit import TokenDecoder, TokenEncoder
 
 
@@ -54,7 +55,11 @@ class TokFuse(nn.Module):
         self.mixer = TokenMixer(c)
         self.ste = SelectiveTokenEditing(c)
         self.detail = DetailNet(c)
-        self.head = FusionHead(c)
+        if c.head == "tone":
+            self.tone = ToneHead(c)
+            self.head = ToneRender(c)
+        else:
+            self.head = FusionHead(c)
 
     # --- tokenizer -------------------------------------------------------------------------
     def codebook_n(self) -> torch.Tensor:
@@ -88,7 +93,8 @@ class TokFuse(nn.Module):
         return z, ids
 
     # The model in two halves. token_pathway: the 1D tokens, run once per pair at S×S; its whole
-    # output is a base map [B, C, S, S] (C = 1 here). render: the 2D half at full resolution, with
+    # output is a base map [B, C, S, S] (C = 1 for the "blend" head; 5 for "tone": the decoded base
+    # map and the four tone values, constant over the map). render: the 2D half at full resolution, with
     # the base map upsampled to H×W. render has no global operation: every output pixel depends on
     # the sources and base_up within ``render_halo`` pixels, and on nothing else, for any crop whose
     # offset is a multiple of ``render_align`` -- so a large image can be rendered in overlapping
@@ -103,7 +109,11 @@ class TokFuse(nn.Module):
         _, _, q_ir = self.tokenize(self.to_token_input(ir), cb)
         _, _, q_vis = self.tokenize(self.to_token_input(vis), cb)
         z, ids = self.shared_tokens(q_ir, q_vis, cb, k)
-        return self.decoder(z), ids
+        base = self.decoder(z)
+        if self.cfg.head == "tone":
+            tone = self.tone(z)[:, :, None, None].expand(-1, -1, *base.shape[-2:])
+            base = torch.cat([base, tone], dim=1)
+        return base, ids
 
     @staticmethod
     def upsample_base(base: torch.Tensor, size) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Two-stage training (§2): I tokenizer reconstruction warm-up, II fusion with STE (tokenizer frozen)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from ..model import TokFuse, TokFuseConfig, save_checkpoint
 from ..model.quant import l2norm, quantize
 from .data import PairBank, single_images
-from .losses import fusion_losses
+from .losses import fusion_losses, tone_losses
 
 
 @dataclass
@@ -32,10 +33,17 @@ class TrainArgs:
     w_grad: float = 10.0
     w_ssim: float = 1.0
     w_base: float = 0.5
-    w_vif: float = 0.0             # differentiable VIF and SCD terms (0 = not used)
+    w_vif: float = 0.0             # differentiable VIF and SCD terms (0 = not used; "blend" head)
     w_scd: float = 0.0
-    gain: float = 1.0              # contrast gain of the stage II intensity and gradient targets
-    alpha: float = 0.0             # share of the additive composite in the intensity target
+    w_tone: float = 1.0            # "tone" head: L1 of the predicted tone to the target's
+    head: str = "tone"             # model head: "tone" or "blend" (TokFuseConfig.head)
+    num_tokens: int = 32           # K
+    image_size: int = 128          # S
+    gain: float = 1.0              # contrast gain of the stage II intensity and gradient targets ("blend")
+    alpha: float = 0.5             # share of the additive composite in the intensity target
+    target_sd: float = 0.2157      # "tone": target contrast, std of the target in [0, 1] units (55/255)
+    gain_max: float = 2.0          # "tone": largest contrast gain of the target
+    random_k: bool = False         # stage II edits a random k in [0, 2·default_k] per step (else default_k)
     threads: int = 2
     log_every: int = 50
     save_every: int = 250
@@ -102,9 +110,11 @@ def train(args: TrainArgs, cfg: TokFuseConfig | None = None) -> Path:
         _log(f"[data] {len(bank)} pairs from {args.data} loaded in {time.perf_counter() - t0:.1f}s", logf)
 
         gen = torch.Generator().manual_seed(args.seed)
-        model = TokFuse(cfg or TokFuseConfig())
+        model = TokFuse(cfg or TokFuseConfig(head=args.head, num_tokens=args.num_tokens, image_size=args.image_size))
         stage, start = 1, 0
-        summary: dict = {"seed": args.seed, "pairs": len(bank), "steps1": args.steps1, "steps2": args.steps2}
+        summary: dict = {"seed": args.seed, "pairs": len(bank), "steps1": args.steps1, "steps2": args.steps2,
+                         "recipe": {k: v for k, v in dataclasses.asdict(args).items()
+                                    if k not in ("data", "out", "work", "resume", "threads")}}
         opt = None
         if args.resume and state_path.exists():
             st = torch.load(state_path, weights_only=False)
@@ -182,12 +192,18 @@ def stage2(model: TokFuse, bank: PairBank, args: TrainArgs, gen: torch.Generator
     ts = time.perf_counter()
     for step in range(start, args.steps2):
         ir, vis = bank.sample(gen, args.batch2, args.crop2)
-        k = int(torch.randint(0, min(K, 2 * model.cfg.default_k) + 1, (1,), generator=gen))
+        k = int(torch.randint(0, min(K, 2 * model.cfg.default_k) + 1, (1,), generator=gen)) if args.random_k \
+            else model.cfg.default_k
         fused, _, base = model(ir, vis, k=k)
-        parts = fusion_losses(fused, ir, vis, args.w_int, args.w_grad, args.w_ssim, args.gain, args.alpha,
-                              args.w_vif, args.w_scd)
-        target_base = F.interpolate(torch.maximum(ir, vis), size=base.shape[-2:], mode="bilinear", align_corners=False)
-        l_base = F.l1_loss(base, target_base)
+        if model.cfg.head == "tone":
+            parts, target = tone_losses(fused, base[:, 1:, 0, 0], ir, vis, args.alpha, args.target_sd, args.gain_max,
+                                        args.w_int, args.w_grad, args.w_ssim, args.w_tone)
+        else:
+            parts = fusion_losses(fused, ir, vis, args.w_int, args.w_grad, args.w_ssim, args.gain, args.alpha,
+                                  args.w_vif, args.w_scd)
+            target = torch.maximum(ir, vis)
+        target_base = F.interpolate(target, size=base.shape[-2:], mode="bilinear", align_corners=False)
+        l_base = F.l1_loss(base[:, :1], target_base)
         loss = parts["total"] + args.w_base * l_base
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -25,22 +25,47 @@ def ssim(x: torch.Tensor, y: torch.Tensor, win: int = 11, c1: float = 0.01 ** 2,
     return s.mean()
 
 
-def contrast_target(ir: torch.Tensor, vis: torch.Tensor, gain: float = 1.0, alpha: float = 0.0) -> torch.Tensor:
-    """Intensity target in [0, 1]: a mix of max(ir, vis) (weight 1 − ``alpha``) and the additive
-    composite ir + vis − (mean(ir) + mean(vis)) / 2 (weight ``alpha``), its contrast about each image's
-    mean scaled by ``gain``.
+def target_tone(ir: torch.Tensor, vis: torch.Tensor, alpha: float = 0.0, gain: float = 1.0, sd: float = 0.0,
+                gain_max: float = 2.0) -> torch.Tensor:
+    """The tone [B, 4] = (g, a, mu, c) of :func:`tone_rule` that the training target uses, per image.
 
-    ir, vis: [B, 1, H, W] in [0, 1]; means are per image.  gain=1, alpha=0 gives max(ir, vis).
+    c = (mean(ir) + mean(vis)) / 2; a = ``alpha``; mu = mean of m = (1 − a)·max(ir, vis) +
+    a·clamp(ir + vis − c, 0, 1); g = ``gain``, or with ``sd`` > 0 the gain that brings m's standard
+    deviation to ``sd``, clamped to [1, ``gain_max``].  ir, vis: [B, 1, H, W] in [0, 1].
     """
-    mean = lambda t: t.mean(dim=(-2, -1), keepdim=True)  # noqa: E731
+    mean = lambda t: t.mean(dim=(-3, -2, -1))  # noqa: E731  (per image -> [B])
+    c = 0.5 * (mean(ir) + mean(vis))
     m = torch.maximum(ir, vis)
     if alpha:
-        add = (ir + vis - 0.5 * (mean(ir) + mean(vis))).clamp(0.0, 1.0)
-        m = (1.0 - alpha) * m + alpha * add
-    if gain != 1.0:
-        mu = mean(m)
-        m = (mu + gain * (m - mu)).clamp(0.0, 1.0)
-    return m
+        m = (1.0 - alpha) * m + alpha * (ir + vis - c[:, None, None, None]).clamp(0.0, 1.0)
+    if sd:
+        g = (sd / m.flatten(1).std(dim=1, unbiased=False).clamp_min(1e-6)).clamp(1.0, gain_max)
+    else:
+        g = torch.full_like(c, gain)
+    return torch.stack([g, torch.full_like(c, alpha), mean(m), c], dim=1)
+
+
+def tone_rule(ir: torch.Tensor, vis: torch.Tensor, tone: torch.Tensor) -> torch.Tensor:
+    """The pixel rule of the "tone" head with a hard max (``tokfuse_rt.model.tone``):
+    clamp(mu + g·(m − mu), 0, 1), m = (1 − a)·max(ir, vis) + a·clamp(ir + vis − c, 0, 1).
+
+    ir, vis [B, 1, H, W] in [0, 1]; tone [B, 4] = (g, a, mu, c).
+    """
+    g, a, mu, c = (t[:, None, None, None] for t in tone.unbind(dim=1))
+    m = (1.0 - a) * torch.maximum(ir, vis) + a * (ir + vis - c).clamp(0.0, 1.0)
+    return (mu + g * (m - mu)).clamp(0.0, 1.0)
+
+
+def contrast_target(ir: torch.Tensor, vis: torch.Tensor, gain: float = 1.0, alpha: float = 0.0) -> torch.Tensor:
+    """Intensity target of the "blend" head in [0, 1]: :func:`tone_rule` at the tone of
+    :func:`target_tone` (fixed ``gain``; a mix of max(ir, vis) (weight 1 − ``alpha``) and the additive
+    composite ir + vis − (mean(ir) + mean(vis)) / 2, its contrast about its mean scaled by ``gain``).
+
+    ir, vis: [B, 1, H, W] in [0, 1].  gain=1, alpha=0 gives max(ir, vis) exactly.
+    """
+    if gain == 1.0 and not alpha:
+        return torch.maximum(ir, vis)
+    return tone_rule(ir, vis, target_tone(ir, vis, alpha, gain))
 
 
 def _valid(x: torch.Tensor, g: torch.Tensor, step: int = 1) -> torch.Tensor:
@@ -115,3 +140,24 @@ def fusion_losses(fused, ir, vis, w_int=1.0, w_grad=10.0, w_ssim=1.0, gain=1.0, 
         out["scd"] = 1.0 - 0.5 * scd(fused, ir, vis).mean()
         total = total + w_scd * out["scd"]
     return {"total": total} | out
+
+
+def tone_losses(fused, tone, ir, vis, alpha=0.5, sd=55 / 255, gain_max=2.0, w_int=1.0, w_grad=10.0, w_ssim=1.0,
+                w_tone=1.0):
+    """Loss terms of the "tone" head (dict, their weighted sum under 'total') and the target.
+
+    The target is :func:`tone_rule` at the image's own tone (:func:`target_tone` with ``alpha``,
+    ``sd``, ``gain_max``). int: L1 to it; grad: L1 of Sobel magnitudes to the target's; ssim:
+    1 − SSIM to it; tone: L1 of the predicted tone [B, 4] to the target's.
+    Returns (terms, target).
+    """
+    t_true = target_tone(ir, vis, alpha, sd=sd, gain_max=gain_max)
+    target = tone_rule(ir, vis, t_true)
+    out = {
+        "int": F.l1_loss(fused, target),
+        "grad": F.l1_loss(sobel_mag(fused), sobel_mag(target)),
+        "ssim": 1.0 - ssim(fused, target),
+        "tone": F.l1_loss(tone, t_true),
+    }
+    total = w_int * out["int"] + w_grad * out["grad"] + w_ssim * out["ssim"] + w_tone * out["tone"]
+    return {"total": total} | out, target
