@@ -161,3 +161,21 @@ def test_checkpoint_of_an_earlier_release_loads_as_blend(tmp_path):
     ir, vis = torch.rand(1, 1, 20, 30), torch.rand(1, 1, 20, 30)
     with torch.no_grad():
         assert torch.equal(m(ir, vis)[0], m2(ir, vis)[0])
+
+
+@pytest.mark.parametrize("head", ["blend", "tone"])
+def test_every_head_loads_through_the_header_check(tmp_path, head):
+    """load_checkpoint builds the config's model on the meta device first (no memory): every head's
+    constructor must work there, and a config/file mismatch is caught there for every head."""
+    from tokfuse_rt.model.config import HEADS
+
+    assert head in HEADS
+    torch.manual_seed(0)
+    cfg = TokFuseConfig(image_size=32, patch_size=8, num_tokens=4, codebook_size=8, width=16, heads=2, enc_depth=1,
+                        dec_depth=1, default_k=1, detail_channels=2, head_channels=2, head=head)
+    p = save_checkpoint(TokFuse(cfg), tmp_path / f"{head}.safetensors")
+    m, _ = load_checkpoint(p)
+    assert m.cfg == cfg
+    bigger = dict(json.loads(cfg.to_json()), width=4096, heads=64, enc_depth=64)
+    with pytest.raises(CheckpointError, match="does not match the model"):
+        load_checkpoint(_rewrite_meta(p, tmp_path / "bigger.safetensors", config=json.dumps(bigger)))

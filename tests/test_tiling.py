@@ -99,6 +99,25 @@ class _Aligned(TokFuse):
     render_align = 4
 
 
+def test_tiled_equals_untiled_tone_head(tmp_path):
+    """The "tone" head's base map has 5 channels (base + 4 tone values): windows of all of them."""
+    from tokfuse_rt.model import save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = TokFuseConfig(image_size=32, patch_size=8, num_tokens=8, codebook_size=64, width=32, enc_depth=1,
+                        dec_depth=1, heads=2, default_k=2, detail_channels=4, head_channels=4, head="tone")
+    m = TokFuse(cfg).eval()
+    with torch.no_grad():
+        m.head.conv2.weight.normal_(0, 0.1)
+    ckpt = save_checkpoint(m, tmp_path / "tone.safetensors")
+    rng = np.random.default_rng(5)
+    ir, vis = rng.integers(0, 256, (70, 90), dtype=np.uint8), rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    whole, tiled = _engines(ckpt, 16)
+    a, ia = whole.fuse_with_tokens(ir, vis)
+    b, ib = tiled.fuse_with_tokens(ir, vis)
+    assert np.array_equal(ia, ib) and _close(a, b) <= 1
+
+
 def test_tiles_follow_the_models_halo_and_align(tiny_ckpt, monkeypatch):
     from tokfuse_rt.backends import torch_backend
 

@@ -37,7 +37,7 @@ _INIT = (0.25, 0.5, 0.45, 0.4)
 
 
 def _logit(p: float) -> float:
-    return float(torch.logit(torch.tensor(p)))
+    return float(torch.logit(torch.tensor(p, device="cpu")))   # a number, also while a model is built on "meta"
 
 
 class ToneHead(nn.Module):
