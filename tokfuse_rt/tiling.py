@@ -19,8 +19,8 @@ luminance). The render has no global operation: an output pixel depends only on 
 Memory: the decoded sources and the output, plus one window's working set, whatever H×W.
 
 A backend runs tiles when it has ``run_tokens(ir, vis, k) -> (base, ids)``, ``run_render(ir, vis,
-base_up) -> fused`` (float32 numpy [B, ...]) and the attributes ``token_size``, ``render_halo`` and
-``render_align`` (:func:`supports_tiles`).
+base_up) -> fused`` (float32 numpy [B, ...]), the attributes ``token_size``, ``render_halo`` and
+``render_align``, and ``has_halves`` true where it defines it (:func:`supports_tiles`).
 """
 from __future__ import annotations
 
@@ -32,7 +32,10 @@ ROW_BLOCK = 256      # rows of source luminance per step of the token-input resi
 
 
 def supports_tiles(backend) -> bool:
-    return all(callable(getattr(backend, m, None)) for m in ("run_tokens", "run_render")) and all(
+    """True when ``backend`` can run the model's halves (and says so through ``has_halves``, where it
+    has that attribute) and knows the token size, halo and alignment."""
+    return bool(getattr(backend, "has_halves", True)) and all(
+        callable(getattr(backend, m, None)) for m in ("run_tokens", "run_render")) and all(
         getattr(backend, a, None) is not None for a in ("token_size", "render_halo", "render_align"))
 
 
