@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 # torch==2.13.0 is the CPU wheel on this project's machines; GPU users install their own torch (>=2.4).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test install build bench train eval-docs clean
+.PHONY: demo test install build bench train eval-docs gpu-check clean
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,17 @@ test: build
 
 bench: build
 	$(VPY) -m pytest bench/ --benchmark-only
+
+# GPU check (scripts/gpu_check.py): on a CUDA machine it builds the CUDA extension in place and runs every
+# GPU test, kernel check, Engine cuda-vs-cpu parity and GPU benchmark (< 8 min), writing $(OUT)/gpu_check.json
+# and .log; without a GPU it is a dry run of its own plumbing. No venv or network needed: on a machine
+# without .venv it runs $(PY). PAIRS: a folder of real test pairs (default: ../shared/data/test).
+OUT    ?= out/gpu
+PAIRS  ?=
+GPU_PY ?= $(if $(wildcard $(VPY)),$(VPY),$(PY))
+
+gpu-check:
+	$(GPU_PY) scripts/gpu_check.py --out "$(OUT)" $(if $(PAIRS),--pairs "$(PAIRS)")
 
 # Reproduce the bundled default model (about 25 min on 2 cores) and its quality reports under docs/.
 train: build

@@ -5,7 +5,9 @@ tokenized (K ids from the codebook) and decoded by π; PSNR (dB, peak 1) and SSI
 scikit-image-style SSIM, 7×7 uniform window, data range 1) of the reconstruction against the
 S×S input are averaged per modality.
 
-    python scripts/tokenizer_recon.py [--ckpt CKPT] [--sets TNO RoadScene] [--json out.json]
+    python scripts/tokenizer_recon.py [--ckpt CKPT] [--sets val/TNO test/TNO ...] [--json out.json]
+
+A set without a ``val/`` or ``test/`` prefix is a test set.
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ckpt", default=str(DEFAULT_MODEL))
     ap.add_argument("--data", default=None, help="shared/data folder (default: found beside the repo)")
-    ap.add_argument("--sets", nargs="*", default=["TNO", "RoadScene"])
+    ap.add_argument("--sets", nargs="*", default=["val/TNO", "val/RoadScene", "test/TNO", "test/RoadScene"])
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     data = Path(a.data) if a.data else find_shared_data()
@@ -58,7 +60,7 @@ def main(argv=None) -> int:
     out = {}
     print("| set | modality | images | PSNR (dB) | SSIM |\n|---|---|---:|---:|---:|")
     for s in a.sets:
-        d = Path(data) / "test" / s
+        d = Path(data) / (s if "/" in s else f"test/{s}")
         ir_dir, vis_dir = find_set_dirs(d)
         mods = [(ir_dir, "ir"), (vis_dir, "vis")] if ir_dir.name == "ir" else [(ir_dir, "a"), (vis_dir, "b")]
         for sub, label in mods:

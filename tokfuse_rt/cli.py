@@ -180,7 +180,7 @@ def _register_optional(sub, name: str) -> None:
 
 def main(argv=None) -> int:
     p = build_parser()
-    a = p.parse_args(argv)
+    a = p.parse_args(argv)          # ``train`` has the trainer's own options on its sub-parser
     if not getattr(a, "func", None):
         p.print_help()
         return 2

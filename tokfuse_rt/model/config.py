@@ -42,6 +42,10 @@ class TokFuseConfig:
     head: str = "blend"            # "blend": per-pixel blend + residual (format-1 models);
                                    # "tone": selection + additive layer under a token-predicted global tone
     tone_hidden: int = 64          # tone head hidden width ("tone" only)
+    # Token pathway: "builtin" (the tokenizer above, trained in stage I) or "titok" (an official TiTok
+    # tokenizer, frozen; its architecture as TiTokConfig JSON in tokenizer_config, see model/titok.py).
+    tokenizer: str = "builtin"
+    tokenizer_config: str = ""
 
     def __post_init__(self):
         for f in dataclasses.fields(self):          # types and sane bounds first: nothing is allocated yet
@@ -52,6 +56,14 @@ class TokFuseConfig:
                 hi = _MAX.get(f.name, _MAX_OTHER)
                 if v > hi:
                     raise ValueError(f"config field {f.name} = {v} is out of bounds (at most {hi})")
+        if self.tokenizer not in ("builtin", "titok"):
+            raise ValueError(f"tokenizer must be 'builtin' or 'titok', got {self.tokenizer!r}")
+        if self.tokenizer == "titok":
+            from .titok import check_tokfuse_config
+
+            check_tokfuse_config(self)
+        elif self.tokenizer_config:
+            raise ValueError("tokenizer_config is only used with tokenizer='titok'")
         if self.image_size % self.patch_size:
             raise ValueError("image_size must be a multiple of patch_size")
         if self.width % self.heads:

@@ -49,9 +49,14 @@ class TokFuse(nn.Module):
         super().__init__()
         self.cfg = cfg or TokFuseConfig()
         c = self.cfg
-        self.encoder = TokenEncoder(c)
-        self.codebook = nn.Parameter(l2norm(torch.randn(c.codebook_size, c.code_dim)))
-        self.decoder = TokenDecoder(c)
+        if c.tokenizer == "titok":         # an official TiTok tokenizer as the frozen token pathway
+            from .titok import TiTokTokenizer, check_tokfuse_config
+
+            self.tokenizer = TiTokTokenizer(check_tokfuse_config(c)).requires_grad_(False)
+        else:
+            self.encoder = TokenEncoder(c)
+            self.codebook = nn.Parameter(l2norm(torch.randn(c.codebook_size, c.code_dim)))
+            self.decoder = TokenDecoder(c)
         self.mixer = TokenMixer(c)
         self.ste = SelectiveTokenEditing(c)
         self.detail = DetailNet(c)
@@ -63,7 +68,21 @@ class TokFuse(nn.Module):
 
     # --- tokenizer -------------------------------------------------------------------------
     def codebook_n(self) -> torch.Tensor:
+        if self.cfg.tokenizer == "titok":
+            return self.tokenizer.codebook_n()
         return l2norm(self.codebook)
+
+    def encode_latents(self, y_s: torch.Tensor) -> torch.Tensor:
+        """[B, 1, S, S] luminance -> [B, K, d] continuous latents (not yet normalised)."""
+        if self.cfg.tokenizer == "titok":
+            return self.tokenizer.encode_luma(y_s)
+        return self.encoder(y_s)
+
+    def decode_tokens(self, q: torch.Tensor) -> torch.Tensor:
+        """π: [B, K, d] quantised tokens -> [B, 1, S, S] base map."""
+        if self.cfg.tokenizer == "titok":
+            return self.tokenizer.decode_luma(q)
+        return self.decoder(q)
 
     def to_token_input(self, y: torch.Tensor) -> torch.Tensor:
         s = self.cfg.image_size
@@ -72,14 +91,14 @@ class TokFuse(nn.Module):
     def tokenize(self, y_s: torch.Tensor, cb: torch.Tensor | None = None):
         """[B, 1, S, S] -> (z_n continuous normalised, ids [B, K], q [B, K, d])."""
         cb = self.codebook_n() if cb is None else cb
-        z = l2norm(self.encoder(y_s))
+        z = l2norm(self.encode_latents(y_s))
         ids, q = quantize(z, cb)
         return z, ids, q
 
     def reconstruct(self, y_s: torch.Tensor) -> torch.Tensor:
         """Tokenizer round trip at S×S (inference)."""
         _, _, q = self.tokenize(y_s)
-        return self.decoder(q)
+        return self.decode_tokens(q)
 
     # --- fusion ----------------------------------------------------------------------------
     def shared_tokens(self, q_ir, q_vis, cb, k):
@@ -109,7 +128,7 @@ class TokFuse(nn.Module):
         _, _, q_ir = self.tokenize(self.to_token_input(ir), cb)
         _, _, q_vis = self.tokenize(self.to_token_input(vis), cb)
         z, ids = self.shared_tokens(q_ir, q_vis, cb, k)
-        base = self.decoder(z)
+        base = self.decode_tokens(z)
         if self.cfg.head == "tone":
             tone = self.tone(z)[:, :, None, None].expand(-1, -1, *base.shape[-2:])
             base = torch.cat([base, tone], dim=1)

@@ -15,7 +15,10 @@ Render half (:class:`ToneRender`), per pixel, with A = ir, B = vis in [0, 1]:
     sel  = w·A + (1 − w)·B
     add  = clamp(A + B − c, 0, 1)                 additive composite
     m    = (1 − a)·sel + a·add
-    F    = clamp(mu + g·(m − mu) + r, 0, 1)
+    F    = knee(mu + g·(m − mu) + r)
+
+knee(x) rolls highlights off instead of clipping them: x below KNEE, KNEE + (1 − KNEE)·tanh((x −
+KNEE) / (1 − KNEE)) above it (continuous with slope 1, never above 1), clamped at 0 below.
 
 delta (selection correction) and r (residual) come from 3×3 convolutions over the detail features,
 the token base map and the sources; tau is a learned scalar. With delta = r = 0 and tau large this is
@@ -32,8 +35,15 @@ from torch import nn
 from .config import TokFuseConfig
 
 TONE_CHANNELS = ("g", "a", "mu", "c")
+KNEE = 0.9
 # tone at initialisation (before training): gain 1.25, additive share 0.5, mean 0.45, offset 0.4
 _INIT = (0.25, 0.5, 0.45, 0.4)
+
+
+def knee(x: torch.Tensor) -> torch.Tensor:
+    """Highlight roll-off to [0, 1) above KNEE (see the module docstring); clamp at 0 below."""
+    hi = KNEE + (1.0 - KNEE) * torch.tanh((x - KNEE) / (1.0 - KNEE))
+    return torch.where(x > KNEE, hi, x.clamp_min(0.0))
 
 
 def _logit(p: float) -> float:
@@ -79,4 +89,4 @@ class ToneRender(nn.Module):
         sel = w * ir + (1.0 - w) * vis
         add = (ir + vis - c).clamp(0.0, 1.0)
         m = (1.0 - a) * sel + a * add
-        return (mu + g * (m - mu) + y[:, 1:2]).clamp(0.0, 1.0)
+        return knee(mu + g * (m - mu) + y[:, 1:2])

@@ -23,14 +23,20 @@ class Attention(nn.Module):
         self.proj = nn.Linear(width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, T, W]
-        b, t, w = x.shape
-        h = self.heads
-        qkv = self.qkv(x).reshape(b, t, 3, h, w // h).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]                        # [B, h, T, W/h]
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(w // h))
-        att = att.softmax(dim=-1)
-        y = (att @ v).transpose(1, 2).reshape(b, t, w)
-        return self.proj(y)
+        return self.proj(attend(self.qkv(x), self.heads))
+
+
+def attend(qkv: torch.Tensor, heads: int) -> torch.Tensor:
+    """Scaled dot-product attention over packed projections: qkv [B, T, 3W] (q, k, v blocks of W,
+    each split into ``heads`` contiguous slices) -> [B, T, W], before the output projection."""
+    b, t, w3 = qkv.shape
+    w = w3 // 3
+    h = heads
+    qkv = qkv.reshape(b, t, 3, h, w // h).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]                            # [B, h, T, W/h]
+    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(w // h))
+    att = att.softmax(dim=-1)
+    return (att @ v).transpose(1, 2).reshape(b, t, w)
 
 
 class Block(nn.Module):

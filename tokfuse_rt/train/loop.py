@@ -48,6 +48,8 @@ class TrainArgs:
     log_every: int = 50
     save_every: int = 250
     resume: bool = False
+    tokenizer: str = ""            # official TiTok tokenizer (folder or weights file): skip stage I, keep it frozen
+    tokenizer_config: str = ""     # its config.json or preset (L-32, B-64, S-128) when not beside the weights
 
 
 def _log(msg: str, fh=None):
@@ -69,6 +71,32 @@ def tokenizer_step(model: TokFuse, y: torch.Tensor, beta: float = 0.25):
     rec = model.decoder(zq)
     l_rec = F.l1_loss(rec, y) + F.mse_loss(rec, y)
     return l_rec + l_code + beta * l_commit, {"rec": l_rec.item(), "code": l_code.item()}, z.detach(), ids
+
+
+def tokenizer_modules(model: TokFuse) -> list:
+    """The modules of the token pathway's tokenizer (frozen in stage II)."""
+    if model.cfg.tokenizer == "titok":
+        return [model.tokenizer]
+    return [model.encoder, model.decoder]
+
+
+def titok_model(path, config=None, cfg: TokFuseConfig | None = None):
+    """A TokFuse model on the official TiTok tokenizer at ``path`` (weights copied in, frozen); its
+    fusion part from ``cfg`` (default TokFuseConfig). Returns (model, provenance dict)."""
+    import dataclasses
+
+    from ..model.titok import TOKENIZER_FIELDS, load_titok, state_digest, tokfuse_config
+
+    tok = load_titok(path, config)
+    base = cfg or TokFuseConfig()
+    fusion = {k: v for k, v in dataclasses.asdict(base).items() if k not in TOKENIZER_FIELDS}
+    fusion["default_k"] = min(fusion["default_k"], tok.cfg.num_latent_tokens)
+    model = TokFuse(tokfuse_config(tok.cfg, **fusion))
+    model.tokenizer.load_state_dict(tok.state_dict())
+    model.tokenizer.requires_grad_(False)
+    info = {"kind": "titok", "source": Path(path).name, "sha256": state_digest(tok),
+            "params": sum(p.numel() for p in tok.parameters())}
+    return model, info
 
 
 def _restart_dead_codes(model: TokFuse, usage: torch.Tensor, recent_z: torch.Tensor, gen: torch.Generator) -> int:
@@ -110,11 +138,19 @@ def train(args: TrainArgs, cfg: TokFuseConfig | None = None) -> Path:
         _log(f"[data] {len(bank)} pairs from {args.data} loaded in {time.perf_counter() - t0:.1f}s", logf)
 
         gen = torch.Generator().manual_seed(args.seed)
-        model = TokFuse(cfg or TokFuseConfig(head=args.head, num_tokens=args.num_tokens, image_size=args.image_size))
         stage, start = 1, 0
         summary: dict = {"seed": args.seed, "pairs": len(bank), "steps1": args.steps1, "steps2": args.steps2,
                          "recipe": {k: v for k, v in dataclasses.asdict(args).items()
                                     if k not in ("data", "out", "work", "resume", "threads")}}
+        if args.tokenizer:          # S and K are the tokenizer's (--image-size, --num-tokens do not apply)
+            model, summary["tokenizer"] = titok_model(args.tokenizer, args.tokenizer_config or None,
+                                                      cfg or TokFuseConfig(head=args.head))
+            summary["steps1"] = 0
+            stage = 2
+            _log(f"[tokenizer] {args.tokenizer}: official TiTok, K={model.cfg.num_tokens}, "
+                 f"S={model.cfg.image_size}, frozen; stage I skipped", logf)
+        else:
+            model = TokFuse(cfg or TokFuseConfig(head=args.head, num_tokens=args.num_tokens, image_size=args.image_size))
         opt = None
         if args.resume and state_path.exists():
             st = torch.load(state_path, weights_only=False)
@@ -176,9 +212,11 @@ def stage2(model: TokFuse, bank: PairBank, args: TrainArgs, gen: torch.Generator
            start: int = 0, state_path: Path | None = None, logf=None, t0: float | None = None) -> None:
     """Stage II: fusion with STE, tokenizer (encoder, decoder, codebook) frozen."""
     t0 = time.perf_counter() if t0 is None else t0
-    for mod in (model.encoder, model.decoder):
+    frozen = tokenizer_modules(model)
+    for mod in frozen:
         mod.requires_grad_(False)
-    model.codebook.requires_grad_(False)
+    if model.cfg.tokenizer == "builtin":
+        model.codebook.requires_grad_(False)
     params = [p for n, p in model.named_parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr2, weight_decay=1e-4)
     if state_path is not None and args.resume and state_path.exists() and start > 0:
@@ -186,8 +224,8 @@ def stage2(model: TokFuse, bank: PairBank, args: TrainArgs, gen: torch.Generator
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr2, total_steps=max(args.steps2, 1), pct_start=0.1)
     _fast_forward(sched, start)
     model.train()
-    model.encoder.eval()
-    model.decoder.eval()
+    for mod in frozen:
+        mod.eval()
     K = model.cfg.num_tokens
     ts = time.perf_counter()
     for step in range(start, args.steps2):

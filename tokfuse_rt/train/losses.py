@@ -45,15 +45,19 @@ def target_tone(ir: torch.Tensor, vis: torch.Tensor, alpha: float = 0.0, gain: f
     return torch.stack([g, torch.full_like(c, alpha), mean(m), c], dim=1)
 
 
-def tone_rule(ir: torch.Tensor, vis: torch.Tensor, tone: torch.Tensor) -> torch.Tensor:
+def tone_rule(ir: torch.Tensor, vis: torch.Tensor, tone: torch.Tensor, roll_off: bool = True) -> torch.Tensor:
     """The pixel rule of the "tone" head with a hard max (``tokfuse_rt.model.tone``):
-    clamp(mu + g·(m − mu), 0, 1), m = (1 − a)·max(ir, vis) + a·clamp(ir + vis − c, 0, 1).
+    knee(mu + g·(m − mu)), m = (1 − a)·max(ir, vis) + a·clamp(ir + vis − c, 0, 1); with
+    ``roll_off=False`` clamp(·, 0, 1) instead of the knee.
 
     ir, vis [B, 1, H, W] in [0, 1]; tone [B, 4] = (g, a, mu, c).
     """
     g, a, mu, c = (t[:, None, None, None] for t in tone.unbind(dim=1))
+    from ..model.tone import knee
+
     m = (1.0 - a) * torch.maximum(ir, vis) + a * (ir + vis - c).clamp(0.0, 1.0)
-    return (mu + g * (m - mu)).clamp(0.0, 1.0)
+    y = mu + g * (m - mu)
+    return knee(y) if roll_off else y.clamp(0.0, 1.0)
 
 
 def contrast_target(ir: torch.Tensor, vis: torch.Tensor, gain: float = 1.0, alpha: float = 0.0) -> torch.Tensor:
@@ -65,7 +69,7 @@ def contrast_target(ir: torch.Tensor, vis: torch.Tensor, gain: float = 1.0, alph
     """
     if gain == 1.0 and not alpha:
         return torch.maximum(ir, vis)
-    return tone_rule(ir, vis, target_tone(ir, vis, alpha, gain))
+    return tone_rule(ir, vis, target_tone(ir, vis, alpha, gain), roll_off=False)
 
 
 def _valid(x: torch.Tensor, g: torch.Tensor, step: int = 1) -> torch.Tensor:
