@@ -24,11 +24,10 @@ SETS = ("TNO", "RoadScene", "MSRS", "Harvard_MRI_CT", "Harvard_MRI_PET", "Harvar
 
 
 def pairs_of(root: Path, name: str):
-    d = root / "test" / name
-    a, b = (d / "ir", d / "vi") if (d / "ir").is_dir() else (d / "a", d / "b")
-    for p in sorted(a.iterdir()):
-        if p.is_file() and (b / p.name).is_file():
-            yield p.name, p, b / p.name
+    from tokfuse_rt.pairing import pair_set
+
+    for p in pair_set(root / "test" / name):
+        yield p.name, p.ir, p.vis
 
 
 def main(argv=None) -> int:

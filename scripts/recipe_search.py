@@ -33,14 +33,15 @@ M8 = ["EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM"]
 
 def split(train_root: Path, work: Path):
     """Symlink farm: work/trainsplit (276 M3FD + LLVIP + MSRS pairs) and work/val (30 M3FD pairs)."""
+    from tokfuse_rt.pairing import pair_set
+
     ts, val = work / "trainsplit", work / "val"
-    names = sorted(p.name for p in (train_root / "M3FD" / "ir").iterdir())
-    for i, n in enumerate(names):
+    for i, p in enumerate(pair_set(train_root / "M3FD")):
         dst = val if i % 9 == 4 else ts / "M3FD"
-        for m in ("ir", "vi"):
+        for m, src in (("ir", p.ir), ("vi", p.vis)):
             (dst / m).mkdir(parents=True, exist_ok=True)
-            if not (dst / m / n).exists():
-                os.symlink(train_root / "M3FD" / m / n, dst / m / n)
+            if not (dst / m / src.name).exists():
+                os.symlink(src, dst / m / src.name)
     for s in ("LLVIP", "MSRS"):
         if not (ts / s).exists():
             os.symlink(train_root / s, ts / s)
@@ -91,6 +92,7 @@ def main(argv=None) -> int:
     from tokfuse_rt.imageio import load_image, luminance
     from tokfuse_rt.model import TokFuse, TokFuseConfig, save_checkpoint
     from tokfuse_rt.model.checkpoint import load_checkpoint
+    from tokfuse_rt.pairing import pair_set
     from tokfuse_rt.train.data import PairBank
     from tokfuse_rt.train.loop import TrainArgs, stage2
 
@@ -115,8 +117,7 @@ def main(argv=None) -> int:
     data = Path(a.data) if a.data else find_shared_data("train")
     work = Path(a.work)
     ts, val = split(data / "train", work)
-    pairs = [(luminance(load_image(p)), luminance(load_image(val / "vi" / p.name)))
-             for p in sorted((val / "ir").iterdir())]
+    pairs = [(luminance(load_image(p.ir)), luminance(load_image(p.vis))) for p in pair_set(val)]
     src, _ = load_checkpoint(a.tokenizer)
     res = {}
     if a.figure:

@@ -44,6 +44,7 @@ def main(argv=None) -> int:
     from tokfuse_rt.engine import DEFAULT_MODEL
     from tokfuse_rt.imageio import load_image, luminance
     from tokfuse_rt.model.checkpoint import load_checkpoint
+    from tokfuse_rt.pairing import find_set_dirs, image_files
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ckpt", default=str(DEFAULT_MODEL))
@@ -60,9 +61,10 @@ def main(argv=None) -> int:
     print("| set | modality | images | PSNR (dB) | SSIM |\n|---|---|---:|---:|---:|")
     for s in a.sets:
         d = Path(data) / (s if "/" in s else f"test/{s}")
-        mods = [("ir", "ir"), ("vi", "vis")] if (d / "ir").is_dir() else [("a", "a"), ("b", "b")]
+        ir_dir, vis_dir = find_set_dirs(d)
+        mods = [(ir_dir, "ir"), (vis_dir, "vis")] if ir_dir.name == "ir" else [(ir_dir, "a"), (vis_dir, "b")]
         for sub, label in mods:
-            imgs = [luminance(load_image(p)) for p in sorted((d / sub).iterdir()) if p.is_file()]
+            imgs = [luminance(load_image(p)) for p in image_files(sub)]
             r = recon_scores(model, imgs)
             out[f"{s}/{label}"] = r
             print(f"| {s} | {label} | {r['n']} | {r['PSNR']:.2f} | {r['SSIM']:.3f} |", flush=True)

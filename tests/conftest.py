@@ -96,3 +96,22 @@ def tiny_onnx(tiny_ckpt, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
     assert main([str(tiny_ckpt), "-o", str(out), "--no-verify"]) == 0
     return out
+
+
+def _png_header_only(path, w, h):
+    """A PNG whose IHDR claims w x h (8-bit gray) followed by a tiny IDAT: decoding it would fail."""
+    import struct
+    import zlib
+
+    def chunk(t, data):
+        return struct.pack(">I", len(data)) + t + data + struct.pack(">I", zlib.crc32(t + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.fixture(scope="session")
+def png_header_only():
+    """``png_header_only(path, w, h)`` writes a PNG header claiming w x h pixels (a decompression bomb)."""
+    return _png_header_only

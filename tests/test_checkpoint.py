@@ -95,6 +95,51 @@ def test_nan_weights_rejected(tmp_path):
         load_checkpoint(p)
 
 
+@pytest.mark.parametrize("change,msg", [
+    ({"width": 10 ** 9}, "config field width = 1000000000 is out of bounds"),
+    ({"codebook_size": 1 << 30}, "codebook_size = 1073741824 is out of bounds"),
+    ({"image_size": "128"}, "config field image_size must be an int"),
+    ({"enc_depth": True}, "config field enc_depth must be an int"),
+])
+def test_absurd_config_refused_before_any_allocation(tiny_ckpt, tmp_path, change, msg):
+    cfg = dict(json.loads(load_checkpoint(tiny_ckpt)[0].cfg.to_json()), **change)
+    p = _rewrite_meta(tiny_ckpt, tmp_path / "absurd.safetensors", config=json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=msg):
+        load_checkpoint(p)
+
+
+def test_large_config_claim_checked_against_the_file_without_allocating(tiny_ckpt, tmp_path):
+    """Within the bounds but far more than the file holds (a 4096-wide, 64-deep ViT would be ~13 GB of
+    float32 to build): refused from the header and a meta-device model, in well under a second of work."""
+    import resource
+    import time
+
+    cfg = dict(json.loads(load_checkpoint(tiny_ckpt)[0].cfg.to_json()), width=4096, enc_depth=64, dec_depth=64,
+               heads=64, mlp_ratio=16)
+    p = _rewrite_meta(tiny_ckpt, tmp_path / "huge.safetensors", config=json.dumps(cfg))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t = time.perf_counter()
+    with pytest.raises(CheckpointError, match="does not match the model"):
+        Engine(p)
+    assert time.perf_counter() - t < 30
+    grew_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grew_mib < 200, grew_mib
+
+
+def test_corrupt_tensor_table(tiny_ckpt, tmp_path):
+    data = tiny_ckpt.read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    name = next(k for k in header if k != "__metadata__")
+    header[name]["shape"] = "abc"
+    hb = json.dumps(header).encode()
+    hb += b" " * (-len(hb) % 8)
+    p = tmp_path / "table.safetensors"
+    p.write_bytes(struct.pack("<Q", len(hb)) + hb + data[8 + n:])
+    with pytest.raises(CheckpointError, match="corrupt tensor table"):
+        load_checkpoint(p)
+
+
 def test_checkpoint_of_an_earlier_release_loads_as_blend(tmp_path):
     """A format-1 checkpoint written before the "tone" head existed has no ``head`` / ``tone_hidden``
     in its config: it loads as the "blend" model it is, and fuses exactly as before."""
@@ -116,3 +161,21 @@ def test_checkpoint_of_an_earlier_release_loads_as_blend(tmp_path):
     ir, vis = torch.rand(1, 1, 20, 30), torch.rand(1, 1, 20, 30)
     with torch.no_grad():
         assert torch.equal(m(ir, vis)[0], m2(ir, vis)[0])
+
+
+@pytest.mark.parametrize("head", ["blend", "tone"])
+def test_every_head_loads_through_the_header_check(tmp_path, head):
+    """load_checkpoint builds the config's model on the meta device first (no memory): every head's
+    constructor must work there, and a config/file mismatch is caught there for every head."""
+    from tokfuse_rt.model.config import HEADS
+
+    assert head in HEADS
+    torch.manual_seed(0)
+    cfg = TokFuseConfig(image_size=32, patch_size=8, num_tokens=4, codebook_size=8, width=16, heads=2, enc_depth=1,
+                        dec_depth=1, default_k=1, detail_channels=2, head_channels=2, head=head)
+    p = save_checkpoint(TokFuse(cfg), tmp_path / f"{head}.safetensors")
+    m, _ = load_checkpoint(p)
+    assert m.cfg == cfg
+    bigger = dict(json.loads(cfg.to_json()), width=4096, heads=64, enc_depth=64)
+    with pytest.raises(CheckpointError, match="does not match the model"):
+        load_checkpoint(_rewrite_meta(p, tmp_path / "bigger.safetensors", config=json.dumps(bigger)))

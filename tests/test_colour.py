@@ -61,9 +61,13 @@ def test_engine_colour_rules(tiny_ckpt):
         gray3 = np.repeat(ir[..., None], 3, axis=-1)
         out = eng.fuse(gray3, gray3)
         assert out.shape == (40, 50, 3) and not is_colour(out)
-        # chroma from ir when only ir is colour (e.g. PET passed first)
+        # gray visible -> gray output, whatever the infrared (the colour comes from the visible side only)
         out2 = eng.fuse(vis_rgb, ir)
-        assert out2.shape == (40, 50, 3) and is_colour(out2)
+        assert out2.shape == (40, 50) and out2.dtype == np.uint8
+        out3 = eng.fuse(vis_rgb, gray3)                  # gray stored as RGB: 3 equal channels back
+        assert out3.shape == (40, 50, 3) and not is_colour(out3)
+        # gray and gray-stored-as-RGB visible images have the same luminance: the same fused values
+        assert np.array_equal(out3[..., 0], out2) and np.array_equal(out3[..., 1], out2)
 
 
 @pytest.mark.parametrize("set_name", ["Harvard_MRI_PET", "Harvard_MRI_SPECT"])

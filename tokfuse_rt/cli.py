@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 EPILOG = """examples:
@@ -12,14 +13,41 @@ EPILOG = """examples:
   tokfuse fuse-dir --ir data/ir --vis data/vi -o out/ --ray        # on Ray: local, or the running cluster
   tokfuse info --model model.onnx
   tokfuse train --data ../shared/data/train -o model.safetensors
+
+exit status:
+  0    done (fuse-dir: every pair fused or already done)
+  1    an error, reported in one line (bad argument, input or model); fuse-dir: some pairs failed or
+       had an ambiguous stem (listed in the summary and the JSON report)
+  2    command-line usage error
+  3    export trt: TensorRT or a GPU is missing (the ONNX file and the compatibility report are written)
+  130  interrupted (Ctrl-C); fuse-dir still writes its report, re-running resumes
 """
 
 
-def _add_model_args(p):
+def _add_model_args(p, inputs: bool = True):
     p.add_argument("--model", "-m", default=None,
                    help="model file: .safetensors (PyTorch), .onnx (ONNX Runtime), .plan (TensorRT); default: bundled model")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the backend (default: library default)")
+    if not inputs:
+        return
+    from .engine import DEFAULT_TILE
+    from .imageio import DEFAULT_MAX_PIXELS, DEPTH_MODES
+
+    g = p.add_argument_group("inputs and limits")
+    g.add_argument("--depth", default="auto", choices=DEPTH_MODES,
+                   help="files with more than 8 bits per sample: auto (detect 10/12/14/16 bits), range (min..max), "
+                        "full (the container's range) (default: auto)")
+    g.add_argument("--max-pixels", type=float, default=DEFAULT_MAX_PIXELS,
+                   help=f"refuse images with more pixels, checked before decoding (default: {DEFAULT_MAX_PIXELS:.0e})")
+    g.add_argument("--tile-size", type=int, default=DEFAULT_TILE,
+                   help=f"fuse images over 2 x tile-size^2 pixels in tiles of this size (default: {DEFAULT_TILE}; "
+                        "0: never)")
+
+
+def _add_write_args(p):
+    p.add_argument("--quality", type=int, default=None,
+                   help="JPEG/WebP quality 1..100 (default: 95)")
 
 
 def _add_k(p):
@@ -29,29 +57,45 @@ def _add_k(p):
 def _engine(a):
     from .engine import Engine
 
-    return Engine(a.model, device=a.device, threads=a.threads)
+    kw = {}
+    if hasattr(a, "depth"):
+        kw = {"depth": a.depth, "max_pixels": int(a.max_pixels) if a.max_pixels else None,
+              "tile_size": a.tile_size or None}
+    return Engine(a.model, device=a.device, threads=a.threads, **kw)
 
 
 def cmd_fuse(a) -> int:
-    from .imageio import save_image
+    from .outputs import check_output_path, check_quality, save_image
 
+    check_output_path(a.output)                    # before any work
+    check_quality(a.quality)
     with _engine(a) as eng:
         img = eng.fuse(a.ir, a.vis, k=a.k)
-    out = save_image(img, a.output)
+    out = save_image(img, a.output, quality=a.quality)
     print(f"wrote {out} ({img.shape[1]}x{img.shape[0]}, {'RGB' if img.ndim == 3 else 'gray'})")
     return 0
 
 
 def cmd_fuse_dir(a) -> int:
+    from .outputs import check_output_dir, check_output_ext, check_quality
+    from .pairing import image_files
+
+    check_output_ext(a.ext)                        # everything the user got wrong, before the model loads
+    check_quality(a.quality)
+    image_files(a.ir, "ir"), image_files(a.vis, "vis")
+    check_output_dir(a.output, a.ir, a.vis)
     if a.ray is not None:
         from .distributed.cli import cmd_fuse_dir_ray
 
         return cmd_fuse_dir_ray(a)
+    report = Path(a.report) if a.report else Path(a.output) / "tokfuse-report.json"
     with _engine(a) as eng:
-        rep = eng.fuse_dir(a.ir, a.vis, a.output, k=a.k, progress=not a.quiet, ext=a.ext)
+        rep = eng.fuse_dir(a.ir, a.vis, a.output, k=a.k, progress=not a.quiet, ext=a.ext,
+                           overwrite=a.overwrite, quality=a.quality, report_path=report)
     print(rep.summary())
     print(f"outputs in {Path(a.output).resolve()}")
-    return 0 if not rep.failed else 1
+    print(f"report: {report.resolve()}")
+    return 0 if not (rep.failed or rep.ambiguous) else 1
 
 
 def cmd_info(a) -> int:
@@ -68,9 +112,9 @@ def cmd_info(a) -> int:
 
 
 def cmd_train(a) -> int:
-    from .train.__main__ import main as train_main
+    from .train.__main__ import run
 
-    return train_main(a.train_args)
+    return run(a)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,19 +130,27 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fuse", help="fuse one pair of images", description="Fuse one registered pair of images.")
     f.add_argument("ir", help="infrared (or MRI) image file")
     f.add_argument("vis", help="visible (or CT/PET/SPECT) image file; a colour image gives the output its colour")
-    f.add_argument("-o", "--output", required=True, help="output image file (PNG recommended)")
+    f.add_argument("-o", "--output", required=True,
+                   help="output image file: .png, .jpg, .webp, .tif or .bmp (PNG recommended)")
     _add_k(f)
+    _add_write_args(f)
     _add_model_args(f)
     f.set_defaults(func=cmd_fuse)
 
-    d = sub.add_parser("fuse-dir", help="fuse every pair of two folders",
-                       description="Fuse pairs with the same file name in two folders; bad pairs are reported and skipped.")
+    d = sub.add_parser(
+        "fuse-dir", help="fuse every pair of two folders",
+        description="Fuse the pairs of two folders (same file name, else same stem; ambiguous stems are reported "
+                    "and not fused). Bad pairs are reported and skipped; outputs are written atomically; a re-run "
+                    "skips pairs whose output exists and decodes. A summary is printed and a JSON report written.")
     d.add_argument("--ir", required=True, help="folder of infrared (or MRI) images")
     d.add_argument("--vis", required=True, help="folder of visible (or second-modality) images")
-    d.add_argument("-o", "--output", required=True, help="output folder")
-    d.add_argument("--ext", default=".png", help="output file extension (default .png)")
+    d.add_argument("-o", "--output", required=True, help="output folder (not inside an input folder)")
+    d.add_argument("--ext", default=".png", help="output file extension: .png, .jpg, .webp, .tif, .bmp (default .png)")
+    d.add_argument("--overwrite", action="store_true", help="fuse again pairs whose output already exists")
+    d.add_argument("--report", default=None, help="JSON report path (default: OUTPUT/tokfuse-report.json)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_k(d)
+    _add_write_args(d)
     _add_model_args(d)
     from .distributed.cli import add_ray_args
 
@@ -107,12 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="show the model, backend and device", description="Show what an engine runs.")
     i.add_argument("--json", action="store_true", help="print JSON")
-    _add_model_args(i)
+    _add_model_args(i, inputs=False)
     i.set_defaults(func=cmd_info)
 
-    t = sub.add_parser("train", help="train a model (python -m tokfuse_rt.train)", add_help=False,
-                       description="Train a TokFuse model; all arguments go to python -m tokfuse_rt.train.")
-    t.add_argument("train_args", nargs=argparse.REMAINDER)
+    from .train.__main__ import build_parser as train_parser
+
+    t = sub.add_parser("train", help="train a model (= python -m tokfuse_rt.train)",
+                       description="Train a TokFuse model (stage I tokenizer, stage II fusion with STE); the same "
+                                   "options as python -m tokfuse_rt.train.")
+    train_parser(t)
     t.set_defaults(func=cmd_train)
 
     for extra in ("eval", "export", "bench", "serve"):
@@ -133,21 +188,35 @@ def _register_optional(sub, name: str) -> None:
 
 def main(argv=None) -> int:
     p = build_parser()
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["train"]:
-        # argparse.REMAINDER does not take arguments that start with an option (``train --data D``):
-        # everything after ``train`` goes to the trainer's own parser.
-        a = argparse.Namespace(command="train", func=cmd_train, train_args=argv[1:])
-    else:
-        a = p.parse_args(argv)
+    a = p.parse_args(argv)          # ``train`` has the trainer's own options on its sub-parser
     if not getattr(a, "func", None):
         p.print_help()
         return 2
+
+    def one_line_warning(message, category, filename, lineno, file=None, line=None):
+        print(f"tokfuse {a.command}: warning: {message}", file=file or sys.stderr)
+
+    shown, warnings.showwarning = warnings.showwarning, one_line_warning
     try:
         return a.func(a)
-    except (ValueError, TypeError, FileNotFoundError, ImportError, RuntimeError) as e:
-        print(f"tokfuse {a.command}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"tokfuse {a.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, ImportError, RuntimeError, MemoryError) as e:
+        from .engine import one_line
+
+        print(f"tokfuse {a.command}: error: {one_line(e) if not isinstance(e, OSError) else _os_error(e)}",
+              file=sys.stderr)
         return 1
+    finally:
+        warnings.showwarning = shown
+
+
+def _os_error(e: OSError) -> str:
+    """FileNotFoundError keeps its message (it names the input); other OS errors say what failed where."""
+    if isinstance(e, FileNotFoundError) and not e.filename:
+        return str(e)
+    return f"{e.strerror or e}{': ' + str(e.filename) if e.filename else ''}"
 
 
 if __name__ == "__main__":

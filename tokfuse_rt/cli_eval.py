@@ -5,9 +5,10 @@ Two modes::
     tokfuse eval --fused DIR --ir DIR --vis DIR [--out report.md] [--figure report.png]
     tokfuse eval --engine PATH|default --set DIR [--keep DIR] [--k K] [--out report.md]
 
-Files pair up by stem across the folders (PNG, JPEG, BMP, TIFF; gray or RGB, read as luminance
-under the default convention).  Unpaired, ambiguous, unreadable or mismatched files are reported on
-stderr and in the report, and skipped.  The report is a Markdown table (one row per image, then a
+ir and vis files pair up as in ``fuse-dir`` (exact file name, then stem: :mod:`tokfuse_rt.pairing`),
+fused images by stem; every format ``fuse`` reads, gray or RGB, read as luminance under the default
+convention.  Unpaired, ambiguous, unreadable or mismatched files are reported on stderr and in the
+report, and skipped.  The report is a Markdown table (one row per image, then a
 ``mean ± std`` row); the figure (a PNG, by default beside the report) has one bar chart per metric.
 The mean row goes to stdout, progress bars to stderr.
 
@@ -22,10 +23,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
-#: Sub-folder pairs recognised in a ``--set`` directory: (ir-like, vis-like).
-SET_LAYOUTS = (("ir", "vi"), ("ir", "vis"), ("a", "b"))
+from .pairing import SET_LAYOUTS, find_set_dirs  # noqa: F401 - SET_LAYOUTS re-exported for callers
 
 EPILOG = """examples:
   tokfuse eval --fused out/TNO --ir ../shared/data/test/TNO/ir --vis ../shared/data/test/TNO/vi --out tno.md
@@ -98,18 +98,6 @@ def parse_metrics(text: Optional[str]) -> Optional[List[str]]:
         if name not in out:
             out.append(name)
     return out or None
-
-
-def find_set_dirs(set_dir) -> Tuple[Path, Path]:
-    """(ir_dir, vis_dir) of a test-set folder with ir/vi, ir/vis or a/b sub-folders."""
-    set_dir = Path(set_dir)
-    if not set_dir.is_dir():
-        raise FileNotFoundError(f"set directory not found: {set_dir}")
-    for a, b in SET_LAYOUTS:
-        if (set_dir / a).is_dir() and (set_dir / b).is_dir():
-            return set_dir / a, set_dir / b
-    layouts = ", ".join(f"{a}/+{b}/" for a, b in SET_LAYOUTS)
-    raise FileNotFoundError(f"set directory {set_dir} has none of the sub-folder pairs {layouts}")
 
 
 def _need_dir(path, what: str) -> Path:
@@ -187,7 +175,7 @@ def cmd_eval(a) -> int:
             k = eng._k(a.k)                       # validates --k before fusing anything
             desc = f"{eng.path.name} ({eng.info().get('backend', '?')}, k={k})"
             t0 = time.perf_counter()
-            rep = eng.fuse_dir(ir_dir, vis_dir, fused_dir, k=k, progress=not a.quiet)
+            rep = eng.fuse_dir(ir_dir, vis_dir, fused_dir, k=k, progress=not a.quiet, report_path=False)
             dt = time.perf_counter() - t0
         print(f"fused {len(rep.written)} pairs with {desc} in {dt:.1f} s"
               f" ({len(rep.failed)} failed, {len(rep.unpaired)} unpaired)")
@@ -196,6 +184,8 @@ def cmd_eval(a) -> int:
         for name in rep.unpaired:
             pre_failures.append({"name": Path(name).stem, "path": name,
                                  "reason": "unpaired: no partner in the other source folder"})
+        for stem, why in rep.ambiguous:
+            pre_failures.append({"name": stem, "path": "", "reason": why})
         if keep is not None:
             keep.mkdir(parents=True, exist_ok=True)
             for p in rep.written:

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from .engine import DEFAULT_MODEL, Engine
-from .imageio import save_image
+from .outputs import save_image
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 

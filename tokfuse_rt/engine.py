@@ -1,59 +1,87 @@
 """``tokfuse_rt.Engine``: one API over the PyTorch, ONNX Runtime and TensorRT backends (§4)."""
 from __future__ import annotations
 
+import datetime as _dt
+import json
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .imageio import IMAGE_EXTS, is_colour, luminance, rgb_to_ycbcr, save_image, to_uint8, ycbcr_to_rgb
-from .inputs import make_output, to_array
+from .imageio import DEFAULT_MAX_PIXELS, check_depth
+from .inputs import Prepared
+from .outputs import atomic_write
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default.safetensors"
+DEFAULT_TILE = 1024
+MIN_PIXELS = 16 * 16
+# Working memory of an untiled backend call per input pixel (ONNX Runtime CPU measured ~280 B/px on
+# the default model, 1.3 -> 3 MP; PyTorch similar). Calls estimated above the memory available are
+# refused before they start, instead of being killed by the kernel's OOM killer mid-batch.
+UNTILED_BYTES_PER_PIXEL = 320
+REPORT_NAME = "tokfuse-report.json"
 
 
 @dataclass
 class FuseReport:
-    """Outcome of ``fuse_dir``: what was written, which pairs failed (and why), what had no partner."""
+    """Outcome of ``fuse_dir``: what was written or already there, which pairs failed (and why),
+    what had no partner or an ambiguous stem, warnings, and stale temporaries removed."""
 
     written: list = field(default_factory=list)
     failed: list = field(default_factory=list)       # (name, message)
-    unpaired: list = field(default_factory=list)     # file names found on one side only
+    unpaired: list = field(default_factory=list)     # "ir/<name>" / "vis/<name>": found on one side only
+    skipped: list = field(default_factory=list)      # outputs already there (resumed run)
+    ambiguous: list = field(default_factory=list)    # (stem, reason): not fused
+    warnings: list = field(default_factory=list)     # (name, message)
+    removed_temps: list = field(default_factory=list)
+    interrupted: bool = False
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.unpaired
+        return not self.failed and not self.unpaired and not self.ambiguous and not self.interrupted
 
     def summary(self) -> str:
-        s = f"{len(self.written)} fused, {len(self.failed)} failed, {len(self.unpaired)} unpaired"
-        lines = [s] + [f"  failed {n}: {m}" for n, m in self.failed] + [f"  unpaired {n}" for n in self.unpaired]
+        s = (f"{len(self.written)} fused, {len(self.failed)} failed, {len(self.unpaired)} unpaired, "
+             f"{len(self.skipped)} already done, {len(self.ambiguous)} ambiguous")
+        if self.interrupted:
+            s += " (interrupted)"
+        lines = [s] + [f"  failed {n}: {m}" for n, m in self.failed] + [f"  ambiguous {r}" for _, r in self.ambiguous]
+        lines += [f"  unpaired {n}" for n in self.unpaired] + [f"  warning {n}: {m}" for n, m in self.warnings]
         return "\n".join(lines)
 
+    def to_dict(self) -> dict:
+        return {
+            "counts": {"fused": len(self.written), "failed": len(self.failed), "unpaired": len(self.unpaired),
+                       "already_done": len(self.skipped), "ambiguous": len(self.ambiguous)},
+            "interrupted": self.interrupted,
+            "written": [str(p) for p in self.written],
+            "already_done": [str(p) for p in self.skipped],
+            "failed": [{"name": n, "reason": m} for n, m in self.failed],
+            "unpaired": list(self.unpaired),
+            "ambiguous": [{"stem": s, "reason": r} for s, r in self.ambiguous],
+            "warnings": [{"name": n, "message": m} for n, m in self.warnings],
+            "removed_temporaries": [str(p) for p in self.removed_temps],
+        }
 
-class _Prepared:
-    __slots__ = ("y_ir", "y_vis", "chroma", "spec")
+    def write_json(self, path, **run_info) -> Path:
+        """Write the report (plus ``run_info``) as JSON, atomically."""
+        d = {"tokfuse_rt": "fuse-dir report", **{k: str(v) if isinstance(v, Path) else v for k, v in run_info.items()},
+             **self.to_dict()}
+        data = json.dumps(d, indent=1).encode()
+        return atomic_write(path, lambda f: f.write(data))
 
-    def __init__(self, ir, vis):
-        a, _ = to_array(ir, "ir")
-        b, spec = to_array(vis, "vis")
-        if a.shape[:2] != b.shape[:2]:
-            raise ValueError(
-                f"ir and vis sizes differ: ir is {a.shape[1]}x{a.shape[0]}, vis is {b.shape[1]}x{b.shape[0]} "
-                "(the pair must be registered and of the same size)"
-            )
-        self.chroma = b if is_colour(b) else (a if is_colour(a) else None)
-        self.y_ir, self.y_vis, self.spec = luminance(a), luminance(b), spec
 
-    def finish(self, fused_y: np.ndarray):
-        if self.chroma is not None:
-            ycc = rgb_to_ycbcr(self.chroma)
-            ycc[..., 0] = fused_y
-            out_f = ycbcr_to_rgb(ycc)
-        else:
-            out_f = np.clip(fused_y, 0.0, 1.0).astype(np.float32)
-        return make_output(to_uint8(out_f), out_f, self.spec)
+def one_line(e: BaseException) -> str:
+    """An exception as one line: its message (first line), prefixed by its type unless it is an input error."""
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, MemoryError):
+        return f"out of memory (MemoryError{': ' + msg if msg != 'MemoryError' else ''})"
+    if not isinstance(e, (ValueError, TypeError, FileNotFoundError)):
+        return f"{type(e).__name__}: {msg}"
+    return msg
 
 
 class Engine:
@@ -66,11 +94,17 @@ class Engine:
     or None for the bundled default. ``device``: "auto", "cpu", "cuda", "cuda:N". ``threads``:
     intra-op threads (None leaves the library default). ``kernels`` (PyTorch backend only): "auto",
     "torch", "ext" (C++ nn_search) or "triton". ``batch_size``: pairs per backend call in fuse_batch.
+    ``max_pixels``: inputs with more pixels are refused (files: from the header, before decoding;
+    None: no limit). ``depth``: how files with more than 8 bits per sample are scaled to [0, 1]
+    ("auto", "range", "full"; see ``tokfuse_rt.imageio.scale_to_unit``). ``tile_size``: images of
+    more than 2 × tile_size² pixels are fused in tiles of about tile_size² (bounded memory) where
+    the backend runs the model's halves (see ``tokfuse_rt.tiling``); None: never tile.
     """
 
     def __init__(self, path=None, device: str = "auto", threads: int | None = None, kernels: str = "auto",
-                 batch_size: int = 4):
-        from .backends import backend_class
+                 batch_size: int = 4, max_pixels: int | None = DEFAULT_MAX_PIXELS, depth: str = "auto",
+                 tile_size: int | None = DEFAULT_TILE):
+        from .backends import OutputGuard, backend_class
 
         if path is None:
             path = DEFAULT_MODEL
@@ -85,6 +119,10 @@ class Engine:
             raise ValueError(f"threads must be a positive int or None, got {threads!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        for nm, v, lo in (("max_pixels", max_pixels, MIN_PIXELS), ("tile_size", tile_size, 16)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo):
+                raise ValueError(f"{nm} must be an int >= {lo} or None, got {v!r}")
+        self.max_pixels, self.depth, self.tile_size = max_pixels, check_depth(depth), tile_size
         cls = backend_class(path)
         kwargs = {"device": device, "threads": threads}
         if kernels != "auto":
@@ -94,6 +132,9 @@ class Engine:
         self.path = path
         self.batch_size = batch_size
         self._backend = cls(path, **kwargs)
+        cfg = getattr(self._backend, "cfg", None)
+        cb = cfg.get("codebook_size") if isinstance(cfg, dict) else getattr(cfg, "codebook_size", None)
+        self._guard = OutputGuard(path, self._backend.num_tokens, cb)
 
     # --- API -----------------------------------------------------------------------------------
     def _k(self, k) -> int:
@@ -109,6 +150,51 @@ class Engine:
         if self._backend is None:
             raise RuntimeError("this Engine has been closed")
 
+    def _prepare(self, ir, vis) -> Prepared:
+        return Prepared(ir, vis, max_pixels=self.max_pixels, depth=self.depth)
+
+    def _tiled(self, shape) -> bool:
+        from .tiling import supports_tiles
+
+        return (self.tile_size is not None and shape[0] * shape[1] > 2 * self.tile_size ** 2
+                and supports_tiles(self._backend))
+
+    def _call(self, fn, shape, *args):
+        """Run a backend step; failures other than input errors become BackendError naming the model."""
+        from .backends import BackendError, ModelOutputError
+
+        try:
+            return fn(*args)
+        except (ValueError, TypeError, MemoryError, ModelOutputError):
+            raise
+        except Exception as e:  # noqa: BLE001 - torch/ONNX Runtime/TensorRT errors of any type
+            raise BackendError(f"model file {self.path}: the {self._backend.name} backend failed on a "
+                               f"{shape[1]}x{shape[0]} input: {one_line(e)}") from e
+
+    def _check_memory(self, shape) -> None:
+        """Refuse an untiled call whose working memory would exceed the memory available."""
+        need = UNTILED_BYTES_PER_PIXEL * int(np.prod(shape))
+        if need < 2 ** 30:
+            return
+        avail = _mem_available()
+        if avail is not None and need > avail:
+            from .imageio import ImageTooLargeError
+            from .tiling import supports_tiles
+
+            why = ("tiles are off (tile_size=None)" if supports_tiles(self._backend) else
+                   f"the {self._backend.name} backend of {self.path.name} cannot run in tiles; use a smaller image "
+                   "or a model that tiles (.safetensors)")
+            raise ImageTooLargeError(
+                f"a {shape[-1]}x{shape[-2]} input (batch {shape[0]}) needs about {need / 2 ** 30:.1f} GiB untiled, "
+                f"{avail / 2 ** 30:.1f} GiB are available, and {why}")
+
+    def _run(self, a: np.ndarray, b: np.ndarray, k: int):
+        self._check_memory(a.shape)
+        fused, ids = self._call(self._backend.run, a.shape[2:], a, b, k)
+        self._guard.fused(fused, a.shape)
+        self._guard.ids(ids, a.shape[0])
+        return fused, ids
+
     def fuse(self, ir, vis, k: int | None = None):
         """Fuse one pair. Returns the same kind as ``vis`` (uint8 numpy for file paths)."""
         return self.fuse_with_tokens(ir, vis, k)[0]
@@ -117,8 +203,15 @@ class Engine:
         """Like ``fuse`` but also returns the K shared token ids (int64 numpy [K]) after STE."""
         self._require_open()
         k = self._k(k)
-        p = _Prepared(ir, vis)
-        fused, ids = self._backend.run(p.y_ir[None, None], p.y_vis[None, None], k)
+        return self._fuse_prepared(self._prepare(ir, vis), k)
+
+    def _fuse_prepared(self, p: Prepared, k: int):
+        if self._tiled(p.shape):
+            from .tiling import fuse_tiled
+
+            return self._call(fuse_tiled, p.shape, self._backend, p, k, self.tile_size, self._guard)
+        y_ir, y_vis = p.luminance()
+        fused, ids = self._run(y_ir[None, None], y_vis[None, None], k)
         return p.finish(fused[0, 0]), ids[0]
 
     def fuse_batch(self, pairs, k: int | None = None) -> list:
@@ -132,52 +225,98 @@ class Engine:
             except (TypeError, ValueError):
                 raise TypeError(f"pairs[{i}]: expected an (ir, vis) pair") from None
             try:
-                prepared.append(_Prepared(ir, vis))
+                prepared.append(self._prepare(ir, vis))
             except (ValueError, TypeError, FileNotFoundError) as e:
                 raise type(e)(f"pairs[{i}]: {e}") from None
         out = [None] * len(prepared)
         groups: dict = {}
         for i, p in enumerate(prepared):
-            groups.setdefault(p.y_ir.shape, []).append(i)
+            if self._tiled(p.shape):
+                out[i] = self._fuse_prepared(p, k)[0]
+            else:
+                groups.setdefault(p.shape, []).append(i)
         for idx in groups.values():
             for s in range(0, len(idx), self.batch_size):
                 chunk = idx[s:s + self.batch_size]
-                a = np.stack([prepared[i].y_ir for i in chunk])[:, None]
-                b = np.stack([prepared[i].y_vis for i in chunk])[:, None]
-                fused, _ = self._backend.run(a, b, k)
+                lums = [prepared[i].luminance() for i in chunk]
+                a = np.stack([y[0] for y in lums])[:, None]
+                b = np.stack([y[1] for y in lums])[:, None]
+                fused, _ = self._run(a, b, k)
                 for j, i in enumerate(chunk):
                     out[i] = prepared[i].finish(fused[j, 0])
         return out
 
     def fuse_dir(self, ir_dir, vis_dir, out_dir, k: int | None = None, progress: bool = True,
-                 ext: str = ".png") -> FuseReport:
-        """Fuse every pair with the same file name (or stem) in ``ir_dir`` and ``vis_dir``.
+                 ext: str = ".png", overwrite: bool = False, quality: int | None = None,
+                 report_path=None) -> FuseReport:
+        """Fuse every pair of ``ir_dir`` and ``vis_dir`` (paired by ``tokfuse_rt.pairing``: exact file
+        name, then stem; ambiguous stems are reported and not fused) into ``out_dir/<stem><ext>``.
 
-        Writes ``out_dir/<stem><ext>``. A bad pair is reported in the returned FuseReport and
-        skipped; the rest carry on and files already written stay.
+        Never stops on a pair: any failure (decoding, size limit, backend error, out of memory,
+        writing) is reported in the returned FuseReport and the run goes on. Outputs are written
+        atomically; a pair whose output already exists and decodes is skipped (a re-run resumes)
+        unless ``overwrite``; stale temporaries of killed runs are removed. ``out_dir`` must not be,
+        or lie inside, an input folder. The report is also written as JSON to ``report_path``
+        (default ``out_dir/tokfuse-report.json``; False: not written), even when interrupted.
         """
+        from .outputs import (check_output_dir, check_output_ext, check_quality, output_ok, remove_stale_temps,
+                              save_image)
+        from .pairing import pair_dirs
+
         self._require_open()
         k = self._k(k)
-        pairs, unpaired = pair_files(ir_dir, vis_dir)
-        out_dir = Path(out_dir)
+        ext = check_output_ext(ext)
+        quality = check_quality(quality)
+        pairing = pair_dirs(ir_dir, vis_dir)
+        out_dir = check_output_dir(out_dir, ir_dir, vis_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        report = FuseReport(unpaired=unpaired)
-        bar = _progress(pairs, progress, "fusing")
-        for name, a, b in bar:
-            try:
-                img = self.fuse(a, b, k)
-                report.written.append(save_image(img, out_dir / (Path(name).stem + ext)))
-            except (ValueError, TypeError, FileNotFoundError, OSError) as e:
-                report.failed.append((name, str(e)))
-                if progress:
-                    bar.write(f"skipped {name}: {e}", file=sys.stderr)
+        if report_path is None:
+            report_path = out_dir / REPORT_NAME
+        report = FuseReport(unpaired=list(pairing.unpaired), ambiguous=list(pairing.ambiguous))
+        report.removed_temps = remove_stale_temps(out_dir)
+        started = _dt.datetime.now().isoformat(timespec="seconds")
+        bar = _progress(pairing.pairs, progress, "fusing")
+        try:
+            for pair in bar:
+                target = out_dir / (pair.stem + ext)
+                if not overwrite and output_ok(target):
+                    report.skipped.append(target)
+                    continue
+                try:
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        img = self.fuse(pair.ir, pair.vis, k)
+                    for w in caught:
+                        report.warnings.append((pair.name, str(w.message)))
+                        if progress:
+                            bar.write(f"warning {pair.name}: {w.message}", file=sys.stderr)
+                    report.written.append(save_image(img, target, quality))
+                except Exception as e:  # noqa: BLE001 - one pair never stops the batch; reported below
+                    report.failed.append((pair.name, one_line(e)))
+                    if progress:
+                        bar.write(f"skipped {pair.name}: {one_line(e)}", file=sys.stderr)
+        except BaseException:
+            report.interrupted = True
+            raise
+        finally:
+            if report_path is not False:
+                try:
+                    report.write_json(report_path, ir_dir=Path(ir_dir), vis_dir=Path(vis_dir), out_dir=out_dir,
+                                      model=self.path, backend=self._backend.name, k=k, started=started,
+                                      finished=_dt.datetime.now().isoformat(timespec="seconds"))
+                except OSError as e:
+                    print(f"tokfuse: could not write the JSON report {report_path}: {e}", file=sys.stderr)
         return report
 
     def info(self) -> dict:
         """What runs: backend, device, model path, config and training summary."""
+        from .tiling import supports_tiles
+
         self._require_open()
         d = {"model": str(self.path)}
         d.update(self._backend.info())
+        d["limits"] = {"max_pixels": self.max_pixels, "depth": self.depth, "tile_size": self.tile_size,
+                       "tiles": supports_tiles(self._backend)}
         return d
 
     def close(self) -> None:
@@ -198,18 +337,22 @@ class Engine:
         return f"Engine({str(self.path)!r}, backend={self._backend.name})"
 
 
-def pair_files(ir_dir, vis_dir):
-    """[(name, ir_path, vis_path)], [unpaired names]; pairs by file name, else by stem."""
-    dirs = {}
-    for label, d in (("ir", ir_dir), ("vis", vis_dir)):
-        d = Path(d)
-        if not d.is_dir():
-            raise FileNotFoundError(f"{label} directory not found: {d}")
-        dirs[label] = {p.stem: p for p in sorted(d.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTS}
-    a, b = dirs["ir"], dirs["vis"]
-    pairs = [(a[s].name, a[s], b[s]) for s in sorted(set(a) & set(b))]
-    unpaired = [f"ir/{a[s].name}" for s in sorted(set(a) - set(b))] + [f"vis/{b[s].name}" for s in sorted(set(b) - set(a))]
-    return pairs, unpaired
+def _mem_available() -> int | None:
+    """Bytes of memory available: MemAvailable of /proc/meminfo, or less under a cgroup v2 memory
+    limit (containers). None where unknown."""
+    vals = []
+    try:
+        with open("/proc/meminfo") as f:
+            vals.append(next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("MemAvailable:")))
+    except (OSError, StopIteration, ValueError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            vals.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return min(vals) if vals else None
 
 
 class _NoBar(list):

@@ -1,5 +1,10 @@
-"""Accept the input kinds of §4 (paths, PIL images, numpy, torch), validate once, and build outputs
-of the same kind as the visible input."""
+"""Input preparation, in one place: accept the input kinds of §4 (paths, PIL images, numpy, torch),
+validate once, decide the colour of the result, and build it in the kind of the visible input.
+
+Colour rule (§2): the fused luminance takes the chroma of the visible (second) image when that image
+is colour (an RGB photo, a pseudo-colour PET/SPECT image); a gray visible image gives a gray result,
+whatever the infrared (first) image is. Gray stored as RGB with equal channels counts as gray.
+"""
 from __future__ import annotations
 
 import os
@@ -7,7 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .imageio import MIN_SIZE, load_image, pil_to_array
+from .imageio import (DEFAULT_MAX_PIXELS, MIN_SIZE, check_pixels, is_colour, load_image, luminance, pil_to_array,
+                      rgb_to_ycbcr, to_uint8, ycbcr_to_rgb)
+
+_ROWS = 512   # row block for whole-image checks
 
 
 @dataclass(frozen=True)
@@ -29,17 +37,25 @@ def _is_pil(x) -> bool:
     return type(x).__module__.startswith("PIL.") and hasattr(x, "mode") and hasattr(x, "size")
 
 
-def to_array(x, name: str) -> tuple[np.ndarray, Spec]:
-    """Input -> (image as uint8 or float32 numpy (H, W) / (H, W, 3), Spec). Raises naming ``name``."""
+def to_array(x, name: str, max_pixels=DEFAULT_MAX_PIXELS, depth: str = "auto") -> tuple[np.ndarray, Spec]:
+    """Input -> (image as uint8 or float32 numpy (H, W) / (H, W, 3), Spec). Raises naming ``name``.
+
+    ``max_pixels`` bounds every kind of input (files: from the header, before decoding); ``depth``
+    is the rule for files and PIL images with more than 8 bits (see ``imageio.scale_to_unit``).
+    """
     if isinstance(x, (str, os.PathLike)):
-        arr, spec = load_image(x, name), Spec("path", "hw")
+        arr, spec = load_image(x, name, max_pixels=max_pixels, depth=depth), Spec("path", "hw")
     elif isinstance(x, bytes):
         raise TypeError(f"{name}: got bytes; pass a file path, a PIL image, a numpy array or a torch tensor")
     elif _is_pil(x):
-        arr, spec = pil_to_array(x, name), Spec("pil", "hw", x.mode)
+        arr, spec = pil_to_array(x, name, depth=depth, max_pixels=max_pixels), Spec("pil", "hw", x.mode)
     elif _is_torch(x):
+        if x.ndim >= 2:
+            check_pixels(x.shape[-1], x.shape[-2], name, max_pixels)
         arr, spec = _from_torch(x, name)
     elif isinstance(x, np.ndarray):
+        if x.ndim >= 2:
+            check_pixels(x.shape[1], x.shape[0], name, max_pixels)
         arr, spec = _from_numpy(x, name)
     else:
         raise TypeError(
@@ -98,7 +114,7 @@ def _check_values(a: np.ndarray, name: str) -> None:
     if h < MIN_SIZE or w < MIN_SIZE:
         raise ValueError(f"{name}: image is {w}x{h}; the minimum size is {MIN_SIZE}x{MIN_SIZE}")
     if a.dtype != np.uint8:
-        if not np.isfinite(a).all():
+        if not all(np.isfinite(a[r:r + _ROWS]).all() for r in range(0, h, _ROWS)):
             raise ValueError(f"{name}: array contains NaN or inf")
         lo, hi = float(a.min()), float(a.max())
         if lo < 0.0 or hi > 1.0:
@@ -109,7 +125,8 @@ def _check_values(a: np.ndarray, name: str) -> None:
 def make_output(out_u8: np.ndarray, out_f: np.ndarray, spec: Spec):
     """Build the result in the kind of the visible input.
 
-    ``out_u8`` is the fused image as uint8 (H, W) or (H, W, 3); ``out_f`` the same in float32 [0, 1].
+    ``out_u8`` is the fused image as uint8 (H, W) or (H, W, 3); ``out_f`` the same in float32 [0, 1]
+    (needed only for float numpy/torch results; None otherwise).
     Paths give uint8 numpy; PIL gives PIL (mode L or RGB); numpy keeps dtype and layout (a gray
     result for an (H, W, 3) input repeats the channel); torch keeps dtype, layout and device.
     """
@@ -142,3 +159,72 @@ def _layout_numpy(a: np.ndarray, layout: str, colour: bool) -> np.ndarray:
         return np.repeat(a[..., None], 3, axis=-1)
     return a
 
+
+
+class Prepared:
+    """One validated pair: the two sources (uint8 or float32 [0, 1]), the colour decision and how to
+    return the result. Luminance is computed on demand, for the whole image or a window, so large
+    images can be processed in tiles without full-size float copies."""
+
+    __slots__ = ("ir", "vis", "colour", "spec")
+
+    def __init__(self, ir, vis, max_pixels=DEFAULT_MAX_PIXELS, depth: str = "auto"):
+        a, _ = to_array(ir, "ir", max_pixels, depth)
+        b, spec = to_array(vis, "vis", max_pixels, depth)
+        if a.shape[:2] != b.shape[:2]:
+            raise ValueError(
+                f"ir and vis sizes differ: ir is {a.shape[1]}x{a.shape[0]}, vis is {b.shape[1]}x{b.shape[0]} "
+                "(the pair must be registered and of the same size)"
+            )
+        self.ir, self.vis, self.spec = a, b, spec
+        self.colour = is_colour(b)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.ir.shape[:2]
+
+    def luminance(self, rows: slice = slice(None), cols: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        """(Y_ir, Y_vis) float32 of the window ``rows`` x ``cols`` (default: the whole image)."""
+        return luminance(self.ir[rows, cols]), luminance(self.vis[rows, cols])
+
+    def output(self) -> "OutputBuilder":
+        return OutputBuilder(self)
+
+    def finish(self, fused_y: np.ndarray):
+        """The whole fused luminance (H, W) -> the result in the kind of the visible input."""
+        out = self.output()
+        out.put(0, 0, fused_y)
+        return out.result()
+
+
+class OutputBuilder:
+    """The result of a Prepared pair, filled window by window with fused luminance (elementwise, so
+    filling in tiles gives exactly what filling at once gives)."""
+
+    def __init__(self, p: Prepared):
+        import torch
+
+        h, w = p.shape
+        self.p = p
+        shape = (h, w, 3) if p.colour else (h, w)
+        self.u8 = np.empty(shape, np.uint8)
+        s = p.spec
+        need_f = (s.kind == "numpy" and s.dtype != np.uint8) or (s.kind == "torch" and s.dtype != torch.uint8)
+        self.f = np.empty(shape, np.float32) if need_f else None
+
+    def put(self, y0: int, x0: int, fused_y: np.ndarray) -> None:
+        """Write the fused luminance window whose top-left corner is (y0, x0)."""
+        h, w = fused_y.shape
+        win = (slice(y0, y0 + h), slice(x0, x0 + w))
+        if self.p.colour:
+            ycc = rgb_to_ycbcr(self.p.vis[win])
+            ycc[..., 0] = fused_y
+            out_f = ycbcr_to_rgb(ycc)
+        else:
+            out_f = np.clip(fused_y, 0.0, 1.0).astype(np.float32)
+        self.u8[win] = to_uint8(out_f)
+        if self.f is not None:
+            self.f[win] = out_f
+
+    def result(self):
+        return make_output(self.u8, self.f, self.p.spec)

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from .engine import Engine
-from .imageio import load_image, save_image
+from .imageio import load_image
+from .outputs import save_image
+from .pairing import pair_set
 
 DEFAULT_PICKS = [("TNO", "01.png"), ("TNO", "21.png"), ("RoadScene", "FLIR_00211.jpg"), ("MSRS", "00004N.png"),
                  ("Harvard_MRI_PET", "11.png"), ("Harvard_MRI_CT", "11.png")]
@@ -27,16 +29,11 @@ def _fit(a: np.ndarray, h: int) -> np.ndarray:
     return np.asarray(Image.fromarray(a).resize((w, h), Image.BILINEAR))
 
 
-def set_dirs(root: Path, name: str) -> tuple[Path, Path]:
-    d = root / name
-    return (d / "ir", d / "vi") if (d / "ir").is_dir() else (d / "a", d / "b")
-
-
 def build(engine: Engine, root: Path, picks=DEFAULT_PICKS, row_h: int = 200, k=None) -> np.ndarray:
     rows = []
     for set_name, file in picks:
-        a_dir, b_dir = set_dirs(root, set_name)
-        a, b = load_image(a_dir / file, "ir"), load_image(b_dir / file, "vis")
+        pair = pair_set(root / set_name).by_name(file)
+        a, b = load_image(pair.ir, "ir"), load_image(pair.vis, "vis")
         f = engine.fuse(a, b, k=k)
         tiles = [_fit(_rgb(x), row_h) for x in (a, b, f)]
         gap = np.full((row_h, 6, 3), 255, np.uint8)

@@ -1,9 +1,13 @@
 """Runtime backends. Each exposes ``run(ir, vis, k) -> (fused, ids)`` on float32 numpy batches
-[B, 1, H, W] in [0, 1] and ``info() -> dict``. Heavy dependencies are imported lazily."""
+[B, 1, H, W] in [0, 1] and ``info() -> dict``; backends that can run the model's two halves also
+expose ``run_tokens``/``run_render`` and ``token_size``/``render_halo``/``render_align`` (used for
+tiles, see ``tokfuse_rt.tiling``). Heavy dependencies are imported lazily."""
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
+
+import numpy as np
 
 # suffix -> (module, class, what must be installed)
 REGISTRY = {
@@ -46,3 +50,41 @@ def token_counts(cfg: dict | None, k_static: int | None, path: Path, missing: st
     if k_static and int(k_static) != n:
         raise ValueError(f"model file {path}: ids output has {k_static} tokens but the config says {n}")
     return n, default_k
+
+
+class ModelOutputError(RuntimeError):
+    """A model returned what no tokfuse_rt model returns: a wrong shape, NaN/inf, token ids out of range."""
+
+
+class BackendError(RuntimeError):
+    """A backend failed while running a model (the message names the model and the input size)."""
+
+
+class OutputGuard:
+    """Checks every backend output before it is used, so a foreign or broken model file gives a clear
+    error naming it instead of a black or garbage image."""
+
+    def __init__(self, path, num_tokens: int, codebook_size: int | None = None):
+        self.path, self.num_tokens, self.codebook_size = Path(path), int(num_tokens), codebook_size
+
+    def _fail(self, what: str):
+        raise ModelOutputError(f"model file {self.path}: {what} (a foreign or broken model?)")
+
+    def fused(self, f, shape) -> None:
+        if not isinstance(f, np.ndarray) or not np.issubdtype(f.dtype, np.floating):
+            self._fail(f"output 'fused' is {type(f).__name__} {getattr(f, 'dtype', '')}, expected float")
+        if tuple(f.shape) != tuple(shape):
+            self._fail(f"output 'fused' has shape {tuple(f.shape)}, expected {tuple(shape)}")
+        if not np.isfinite(f).all():
+            self._fail("output 'fused' contains NaN or inf")
+
+    def ids(self, ids, batch: int) -> None:
+        ids = np.asarray(ids)
+        if ids.shape != (batch, self.num_tokens) or not np.issubdtype(ids.dtype, np.integer):
+            self._fail(f"output 'ids' is {ids.dtype} {ids.shape}, expected integers ({batch}, {self.num_tokens})")
+        if ids.size and (ids.min() < 0 or (self.codebook_size and ids.max() >= self.codebook_size)):
+            self._fail(f"output 'ids' holds token ids out of range ({ids.min()}..{ids.max()})")
+
+    def base(self, b) -> None:
+        if not isinstance(b, np.ndarray) or b.ndim != 4 or not np.isfinite(b).all():
+            self._fail(f"the token pathway's base map is {getattr(b, 'shape', type(b).__name__)} or not finite")

@@ -49,6 +49,32 @@ class TorchBackend:
             fused, ids, _ = self.model(a, b, k=k)
             return fused.float().cpu().numpy(), ids.cpu().numpy()
 
+    # --- the model's two halves (tiles, see tokfuse_rt.tiling) ---------------------------------
+    @property
+    def token_size(self) -> int:
+        return self.cfg.image_size
+
+    @property
+    def render_halo(self) -> int:
+        return self.model.render_halo
+
+    @property
+    def render_align(self) -> int:
+        return self.model.render_align
+
+    def run_tokens(self, ir: np.ndarray, vis: np.ndarray, k: int):
+        """ir, vis: float32 [B, 1, h, w] -> (base float32 [B, C, S, S], ids int64 [B, K])."""
+        with torch.inference_mode(), kernel_backend(self.kernels):
+            base, ids = self.model.token_pathway(torch.from_numpy(ir).to(self.device),
+                                                 torch.from_numpy(vis).to(self.device), k)
+            return base.float().cpu().numpy(), ids.cpu().numpy()
+
+    def run_render(self, ir: np.ndarray, vis: np.ndarray, base_up: np.ndarray) -> np.ndarray:
+        """ir, vis: float32 [B, 1, h, w]; base_up [B, C, h, w] -> fused float32 [B, 1, h, w]."""
+        with torch.inference_mode():
+            t = [torch.from_numpy(np.ascontiguousarray(x)).to(self.device) for x in (ir, vis, base_up)]
+            return self.model.render(*t).float().cpu().numpy()
+
     def info(self) -> dict:
         return {
             "backend": self.name,

@@ -13,7 +13,6 @@ def add_ray_args(p) -> None:
                    help="actors in the pool, one engine each (default: cluster CPUs / threads per actor)")
     g.add_argument("--threads-per-actor", type=int, default=1, help="backend threads per actor (default 1)")
     g.add_argument("--batch-size", type=int, default=4, help="pairs per actor call (default 4)")
-    g.add_argument("--report", default=None, help="JSON report of the run (default OUT/tokfuse-report.json)")
 
 
 def cmd_fuse_dir_ray(a) -> int:

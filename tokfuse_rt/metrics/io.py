@@ -29,10 +29,14 @@ from typing import Union
 
 import numpy as np
 
+from ..imageio import IMAGE_EXTS as _READ_EXTS
+from ..imageio import READ_FORMATS
+
 PathLike = Union[str, "os.PathLike[str]"]
 
-#: File extensions read by :func:`read_gray` / :func:`read_rgb` and scanned by the report module.
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+#: File extensions read by :func:`read_gray` / :func:`read_rgb` and paired by the report module:
+#: the formats ``fuse`` reads (tokfuse_rt.imageio.IMAGE_EXTS).
+IMAGE_EXTS = tuple(sorted(_READ_EXTS))
 
 _R = np.float64(np.float32(0.299))
 _G = np.float64(np.float32(0.587))
@@ -74,7 +78,7 @@ def _open_rgb_uint8(path: PathLike) -> np.ndarray:
     """Decode ``path`` to an 8-bit ``HxWx3`` RGB array the way ``cv2.imread(IMREAD_COLOR)`` does."""
     from PIL import Image, ImageOps
 
-    with Image.open(os.fspath(path)) as im:
+    with Image.open(os.fspath(path), formats=READ_FORMATS) as im:
         im.load()
         # cv2.imread applies the EXIF orientation tag unless IMREAD_IGNORE_ORIENTATION is given.
         im = ImageOps.exif_transpose(im)

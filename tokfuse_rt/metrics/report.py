@@ -1,7 +1,8 @@
 """Evaluate a directory of fused images against their sources; write Markdown and a PNG figure.
 
-Files pair up by stem (file name without extension) across ``fused_dir``, ``ir_dir`` and
-``vis_dir``; PNG, JPEG, BMP and TIFF are read (see :data:`tokfuse_rt.metrics.IMAGE_EXTS`).
+``ir_dir`` and ``vis_dir`` pair up by the rules of :mod:`tokfuse_rt.pairing` (exact file name, then
+stem), and each pair meets its fused image in ``fused_dir`` by stem (the name ``fuse-dir`` gives
+it); every format ``fuse`` reads is read (see :data:`tokfuse_rt.metrics.IMAGE_EXTS`).
 Anything that cannot be evaluated -- a stem missing from one of the folders, an ambiguous stem
 (two files with the same stem in one folder), an unreadable file, mismatched sizes -- is skipped
 and reported in ``failures`` instead of aborting the run.
@@ -16,23 +17,12 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import numpy as np
 
 from .core import METRICS, evaluate, get_convention
-from .io import IMAGE_EXTS, PathLike, read_gray, read_rgb
+from .io import PathLike, read_gray, read_rgb
 
 Row = Dict[str, object]
 Failure = Dict[str, str]
 
 __all__ = ["evaluate_dirs", "write_markdown", "write_figure", "summarize", "metric_columns"]
-
-
-def _scan(folder: Path) -> Tuple[Dict[str, Path], Dict[str, List[Path]]]:
-    """stem -> path for image files directly in ``folder``; plus stems that occur more than once."""
-    by_stem: Dict[str, List[Path]] = {}
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTS:
-            by_stem.setdefault(p.stem, []).append(p)
-    unique = {s: ps[0] for s, ps in by_stem.items() if len(ps) == 1}
-    dups = {s: ps for s, ps in by_stem.items() if len(ps) > 1}
-    return unique, dups
 
 
 def _progress(iterable, total: int, enabled: bool):
@@ -64,36 +54,19 @@ def evaluate_dirs(
     sorted by stem; ``failures`` a list of ``{"name", "path", "reason"}`` for everything skipped.
     Images are read with :func:`read_gray` (or :func:`read_rgb` for per-channel conventions).
     """
+    from ..pairing import match_outputs, pair_dirs
+
     conv = get_convention(convention)
     dirs = {"fused": Path(fused_dir), "ir": Path(ir_dir), "vis": Path(vis_dir)}
     for role, d in dirs.items():
         if not d.is_dir():
             raise NotADirectoryError(f"{role} directory not found: {d}")
-    scans = {role: _scan(d) for role, d in dirs.items()}
-    failures: List[Failure] = []
-    ambiguous = set()
-    for role, (_, dups) in scans.items():
-        for stem, paths in dups.items():
-            ambiguous.add(stem)
-            failures.append({
-                "name": stem,
-                "path": ", ".join(str(p) for p in paths),
-                "reason": f"ambiguous: {len(paths)} files with this stem in the {role} folder",
-            })
-    files = {role: s[0] for role, s in scans.items()}
-    all_stems = sorted((set(files["fused"]) | set(files["ir"]) | set(files["vis"])) - ambiguous)
-    todo = []
-    for stem in all_stems:
-        missing = [role for role in ("fused", "ir", "vis") if stem not in files[role]]
-        if missing:
-            present = [str(files[r][stem]) for r in ("fused", "ir", "vis") if stem in files[r]]
-            failures.append({
-                "name": stem,
-                "path": ", ".join(present),
-                "reason": "unpaired: no " + " / ".join(missing) + " image with this stem",
-            })
-        else:
-            todo.append(stem)
+    matched = match_outputs(pair_dirs(dirs["ir"], dirs["vis"]), dirs["fused"])
+    failures: List[Failure] = [{"name": stem, "path": path, "reason": why} for stem, path, why in matched.problems]
+    files = {"fused": {}, "ir": {}, "vis": {}}
+    for pair, fused in matched.found:
+        files["fused"][pair.stem], files["ir"][pair.stem], files["vis"][pair.stem] = fused, pair.ir, pair.vis
+    todo = sorted(files["fused"])
 
     reader = read_rgb if conv.per_channel else read_gray
     rows: List[Row] = []

@@ -38,6 +38,12 @@ def save_checkpoint(model, path, extra: dict | None = None) -> Path:
 
 def read_metadata(path) -> dict:
     """Metadata of a checkpoint, validated; raises FileNotFoundError / CheckpointError."""
+    return read_header(path)[0]
+
+
+def read_header(path) -> tuple[dict, dict]:
+    """(metadata, {tensor name: shape}) of a checkpoint, validated, without reading tensor data;
+    raises FileNotFoundError / CheckpointError."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -54,7 +60,11 @@ def read_metadata(path) -> dict:
             header = json.loads(f.read(n).decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise CheckpointError(f"checkpoint {path} has a corrupt header: {e}") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"checkpoint {path} has a corrupt header (not a JSON object)")
     meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint {path} has corrupt metadata (not a JSON object)")
     if meta.get("format") != FORMAT_TAG:
         raise CheckpointError(f"{path} is a safetensors file but not a tokfuse_rt checkpoint (no format tag)")
     try:
@@ -65,10 +75,14 @@ def read_metadata(path) -> dict:
         raise CheckpointError(
             f"checkpoint {path} has format version {version}; this tokfuse_rt reads version {FORMAT_VERSION}"
         )
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    try:
+        tensors = {k: tuple(int(d) for d in v["shape"]) for k, v in header.items() if k != "__metadata__"}
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise CheckpointError(f"checkpoint {path} has a corrupt tensor table") from None
     if 8 + n + max(ends, default=0) > size:
         raise CheckpointError(f"checkpoint {path} is truncated: tensor data extends past the end of the file")
-    return meta
+    return meta, tensors
 
 
 def load_checkpoint(path, map_location="cpu"):
@@ -78,28 +92,28 @@ def load_checkpoint(path, map_location="cpu"):
 
     from .fusion import TokFuse
 
-    meta = read_metadata(path)
+    meta, shapes = read_header(path)
     try:
         cfg = TokFuseConfig.from_json(meta["config"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path} has an invalid model config: {e}") from None
+    # the tensors the config implies, on the meta device (no memory), against the file's tensor table:
+    # a config that claims more than the file holds fails here, before anything is allocated
+    with torch.device("meta"):
+        want = {k: tuple(v.shape) for k, v in TokFuse(cfg).state_dict().items()}
+    missing, unexpected = sorted(set(want) - set(shapes)), sorted(set(shapes) - set(want))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    for name, shp in shapes.items():
+        if shp != want[name]:
+            raise CheckpointError(f"checkpoint {path}: tensor {name} has shape {shp}, config expects {want[name]}")
     try:
         state = load_file(str(path), device=str(map_location))
     except (SafetensorError, OSError, RuntimeError) as e:
         raise CheckpointError(f"checkpoint {path} cannot be read: {e}") from None
     model = TokFuse(cfg)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"checkpoint {path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
-    for name, t in state.items():
-        if t.shape != expected[name].shape:
-            raise CheckpointError(
-                f"checkpoint {path}: tensor {name} has shape {tuple(t.shape)}, config expects {tuple(expected[name].shape)}"
-            )
+    for name, t in state.items():                 # names and shapes were checked against the header above
         if not torch.isfinite(t).all():
             raise CheckpointError(f"checkpoint {path}: tensor {name} contains NaN or inf")
     model.load_state_dict(state)

@@ -7,6 +7,11 @@ from dataclasses import dataclass
 
 
 HEADS = ("blend", "tone")
+# Upper bounds checked before a model is built from a config (a corrupt or hostile checkpoint must not
+# allocate gigabytes); generous against the defaults below. Integer fields not listed: _MAX_OTHER.
+_MAX = {"image_size": 2048, "patch_size": 2048, "num_tokens": 4096, "code_dim": 1024, "codebook_size": 1 << 20,
+        "width": 4096, "enc_depth": 64, "dec_depth": 64, "heads": 128, "mlp_ratio": 16, "default_k": 4096}
+_MAX_OTHER = 4096
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,14 @@ class TokFuseConfig:
     tokenizer_config: str = ""
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):          # types and sane bounds first: nothing is allocated yet
+            v, default = getattr(self, f.name), f.default
+            if isinstance(default, int) and not isinstance(default, bool):
+                if isinstance(v, bool) or not isinstance(v, int):
+                    raise ValueError(f"config field {f.name} must be an int, got {v!r}")
+                hi = _MAX.get(f.name, _MAX_OTHER)
+                if v > hi:
+                    raise ValueError(f"config field {f.name} = {v} is out of bounds (at most {hi})")
         if self.tokenizer not in ("builtin", "titok"):
             raise ValueError(f"tokenizer must be 'builtin' or 'titok', got {self.tokenizer!r}")
         if self.tokenizer == "titok":

@@ -47,7 +47,7 @@ def knee(x: torch.Tensor) -> torch.Tensor:
 
 
 def _logit(p: float) -> float:
-    return float(torch.logit(torch.tensor(p)))
+    return float(torch.logit(torch.tensor(p, device="cpu")))   # a number, also while a model is built on "meta"
 
 
 class ToneHead(nn.Module):

@@ -33,10 +33,15 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     return p
 
 
-def main(argv=None) -> int:
-    a = build_parser().parse_args(argv)
-    train(TrainArgs(**vars(a)))
+def run(a: argparse.Namespace) -> int:
+    """Train from parsed arguments (extra attributes of ``a``, such as a sub-command's, are ignored)."""
+    names = {f.name for f in dataclasses.fields(TrainArgs)}
+    train(TrainArgs(**{k: v for k, v in vars(a).items() if k in names}))
     return 0
+
+
+def main(argv=None) -> int:
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -6,26 +6,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..imageio import IMAGE_EXTS, load_image, luminance
-
-
+from ..imageio import load_image, luminance
+from ..pairing import find_pairs as _find_pairs
 
 
 def find_pairs(root) -> list[tuple[Path, Path]]:
-    """All (ir, vis) pairs under ``root``: ``<set>/ir`` + ``<set>/vi`` (or ``a``/``b``), same file names."""
-    root = Path(root)
-    if not root.is_dir():
+    """All (ir, vis) pairs under ``root`` (sets with ir/vi, ir/vis or a/b sub-folders), paired by
+    ``tokfuse_rt.pairing``: sets in layout order then sorted, files by name. On ``shared/data/train``
+    this is the list the bundled default model was trained on, in the same order."""
+    if not Path(root).is_dir():
         raise FileNotFoundError(f"training data directory not found: {root}")
-    pairs = []
-    for a_name, b_name in (("ir", "vi"), ("a", "b")):
-        for a_dir in sorted(root.rglob(a_name)):
-            b_dir = a_dir.parent / b_name
-            if not (a_dir.is_dir() and b_dir.is_dir()):
-                continue
-            for a in sorted(a_dir.iterdir()):
-                b = b_dir / a.name
-                if a.suffix.lower() in IMAGE_EXTS and b.exists():
-                    pairs.append((a, b))
+    pairs = _find_pairs(root)
     if not pairs:
         raise ValueError(f"no image pairs found under {root} (expected <set>/ir and <set>/vi folders)")
     return pairs
