@@ -12,6 +12,9 @@ Targets on the project's 2-core CPU: ONNX Runtime <= 100 ms, PyTorch <= 200 ms m
 are recorded in ``extra_info`` (``target_ms``, ``meets_target``); set ``TOKFUSE_BENCH_STRICT=1`` to
 assert them too (timings on a shared machine are noisy, RSS is always asserted).
 ``TOKFUSE_BENCH_MODEL`` overrides the checkpoint (default: the bundled model).
+``TOKFUSE_BENCH_BASELINE=CKPT`` adds the CPU cases of a second checkpoint (e.g. an earlier default
+model) to the same run, each case right after its counterpart, for a side-by-side ratio: ids
+``*-baseline``, its name in ``extra_info["model"]``.
 """
 from __future__ import annotations
 
@@ -88,7 +91,16 @@ def ckpt():
 
 
 @pytest.fixture(scope="module")
-def onnx_model(ckpt, tmp_path_factory):
+def baseline_ckpt():
+    m = os.environ.get("TOKFUSE_BENCH_BASELINE")
+    if not m:
+        pytest.skip("no baseline model (set TOKFUSE_BENCH_BASELINE=CKPT)")
+    if not Path(m).is_file():
+        pytest.fail(f"TOKFUSE_BENCH_BASELINE={m}: no such file")
+    return Path(m)
+
+
+def _export(ckpt: Path, tmp_path_factory) -> Path:
     for mod in ("onnx", "onnxscript", "onnxruntime"):
         if not _has(mod):
             pytest.skip(f"ONNX Runtime benchmark needs {mod}")
@@ -97,6 +109,16 @@ def onnx_model(ckpt, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench_onnx") / (ckpt.stem + ".onnx")
     export_onnx(ckpt, out, verify=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def onnx_model(ckpt, tmp_path_factory):
+    return _export(ckpt, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def baseline_onnx(baseline_ckpt, tmp_path_factory):
+    return _export(baseline_ckpt, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +177,9 @@ def peak_rss(model: Path, device: str, pair_paths, size=(1280, 1024)) -> dict:
 
 CASES = [
     pytest.param("onnxruntime", "cpu", id="onnxruntime-cpu"),
+    pytest.param("onnxruntime-baseline", "cpu", id="onnxruntime-cpu-baseline"),
     pytest.param("pytorch", "cpu", id="pytorch-cpu"),
+    pytest.param("pytorch-baseline", "cpu", id="pytorch-cpu-baseline"),
     pytest.param("onnxruntime", "cuda", id="onnxruntime-cuda"),
     pytest.param("pytorch", "cuda", id="pytorch-cuda"),
     pytest.param("tensorrt", "cuda", id="tensorrt-cuda"),
@@ -175,7 +199,10 @@ def test_engine_640x480(benchmark, request, backend, device, ckpt, pair, pair_pa
         elif not _cuda():
             pytest.skip("needs a CUDA GPU visible to torch")
     model = {"pytorch": lambda: ckpt, "onnxruntime": lambda: request.getfixturevalue("onnx_model"),
+             "pytorch-baseline": lambda: request.getfixturevalue("baseline_ckpt"),
+             "onnxruntime-baseline": lambda: request.getfixturevalue("baseline_onnx"),
              "tensorrt": lambda: request.getfixturevalue("trt_plan")}[backend]()
+    backend = backend.removesuffix("-baseline")
     ir, vis = pair
     with Engine(model, device=device, threads=THREADS) as eng:
         info = eng.info()
