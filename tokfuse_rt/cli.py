@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("train_args", nargs=argparse.REMAINDER)
     t.set_defaults(func=cmd_train)
 
-    for extra in ("eval", "export", "bench"):
+    for extra in ("eval", "export", "bench", "video"):
         _register_optional(sub, extra)
     return p
 

@@ -31,6 +31,8 @@ EPILOG = """examples:
   tokfuse eval --fused out/TNO --ir ../shared/data/test/TNO/ir --vis ../shared/data/test/TNO/vi --out tno.md
   tokfuse eval --engine default --set ../shared/data/test/TNO --out tno.md --keep out/TNO
   tokfuse eval --engine model.onnx --set ../shared/data/test/Harvard_MRI_PET --k 4 --metrics EN,SD,VIF,Qabf,SSIM
+  tokfuse eval --fused fused.mp4 --ir ir.mp4 --vis vis.mp4 --out video.md        (videos: + BiSWE)
+  tokfuse eval --engine model.onnx --ir ir.mp4 --vis vis.mp4 --reuse off --out video.md
 """
 
 
@@ -69,6 +71,10 @@ def register(subparsers) -> None:
     out.add_argument("--metrics", default=None, metavar="EN,SD,...",
                      help=f"comma-separated subset of {','.join(METRICS)} (default: all)")
     out.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    vid = e.add_argument_group("videos (when --fused/--ir/--vis are video files; adds the temporal metric BiSWE)")
+    vid.add_argument("--stride", type=int, default=1, help="per-frame metrics on every N-th frame (default 1)")
+    vid.add_argument("--reuse", default=None,
+                     help="with --engine: token reuse policy of fuse-video (auto, off, N, interval=N,scene=T)")
     e.set_defaults(func=cmd_eval)
 
 
@@ -132,6 +138,12 @@ def cmd_eval(a) -> int:
     if report.exists() and report.is_dir():
         raise ValueError(f"--out must be a file, not a directory: {report}")
     figure = _figure_path(a, report)
+    from .cli_eval_video import is_video_args
+
+    if is_video_args(a):
+        from .cli_eval_video import cmd_eval_video
+
+        return cmd_eval_video(a, conv, metrics, report, figure)
     info: Dict[str, str] = {}
     pre_failures: List[Dict[str, str]] = []
 

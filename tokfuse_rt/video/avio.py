@@ -151,7 +151,7 @@ class VideoSource:
                 self.error = (f"decoding stopped after {self.decoded} frames: "
                               f"{getattr(e, 'strerror', None) or e} (truncated or corrupt file)")
                 return
-            rot = int(f.rotation or 0)
+            rot = int(getattr(f, "rotation", 0) or 0)
             if rot % 90:
                 raise ValueError(f"{self.name}: {self.path}: display rotation of {rot} degrees is not supported "
                                  "(multiples of 90 only)")

@@ -193,7 +193,7 @@ def fuse_video(backend, ir, vis, out, k: int, reuse=None, resize: bool = False, 
 
             bar = tqdm(total=src_vis.frames_declared or None, desc="fusing video", unit="frame", file=sys.stderr)
         t_fuse = t_pack = 0.0
-        pts0 = None
+        t_vis0, t_ir0 = fv.t, fi.t
         try:
             for fv, fi in pair_by_time(_drain(q_vis, d_vis), _drain(q_ir, d_ir), 0.5 * period, stats):
                 if enc.error is not None:
@@ -207,9 +207,7 @@ def fuse_video(backend, ir, vis, out, k: int, reuse=None, resize: bool = False, 
                 else:
                     u = np.full(fv.u.shape, CHROMA_NEUTRAL, np.uint8)
                     v = u
-                if pts0 is None:
-                    pts0 = fv.pts or 0
-                pts = (fv.pts - pts0) if fv.pts is not None else stats.fused - 1
+                pts = fv.pts if fv.pts is not None else stats.fused - 1      # the visible timeline, as is
                 item = (pts, float_to_luma(fused), u, v)
                 t2 = time.perf_counter()
                 t_fuse += t1 - t0
@@ -231,8 +229,8 @@ def fuse_video(backend, ir, vis, out, k: int, reuse=None, resize: bool = False, 
                 raise s.error
         if stats.fused == 0:
             raise ValueError(
-                f"ir and vis do not overlap in time: visible frames span "
-                f"{fv.t:.3f} s onwards, infrared {fi.t:.3f} s onwards; nothing to fuse")
+                f"ir and vis do not overlap in time: the visible stream starts at {t_vis0:.3f} s, the "
+                f"infrared at {t_ir0:.3f} s ({stats.vis_frames} and {stats.ir_frames} frames); nothing to fuse")
         sink.commit()
         wall = time.perf_counter() - t_start
         report.frames = sink.frames
