@@ -153,13 +153,15 @@ class BiSWE:
         mv = _masks(self._flows["vis"], occlusion_threshold)
         self.masks = {key: mi[key] & mv[key] for key in mi}
 
-    def per_frame(self, video, _pairs=None) -> np.ndarray:
+    def per_frame(self, video) -> np.ndarray:
         """BiSWE_t for t = 1 .. T-2 (float64 [T-2])."""
         frames = _frames(video, "video")
         if len(frames) != len(self.ir) or frames[0].shape[:2] != self.ir[0].shape[:2]:
             raise ValueError(f"video has {len(frames)} frames of {frames[0].shape[1]}x{frames[0].shape[0]}, the "
                              f"sources {len(self.ir)} of {self.ir[0].shape[1]}x{self.ir[0].shape[0]}")
-        pairs = _pair_flows(frames, self.flow) if _pairs is None else _pairs
+        return self._score(frames, _pair_flows(frames, self.flow))
+
+    def _score(self, frames, pairs) -> np.ndarray:
         out = np.zeros(len(frames) - 2)
         for t in range(1, len(frames) - 1):
             for s, u in ((t - 1, pairs[t - 1][1]), (t + 1, pairs[t][0])):
@@ -175,8 +177,8 @@ class BiSWE:
 
     def sources(self) -> dict:
         """The sources' own BiSWE (same masks, their already computed flows)."""
-        return {"ir": float(self.per_frame(self.ir, self._flows["ir"]).mean()),
-                "vis": float(self.per_frame(self.vis, self._flows["vis"]).mean())}
+        return {"ir": float(self._score(self.ir, self._flows["ir"]).mean()),
+                "vis": float(self._score(self.vis, self._flows["vis"]).mean())}
 
 
 def biswe(fused, ir, vis, flow=None, occlusion_threshold: float = OCCLUSION_THRESHOLD) -> float:

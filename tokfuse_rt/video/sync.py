@@ -1,7 +1,7 @@
 """Pair two frame streams by presentation time (SPEC §8).
 
 The visible stream sets the output timeline: each visible frame at time t takes the infrared frame
-whose time is nearest to t (a tie goes to the earlier infrared frame). Visible frames more than
+whose time is nearest to t (a tie, within 1 ns, goes to the earlier infrared frame). Visible frames more than
 ``tolerance`` (half an infrared frame period) before the first or after the last infrared frame lie
 outside the overlap and are not fused. Infrared frames never taken inside the overlap are *dropped*
 (infrared faster than visible); infrared frames taken more than once are *duplicated* (infrared
@@ -10,6 +10,8 @@ slower, or missing frames). Frames are any objects with a ``t`` attribute (secon
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
+TIE = 1e-9      # s: two infrared frames this close to equally near count as a tie (float timestamps)
 
 
 @dataclass
@@ -59,7 +61,7 @@ def pair_by_time(vis, ir, tolerance: float, stats: SyncStats | None = None):
         if t < first_t - tolerance:
             st.vis_before += 1
             continue
-        while nxt is not None and abs(nxt.t - t) < abs(cur.t - t):
+        while nxt is not None and abs(nxt.t - t) < abs(cur.t - t) - TIE:
             if uses == 0:
                 if st.fused == 0:
                     st.ir_before += 1
