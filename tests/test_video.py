@@ -195,21 +195,28 @@ def test_cli_fuse_video_and_eval(tiny_onnx, shared_data, tmp_path, capsys):
     from tokfuse_rt.cli import main
 
     d = clip_dir(shared_data, SEQ)
+    ir = write_video(tmp_path / "ir.mp4", small_frames(shared_data, "ir.mp4", 10, (160, 120)))
+    vis = write_video(tmp_path / "vis.mp4", small_frames(shared_data, "vis.mp4", 10, (160, 120)))
     out, rep = tmp_path / "o" / "fused.mp4", tmp_path / "rep.json"
-    assert main(["fuse-video", str(d / "ir.mp4"), str(d / "vis.mp4"), "-o", str(out), "--model", str(tiny_onnx),
+    assert main(["fuse-video", str(ir), str(vis), "-o", str(out), "--model", str(tiny_onnx),
                  "--threads", "1", "-q", "--reuse", "interval=4,scene=0.05", "--report", str(rep)]) == 0
     text = capsys.readouterr().out
-    assert "fused 20 frames 640x480 at 30 fps" in text and "fps end to end" in text and "backend: onnxruntime" in text
+    assert "fused 10 frames 160x120 at 30 fps" in text and "fps end to end" in text and "backend: onnxruntime" in text
     r = json.loads(rep.read_text())
-    assert r["frames"] == 20 and r["reuse"]["reuse"] and r["reuse"]["key_frames"] >= 5
+    assert r["frames"] == 10 and r["reuse"]["reuse"] and r["reuse"]["key_frames"] >= 3
     assert set(r["seconds"]) == {"decode_ir", "decode_vis", "fuse", "colour", "encode", "wall"}
-    assert decode(out)[1]["frames"] == 20
+    assert decode(out)[1]["frames"] == 10
     md = tmp_path / "video.md"
-    assert main(["eval", "--fused", str(out), "--ir", str(d / "ir.mp4"), "--vis", str(d / "vis.mp4"),
-                 "--out", str(md), "--metrics", "EN,MI,SSIM", "--stride", "7", "-q", "--no-figure"]) == 0
+    assert main(["eval", "--fused", str(out), "--ir", str(ir), "--vis", str(vis),
+                 "--out", str(md), "--metrics", "EN,MI,SSIM", "--stride", "4", "-q", "--no-figure"]) == 0
     report = md.read_text()
-    assert "frame 0000" in report and "frame 0007" in report and "frame 0014" in report
+    assert "frame 0000" in report and "frame 0004" in report and "frame 0008" in report
     assert "| fused |" in report and "| ir |" in report and "| vis |" in report and "BiSWE" in report
+    md2, keep = tmp_path / "engine.md", tmp_path / "keep.mp4"
+    assert main(["eval", "--engine", str(tiny_onnx), "--ir", str(ir), "--vis", str(vis), "--reuse", "off",
+                 "--keep", str(keep), "--out", str(md2), "--metrics", "SSIM", "--stride", "5", "-q",
+                 "--no-figure"]) == 0
+    assert "token reuse: off" in md2.read_text() and decode(keep)[1]["frames"] == 10
     # errors: exit 1 with a clear message, nothing written
     bad = tmp_path / "bad.mp4"
     assert main(["fuse-video", str(d / "missing.mp4"), str(d / "vis.mp4"), "-o", str(bad), "-q",
