@@ -6,7 +6,8 @@ imported only when a video file is opened (``Engine.stream`` needs numpy and tor
 """
 from __future__ import annotations
 
+from .pipeline import VideoReport
 from .reuse import FrameFuser, ReusePolicy
 from .sync import SyncStats, pair_by_time
 
-__all__ = ["FrameFuser", "ReusePolicy", "SyncStats", "pair_by_time"]
+__all__ = ["FrameFuser", "ReusePolicy", "SyncStats", "VideoReport", "pair_by_time"]

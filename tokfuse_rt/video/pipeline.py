@@ -53,9 +53,10 @@ class VideoReport:
     def summary(self) -> str:
         s, sec = self.sync, self.seconds
         n = max(self.frames, 1)
+        rate = f"{self.rate:g} fps" if self.rate else "unknown rate"
+        dur = f"{self.duration_s:.3f} s" if self.duration_s is not None else "unknown duration"
         lines = [
-            f"fused {self.frames} frames {self.width}x{self.height} at {self.rate:g} fps "
-            f"({self.duration_s:.3f} s) -> {self.output}",
+            f"fused {self.frames} frames {self.width}x{self.height} at {rate} ({dur}) -> {self.output}",
             f"  sync: visible {s.get('vis_frames')} read, infrared {s.get('ir_frames')} read; "
             f"infrared frames dropped {s.get('ir_dropped')}, duplicated {s.get('ir_duplicated')}",
             f"  speed: {self.fps:.1f} fps end to end ({sec.get('wall', 0):.2f} s wall); per frame: "
