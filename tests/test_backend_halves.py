@@ -97,6 +97,13 @@ def test_onnx_without_or_with_stale_companions(tiny_ckpt, tiny_onnx, tmp_path):
         with pytest.raises(RuntimeError, match="halves are not available"):
             be.run_tokens(ir, ir, 2)
         assert be.run(ir, ir, 2)[0].shape == (1, 1, 20, 24)       # the full graph still runs
+        # token reuse falls back to recomputing every frame, and says so
+        frames = [(rng.integers(0, 256, (20, 24), dtype=np.uint8),) * 2 for _ in range(3)]
+        s = e.stream(frames, reuse="auto")
+        out = list(s)
+        assert all(np.array_equal(o, e.fuse(a, b)) for o, (a, b) in zip(out, frames))
+        st = s.stats()
+        assert st["key_frames"] == 3 and not st["reuse"] and "token reuse unavailable" in st["note"]
     # companions of another checkpoint beside it: detected, ignored
     for p_src, p_dst in zip(half_paths(tiny_onnx).values(), half_paths(bare).values()):
         shutil.copy(p_src, p_dst)

@@ -62,6 +62,8 @@ def test_missing_directory_empty_and_non_video_files(eng, good, tmp_path):
         fuse(eng, b"ir.mp4", vis, out)
     with pytest.raises(ValueError, match="unsupported extension"):
         fuse(eng, ir, vis, tmp_path / "out.avi")
+    with pytest.raises(ValueError, match="is the vis input file"):
+        fuse(eng, ir, vis, vis)
     assert not out.exists() and leftovers(tmp_path) == []
 
 

@@ -10,6 +10,7 @@ through from the visible frame (from the infrared frame when the visible one is 
 """
 from __future__ import annotations
 
+import os
 import queue
 import sys
 import threading
@@ -149,7 +150,12 @@ def fuse_video(backend, ir, vis, out, k: int, reuse=None, resize: bool = False, 
     policy = ReusePolicy.parse(reuse)
     if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= int(crf) <= 51:
         raise ValueError(f"crf must be an int in [0, 51] (x264 quality, lower is better), got {crf!r}")
-    out = Path(out) if not isinstance(out, Path) else out
+    if isinstance(out, (bytes, bytearray)) or not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"out: expected an output file path, got {type(out).__name__}")
+    out = Path(out)
+    for name, src in (("ir", ir), ("vis", vis)):
+        if isinstance(src, (str, os.PathLike)) and Path(src).exists() and out.exists() and out.samefile(src):
+            raise ValueError(f"output {out} is the {name} input file; choose another output path")
     report = VideoReport(output=str(out))
     src_vis = VideoSource(vis, "vis")
     src_ir = None

@@ -94,8 +94,9 @@ class ReusePolicy:
     def describe(self) -> str:
         if not self.enabled:
             return "off (token pathway on every frame)"
-        scene = "off" if self.scene_threshold is None else f"{self.scene_threshold:g}"
-        return f"key frame every {self.interval} frames or on scene change (threshold {scene})"
+        if self.scene_threshold is None:
+            return f"key frame every {self.interval} frames (no scene check)"
+        return f"key frame every {self.interval} frames or on scene change (threshold {self.scene_threshold:g})"
 
 
 class FrameFuser:
