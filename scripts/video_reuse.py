@@ -34,7 +34,7 @@ def decode_rgb(path):
         return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
 
 
-def run_clip(eng, seq_dir: Path, policies, tmp: Path, log):
+def run_clip(eng, seq_dir: Path, policies, tmp: Path, log, temporal_metric: bool = True):
     from tokfuse_rt.metrics import BiSWE, evaluate
 
     ir, vis = decode_rgb(seq_dir / "ir.mp4"), decode_rgb(seq_dir / "vis.mp4")
@@ -63,7 +63,11 @@ def run_clip(eng, seq_dir: Path, policies, tmp: Path, log):
         drift[pol] = {m: {"max_pct": 100 * max(v), "mean_pct": 100 * float(np.mean(v))} for m, v in per.items()}
         drift[pol]["identical_frames"] = identical
         drift[pol]["max_abs_diff"] = int(max(np.abs(a.astype(int) - b).max() for a, b in zip(fused[pol], fused["off"])))
-    log(f"  metrics done; BiSWE ...")
+    res = {"frames": n, "stats": stats, "seconds": secs, "drift": drift,
+           "ref_metrics_mean": {m: float(np.mean([r[m] for r in ref_m])) for m in METRICS}}
+    if not temporal_metric:
+        return res
+    log("  metrics done; BiSWE ...")
     out = tmp / f"{seq_dir.name}.mp4"
     rep = eng.fuse_video(seq_dir / "ir.mp4", seq_dir / "vis.mp4", out, progress=False)
     encoded = decode_rgb(out)[:n]
@@ -74,9 +78,8 @@ def run_clip(eng, seq_dir: Path, policies, tmp: Path, log):
     for pol in policies:
         temporal[f"fused, reuse {pol}"] = bis(fused[pol])
     temporal["fused H.264 (fuse_video, reuse auto, CRF 18)"] = bis(encoded)
-    return {"frames": n, "stats": stats, "seconds": secs, "drift": drift, "biswe": temporal,
-            "ref_metrics_mean": {m: float(np.mean([r[m] for r in ref_m])) for m in METRICS},
-            "fuse_video_fps": rep.fps}
+    res.update(biswe=temporal, fuse_video_fps=rep.fps)
+    return res
 
 
 def write_md(results, policies, model, path: Path):
@@ -113,6 +116,10 @@ def write_md(results, policies, model, path: Path):
         full = sum(r["stats"][p].get("seconds_full", 0) for r in results.values())
         wall = sum(r["seconds"][p] for r in results.values())
         lines.append(f"| {p} | {kf} | {tok:.2f} | {ren:.2f} | {full:.2f} | {wall:.2f} |")
+    if "biswe" not in next(iter(results.values())):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return
     lines += ["", "## Temporal stability (BiSWE, lower = more stable)", "",
               "VF-Bench's bi-directional self-warping error (`tokfuse_rt.metrics.biswe`, Farneback flow, 8-bit "
               "levels, occlusion masks from both sources), RGB frames.", ""]
@@ -129,12 +136,20 @@ def write_md(results, policies, model, path: Path):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="model file (default: the bundled checkpoint exported to ONNX)")
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "video" / "M3SVD"))
+    p.add_argument("--data", default=None, help="M3SVD folder (default: shared/data/video/M3SVD beside the repo)")
     p.add_argument("--policies", default="auto;interval=30,scene=off",
                    help="reuse policies to compare with 'off', separated by ';' (default: auto;interval=30,scene=off)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-biswe", action="store_true", help="skip the temporal metric (drift and time only)")
     p.add_argument("--out", default=str(ROOT / "docs" / "video_reuse.md"))
     a = p.parse_args(argv)
+    if a.data is None:
+        from tokfuse_rt.datasets import find_shared_data
+
+        shared = find_shared_data(start=ROOT)
+        if shared is None:
+            p.error("shared/data not found beside the repository; give --data")
+        a.data = str(shared / "video" / "M3SVD")
     from tokfuse_rt import Engine
 
     policies = tuple(x.strip() for x in a.policies.split(";") if x.strip())
@@ -152,7 +167,7 @@ def main(argv=None) -> int:
         with Engine(model, threads=a.threads) as eng:
             for seq in sorted(d for d in Path(a.data).iterdir() if (d / "ir.mp4").is_file()):
                 log(f"{seq.name} ...")
-                results[seq.name] = run_clip(eng, seq, policies, tmp, log)
+                results[seq.name] = run_clip(eng, seq, policies, tmp, log, not a.no_biswe)
         name = "bundled default (ONNX Runtime)" if a.model is None else Path(a.model).name
         out = Path(a.out)
         write_md(results, policies, name, out)

@@ -19,12 +19,19 @@ sys.path.insert(0, str(ROOT))
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None)
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "video" / "M3SVD"))
+    p.add_argument("--data", default=None, help="M3SVD folder (default: shared/data/video/M3SVD beside the repo)")
     p.add_argument("--seq", default="0114_1551")
     p.add_argument("--frames", default="0,6,13,19")
     p.add_argument("--height", type=int, default=150)
     p.add_argument("-o", "--output", default=str(ROOT / "docs" / "video_strip.png"))
     a = p.parse_args(argv)
+    if a.data is None:
+        from tokfuse_rt.datasets import find_shared_data
+
+        shared = find_shared_data(start=ROOT)
+        if shared is None:
+            p.error("shared/data not found beside the repository; give --data")
+        a.data = str(shared / "video" / "M3SVD")
     import av
 
     from tokfuse_rt import Engine

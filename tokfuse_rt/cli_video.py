@@ -14,7 +14,7 @@ from pathlib import Path
 
 EPILOG = """examples:
   tokfuse fuse-video ir.mp4 vis.mp4 -o fused.mp4
-  tokfuse fuse-video ir.mp4 vis.mp4 -o fused.mp4 --model model.onnx --threads 2 --reuse interval=10,scene=0.02
+  tokfuse fuse-video ir.mp4 vis.mp4 -o fused.mp4 --model model.onnx --threads 2 --reuse interval=10,scene=0.05
   tokfuse fuse-video ir.mp4 vis.mp4 -o fused.mp4 --reuse off --resize --crf 12
 """
 

@@ -28,7 +28,7 @@ class ReusePolicy:
     """When the token pathway is recomputed. ``interval=1`` means every frame (no reuse)."""
 
     interval: int = 10
-    scene_threshold: float | None = 0.02
+    scene_threshold: float | None = 0.05
     thumb_stride: int = 8
 
     def __post_init__(self):
