@@ -61,6 +61,9 @@ def register(subparsers) -> None:
     eng.add_argument("--k", type=int, default=None, help="tokens edited by STE, 0..K (default: the model's)")
     eng.add_argument("--device", default="auto", help="engine device: auto | cpu | cuda | cuda:N (default: auto)")
     eng.add_argument("--threads", type=int, default=None, help="CPU threads for the engine backend")
+    from .cli_eval_video import add_video_args
+
+    add_video_args(e)
     out = e.add_argument_group("output")
     out.add_argument("--out", "-o", default="report.md", help="Markdown report (default: ./report.md)")
     out.add_argument("--figure", default=None,
@@ -71,10 +74,6 @@ def register(subparsers) -> None:
     out.add_argument("--metrics", default=None, metavar="EN,SD,...",
                      help=f"comma-separated subset of {','.join(METRICS)} (default: all)")
     out.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    vid = e.add_argument_group("videos (when --fused/--ir/--vis are video files; adds the temporal metric BiSWE)")
-    vid.add_argument("--stride", type=int, default=1, help="per-frame metrics on every N-th frame (default 1)")
-    vid.add_argument("--reuse", default=None,
-                     help="with --engine: token reuse policy of fuse-video (auto, off, N, interval=N,scene=T)")
     e.set_defaults(func=cmd_eval)
 
 

@@ -19,6 +19,13 @@ from pathlib import Path
 VIDEO_EXTS = {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".nut"}
 
 
+def add_video_args(parser) -> None:
+    vid = parser.add_argument_group("videos (when --fused/--ir/--vis are video files; adds the temporal metric BiSWE)")
+    vid.add_argument("--stride", type=int, default=1, help="per-frame metrics on every N-th frame (default 1)")
+    vid.add_argument("--reuse", default=None,
+                     help="with --engine: token reuse policy of fuse-video (auto, off, N, interval=N,scene=T)")
+
+
 def is_video_args(a) -> bool:
     """True when the eval arguments name video files (then this module handles the run)."""
     return any(p is not None and Path(p).suffix.lower() in VIDEO_EXTS and not Path(p).is_dir()
