@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import platform
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,7 @@ def clips(tmp_path_factory):
                 with av.open(str(seq / f"{name}.mp4")) as c:
                     for f in c.decode(video=0):
                         g = f.reformat(format="yuv420p")
-                        g.pts, g.time_base = i, s.codec_context.time_base
+                        g.pts, g.time_base = i, Fraction(1, 30)
                         i += 1
                         for pkt in s.encode(g):
                             o.mux(pkt)
@@ -187,8 +188,6 @@ def test_stage_decode_both(benchmark, clips):
 
 @pytest.mark.benchmark(group="video-stages-640x480")
 def test_stage_encode(benchmark, clips, tmp_path):
-    from fractions import Fraction
-
     from tokfuse_rt.video.avio import VideoSink, VideoSource
 
     ir, vis, n = clips
