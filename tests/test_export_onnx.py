@@ -204,5 +204,8 @@ def test_split_concat_conv_rewrite_is_exact():
     feed.update({n: rng.random((2, 1, 13, 17), dtype=np.float32) for n in ("base", "ir", "vis")})
     run = [ort.InferenceSession(x, providers=["CPUExecutionProvider"]).run(None, feed)[0]
            for x in (before, m.SerializeToString())]
-    assert np.abs(run[0] - run[1]).max() < 1e-5
+    # the same 171-term float32 sums, regrouped (16 + 3 input channels) and run by different ONNX Runtime
+    # kernels: rounding differences scale with the outputs (here up to ~10), so the bound is relative
+    # to their magnitude (a wrong split would be off by O(1))
+    assert np.abs(run[0] - run[1]).max() < 1e-5 * max(1.0, float(np.abs(run[0]).max()))
     assert split_concat_convs(m) == []            # idempotent: nothing left to split
