@@ -1,6 +1,6 @@
 """Export a TokFuse checkpoint to ONNX (shared/SPEC.md §4).
 
-    python -m export.to_onnx CKPT -o model.onnx [--opset 18] [--no-graph-opt] [--no-verify]
+    python -m export.to_onnx CKPT -o model.onnx [--opset 18] [--no-graph-opt] [--no-verify] [--no-halves]
 
 Graph interface (all axes of the images dynamic):
 
@@ -9,6 +9,18 @@ Graph interface (all axes of the images dynamic):
              k    int64   []             STE: number of shared tokens edited (0..K), chosen at run time
     outputs  fused float32 [B, 1, H, W]  fused luminance in [0, 1]
              ids   int64   [B, K]        shared token ids after STE
+
+Beside ``model.onnx`` the exporter writes the model's two halves as companion graphs (``--no-halves``
+skips them), for callers that keep the token pathway's output across calls (video frames reusing the
+tokens of a key frame; tiles of a large image sharing one token pass):
+
+    model.tokens.onnx   ir, vis, k           -> base [B, C, S, S] float32, ids [B, K] int64
+    model.render.onnx   ir, vis, base_up     -> fused [B, 1, H, W]
+                        (base_up = base upsampled to H×W, bilinear with half-pixel centres, [B, C, H, W])
+
+C and S come from the model (``TokFuse.token_pathway`` / ``render``). All three graphs carry the
+same ``tokfuse_rt.checkpoint_sha256`` metadata, so a runtime can tell companions that belong to the
+model from stale ones. :data:`GRAPHS` is the one table of graph names and IO.
 
 The model is traced with ``kernel_backend("torch")`` so only plain PyTorch ops (hence standard
 ONNX ops) end up in the graph: the nearest-code search is an ArgMax over a MatMul, top-k is the
@@ -36,9 +48,28 @@ from pathlib import Path
 
 DEFAULT_OPSET = 18
 MIN_SIDE = 16            # SPEC §2: inputs of any size >= 16x16
-INPUT_NAMES = ("ir", "vis", "k")
-OUTPUT_NAMES = ("fused", "ids")
+# graph name -> (input names, output names); "fused" is model.onnx, the others its companion halves
+GRAPHS = {
+    "fused": (("ir", "vis", "k"), ("fused", "ids")),
+    "tokens": (("ir", "vis", "k"), ("base", "ids")),
+    "render": (("ir", "vis", "base_up"), ("fused",)),
+}
+HALVES = ("tokens", "render")
+INPUT_NAMES, OUTPUT_NAMES = GRAPHS["fused"]
 META_PREFIX = "tokfuse_rt."
+# symbolic names of the dynamic axes of every graph IO tensor (None: static or unnamed)
+_DIM_NAMES = {
+    "ir": ["batch", None, "height", "width"], "vis": ["batch", None, "height", "width"],
+    "fused": ["batch", None, "height", "width"], "ids": ["batch", None],
+    "base": ["batch", None, None, None], "base_up": ["batch", None, "height", "width"],
+}
+_IMAGE_INPUTS = ("ir", "vis", "base_up")     # inputs whose H and W are dynamic
+
+
+def half_paths(onnx_path) -> dict:
+    """{"tokens": model.tokens.onnx, "render": model.render.onnx} beside ``onnx_path`` (model.onnx)."""
+    p = Path(onnx_path)
+    return {part: p.with_name(f"{p.stem}.{part}{p.suffix or '.onnx'}") for part in HALVES}
 
 
 class ExportError(RuntimeError):
@@ -63,6 +94,32 @@ def _wrapper(model):
     return TokFuseOnnx(model).eval()
 
 
+def _half_wrapper(model, part: str):
+    from torch import nn
+
+    class TokensOnnx(nn.Module):
+        """forward(ir, vis, k) -> (base, ids): TokFuse.token_pathway."""
+
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, ir, vis, k):
+            return self.m.token_pathway(ir, vis, k)
+
+    class RenderOnnx(nn.Module):
+        """forward(ir, vis, base_up) -> fused: TokFuse.render."""
+
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, ir, vis, base_up):
+            return self.m.render(ir, vis, base_up)
+
+    return {"tokens": TokensOnnx, "render": RenderOnnx}[part](model).eval()
+
+
 def _example_inputs(cfg, batch: int = 2, h: int = 67, w: int = 91):
     import torch
 
@@ -71,6 +128,18 @@ def _example_inputs(cfg, batch: int = 2, h: int = 67, w: int = 91):
     vis = torch.rand(batch, 1, h, w, generator=g)
     k = torch.tensor(cfg.default_k, dtype=torch.int64)
     return ir, vis, k
+
+
+def _render_example_inputs(model, batch: int = 2, h: int = 67, w: int = 91):
+    """(ir, vis, base_up) of the traced shapes; base_up's channel count comes from the model itself."""
+    import torch
+
+    from tokfuse_rt.model.quant import kernel_backend
+
+    ir, vis, k = _example_inputs(model.cfg, batch, h, w)
+    with torch.no_grad(), kernel_backend("torch"):
+        base, _ = model.token_pathway(ir, vis, k)
+    return ir, vis, model.upsample_base(base, (h, w)).contiguous()
 
 
 @contextlib.contextmanager
@@ -90,36 +159,37 @@ def _quiet_torch_logs(quiet: bool):
         lg.setLevel(old)
 
 
-def _export_dynamo(wrapper, args, path: Path, opset: int, dynamic_batch: bool):
+def _export_dynamo(wrapper, args, path: Path, opset: int, dynamic_batch: bool, graph: str = "fused"):
     import torch
     from torch.export import Dim
 
+    inputs, outputs = GRAPHS[graph]
     b = Dim("batch", min=1, max=1024) if dynamic_batch else None
     h = Dim("height", min=MIN_SIDE, max=16384)
     w = Dim("width", min=MIN_SIDE, max=16384)
     img = {2: h, 3: w}
     if b is not None:
         img[0] = b
-    dynamic_shapes = {"ir": img, "vis": img, "k": None}
+    dynamic_shapes = {n: (img if n in _IMAGE_INPUTS else None) for n in inputs}
     prog = torch.onnx.export(
-        wrapper, args, None, input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
+        wrapper, args, None, input_names=list(inputs), output_names=list(outputs),
         opset_version=opset, dynamo=True, dynamic_shapes=dynamic_shapes, optimize=True,
         external_data=False, verbose=False,
     )
     return prog.model_proto
 
 
-def _export_torchscript(wrapper, args, path: Path, opset: int, dynamic_batch: bool):
+def _export_torchscript(wrapper, args, path: Path, opset: int, dynamic_batch: bool, graph: str = "fused"):
     import torch
 
-    axes = {"ir": {2: "height", 3: "width"}, "vis": {2: "height", 3: "width"},
-            "fused": {2: "height", 3: "width"}, "ids": {}}
-    if dynamic_batch:
-        for n in ("ir", "vis", "fused", "ids"):
-            axes[n][0] = "batch"
+    inputs, outputs = GRAPHS[graph]
+    axes = {}
+    for n in inputs + outputs:
+        dims = _DIM_NAMES.get(n, [])
+        axes[n] = {i: d for i, d in enumerate(dims) if d in ("height", "width") or (d == "batch" and dynamic_batch)}
     buf = io.BytesIO()
     torch.onnx.export(
-        wrapper, args, buf, input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
+        wrapper, args, buf, input_names=list(inputs), output_names=list(outputs),
         opset_version=opset, dynamo=False, dynamic_axes=axes, do_constant_folding=True,
     )
     import onnx
@@ -129,8 +199,7 @@ def _export_torchscript(wrapper, args, path: Path, opset: int, dynamic_batch: bo
 
 def _name_dims(model_proto, dynamic_batch: bool) -> None:
     """Give the dynamic axes of the graph IO stable symbolic names (batch, height, width)."""
-    names = {"ir": ["batch", None, "height", "width"], "vis": ["batch", None, "height", "width"],
-             "fused": ["batch", None, "height", "width"], "ids": ["batch", None]}
+    names = _DIM_NAMES
     for vi in list(model_proto.graph.input) + list(model_proto.graph.output):
         want = names.get(vi.name)
         if not want:
@@ -258,15 +327,75 @@ def op_counts(model_proto) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
+def _trace(wrapper, args, graph: str, opset: int, dynamic_batch: bool, exporter: str, quiet: bool):
+    """Trace ``wrapper`` into an ONNX ModelProto for ``graph`` (a key of GRAPHS). Returns (proto, exporter used)."""
+    import torch
+
+    from tokfuse_rt.model.quant import kernel_backend
+
+    order = {"auto": ("dynamo", "torchscript"), "dynamo": ("dynamo",), "torchscript": ("torchscript",)}[exporter]
+    errors = []
+    ctx = contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext()
+    for name in order:
+        fn = _export_dynamo if name == "dynamo" else _export_torchscript
+        try:
+            with ctx, _quiet_torch_logs(quiet), warnings.catch_warnings(), torch.no_grad(), kernel_backend("torch"):
+                warnings.simplefilter("ignore")
+                proto = fn(wrapper, args, None, opset, dynamic_batch, graph)
+            return proto, name
+        except Exception as e:  # try the next exporter, report all failures if none works
+            errors.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    what = "" if graph == "fused" else f" of the {graph} graph"
+    raise ExportError(f"ONNX export{what} failed with every exporter: " + " | ".join(errors))
+
+
+def _finish(proto, graph: str, props: dict, dynamic_batch: bool, graph_opt: bool):
+    """Name the dynamic axes, apply the graph rewrites, check the IO names, set the metadata, check the
+    graph. Returns (rewritten conv names, op types)."""
+    inputs, outputs = GRAPHS[graph]
+    _name_dims(proto, dynamic_batch)
+    rewritten = split_concat_convs(proto) if graph_opt else []
+    got = [i.name for i in proto.graph.input]
+    if got != list(inputs):
+        raise ExportError(f"exported {graph} graph inputs are {got}, expected {list(inputs)}")
+    props = dict(props, graph_opt=",".join(f"split_concat_conv:{n}" for n in rewritten))
+    if graph != "fused":
+        props["part"] = graph
+    del proto.metadata_props[:]
+    for k_, v in props.items():
+        e = proto.metadata_props.add()
+        e.key, e.value = META_PREFIX + k_, v
+    proto.producer_name = "tokfuse_rt.export"
+    proto.doc_string = f"TokFuse 1D-token image fusion: ({', '.join(inputs)}) -> ({', '.join(outputs)})"
+    return rewritten, check_graph(proto)
+
+
+def _save_atomic(proto, path: Path) -> None:
+    import onnx
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        onnx.save_model(proto, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def export_onnx(ckpt, output, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True,
-                exporter: str = "auto", verify: bool = True, quiet: bool = True, graph_opt: bool = True) -> dict:
+                exporter: str = "auto", verify: bool = True, quiet: bool = True, graph_opt: bool = True,
+                halves: bool = True) -> dict:
     """Export checkpoint ``ckpt`` to ONNX file ``output``. Returns a summary dict
     (path, exporter, opset, ops {op: count}, config, seconds). Raises ExportError / CheckpointError.
-    ``graph_opt``: apply the exact graph rewrites of this module (``split_concat_convs``)."""
+    ``graph_opt``: apply the exact graph rewrites of this module (``split_concat_convs``).
+    ``halves``: also write the token and render halves beside ``output`` (:func:`half_paths`); every
+    graph is traced and checked before any file is written."""
+    import hashlib
+
     import torch
 
     from tokfuse_rt.model import load_checkpoint
-    from tokfuse_rt.model.quant import kernel_backend
 
     if opset < 17:
         raise ValueError(f"opset must be >= 17 (LayerNormalization), got {opset}")
@@ -276,59 +405,43 @@ def export_onnx(ckpt, output, opset: int = DEFAULT_OPSET, dynamic_batch: bool = 
     ckpt, output = Path(ckpt), Path(output)
     model, meta = load_checkpoint(ckpt, map_location="cpu")
     cfg = model.cfg
-    wrapper = _wrapper(model)
-    args = _example_inputs(cfg)
-    order = {"auto": ("dynamo", "torchscript"), "dynamo": ("dynamo",), "torchscript": ("torchscript",)}[exporter]
-    errors = []
-    proto = used = None
-    ctx = contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext()
-    for name in order:
-        fn = _export_dynamo if name == "dynamo" else _export_torchscript
-        try:
-            with ctx, _quiet_torch_logs(quiet), warnings.catch_warnings(), torch.no_grad(), kernel_backend("torch"):
-                warnings.simplefilter("ignore")
-                proto = fn(wrapper, args, output, opset, dynamic_batch)
-            used = name
-            break
-        except Exception as e:  # try the next exporter, report all failures if none works
-            errors.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-    if proto is None:
-        raise ExportError("ONNX export failed with every exporter: " + " | ".join(errors))
-    _name_dims(proto, dynamic_batch)
-    rewritten = split_concat_convs(proto) if graph_opt else []
-    got = [i.name for i in proto.graph.input]
-    if got != list(INPUT_NAMES):
-        raise ExportError(f"exported graph inputs are {got}, expected {list(INPUT_NAMES)}")
+    proto, used = _trace(_wrapper(model), _example_inputs(cfg), "fused", opset, dynamic_batch, exporter, quiet)
     # metadata: enough for a runtime to report the model without the checkpoint
     extra = meta.get("extra") or {}
     props = {
         "config": cfg.to_json(),
         "format_version": str(meta.get("format_version", "")),
         "source": ckpt.name,
+        "checkpoint_sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest(),
         "exporter": f"torch {torch.__version__} ({used})",
-        "graph_opt": ",".join(f"split_concat_conv:{n}" for n in rewritten),
         "train": json.dumps(extra.get("train")) if extra.get("train") is not None else "",
+        # what tiles of the render graph need (tokfuse_rt.tiling): context pixels and offset alignment
+        "render_halo": str(model.render_halo),
+        "render_align": str(model.render_align),
     }
-    del proto.metadata_props[:]
-    for k_, v in props.items():
-        e = proto.metadata_props.add()
-        e.key, e.value = META_PREFIX + k_, v
-    proto.producer_name = "tokfuse_rt.export"
-    proto.doc_string = "TokFuse 1D-token image fusion: (ir, vis, k) -> (fused, ids)"
-    ops = check_graph(proto)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    import onnx
-
-    tmp = output.with_name(output.name + ".tmp")
-    onnx.save_model(proto, str(tmp))
-    os.replace(tmp, output)
+    rewritten, ops = _finish(proto, "fused", props, dynamic_batch, graph_opt)
+    parts = {}
+    if halves:
+        examples = {"tokens": _example_inputs(cfg), "render": _render_example_inputs(model)}
+        for part, path in half_paths(output).items():
+            p, used_p = _trace(_half_wrapper(model, part), examples[part], part, opset, dynamic_batch, exporter, quiet)
+            rw, _ = _finish(p, part, dict(props, exporter=f"torch {torch.__version__} ({used_p})"),
+                            dynamic_batch, graph_opt)
+            parts[part] = (p, path, rw)
+    _save_atomic(proto, output)
+    for p, path, _ in parts.values():
+        _save_atomic(p, path)
     summary = {
         "path": str(output), "exporter": used, "opset": _opset(proto), "ops": op_counts(proto),
         "op_types": ops, "config": json.loads(cfg.to_json()), "bytes": output.stat().st_size,
         "graph_opt": rewritten,
+        "halves": {part: {"path": str(path), "bytes": path.stat().st_size, "graph_opt": rw}
+                   for part, (_, path, rw) in parts.items()},
     }
     if verify:
         summary["verify"] = verify_against_torch(model, output)
+        if parts:
+            summary["verify_halves"] = verify_halves(model, output)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     return summary
 
@@ -367,6 +480,45 @@ def verify_against_torch(model, onnx_path, sizes=((1, 64, 48), (2, 37, 53))) -> 
     return {"max_abs_diff": worst, "ids_equal": ids_ok}
 
 
+def verify_halves(model, onnx_path, sizes=((1, 64, 48), (2, 37, 53))) -> dict:
+    """Self-check of the companion halves on random inputs: tokens graph vs ``token_pathway`` (ids equal,
+    max |Δ base|), render graph vs ``render`` (max |Δ fused|)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return {"skipped": "onnxruntime not installed"}
+    import numpy as np
+    import torch
+
+    from tokfuse_rt.model.quant import kernel_backend
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    paths = half_paths(onnx_path)
+    tok = ort.InferenceSession(str(paths["tokens"]), so, providers=["CPUExecutionProvider"])
+    ren = ort.InferenceSession(str(paths["render"]), so, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(2)
+    d_base = d_fused = 0.0
+    ids_ok = True
+    for b, h, w in sizes:
+        ir = rng.random((b, 1, h, w), dtype=np.float32)
+        vis = rng.random((b, 1, h, w), dtype=np.float32)
+        k = model.cfg.default_k
+        base_o, ids_o = tok.run(None, {"ir": ir, "vis": vis, "k": np.array(k, dtype=np.int64)})
+        with torch.inference_mode(), kernel_backend("torch"):
+            base_t, ids_t = model.token_pathway(torch.from_numpy(ir), torch.from_numpy(vis), k)
+            up = model.upsample_base(base_t, (h, w))
+            fused_t = model.render(torch.from_numpy(ir), torch.from_numpy(vis), up)
+        (fused_o,) = ren.run(None, {"ir": ir, "vis": vis, "base_up": up.numpy()})
+        if base_o.shape != tuple(base_t.shape) or fused_o.shape != tuple(fused_t.shape):
+            raise ExportError(f"ONNX halves' output shapes {base_o.shape}, {fused_o.shape} differ from PyTorch's "
+                              f"{tuple(base_t.shape)}, {tuple(fused_t.shape)} for input {b}x1x{h}x{w}")
+        d_base = max(d_base, float(np.abs(base_o - base_t.numpy()).max()))
+        d_fused = max(d_fused, float(np.abs(fused_o - fused_t.numpy()).max()))
+        ids_ok &= bool(np.array_equal(ids_o, ids_t.numpy()))
+    return {"max_abs_diff_base": d_base, "max_abs_diff_fused": d_fused, "ids_equal": ids_ok}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m export.to_onnx",
                                 description="Export a TokFuse .safetensors checkpoint to ONNX (dynamic batch, H, W).")
@@ -378,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch self-check")
     p.add_argument("--no-graph-opt", action="store_true",
                    help="keep the traced graph as is (no conv split; see split_concat_convs)")
+    p.add_argument("--no-halves", action="store_true",
+                   help="do not write the companion halves MODEL.tokens.onnx and MODEL.render.onnx "
+                        "(without them token reuse recomputes every video frame)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     return p
 
@@ -391,7 +546,7 @@ def main(argv=None) -> int:
     out = Path(a.output) if a.output else default_output(a.ckpt)
     try:
         s = export_onnx(a.ckpt, out, opset=a.opset, exporter=a.exporter,
-                        verify=not a.no_verify, graph_opt=not a.no_graph_opt)
+                        verify=not a.no_verify, graph_opt=not a.no_graph_opt, halves=not a.no_halves)
     except (ExportError, ValueError, FileNotFoundError, ImportError) as e:
         print(f"export.to_onnx: error: {e}", file=sys.stderr)
         return 1
@@ -403,11 +558,19 @@ def main(argv=None) -> int:
     print("ops: " + ", ".join(f"{k}×{v}" for k, v in s["ops"].items()))
     if s["graph_opt"]:
         print("graph rewrites: split_concat_convs on " + ", ".join(s["graph_opt"]))
+    for part, h in s["halves"].items():
+        print(f"wrote {h['path']} ({h['bytes'] / 1e6:.1f} MB, {part} half)")
     v = s.get("verify")
     if v and "skipped" not in v:
         print(f"self-check vs PyTorch: ids {'identical' if v['ids_equal'] else 'DIFFER'}, "
               f"max |Δ fused| {v['max_abs_diff']:.2e}")
         if not v["ids_equal"]:
+            return 1
+    vh = s.get("verify_halves")
+    if vh and "skipped" not in vh:
+        print(f"self-check of the halves vs PyTorch: ids {'identical' if vh['ids_equal'] else 'DIFFER'}, "
+              f"max |Δ base| {vh['max_abs_diff_base']:.2e}, max |Δ fused| {vh['max_abs_diff_fused']:.2e}")
+        if not vh["ids_equal"]:
             return 1
     return 0
 

@@ -238,7 +238,7 @@ def main(argv=None) -> int:
                 raise FileNotFoundError(f"ONNX file not found: {src}")
         else:
             onnx_path = Path(a.onnx) if a.onnx else out.with_suffix(".onnx")
-            s = export_onnx(src, onnx_path, opset=a.opset or DEFAULT_OPSET, verify=False)
+            s = export_onnx(src, onnx_path, opset=a.opset or DEFAULT_OPSET, verify=False, halves=False)
             exported = True
             print(f"wrote {onnx_path} (opset {s['opset']}, {len(s['op_types'])} op types)")
         config = _onnx_config(onnx_path)

@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser(t)
     t.set_defaults(func=cmd_train)
 
-    for extra in ("eval", "export", "bench", "serve"):
+    for extra in ("eval", "export", "bench", "serve", "video"):
         _register_optional(sub, extra)
     return p
 

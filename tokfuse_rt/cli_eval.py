@@ -31,6 +31,8 @@ EPILOG = """examples:
   tokfuse eval --fused out/TNO --ir ../shared/data/test/TNO/ir --vis ../shared/data/test/TNO/vi --out tno.md
   tokfuse eval --engine default --set ../shared/data/test/TNO --out tno.md --keep out/TNO
   tokfuse eval --engine model.onnx --set ../shared/data/test/Harvard_MRI_PET --k 4 --metrics EN,SD,VIF,Qabf,SSIM
+  tokfuse eval --fused fused.mp4 --ir ir.mp4 --vis vis.mp4 --out video.md        (videos: + BiSWE)
+  tokfuse eval --engine model.onnx --ir ir.mp4 --vis vis.mp4 --reuse off --out video.md
 """
 
 
@@ -59,6 +61,9 @@ def register(subparsers) -> None:
     eng.add_argument("--k", type=int, default=None, help="tokens edited by STE, 0..K (default: the model's)")
     eng.add_argument("--device", default="auto", help="engine device: auto | cpu | cuda | cuda:N (default: auto)")
     eng.add_argument("--threads", type=int, default=None, help="CPU threads for the engine backend")
+    from .cli_eval_video import add_video_args
+
+    add_video_args(e)
     out = e.add_argument_group("output")
     out.add_argument("--out", "-o", default="report.md", help="Markdown report (default: ./report.md)")
     out.add_argument("--figure", default=None,
@@ -133,6 +138,12 @@ def cmd_eval(a) -> int:
     if report.exists() and report.is_dir():
         raise ValueError(f"--out must be a file, not a directory: {report}")
     figure = _figure_path(a, report)
+    from .cli_eval_video import is_video_args
+
+    if is_video_args(a):
+        from .cli_eval_video import cmd_eval_video
+
+        return cmd_eval_video(a, conv, metrics, report, figure)
     info: Dict[str, str] = {}
     pre_failures: List[Dict[str, str]] = []
 

@@ -308,6 +308,40 @@ class Engine:
                     print(f"tokfuse: could not write the JSON report {report_path}: {e}", file=sys.stderr)
         return report
 
+    # --- video and live streams (SPEC §8) ----------------------------------------------------------
+    def stream(self, frames, k: int | None = None, reuse=None):
+        """Fuse an iterable of (ir, vis) frame pairs lazily; returns an iterator of fused frames.
+
+        Each pair is read only when its fused frame is asked for (live sources); frames take every
+        input kind of ``fuse`` and come back as the kind of their ``vis``. ``reuse`` (see
+        :class:`tokfuse_rt.video.ReusePolicy`: None/"auto" the default policy, "off" recompute every
+        frame, an int N, or "interval=N,scene=T") lets later frames reuse the token pathway of a key
+        frame; with ``reuse="off"`` every frame equals ``fuse`` of its pair. The iterator's
+        ``stats()`` counts frames and key frames."""
+        self._require_open()
+        from .video.reuse import ReusePolicy
+        from .video.stream import FrameStream
+
+        return FrameStream(self._backend, frames, self._k(k), ReusePolicy.parse(reuse))
+
+    def fuse_video(self, ir, vis, out, k: int | None = None, reuse=None, resize: bool = False,
+                   progress: bool = True, crf: int = 18, preset: str = "veryfast"):
+        """Fuse an infrared and a visible video file into ``out`` (H.264, yuv420p, .mp4/.m4v/.mov).
+
+        The visible stream sets the output's frame rate and timeline; each visible frame is paired
+        with the infrared frame nearest in presentation time; colour comes from the visible stream;
+        audio is dropped. Streams of different lengths are fused over their overlap (reported);
+        frames of different sizes are an error unless ``resize`` scales the infrared frames to the
+        visible size. ``reuse`` as in ``stream``. ``crf``/``preset``: libx264 quality and speed.
+        The output is written to a temporary file and moved into place only when complete. Needs
+        PyAV (``pip install 'tokfuse_rt[video]'``). Returns a ``VideoReport`` (frames, sync, time
+        per stage, fps, warnings)."""
+        self._require_open()
+        from .video.pipeline import fuse_video
+
+        return fuse_video(self._backend, ir, vis, out, self._k(k), reuse=reuse, resize=resize,
+                          progress=progress, crf=crf, preset=preset)
+
     def info(self) -> dict:
         """What runs: backend, device, model path, config and training summary."""
         from .tiling import supports_tiles

@@ -1,7 +1,13 @@
 """Runtime backends. Each exposes ``run(ir, vis, k) -> (fused, ids)`` on float32 numpy batches
-[B, 1, H, W] in [0, 1] and ``info() -> dict``; backends that can run the model's two halves also
-expose ``run_tokens``/``run_render`` and ``token_size``/``render_halo``/``render_align`` (used for
-tiles, see ``tokfuse_rt.tiling``). Heavy dependencies are imported lazily."""
+[B, 1, H, W] in [0, 1] and ``info() -> dict``. Heavy dependencies are imported lazily.
+
+Backends that can run the model's two halves separately set ``has_halves`` and expose
+``run_tokens(ir, vis, k) -> (base [B, C, S, S], ids)``, ``upsample_base(base, (H, W)) -> base_up``
+and ``run_render(ir, vis, base_up) -> fused``, plus ``token_size`` (S), ``render_halo`` and
+``render_align``: the token pathway's base map can then be kept across calls (video frames reusing a
+key frame's tokens) or shared by the tiles of one large image (``tokfuse_rt.tiling``).
+``render(ir, vis, upsample_base(run_tokens(ir, vis, k)[0], (H, W)))`` equals ``run(ir, vis, k)[0]``
+up to float rounding."""
 from __future__ import annotations
 
 import importlib
@@ -30,6 +36,20 @@ def backend_class(path: Path):
     except ModuleNotFoundError as e:
         raise ImportError(f"model path {path}: the {suffix} backend needs {needs}, which is not available ({e})") from None
     return getattr(mod, cls_name)
+
+
+def upsample_base(base, size):
+    """base float32 [B, C, S, S] -> base_up float32 [B, C, H, W] for ``size`` = (H, W): ``TokFuse.upsample_base``
+    (bilinear, half-pixel centres), the one definition every backend uses."""
+    import numpy as np
+    import torch
+
+    from ..model.fusion import TokFuse
+
+    h, w = (int(v) for v in size)
+    with torch.inference_mode():
+        t = torch.from_numpy(np.ascontiguousarray(base, dtype=np.float32))
+        return TokFuse.upsample_base(t, (h, w)).contiguous().numpy()
 
 
 def token_counts(cfg: dict | None, k_static: int | None, path: Path, missing: str) -> tuple[int, int]:

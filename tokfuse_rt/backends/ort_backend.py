@@ -3,11 +3,18 @@
 CUDA execution provider when onnxruntime has it (onnxruntime-gpu) and the device allows, else the
 CPU execution provider. One ``InferenceSession`` per backend: ``InferenceSession.run`` is
 thread-safe, so ``Engine.fuse`` may be called from several threads.
+
+The model's halves (``run_tokens`` / ``run_render``, see :mod:`tokfuse_rt.backends`) come from the
+companion graphs ``MODEL.tokens.onnx`` and ``MODEL.render.onnx`` that ``python -m export.to_onnx``
+writes beside ``MODEL.onnx``. They are opened on first use and only when their
+``tokfuse_rt.checkpoint_sha256`` matches the main model's; otherwise ``has_halves`` is False and
+``halves_note`` says why.
 """
 from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +100,10 @@ class OrtBackend:
             raise ValueError(f"model file {self.path}: cannot load it as an ONNX model (corrupt, truncated or "
                              f"not a tokfuse_rt export?): {msg}") from None
         used = self.session.get_providers()
+        self._so = so
+        self._halves = None                     # {"tokens": session, "render": session} once opened
+        self.halves_note = None                 # why the halves are unavailable (None: not checked yet / ok)
+        self._halves_lock = threading.Lock()
         if want.startswith("cuda") and "CUDAExecutionProvider" not in used:
             if device != "auto":
                 raise ValueError(f"device={device!r}: the CUDA execution provider failed to start "
@@ -145,6 +156,98 @@ class OrtBackend:
         fused, ids = self.session.run(OUTPUTS, {"ir": ir, "vis": vis, "k": kk})
         return fused, ids.astype(np.int64, copy=False)
 
+    # --- the model's two halves --------------------------------------------------------------------
+    @property
+    def token_size(self) -> int | None:
+        """S of the token pathway (from the exported config; None for a foreign model)."""
+        return int(self.cfg["image_size"]) if self.cfg and self.cfg.get("image_size") else None
+
+    @property
+    def render_halo(self) -> int | None:
+        v = self._meta.get(META_PREFIX + "render_halo")
+        return int(v) if v else None
+
+    @property
+    def render_align(self) -> int | None:
+        v = self._meta.get(META_PREFIX + "render_align")
+        return int(v) if v else None
+
+    @property
+    def has_halves(self) -> bool:
+        """True when the companion token/render graphs of this model are present and match it."""
+        return self._open_halves() is not None
+
+    def _open_halves(self):
+        if self.session is None:
+            raise RuntimeError("this ONNX Runtime backend has been closed")
+        with self._halves_lock:
+            if self._halves is not None or self.halves_note is not None:
+                return self._halves
+            from export.to_onnx import GRAPHS, HALVES, half_paths
+
+            ort = _ort()
+            want_sha = self._meta.get(META_PREFIX + "checkpoint_sha256")
+            paths = half_paths(self.path)
+            missing = [p.name for p in paths.values() if not p.is_file()]
+            if missing:
+                self.halves_note = (f"no companion graphs {', '.join(missing)} beside {self.path.name} "
+                                    "(re-export with python -m export.to_onnx to get them)")
+                return None
+            if not want_sha:
+                self.halves_note = (f"{self.path.name} carries no tokfuse_rt.checkpoint_sha256, so its companion "
+                                    "graphs cannot be matched to it (re-export with python -m export.to_onnx)")
+                return None
+            sessions = {}
+            for part in HALVES:
+                p = paths[part]
+                try:
+                    sess = ort.InferenceSession(str(p), sess_options=self._so, providers=self.session.get_providers())
+                except Exception as e:
+                    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    self.halves_note = f"companion graph {p.name} cannot be loaded ({msg})"
+                    return None
+                meta = dict(sess.get_modelmeta().custom_metadata_map)
+                ins = [i.name for i in sess.get_inputs()]
+                outs = [o.name for o in sess.get_outputs()]
+                if (meta.get(META_PREFIX + "part") != part or (tuple(ins), tuple(outs)) != GRAPHS[part]):
+                    self.halves_note = (f"companion graph {p.name} is not a tokfuse_rt {part} half "
+                                        f"(IO {ins} -> {outs})")
+                    return None
+                if meta.get(META_PREFIX + "checkpoint_sha256") != want_sha:
+                    self.halves_note = (f"companion graph {p.name} was exported from another checkpoint than "
+                                        f"{self.path.name} (stale file; re-export with python -m export.to_onnx)")
+                    return None
+                sessions[part] = sess
+            self._halves = sessions
+            return sessions
+
+    def _need_halves(self):
+        h = self._open_halves()
+        if h is None:
+            raise RuntimeError(f"model file {self.path}: the token/render halves are not available: {self.halves_note}")
+        return h
+
+    def run_tokens(self, ir: np.ndarray, vis: np.ndarray, k: int):
+        """ir, vis: float32 [B, 1, H, W] -> (base float32 [B, C, S, S], ids int64 [B, K]) (MODEL.tokens.onnx)."""
+        sess = self._need_halves()["tokens"]
+        ir = np.ascontiguousarray(ir, dtype=np.float32)
+        vis = np.ascontiguousarray(vis, dtype=np.float32)
+        base, ids = sess.run(None, {"ir": ir, "vis": vis, "k": np.array(int(k), dtype=np.int64)})
+        return base, ids.astype(np.int64, copy=False)
+
+    def upsample_base(self, base: np.ndarray, size) -> np.ndarray:
+        """base [B, C, S, S] -> base_up float32 [B, C, H, W] for ``size`` = (H, W) (``TokFuse.upsample_base``)."""
+        from . import upsample_base
+
+        return upsample_base(base, size)
+
+    def run_render(self, ir: np.ndarray, vis: np.ndarray, base_up: np.ndarray) -> np.ndarray:
+        """ir, vis [B, 1, H, W] and base_up [B, C, H, W], float32 -> fused float32 [B, 1, H, W] (MODEL.render.onnx)."""
+        sess = self._need_halves()["render"]
+        feed = {"ir": np.ascontiguousarray(ir, dtype=np.float32), "vis": np.ascontiguousarray(vis, dtype=np.float32),
+                "base_up": np.ascontiguousarray(base_up, dtype=np.float32)}
+        return sess.run(None, feed)[0]
+
     def info(self) -> dict:
         if self.session is None:
             raise RuntimeError("this ONNX Runtime backend has been closed")
@@ -172,7 +275,9 @@ class OrtBackend:
             "exporter": self._meta.get(META_PREFIX + "exporter"),
             "config": dict(self.cfg) if self.cfg else {"num_tokens": self.num_tokens, "default_k": self.default_k},
             "train": train,
+            "halves": "tokens+render" if self.has_halves else f"unavailable: {self.halves_note}",
         }
 
     def close(self) -> None:
         self.session = None
+        self._halves = None

@@ -49,7 +49,9 @@ class TorchBackend:
             fused, ids, _ = self.model(a, b, k=k)
             return fused.float().cpu().numpy(), ids.cpu().numpy()
 
-    # --- the model's two halves (tiles, see tokfuse_rt.tiling) ---------------------------------
+    # --- the model's two halves (token reuse across video frames, tiles of one image) ------------
+    has_halves = True
+
     @property
     def token_size(self) -> int:
         return self.cfg.image_size
@@ -63,17 +65,26 @@ class TorchBackend:
         return self.model.render_align
 
     def run_tokens(self, ir: np.ndarray, vis: np.ndarray, k: int):
-        """ir, vis: float32 [B, 1, h, w] -> (base float32 [B, C, S, S], ids int64 [B, K])."""
+        """ir, vis: float32 [B, 1, H, W] -> (base float32 [B, C, S, S], ids int64 [B, K]): the token pathway."""
         with torch.inference_mode(), kernel_backend(self.kernels):
-            base, ids = self.model.token_pathway(torch.from_numpy(ir).to(self.device),
-                                                 torch.from_numpy(vis).to(self.device), k)
+            a = torch.from_numpy(np.ascontiguousarray(ir, dtype=np.float32)).to(self.device)
+            b = torch.from_numpy(np.ascontiguousarray(vis, dtype=np.float32)).to(self.device)
+            base, ids = self.model.token_pathway(a, b, k)
             return base.float().cpu().numpy(), ids.cpu().numpy()
 
+    def upsample_base(self, base: np.ndarray, size) -> np.ndarray:
+        """base [B, C, S, S] -> base_up float32 [B, C, H, W] for ``size`` = (H, W) (``TokFuse.upsample_base``)."""
+        from . import upsample_base
+
+        return upsample_base(base, size)
+
     def run_render(self, ir: np.ndarray, vis: np.ndarray, base_up: np.ndarray) -> np.ndarray:
-        """ir, vis: float32 [B, 1, h, w]; base_up [B, C, h, w] -> fused float32 [B, 1, h, w]."""
+        """ir, vis [B, 1, H, W] and base_up [B, C, H, W], float32 -> fused float32 [B, 1, H, W]: the 2D half."""
         with torch.inference_mode():
-            t = [torch.from_numpy(np.ascontiguousarray(x)).to(self.device) for x in (ir, vis, base_up)]
-            return self.model.render(*t).float().cpu().numpy()
+            a = torch.from_numpy(np.ascontiguousarray(ir, dtype=np.float32)).to(self.device)
+            b = torch.from_numpy(np.ascontiguousarray(vis, dtype=np.float32)).to(self.device)
+            u = torch.from_numpy(np.ascontiguousarray(base_up, dtype=np.float32)).to(self.device)
+            return self.model.render(a, b, u).float().cpu().numpy()
 
     def info(self) -> dict:
         return {

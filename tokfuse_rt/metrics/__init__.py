@@ -8,6 +8,8 @@ VIF, Qabf, SSIM, PSNR, CC, MSE, Nabf (plus the named ``SSIM_2`` / ``SSIM_255``).
 
 Only numpy and Pillow are needed to import this package; VIF and SSIM import scipy when called.
 Per-directory evaluation with Markdown/PNG output lives in :mod:`tokfuse_rt.metrics.report`.
+Temporal stability of videos: :func:`biswe` / :class:`BiSWE` (:mod:`tokfuse_rt.metrics.temporal`; its
+optical flow imports OpenCV when called).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from .gradient import nabf, qabf
 from .info import mi, mutual_information
 from .io import IMAGE_EXTS, read_gray, read_rgb, rgb_to_gray_cv, to_gray_cv
 from .ssim import ssim, ssim_both, ssim_pair
+from .temporal import BiSWE, biswe
 from .vif import vif, vifp
 
 __all__ = [
@@ -56,4 +59,6 @@ __all__ = [
     "mse",
     "nabf",
     "thermal_kept",
+    "BiSWE",
+    "biswe",
 ]
