@@ -26,7 +26,7 @@ class FrameStream:
         return self
 
     def __next__(self):
-        from ..engine import _Prepared
+        from ..inputs import Prepared
 
         pair = next(self._it)
         i = self.index
@@ -35,10 +35,10 @@ class FrameStream:
         except (TypeError, ValueError):
             raise TypeError(f"frames[{i}]: expected an (ir, vis) pair, got {type(pair).__name__}") from None
         try:
-            p = _Prepared(ir, vis)
+            p = Prepared(ir, vis)
         except (ValueError, TypeError, FileNotFoundError) as e:
             raise type(e)(f"frames[{i}]: {e}") from None
-        fused, _ = self.fuser.fuse(p.y_ir, p.y_vis)
+        fused, _ = self.fuser.fuse(*p.luminance())
         self.index += 1
         return p.finish(fused)
 
