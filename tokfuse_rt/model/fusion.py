@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import TokFuseConfig
+from .head import HeadConvs
 from .quant import l2norm, quantize
 from .ste import SelectiveTokenEditing, TokenMixer
 from .tone import ToneHead, ToneRender
@@ -28,18 +29,11 @@ class DetailNet(nn.Module):
         return torch.relu(self.conv2(torch.relu(self.conv1(x))))
 
 
-class FusionHead(nn.Module):
+class FusionHead(HeadConvs):
     """[D, base, ir, vis] -> fused luminance in [0, 1]: a per-pixel blend of the sources plus a residual."""
 
-    def __init__(self, cfg: TokFuseConfig):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cfg.detail_channels + 3, cfg.head_channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(cfg.head_channels, 2, 1)
-        nn.init.zeros_(self.conv2.weight)
-        nn.init.zeros_(self.conv2.bias)
-
     def forward(self, d, base, ir, vis):
-        y = self.conv2(torch.relu(self.conv1(torch.cat([d, base, ir, vis], dim=1))))
+        y = self.corrections(d, base, ir, vis)
         w = torch.sigmoid(y[:, :1])
         return (w * ir + (1.0 - w) * vis + y[:, 1:2]).clamp(0.0, 1.0)
 

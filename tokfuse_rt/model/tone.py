@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .config import TokFuseConfig
+from .head import HeadConvs
 
 TONE_CHANNELS = ("g", "a", "mu", "c")
 KNEE = 0.9
@@ -67,7 +68,7 @@ class ToneHead(nn.Module):
         return torch.cat([1.0 + t[:, :1], t[:, 1:]], dim=1)
 
 
-class ToneRender(nn.Module):
+class ToneRender(HeadConvs):
     """[D, base_up, ir, vis] -> fused luminance in [0, 1].
 
     ``base_up`` [B, 5, H, W]: channel 0 the token decoder's base map, channels 1..4 the tone
@@ -75,16 +76,12 @@ class ToneRender(nn.Module):
     """
 
     def __init__(self, cfg: TokFuseConfig):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cfg.detail_channels + 3, cfg.head_channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(cfg.head_channels, 2, 1)
-        nn.init.zeros_(self.conv2.weight)
-        nn.init.zeros_(self.conv2.bias)
+        super().__init__(cfg)
         self.tau = nn.Parameter(torch.tensor(40.0))
 
     def forward(self, d, base_up, ir, vis):
         b, g, a, mu, c = base_up.split(1, dim=1)
-        y = self.conv2(torch.relu(self.conv1(torch.cat([d, b, ir, vis], dim=1))))
+        y = self.corrections(d, b, ir, vis)
         w = torch.sigmoid(self.tau * (ir - vis) + y[:, :1])
         sel = w * ir + (1.0 - w) * vis
         add = (ir + vis - c).clamp(0.0, 1.0)

@@ -1,0 +1,23 @@
+"""The convolutions every fusion head starts with (shared by the "blend" and "tone" heads)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import TokFuseConfig
+
+
+class HeadConvs(nn.Module):
+    """[D, base, ir, vis] -> two correction maps [B, 2, H, W]: a 3×3 convolution over the detail
+    features, one base-map channel and the sources, ReLU, a 1×1 convolution (zero at initialisation,
+    so an untrained head starts from its pixel rule)."""
+
+    def __init__(self, cfg: TokFuseConfig):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cfg.detail_channels + 3, cfg.head_channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(cfg.head_channels, 2, 1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def corrections(self, d, base, ir, vis) -> torch.Tensor:
+        return self.conv2(torch.relu(self.conv1(torch.cat([d, base, ir, vis], dim=1))))
