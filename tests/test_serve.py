@@ -125,6 +125,24 @@ def test_fuse_equals_engine(service, engine, pairs):
     assert _decode(_post(service, pairs[0][0].read_bytes(), pairs[0][1].read_bytes())).ndim == 3   # colour kept
 
 
+def test_uploads_read_by_the_file_rules(service, engine, pairs, tmp_path):
+    """An upload is read as ``Engine.fuse`` reads the same file: a 12-bit thermal frame in a 16-bit
+    PNG, stored turned by 90° with an EXIF orientation tag, beside an upright colour visible image
+    (without the tag applied the sizes would differ; without the bit-depth rule it would be dark)."""
+    ir8 = np.asarray(Image.open(pairs[1][0]).convert("L"))                  # MSRS, 640x480
+    ir12 = ir8.astype(np.uint16) * 16 + 7                                   # 12-bit data, max 4087
+    exif = Image.Exif()
+    exif[0x0112] = 6                                                        # viewer turns it 90° clockwise
+    Image.fromarray(np.rot90(ir12, 1).copy()).save(tmp_path / "ir16.png", exif=exif)
+    assert Image.open(tmp_path / "ir16.png").mode == "I;16"
+    ref = engine.fuse(tmp_path / "ir16.png", pairs[1][1])
+    assert ref.shape[:2] == ir8.shape
+    r = _post(service, (tmp_path / "ir16.png").read_bytes(), pairs[1][1].read_bytes())
+    assert r.status_code == 200, r.text
+    got = _decode(r)
+    assert got.shape == ref.shape and np.array_equal(got, ref)
+
+
 def _bad_cases(pairs):
     ir, vis = pairs[0][0].read_bytes(), pairs[0][1].read_bytes()
     other = pairs[1][1].read_bytes()                           # an MSRS image: another size
