@@ -24,6 +24,7 @@ pytest.importorskip("onnxruntime")
 httpx = pytest.importorskip("httpx")
 
 from tokfuse_rt import Engine  # noqa: E402
+from tokfuse_rt.imageio import ImageReadWarning  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)   # per test, set-up included: a bound for a busy 2-core machine
 TOKEN = "test-token-7f3a"
@@ -135,7 +136,8 @@ def test_uploads_read_by_the_file_rules(service, engine, pairs, tmp_path):
     exif[0x0112] = 6                                                        # viewer turns it 90° clockwise
     Image.fromarray(np.rot90(ir12, 1).copy()).save(tmp_path / "ir16.png", exif=exif)
     assert Image.open(tmp_path / "ir16.png").mode == "I;16"
-    ref = engine.fuse(tmp_path / "ir16.png", pairs[1][1])
+    with pytest.warns(ImageReadWarning, match="16-bit data use 12 bits"):
+        ref = engine.fuse(tmp_path / "ir16.png", pairs[1][1])
     assert ref.shape[:2] == ir8.shape
     r = _post(service, (tmp_path / "ir16.png").read_bytes(), pairs[1][1].read_bytes())
     assert r.status_code == 200, r.text
