@@ -83,6 +83,8 @@ def _open(src, name: str, max_pixels, label: str):
         size = f"{int(m.group(1)) / 1e6:.1f} MP" if m else "too many pixels"
         raise ImageTooLargeError(f"{name}: image {Path(label).name} has {size} (from its header), over the limit of "
                                  f"{(max_pixels or 0) / 1e6:g} MP (max_pixels; raise it to read larger images)") from None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{name}: file not found: {label}") from None
     except Exception as e:  # noqa: BLE001 - any decoder failure on a header is a bad file
         raise ValueError(f"{name}: corrupt image file {label}: {type(e).__name__}: {e}") from None
 
@@ -106,7 +108,8 @@ def open_image(src, name: str = "image", max_pixels=DEFAULT_MAX_PIXELS, label: s
     pixel limit from the header before decoding, the first frame of a multi-frame file (warning), the
     EXIF orientation applied. Returns the decoded PIL image (the caller closes it);
     ``pil_to_array(im, name, depth)`` turns it into what :func:`load_image` returns. ``label`` names
-    the file in messages (default: the path). Raises ImageTooLargeError / ValueError naming ``name``.
+    the file in messages (default: the path). Raises FileNotFoundError / ImageTooLargeError / ValueError
+    naming ``name``.
     """
     if label is None:
         label = os.fspath(src) if isinstance(src, (str, os.PathLike)) else "(file object)"
