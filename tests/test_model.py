@@ -200,3 +200,28 @@ def test_tone_losses_grad_target_max_is_gain_times_strongest_source_edge():
         assert torch.equal(t_max[key], t_tgt[key])
     with pytest.raises(ValueError, match="grad_target"):
         tone_losses(fused, tone, ir, vis, grad_target="sobel")
+
+
+def test_tone_rule_visible_detail_by_hand():
+    """vis_detail β adds β·(vis − its 3×3 mean) to m, everywhere ("all") or where ir > vis ("ir"),
+    checked on a hand-made 3×3 case: vis is 0 except 0.9 at the centre, so its high-pass is 0.8 at
+    the centre and −0.1 at the other 8 pixels (replicate padding only touches the border, where the
+    3×3 mean still sees the centre once: 0.9/9 = 0.1)."""
+    from tokfuse_rt.train.losses import tone_rule
+
+    vis = torch.zeros(1, 1, 3, 3)
+    vis[..., 1, 1] = 0.9
+    ir = torch.full((1, 1, 3, 3), 0.5)
+    tone = torch.tensor([[1.0, 0.0, 0.5, 0.0]])          # g = 1, a = 0: F = m = max(ir, vis) (+ detail)
+    base = tone_rule(ir, vis, tone, roll_off=False)
+    hp = torch.full((1, 1, 3, 3), -0.1)
+    hp[..., 1, 1] = 0.8
+    # float32 sums of 9 values -> a few ulp
+    torch.testing.assert_close(tone_rule(ir, vis, tone, roll_off=False, vis_detail=0.5) - base,
+                               (0.5 * hp).clamp(max=1 - base), atol=1e-6, rtol=0)
+    gated = tone_rule(ir, vis, tone, roll_off=False, vis_detail=0.5, detail_where="ir") - base
+    want = 0.5 * hp * (ir > vis).float()                   # centre: vis > ir, no detail added there
+    torch.testing.assert_close(gated, want, atol=1e-6, rtol=0)
+    assert torch.equal(tone_rule(ir, vis, tone, vis_detail=0.0), tone_rule(ir, vis, tone))
+    with pytest.raises(ValueError, match="detail_where"):
+        tone_rule(ir, vis, tone, vis_detail=0.5, detail_where="edges")

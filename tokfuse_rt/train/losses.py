@@ -45,17 +45,27 @@ def target_tone(ir: torch.Tensor, vis: torch.Tensor, alpha: float = 0.0, gain: f
     return torch.stack([g, torch.full_like(c, alpha), mean(m), c], dim=1)
 
 
-def tone_rule(ir: torch.Tensor, vis: torch.Tensor, tone: torch.Tensor, roll_off: bool = True) -> torch.Tensor:
+def tone_rule(ir: torch.Tensor, vis: torch.Tensor, tone: torch.Tensor, roll_off: bool = True,
+              vis_detail: float = 0.0, detail_where: str = "all") -> torch.Tensor:
     """The pixel rule of the "tone" head with a hard max (``tokfuse_rt.model.tone``):
     knee(mu + g·(m − mu)), m = (1 − a)·max(ir, vis) + a·clamp(ir + vis − c, 0, 1); with
     ``roll_off=False`` clamp(·, 0, 1) instead of the knee.
+
+    ``vis_detail`` = β > 0 adds β·(vis − mean3×3(vis)) to m (the visible image's 3×3 high-pass,
+    replicate padding): visible texture kept where the selection took the infrared. ``detail_where``
+    "all" adds it everywhere, "ir" only where ir > vis. β = 0 is the rule above exactly.
 
     ir, vis [B, 1, H, W] in [0, 1]; tone [B, 4] = (g, a, mu, c).
     """
     g, a, mu, c = (t[:, None, None, None] for t in tone.unbind(dim=1))
     from ..model.tone import knee
 
+    if detail_where not in ("all", "ir"):
+        raise ValueError(f"detail_where must be 'all' or 'ir', got {detail_where!r}")
     m = (1.0 - a) * torch.maximum(ir, vis) + a * (ir + vis - c).clamp(0.0, 1.0)
+    if vis_detail:
+        hp = vis - F.avg_pool2d(F.pad(vis, (1, 1, 1, 1), mode="replicate"), 3, 1)
+        m = m + vis_detail * (hp if detail_where == "all" else hp * (ir > vis).to(hp.dtype))
     y = mu + g * (m - mu)
     return knee(y) if roll_off else y.clamp(0.0, 1.0)
 
@@ -147,11 +157,11 @@ def fusion_losses(fused, ir, vis, w_int=1.0, w_grad=10.0, w_ssim=1.0, gain=1.0, 
 
 
 def tone_losses(fused, tone, ir, vis, alpha=0.5, sd=55 / 255, gain_max=2.0, w_int=1.0, w_grad=10.0, w_ssim=1.0,
-                w_tone=1.0, grad_target="target"):
+                w_tone=1.0, grad_target="target", vis_detail=0.0, detail_where="all"):
     """Loss terms of the "tone" head (dict, their weighted sum under 'total') and the target.
 
     The target is :func:`tone_rule` at the image's own tone (:func:`target_tone` with ``alpha``,
-    ``sd``, ``gain_max``). int: L1 to it; grad: L1 of Sobel magnitudes to the target's
+    ``sd``, ``gain_max``; visible detail ``vis_detail``, ``detail_where``). int: L1 to it; grad: L1 of Sobel magnitudes to the target's
     (``grad_target="target"``) or to the larger of the two sources' times the target's gain g
     (``"max"``: the strongest edge of either source, as the "blend" recipe); ssim:
     1 − SSIM to it; tone: L1 of the predicted tone [B, 4] to the target's.
@@ -160,7 +170,7 @@ def tone_losses(fused, tone, ir, vis, alpha=0.5, sd=55 / 255, gain_max=2.0, w_in
     t_true = target_tone(ir, vis, alpha, sd=sd, gain_max=gain_max)
     if grad_target not in ("target", "max"):
         raise ValueError(f"grad_target must be 'target' or 'max', got {grad_target!r}")
-    target = tone_rule(ir, vis, t_true)
+    target = tone_rule(ir, vis, t_true, vis_detail=vis_detail, detail_where=detail_where)
     out = {
         "int": F.l1_loss(fused, target),
         "grad": F.l1_loss(sobel_mag(fused), sobel_mag(target) if grad_target == "target" else
