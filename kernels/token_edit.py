@@ -22,8 +22,9 @@ the selected token indices of the program's SB slots are gathered without sortin
 (b, 0) also copies the unselected tokens. The SB selected tokens then go through the edit MLP in
 registers: the ctx half of fc1 is one [H] vector per sequence (W1[:, d:] @ ctx + b1), the token half and
 fc2 are ``tl.dot`` (IEEE fp32, no TF32); sigmoid gate, l2-normalise (IEEE sqrt/division), then the
-re-quantisation streams the codebook in BLOCK_C tiles with a running (best, lowest index) exactly as in
-kernels/vq_lookup.py (same "dot" / "ordered" score forms, same tie rule), and scatters C_n[id] and id
+re-quantisation streams the codebook in BLOCK_C tiles with a running (best, lowest index) with the same
+device functions as kernels/vq_lookup.py (``common.score_tile`` in the "dot" / "ordered" form,
+``common.keep_best``: same tie rule), and scatters C_n[id] and id
 back to the selected positions. Code, hidden and slot dimensions are padded to powers of two >= 16
 (``tl.arange``/``tl.dot`` need them; d = 12 -> 16) with masks. Autotuned on CUDA (Hopper configs below);
 one fixed configuration under the interpreter (``TRITON_INTERPRET=1``).
@@ -34,14 +35,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .vq_lookup import _check_device, _dim_pad, _interpret, _require_triton, _score_mode, l2norm_ref
-
-try:  # the kernel needs triton; the reference does not
-    import triton
-    import triton.language as tl
-except Exception:  # the error is reported by _require_triton (kernels.vq_lookup)
-    triton = None
-    tl = None
+from .common import check_device, dim_pad, interpret, jit, require_triton, resolve_score_mode, tl, triton
+from .vq_lookup import l2norm_ref
 
 __all__ = ["token_edit", "token_edit_weights", "token_edit_ref", "token_edit_weights_ref", "topk_mask_ref"]
 
@@ -166,6 +161,7 @@ _INTERP_BLOCK_IJ = 128
 _GPU_BLOCK_IJ = 32
 
 if triton is not None:
+    from .common import keep_best, score_tile
 
     def _token_edit_kernel(
         z_ptr, ids_ptr, s_ptr, ctx_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, cb_ptr,
@@ -243,23 +239,8 @@ if triton is not None:
         kc_run = tl.where(pid_r * SB < NSEL, KC, 0)
         for c0 in range(0, kc_run, BLOCK_C):
             cols = c0 + tl.arange(0, BLOCK_C)
-            cm = cols < KC
-            if DOT:
-                ct = tl.load(cb_ptr + cols[None, :] * D + offs_d[:, None], mask=dmask[:, None] & cm[None, :],
-                             other=0.0).to(tl.float32)
-                acc = tl.dot(zn, ct, input_precision="ieee")
-            else:
-                acc = tl.zeros([SB, BLOCK_C], dtype=tl.float32)
-                for j in tl.static_range(D):
-                    zj = tl.sum(tl.where(offs_d[None, :] == j, zn, 0.0), axis=1)
-                    cj = tl.load(cb_ptr + cols * D + j, mask=cm, other=0.0).to(tl.float32)
-                    acc = tl.fma(zj[:, None], cj[None, :], acc)
-            acc = tl.where(cm[None, :], acc, float("-inf"))
-            tmax = tl.max(acc, axis=1)
-            targ = tl.min(tl.where(acc == tmax[:, None], cols[None, :], 2147483647), axis=1)
-            upd = tmax > best_val
-            best_val = tl.where(upd, tmax, best_val)
-            best_idx = tl.where(upd, targ, best_idx)
+            acc = score_tile(zn, cb_ptr, cols, cols < KC, offs_d, dmask, D, DOT, SB, BLOCK_C)
+            best_val, best_idx = keep_best(acc, cols, best_val, best_idx)   # ties: lowest index (common)
 
         # 4) scatter C_n[id] and id back to the selected positions
         qv = tl.load(cb_ptr + best_idx.to(tl.int64)[:, None] * D + offs_d[None, :], mask=sm2)
@@ -268,10 +249,10 @@ if triton is not None:
 
 
 @functools.lru_cache(maxsize=None)
-def _kernel(interpret: bool):
-    """Built lazily for the current mode (see kernels.vq_lookup._kernels)."""
-    fn = triton.jit(_token_edit_kernel, do_not_specialize=["BB"])
-    if interpret:
+def _kernel(interpreted: bool):
+    """Built lazily in this process's Triton mode (``common.jit``); autotuned when compiled."""
+    fn = jit(_token_edit_kernel, do_not_specialize=["BB"])
+    if interpreted:
         return fn
     return triton.autotune(
         configs=[triton.Config({"BLOCK_C": bc}, num_warps=w, num_stages=s) for bc, w, s in _TE_CONFIGS_SPEC],
@@ -286,13 +267,13 @@ def token_edit_weights(z, ids, scores, ctx, w1, b1, w2, b2, codebook_n, k, *, re
 
     Returns ``(z_out [B, K, d] (z's dtype), ids_out [B, K] (ids' dtype))``, plus ``edited`` (fp32 z' at the
     selected positions, NaN elsewhere) when ``return_edited``. ``score_mode``: "dot" | "ordered" (see
-    kernels.vq_lookup).
+    tokfuse_rt.kernels.vq_lookup).
     """
-    _require_triton("token_edit")
+    require_triton("token_edit")
     _check_args(z, ids, scores, ctx, w1, b1, w2, b2, codebook_n, k)
     tensors = [z, ids, scores, ctx, w1, w2, codebook_n] + [t for t in (b1, b2) if t is not None]
-    _check_device("token_edit", *tensors)
-    dot = _score_mode(score_mode)
+    check_device("token_edit", *tensors)
+    dot = resolve_score_mode(score_mode)
     k = int(k)
     bsz, n, d = z.shape
     kc = int(codebook_n.shape[0])
@@ -306,17 +287,17 @@ def token_edit_weights(z, ids, scores, ctx, w1, b1, w2, b2, codebook_n, k, *, re
     edited = torch.full((bsz, n, d), float("nan"), dtype=torch.float32, device=z.device) if return_edited else z_out
     nsel = max(0, min(k, n))
     if bsz > 0 and n > 0:
-        interpret = _interpret()
-        kern = _kernel(interpret)
-        sb = min(64, _dim_pad(nsel))
-        bij = min(_INTERP_BLOCK_IJ if interpret else _GPU_BLOCK_IJ, _dim_pad(n))
+        interpreted = interpret()
+        kern = _kernel(interpreted)
+        sb = min(64, dim_pad(nsel))
+        bij = min(_INTERP_BLOCK_IJ if interpreted else _GPU_BLOCK_IJ, dim_pad(n))
         grid = (bsz, max(1, -(-nsel // sb)))
         args = (z, ids, scores, ctx, w1, b1c, w2, b2c, cb, z_out, ids_out, edited, n, kc, nsel, nsel,
                 min(int(bsz).bit_length(), 24))
-        consts = dict(D=d, D_PAD=_dim_pad(d), H=h, H_PAD=_dim_pad(h), C2_PAD=_dim_pad(2 * d),
+        consts = dict(D=d, D_PAD=dim_pad(d), H=h, H_PAD=dim_pad(h), C2_PAD=dim_pad(2 * d),
                       HAS_B1=b1 is not None, HAS_B2=b2 is not None, WRITE_EDITED=bool(return_edited), DOT=dot,
                       BLOCK_I=bij, BLOCK_J=bij, SB=sb)
-        if interpret:
+        if interpreted:
             kern[grid](*args, **consts, BLOCK_C=_INTERP_BLOCK_C)
         else:
             kern[grid](*args, **consts, enable_fp_fusion=True)
