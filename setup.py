@@ -1,6 +1,7 @@
-"""Build script: the pybind11 extension tokfuse_rt._C (always), plus its CUDA kernel when nvcc is found.
-
-Owned by the nn_search work (issue 4); sources in csrc/.
+"""Build script: the pybind11 extension tokfuse_rt._C (always), plus its CUDA kernel when nvcc is found
+(sources in csrc/), and the package list: ``tokfuse_rt`` with ``tokfuse_rt.kernels`` built from the
+top-level ``kernels/`` folder (``kernels`` is a PyPI package name: it is never installed as a top-level
+package), and the top-level ``export`` package (``python -m export.to_onnx`` / ``export.to_trt``).
 
   TOKFUSE_CUDA=auto (default)  build the CUDA kernel when nvcc is found (CUDA_HOME/CUDA_PATH, then PATH)
   TOKFUSE_CUDA=0               CPU only
@@ -19,7 +20,7 @@ import subprocess
 import sys
 
 from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = "csrc"
@@ -200,4 +201,7 @@ class BuildExt(build_ext):
 # Compile the translation units in parallel (NPY_NUM_BUILD_JOBS overrides the job count).
 ParallelCompile("NPY_NUM_BUILD_JOBS").install()
 
-setup(ext_modules=[ext], cmdclass={"build_ext": BuildExt})
+PACKAGES = find_packages(include=["tokfuse_rt", "tokfuse_rt.*", "export", "export.*"]) + ["tokfuse_rt.kernels"]
+
+setup(ext_modules=[ext], cmdclass={"build_ext": BuildExt}, packages=PACKAGES,
+      package_dir={"tokfuse_rt.kernels": "kernels"})

@@ -3,7 +3,7 @@ whole module unless compiled Triton kernels can run on a CUDA GPU, and time a ca
 import pytest
 import torch
 
-import kernels
+from tokfuse_rt import kernels
 
 
 def require_compiled_triton(op: str):

@@ -1,4 +1,4 @@
-"""kernels.token_edit (Triton, fused Selective Token Editing) against token_edit_ref and the model's own
+"""tokfuse_rt.kernels.token_edit (Triton, fused Selective Token Editing) against token_edit_ref and the model's own
 SelectiveTokenEditing module.
 
 How the Triton kernel runs here: this module sets ``TRITON_INTERPRET=1`` (``os.environ.setdefault``) before it
@@ -35,12 +35,12 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-import kernels  # noqa: E402
+from tokfuse_rt import kernels  # noqa: E402
 import triton_cases  # noqa: E402
 from triton_cases import canon_map, dyadic_rows, kernel_test, load_gray  # noqa: E402
-from kernels.token_edit import (token_edit, token_edit_ref, token_edit_weights, token_edit_weights_ref,  # noqa: E402
+from tokfuse_rt.kernels.token_edit import (token_edit, token_edit_ref, token_edit_weights, token_edit_weights_ref,  # noqa: E402
                                 topk_mask_ref)
-from kernels.vq_lookup import l2norm_ref  # noqa: E402
+from tokfuse_rt.kernels.vq_lookup import l2norm_ref  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "tokfuse_rt" / "assets"
@@ -302,7 +302,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from triton.runtime.jit import JITFunction
-import kernels.token_edit as T
+import tokfuse_rt.kernels.token_edit as T
 
 CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
 sig = dict(z_ptr="*fp32", ids_ptr="*i64", s_ptr="*fp32", ctx_ptr="*fp32", w1_ptr="*fp32", b1_ptr="*fp32",

@@ -63,8 +63,8 @@ class Spy:
     """Counts the calls the model's hooks make into kernels.vq_lookup / kernels.token_edit."""
 
     def __init__(self, monkeypatch):
-        import kernels.token_edit as te
-        import kernels.vq_lookup as vq
+        import tokfuse_rt.kernels.token_edit as te
+        import tokfuse_rt.kernels.vq_lookup as vq
 
         self.calls = {"vq_lookup": 0, "token_edit": 0}
         for mod, name in ((vq, "vq_lookup"), (te, "token_edit")):

@@ -1,4 +1,4 @@
-"""kernels.vq_lookup (Triton) against its PyTorch reference vq_lookup_ref (= the model's quantiser).
+"""tokfuse_rt.kernels.vq_lookup (Triton) against its PyTorch reference vq_lookup_ref (= the model's quantiser).
 
 How the Triton kernels run here: this module sets ``TRITON_INTERPRET=1`` (``os.environ.setdefault``) before
 it imports triton, so the kernels execute in Triton's CPU interpreter on CPU tensors - no GPU needed.
@@ -39,11 +39,11 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-import kernels  # noqa: E402
+from tokfuse_rt import kernels  # noqa: E402
 import triton_cases  # noqa: E402
 from triton_cases import canon_map, dyadic_rows, kernel_test, seed_of  # noqa: E402
-from kernels import vq_lookup as V  # noqa: E402
-from kernels.vq_lookup import l2norm_ref, vq_lookup, vq_lookup_ref  # noqa: E402
+from tokfuse_rt.kernels import vq_lookup as V  # noqa: E402
+from tokfuse_rt.kernels.vq_lookup import l2norm_ref, vq_lookup, vq_lookup_ref  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ULP1 = 2.0 ** -23                                       # ulp(1.0) in float32
@@ -243,14 +243,15 @@ def test_kernel_argument_errors():
 
 
 def test_import_without_triton():
-    """`import kernels` and the *_ref functions work with triton unavailable; the Triton wrappers raise a
+    """`import tokfuse_rt.kernels` and the *_ref functions work with triton unavailable; the Triton wrappers raise a
     clear ImportError."""
     code = r"""
 import sys
 sys.modules["triton"] = None           # makes `import triton` raise ImportError
-import torch, kernels
-from kernels.vq_lookup import vq_lookup, vq_lookup_ref
-from kernels.token_edit import token_edit_weights, token_edit_weights_ref
+import torch
+from tokfuse_rt import kernels
+from tokfuse_rt.kernels.vq_lookup import vq_lookup, vq_lookup_ref
+from tokfuse_rt.kernels.token_edit import token_edit_weights, token_edit_weights_ref
 assert kernels.HAVE_TRITON is False
 cb = torch.nn.functional.normalize(torch.randn(16, 12), dim=1)
 ids, q = vq_lookup_ref(torch.randn(5, 12), cb)
@@ -281,7 +282,7 @@ import torch, triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from triton.runtime.jit import JITFunction
-import kernels.vq_lookup as V
+import tokfuse_rt.kernels.vq_lookup as V
 
 CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-import kernels
+from tokfuse_rt import kernels
 
 DEVICE, WHY = kernels.run_device()
 KERNEL_MARKS = [pytest.mark.requires_triton,

@@ -80,7 +80,7 @@ class SelectiveTokenEditing(nn.Module):
         """z [B, K, d] quantised shared tokens, ids [B, K]; returns (z_out, ids_out, scores)."""
         s = self.scores(z, ctx)
         if self._use_kernel(z):
-            from kernels.token_edit import token_edit
+            from ..kernels.token_edit import token_edit
 
             z_out, ids_out = token_edit(z, ids, s, ctx, self, codebook_n, int(k))
             return z_out, ids_out.to(ids.dtype), s
