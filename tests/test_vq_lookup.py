@@ -20,8 +20,9 @@ codebook rows and must be bit-identical.
 
 About "identical" with duplicate codebook rows: the reference (``argmax(z_n @ C_n.T)``, exactly the
 model's ``nearest_code_ref``) uses a BLAS matmul, which does not guarantee bit-identical scores for two
-identical codebook rows (test_blas_matmul_breaks_duplicate_ties shows it on this machine), so its
-"lowest index on ties" can pick a later copy of a duplicated row. The kernel's "ordered" score form does
+identical codebook rows (a library may sum a product in an order that depends on where its column falls
+in the library's blocking; on this project's CPU the copies scored alike, but nothing promises it), so
+its "lowest index on ties" could pick a later copy of a duplicated row. The kernel's "ordered" score form does
 guarantee it. Where the codebook has duplicate rows the ids are therefore compared after mapping every id
 to the lowest index of its group of identical rows (``canon``), and the kernel's ids must themselves be
 canonical; ties that are exact under any summation order (one-hot and +-1/2 rows, zero queries) are
@@ -204,20 +205,6 @@ def test_model_quantize_hook_uses_kernel():
     with kernel_backend("triton"):
         ids_k, q_k = quantize(z.to(DEVICE), cb.to(DEVICE))
     assert ids_k.dtype == torch.int64 and torch.equal(ids_k.cpu(), ids_t) and torch.equal(q_k.cpu(), q_t)
-
-
-def test_blas_matmul_breaks_duplicate_ties():
-    """Why duplicate-row ties are compared via ``canon`` (module doc): a float32 matmul may score two
-    identical codebook rows differently. Informational - passes either way, records what it saw."""
-    g = torch.Generator().manual_seed(0)
-    bad = 0
-    for n in (1, 3, 96):
-        cb = l2norm_ref(torch.randn(1000, 12, generator=g))
-        cb[500:600] = cb[:100]
-        s = l2norm_ref(torch.randn(n, 12, generator=g)) @ cb.t()
-        bad += int((s[:, 500:600] != s[:, :100]).any(dim=1).sum())
-    if bad:
-        warnings.warn(f"torch.matmul gave identical codebook rows different scores for {bad} queries here")
 
 
 # ------------------------------------------------------------------------------------------------------
