@@ -105,6 +105,7 @@ class Engine:
                  batch_size: int = 4, max_pixels: int | None = DEFAULT_MAX_PIXELS, depth: str = "auto",
                  tile_size: int | None = DEFAULT_TILE):
         from .backends import OutputGuard, backend_class
+        from .devices import parse_device
 
         if path is None:
             path = DEFAULT_MODEL
@@ -113,8 +114,7 @@ class Engine:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"model file not found: {path}")
-        if not isinstance(device, str):
-            raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {type(device).__name__}")
+        parse_device(device)                       # a bad device string fails before the model loads
         if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
             raise ValueError(f"threads must be a positive int or None, got {threads!r}")
         if not isinstance(batch_size, int) or batch_size < 1:

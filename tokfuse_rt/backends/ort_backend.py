@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..devices import parse_device
 from . import token_counts
 
 META_PREFIX = "tokfuse_rt."
@@ -43,28 +44,19 @@ def default_threads() -> int:
 
 
 def pick_providers(device: str, available: list[str]) -> tuple[list, str]:
-    """(providers for InferenceSession, requested device string) for ``device``."""
-    if not isinstance(device, str):
-        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {type(device).__name__}")
-    dev = device.strip().lower()
+    """(providers for InferenceSession, requested device string) for ``device``
+    (:func:`tokfuse_rt.devices.parse_device`); "auto": the CUDA provider when onnxruntime has it."""
+    kind, index = parse_device(device)
     has_cuda = "CUDAExecutionProvider" in available
-    if dev == "cpu":
+    if kind == "cpu" or (kind == "auto" and not has_cuda):
         return ["CPUExecutionProvider"], "cpu"
-    if dev == "auto":
-        if has_cuda:
-            return [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"], "cuda:0"
-        return ["CPUExecutionProvider"], "cpu"
-    if dev == "cuda" or dev.startswith("cuda:"):
-        idx = dev.partition(":")[2] or "0"
-        if not idx.isdigit():
-            raise ValueError(f"device={device!r}: expected 'cuda' or 'cuda:N'")
-        if not has_cuda:
-            raise ValueError(
-                f"device={device!r}: this onnxruntime has no CUDAExecutionProvider "
-                f"(available: {', '.join(available)}); install onnxruntime-gpu or use device='cpu'"
-            )
-        return [("CUDAExecutionProvider", {"device_id": int(idx)}), "CPUExecutionProvider"], f"cuda:{idx}"
-    raise ValueError(f"device={device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if kind == "cuda" and not has_cuda:
+        raise ValueError(
+            f"device={device!r}: this onnxruntime has no CUDAExecutionProvider "
+            f"(available: {', '.join(available)}); install onnxruntime-gpu or use device='cpu'"
+        )
+    index = index or 0
+    return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"], f"cuda:{index}"
 
 
 def read_onnx_config(meta: dict) -> dict | None:

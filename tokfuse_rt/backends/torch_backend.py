@@ -6,17 +6,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..devices import parse_device
 from ..model import load_checkpoint
 from ..model.quant import kernel_backend, resolve_backend
 
 
 def pick_device(device: str) -> torch.device:
-    if device == "auto":
+    """The torch device for ``device`` (:func:`tokfuse_rt.devices.parse_device`); "auto": CUDA when
+    torch sees one, else the CPU."""
+    kind, index = parse_device(device)
+    if kind == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
+    if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r}: CUDA is not available to torch on this machine")
-    return dev
+    return torch.device(kind if index is None else f"{kind}:{index}")
 
 
 class TorchBackend:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..devices import parse_device
 from . import token_counts
 
 INPUTS = ("ir", "vis", "k")
@@ -52,17 +53,13 @@ class TrtBackend:
         import torch
 
         self.path = Path(path)
-        if not isinstance(device, str):
-            raise TypeError(f"device must be a string such as 'auto' or 'cuda', got {type(device).__name__}")
-        dev = device.strip().lower()
-        if dev == "cpu":
+        kind, index = parse_device(device)
+        if kind == "cpu":
             raise ValueError("device='cpu': TensorRT engines run on NVIDIA GPUs only; use the .onnx model "
                              "(ONNX Runtime) or the .safetensors checkpoint (PyTorch) on a CPU")
-        if dev not in ("auto", "cuda") and not dev.startswith("cuda:"):
-            raise ValueError(f"device={device!r}: expected 'auto', 'cuda' or 'cuda:N'")
         if not torch.cuda.is_available():
             raise RuntimeError(f"model file {self.path}: TensorRT needs a CUDA GPU visible to torch; none found")
-        self.device = torch.device("cuda:0" if dev in ("auto", "cuda") else dev)
+        self.device = torch.device(f"cuda:{index or 0}")
         self._threads = threads
         data = self.path.read_bytes()
         if not data:
