@@ -123,17 +123,14 @@ def baseline_onnx(baseline_ckpt, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trt_plan(onnx_model, tmp_path_factory):
-    from export.to_trt import build_engine, tensorrt_available
+    from export.to_trt import build_engine, onnx_config, tensorrt_available
 
     ok, why = tensorrt_available()
     if not ok:
         pytest.skip(why)
     plan = tmp_path_factory.mktemp("bench_trt") / (onnx_model.stem + ".plan")
-    import onnx
-
-    meta = {p.key: p.value for p in onnx.load(str(onnx_model), load_external_data=False).metadata_props}
     build_engine(onnx_model, plan, (1, 1, 16, 16), (1, 1, 480, 640), (1, 1, 1024, 1280),
-                 config=json.loads(meta.get("tokfuse_rt.config", "{}")))
+                 config=onnx_config(onnx_model))
     return plan
 
 

@@ -20,7 +20,8 @@ tokens of a key frame; tiles of a large image sharing one token pass):
 
 C and S come from the model (``TokFuse.token_pathway`` / ``render``). All three graphs carry the
 same ``tokfuse_rt.checkpoint_sha256`` metadata, so a runtime can tell companions that belong to the
-model from stale ones. :data:`GRAPHS` is the one table of graph names and IO.
+model from stale ones. The names, metadata keys and minimum size are the contract of
+:mod:`tokfuse_rt.graphs`, which the runtime backends read too.
 
 The model is traced with ``kernel_backend("torch")`` so only plain PyTorch ops (hence standard
 ONNX ops) end up in the graph: the nearest-code search is an ArgMax over a MatMul, top-k is the
@@ -46,78 +47,39 @@ import time
 import warnings
 from pathlib import Path
 
+from tokfuse_rt.graphs import DIM_NAMES, GRAPHS, IMAGE_INPUTS, MIN_SIDE, half_paths, meta_key
+
 DEFAULT_OPSET = 18
-MIN_SIDE = 16            # SPEC §2: inputs of any size >= 16x16
-# graph name -> (input names, output names); "fused" is model.onnx, the others its companion halves
-GRAPHS = {
-    "fused": (("ir", "vis", "k"), ("fused", "ids")),
-    "tokens": (("ir", "vis", "k"), ("base", "ids")),
-    "render": (("ir", "vis", "base_up"), ("fused",)),
-}
-HALVES = ("tokens", "render")
-INPUT_NAMES, OUTPUT_NAMES = GRAPHS["fused"]
-META_PREFIX = "tokfuse_rt."
-# symbolic names of the dynamic axes of every graph IO tensor (None: static or unnamed)
-_DIM_NAMES = {
-    "ir": ["batch", None, "height", "width"], "vis": ["batch", None, "height", "width"],
-    "fused": ["batch", None, "height", "width"], "ids": ["batch", None],
-    "base": ["batch", None, None, None], "base_up": ["batch", None, "height", "width"],
-}
-_IMAGE_INPUTS = ("ir", "vis", "base_up")     # inputs whose H and W are dynamic
-
-
-def half_paths(onnx_path) -> dict:
-    """{"tokens": model.tokens.onnx, "render": model.render.onnx} beside ``onnx_path`` (model.onnx)."""
-    p = Path(onnx_path)
-    return {part: p.with_name(f"{p.stem}.{part}{p.suffix or '.onnx'}") for part in HALVES}
 
 
 class ExportError(RuntimeError):
     """The model could not be exported or the exported graph failed a check."""
 
 
-def _wrapper(model):
-    import torch
+def _graph_module(model, graph: str):
+    """The module traced for ``graph`` (a key of GRAPHS): ``forward`` takes the graph's inputs by their
+    names (the dynamo exporter's dynamic shapes are keyed by them) and returns its outputs."""
     from torch import nn
 
-    class TokFuseOnnx(nn.Module):
-        """forward(ir, vis, k) -> (fused, ids): the deployable part of TokFuse.forward."""
-
+    class GraphOnnx(nn.Module):
         def __init__(self, m):
             super().__init__()
             self.m = m
 
-        def forward(self, ir: torch.Tensor, vis: torch.Tensor, k: torch.Tensor):
+    class TokFuseOnnx(GraphOnnx):
+        def forward(self, ir, vis, k):             # TokFuse.forward without the STE scores
             fused, ids, _ = self.m(ir, vis, k)
             return fused, ids
 
-    return TokFuseOnnx(model).eval()
-
-
-def _half_wrapper(model, part: str):
-    from torch import nn
-
-    class TokensOnnx(nn.Module):
-        """forward(ir, vis, k) -> (base, ids): TokFuse.token_pathway."""
-
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, ir, vis, k):
+    class TokensOnnx(GraphOnnx):
+        def forward(self, ir, vis, k):             # the token pathway: (base, ids)
             return self.m.token_pathway(ir, vis, k)
 
-    class RenderOnnx(nn.Module):
-        """forward(ir, vis, base_up) -> fused: TokFuse.render."""
-
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, ir, vis, base_up):
+    class RenderOnnx(GraphOnnx):
+        def forward(self, ir, vis, base_up):       # the 2D half: fused
             return self.m.render(ir, vis, base_up)
 
-    return {"tokens": TokensOnnx, "render": RenderOnnx}[part](model).eval()
+    return {"fused": TokFuseOnnx, "tokens": TokensOnnx, "render": RenderOnnx}[graph](model).eval()
 
 
 def _example_inputs(cfg, batch: int = 2, h: int = 67, w: int = 91):
@@ -159,7 +121,7 @@ def _quiet_torch_logs(quiet: bool):
         lg.setLevel(old)
 
 
-def _export_dynamo(wrapper, args, path: Path, opset: int, dynamic_batch: bool, graph: str = "fused"):
+def _export_dynamo(wrapper, args, opset: int, dynamic_batch: bool, graph: str):
     import torch
     from torch.export import Dim
 
@@ -170,7 +132,7 @@ def _export_dynamo(wrapper, args, path: Path, opset: int, dynamic_batch: bool, g
     img = {2: h, 3: w}
     if b is not None:
         img[0] = b
-    dynamic_shapes = {n: (img if n in _IMAGE_INPUTS else None) for n in inputs}
+    dynamic_shapes = {n: (img if n in IMAGE_INPUTS else None) for n in inputs}
     prog = torch.onnx.export(
         wrapper, args, None, input_names=list(inputs), output_names=list(outputs),
         opset_version=opset, dynamo=True, dynamic_shapes=dynamic_shapes, optimize=True,
@@ -179,13 +141,13 @@ def _export_dynamo(wrapper, args, path: Path, opset: int, dynamic_batch: bool, g
     return prog.model_proto
 
 
-def _export_torchscript(wrapper, args, path: Path, opset: int, dynamic_batch: bool, graph: str = "fused"):
+def _export_torchscript(wrapper, args, opset: int, dynamic_batch: bool, graph: str):
     import torch
 
     inputs, outputs = GRAPHS[graph]
     axes = {}
     for n in inputs + outputs:
-        dims = _DIM_NAMES.get(n, [])
+        dims = DIM_NAMES.get(n, [])
         axes[n] = {i: d for i, d in enumerate(dims) if d in ("height", "width") or (d == "batch" and dynamic_batch)}
     buf = io.BytesIO()
     torch.onnx.export(
@@ -199,9 +161,8 @@ def _export_torchscript(wrapper, args, path: Path, opset: int, dynamic_batch: bo
 
 def _name_dims(model_proto, dynamic_batch: bool) -> None:
     """Give the dynamic axes of the graph IO stable symbolic names (batch, height, width)."""
-    names = _DIM_NAMES
     for vi in list(model_proto.graph.input) + list(model_proto.graph.output):
-        want = names.get(vi.name)
+        want = DIM_NAMES.get(vi.name)
         if not want:
             continue
         dims = vi.type.tensor_type.shape.dim
@@ -341,7 +302,7 @@ def _trace(wrapper, args, graph: str, opset: int, dynamic_batch: bool, exporter:
         try:
             with ctx, _quiet_torch_logs(quiet), warnings.catch_warnings(), torch.no_grad(), kernel_backend("torch"):
                 warnings.simplefilter("ignore")
-                proto = fn(wrapper, args, None, opset, dynamic_batch, graph)
+                proto = fn(wrapper, args, opset, dynamic_batch, graph)
             return proto, name
         except Exception as e:  # try the next exporter, report all failures if none works
             errors.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
@@ -364,7 +325,7 @@ def _finish(proto, graph: str, props: dict, dynamic_batch: bool, graph_opt: bool
     del proto.metadata_props[:]
     for k_, v in props.items():
         e = proto.metadata_props.add()
-        e.key, e.value = META_PREFIX + k_, v
+        e.key, e.value = meta_key(k_), v
     proto.producer_name = "tokfuse_rt.export"
     proto.doc_string = f"TokFuse 1D-token image fusion: ({', '.join(inputs)}) -> ({', '.join(outputs)})"
     return rewritten, check_graph(proto)
@@ -405,7 +366,7 @@ def export_onnx(ckpt, output, opset: int = DEFAULT_OPSET, dynamic_batch: bool = 
     ckpt, output = Path(ckpt), Path(output)
     model, meta = load_checkpoint(ckpt, map_location="cpu")
     cfg = model.cfg
-    proto, used = _trace(_wrapper(model), _example_inputs(cfg), "fused", opset, dynamic_batch, exporter, quiet)
+    proto, used = _trace(_graph_module(model, "fused"), _example_inputs(cfg), "fused", opset, dynamic_batch, exporter, quiet)
     # metadata: enough for a runtime to report the model without the checkpoint
     extra = meta.get("extra") or {}
     props = {
@@ -424,7 +385,7 @@ def export_onnx(ckpt, output, opset: int = DEFAULT_OPSET, dynamic_batch: bool = 
     if halves:
         examples = {"tokens": _example_inputs(cfg), "render": _render_example_inputs(model)}
         for part, path in half_paths(output).items():
-            p, used_p = _trace(_half_wrapper(model, part), examples[part], part, opset, dynamic_batch, exporter, quiet)
+            p, used_p = _trace(_graph_module(model, part), examples[part], part, opset, dynamic_batch, exporter, quiet)
             rw, _ = _finish(p, part, dict(props, exporter=f"torch {torch.__version__} ({used_p})"),
                             dynamic_batch, graph_opt)
             parts[part] = (p, path, rw)
@@ -519,36 +480,41 @@ def verify_halves(model, onnx_path, sizes=((1, 64, 48), (2, 37, 53))) -> dict:
     return {"max_abs_diff_base": d_base, "max_abs_diff_fused": d_fused, "ids_equal": ids_ok}
 
 
+def add_options(p) -> list:
+    """The options of ONNX export beyond CKPT, -o and --opset, added to parser or group ``p`` (also by
+    ``tokfuse export``); returns their argparse actions."""
+    return [
+        p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
+                       help="torch exporter (default auto: dynamo, then TorchScript)"),
+        p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch self-check"),
+        p.add_argument("--no-graph-opt", action="store_true",
+                       help="keep the traced graph as is (no conv split; see split_concat_convs)"),
+        p.add_argument("--no-halves", action="store_true",
+                       help="do not write the companion halves MODEL.tokens.onnx and MODEL.render.onnx "
+                            "(without them token reuse recomputes every video frame)"),
+        p.add_argument("--json", action="store_true", help="print the summary as JSON"),
+    ]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m export.to_onnx",
                                 description="Export a TokFuse .safetensors checkpoint to ONNX (dynamic batch, H, W).")
     p.add_argument("ckpt", help="TokFuse checkpoint (.safetensors)")
     p.add_argument("-o", "--output", default=None, help="output .onnx file (default: CKPT with suffix .onnx)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, >= 17 (default {DEFAULT_OPSET})")
-    p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
-                   help="torch exporter (default auto: dynamo, then TorchScript)")
-    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch self-check")
-    p.add_argument("--no-graph-opt", action="store_true",
-                   help="keep the traced graph as is (no conv split; see split_concat_convs)")
-    p.add_argument("--no-halves", action="store_true",
-                   help="do not write the companion halves MODEL.tokens.onnx and MODEL.render.onnx "
-                        "(without them token reuse recomputes every video frame)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--opset", type=int, default=None, help=f"ONNX opset, >= 17 (default {DEFAULT_OPSET})")
+    add_options(p)
     return p
 
 
-def default_output(ckpt, suffix: str = ".onnx") -> Path:
-    return Path(ckpt).with_suffix(suffix)
-
-
-def main(argv=None) -> int:
-    a = build_parser().parse_args(argv)
-    out = Path(a.output) if a.output else default_output(a.ckpt)
+def run(a, prog: str = "export.to_onnx") -> int:
+    """Export as the parsed options ``a`` say (``ckpt``, ``output``, ``opset`` and those of
+    :func:`add_options`), print the summary; the exit status."""
+    out = Path(a.output) if a.output else Path(a.ckpt).with_suffix(".onnx")
     try:
-        s = export_onnx(a.ckpt, out, opset=a.opset, exporter=a.exporter,
+        s = export_onnx(a.ckpt, out, opset=a.opset or DEFAULT_OPSET, exporter=a.exporter,
                         verify=not a.no_verify, graph_opt=not a.no_graph_opt, halves=not a.no_halves)
     except (ExportError, ValueError, FileNotFoundError, ImportError) as e:
-        print(f"export.to_onnx: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     if a.json:
         print(json.dumps(s, indent=2))
@@ -573,6 +539,10 @@ def main(argv=None) -> int:
         if not vh["ids_equal"]:
             return 1
     return 0
+
+
+def main(argv=None) -> int:
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

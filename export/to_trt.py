@@ -22,7 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_MIN, DEFAULT_OPT, DEFAULT_MAX = "1x16x16", "1x480x640", "4x2048x2048"
+from tokfuse_rt.graphs import INPUTS, MIN_SIDE, read_config, read_meta, sidecar_path
+
+DEFAULT_MIN, DEFAULT_OPT, DEFAULT_MAX = f"1x{MIN_SIDE}x{MIN_SIDE}", "1x480x640", "4x2048x2048"
 EXIT_NO_TRT = 3
 
 
@@ -49,7 +51,7 @@ def parse_shape(text: str, what: str = "shape") -> tuple[int, int, int, int]:
     return (b, 1, h, w)
 
 
-def check_profile(mn, opt, mx, min_side: int = 16) -> None:
+def check_profile(mn, opt, mx, min_side: int = MIN_SIDE) -> None:
     for i, name in ((0, "batch"), (2, "height"), (3, "width")):
         if not mn[i] <= opt[i] <= mx[i]:
             raise ValueError(f"shape profile: {name} must satisfy min <= opt <= max, got {mn[i]}, {opt[i]}, {mx[i]}")
@@ -150,15 +152,15 @@ def build_engine(onnx_path, plan_path, min_shape, opt_shape, max_shape, fp16: bo
     for i in range(network.num_inputs):
         t = network.get_input(i)
         names.append(t.name)
-        if t.name in ("ir", "vis"):
+        if t.name in ("ir", "vis"):             # the image inputs; k is a scalar execution input
             profile.set_shape(t.name, min_shape, opt_shape, max_shape)
         elif t.is_shape_tensor:            # k exported as a shape tensor: give it its value range
             k_max = int((config or {}).get("num_tokens", 64))
             k_def = int((config or {}).get("default_k", 4))
             n = max(1, len(t.shape))
             profile.set_shape_input(t.name, [0] * n, [k_def] * n, [k_max] * n)
-    if not {"ir", "vis", "k"} <= set(names):
-        raise TrtBuildError(f"{onnx_path}: network inputs {names} are not (ir, vis, k); export with export.to_onnx")
+    if not set(INPUTS) <= set(names):
+        raise TrtBuildError(f"{onnx_path}: network inputs {names} are not {INPUTS}; export with export.to_onnx")
     cfg.add_optimization_profile(profile)
     t0 = time.perf_counter()
     blob = builder.build_serialized_network(network, cfg)
@@ -179,10 +181,21 @@ def build_engine(onnx_path, plan_path, min_shape, opt_shape, max_shape, fp16: bo
             "build_s": round(time.perf_counter() - t0, 1), "bytes": plan_path.stat().st_size}
 
 
-def sidecar_path(plan_path) -> Path:
-    """``model.plan`` -> ``model.plan.json`` (model config and build settings of the engine)."""
-    plan_path = Path(plan_path)
-    return plan_path.with_name(plan_path.name + ".json")
+def add_options(p) -> list:
+    """The options of TensorRT export beyond CKPT, -o and --opset, added to parser or group ``p`` (also by
+    ``tokfuse export``); returns their argparse actions."""
+    return [
+        p.add_argument("--onnx", default=None, help="where to write the intermediate ONNX (default OUTPUT with .onnx)"),
+        p.add_argument("--report", default=None,
+                       help="TensorRT compatibility report (default OUTPUT with .trt_report.md, and .json beside it)"),
+        p.add_argument("--fp16", action="store_true", help="allow FP16 kernels for the convolutions"),
+        p.add_argument("--min-shape", default=None, help=f"smallest BxHxW of the profile (default {DEFAULT_MIN})"),
+        p.add_argument("--opt-shape", default=None,
+                       help=f"BxHxW TensorRT tunes for (default {DEFAULT_OPT}, clamped into the profile)"),
+        p.add_argument("--max-shape", default=None, help=f"largest BxHxW of the profile (default {DEFAULT_MAX})"),
+        p.add_argument("--workspace", type=float, default=4.0, help="builder workspace in GiB (default 4)"),
+        p.add_argument("--verbose", action="store_true", help="print TensorRT's log"),
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,26 +203,18 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Build a TensorRT engine from a TokFuse checkpoint (via ONNX).")
     p.add_argument("ckpt", help="TokFuse checkpoint (.safetensors) or an ONNX file from export.to_onnx")
     p.add_argument("-o", "--output", default=None, help="engine file (.plan or .engine; default CKPT with .plan)")
-    p.add_argument("--onnx", default=None, help="where to write the intermediate ONNX (default OUTPUT with .onnx)")
-    p.add_argument("--report", default=None,
-                   help="TensorRT compatibility report (default OUTPUT with .trt_report.md, and .json beside it)")
-    p.add_argument("--fp16", action="store_true", help="allow FP16 kernels for the convolutions")
-    p.add_argument("--min-shape", default=None, help=f"smallest BxHxW of the profile (default {DEFAULT_MIN})")
-    p.add_argument("--opt-shape", default=None,
-                   help=f"BxHxW TensorRT tunes for (default {DEFAULT_OPT}, clamped into the profile)")
-    p.add_argument("--max-shape", default=None, help=f"largest BxHxW of the profile (default {DEFAULT_MAX})")
-    p.add_argument("--workspace", type=float, default=4.0, help="builder workspace in GiB (default 4)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: export.to_onnx's)")
-    p.add_argument("--verbose", action="store_true", help="print TensorRT's log")
+    add_options(p)
     return p
 
 
-def main(argv=None) -> int:
+def run(a, prog: str = "export.to_trt") -> int:
+    """Build as the parsed options ``a`` say (``ckpt``, ``output``, ``opset`` and those of
+    :func:`add_options`): ONNX, the compatibility report, the engine; the exit status (EXIT_NO_TRT
+    without TensorRT or a GPU)."""
     from .to_onnx import DEFAULT_OPSET, ExportError, export_onnx
     from .trt_support import check_model, write_report
 
-    a = build_parser().parse_args(argv)
-    prog = "export.to_trt"
     src = Path(a.ckpt)
     out = Path(a.output) if a.output else src.with_suffix(".plan")
     if out.suffix.lower() not in (".plan", ".engine"):
@@ -241,7 +246,7 @@ def main(argv=None) -> int:
             s = export_onnx(src, onnx_path, opset=a.opset or DEFAULT_OPSET, verify=False, halves=False)
             exported = True
             print(f"wrote {onnx_path} (opset {s['opset']}, {len(s['op_types'])} op types)")
-        config = _onnx_config(onnx_path)
+        config = onnx_config(onnx_path)
     except (ExportError, ValueError, FileNotFoundError, ImportError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
@@ -269,15 +274,16 @@ def main(argv=None) -> int:
     return 0
 
 
-def _onnx_config(onnx_path) -> dict:
+def main(argv=None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+def onnx_config(onnx_path) -> dict:
+    """The model config in the metadata of a tokfuse_rt ONNX file ({} when it has none)."""
     import onnx
 
     m = onnx.load(str(onnx_path), load_external_data=False)
-    meta = {p.key: p.value for p in m.metadata_props}
-    try:
-        return json.loads(meta.get("tokfuse_rt.config", "{}"))
-    except json.JSONDecodeError:
-        return {}
+    return read_config(read_meta({p.key: p.value for p in m.metadata_props})) or {}
 
 
 if __name__ == "__main__":

@@ -112,13 +112,26 @@ def test_cli_export(tiny_onnx, tmp_path, capsys, monkeypatch):
     assert resolve(["onnx", "m.safetensors"], None) == ("onnx", "m.safetensors")
     assert resolve(["m.safetensors"], "x.plan") == ("trt", "m.safetensors")
     assert resolve(["tensorrt", "m.safetensors"], "x.engine") == ("trt", "m.safetensors")
-    # `tokfuse export onnx` passes its options through to export.to_onnx
+    # `tokfuse export onnx` calls export.to_onnx's export_onnx with every one of its options
     import export.to_onnx as to_onnx
 
     seen = {}
-    monkeypatch.setattr(to_onnx, "main", lambda argv: seen.setdefault("argv", argv) and 0)
-    assert main(["export", "onnx", "m.safetensors", "-o", "o.onnx", "--opset", "18"]) == 0
-    assert seen["argv"] == ["m.safetensors", "-o", "o.onnx", "--opset", "18"]
+
+    def spy(ckpt, output, **kw):
+        seen.update(kw, ckpt=ckpt, output=output)
+        raise to_onnx.ExportError("stop here")
+
+    monkeypatch.setattr(to_onnx, "export_onnx", spy)
+    assert main(["export", "onnx", "m.safetensors", "-o", "o.onnx", "--opset", "18"]) == 1
+    assert seen == dict(ckpt="m.safetensors", output=Path("o.onnx"), opset=18, exporter="auto", verify=True,
+                        graph_opt=True, halves=True)
+    assert "tokfuse export onnx: error: stop here" in capsys.readouterr().err
+    assert main(["export", "m.safetensors", "-o", "o.onnx", "--exporter", "torchscript", "--no-verify",
+                 "--no-graph-opt", "--no-halves"]) == 1
+    assert seen == dict(ckpt="m.safetensors", output=Path("o.onnx"), opset=18, exporter="torchscript",
+                        verify=False, graph_opt=False, halves=False)
+    assert main(["export", "trt", "m.safetensors", "-o", "o.plan", "--no-halves"]) == 1
+    assert "--no-halves applies to ONNX export only" in capsys.readouterr().err
     assert main(["export", "m.safetensors", "-o", "o.txt"]) == 1
     assert "cannot tell the export format" in capsys.readouterr().err
     assert main(["export", "onnx", "m.safetensors", "-o", "o.onnx", "--fp16"]) == 1

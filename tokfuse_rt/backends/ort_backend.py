@@ -20,11 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ..devices import parse_device
+from ..graphs import GRAPHS, HALVES, INPUTS, OUTPUTS, half_paths, read_config, read_meta
 from . import token_counts
-
-META_PREFIX = "tokfuse_rt."
-INPUTS = ("ir", "vis", "k")
-OUTPUTS = ("fused", "ids")
 
 
 def _ort():
@@ -57,17 +54,6 @@ def pick_providers(device: str, available: list[str]) -> tuple[list, str]:
         )
     index = index or 0
     return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"], f"cuda:{index}"
-
-
-def read_onnx_config(meta: dict) -> dict | None:
-    raw = meta.get(META_PREFIX + "config")
-    if not raw:
-        return None
-    try:
-        cfg = json.loads(raw)
-    except json.JSONDecodeError:
-        return None
-    return cfg if isinstance(cfg, dict) else None
 
 
 class OrtBackend:
@@ -103,9 +89,8 @@ class OrtBackend:
             want = "cpu"
         self.device = want
         self._check_io()
-        meta = self.session.get_modelmeta()
-        self._meta = dict(meta.custom_metadata_map)
-        self.cfg = read_onnx_config(self._meta)
+        self._meta = read_meta(self.session.get_modelmeta().custom_metadata_map)
+        self.cfg = read_config(self._meta)
         k_out = self.session.get_outputs()[1].shape
         k_static = k_out[1] if len(k_out) == 2 and isinstance(k_out[1], int) else None
         self.num_tokens, self.default_k = token_counts(
@@ -156,12 +141,12 @@ class OrtBackend:
 
     @property
     def render_halo(self) -> int | None:
-        v = self._meta.get(META_PREFIX + "render_halo")
+        v = self._meta.get("render_halo")
         return int(v) if v else None
 
     @property
     def render_align(self) -> int | None:
-        v = self._meta.get(META_PREFIX + "render_align")
+        v = self._meta.get("render_align")
         return int(v) if v else None
 
     @property
@@ -175,10 +160,8 @@ class OrtBackend:
         with self._halves_lock:
             if self._halves is not None or self.halves_note is not None:
                 return self._halves
-            from export.to_onnx import GRAPHS, HALVES, half_paths
-
             ort = _ort()
-            want_sha = self._meta.get(META_PREFIX + "checkpoint_sha256")
+            want_sha = self._meta.get("checkpoint_sha256")
             paths = half_paths(self.path)
             missing = [p.name for p in paths.values() if not p.is_file()]
             if missing:
@@ -198,14 +181,14 @@ class OrtBackend:
                     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                     self.halves_note = f"companion graph {p.name} cannot be loaded ({msg})"
                     return None
-                meta = dict(sess.get_modelmeta().custom_metadata_map)
+                meta = read_meta(sess.get_modelmeta().custom_metadata_map)
                 ins = [i.name for i in sess.get_inputs()]
                 outs = [o.name for o in sess.get_outputs()]
-                if (meta.get(META_PREFIX + "part") != part or (tuple(ins), tuple(outs)) != GRAPHS[part]):
+                if meta.get("part") != part or (tuple(ins), tuple(outs)) != GRAPHS[part]:
                     self.halves_note = (f"companion graph {p.name} is not a tokfuse_rt {part} half "
                                         f"(IO {ins} -> {outs})")
                     return None
-                if meta.get(META_PREFIX + "checkpoint_sha256") != want_sha:
+                if meta.get("checkpoint_sha256") != want_sha:
                     self.halves_note = (f"companion graph {p.name} was exported from another checkpoint than "
                                         f"{self.path.name} (stale file; re-export with python -m export.to_onnx)")
                     return None
@@ -252,7 +235,7 @@ class OrtBackend:
             opset = next((i.version for i in m.opset_import if i.domain in ("", "ai.onnx")), None)
         except Exception:
             pass
-        train = self._meta.get(META_PREFIX + "train") or None
+        train = self._meta.get("train") or None
         try:
             train = json.loads(train) if train else None
         except json.JSONDecodeError:
@@ -264,7 +247,7 @@ class OrtBackend:
             "providers": self.session.get_providers(),
             "onnxruntime": ort.__version__,
             "opset": opset,
-            "exporter": self._meta.get(META_PREFIX + "exporter"),
+            "exporter": self._meta.get("exporter"),
             "config": dict(self.cfg) if self.cfg else {"num_tokens": self.num_tokens, "default_k": self.default_k},
             "train": train,
             "halves": "tokens+render" if self.has_halves else f"unavailable: {self.halves_note}",

@@ -17,10 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..devices import parse_device
+from ..graphs import INPUTS, OUTPUTS, sidecar_path
 from . import token_counts
-
-INPUTS = ("ir", "vis", "k")
-OUTPUTS = ("fused", "ids")
 
 
 def _import_trt():
@@ -99,7 +97,7 @@ class TrtBackend:
         self.cfg = cfg
 
     def _read_sidecar(self) -> dict:
-        side = self.path.with_name(self.path.name + ".json")
+        side = sidecar_path(self.path)
         if not side.is_file():
             return {}
         try:
