@@ -17,7 +17,7 @@ torch and faiss (ratio of medians and ratio of mins of this run) and whether the
 (>= 5x torch, >= 10x faiss at N = 256) are met. Peak = cores x 2 FMA units x 8 fp32 lanes x 2 flops
 x GHz, with GHz the "cpu MHz" of /proc/cpuinfo. Assumption: that is the nominal clock (2.45 GHz
 on the project's VM); under sustained FMA load the cores run at their boost clock, so the single-
-core FMA throughput measured by ``_C._fma_peak_gflops`` (independent FMA chains) is recorded too
+core FMA throughput measured by ``_C.fma_peak_gflops`` (independent FMA chains) is recorded too
 and the fraction of that measured peak is reported next to the nominal one.
 
 The ids are checked against the torch baseline in every group: any difference must be a float
@@ -75,7 +75,7 @@ DEVICE = f"cpu ({CPU_NAME}, {CORES} cores, {GHZ:.3f} GHz nominal)" if GHZ else f
 def measured_core_peak():
     if not tnn.HAVE_EXT:
         return None
-    return max(tnn._C._fma_peak_gflops(0.05) for _ in range(3)) or None
+    return max(tnn._C.fma_peak_gflops(0.05) for _ in range(3)) or None
 
 
 @pytest.fixture(autouse=True)

@@ -117,7 +117,7 @@ def _engine(path):
     from tokfuse_rt import Engine
 
     eng = Engine(path, device="cpu", threads=THREADS)
-    assert getattr(eng._backend, "has_halves", False), "backend without the model's halves"
+    assert getattr(eng.backend, "has_halves", False), "backend without the model's halves"
     return eng
 
 

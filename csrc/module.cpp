@@ -598,7 +598,7 @@ impl: "auto" (AVX2/FMA when the CPU supports it, else scalar), "avx2" or "scalar
         "Validate `array` exactly as nn_search does and return the data address it would read "
         "(tests use it to check that inputs are not copied).");
     m.def(
-        "_fma_peak_gflops",
+        "fma_peak_gflops",
         [](double seconds) {
             if (!(cpu_has_avx2_fma() && avx2_kernel_compiled())) return 0.0;
             py::gil_scoped_release nogil;

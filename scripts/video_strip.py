@@ -36,7 +36,7 @@ def main(argv=None) -> int:
 
     from tokfuse_rt import Engine
     from tokfuse_rt.imageio import save_image
-    from tokfuse_rt.montage import _fit, _rgb
+    from tokfuse_rt.montage import as_rgb, fit_height
 
     def frames(path):
         with av.open(str(path)) as c:
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     gap = 4
     strip = []
     for r in rows:
-        tiles = [_fit(_rgb(r[i]), a.height) for i in picks]
+        tiles = [fit_height(as_rgb(r[i]), a.height) for i in picks]
         sep = np.full((a.height, gap, 3), 255, np.uint8)
         line = [t for tile in tiles for t in (tile, sep)][:-1]
         strip += [np.concatenate(line, axis=1), np.full((gap, sum(x.shape[1] for x in line), 3), 255, np.uint8)]

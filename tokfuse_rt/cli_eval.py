@@ -183,7 +183,7 @@ def cmd_eval(a) -> int:
         # left in --keep); copy them to --keep right after fusing.
         fused_dir = Path(tmp) / "fused"
         with Engine(model, device=a.device, threads=a.threads) as eng:
-            k = eng._k(a.k)                       # validates --k before fusing anything
+            k = eng.resolve_k(a.k)                # validates --k before fusing anything
             desc = f"{eng.path.name} ({eng.info().get('backend', '?')}, k={k})"
             t0 = time.perf_counter()
             rep = eng.fuse_dir(ir_dir, vis_dir, fused_dir, k=k, progress=not a.quiet, report_path=False)
@@ -221,14 +221,14 @@ def _evaluate_and_write(a, conv, metrics, fused_dir, ir_dir, vis_dir, report: Pa
 
     info = {"ir": str(ir_dir), "vis": str(vis_dir), **info, "convention": conv.name,
             "evaluated": f"{len(rows)} images, {len(failures)} skipped"}
-    _write_report(rows, failures, report, info)
+    write_report(rows, failures, report, info)
     if a.peers is not None and rows:
         print(_append_rank(a, rows, report, fused_dir, ir_dir, vis_dir))
     print(f"evaluated {len(rows)} images, {len(failures)} skipped (convention {conv.name})")
     if not rows:
         print(f"report: {report.resolve()}")
         raise ValueError(f"no image could be evaluated ({len(failures)} skipped; see {report})")
-    print(_mean_lines(rows))
+    print(mean_lines(rows))
     print(f"report: {report.resolve()}")
     if figure is not None:
         title = f"tokfuse eval ({conv.name}, n={len(rows)})"
@@ -273,19 +273,14 @@ def _append_rank(a, rows, report: Path, fused_dir: Path, ir_dir: Path, vis_dir: 
     return text.strip()
 
 
-def _mean_lines(rows) -> str:
+def mean_lines(rows) -> str:
     """Markdown header + mean ± std row (plain, for the terminal)."""
-    from .metrics.report import _fmt, metric_columns, summarize
+    from .metrics.report import mean_row, metric_columns
 
-    cols = metric_columns(rows)
-    stats = summarize(rows)
-    head = "| image | " + " | ".join(cols) + " |"
-    mean = f"| mean ± std (n={len(rows)}) | " + " | ".join(
-        f"{_fmt(stats[c][0])} ± {_fmt(stats[c][1])}" for c in cols) + " |"
-    return head + "\n" + mean
+    return "| image | " + " | ".join(metric_columns(rows)) + " |\n" + mean_row(rows, f"mean ± std (n={len(rows)})")
 
 
-def _write_report(rows, failures, report: Path, info: Dict[str, str]) -> Path:
+def write_report(rows, failures, report: Path, info: Dict[str, str]) -> Path:
     """Markdown: title, run info, the per-image table with its mean ± std row, then the skip list."""
     from .metrics.report import write_markdown
 

@@ -99,16 +99,10 @@ def evaluate_videos(fused_path, ir_path, vis_path, convention="cddfuse", metrics
     if stride < 1:
         raise ValueError(f"--stride must be >= 1, got {stride}")
     F, A, B, skipped = pair_video_frames(fused_path, ir_path, vis_path)
-    idx = list(range(0, len(F), stride))
-    it = idx
-    if progress:
-        import sys
+    from .progress import progress_bar
 
-        from tqdm import tqdm
-
-        it = tqdm(idx, desc="metrics", unit="frame", file=sys.stderr)
     rows = []
-    for i in it:
+    for i in progress_bar(range(0, len(F), stride), enabled=progress, desc="metrics", unit="frame"):
         r = {"name": f"frame {i:04d}"}
         r.update(evaluate(F[i], A[i], B[i], convention=convention, metrics=metrics))
         rows.append(r)
@@ -121,7 +115,7 @@ def evaluate_videos(fused_path, ir_path, vis_path, convention="cddfuse", metrics
 
 
 def cmd_eval_video(a, conv, metrics, report: Path, figure) -> int:
-    from .cli_eval import _mean_lines, _write_report
+    from .cli_eval import mean_lines, write_report
     from .metrics.report import write_figure
 
     info = {}
@@ -161,7 +155,7 @@ def cmd_eval_video(a, conv, metrics, report: Path, figure) -> int:
         info["fused"] = str(a.keep) if a.keep is not None else "(temporary file, deleted)"
     info = {"ir": str(a.ir), "vis": str(a.vis), **info, "convention": conv.name,
             "evaluated": f"{counts['evaluated']} of {counts['frames']} paired frames (stride {stride})"}
-    _write_report(rows, [], report, info)
+    write_report(rows, [], report, info)
     text = report.read_text(encoding="utf-8").rstrip("\n")
     if temporal is not None:
         text += ("\n\n## Temporal stability\n\nBiSWE (VF-Bench bi-directional self-warping error, 8-bit grey "
@@ -170,7 +164,7 @@ def cmd_eval_video(a, conv, metrics, report: Path, figure) -> int:
                  + "".join(f"| {k} | {v:.4f} |\n" for k, v in temporal.items()))
     report.write_text(text + "\n", encoding="utf-8")
     print(f"evaluated {counts['evaluated']} frames of {counts['frames']} (convention {conv.name})")
-    print(_mean_lines(rows))
+    print(mean_lines(rows))
     if temporal is not None:
         print("BiSWE (lower = more stable): " + ", ".join(f"{k} {v:.4f}" for k, v in temporal.items()))
     print(f"report: {report.resolve()}")

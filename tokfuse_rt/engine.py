@@ -137,7 +137,10 @@ class Engine:
         self._guard = OutputGuard(path, self._backend.num_tokens, cb)
 
     # --- API -----------------------------------------------------------------------------------
-    def _k(self, k) -> int:
+    def resolve_k(self, k: int | None) -> int:
+        """The number of tokens STE edits for ``k`` as ``fuse`` takes it: None -> the model's default;
+        TypeError / ValueError unless an int in [0, K]."""
+        self._require_open()
         if k is None:
             return self._backend.default_k
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
@@ -145,6 +148,12 @@ class Engine:
         if not 0 <= int(k) <= self._backend.num_tokens:
             raise ValueError(f"k must be in [0, {self._backend.num_tokens}], got {k}")
         return int(k)
+
+    @property
+    def backend(self):
+        """The backend object that runs the model (see :mod:`tokfuse_rt.backends`)."""
+        self._require_open()
+        return self._backend
 
     def _require_open(self):
         if self._backend is None:
@@ -202,7 +211,7 @@ class Engine:
     def fuse_with_tokens(self, ir, vis, k: int | None = None):
         """Like ``fuse`` but also returns the K shared token ids (int64 numpy [K]) after STE."""
         self._require_open()
-        k = self._k(k)
+        k = self.resolve_k(k)
         return self._fuse_prepared(self._prepare(ir, vis), k)
 
     def _fuse_prepared(self, p: Prepared, k: int):
@@ -217,7 +226,7 @@ class Engine:
     def fuse_batch(self, pairs, k: int | None = None) -> list:
         """Fuse a sequence of (ir, vis) pairs; same-size pairs share backend calls. Returns a list."""
         self._require_open()
-        k = self._k(k)
+        k = self.resolve_k(k)
         prepared = []
         for i, pair in enumerate(pairs):
             try:
@@ -262,9 +271,10 @@ class Engine:
         from .outputs import (check_output_dir, check_output_ext, check_quality, output_ok, remove_stale_temps,
                               save_image)
         from .pairing import pair_dirs
+        from .progress import progress_bar
 
         self._require_open()
-        k = self._k(k)
+        k = self.resolve_k(k)
         ext = check_output_ext(ext)
         quality = check_quality(quality)
         pairing = pair_dirs(ir_dir, vis_dir)
@@ -275,7 +285,7 @@ class Engine:
         report = FuseReport(unpaired=list(pairing.unpaired), ambiguous=list(pairing.ambiguous))
         report.removed_temps = remove_stale_temps(out_dir)
         started = _dt.datetime.now().isoformat(timespec="seconds")
-        bar = _progress(pairing.pairs, progress, "fusing")
+        bar = progress_bar(pairing.pairs, enabled=progress, desc="fusing", unit="pair")
         try:
             for pair in bar:
                 target = out_dir / (pair.stem + ext)
@@ -288,13 +298,11 @@ class Engine:
                         img = self.fuse(pair.ir, pair.vis, k)
                     for w in caught:
                         report.warnings.append((pair.name, str(w.message)))
-                        if progress:
-                            bar.write(f"warning {pair.name}: {w.message}", file=sys.stderr)
+                        bar.write(f"warning {pair.name}: {w.message}", file=sys.stderr)
                     report.written.append(save_image(img, target, quality))
                 except Exception as e:  # noqa: BLE001 - one pair never stops the batch; reported below
                     report.failed.append((pair.name, one_line(e)))
-                    if progress:
-                        bar.write(f"skipped {pair.name}: {one_line(e)}", file=sys.stderr)
+                    bar.write(f"skipped {pair.name}: {one_line(e)}", file=sys.stderr)
         except BaseException:
             report.interrupted = True
             raise
@@ -322,7 +330,7 @@ class Engine:
         from .video.reuse import ReusePolicy
         from .video.stream import FrameStream
 
-        return FrameStream(self._backend, frames, self._k(k), ReusePolicy.parse(reuse))
+        return FrameStream(self._backend, frames, self.resolve_k(k), ReusePolicy.parse(reuse))
 
     def fuse_video(self, ir, vis, out, k: int | None = None, reuse=None, resize: bool = False,
                    progress: bool = True, crf: int = 18, preset: str = "veryfast"):
@@ -339,7 +347,7 @@ class Engine:
         self._require_open()
         from .video.pipeline import fuse_video
 
-        return fuse_video(self._backend, ir, vis, out, self._k(k), reuse=reuse, resize=resize,
+        return fuse_video(self._backend, ir, vis, out, self.resolve_k(k), reuse=reuse, resize=resize,
                           progress=progress, crf=crf, preset=preset)
 
     def info(self) -> dict:
@@ -387,16 +395,3 @@ def _mem_available() -> int | None:
     except (OSError, ValueError):
         pass
     return min(vals) if vals else None
-
-
-class _NoBar(list):
-    def write(self, msg, file=None):
-        pass
-
-
-def _progress(items, enabled: bool, desc: str):
-    if not enabled:
-        return _NoBar(items)
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, unit="pair", file=sys.stderr)

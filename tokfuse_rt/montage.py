@@ -18,11 +18,13 @@ DEFAULT_PICKS = [("TNO", "01.png"), ("TNO", "21.png"), ("RoadScene", "FLIR_00211
                  ("Harvard_MRI_PET", "11.png"), ("Harvard_MRI_CT", "11.png")]
 
 
-def _rgb(a: np.ndarray) -> np.ndarray:
+def as_rgb(a: np.ndarray) -> np.ndarray:
+    """(H, W) gray -> (H, W, 3); colour as is."""
     return np.repeat(a[..., None], 3, -1) if a.ndim == 2 else a
 
 
-def _fit(a: np.ndarray, h: int) -> np.ndarray:
+def fit_height(a: np.ndarray, h: int) -> np.ndarray:
+    """``a`` resized (bilinear) to height ``h``, keeping its aspect ratio."""
     from PIL import Image
 
     w = max(1, round(a.shape[1] * h / a.shape[0]))
@@ -35,7 +37,7 @@ def build(engine: Engine, root: Path, picks=DEFAULT_PICKS, row_h: int = 200, k=N
         pair = pair_set(root / set_name).by_name(file)
         a, b = load_image(pair.ir, "ir"), load_image(pair.vis, "vis")
         f = engine.fuse(a, b, k=k)
-        tiles = [_fit(_rgb(x), row_h) for x in (a, b, f)]
+        tiles = [fit_height(as_rgb(x), row_h) for x in (a, b, f)]
         gap = np.full((row_h, 6, 3), 255, np.uint8)
         rows.append(np.concatenate([tiles[0], gap, tiles[1], gap, tiles[2]], axis=1))
     width = max(r.shape[1] for r in rows)

@@ -10,7 +10,6 @@ and reported in ``failures`` instead of aborting the run.
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
@@ -22,22 +21,8 @@ from .io import PathLike, read_gray, read_rgb
 Row = Dict[str, object]
 Failure = Dict[str, str]
 
-__all__ = ["evaluate_dirs", "write_markdown", "write_figure", "summarize", "metric_columns"]
-
-
-def _progress(iterable, total: int, enabled: bool):
-    if not enabled:
-        yield from iterable
-        return
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency, keep a plain fallback
-        for i, item in enumerate(iterable, 1):
-            print(f"\r[{i}/{total}]", end="", file=sys.stderr, flush=True)
-            yield item
-        print(file=sys.stderr)
-        return
-    yield from tqdm(iterable, total=total, desc="metrics", unit="img", file=sys.stderr)
+__all__ = ["evaluate_dirs", "write_markdown", "write_figure", "summarize", "metric_columns", "mean_row",
+           "format_value"]
 
 
 def evaluate_dirs(
@@ -55,6 +40,7 @@ def evaluate_dirs(
     Images are read with :func:`read_gray` (or :func:`read_rgb` for per-channel conventions).
     """
     from ..pairing import match_outputs, pair_dirs
+    from ..progress import progress_bar
 
     conv = get_convention(convention)
     dirs = {"fused": Path(fused_dir), "ir": Path(ir_dir), "vis": Path(vis_dir)}
@@ -70,7 +56,7 @@ def evaluate_dirs(
 
     reader = read_rgb if conv.per_channel else read_gray
     rows: List[Row] = []
-    for stem in _progress(todo, len(todo), progress):
+    for stem in progress_bar(todo, enabled=progress, desc="metrics", unit="img"):
         imgs = {}
         bad = None
         for role in ("fused", "ir", "vis"):
@@ -129,12 +115,21 @@ def summarize(rows: List[Row]) -> Dict[str, Tuple[float, float]]:
     return out
 
 
-def _fmt(x: float) -> str:
+def format_value(x: float) -> str:
+    """A metric value as the reports print it: 4 decimals, 4 significant digits below 1e-3, inf/nan."""
     if x is None or not np.isfinite(x):
         return "inf" if x == math.inf else ("-inf" if x == -math.inf else "nan")
     if x != 0 and abs(x) < 1e-3:  # e.g. Nabf (~1e-7 .. 1e-4 under the cddfuse convention): keep 4 significant digits
         return f"{x:.4g}"
     return f"{x:.4f}"
+
+
+def mean_row(rows: List[Row], label: str) -> str:
+    """The Markdown ``mean ± std`` row of ``rows`` (columns: :func:`metric_columns`), first cell ``label``."""
+    stats = summarize(rows)
+    return (f"| {label} | "
+            + " | ".join(f"{format_value(stats[c][0])} ± {format_value(stats[c][1])}" for c in metric_columns(rows))
+            + " |")
 
 
 def write_markdown(rows: List[Row], path: PathLike, title: Optional[str] = None) -> Path:
@@ -147,14 +142,9 @@ def write_markdown(rows: List[Row], path: PathLike, title: Optional[str] = None)
     lines.append("| image | " + " | ".join(cols) + " |")
     lines.append("| --- | " + " | ".join("---:" for _ in cols) + " |")
     for r in rows:
-        lines.append(f"| {r['name']} | " + " | ".join(_fmt(float(r[c])) if c in r else "" for c in cols) + " |")
+        lines.append(f"| {r['name']} | " + " | ".join(format_value(float(r[c])) if c in r else "" for c in cols) + " |")
     if rows:
-        stats = summarize(rows)
-        lines.append(
-            f"| **mean ± std** (n={len(rows)}) | "
-            + " | ".join(f"{_fmt(stats[c][0])} ± {_fmt(stats[c][1])}" for c in cols)
-            + " |"
-        )
+        lines.append(mean_row(rows, f"**mean ± std** (n={len(rows)})"))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

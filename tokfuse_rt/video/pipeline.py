@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import queue
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..progress import progress_bar
 from .avio import CHROMA_NEUTRAL, VideoSink, VideoSource, float_to_luma, luma_to_float
 from .reuse import FrameFuser, ReusePolicy
 from .sync import SyncStats, pair_by_time
@@ -194,11 +194,7 @@ def fuse_video(backend, ir, vis, out, k: int, reuse=None, resize: bool = False, 
         fuser = FrameFuser(backend, k, policy)
         period = src_ir.frame_period or src_vis.frame_period or 1 / 30
         stats = SyncStats()
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=src_vis.frames_declared or None, desc="fusing video", unit="frame", file=sys.stderr)
+        bar = progress_bar(enabled=progress, total=src_vis.frames_declared or None, desc="fusing video", unit="frame")
         t_fuse = t_pack = 0.0
         t_vis0, t_ir0 = fv.t, fi.t
         try:
@@ -221,11 +217,9 @@ def fuse_video(backend, ir, vis, out, k: int, reuse=None, resize: bool = False, 
                 t_pack += t2 - t1
                 if not _put(q_out, item, enc):
                     break
-                if bar is not None:
-                    bar.update(1)
+                bar.update(1)
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
         _put(q_out, _END, enc)
         enc.join()
         if enc.error is not None:
