@@ -1,4 +1,5 @@
-"""The ``tokfuse`` command line: fuse, fuse-dir, info, train (eval, export and bench join with their issues)."""
+"""The ``tokfuse`` command line: fuse, fuse-dir, info and train here; eval, export, bench, serve and fuse-video
+in their own modules (``tokfuse_rt.cli_<name>``), registered when importable."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +13,9 @@ EPILOG = """examples:
   tokfuse fuse-dir --ir data/ir --vis data/vi -o out/
   tokfuse fuse-dir --ir data/ir --vis data/vi -o out/ --ray        # on Ray: local, or the running cluster
   tokfuse info --model model.onnx
+  tokfuse eval --engine default --set ../shared/data/test/TNO --out tno.md
+  tokfuse export onnx tokfuse_rt/assets/default.safetensors -o model.onnx
+  tokfuse bench --model default --model model.onnx --size 640x480
   tokfuse train --data ../shared/data/train -o model.safetensors
 
 exit status:
