@@ -132,6 +132,7 @@ SWEEP = [(B, K, kc, d, k) for B in (1, 3) for K in (1, 32, 128) for kc in (1, 40
 
 
 @kernel_test
+@pytest.mark.sweep
 @pytest.mark.parametrize("B,K,kc,d,k", SWEEP, ids=[f"B{b}-K{n}-Kc{c}-d{d}-k{k}" for b, n, c, d, k in SWEEP])
 def test_sweep_matches_reference(B, K, kc, d, k):
     g = torch.Generator().manual_seed(seed_of(B, K, kc, d, k))
@@ -335,6 +336,7 @@ print("RESULT " + json.dumps(res))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.requires_triton
 @pytest.mark.skipif(not kernels.HAVE_TRITON, reason="requires_triton: triton is not installed")
 def test_compiles_for_hopper():

@@ -126,6 +126,7 @@ def check_against_ref(z, cb, ids, q, scores, expected, normalize=True, canonical
 # the sweep
 # ------------------------------------------------------------------------------------------------------
 @kernel_test
+@pytest.mark.sweep
 @pytest.mark.parametrize("normalize", [True, False], ids=["normalize", "prenormalised"])
 @pytest.mark.parametrize("d", [8, 12, 16])
 @pytest.mark.parametrize("kc", [1, 4096])
@@ -142,6 +143,7 @@ def test_sweep_matches_reference(B, K, kc, d, normalize):
 
 
 @kernel_test
+@pytest.mark.sweep
 @pytest.mark.parametrize("score_mode", ["ordered", "dot"])
 @pytest.mark.parametrize("kc,splits,block_k", [(4096, 2, 512), (4096, 3, 256), (1000, 7, 64), (70, 5, 16)])
 def test_codebook_splits_and_small_tiles(monkeypatch, kc, splits, block_k, score_mode):
@@ -320,6 +322,7 @@ def run_compiled_mode(script):
     return json.loads(line[0][len("RESULT "):])
 
 
+@pytest.mark.slow
 @pytest.mark.requires_triton
 @pytest.mark.skipif(not kernels.HAVE_TRITON, reason="requires_triton: triton is not installed")
 def test_compiles_for_hopper():
