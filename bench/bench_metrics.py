@@ -24,7 +24,7 @@ import pytest
 pytest.importorskip("scipy")
 pytest.importorskip("pytest_benchmark")
 
-import tokfuse_rt.metrics as M  # noqa: E402
+import tokfuse_rt.metrics as M
 
 
 def _shared_data_dir():

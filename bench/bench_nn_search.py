@@ -37,7 +37,7 @@ import torch
 
 pytest.importorskip("pytest_benchmark")
 
-from tokfuse_rt import nn as tnn  # noqa: E402
+from tokfuse_rt import nn as tnn
 
 try:
     import faiss  # type: ignore

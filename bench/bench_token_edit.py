@@ -26,8 +26,8 @@ from triton_gpu import require_compiled_triton, timed
 
 triton = require_compiled_triton("token_edit")
 
-from tokfuse_rt.kernels.token_edit import token_edit_weights, token_edit_weights_ref  # noqa: E402
-from tokfuse_rt.kernels.vq_lookup import l2norm_ref  # noqa: E402
+from tokfuse_rt.kernels.token_edit import token_edit_weights, token_edit_weights_ref
+from tokfuse_rt.kernels.vq_lookup import l2norm_ref
 
 KC, D, H = 4096, 12, 64
 SHAPES = [(1, 32, 4), (16, 32, 4), (256, 32, 4), (64, 128, 32)]

@@ -24,7 +24,7 @@ from triton_gpu import require_compiled_triton, timed
 
 triton = require_compiled_triton("vq_lookup")
 
-from tokfuse_rt.kernels.vq_lookup import effective_bytes, l2norm_ref, vq_lookup, vq_lookup_ref  # noqa: E402
+from tokfuse_rt.kernels.vq_lookup import effective_bytes, l2norm_ref, vq_lookup, vq_lookup_ref
 
 KC, D = 4096, 12
 NS = [32, 256, 4096, 65536]

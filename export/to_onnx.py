@@ -187,7 +187,7 @@ def split_concat_convs(model_proto, block: int = 8) -> list[str]:
     g = model_proto.graph
     try:
         inferred = onnx.shape_inference.infer_shapes(model_proto, data_prop=True).graph
-    except Exception:
+    except Exception:  # noqa: BLE001 - no shape information, no rewrite
         return []
     chans = {}
     for vi in list(inferred.value_info) + list(inferred.input) + list(inferred.output):
@@ -256,7 +256,7 @@ def check_graph(model_proto) -> list[str]:
         raise ExportError(f"onnx.checker rejected the exported graph: {e}") from None
     try:
         onnx.shape_inference.infer_shapes(model_proto, check_type=True, strict_mode=True, data_prop=True)
-    except Exception as e:  # InferenceError / ValidationError
+    except Exception as e:  # noqa: BLE001 - InferenceError / ValidationError / others of onnx: all mean a bad graph
         raise ExportError(f"ONNX shape inference failed on the exported graph: {e}") from None
     domains = {imp.domain for imp in model_proto.opset_import}
     nonstd = sorted(n.op_type for n in iter_nodes(model_proto.graph) if n.domain not in ("", "ai.onnx"))
@@ -304,7 +304,7 @@ def _trace(wrapper, args, graph: str, opset: int, dynamic_batch: bool, exporter:
                 warnings.simplefilter("ignore")
                 proto = fn(wrapper, args, opset, dynamic_batch, graph)
             return proto, name
-        except Exception as e:  # try the next exporter, report all failures if none works
+        except Exception as e:  # noqa: BLE001 - try the next exporter, report all failures if none works
             errors.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     what = "" if graph == "fused" else f" of the {graph} graph"
     raise ExportError(f"ONNX export{what} failed with every exporter: " + " | ".join(errors))

@@ -65,7 +65,7 @@ def tensorrt_available() -> tuple[bool, str]:
         import tensorrt as trt
     except ImportError:
         return False, "TensorRT is not installed (pip install tensorrt; it needs an NVIDIA GPU)"
-    except Exception as e:  # a broken install (missing libnvinfer, ...)
+    except Exception as e:  # noqa: BLE001 - a broken install (missing libnvinfer, ...)
         return False, f"TensorRT failed to import ({type(e).__name__}: {e})"
     if not _cuda_available():
         return False, f"TensorRT {trt.__version__} is installed but no CUDA GPU is visible"
@@ -85,7 +85,7 @@ def _cuda_available() -> bool:
 
         err, n = cudart.cudaGetDeviceCount()
         return int(err) == 0 and n > 0
-    except Exception:
+    except Exception:  # noqa: BLE001 - no cuda-python or no driver: no GPU
         return False
 
 
@@ -112,7 +112,7 @@ def build_engine(onnx_path, plan_path, min_shape, opt_shape, max_shape, fp16: bo
     logger = _Logger()
     try:
         builder = trt.Builder(logger)
-    except Exception as e:  # no driver / no device: pybind returns nullptr -> TypeError/RuntimeError
+    except Exception as e:  # noqa: BLE001 - no driver / no device: pybind returns nullptr -> TypeError/RuntimeError
         raise TrtUnavailable(f"TensorRT could not create a builder ({type(e).__name__}: {e}) "
                              + " | ".join(logger.errors)) from None
     if builder is None:
@@ -143,7 +143,7 @@ def build_engine(onnx_path, plan_path, min_shape, opt_shape, max_shape, fp16: bo
                 try:
                     if layer.num_outputs and layer.get_output_type(0) in (trt.float32, trt.float16):
                         layer.precision = trt.float32
-                except Exception:
+                except Exception:  # noqa: BLE001 - a layer without a settable precision keeps the builder's choice
                     pass
         if hasattr(trt.BuilderFlag, "PREFER_PRECISION_CONSTRAINTS"):
             cfg.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
@@ -266,7 +266,7 @@ def run(a, prog: str = "export.to_trt") -> int:
     except TrtBuildError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
-    except Exception as e:  # anything else TensorRT raises: one line, not a traceback
+    except Exception as e:  # noqa: BLE001 - anything else TensorRT raises: one line, not a traceback
         print(f"{prog}: error: TensorRT build failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     print(f"wrote {info['plan']} ({info['bytes'] / 1e6:.1f} MB, TensorRT {info['tensorrt']}, "

@@ -341,7 +341,7 @@ def _elem_types(model) -> dict:
 
     try:
         inf = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception:
+    except Exception:  # noqa: BLE001 - shape inference is a bonus: without it the initializers' types are used
         inf = model
     g = inf.graph
     t = {i.name: i.data_type for i in g.initializer}
@@ -469,7 +469,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     try:
         rep = check_model(a.onnx)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - an unreadable model of any kind: one line, exit 2
         print(f"export.trt_support: error: {a.onnx}: {e}", file=sys.stderr)
         return 2
     if a.output:

@@ -16,7 +16,6 @@ increasing index order.
 """
 from __future__ import annotations
 
-from typing import Optional
 
 from . import interpreter_enabled
 
@@ -24,8 +23,8 @@ try:  # the kernels need triton; the references do not
     import triton
     import triton.language as tl
 
-    TRITON_IMPORT_ERROR: Optional[BaseException] = None
-except Exception as _e:  # ImportError, or a broken triton install
+    TRITON_IMPORT_ERROR: BaseException | None = None
+except Exception as _e:  # noqa: BLE001 - ImportError, or a broken triton install
     triton = None
     tl = None
     TRITON_IMPORT_ERROR = _e
@@ -83,7 +82,7 @@ def dim_pad(n: int) -> int:
     return max(MIN_DIM, 1 << max(0, int(n) - 1).bit_length())
 
 
-def resolve_score_mode(mode: Optional[str]) -> bool:
+def resolve_score_mode(mode: str | None) -> bool:
     """True for the "dot" score form, False for "ordered" (kernels.vq_lookup explains both).
     Default: "dot" compiled on CUDA, "ordered" under the interpreter."""
     if mode is None:

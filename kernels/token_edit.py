@@ -248,7 +248,7 @@ if triton is not None:
         tl.store(idsout_ptr + pid_b * K + sel_idx, best_idx, mask=slot_valid)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernel(interpreted: bool):
     """Built lazily in this process's Triton mode (``common.jit``); autotuned when compiled."""
     fn = jit(_token_edit_kernel, do_not_specialize=["BB"])

@@ -186,7 +186,7 @@ if triton is not None:
         tl.store(q_ptr + rows64[:, None] * D + dcol[None, :], qv, mask=m2)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernels(interpreted: bool):
     """JIT objects of this process's Triton mode (``common.jit``), built on first use so that importing
     this module never compiles or interprets; autotuned when compiled."""

@@ -54,7 +54,8 @@ def main(argv=None) -> int:
     data = find_shared_data("test")
     model, meta = load_checkpoint(a.ckpt)
     cfg = model.cfg
-    t = lambda x: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]  # noqa: E731
+    def t(x):
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
 
     with torch.inference_mode():
         bases = [model.token_pathway(t(luminance(load_image(ir))), t(luminance(load_image(vis))))[0]

@@ -243,7 +243,7 @@ def data_root(pairs_dir):
 def marked_files(markers) -> list:
     """Test files that use any of ``markers`` (so a -m selection never imports unrelated test modules,
     some of which need packages the GPU machine lacks)."""
-    pat = re.compile(r"\bmark\.(%s)\b" % "|".join(map(re.escape, markers)))
+    pat = re.compile(r"\bmark\.({})\b".format("|".join(map(re.escape, markers))))
     return [f.relative_to(ROOT).as_posix() for f in sorted((ROOT / "tests").glob("test_*.py"))
             if pat.search(f.read_text(encoding="utf-8", errors="replace"))]
 
@@ -543,7 +543,7 @@ def run_steps(ck: Check, only=None) -> int:
             timeout = min(ck.timeouts.get(name, cap), left)
             try:
                 rec = fn(ck, timeout) if fn else pytest_step(ck, name, PYTEST_STEPS[name](ck), timeout)
-            except Exception as e:          # a defect of this script must not lose the record
+            except Exception as e:  # noqa: BLE001 - a defect of this script must not lose the record
                 rec = {"status": "fail", "reason": f"{type(e).__name__}: {e}"}
                 ck.log(f"---- {name}: {type(e).__name__}: {e}")
             rec.setdefault("timeout_s", round(timeout))

@@ -79,7 +79,8 @@ def model_fuse(model):
 
     def f(a, b):
         with torch.no_grad():
-            t = lambda x: torch.from_numpy(x)[None, None].float()  # noqa: E731
+            def t(x):
+                return torch.from_numpy(x)[None, None].float()
             return model(t(a), t(b))[0][0, 0].numpy()
     return f
 

@@ -82,7 +82,8 @@ def model_fuse(path, threads: int):
 
     def f(a, b):
         with torch.inference_mode():
-            t = lambda x: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]  # noqa: E731
+            def t(x):
+                return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
             return model(t(a), t(b))[0][0, 0].numpy()
     return f
 

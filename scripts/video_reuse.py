@@ -153,7 +153,8 @@ def main(argv=None) -> int:
     from tokfuse_rt import Engine
 
     policies = tuple(x.strip() for x in a.policies.split(";") if x.strip())
-    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    def log(m):
+        print(m, file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = a.model

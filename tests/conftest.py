@@ -19,7 +19,7 @@ def pytest_configure(config):
             os.environ["TRITON_INTERPRET"] = "1"
 
 
-from tokfuse_rt.datasets import find_shared_data  # noqa: E402
+from tokfuse_rt.datasets import find_shared_data
 
 SHARED_DATA = find_shared_data(start=Path(__file__))
 

@@ -10,8 +10,8 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 
-from export.to_onnx import check_graph, iter_nodes  # noqa: E402
-from tokfuse_rt.engine import DEFAULT_MODEL  # noqa: E402
+from export.to_onnx import check_graph, iter_nodes
+from tokfuse_rt.engine import DEFAULT_MODEL
 
 REAL_SETS = ("TNO", "RoadScene", "MSRS", "Harvard_MRI_CT", "Harvard_MRI_PET", "Harvard_MRI_SPECT")
 

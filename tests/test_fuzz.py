@@ -47,7 +47,7 @@ def _bases():
 
     save(Image.fromarray(gray), "PNG", ".png")
     save(Image.fromarray(rgb), "PNG", ".png")
-    save(Image.fromarray((gray.astype(np.uint16) * 16)), "PNG", ".png")
+    save(Image.fromarray(gray.astype(np.uint16) * 16), "PNG", ".png")
     save(Image.fromarray(rgb).convert("P"), "PNG", ".png")
     save(Image.fromarray(rgb), "JPEG", ".jpg", quality=90)
     save(Image.fromarray(rgb), "JPEG", ".jpg", quality=90, progressive=True)

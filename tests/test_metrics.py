@@ -240,7 +240,8 @@ def test_hand_values_4x4():
 def test_scd_cc_against_corrcoef():
     rng = np.random.default_rng(3)
     F, A, B = (rng.integers(0, 256, (4, 4)).astype(np.float64) for _ in range(3))
-    c = lambda x, y: np.corrcoef(x.ravel(), y.ravel())[0, 1]  # noqa: E731
+    def c(x, y):
+        return np.corrcoef(x.ravel(), y.ravel())[0, 1]
     assert M.scd(F, A, B) == pytest.approx(c(A, F - B) + c(B, F - A), rel=1e-9)
     assert M.cc(F, A, B) == pytest.approx((c(A, F) + c(B, F)) / 2, rel=1e-9)
 

@@ -26,21 +26,21 @@ import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from tokfuse_rt import kernels  # noqa: E402
-import triton_cases  # noqa: E402
-from triton_cases import canon_map, dyadic_rows, kernel_test, load_gray  # noqa: E402
-from tokfuse_rt.kernels.token_edit import (token_edit, token_edit_ref, token_edit_weights, token_edit_weights_ref,  # noqa: E402
+from tokfuse_rt import kernels
+import triton_cases
+from triton_cases import canon_map, dyadic_rows, kernel_test, load_gray
+from tokfuse_rt.kernels.token_edit import (token_edit, token_edit_ref, token_edit_weights, token_edit_weights_ref,
                                 topk_mask_ref)
-from tokfuse_rt.kernels.vq_lookup import l2norm_ref  # noqa: E402
+from tokfuse_rt.kernels.vq_lookup import l2norm_ref
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "tokfuse_rt" / "assets"
@@ -355,4 +355,4 @@ def test_compiles_for_hopper():
     assert len(res) >= 10
     spills = [f"{k}: {v[0]} regs, {v[1]} B stack" for k, v in res.items() if v and v[1] > 0]
     if spills:
-        warnings.warn("token_edit configs spilling on sm_90: " + "; ".join(spills))
+        warnings.warn("token_edit configs spilling on sm_90: " + "; ".join(spills), stacklevel=1)

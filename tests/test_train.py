@@ -107,7 +107,8 @@ def test_vifp_and_scd_losses_match_the_metrics(h, w):
     a, b = (gaussian_filter(rng.random((h, w)), s) for s in (1.5, 0.8))
     a, b = ((x - x.min()) / (x.max() - x.min()) for x in (a, b))
     f = np.clip(0.7 * a + 0.4 * b - 0.05, 0, 1)
-    t = lambda x: torch.from_numpy(x)[None, None]  # noqa: E731
+    def t(x):
+        return torch.from_numpy(x)[None, None]
     va, vb = L.vifp(torch.cat([t(a), t(b)], dim=1), t(f))[0].tolist()     # both refs in one call
     assert va == pytest.approx(vifp_ref(255 * a, 255 * f), rel=1e-9)
     assert vb == pytest.approx(vifp_ref(255 * b, 255 * f), rel=1e-9)

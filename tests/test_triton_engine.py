@@ -16,15 +16,15 @@ import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import copy  # noqa: E402
-from pathlib import Path  # noqa: E402
+import copy
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
 
-from triton_cases import DEVICE, KERNEL_MARKS, load_gray  # noqa: E402
+from triton_cases import DEVICE, KERNEL_MARKS, load_gray
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "tokfuse_rt" / "assets"

@@ -13,9 +13,9 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 
-from export.to_onnx import iter_nodes  # noqa: E402
-from export.to_trt import EXIT_NO_TRT, check_profile, parse_shape, tensorrt_available  # noqa: E402
-from export.trt_support import OPERATORS, SUPPORTED, TRT_VERSION, UNSUPPORTED, check_model  # noqa: E402
+from export.to_onnx import iter_nodes
+from export.to_trt import EXIT_NO_TRT, check_profile, parse_shape, tensorrt_available
+from export.trt_support import OPERATORS, SUPPORTED, TRT_VERSION, UNSUPPORTED, check_model
 
 ROOT = Path(__file__).resolve().parents[1]
 HAVE_TRT = tensorrt_available()[0]

@@ -10,7 +10,7 @@ from tokfuse_rt import Engine
 
 av = pytest.importorskip("av")
 
-from video_cases import clip_dir, decode, decode_planes, psnr, small_frames, write_video  # noqa: E402
+from video_cases import clip_dir, decode, decode_planes, psnr, small_frames, write_video
 
 W, H = 64, 48
 

@@ -32,19 +32,19 @@ import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
+import subprocess
+import sys
+import warnings
+from pathlib import Path
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from tokfuse_rt import kernels  # noqa: E402
-import triton_cases  # noqa: E402
-from triton_cases import canon_map, dyadic_rows, kernel_test, seed_of  # noqa: E402
-from tokfuse_rt.kernels import vq_lookup as V  # noqa: E402
-from tokfuse_rt.kernels.vq_lookup import l2norm_ref, vq_lookup, vq_lookup_ref  # noqa: E402
+from tokfuse_rt import kernels
+import triton_cases
+from triton_cases import canon_map, dyadic_rows, kernel_test, seed_of
+from tokfuse_rt.kernels import vq_lookup as V
+from tokfuse_rt.kernels.vq_lookup import l2norm_ref, vq_lookup, vq_lookup_ref
 
 REPO = Path(__file__).resolve().parents[1]
 ULP1 = 2.0 ** -23                                       # ulp(1.0) in float32
@@ -332,5 +332,5 @@ def test_compiles_for_hopper():
     res = run_compiled_mode(COMPILE_SCRIPT)
     spills = [f"{k}: {v[0]} regs, {v[1]} B stack" for k, v in res.items() if isinstance(v, list) and v[1] > 0]
     if spills:
-        warnings.warn("vq_lookup configs spilling on sm_90: " + "; ".join(spills))
+        warnings.warn("vq_lookup configs spilling on sm_90: " + "; ".join(spills), stacklevel=1)
     assert res["cpu_error"] and "TRITON_INTERPRET=1" in res["cpu_error"] and "CUDA" in res["cpu_error"]

@@ -23,9 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
 
-from .pairing import SET_LAYOUTS, find_set_dirs  # noqa: F401 - SET_LAYOUTS re-exported for callers
+from .pairing import find_set_dirs
 
 EPILOG = """examples:
   tokfuse eval --fused out/TNO --ir ../shared/data/test/TNO/ir --vis ../shared/data/test/TNO/vi --out tno.md
@@ -84,7 +83,7 @@ def register(subparsers) -> None:
 
 
 # --- argument checks -------------------------------------------------------------------------------
-def parse_metrics(text: Optional[str]) -> Optional[List[str]]:
+def parse_metrics(text: str | None) -> list[str] | None:
     """'EN, sd,SSIM_255' -> ['EN', 'SD', 'SSIM_255'] (canonical names); None/'' or 'all' -> None."""
     from .metrics import METRICS
 
@@ -92,7 +91,7 @@ def parse_metrics(text: Optional[str]) -> Optional[List[str]]:
         return None
     known = {m.lower(): m for m in METRICS}
     known.update({"ssim_2": "SSIM_2", "ssim_255": "SSIM_255"})
-    out: List[str] = []
+    out: list[str] = []
     for tok in text.split(","):
         tok = tok.strip()
         if not tok:
@@ -112,7 +111,7 @@ def _need_dir(path, what: str) -> Path:
     return p
 
 
-def _figure_path(a, report: Path) -> Optional[Path]:
+def _figure_path(a, report: Path) -> Path | None:
     if a.no_figure:
         return None
     if a.figure:
@@ -144,8 +143,8 @@ def cmd_eval(a) -> int:
         from .cli_eval_video import cmd_eval_video
 
         return cmd_eval_video(a, conv, metrics, report, figure)
-    info: Dict[str, str] = {}
-    pre_failures: List[Dict[str, str]] = []
+    info: dict[str, str] = {}
+    pre_failures: list[dict[str, str]] = []
 
     if a.engine is None:
         for opt, val in (("--set", a.set_dir), ("--keep", a.keep), ("--k", a.k)):
@@ -207,8 +206,8 @@ def cmd_eval(a) -> int:
         return _evaluate_and_write(a, conv, metrics, fused_dir, ir_dir, vis_dir, report, figure, info, pre_failures)
 
 
-def _evaluate_and_write(a, conv, metrics, fused_dir, ir_dir, vis_dir, report: Path, figure: Optional[Path],
-                        info: Dict[str, str], pre_failures: List[Dict[str, str]]) -> int:
+def _evaluate_and_write(a, conv, metrics, fused_dir, ir_dir, vis_dir, report: Path, figure: Path | None,
+                        info: dict[str, str], pre_failures: list[dict[str, str]]) -> int:
     from .metrics.report import evaluate_dirs, write_figure
 
     rows, failures = evaluate_dirs(fused_dir, ir_dir, vis_dir, progress=not a.quiet,
@@ -280,7 +279,7 @@ def mean_lines(rows) -> str:
     return "| image | " + " | ".join(metric_columns(rows)) + " |\n" + mean_row(rows, f"mean ± std (n={len(rows)})")
 
 
-def write_report(rows, failures, report: Path, info: Dict[str, str]) -> Path:
+def write_report(rows, failures, report: Path, info: dict[str, str]) -> Path:
     """Markdown: title, run info, the per-image table with its mean ± std row, then the skip list."""
     from .metrics.report import write_markdown
 

@@ -176,7 +176,7 @@ class Engine:
             return fn(*args)
         except (ValueError, TypeError, MemoryError, ModelOutputError):
             raise
-        except Exception as e:  # noqa: BLE001 - torch/ONNX Runtime/TensorRT errors of any type
+        except Exception as e:
             raise BackendError(f"model file {self.path}: the {self._backend.name} backend failed on a "
                                f"{shape[1]}x{shape[0]} input: {one_line(e)}") from e
 

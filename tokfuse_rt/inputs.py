@@ -187,7 +187,7 @@ class Prepared:
         """(Y_ir, Y_vis) float32 of the window ``rows`` x ``cols`` (default: the whole image)."""
         return luminance(self.ir[rows, cols]), luminance(self.vis[rows, cols])
 
-    def output(self) -> "OutputBuilder":
+    def output(self) -> OutputBuilder:
         return OutputBuilder(self)
 
     def finish(self, fused_y: np.ndarray):

@@ -23,7 +23,7 @@ NaN/inf inputs do not crash but give unspecified ids.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ def has_cuda_ext() -> bool:
     return bool(HAVE_EXT and _C.has_cuda())
 
 
-def nn_search_ref(queries: Array, codebook: Array, metric: str = "ip") -> Tuple[torch.Tensor, torch.Tensor]:
+def nn_search_ref(queries: Array, codebook: Array, metric: str = "ip") -> tuple[torch.Tensor, torch.Tensor]:
     """Pure-PyTorch reference: the test oracle, the benchmark baseline and the fallback.
 
     ``ip``: ``scores = q @ C.T``, ``ids = argmax`` (torch.argmax returns the first maximum, i.e.
@@ -127,7 +127,7 @@ def _check_float32_2d(x, name: str) -> None:
         raise ValueError(f"{name} must be 2-D, got shape {tuple(x.shape)}")
 
 
-def _default_threads(num_threads: Optional[int]) -> int:
+def _default_threads(num_threads: int | None) -> int:
     if num_threads is None:
         return max(1, torch.get_num_threads())
     if int(num_threads) < 1:
@@ -135,8 +135,8 @@ def _default_threads(num_threads: Optional[int]) -> int:
     return int(num_threads)
 
 
-def nn_search(queries: Array, codebook: Union[Array, PreparedCodebook], metric: str = "ip",
-              num_threads: Optional[int] = None) -> Tuple[Array, Array]:
+def nn_search(queries: Array, codebook: Array | PreparedCodebook, metric: str = "ip",
+              num_threads: int | None = None) -> tuple[Array, Array]:
     """Nearest codebook entry of each query: ``(ids int64 [N], scores float32 [N])``.
 
     Uses ``tokfuse_rt._C`` when built (``HAVE_EXT``), else :func:`nn_search_ref`. ``num_threads``

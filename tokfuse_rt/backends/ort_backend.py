@@ -73,7 +73,7 @@ class OrtBackend:
         self._threads = int(threads) if threads is not None else default_threads()
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=providers)
-        except Exception as e:  # InvalidProtobuf, InvalidGraph, Fail, NoSuchFile, ...
+        except Exception as e:  # noqa: BLE001 - InvalidProtobuf, InvalidGraph, Fail, NoSuchFile, ...
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ValueError(f"model file {self.path}: cannot load it as an ONNX model (corrupt, truncated or "
                              f"not a tokfuse_rt export?): {msg}") from None
@@ -177,7 +177,7 @@ class OrtBackend:
                 p = paths[part]
                 try:
                     sess = ort.InferenceSession(str(p), sess_options=self._so, providers=self.session.get_providers())
-                except Exception as e:
+                except Exception as e:  # noqa: BLE001 - any load failure makes the halves unavailable, with the reason
                     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                     self.halves_note = f"companion graph {p.name} cannot be loaded ({msg})"
                     return None
@@ -229,11 +229,11 @@ class OrtBackend:
         ort = _ort()
         opset = None
         try:
-            import onnx  # noqa: F401 - optional; only for the opset number
+            import onnx
 
             m = onnx.load(str(self.path), load_external_data=False)
             opset = next((i.version for i in m.opset_import if i.domain in ("", "ai.onnx")), None)
-        except Exception:
+        except Exception:  # noqa: BLE001 - the opset is optional information
             pass
         train = self._meta.get("train") or None
         try:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Dict, Iterable, Optional, Union
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -40,7 +40,7 @@ class Convention:
 
 
 #: Named conventions.  "cddfuse" is the default and reproduces ``shared/data/metric_reference.json``.
-CONVENTIONS: Dict[str, Convention] = {
+CONVENTIONS: dict[str, Convention] = {
     "cddfuse": Convention("cddfuse"),
     # same, MI in bits (= nats / ln 2)
     "cddfuse_bits": Convention("cddfuse_bits", mi_base=2.0),
@@ -53,7 +53,7 @@ CONVENTIONS: Dict[str, Convention] = {
 }
 
 
-def get_convention(convention: Union[str, Convention, None] = None, **overrides) -> Convention:
+def get_convention(convention: str | Convention | None = None, **overrides) -> Convention:
     """Resolve a convention name (or object) and apply keyword overrides, e.g.
     ``get_convention("cddfuse", mi_base=2)``."""
     if convention is None:
@@ -68,7 +68,7 @@ def get_convention(convention: Union[str, Convention, None] = None, **overrides)
     return replace(convention, **overrides) if overrides else convention
 
 
-def _resolve_metrics(metrics: Optional[Iterable[str]]):
+def _resolve_metrics(metrics: Iterable[str] | None):
     if metrics is None:
         return list(METRICS)
     if isinstance(metrics, str):
@@ -103,8 +103,8 @@ _SINGLE = {
 }
 
 
-def _evaluate_gray(F, A, B, names, conv: Convention) -> Dict[str, float]:
-    r: Dict[str, float] = {}
+def _evaluate_gray(F, A, B, names, conv: Convention) -> dict[str, float]:
+    r: dict[str, float] = {}
     for m in names:
         if m == "SSIM":
             ranges = tuple(dict.fromkeys((2.0, 255.0, float(conv.ssim_range))))
@@ -136,10 +136,10 @@ def evaluate(
     fused,
     ir,
     vis,
-    convention: Union[str, Convention, None] = "cddfuse",
-    metrics: Optional[Iterable[str]] = None,
+    convention: str | Convention | None = "cddfuse",
+    metrics: Iterable[str] | None = None,
     **overrides,
-) -> Dict[str, float]:
+) -> dict[str, float]:
     """Compute fusion metrics for one triplet.
 
     ``fused``, ``ir`` (A) and ``vis`` (B) are HxW luminance or HxWx3 RGB arrays on the 0..255

@@ -81,7 +81,8 @@ def _check(F, A, B):
     F, A, B = (np.asarray(v) for v in (F, A, B))
     if not (F.shape == A.shape == B.shape) or F.ndim != 2:
         raise ValueError(f"shape mismatch / not 2-D: F {F.shape}, A {A.shape}, B {B.shape}")
-    fl = lambda v: v if v.dtype.kind == "f" else v.astype(np.float64)  # noqa: E731
+    def fl(v):
+        return v if v.dtype.kind == "f" else v.astype(np.float64)
     return fl(F), fl(A), fl(B)
 
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from collections.abc import Iterable
 
 import numpy as np
 
 from .core import METRICS, evaluate, get_convention
 from .io import PathLike, read_gray, read_rgb
 
-Row = Dict[str, object]
-Failure = Dict[str, str]
+Row = dict[str, object]
+Failure = dict[str, str]
 
 __all__ = ["evaluate_dirs", "write_markdown", "write_figure", "summarize", "metric_columns", "mean_row",
            "format_value"]
@@ -31,8 +31,8 @@ def evaluate_dirs(
     vis_dir: PathLike,
     progress: bool = True,
     convention="cddfuse",
-    metrics: Optional[Iterable[str]] = None,
-) -> Tuple[List[Row], List[Failure]]:
+    metrics: Iterable[str] | None = None,
+) -> tuple[list[Row], list[Failure]]:
     """Evaluate every fused image that has an ir and a vis partner with the same stem.
 
     Returns ``(rows, failures)``: ``rows`` is a list of ``{"name": stem, <metric>: value, ...}``
@@ -48,14 +48,14 @@ def evaluate_dirs(
         if not d.is_dir():
             raise NotADirectoryError(f"{role} directory not found: {d}")
     matched = match_outputs(pair_dirs(dirs["ir"], dirs["vis"]), dirs["fused"])
-    failures: List[Failure] = [{"name": stem, "path": path, "reason": why} for stem, path, why in matched.problems]
+    failures: list[Failure] = [{"name": stem, "path": path, "reason": why} for stem, path, why in matched.problems]
     files = {"fused": {}, "ir": {}, "vis": {}}
     for pair, fused in matched.found:
         files["fused"][pair.stem], files["ir"][pair.stem], files["vis"][pair.stem] = fused, pair.ir, pair.vis
     todo = sorted(files["fused"])
 
     reader = read_rgb if conv.per_channel else read_gray
-    rows: List[Row] = []
+    rows: list[Row] = []
     for stem in progress_bar(todo, enabled=progress, desc="metrics", unit="img"):
         imgs = {}
         bad = None
@@ -63,7 +63,7 @@ def evaluate_dirs(
             path = files[role][stem]
             try:
                 imgs[role] = reader(path)
-            except Exception as exc:  # unreadable / truncated / not an image
+            except Exception as exc:  # noqa: BLE001 - unreadable / truncated / not an image: reported, the run goes on
                 bad = {"name": stem, "path": str(path), "reason": f"unreadable: {type(exc).__name__}: {exc}"}
                 break
         if bad is not None:
@@ -79,7 +79,7 @@ def evaluate_dirs(
             continue
         try:
             values = evaluate(imgs["fused"], imgs["ir"], imgs["vis"], convention=conv, metrics=metrics)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a metric failing on one image is reported, the run goes on
             failures.append({"name": stem, "path": str(files["fused"][stem]),
                              "reason": f"metric error: {type(exc).__name__}: {exc}"})
             continue
@@ -89,9 +89,9 @@ def evaluate_dirs(
     return rows, failures
 
 
-def metric_columns(rows: List[Row]) -> List[str]:
+def metric_columns(rows: list[Row]) -> list[str]:
     """Metric keys present in ``rows``: METRICS order first (SSIM_2 / SSIM_255 after SSIM)."""
-    present: List[str] = []
+    present: list[str] = []
     for r in rows:
         for k in r:
             if k != "name" and k not in present:
@@ -105,7 +105,7 @@ def metric_columns(rows: List[Row]) -> List[str]:
     return order
 
 
-def summarize(rows: List[Row]) -> Dict[str, Tuple[float, float]]:
+def summarize(rows: list[Row]) -> dict[str, tuple[float, float]]:
     """``{metric: (mean, std)}`` over rows (population std, ddof=0; non-finite values ignored)."""
     out = {}
     for k in metric_columns(rows):
@@ -124,7 +124,7 @@ def format_value(x: float) -> str:
     return f"{x:.4f}"
 
 
-def mean_row(rows: List[Row], label: str) -> str:
+def mean_row(rows: list[Row], label: str) -> str:
     """The Markdown ``mean ± std`` row of ``rows`` (columns: :func:`metric_columns`), first cell ``label``."""
     stats = summarize(rows)
     return (f"| {label} | "
@@ -132,7 +132,7 @@ def mean_row(rows: List[Row], label: str) -> str:
             + " |")
 
 
-def write_markdown(rows: List[Row], path: PathLike, title: Optional[str] = None) -> Path:
+def write_markdown(rows: list[Row], path: PathLike, title: str | None = None) -> Path:
     """Write a Markdown table: one row per image, then a ``mean ± std`` row (population std)."""
     path = Path(path)
     cols = metric_columns(rows)
@@ -150,7 +150,7 @@ def write_markdown(rows: List[Row], path: PathLike, title: Optional[str] = None)
     return path
 
 
-def write_figure(rows: List[Row], path: PathLike, title: Optional[str] = None) -> Path:
+def write_figure(rows: list[Row], path: PathLike, title: str | None = None) -> Path:
     """Write a PNG with one bar chart per metric (one bar per image, dashed line at the mean).
 
     matplotlib is imported lazily and drawn through the Agg canvas directly, so the global

@@ -84,7 +84,7 @@ class TokFuseConfig:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "TokFuseConfig":
+    def from_json(cls, text: str) -> TokFuseConfig:
         data = json.loads(text)
         if not isinstance(data, dict):
             raise ValueError("model config must be a JSON object")

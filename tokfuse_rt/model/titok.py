@@ -132,7 +132,7 @@ class TiTokConfig:
         return json.dumps(d, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "TiTokConfig":
+    def from_json(cls, text: str) -> TiTokConfig:
         data = json.loads(text)
         if not isinstance(data, dict):
             raise ValueError("TiTok config must be a JSON object")
@@ -143,12 +143,12 @@ class TiTokConfig:
         return cls(**data)
 
     @classmethod
-    def preset(cls, name: str) -> "TiTokConfig":
+    def preset(cls, name: str) -> TiTokConfig:
         """``"L-32"``, ``"B-64"`` or ``"S-128"`` (also ``titok_l32`` ...): the released tokenizers."""
         return cls.from_official(official_config(name))
 
     @classmethod
-    def from_official(cls, config: dict) -> "TiTokConfig":
+    def from_official(cls, config: dict) -> TiTokConfig:
         """From the official config (the content of a published ``config.json`` or of
         ``configs/infer/TiTok/*.yaml``): ``{"model": {"vq_model": {...}}, "dataset": {"preprocessing":
         {"crop_size": ...}}}``. Raises TiTokError naming a missing, invalid or unsupported field."""
@@ -418,7 +418,7 @@ def read_state_dict(path) -> dict:
             raise TiTokError(f"TiTok weights {path} are corrupt or not a safetensors file: {e}") from None
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # UnpicklingError, RuntimeError (bad zip), EOFError, ...: all mean "unreadable"
+    except Exception as e:  # noqa: BLE001 - UnpicklingError, RuntimeError (bad zip), EOFError, ...: all mean unreadable
         raise TiTokError(f"TiTok weights {path} cannot be read as a PyTorch state dict "
                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):

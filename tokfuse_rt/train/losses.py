@@ -33,7 +33,8 @@ def target_tone(ir: torch.Tensor, vis: torch.Tensor, alpha: float = 0.0, gain: f
     a·clamp(ir + vis − c, 0, 1); g = ``gain``, or with ``sd`` > 0 the gain that brings m's standard
     deviation to ``sd``, clamped to [1, ``gain_max``].  ir, vis: [B, 1, H, W] in [0, 1].
     """
-    mean = lambda t: t.mean(dim=(-3, -2, -1))  # noqa: E731  (per image -> [B])
+    def mean(t):                                # per image -> [B]
+        return t.mean(dim=(-3, -2, -1))
     c = 0.5 * (mean(ir) + mean(vis))
     m = torch.maximum(ir, vis)
     if alpha:

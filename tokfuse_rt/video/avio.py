@@ -259,7 +259,7 @@ class VideoSink:
         if self.container is not None:
             try:
                 self.container.close()
-            except Exception:
+            except Exception:  # noqa: BLE001 - closing a broken container must not hide the error being reported
                 pass
             self.container = None
         try:

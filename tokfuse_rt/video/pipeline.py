@@ -82,7 +82,7 @@ class _Stage(threading.Thread):
     def run(self):
         try:
             self.work(self)
-        except BaseException as e:  # handed to the main thread
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread, which re-raises it
             self.error = e
 
 
@@ -115,10 +115,10 @@ def _drain(q, stage):
             f = q.get(timeout=0.1)
         except queue.Empty:
             if stage.error is not None:
-                raise stage.error
+                raise stage.error from None          # the stage's own error, not the empty queue
             if not stage.is_alive() and q.empty():
                 if stage.error is not None:
-                    raise stage.error
+                    raise stage.error from None
                 return
             continue
         if f is _END:

@@ -42,7 +42,7 @@ class ReusePolicy:
             raise ValueError(f"reuse thumb_stride must be an int >= 1, got {self.thumb_stride!r}")
 
     @classmethod
-    def off(cls) -> "ReusePolicy":
+    def off(cls) -> ReusePolicy:
         return cls(interval=1, scene_threshold=None)
 
     @property
@@ -50,7 +50,7 @@ class ReusePolicy:
         return self.interval > 1
 
     @classmethod
-    def parse(cls, spec) -> "ReusePolicy":
+    def parse(cls, spec) -> ReusePolicy:
         """``None``/"auto"/"on" -> the default policy; "off"/"none"/"0"/"1" -> recompute every frame;
         an int N or "N" -> key frame every N frames (default scene check); "interval=N,scene=T"
         (either part optional, ``scene=off`` disables the scene check); a ReusePolicy as is."""
