@@ -68,9 +68,10 @@ def pair_paths():
     data = _shared_data()
     if data is None:
         pytest.skip("shared/data not found beside the repository (set TOKFUSE_SHARED)")
-    d = data / "test" / "MSRS"
-    name = sorted(p.name for p in (d / "ir").iterdir())[0]
-    return d / "ir" / name, d / "vi" / name
+    from tokfuse_rt.pairing import pair_set
+
+    first = pair_set(data / "test" / "MSRS").pairs[0]
+    return first.ir, first.vis
 
 
 @pytest.fixture(scope="module")

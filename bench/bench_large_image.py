@@ -29,16 +29,16 @@ def big_pair(tmp_path_factory):
     from PIL import Image
 
     from tokfuse_rt.datasets import find_shared_data
+    from tokfuse_rt.pairing import pair_set
 
     data = find_shared_data(start=ROOT)
     if data is None:
         pytest.skip("shared/data not found beside the repository (set TOKFUSE_SHARED)")
-    d = data / "test" / "MSRS"
-    name = sorted(p.name for p in (d / "ir").iterdir())[0]
+    first = pair_set(data / "test" / "MSRS").pairs[0]
     out = tmp_path_factory.mktemp("big")
     paths = []
-    for sub, mode in (("ir", "L"), ("vi", "RGB")):
-        with Image.open(d / sub / name) as im:
+    for sub, src, mode in (("ir", first.ir, "L"), ("vi", first.vis, "RGB")):
+        with Image.open(src) as im:
             p = out / f"{sub}.png"
             im.convert(mode).resize(SIZE, Image.BILINEAR).save(p, compress_level=1)
             paths.append(p)

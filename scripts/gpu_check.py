@@ -694,18 +694,19 @@ def make_pairs(dest: Path) -> int:
     if data is None:
         print("gpu_check: error: shared/data not found (set TOKFUSE_SHARED)", file=sys.stderr)
         return 2
+    from tokfuse_rt.pairing import find_set_dirs, pair_dirs
+
     n = 0
     for name, count in PAIR_SETS:
-        src = data / "test" / name
-        a, b = ("ir", "vi") if (src / "ir").is_dir() else ("a", "b")
-        if not (src / a).is_dir():
-            print(f"gpu_check: warning: {src / a} not found, no {name} pairs", file=sys.stderr)
+        try:
+            ir_dir, vis_dir = find_set_dirs(data / "test" / name)
+        except FileNotFoundError as e:
+            print(f"gpu_check: warning: {e}; no {name} pairs", file=sys.stderr)
             continue
-        files = sorted(p.name for p in (src / a).iterdir() if (src / b / p.name).is_file())[:count]
-        for f in files:
-            for side in (a, b):
+        for pair in pair_dirs(ir_dir, vis_dir).pairs[:count]:
+            for src, side in ((pair.ir, ir_dir.name), (pair.vis, vis_dir.name)):
                 (dest / "test" / name / side).mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src / side / f, dest / "test" / name / side / f)
+                shutil.copy2(src, dest / "test" / name / side / src.name)
             n += 1
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
     print(f"{n} pairs copied to {dest} ({size / 2**20:.1f} MiB)")

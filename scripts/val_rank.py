@@ -30,9 +30,9 @@ M8 = ["EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM"]
 
 def load_set(root: Path):
     from tokfuse_rt.metrics import read_gray
+    from tokfuse_rt.pairing import pair_set
 
-    names = sorted(p.name for p in (root / "ir").iterdir())
-    return [(n, read_gray(root / "ir" / n), read_gray(root / "vi" / n)) for n in names]
+    return [(p.name, read_gray(p.ir), read_gray(p.vis)) for p in pair_set(root)]
 
 
 def score(fuse, pairs):

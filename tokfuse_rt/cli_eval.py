@@ -241,13 +241,13 @@ def _thermal_kept(rows, fused_dir: Path, ir_dir: Path, vis_dir: Path):
     import numpy as np
 
     from .metrics import read_gray, thermal_kept
+    from .pairing import match_outputs, pair_dirs
 
-    def find(d: Path, stem: str) -> Path:
-        return next(p for p in sorted(d.iterdir()) if p.stem == stem)
-
+    paths = {pair.stem: (fused, pair.ir, pair.vis)
+             for pair, fused in match_outputs(pair_dirs(ir_dir, vis_dir), fused_dir).found}
     kept = []
     for r in rows:
-        f, ir, vis = (read_gray(find(d, r["name"])) / 255.0 for d in (fused_dir, ir_dir, vis_dir))
+        f, ir, vis = (read_gray(p) / 255.0 for p in paths[r["name"]])
         k, n = thermal_kept(f, ir, vis, margin=0.25)
         if n >= 500:
             kept.append(k)
