@@ -22,7 +22,6 @@ import sys
 from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext
 from setuptools import find_packages, setup
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = "csrc"
 
 

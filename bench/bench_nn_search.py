@@ -1,4 +1,4 @@
-"""Benchmarks of the codebook nearest-neighbour search (issue 4, SPEC §3 and §6).
+"""Benchmarks of the codebook nearest-neighbour search (SPEC §3 and §6).
 
 Run:  .venv/bin/python -m pytest bench/bench_nn_search.py --benchmark-only
 

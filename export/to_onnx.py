@@ -45,11 +45,20 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 from tokfuse_rt.graphs import DIM_NAMES, GRAPHS, IMAGE_INPUTS, MIN_SIDE, half_paths, meta_key
 
+if TYPE_CHECKING:
+    import onnx
+
+    from tokfuse_rt.model import TokFuse
+
 DEFAULT_OPSET = 18
+PathLike = Union[str, os.PathLike]
+Sizes = Sequence[tuple[int, int, int]]     # (batch, height, width) of the self-check inputs
 
 
 class ExportError(RuntimeError):
@@ -173,7 +182,7 @@ def _name_dims(model_proto, dynamic_batch: bool) -> None:
                 d.dim_param = n
 
 
-def split_concat_convs(model_proto, block: int = 8) -> list[str]:
+def split_concat_convs(model_proto: onnx.ModelProto, block: int = 8) -> list[str]:
     """Rewrite ``Conv(Concat([a, b, ...], axis=1), W, bias)`` as ``Conv(a, W[:, :Ca], bias) +
     Conv(Concat([b, ...]), W[:, Ca:])`` when ``a`` has a multiple of ``block`` channels and the concat
     does not. Mathematically the same convolution (only the float summation order changes); ONNX
@@ -246,7 +255,7 @@ def split_concat_convs(model_proto, block: int = 8) -> list[str]:
     return done
 
 
-def check_graph(model_proto) -> list[str]:
+def check_graph(model_proto: onnx.ModelProto) -> list[str]:
     """onnx.checker (full) + strict shape inference; returns the sorted op types. Raises ExportError."""
     import onnx
 
@@ -267,7 +276,7 @@ def check_graph(model_proto) -> list[str]:
     return sorted({n.op_type for n in iter_nodes(model_proto.graph)})
 
 
-def iter_nodes(graph):
+def iter_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
     """Every node of ``graph`` including those inside subgraphs (If/Loop/Scan bodies)."""
     import onnx
 
@@ -281,7 +290,7 @@ def iter_nodes(graph):
                     yield from iter_nodes(g)
 
 
-def op_counts(model_proto) -> dict[str, int]:
+def op_counts(model_proto: onnx.ModelProto) -> dict[str, int]:
     out: dict[str, int] = {}
     for n in iter_nodes(model_proto.graph):
         out[n.op_type] = out.get(n.op_type, 0) + 1
@@ -344,7 +353,7 @@ def _save_atomic(proto, path: Path) -> None:
             tmp.unlink()
 
 
-def export_onnx(ckpt, output, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True,
+def export_onnx(ckpt: PathLike, output: PathLike, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True,
                 exporter: str = "auto", verify: bool = True, quiet: bool = True, graph_opt: bool = True,
                 halves: bool = True) -> dict:
     """Export checkpoint ``ckpt`` to ONNX file ``output``. Returns a summary dict
@@ -411,7 +420,7 @@ def _opset(proto) -> int:
     return next(i.version for i in proto.opset_import if i.domain in ("", "ai.onnx"))
 
 
-def verify_against_torch(model, onnx_path, sizes=((1, 64, 48), (2, 37, 53))) -> dict:
+def verify_against_torch(model: TokFuse, onnx_path: PathLike, sizes: Sizes = ((1, 64, 48), (2, 37, 53))) -> dict:
     """Quick self-check on random inputs of other shapes than traced: ids equal, max |Δ fused|."""
     try:
         import onnxruntime as ort
@@ -441,7 +450,7 @@ def verify_against_torch(model, onnx_path, sizes=((1, 64, 48), (2, 37, 53))) -> 
     return {"max_abs_diff": worst, "ids_equal": ids_ok}
 
 
-def verify_halves(model, onnx_path, sizes=((1, 64, 48), (2, 37, 53))) -> dict:
+def verify_halves(model: TokFuse, onnx_path: PathLike, sizes: Sizes = ((1, 64, 48), (2, 37, 53))) -> dict:
     """Self-check of the companion halves on random inputs: tokens graph vs ``token_pathway`` (ids equal,
     max |Δ base|), render graph vs ``render`` (max |Δ fused|)."""
     try:
@@ -480,7 +489,7 @@ def verify_halves(model, onnx_path, sizes=((1, 64, 48), (2, 37, 53))) -> dict:
     return {"max_abs_diff_base": d_base, "max_abs_diff_fused": d_fused, "ids_equal": ids_ok}
 
 
-def add_options(p) -> list:
+def add_options(p) -> list[argparse.Action]:
     """The options of ONNX export beyond CKPT, -o and --opset, added to parser or group ``p`` (also by
     ``tokfuse export``); returns their argparse actions."""
     return [
@@ -506,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def run(a, prog: str = "export.to_onnx") -> int:
+def run(a: argparse.Namespace, prog: str = "export.to_onnx") -> int:
     """Export as the parsed options ``a`` say (``ckpt``, ``output``, ``opset`` and those of
     :func:`add_options`), print the summary; the exit status."""
     out = Path(a.output) if a.output else Path(a.ckpt).with_suffix(".onnx")
@@ -541,7 +550,7 @@ def run(a, prog: str = "export.to_onnx") -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     return run(build_parser().parse_args(argv))
 
 

@@ -17,15 +17,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Union
 
 from tokfuse_rt.graphs import INPUTS, MIN_SIDE, read_config, read_meta, sidecar_path
 
 DEFAULT_MIN, DEFAULT_OPT, DEFAULT_MAX = f"1x{MIN_SIDE}x{MIN_SIDE}", "1x480x640", "4x2048x2048"
 EXIT_NO_TRT = 3
+PathLike = Union[str, os.PathLike]
+Shape = tuple[int, int, int, int]          # (B, 1, H, W)
 
 
 class TrtBuildError(RuntimeError):
@@ -51,7 +56,7 @@ def parse_shape(text: str, what: str = "shape") -> tuple[int, int, int, int]:
     return (b, 1, h, w)
 
 
-def check_profile(mn, opt, mx, min_side: int = MIN_SIDE) -> None:
+def check_profile(mn: Shape, opt: Shape, mx: Shape, min_side: int = MIN_SIDE) -> None:
     for i, name in ((0, "batch"), (2, "height"), (3, "width")):
         if not mn[i] <= opt[i] <= mx[i]:
             raise ValueError(f"shape profile: {name} must satisfy min <= opt <= max, got {mn[i]}, {opt[i]}, {mx[i]}")
@@ -89,7 +94,8 @@ def _cuda_available() -> bool:
         return False
 
 
-def build_engine(onnx_path, plan_path, min_shape, opt_shape, max_shape, fp16: bool = False,
+def build_engine(onnx_path: PathLike, plan_path: PathLike, min_shape: Shape, opt_shape: Shape, max_shape: Shape,
+                 fp16: bool = False,
                  workspace_gib: float = 4.0, verbose: bool = False, config: dict | None = None) -> dict:
     """Parse ``onnx_path`` and build ``plan_path``. Raises TrtUnavailable / TrtBuildError."""
     ok, why = tensorrt_available()
@@ -181,7 +187,7 @@ def build_engine(onnx_path, plan_path, min_shape, opt_shape, max_shape, fp16: bo
             "build_s": round(time.perf_counter() - t0, 1), "bytes": plan_path.stat().st_size}
 
 
-def add_options(p) -> list:
+def add_options(p) -> list[argparse.Action]:
     """The options of TensorRT export beyond CKPT, -o and --opset, added to parser or group ``p`` (also by
     ``tokfuse export``); returns their argparse actions."""
     return [
@@ -208,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def run(a, prog: str = "export.to_trt") -> int:
+def run(a: argparse.Namespace, prog: str = "export.to_trt") -> int:
     """Build as the parsed options ``a`` say (``ckpt``, ``output``, ``opset`` and those of
     :func:`add_options`): ONNX, the compatibility report, the engine; the exit status (EXIT_NO_TRT
     without TensorRT or a GPU)."""
@@ -274,11 +280,11 @@ def run(a, prog: str = "export.to_trt") -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     return run(build_parser().parse_args(argv))
 
 
-def onnx_config(onnx_path) -> dict:
+def onnx_config(onnx_path: PathLike) -> dict:
     """The model config in the metadata of a tokfuse_rt ONNX file ({} when it has none)."""
     import onnx
 

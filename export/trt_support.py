@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import onnx
 
 TRT_VERSION = "10.15"
 OPSET_MIN, OPSET_MAX = 9, 24
@@ -402,7 +407,7 @@ def _node_notes(n, consts: set) -> list:
     return notes
 
 
-def check_model(model) -> CompatReport:
+def check_model(model: str | os.PathLike | onnx.ModelProto) -> CompatReport:
     """Check every node of an ONNX model (path or ModelProto) against TensorRT's operator list."""
     import onnx
 
@@ -450,7 +455,7 @@ def check_model(model) -> CompatReport:
                         sorted(results.values(), key=lambda o: o.op), io)
 
 
-def write_report(report: CompatReport, path) -> tuple[Path, Path]:
+def write_report(report: CompatReport, path: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``path`` (Markdown) and ``path`` with suffix .json. Returns both paths."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -460,7 +465,7 @@ def write_report(report: CompatReport, path) -> tuple[Path, Path]:
     return path, jpath
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m export.trt_support",
                                 description=f"Check an ONNX graph against TensorRT {TRT_VERSION}'s operator list.")
     p.add_argument("onnx", help="ONNX model")

@@ -1,4 +1,4 @@
-"""Tokenizer reconstruction quality on test sets (README ablation, issue 7).
+"""Tokenizer reconstruction quality on test sets (README ablation).
 
 Each source image's luminance is resized to the token pathway's S×S (as the model sees it),
 tokenized (K ids from the codebook) and decoded by π; PSNR (dB, peak 1) and SSIM (the metrics'

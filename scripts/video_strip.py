@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     import av
 
     from tokfuse_rt import Engine
-    from tokfuse_rt.imageio import save_image
+    from tokfuse_rt.outputs import save_image
     from tokfuse_rt.montage import as_rgb, fit_height
 
     def frames(path):

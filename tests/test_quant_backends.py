@@ -1,4 +1,4 @@
-"""The PyTorch backend quantises with the C++ nn_search on CPU: ids unchanged vs the torch path (issue 4, item 6)."""
+"""The PyTorch backend quantises with the C++ nn_search on CPU: ids unchanged vs the torch path."""
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""The two-stage trainer (issue 7): losses, both stages end to end, seeding, logging and resume.
+"""The two-stage trainer: losses, both stages end to end, seeding, logging and resume.
 
 A tiny model on a handful of small real PNG pairs (written here) keeps this to seconds; the
 recipe's quality is judged by docs/eval_*.md, not here.

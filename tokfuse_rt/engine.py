@@ -6,14 +6,22 @@ import json
 import os
 import sys
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Union
 
 import numpy as np
 
 from .imageio import DEFAULT_MAX_PIXELS, check_depth
-from .inputs import Prepared
+from .inputs import ImageInput, ImageOutput, Prepared
 from .outputs import atomic_write
+
+if TYPE_CHECKING:
+    from .video.pipeline import VideoReport
+    from .video.reuse import ReusePolicy
+
+PathLike = Union[str, os.PathLike]
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default.safetensors"
 DEFAULT_TILE = 1024
@@ -66,7 +74,7 @@ class FuseReport:
             "removed_temporaries": [str(p) for p in self.removed_temps],
         }
 
-    def write_json(self, path, **run_info) -> Path:
+    def write_json(self, path: PathLike, **run_info) -> Path:
         """Write the report (plus ``run_info``) as JSON, atomically."""
         d = {"tokfuse_rt": "fuse-dir report", **{k: str(v) if isinstance(v, Path) else v for k, v in run_info.items()},
              **self.to_dict()}
@@ -101,9 +109,9 @@ class Engine:
     the backend runs the model's halves (see ``tokfuse_rt.tiling``); None: never tile.
     """
 
-    def __init__(self, path=None, device: str = "auto", threads: int | None = None, kernels: str = "auto",
-                 batch_size: int = 4, max_pixels: int | None = DEFAULT_MAX_PIXELS, depth: str = "auto",
-                 tile_size: int | None = DEFAULT_TILE):
+    def __init__(self, path: PathLike | None = None, device: str = "auto", threads: int | None = None,
+                 kernels: str = "auto", batch_size: int = 4, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 depth: str = "auto", tile_size: int | None = DEFAULT_TILE) -> None:
         from .backends import OutputGuard, backend_class
         from .devices import parse_device
 
@@ -159,7 +167,7 @@ class Engine:
         if self._backend is None:
             raise RuntimeError("this Engine has been closed")
 
-    def _prepare(self, ir, vis) -> Prepared:
+    def _prepare(self, ir: ImageInput, vis: ImageInput) -> Prepared:
         return Prepared(ir, vis, max_pixels=self.max_pixels, depth=self.depth)
 
     def _tiled(self, shape) -> bool:
@@ -204,11 +212,11 @@ class Engine:
         self._guard.ids(ids, a.shape[0])
         return fused, ids
 
-    def fuse(self, ir, vis, k: int | None = None):
+    def fuse(self, ir: ImageInput, vis: ImageInput, k: int | None = None) -> ImageOutput:
         """Fuse one pair. Returns the same kind as ``vis`` (uint8 numpy for file paths)."""
         return self.fuse_with_tokens(ir, vis, k)[0]
 
-    def fuse_with_tokens(self, ir, vis, k: int | None = None):
+    def fuse_with_tokens(self, ir: ImageInput, vis: ImageInput, k: int | None = None) -> tuple[ImageOutput, np.ndarray]:
         """Like ``fuse`` but also returns the K shared token ids (int64 numpy [K]) after STE."""
         self._require_open()
         k = self.resolve_k(k)
@@ -223,7 +231,7 @@ class Engine:
         fused, ids = self._run(y_ir[None, None], y_vis[None, None], k)
         return p.finish(fused[0, 0]), ids[0]
 
-    def fuse_batch(self, pairs, k: int | None = None) -> list:
+    def fuse_batch(self, pairs: Iterable[tuple[ImageInput, ImageInput]], k: int | None = None) -> list[ImageOutput]:
         """Fuse a sequence of (ir, vis) pairs; same-size pairs share backend calls. Returns a list."""
         self._require_open()
         k = self.resolve_k(k)
@@ -255,9 +263,9 @@ class Engine:
                     out[i] = prepared[i].finish(fused[j, 0])
         return out
 
-    def fuse_dir(self, ir_dir, vis_dir, out_dir, k: int | None = None, progress: bool = True,
-                 ext: str = ".png", overwrite: bool = False, quality: int | None = None,
-                 report_path=None) -> FuseReport:
+    def fuse_dir(self, ir_dir: PathLike, vis_dir: PathLike, out_dir: PathLike, k: int | None = None,
+                 progress: bool = True, ext: str = ".png", overwrite: bool = False, quality: int | None = None,
+                 report_path: PathLike | Literal[False] | None = None) -> FuseReport:
         """Fuse every pair of ``ir_dir`` and ``vis_dir`` (paired by ``tokfuse_rt.pairing``: exact file
         name, then stem; ambiguous stems are reported and not fused) into ``out_dir/<stem><ext>``.
 
@@ -317,7 +325,8 @@ class Engine:
         return report
 
     # --- video and live streams (SPEC §8) ----------------------------------------------------------
-    def stream(self, frames, k: int | None = None, reuse=None):
+    def stream(self, frames: Iterable[tuple[ImageInput, ImageInput]], k: int | None = None,
+               reuse: ReusePolicy | str | int | None = None) -> Iterator[ImageOutput]:
         """Fuse an iterable of (ir, vis) frame pairs lazily; returns an iterator of fused frames.
 
         Each pair is read only when its fused frame is asked for (live sources); frames take every
@@ -332,8 +341,9 @@ class Engine:
 
         return FrameStream(self._backend, frames, self.resolve_k(k), ReusePolicy.parse(reuse))
 
-    def fuse_video(self, ir, vis, out, k: int | None = None, reuse=None, resize: bool = False,
-                   progress: bool = True, crf: int = 18, preset: str = "veryfast"):
+    def fuse_video(self, ir: PathLike, vis: PathLike, out: PathLike, k: int | None = None,
+                   reuse: ReusePolicy | str | int | None = None, resize: bool = False, progress: bool = True,
+                   crf: int = 18, preset: str = "veryfast") -> VideoReport:
         """Fuse an infrared and a visible video file into ``out`` (H.264, yuv420p, .mp4/.m4v/.mov).
 
         The visible stream sets the output's frame rate and timeline; each visible frame is paired
@@ -366,14 +376,14 @@ class Engine:
             self._backend.close()
             self._backend = None
 
-    def __enter__(self):
+    def __enter__(self) -> Engine:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> bool:
         self.close()
         return False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self._backend is None:
             return "Engine(closed)"
         return f"Engine({str(self.path)!r}, backend={self._backend.name})"

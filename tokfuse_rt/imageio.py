@@ -248,12 +248,3 @@ def ycbcr_to_rgb(ycc: np.ndarray) -> np.ndarray:
 
 def to_uint8(f: np.ndarray) -> np.ndarray:
     return (np.clip(f, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def __getattr__(name):
-    # ``save_image`` moved to tokfuse_rt.outputs (atomic writes); the old import path keeps working.
-    if name == "save_image":
-        from .outputs import save_image
-
-        return save_image
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
 from .imageio import (DEFAULT_MAX_PIXELS, MIN_SIZE, check_pixels, is_colour, load_image, luminance, pil_to_array,
                       rgb_to_ycbcr, to_uint8, ycbcr_to_rgb)
+
+if TYPE_CHECKING:
+    import PIL.Image
+    import torch
+
+#: What ``Engine.fuse`` takes for one image (and returns, in the kind of the visible input; paths give numpy).
+ImageInput = Union[str, os.PathLike, np.ndarray, "PIL.Image.Image", "torch.Tensor"]
+ImageOutput = Union[np.ndarray, "PIL.Image.Image", "torch.Tensor"]
 
 _ROWS = 512   # row block for whole-image checks
 

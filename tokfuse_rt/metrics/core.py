@@ -133,9 +133,9 @@ def _channels(x: np.ndarray) -> np.ndarray:
 
 
 def evaluate(
-    fused,
-    ir,
-    vis,
+    fused: np.ndarray,
+    ir: np.ndarray,
+    vis: np.ndarray,
     convention: str | Convention | None = "cddfuse",
     metrics: Iterable[str] | None = None,
     **overrides,

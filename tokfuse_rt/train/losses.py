@@ -1,4 +1,5 @@
-"""Unsupervised fusion losses (intensity, gradient, structure) and tokenizer losses."""
+"""Unsupervised training losses: the fusion terms (intensity, gradient, SSIM, optional VIF and SCD) of the "blend"
+head and the tone-target terms of the "tone" head (:func:`fusion_losses`, :func:`tone_losses`)."""
 from __future__ import annotations
 
 import torch
