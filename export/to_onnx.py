@@ -506,13 +506,12 @@ def add_options(p) -> list[argparse.Action]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m export.to_onnx",
-                                description="Export a TokFuse .safetensors checkpoint to ONNX (dynamic batch, H, W).")
-    p.add_argument("ckpt", help="TokFuse checkpoint (.safetensors)")
-    p.add_argument("-o", "--output", default=None, help="output .onnx file (default: CKPT with suffix .onnx)")
-    p.add_argument("--opset", type=int, default=None, help=f"ONNX opset, >= 17 (default {DEFAULT_OPSET})")
-    add_options(p)
-    return p
+    from . import exporter_parser
+
+    return exporter_parser("python -m export.to_onnx",
+                           "Export a TokFuse .safetensors checkpoint to ONNX (dynamic batch, H, W).",
+                           "TokFuse checkpoint (.safetensors)", "output .onnx file (default: CKPT with suffix .onnx)",
+                           f"ONNX opset, >= 17 (default {DEFAULT_OPSET})", add_options)
 
 
 def run(a: argparse.Namespace, prog: str = "export.to_onnx") -> int:
@@ -535,18 +534,15 @@ def run(a: argparse.Namespace, prog: str = "export.to_onnx") -> int:
         print("graph rewrites: split_concat_convs on " + ", ".join(s["graph_opt"]))
     for part, h in s["halves"].items():
         print(f"wrote {h['path']} ({h['bytes'] / 1e6:.1f} MB, {part} half)")
-    v = s.get("verify")
-    if v and "skipped" not in v:
-        print(f"self-check vs PyTorch: ids {'identical' if v['ids_equal'] else 'DIFFER'}, "
-              f"max |Δ fused| {v['max_abs_diff']:.2e}")
-        if not v["ids_equal"]:
-            return 1
-    vh = s.get("verify_halves")
-    if vh and "skipped" not in vh:
-        print(f"self-check of the halves vs PyTorch: ids {'identical' if vh['ids_equal'] else 'DIFFER'}, "
-              f"max |Δ base| {vh['max_abs_diff_base']:.2e}, max |Δ fused| {vh['max_abs_diff_fused']:.2e}")
-        if not vh["ids_equal"]:
-            return 1
+    for key, what, diffs in (("verify", "self-check vs PyTorch", {"fused": "max_abs_diff"}),
+                             ("verify_halves", "self-check of the halves vs PyTorch",
+                              {"base": "max_abs_diff_base", "fused": "max_abs_diff_fused"})):
+        v = s.get(key)
+        if v and "skipped" not in v:
+            print(f"{what}: ids {'identical' if v['ids_equal'] else 'DIFFER'}, "
+                  + ", ".join(f"max |Δ {name}| {v[k]:.2e}" for name, k in diffs.items()))
+            if not v["ids_equal"]:
+                return 1
     return 0
 
 

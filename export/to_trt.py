@@ -205,13 +205,12 @@ def add_options(p) -> list[argparse.Action]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m export.to_trt",
-                                description="Build a TensorRT engine from a TokFuse checkpoint (via ONNX).")
-    p.add_argument("ckpt", help="TokFuse checkpoint (.safetensors) or an ONNX file from export.to_onnx")
-    p.add_argument("-o", "--output", default=None, help="engine file (.plan or .engine; default CKPT with .plan)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: export.to_onnx's)")
-    add_options(p)
-    return p
+    from . import exporter_parser
+
+    return exporter_parser("python -m export.to_trt", "Build a TensorRT engine from a TokFuse checkpoint (via ONNX).",
+                           "TokFuse checkpoint (.safetensors) or an ONNX file from export.to_onnx",
+                           "engine file (.plan or .engine; default CKPT with .plan)",
+                           "ONNX opset (default: export.to_onnx's)", add_options)
 
 
 def run(a: argparse.Namespace, prog: str = "export.to_trt") -> int:

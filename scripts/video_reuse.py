@@ -143,13 +143,9 @@ def main(argv=None) -> int:
     p.add_argument("--no-biswe", action="store_true", help="skip the temporal metric (drift and time only)")
     p.add_argument("--out", default=str(ROOT / "docs" / "video_reuse.md"))
     a = p.parse_args(argv)
-    if a.data is None:
-        from tokfuse_rt.datasets import find_shared_data
+    from tokfuse_rt.datasets import data_option
 
-        shared = find_shared_data(start=ROOT)
-        if shared is None:
-            p.error("shared/data not found beside the repository; give --data")
-        a.data = str(shared / "video" / "M3SVD")
+    a.data = str(data_option(p, a.data, "video/M3SVD", start=ROOT))
     from tokfuse_rt import Engine
 
     policies = tuple(x.strip() for x in a.policies.split(";") if x.strip())

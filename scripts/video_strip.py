@@ -25,18 +25,14 @@ def main(argv=None) -> int:
     p.add_argument("--height", type=int, default=150)
     p.add_argument("-o", "--output", default=str(ROOT / "docs" / "video_strip.png"))
     a = p.parse_args(argv)
-    if a.data is None:
-        from tokfuse_rt.datasets import find_shared_data
+    from tokfuse_rt.datasets import data_option
 
-        shared = find_shared_data(start=ROOT)
-        if shared is None:
-            p.error("shared/data not found beside the repository; give --data")
-        a.data = str(shared / "video" / "M3SVD")
+    a.data = str(data_option(p, a.data, "video/M3SVD", start=ROOT))
     import av
 
     from tokfuse_rt import Engine
-    from tokfuse_rt.outputs import save_image
     from tokfuse_rt.montage import as_rgb, fit_height
+    from tokfuse_rt.outputs import save_image
 
     def frames(path):
         with av.open(str(path)) as c:

@@ -44,12 +44,14 @@ class TorchBackend:
     def default_k(self) -> int:
         return self.cfg.default_k
 
+    def _tensors(self, *arrays: np.ndarray) -> list[torch.Tensor]:
+        """float32 numpy arrays -> tensors on the model's device."""
+        return [torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device) for x in arrays]
+
     def run(self, ir: np.ndarray, vis: np.ndarray, k: int):
         """ir, vis: float32 [B, 1, H, W] in [0, 1] -> (fused float32 [B, 1, H, W], ids int64 [B, K])."""
         with torch.inference_mode(), kernel_backend(self.kernels):
-            a = torch.from_numpy(ir).to(self.device)
-            b = torch.from_numpy(vis).to(self.device)
-            fused, ids, _ = self.model(a, b, k=k)
+            fused, ids, _ = self.model(*self._tensors(ir, vis), k=k)
             return fused.float().cpu().numpy(), ids.cpu().numpy()
 
     # --- the model's two halves (token reuse across video frames, tiles of one image) ------------
@@ -70,9 +72,7 @@ class TorchBackend:
     def run_tokens(self, ir: np.ndarray, vis: np.ndarray, k: int):
         """ir, vis: float32 [B, 1, H, W] -> (base float32 [B, C, S, S], ids int64 [B, K]): the token pathway."""
         with torch.inference_mode(), kernel_backend(self.kernels):
-            a = torch.from_numpy(np.ascontiguousarray(ir, dtype=np.float32)).to(self.device)
-            b = torch.from_numpy(np.ascontiguousarray(vis, dtype=np.float32)).to(self.device)
-            base, ids = self.model.token_pathway(a, b, k)
+            base, ids = self.model.token_pathway(*self._tensors(ir, vis), k)
             return base.float().cpu().numpy(), ids.cpu().numpy()
 
     def upsample_base(self, base: np.ndarray, size) -> np.ndarray:
@@ -84,10 +84,7 @@ class TorchBackend:
     def run_render(self, ir: np.ndarray, vis: np.ndarray, base_up: np.ndarray) -> np.ndarray:
         """ir, vis [B, 1, H, W] and base_up [B, C, H, W], float32 -> fused float32 [B, 1, H, W]: the 2D half."""
         with torch.inference_mode():
-            a = torch.from_numpy(np.ascontiguousarray(ir, dtype=np.float32)).to(self.device)
-            b = torch.from_numpy(np.ascontiguousarray(vis, dtype=np.float32)).to(self.device)
-            u = torch.from_numpy(np.ascontiguousarray(base_up, dtype=np.float32)).to(self.device)
-            return self.model.render(a, b, u).float().cpu().numpy()
+            return self.model.render(*self._tensors(ir, vis, base_up)).float().cpu().numpy()
 
     def info(self) -> dict:
         return {

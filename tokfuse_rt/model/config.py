@@ -14,6 +14,18 @@ _MAX = {"image_size": 2048, "patch_size": 2048, "num_tokens": 4096, "code_dim": 
 _MAX_OTHER = 4096
 
 
+def config_from_json(cls, text: str, what: str, unknown_hint: str = ""):
+    """``cls(**fields)`` of a config dataclass from its JSON text; ValueError naming ``what`` when the text
+    is not a JSON object or has fields ``cls`` does not know (``unknown_hint`` is appended)."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} must be a JSON object")
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown {what} fields {unknown}{unknown_hint}")
+    return cls(**data)
+
+
 @dataclass(frozen=True)
 class TokFuseConfig:
     """Hyper-parameters of the TokFuse model (shared/SPEC.md §2).
@@ -85,11 +97,4 @@ class TokFuseConfig:
 
     @classmethod
     def from_json(cls, text: str) -> TokFuseConfig:
-        data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError("model config must be a JSON object")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown model config fields {unknown} (checkpoint from a newer tokfuse_rt?)")
-        return cls(**data)
+        return config_from_json(cls, text, "model config", " (checkpoint from a newer tokfuse_rt?)")

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import CheckpointError
+from .config import config_from_json
 from .quant import l2norm, quantize
 from .titok_vqgan import PixelCodebook, PixelDecoder
 from .vit import attend
@@ -133,14 +134,7 @@ class TiTokConfig:
 
     @classmethod
     def from_json(cls, text: str) -> TiTokConfig:
-        data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError("TiTok config must be a JSON object")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TiTok config fields {unknown}")
-        return cls(**data)
+        return config_from_json(cls, text, "TiTok config")
 
     @classmethod
     def preset(cls, name: str) -> TiTokConfig:
