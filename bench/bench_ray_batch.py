@@ -72,7 +72,7 @@ def test_fuse_dir(benchmark, setup, name, actors, threads):
                 rep = eng.fuse_dir(folder / "ir", folder / "vi", out, progress=False)
         else:
             rep = fuse_dir_ray(folder / "ir", folder / "vi", out, model=model, actors=actors,
-                               threads_per_actor=threads, batch_size=4, progress=False, report=False)
+                               threads_per_actor=threads, batch_size=4, progress=False, report_path=False)
         seconds.append(time.perf_counter() - t0)
         assert len(rep.written) == n and not rep.failed, rep.summary()
 

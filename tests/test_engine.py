@@ -88,6 +88,11 @@ def test_fuse_batch_matches_fuse(eng):
         assert np.abs(o.astype(int) - eng.fuse(a, b).astype(int)).max() <= 1
     with pytest.raises(ValueError, match=r"pairs\[1\]: ir and vis sizes differ"):
         eng.fuse_batch([pairs[0], (pairs[0][0], pairs[2][1])])
+    # prepared pairs (Engine.prepare) join the same backend calls as raw pairs: same batches, same bits
+    mixed = eng.fuse_batch([eng.prepare(*p) if i % 2 else p for i, p in enumerate(pairs)])
+    assert all(np.array_equal(m, o) for m, o in zip(mixed, outs))
+    with pytest.raises(ValueError, match="ir and vis sizes differ"):
+        eng.prepare(pairs[0][0], pairs[2][1])
 
 
 def test_fuse_dir_reports_bad_pairs_and_carries_on(eng, tmp_path):

@@ -177,3 +177,26 @@ def test_tone_head_computes_the_documented_rule():
     clear = (ir - vis).abs() > 1e-3       # sigmoid(1e5 · 1e-3) = 1 in float32: a hard max there
     # float32: the same formula in a different order -> a few ulp of values <= ~2
     torch.testing.assert_close(fused[clear], tone_rule(ir, vis, tone)[clear], atol=1e-6, rtol=0)
+
+
+def test_tone_losses_grad_target_max_is_gain_times_strongest_source_edge():
+    """grad_target="max": the gradient term is L1 between the fused Sobel map and g · max(Sobel(ir),
+    Sobel(vis)), g the target's gain; other terms do not depend on it; an unknown name is a ValueError."""
+    import torch.nn.functional as F
+
+    from tokfuse_rt.train.losses import sobel_mag, target_tone, tone_losses
+
+    g = torch.Generator().manual_seed(3)
+    ir, vis, fused = (torch.rand(2, 1, 19, 23, generator=g) for _ in range(3))
+    tone = torch.rand(2, 4, generator=g)
+    t_max, _ = tone_losses(fused, tone, ir, vis, grad_target="max")
+    t_tgt, _ = tone_losses(fused, tone, ir, vis, grad_target="target")
+    gain = target_tone(ir, vis, 0.5, sd=55 / 255, gain_max=2.0)[:, :1, None, None]  # tone_losses defaults
+    want = F.l1_loss(sobel_mag(fused), gain * torch.maximum(sobel_mag(ir), sobel_mag(vis)))
+    # the same float32 ops in the same order -> equal up to a few ulp
+    torch.testing.assert_close(t_max["grad"], want, atol=1e-6, rtol=0)
+    assert not torch.allclose(t_max["grad"], t_tgt["grad"])
+    for key in ("int", "ssim", "tone"):
+        assert torch.equal(t_max[key], t_tgt[key])
+    with pytest.raises(ValueError, match="grad_target"):
+        tone_losses(fused, tone, ir, vis, grad_target="sobel")

@@ -7,7 +7,7 @@ from PIL import Image
 
 from tokfuse_rt.imageio import IMAGE_EXTS, READ_FORMATS
 from tokfuse_rt.pairing import (SET_LAYOUTS, find_pairs, find_set_dirs, find_sets, image_files, match_outputs,
-                                pair_dirs, pair_set)
+                                pair_dirs, pair_set, pair_trees)
 
 
 def _touch(d: Path, *names, size=(20, 20)):
@@ -52,6 +52,30 @@ def test_two_exact_pairs_with_one_stem_get_distinct_output_stems(tmp_path):
     _touch(tmp_path / "vi", "x.png", "x.jpg")
     r = pair_dirs(tmp_path / "ir", tmp_path / "vi")
     assert [(p.name, p.vis.name, p.stem) for p in r] == [("x.jpg", "x.jpg", "x.jpg"), ("x.png", "x.png", "x.png")]
+
+
+def test_pair_trees_folder_by_folder(tmp_path):
+    ir, vi = tmp_path / "ir", tmp_path / "vi"
+    _touch(ir, "a.png", "b.png", "only.png")
+    _touch(vi, "a.jpg", "b.png")
+    _touch(ir / "s", "x.png", "x.tif", "y.bmp", "z.png")        # x: ambiguous; z.png and z.jpg: stem pair
+    _touch(vi / "s", "x.jpg", "y.bmp", "z.jpg")
+    _touch(ir / "s" / "t", "a.png")                              # same name as the top a.png: its own folder
+    _touch(vi / "s" / "t", "a.png")
+    _touch(ir / "ir_only", "q.png")
+    _touch(vi / "vis_only", "r.png", "notes.txt")
+    _touch(ir / ".hidden", "h.png")
+    _touch(vi / ".hidden", "h.png")
+    r = pair_trees(ir, vi)
+    assert [(p.name, p.vis.relative_to(vi).as_posix(), p.stem) for p in r] == [
+        ("a.png", "a.jpg", "a"), ("b.png", "b.png", "b"),
+        ("s/y.bmp", "s/y.bmp", "s/y"), ("s/z.png", "s/z.jpg", "s/z"), ("s/t/a.png", "s/t/a.png", "s/t/a")]
+    assert r.unpaired == ["ir/only.png", "ir/ir_only/q.png", "vis/vis_only/r.png"]
+    assert [s for s, _ in r.ambiguous] == ["s/x"] and r.ambiguous[0][1].startswith("s/: ambiguous stem 'x'")
+    top = pair_dirs(ir, vi)                                      # the top folder alone: exactly pair_dirs
+    assert [p for p in r if "/" not in p.name] == top.pairs and top.unpaired == ["ir/only.png"]
+    with pytest.raises(FileNotFoundError, match="vis directory not found"):
+        pair_trees(ir, tmp_path / "nope")
 
 
 def test_missing_folder_and_layouts(tmp_path):

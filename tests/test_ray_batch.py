@@ -1,6 +1,7 @@
 """``fuse_dir_ray`` / ``tokfuse fuse-dir --ray`` on a real local Ray instance (shared/SPEC.md §9 Batch,
-Faults): outputs equal ``Engine.fuse`` bit for bit, names as ``Engine.fuse_dir``, bad pairs reported,
-resume, an actor killed mid-job, a driver killed mid-job and re-run. One Ray instance (2 logical
+Faults): outputs equal ``Engine.fuse`` bit for bit, names, formats, quality, report and resume as
+``Engine.fuse_dir``, bad pairs and ambiguous stems reported, --overwrite, an actor killed mid-job, a
+driver killed mid-job and re-run. One Ray instance (2 logical
 CPUs) serves the whole module; the tiny session model keeps each job to a few seconds."""
 from __future__ import annotations
 
@@ -22,11 +23,12 @@ ray = pytest.importorskip("ray", reason="needs the extra tokfuse_rt[ray]")
 pytest.importorskip("ray.data", reason="needs ray[data]")
 pytest.importorskip("onnxruntime")
 
-from tokfuse_rt import Engine  # noqa: E402
-from tokfuse_rt.distributed import files  # noqa: E402
-from tokfuse_rt.engine import pair_files  # noqa: E402
-from tokfuse_rt.distributed.batch import REPORT_NAME, PairFuser, fuse_dir_ray  # noqa: E402
-from tokfuse_rt.distributed.cluster import ModelBlob, default_onnx  # noqa: E402
+from tokfuse_rt import Engine
+from tokfuse_rt.distributed.batch import ATTEMPTS_DIR, AttemptGuard, PairFuser, fuse_dir_ray
+from tokfuse_rt.engine import REPORT_NAME
+from tokfuse_rt.outputs import TEMP_SUFFIX
+from tokfuse_rt.pairing import pair_dirs
+from tokfuse_rt.distributed.cluster import ModelBlob, default_onnx
 
 pytestmark = pytest.mark.timeout(600)   # per test, set-up included: a bound for a busy 2-core machine
 
@@ -43,7 +45,8 @@ def ray_address():
 def tree(shared_data, tmp_path_factory) -> Path:
     """A folder tree of real pairs: 5 RoadScene pairs (sizes differ) at the top, 4 MSRS pairs (all
     640x480, so they share backend calls) in sub/, 2 TNO pairs (gray, the visible one stored as RGB)
-    in sub/tno/, one corrupt visible image, one unpaired file."""
+    in sub/tno/, one corrupt visible image, one unpaired file, one ambiguous stem in sub/ (amb.png and
+    amb.bmp with amb.jpg: reported, not fused)."""
     root = tmp_path_factory.mktemp("tree")
     for side, src in (("ir", "ir"), ("vis", "vi")):
         (root / side / "sub" / "tno").mkdir(parents=True)
@@ -56,6 +59,10 @@ def tree(shared_data, tmp_path_factory) -> Path:
     shutil.copy(root / "ir" / "sub" / sorted(os.listdir(root / "ir" / "sub"))[0], root / "ir" / "bad.png")
     (root / "vis" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
     shutil.copy(root / "ir" / "sub" / sorted(os.listdir(root / "ir" / "sub"))[0], root / "ir" / "only_ir.png")
+    first = sorted(p for p in (root / "ir" / "sub").iterdir() if p.is_file())[0]
+    Image.open(first).save(root / "ir" / "sub" / "amb.png")
+    Image.open(first).save(root / "ir" / "sub" / "amb.bmp")
+    Image.open(next((root / "vis" / "sub").glob(first.stem + ".*"))).convert("RGB").save(root / "vis" / "sub" / "amb.jpg")
     return root
 
 
@@ -64,7 +71,7 @@ def _good_pairs(tree: Path) -> dict:
     out = {}
     for ir in sorted((tree / "ir").rglob("*")):
         rel = ir.relative_to(tree / "ir")
-        if ir.is_file() and rel.name not in ("bad.png", "only_ir.png"):
+        if ir.is_file() and rel.name not in ("bad.png", "only_ir.png") and rel.stem != "amb":
             vis = next((tree / "vis" / rel.parent).glob(rel.stem + ".*"))
             out[str(rel.parent / (rel.stem + ".png"))] = (ir, vis)
     return out
@@ -87,6 +94,7 @@ def _assert_outputs_exact(out: Path, tree: Path, model) -> None:
 
 
 def _stamps(out: Path) -> dict:
+    """{file relative to OUT: (inode, mtime)}, temporaries and attempt counters included."""
     return {n: ((out / n).stat().st_ino, (out / n).stat().st_mtime_ns) for n in _listing(out) if n != REPORT_NAME}
 
 
@@ -95,18 +103,24 @@ def test_matches_engine_names_report_and_resume(ray_address, tree, tiny_onnx, tm
     rep = fuse_dir_ray(tree / "ir", tree / "vis", out, model=tiny_onnx, actors=2, batch_size=3, progress=False)
     assert (len(rep.written), len(rep.skipped), rep.unpaired) == (11, 0, ["ir/only_ir.png"])
     assert [n for n, _ in rep.failed] == ["bad.png"] and "vis" in rep.failed[0][1]
+    assert [s for s, _ in rep.ambiguous] == ["sub/amb"] and "amb.bmp, amb.png" in rep.ambiguous[0][1]
     _assert_outputs_exact(out, tree, tiny_onnx)
-    report = json.loads((out / REPORT_NAME).read_text())
-    assert report["summary"]["fused"] == 11 and report["failed"][0]["pair"] == "bad.png"
-    assert "11 fused, 0 already done, 1 failed, 1 unpaired" in rep.summary()
+    assert rep.summary().startswith("11 fused, 1 failed, 1 unpaired, 0 already done, 1 ambiguous in ")
 
-    # same names and bytes as the plain Engine.fuse_dir on the flat top folder
+    # same names, bytes and report keys as the plain Engine.fuse_dir on the flat top folder
     plain = tmp_path / "plain"
     with Engine(tiny_onnx) as eng:
-        eng.fuse_dir(tree / "ir", tree / "vis", plain, progress=False)
-    top = {n for n in _listing(out) if "/" not in n and n != REPORT_NAME}
+        plain_rep = eng.fuse_dir(tree / "ir", tree / "vis", plain, progress=False)
+    top = {n for n in _listing(out) if "/" not in n}
     assert top == _listing(plain)
-    assert all((out / n).read_bytes() == (plain / n).read_bytes() for n in top)
+    assert all((out / n).read_bytes() == (plain / n).read_bytes() for n in top if n != REPORT_NAME)
+    report, plain_report = (json.loads((d / REPORT_NAME).read_text()) for d in (out, plain))
+    assert set(report) == set(plain_report) | {"ray"}
+    assert report["counts"] == {"fused": 11, "failed": 1, "unpaired": 1, "already_done": 0, "ambiguous": 1}
+    assert report["failed"] == [{"name": "bad.png", "reason": dict(plain_rep.failed)["bad.png"]}]
+    assert (report["backend"], report["k"], report["model"]) == (plain_report["backend"], plain_report["k"],
+                                                                 plain_report["model"])
+    assert report["ray"]["actors"] == 2 and report["ray"]["worker_processes"] >= 1
 
     # resume: nothing redone; then a missing and a truncated output are redone, the rest skipped
     before = _stamps(out)
@@ -124,6 +138,29 @@ def test_matches_engine_names_report_and_resume(ray_address, tree, tiny_onnx, tm
     _assert_outputs_exact(out, tree, tiny_onnx)
 
 
+def test_cli_overwrite_ext_and_quality_as_plain(ray_address, tree, tiny_onnx, tmp_path, capsys):
+    """``--ray`` honours --ext/--quality (bytes equal to plain fuse-dir's) and --overwrite (every
+    output written again), and prints plain fuse-dir's summary and exit status (1: a pair failed)."""
+    from tokfuse_rt.cli import main
+
+    ray_out, plain = tmp_path / "ray", tmp_path / "plain"
+    args = ["fuse-dir", "--ir", str(tree / "ir"), "--vis", str(tree / "vis"), "--model", str(tiny_onnx),
+            "--ext", "JPG", "--quality", "60", "-q"]
+    assert main([*args, "-o", str(plain)]) == 1
+    assert main([*args, "-o", str(ray_out), "--ray", ray_address, "--actors", "2"]) == 1
+    printed = capsys.readouterr().out
+    assert "11 fused, 1 failed, 1 unpaired, 0 already done, 1 ambiguous in " in printed
+    top = sorted(p.name for p in plain.glob("*.jpg"))
+    assert len(top) == 5 and sorted(p.name for p in ray_out.glob("*.jpg")) == top
+    assert all((ray_out / n).read_bytes() == (plain / n).read_bytes() for n in top)
+    assert len(list(ray_out.rglob("*.jpg"))) == 11
+    before = _stamps(ray_out)
+    assert main([*args, "-o", str(ray_out), "--ray", ray_address, "--overwrite", "--report", str(tmp_path / "r.json")]) == 1
+    after = _stamps(ray_out)
+    assert json.loads((tmp_path / "r.json").read_text())["counts"]["fused"] == 11
+    assert all(after[n][0] != before[n][0] for n in before if n.endswith(".jpg"))     # each replaced
+
+
 def test_actor_killed_mid_job(ray_address, tree, tiny_onnx, tmp_path, monkeypatch):
     """The fault hook makes one actor process exit (leaving a half-written temporary file) when it
     is about to write its 2nd output; Ray restarts it and retries its batch. The job completes:
@@ -138,7 +175,8 @@ def test_actor_killed_mid_job(ray_address, tree, tiny_onnx, tmp_path, monkeypatc
     with pytest.raises(ProcessLookupError):
         os.kill(dead, 0)
     assert (len(rep.written), len(rep.skipped), [n for n, _ in rep.failed]) == (11, 0, ["bad.png"])
-    assert rep.partials_removed >= 1                       # the half-written file of the dead actor
+    # the half-written temporary of the dead actor, removed by the driver
+    assert any(p.name.endswith(TEMP_SUFFIX) for p in rep.removed_temps), rep.removed_temps
     _assert_outputs_exact(out, tree, tiny_onnx)
 
 
@@ -146,20 +184,23 @@ def test_poison_pair_fails_after_max_attempts(ray_address, tree, tiny_onnx, tmp_
     """A pair whose worker already died ``max_attempts`` times is reported, not retried again; the
     other pairs of its batch are fused (directly on a PairFuser, in this process)."""
     out = tmp_path / "out"
-    pairs, _ = pair_files(tree / "ir" / "sub", tree / "vis" / "sub")       # the 4 MSRS pairs
-    outs = [files.output_path(out, n, ".png") for n, _, _ in pairs]
-    out.mkdir()
-    guard_file = outs[1].with_name(f"{files.PARTIAL_PREFIX}attempts-{outs[1].name}")
-    guard_file.write_text("3")
-    fuser = PairFuser(ModelBlob.put(tiny_onnx), threads=1, max_attempts=3)
-    res = fuser({"name": np.array([n for n, _, _ in pairs], dtype=object),
-                 "ir": np.array([str(a) for _, a, _ in pairs], dtype=object),
-                 "vis": np.array([str(b) for _, _, b in pairs], dtype=object),
+    pairs = pair_dirs(tree / "ir" / "sub", tree / "vis" / "sub").pairs       # the 4 MSRS pairs
+    assert len(pairs) == 4
+    outs = [out / (p.stem + ".png") for p in pairs]
+    attempts = out / ATTEMPTS_DIR
+    guard = AttemptGuard(attempts, 3)
+    assert [guard.begin(pairs[1].name) for _ in range(3)] == [0, 1, 2]     # 3 starts, none finished
+    fuser = PairFuser(ModelBlob.put(tiny_onnx), attempts_dir=attempts, threads=1, max_attempts=3)
+    res = fuser({"name": np.array([p.name for p in pairs], dtype=object),
+                 "ir": np.array([str(p.ir) for p in pairs], dtype=object),
+                 "vis": np.array([str(p.vis) for p in pairs], dtype=object),
                  "out": np.array([str(o) for o in outs], dtype=object)})
     assert res["status"] == ["written", "failed", "written", "written"]
     assert "died 3 times" in res["error"][1]
-    assert not guard_file.exists() and not outs[1].exists()
-    assert not list(out.glob(files.PARTIAL_PREFIX + "*"))
+    assert not list(attempts.iterdir()) and not outs[1].exists()
+    assert not [p for p in out.iterdir() if p.name.endswith(TEMP_SUFFIX)]
+    with Engine(tiny_onnx) as eng:
+        assert np.array_equal(np.asarray(Image.open(outs[0])), eng.fuse(pairs[0].ir, pairs[0].vis))
 
 
 def _cli(*args):
@@ -188,12 +229,12 @@ def test_cli_driver_killed_then_rerun(ray_address, shared_data, tiny_onnx, tmp_p
         if cur != prev:
             prev, stable_since = cur, time.monotonic()
         time.sleep(0.2)
-    done = {k: v for k, v in prev.items() if not Path(k).name.startswith(files.PARTIAL_PREFIX)}
+    done = {k: v for k, v in prev.items() if not Path(k).name.startswith(".") and not k.startswith(ATTEMPTS_DIR)}
     assert 3 <= len(done) < n, f"{len(done)} of {n} outputs at interruption"
 
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert f"{n - len(done)} fused, {len(done)} already done, 0 failed" in r.stdout, r.stdout
+    assert f"{n - len(done)} fused, 0 failed, 0 unpaired, {len(done)} already done" in r.stdout, r.stdout
     after = _stamps(out)
     assert set(after) == {p.stem + ".png" for p in ir.iterdir()}      # all outputs, no partial file
     assert all(after[k] == v for k, v in done.items()), "a finished pair was redone"
@@ -207,7 +248,7 @@ def test_cli_refuses_bad_options_before_starting_ray(tree, tiny_onnx, tmp_path, 
 
     rc = main(["fuse-dir", "--ir", str(tree / "ir"), "--vis", str(tree / "vis"), "-o", str(tree / "ir" / "out"),
                "--ray", "-q"])
-    assert rc == 1 and "lies inside the input folder" in capsys.readouterr().err
+    assert rc == 1 and "inside the input folder" in capsys.readouterr().err
     rc = main(["fuse-dir", "--ir", str(tree / "ir"), "--vis", str(tree / "vis"), "-o", str(tmp_path / "o"),
                "--ray", "--actors", "0", "-q"])
     assert rc == 1 and "actors must be a positive int" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from tokfuse_rt import Engine
-from tokfuse_rt.imageio import ImageReadWarning, ImageTooLargeError, load_image
+from tokfuse_rt.imageio import ImageReadWarning, ImageTooLargeError, load_image, open_image, pil_to_array
 from tokfuse_rt.inputs import Prepared
 
 
@@ -111,6 +111,29 @@ def test_exif_rotated_pair_is_not_a_size_mismatch(tiny_ckpt, tmp_path):
     with Engine(tiny_ckpt) as eng:
         out = eng.fuse(tmp_path / "ir.png", tmp_path / "vis.png")
         assert np.array_equal(out, eng.fuse(ir_view, vis))
+
+
+def test_open_image_reads_file_objects_by_the_same_rules(tmp_path, png_header_only):
+    """Bytes in memory (an upload) read as the same file: EXIF orientation and bit depth applied,
+    the pixel limit from the header, errors naming the input."""
+    import io
+
+    a = (np.arange(24 * 40, dtype=np.uint16).reshape(24, 40) * 3)          # 12-bit data in a 16-bit PNG
+    exif = Image.Exif()
+    exif[0x0112] = 8                                                        # viewer turns it counter-clockwise
+    Image.fromarray(a).save(tmp_path / "t.png", exif=exif)
+    data = (tmp_path / "t.png").read_bytes()
+    with open_image(io.BytesIO(data), "ir", label="upload") as im, \
+            pytest.warns(ImageReadWarning, match="16-bit data use 12 bits"):
+        got = pil_to_array(im, "ir")
+    np.testing.assert_allclose(got, np.rot90(a, 1) / 4095.0, rtol=0, atol=1e-7)   # float32 rounding
+    png_header_only(tmp_path / "big.png", 50000, 50000)
+    with pytest.raises(ImageTooLargeError, match="^ir: "):
+        open_image(io.BytesIO((tmp_path / "big.png").read_bytes()), "ir", label="upload")
+    with pytest.raises(ValueError, match="^vis: not a readable image file.*upload"):
+        open_image(io.BytesIO(b"hello"), "vis", label="upload")
+    with pytest.raises(FileNotFoundError, match="^vis: file not found"):
+        open_image(tmp_path / "missing.png", "vis")
 
 
 def test_multi_frame_first_frame_with_a_warning(tmp_path):

@@ -23,7 +23,8 @@ pytest.importorskip("ray.serve", reason="needs ray[serve]")
 pytest.importorskip("onnxruntime")
 httpx = pytest.importorskip("httpx")
 
-from tokfuse_rt import Engine  # noqa: E402
+from tokfuse_rt import Engine
+from tokfuse_rt.imageio import ImageReadWarning
 
 pytestmark = pytest.mark.timeout(600)   # per test, set-up included: a bound for a busy 2-core machine
 TOKEN = "test-token-7f3a"
@@ -123,6 +124,25 @@ def test_fuse_equals_engine(service, engine, pairs):
             got, ref = _decode(r), engine.fuse(ir, vis, k=k)
             assert got.shape == ref.shape and np.array_equal(got, ref), f"{ir.name} k={k}"
     assert _decode(_post(service, pairs[0][0].read_bytes(), pairs[0][1].read_bytes())).ndim == 3   # colour kept
+
+
+def test_uploads_read_by_the_file_rules(service, engine, pairs, tmp_path):
+    """An upload is read as ``Engine.fuse`` reads the same file: a 12-bit thermal frame in a 16-bit
+    PNG, stored turned by 90° with an EXIF orientation tag, beside an upright colour visible image
+    (without the tag applied the sizes would differ; without the bit-depth rule it would be dark)."""
+    ir8 = np.asarray(Image.open(pairs[1][0]).convert("L"))                  # MSRS, 640x480
+    ir12 = ir8.astype(np.uint16) * 16 + 7                                   # 12-bit data, max 4087
+    exif = Image.Exif()
+    exif[0x0112] = 6                                                        # viewer turns it 90° clockwise
+    Image.fromarray(np.rot90(ir12, 1).copy()).save(tmp_path / "ir16.png", exif=exif)
+    assert Image.open(tmp_path / "ir16.png").mode == "I;16"
+    with pytest.warns(ImageReadWarning, match="16-bit data use 12 bits"):
+        ref = engine.fuse(tmp_path / "ir16.png", pairs[1][1])
+    assert ref.shape[:2] == ir8.shape
+    r = _post(service, (tmp_path / "ir16.png").read_bytes(), pairs[1][1].read_bytes())
+    assert r.status_code == 200, r.text
+    got = _decode(r)
+    assert got.shape == ref.shape and np.array_equal(got, ref)
 
 
 def _bad_cases(pairs):

@@ -58,14 +58,18 @@ def _add_k(p):
     p.add_argument("--k", type=int, default=None, help="tokens edited by STE, 0..K (default: the model's default)")
 
 
+def _engine_options(a) -> dict:
+    """The reading and tiling options of the command (those added with ``inputs=True``)."""
+    if not hasattr(a, "depth"):
+        return {}
+    return {"depth": a.depth, "max_pixels": int(a.max_pixels) if a.max_pixels else None,
+            "tile_size": a.tile_size or None}
+
+
 def _engine(a):
     from .engine import Engine
 
-    kw = {}
-    if hasattr(a, "depth"):
-        kw = {"depth": a.depth, "max_pixels": int(a.max_pixels) if a.max_pixels else None,
-              "tile_size": a.tile_size or None}
-    return Engine(a.model, device=a.device, threads=a.threads, **kw)
+    return Engine(a.model, device=a.device, threads=a.threads, **_engine_options(a))
 
 
 def cmd_fuse(a) -> int:
@@ -81,6 +85,7 @@ def cmd_fuse(a) -> int:
 
 
 def cmd_fuse_dir(a) -> int:
+    from .engine import REPORT_NAME
     from .outputs import check_output_dir, check_output_ext, check_quality
     from .pairing import image_files
 
@@ -88,14 +93,15 @@ def cmd_fuse_dir(a) -> int:
     check_quality(a.quality)
     image_files(a.ir, "ir"), image_files(a.vis, "vis")
     check_output_dir(a.output, a.ir, a.vis)
+    report = Path(a.report) if a.report else Path(a.output) / REPORT_NAME
     if a.ray is not None:
-        from .distributed.cli import cmd_fuse_dir_ray
+        from .distributed.cli import fuse_dir_ray_args
 
-        return cmd_fuse_dir_ray(a)
-    report = Path(a.report) if a.report else Path(a.output) / "tokfuse-report.json"
-    with _engine(a) as eng:
-        rep = eng.fuse_dir(a.ir, a.vis, a.output, k=a.k, progress=not a.quiet, ext=a.ext,
-                           overwrite=a.overwrite, quality=a.quality, report_path=report)
+        rep = fuse_dir_ray_args(a, report, _engine_options(a))
+    else:
+        with _engine(a) as eng:
+            rep = eng.fuse_dir(a.ir, a.vis, a.output, k=a.k, progress=not a.quiet, ext=a.ext,
+                               overwrite=a.overwrite, quality=a.quality, report_path=report)
     print(rep.summary())
     print(f"outputs in {Path(a.output).resolve()}")
     print(f"report: {report.resolve()}")

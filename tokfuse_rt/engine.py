@@ -81,6 +81,14 @@ class FuseReport:
         data = json.dumps(d, indent=1).encode()
         return atomic_write(path, lambda f: f.write(data))
 
+    def save_json(self, path: PathLike, **run_info) -> None:
+        """``write_json`` for the end of a run: a failure to write is printed, not raised (the run's
+        own outcome, or the exception that interrupted it, matters more)."""
+        try:
+            self.write_json(path, **run_info)
+        except OSError as e:
+            print(f"tokfuse: could not write the JSON report {path}: {e}", file=sys.stderr)
+
 
 def one_line(e: BaseException) -> str:
     """An exception as one line: its message (first line), prefixed by its type unless it is an input error."""
@@ -231,12 +239,24 @@ class Engine:
         fused, ids = self._run(y_ir[None, None], y_vis[None, None], k)
         return p.finish(fused[0, 0]), ids[0]
 
-    def fuse_batch(self, pairs: Iterable[tuple[ImageInput, ImageInput]], k: int | None = None) -> list[ImageOutput]:
-        """Fuse a sequence of (ir, vis) pairs; same-size pairs share backend calls. Returns a list."""
+    def prepare(self, ir: ImageInput, vis: ImageInput) -> Prepared:
+        """Read and check one pair as ``fuse`` does before the model runs (decoding, limits, sizes,
+        colour decision). ``fuse_batch`` takes the result in place of an (ir, vis) pair, so a caller
+        can read pairs one by one (to attribute errors and warnings) and still fuse them together."""
+        self._require_open()
+        return self._prepare(ir, vis)
+
+    def fuse_batch(self, pairs: Iterable[tuple[ImageInput, ImageInput] | Prepared],
+                   k: int | None = None) -> list[ImageOutput]:
+        """Fuse a sequence of (ir, vis) pairs (or ``prepare`` results); same-size pairs share backend
+        calls. Returns a list."""
         self._require_open()
         k = self.resolve_k(k)
         prepared = []
         for i, pair in enumerate(pairs):
+            if isinstance(pair, Prepared):
+                prepared.append(pair)
+                continue
             try:
                 ir, vis = pair
             except (TypeError, ValueError):
@@ -316,12 +336,9 @@ class Engine:
             raise
         finally:
             if report_path is not False:
-                try:
-                    report.write_json(report_path, ir_dir=Path(ir_dir), vis_dir=Path(vis_dir), out_dir=out_dir,
-                                      model=self.path, backend=self._backend.name, k=k, started=started,
-                                      finished=_dt.datetime.now().isoformat(timespec="seconds"))
-                except OSError as e:
-                    print(f"tokfuse: could not write the JSON report {report_path}: {e}", file=sys.stderr)
+                report.save_json(report_path, ir_dir=Path(ir_dir), vis_dir=Path(vis_dir), out_dir=out_dir,
+                                 model=self.path, backend=self._backend.name, k=k, started=started,
+                                 finished=_dt.datetime.now().isoformat(timespec="seconds"))
         return report
 
     # --- video and live streams (SPEC §8) ----------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Internal image convention: uint8, or float32 in [0, 1]; (H, W) gray or (H, W, 3) RGB.
 
-Reading a file (:func:`load_image`):
+Reading a file (:func:`load_image`; :func:`open_image` reads a path or a file object, e.g. the
+bytes of an upload, by the same rules up to a PIL image):
 
 - Only the formats of :data:`READ_FORMATS` are decoded (PNG, JPEG, BMP, TIFF, WebP, PNM/PFM, GIF);
   :data:`IMAGE_EXTS` lists their file extensions, the same list folder pairing uses.
@@ -17,6 +18,7 @@ Reading a file (:func:`load_image`):
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -60,8 +62,9 @@ def check_depth(depth: str) -> str:
     return depth
 
 
-def _open(p: Path, name: str, max_pixels):
-    """Image.open restricted to READ_FORMATS, with Pillow's own bomb check mapped to ours."""
+def _open(src, name: str, max_pixels, label: str):
+    """Image.open of a path or a binary file object restricted to READ_FORMATS, with Pillow's own bomb
+    check mapped to ours. ``label`` names the file in messages."""
     from PIL import Image, UnidentifiedImageError
 
     if max_pixels is not None and Image.MAX_IMAGE_PIXELS is not None and max_pixels >= 2 * Image.MAX_IMAGE_PIXELS:
@@ -69,18 +72,62 @@ def _open(p: Path, name: str, max_pixels):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(p, formats=READ_FORMATS)
+            return Image.open(src, formats=READ_FORMATS)
     except UnidentifiedImageError:
-        raise ValueError(f"{name}: not a readable image file (formats read: {', '.join(READ_FORMATS)}): {p}") from None
+        raise ValueError(f"{name}: not a readable image file (formats read: {', '.join(READ_FORMATS)}): "
+                         f"{label}") from None
     except Image.DecompressionBombError as e:   # Pillow's hard limit (2x its own) came first
         import re
 
         m = re.search(r"\((\d+) pixels\)", str(e))
         size = f"{int(m.group(1)) / 1e6:.1f} MP" if m else "too many pixels"
-        raise ImageTooLargeError(f"{name}: image {p.name} has {size} (from its header), over the limit of "
+        raise ImageTooLargeError(f"{name}: image {Path(label).name} has {size} (from its header), over the limit of "
                                  f"{(max_pixels or 0) / 1e6:g} MP (max_pixels; raise it to read larger images)") from None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{name}: file not found: {label}") from None
     except Exception as e:  # noqa: BLE001 - any decoder failure on a header is a bad file
-        raise ValueError(f"{name}: corrupt image file {p}: {type(e).__name__}: {e}") from None
+        raise ValueError(f"{name}: corrupt image file {label}: {type(e).__name__}: {e}") from None
+
+
+@contextlib.contextmanager
+def _decoding(name: str, label: str):
+    """Decoder failures of any type -> ValueError naming the input (errors that already name it pass)."""
+    try:
+        yield
+    except (ValueError, TypeError) as e:
+        if str(e).startswith(f"{name}:"):
+            raise
+        raise ValueError(f"{name}: corrupt or truncated image file {label}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - OSError, SyntaxError, struct.error, ... from a decoder
+        raise ValueError(f"{name}: corrupt or truncated image file {label}: {type(e).__name__}: {e}") from None
+
+
+def open_image(src, name: str = "image", max_pixels=DEFAULT_MAX_PIXELS, label: str | None = None):
+    """Open and decode ``src`` (a file path, or a binary file object such as ``io.BytesIO`` holding a
+    file's bytes) by the reading rules above, up to the conversion to an array: READ_FORMATS only, the
+    pixel limit from the header before decoding, the first frame of a multi-frame file (warning), the
+    EXIF orientation applied. Returns the decoded PIL image (the caller closes it);
+    ``pil_to_array(im, name, depth)`` turns it into what :func:`load_image` returns. ``label`` names
+    the file in messages (default: the path). Raises FileNotFoundError / ImageTooLargeError / ValueError
+    naming ``name``.
+    """
+    if label is None:
+        label = os.fspath(src) if isinstance(src, (str, os.PathLike)) else "(file object)"
+    im = _open(src, name, max_pixels, label)
+    try:
+        check_pixels(im.size[0], im.size[1], name, max_pixels)
+        with _decoding(name, label):
+            if getattr(im, "is_animated", False):
+                warnings.warn(f"{name}: {Path(label).name} has {getattr(im, 'n_frames', 'several')} frames; "
+                              "using the first", ImageReadWarning, stacklevel=3)
+            im.load()
+            upright = _exif_upright(im)
+    except BaseException:
+        im.close()
+        raise
+    if upright is not im:
+        im.close()
+    return upright
 
 
 def load_image(path, name: str = "image", max_pixels=DEFAULT_MAX_PIXELS, depth: str = "auto") -> np.ndarray:
@@ -97,21 +144,8 @@ def load_image(path, name: str = "image", max_pixels=DEFAULT_MAX_PIXELS, depth: 
         raise ValueError(f"{name}: {p} is a directory, not an image file")
     if p.stat().st_size == 0:
         raise ValueError(f"{name}: file is empty: {p}")
-    im = _open(p, name, max_pixels)
-    with im:
-        check_pixels(im.size[0], im.size[1], name, max_pixels)
-        try:
-            if getattr(im, "is_animated", False):
-                warnings.warn(f"{name}: {p.name} has {getattr(im, 'n_frames', 'several')} frames; using the first",
-                              ImageReadWarning, stacklevel=2)
-            im.load()
-            return pil_to_array(_exif_upright(im), name, depth)
-        except (ValueError, TypeError) as e:
-            if str(e).startswith(f"{name}:"):
-                raise
-            raise ValueError(f"{name}: corrupt or truncated image file {p}: {e}") from None
-        except Exception as e:  # noqa: BLE001 - OSError, SyntaxError, struct.error, ... from a decoder
-            raise ValueError(f"{name}: corrupt or truncated image file {p}: {type(e).__name__}: {e}") from None
+    with open_image(p, name, max_pixels) as im, _decoding(name, str(p)):
+        return pil_to_array(im, name, depth)
 
 
 def _exif_upright(im):

@@ -14,11 +14,14 @@ and the scripts. The rules:
 - **Unpaired** files (no partner) are reported.
 - Pairs are ordered by the infrared file name. A pair's output stem is its stem, or its full
   infrared file name where two pairs share a stem (``x.png`` -> ``x.png.png``).
+- **Folder trees** (:func:`pair_trees`, for ``fuse-dir --ray``): folder by folder at the same
+  relative path, each pair of folders by the rules above.
 - **Set folders**: ``<set>/ir`` + ``<set>/vi``, ``<set>/ir`` + ``<set>/vis`` (IVIF), ``<set>/a`` +
   ``<set>/b`` (medical: MRI + CT/PET/SPECT), first match in that order (:data:`SET_LAYOUTS`).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,6 +114,42 @@ def pair_files(ir_files, vis_files, labels=("ir", "vis")) -> Pairing:
 def pair_dirs(ir_dir, vis_dir) -> Pairing:
     """Pair the image files of two folders (FileNotFoundError naming a missing folder)."""
     return pair_files(image_files(ir_dir, "ir"), image_files(vis_dir, "vis"))
+
+
+def pair_trees(ir_root, vis_root) -> Pairing:
+    """Pair two folder trees: each folder of one tree with the folder at the same relative path in
+    the other, by :func:`pair_dirs` (the rules above, folder by folder; hidden folders are not
+    entered). Names are relative to the roots: a pair's ``name`` is ``sub/a.png``, its ``stem``
+    ``sub/a`` (so ``out_dir / (stem + ext)`` mirrors the tree), unpaired entries ``ir/sub/x.png``,
+    ambiguous stems ``sub/x``. Image files of a folder the other tree lacks are unpaired. The top
+    folders alone give exactly what :func:`pair_dirs` gives."""
+    roots = (Path(ir_root), Path(vis_root))
+    for label, d in zip(("ir", "vis"), roots):
+        if not d.is_dir():
+            raise FileNotFoundError(f"{label} directory not found: {d}")
+    subs = [_sub_folders(d) for d in roots]
+    res = Pairing()
+    for rel in sorted(subs[0] | subs[1], key=lambda r: (r != ".", r)):
+        pre = "" if rel == "." else rel + "/"
+        if rel not in subs[0] or rel not in subs[1]:
+            side = 0 if rel in subs[0] else 1
+            res.unpaired += [f"{('ir', 'vis')[side]}/{pre}{f.name}" for f in image_files(roots[side] / rel)]
+            continue
+        r = pair_dirs(roots[0] / rel, roots[1] / rel)
+        res.pairs += [Pair(pre + q.name, q.ir, q.vis, pre + q.stem) for q in r.pairs]
+        res.unpaired += [u.replace("/", "/" + pre, 1) for u in r.unpaired]
+        res.ambiguous += [(pre + stem, f"{pre}: {why}" if pre else why) for stem, why in r.ambiguous]
+    return res
+
+
+def _sub_folders(root: Path) -> set:
+    """Relative paths (``"."`` for ``root``) of the folders under ``root``, hidden ones not entered."""
+    out = {"."}
+    for cur, dirs, _ in os.walk(root):
+        dirs[:] = [x for x in dirs if not x.startswith(".")]
+        rel = Path(cur).relative_to(root)
+        out.update((rel / x).as_posix() for x in dirs)
+    return out
 
 
 def find_set_dirs(set_dir) -> tuple[Path, Path]:

@@ -4,37 +4,49 @@
     rep = fuse_dir_ray("data/ir", "data/vi", "fused/", actors=2)   # local Ray, or the running cluster
     print(rep.summary())
 
-The driver lists the pairs (``files.list_pairs``) and hands them to Ray Data; an actor pool, one
-``Engine`` per actor (ONNX Runtime by default: the bundled model exported once with
-``export.to_onnx``), fuses them and writes each output atomically where ``Engine.fuse_dir`` would
-(``files.output_path``). A pair whose output already exists and decodes is skipped, so re-running
-the same job resumes it. A bad pair is reported and the job carries on. An actor that dies is
-restarted by Ray and its unfinished batches are retried; temporary files it left are removed.
+The same job as ``Engine.fuse_dir``, on an actor pool: the driver pairs the two trees
+(``pairing.pair_trees``: each folder by ``pairing.pair_dirs``; ambiguous stems reported, not fused)
+and hands the pairs to Ray Data; each actor holds one ``Engine`` (ONNX Runtime by default: the
+bundled model exported once with ``export.to_onnx``), fuses its batches and writes each output with
+``outputs.save_image`` to ``out_dir/<stem><ext>`` (the names, formats and quality of ``fuse_dir``,
+sub-folders mirrored). A pair whose output exists and decodes (``outputs.output_ok``) is skipped
+unless ``overwrite``, so re-running resumes. A bad pair is reported and the job carries on. An actor
+that dies is restarted by Ray and its unfinished batches are retried; temporaries of dead writers
+are removed (``outputs.remove_stale_temps``). The report is a ``FuseReport`` (same summary and JSON
+as ``fuse_dir``) with a ``ray`` section.
 """
 from __future__ import annotations
 
+import datetime as _dt
+import hashlib
 import json
 import logging
 import math
 import os
-import sys
+import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..engine import FuseReport
-from . import files
-from .cluster import ModelBlob, connected, resolve_model, worker_env
+from ..engine import DEFAULT_TILE, REPORT_NAME, FuseReport, one_line
+from ..imageio import DEFAULT_MAX_PIXELS
+from ..outputs import (atomic_write, check_output_dir, check_output_ext, check_quality, output_ok,
+                       remove_stale_temps, save_image)
+from ..pairing import pair_trees
+from ..progress import progress_bar
+from .cluster import ModelBlob, check_address, connected, import_ray, resolve_model, worker_env
 
-REPORT_NAME = "tokfuse-report.json"
 STATUS_WRITTEN, STATUS_SKIPPED, STATUS_FAILED = "written", "skipped", "failed"
+ATTEMPTS_DIR = ".tokfuse-attempts"
 
 
 class FaultHook:
     """Test hook: ``TOKFUSE_FAULT_EXIT_AT=N`` makes a worker process die (``os._exit``) when it is
-    about to write its N-th output, after leaving a half-written temporary file, as a process
-    killed mid-write would. With ``TOKFUSE_FAULT_MARKER=PATH`` only the first process to create
-    ``PATH`` dies (once per job, whatever Ray restarts); it writes its pid there. Unset: does nothing."""
+    about to write its N-th output, in the middle of ``outputs.atomic_write`` (its temporary file
+    created and half written), as a process killed mid-write would. With ``TOKFUSE_FAULT_MARKER=PATH``
+    only the first process to create ``PATH`` dies (once per job, whatever Ray restarts); it writes
+    its pid there. Unset: does nothing."""
 
     def __init__(self):
         at = os.environ.get("TOKFUSE_FAULT_EXIT_AT", "")
@@ -55,113 +67,141 @@ class FaultHook:
                 return
             os.write(fd, str(os.getpid()).encode())
             os.close(fd)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        files.partial_path(out_path).write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
-        os._exit(70)
+
+        def die_half_written(f):
+            f.write(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+            f.flush()
+            os._exit(70)
+
+        atomic_write(out_path, die_half_written)
 
 
 class AttemptGuard:
-    """Counts, in a small file beside each output, how often a worker started a pair without
-    finishing it. Ray restarts a dead actor and retries its batch without limit; a pair that kills
-    its worker every time (a poison pair) is reported as failed after ``max_attempts`` starts
-    instead of being retried for ever. The counter files are temporaries (``clean_partials``)."""
+    """Counts how often a worker started a pair without finishing it. Ray restarts a dead actor and
+    retries its batch without limit; a pair that kills its worker every time (a poison pair) is
+    reported as failed after ``max_attempts`` starts instead of being retried for ever.
 
-    def __init__(self, max_attempts: int):
+    The counters are small files in ``folder`` (``out_dir/.tokfuse-attempts``, shared by every node
+    like the outputs), one per pair under a fixed name derived from the pair's name: unlike output
+    temporaries they must be found again by the restarted process, so they cannot take
+    ``atomic_write``'s unpredictable names (they are written through it, though: no symlink is
+    followed). The driver empties the folder before a job and removes it after."""
+
+    def __init__(self, folder, max_attempts: int):
+        self.folder = Path(folder)
         self.max_attempts = max_attempts
 
-    @staticmethod
-    def _path(out: Path) -> Path:
-        return out.with_name(f"{files.PARTIAL_PREFIX}attempts-{out.name}")
+    def _path(self, name: str) -> Path:
+        return self.folder / hashlib.sha256(name.encode()).hexdigest()[:24]
 
-    def begin(self, out: Path) -> int:
-        """Record one more start of ``out``'s pair; returns how many starts came before."""
-        p = self._path(out)
+    def begin(self, name: str) -> int:
+        """Record one more start of pair ``name``; returns how many starts came before."""
         try:
-            n = int(p.read_text() or 0)
-        except (FileNotFoundError, ValueError):
+            n = int(self._path(name).read_text() or 0)
+        except (OSError, ValueError):
             n = 0
-        out.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(str(n + 1))
+        atomic_write(self._path(name), lambda f: f.write(str(n + 1).encode()))
         return n
 
-    def end(self, out: Path) -> None:
-        self._path(out).unlink(missing_ok=True)
+    def end(self, name: str) -> None:
+        self._path(name).unlink(missing_ok=True)
+
+    @staticmethod
+    def reset(folder) -> None:
+        """Remove ``folder`` and what it holds (counters of an earlier job)."""
+        d = Path(folder)
+        if d.is_symlink():
+            d.unlink()
+        shutil.rmtree(d, ignore_errors=True)
 
 
 class PairFuser:
-    """Ray Data actor: one Engine, fuses a batch of rows {name, ir, vis, out} and writes outputs.
+    """Ray Data actor: one Engine; fuses a batch of rows {name, ir, vis, out} and writes the outputs.
 
-    Returns one status row per input row: name, status (written | skipped | failed), error, pid.
-    Pairs of the same size share backend calls (``Engine.fuse_batch``); a batch with a bad pair, or
-    one retried after its worker died, is fused one pair at a time so that only the bad pair fails.
+    Returns one status row per input row: name, status (written | skipped | failed), error,
+    warnings (JSON list of the pair's reading warnings), pid. Each pair is read alone
+    (``Engine.prepare``: its errors and warnings are its own), then the batch is fused together
+    (pairs of the same size share backend calls). A failed call, or a batch retried after its worker
+    died, is fused one pair at a time so that only the bad pair fails.
     """
 
-    def __init__(self, model: ModelBlob, device: str = "auto", threads: int = 1, k: int | None = None,
-                 engine_batch: int = 4, max_attempts: int = 3):
+    def __init__(self, model: ModelBlob, attempts_dir, device: str = "auto", threads: int = 1, k: int | None = None,
+                 engine_batch: int = 4, max_attempts: int = 3, overwrite: bool = False, quality: int | None = None,
+                 engine_options: dict | None = None):
         from ..engine import Engine
 
-        self.engine = Engine(model.local_path(), device=device, threads=threads, batch_size=engine_batch)
-        self.k = k
+        self.engine = Engine(model.local_path(), device=device, threads=threads, batch_size=engine_batch,
+                             **(engine_options or {}))
+        self.k, self.overwrite, self.quality = k, overwrite, quality
         self.fault = FaultHook()
-        self.guard = AttemptGuard(max_attempts)
+        self.guard = AttemptGuard(attempts_dir, max_attempts)
         self.pid = os.getpid()
 
     def __call__(self, batch: dict) -> dict:
         rows = [dict(name=str(n), ir=str(a), vis=str(b), out=Path(str(o)))
                 for n, a, b, o in zip(batch["name"], batch["ir"], batch["vis"], batch["out"])]
-        status = {r["name"]: (STATUS_SKIPPED, "") for r in rows if files.output_done(r["out"])}
-        todo = [r for r in rows if r["name"] not in status]
+        status, warns = {}, {}
+        if not self.overwrite:
+            status = {r["name"]: (STATUS_SKIPPED, "") for r in rows if output_ok(r["out"])}
         retried = False
-        for r in todo:
-            before = self.guard.begin(r["out"])
+        todo = []
+        for r in rows:
+            if r["name"] in status:
+                continue
+            before = self.guard.begin(r["name"])
             retried |= before > 0
             if before >= self.guard.max_attempts:
                 status[r["name"]] = (STATUS_FAILED, f"its worker process died {before} times while fusing it")
-                self.guard.end(r["out"])
-        todo = [r for r in todo if r["name"] not in status]
-        groups = [[r] for r in todo] if retried else [todo]
+                self.guard.end(r["name"])
+            else:
+                todo.append(r)
+        ready = []
+        for r in todo:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    ready.append((r, self.engine.prepare(r["ir"], r["vis"])))
+                except Exception as e:  # noqa: BLE001 - one pair never stops the batch
+                    status[r["name"]] = (STATUS_FAILED, one_line(e))
+                    self.guard.end(r["name"])
+            warns[r["name"]] = [str(w.message) for w in caught]
+        groups = [[x] for x in ready] if retried else [ready]
         for group in groups:
-            for r, res in zip(group, self._fuse(group)):
-                status[r["name"]] = self._write(r["out"], res) if not isinstance(res, tuple) else res
-                self.guard.end(r["out"])
+            for (r, _), res in zip(group, self._fuse(group)):
+                status[r["name"]] = res if isinstance(res, tuple) else self._write(r["out"], res)
+                self.guard.end(r["name"])
         names = [r["name"] for r in rows]
-        return {"name": names, "status": [status[n][0] for n in names],
-                "error": [status[n][1] for n in names], "pid": [self.pid] * len(names)}
+        return {"name": names, "status": [status[n][0] for n in names], "error": [status[n][1] for n in names],
+                "warnings": [json.dumps(warns.get(n, [])) for n in names], "pid": [self.pid] * len(names)}
 
-    def _fuse(self, rows) -> list:
-        """Fused uint8 image, or a (failed, message) status, for each row. The engine reads the files
-        itself, so outputs are exactly those of ``Engine.fuse(ir_path, vis_path)``."""
-        pairs = [(r["ir"], r["vis"]) for r in rows]
+    def _fuse(self, group) -> list:
+        """Fused uint8 image, or a (failed, message) status, for each (row, prepared pair)."""
+        if not group:
+            return []
         try:
-            return self.engine.fuse_batch(pairs, k=self.k)
-        except (ValueError, TypeError, OSError):          # a bad pair: fuse one by one to name it
-            pass
-        out = []
-        for a, b in pairs:
-            try:
-                out.append(self.engine.fuse(a, b, k=self.k))
-            except (ValueError, TypeError, OSError) as e:
-                out.append((STATUS_FAILED, str(e)))
-        return out
+            return self.engine.fuse_batch([p for _, p in group], k=self.k)
+        except Exception as e:  # noqa: BLE001 - name the bad pair: fuse one by one
+            if len(group) == 1:
+                return [(STATUS_FAILED, one_line(e))]
+        return [self._fuse([x])[0] for x in group]
 
     def _write(self, out: Path, img) -> tuple:
         try:
             self.fault.before_write(out)
-            files.write_output_atomic(img, out)
-        except (ValueError, OSError) as e:
-            return STATUS_FAILED, f"writing {out}: {e}"
+            save_image(img, out, self.quality)
+        except Exception as e:  # noqa: BLE001 - a write error fails this pair only
+            return STATUS_FAILED, one_line(e)
         return STATUS_WRITTEN, ""
 
 
 @dataclass
 class RayFuseReport(FuseReport):
-    """``FuseReport`` of a Ray job, plus the pairs skipped as already done and run figures."""
+    """``FuseReport`` of a Ray job (same summary, same JSON keys), plus run figures: seconds, pairs/s,
+    actors and worker processes (a ``ray`` section in the JSON)."""
 
-    skipped: list = field(default_factory=list)
     seconds: float = 0.0
     actors: int = 0
     worker_pids: list = field(default_factory=list)
-    partials_removed: int = 0
     report_path: str | None = None
 
     @property
@@ -169,37 +209,35 @@ class RayFuseReport(FuseReport):
         return len(self.written) / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
-        s = (f"{len(self.written)} fused, {len(self.skipped)} already done, {len(self.failed)} failed, "
-             f"{len(self.unpaired)} unpaired in {self.seconds:.1f} s ({self.pairs_per_s:.2f} pairs/s, "
-             f"{self.actors} actors)")
-        lines = [s] + [f"  failed {n}: {m}" for n, m in self.failed] + [f"  unpaired {n}" for n in self.unpaired]
-        return "\n".join(lines)
+        first, *rest = super().summary().split("\n")
+        return "\n".join([f"{first} in {self.seconds:.1f} s ({self.pairs_per_s:.2f} pairs/s, "
+                          f"{self.actors} actors)", *rest])
 
-    def to_json(self) -> dict:
-        return {
-            "summary": {"fused": len(self.written), "already_done": len(self.skipped), "failed": len(self.failed),
-                        "unpaired": len(self.unpaired), "seconds": round(self.seconds, 3),
-                        "pairs_per_s": round(self.pairs_per_s, 3), "actors": self.actors,
-                        "worker_processes": len(self.worker_pids), "partials_removed": self.partials_removed},
-            "failed": [{"pair": n, "error": m} for n, m in self.failed],
-            "unpaired": list(self.unpaired),
-        }
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        d["ray"] = {"seconds": round(self.seconds, 3), "pairs_per_s": round(self.pairs_per_s, 3),
+                    "actors": self.actors, "worker_processes": len(self.worker_pids)}
+        return d
 
 
 def fuse_dir_ray(ir_dir, vis_dir, out_dir, *, model=None, k: int | None = None, device: str = "auto",
-                 address: str | None = "auto",
-                 actors: int | None = None, threads_per_actor: int = 1, batch_size: int = 4, ext: str = ".png",
-                 report=None, progress: bool = True, max_attempts: int = 3) -> RayFuseReport:
+                 address: str | None = "auto", actors: int | None = None, threads_per_actor: int = 1,
+                 batch_size: int = 4, ext: str = ".png", overwrite: bool = False, quality: int | None = None,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, depth: str = "auto",
+                 tile_size: int | None = DEFAULT_TILE, report_path=None, progress: bool = True,
+                 max_attempts: int = 3) -> RayFuseReport:
     """Fuse every pair of the folder trees ``ir_dir`` / ``vis_dir`` into ``out_dir`` on Ray.
 
-    ``model``: a model file (.onnx for ONNX Runtime, .safetensors, ...); None: the bundled default
-    exported to ONNX once (``cluster.default_onnx``). ``device``: the actors' engine device ("auto":
-    CUDA when the backend finds it, else CPU). ``address``: "auto" (the running cluster, else
-    a local Ray instance for this call) or a cluster address; ignored when Ray is already initialised
-    in this process. ``actors``: size of the actor pool (default: the cluster's CPUs divided by
-    ``threads_per_actor``). ``batch_size``: pairs per actor call. ``report``: JSON report path
-    (default ``out_dir/tokfuse-report.json``; False: none). ``max_attempts``: a pair whose worker
-    process died this many times while fusing it is reported as failed (``AttemptGuard``).
+    Outputs, resume (``overwrite``), ``ext``, ``quality``, the reading options (``max_pixels``,
+    ``depth``, ``tile_size``) and the report (``report_path``: default
+    ``out_dir/tokfuse-report.json``; False: none) are those of ``Engine.fuse_dir``. ``model``: a
+    model file (.onnx for ONNX Runtime, .safetensors, ...); None: the bundled default exported to
+    ONNX once (``cluster.default_onnx``). ``device``: the actors' engine device. ``address``: "auto"
+    (the running cluster, else a local Ray instance for this call) or a cluster address; ignored
+    when Ray is already initialised in this process. ``actors``: size of the actor pool (default: the
+    cluster's CPUs divided by ``threads_per_actor``). ``batch_size``: pairs per actor call.
+    ``max_attempts``: a pair whose worker process died this many times while fusing it is reported
+    as failed (``AttemptGuard``). Everything is checked before Ray starts.
     """
     for nm, v, lo in (("threads_per_actor", threads_per_actor, 1), ("batch_size", batch_size, 1),
                       ("max_attempts", max_attempts, 1)):
@@ -207,45 +245,67 @@ def fuse_dir_ray(ir_dir, vis_dir, out_dir, *, model=None, k: int | None = None, 
             raise ValueError(f"{nm} must be an int >= {lo}, got {v!r}")
     if actors is not None and (isinstance(actors, bool) or not isinstance(actors, int) or actors < 1):
         raise ValueError(f"actors must be a positive int or None, got {actors!r}")
-    files.check_ext(ext)
-    out_dir = files.check_output_dir(out_dir, ir_dir, vis_dir)
-    pairs, unpaired = files.list_pairs(ir_dir, vis_dir)
+    ext = check_output_ext(ext)
+    quality = check_quality(quality)
+    pairing = pair_trees(ir_dir, vis_dir)
+    out_dir = check_output_dir(out_dir, ir_dir, vis_dir)
     model_path = resolve_model(model)
-    k = _check_k(model_path, k)
+    engine_options = {"max_pixels": max_pixels, "depth": depth, "tile_size": tile_size}
+    backend, k = _check_model(model_path, k, engine_options)
+    if address not in (None, "", "auto", "local") and not import_ray().is_initialized():
+        check_address(address)              # fail fast, before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
-    files.clean_partials(out_dir)           # left by an interrupted run of this job
-    rep = RayFuseReport(unpaired=unpaired)
+    if report_path is None:
+        report_path = out_dir / REPORT_NAME
+    targets = {p.name: out_dir / (p.stem + ext) for p in pairing}
+    folders = sorted({out_dir} | {t.parent for t in targets.values()})
+    attempts_dir = out_dir / ATTEMPTS_DIR
+    AttemptGuard.reset(attempts_dir)
+    rep = RayFuseReport(unpaired=list(pairing.unpaired), ambiguous=list(pairing.ambiguous))
+    rep.removed_temps = [p for d in folders for p in remove_stale_temps(d)]
+    started = _dt.datetime.now().isoformat(timespec="seconds")
+    existed = {n for n, t in targets.items() if t.exists()}
+    rows: list = []
     t0 = time.perf_counter()
-    if pairs:                               # nothing to fuse: no Ray needed
-        with connected(address) as ray:
-            n_actors = actors or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads_per_actor)
-            rep.actors = n_actors
-            existed = {n for n, _, _ in pairs if files.output_path(out_dir, n, ext).exists()}
-            rows = _run(ray, pairs, out_dir, ext, ModelBlob.put(model_path), k, device, n_actors,
-                        threads_per_actor, batch_size, max_attempts, progress)
-            _collect(rep, pairs, out_dir, ext, rows, existed)
-    rep.partials_removed = files.clean_partials(out_dir)
-    rep.seconds = time.perf_counter() - t0
-    if report is not False:
-        path = Path(report) if report else out_dir / REPORT_NAME
-        _write_json(path, rep.to_json())
-        rep.report_path = str(path)
+    try:
+        if pairing.pairs:                   # nothing to fuse: no Ray needed
+            with connected(address) as ray:
+                rep.actors = actors or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads_per_actor)
+                options = {"attempts_dir": str(attempts_dir), "device": device, "threads": threads_per_actor,
+                           "k": k, "engine_batch": batch_size, "max_attempts": max_attempts,
+                           "overwrite": overwrite, "quality": quality, "engine_options": engine_options}
+                _run(ray, pairing.pairs, targets, ModelBlob.put(model_path), options, rep.actors, batch_size,
+                     progress, rows)
+    except BaseException:
+        rep.interrupted = True
+        raise
+    finally:
+        rep.seconds = time.perf_counter() - t0
+        _collect(rep, pairing.pairs, targets, rows, existed, overwrite)
+        rep.removed_temps += [p for d in folders for p in remove_stale_temps(d)]
+        AttemptGuard.reset(attempts_dir)
+        if report_path is not False:
+            rep.report_path = str(report_path)
+            rep.save_json(report_path, ir_dir=Path(ir_dir), vis_dir=Path(vis_dir), out_dir=out_dir,
+                          model=model_path, backend=backend, k=k, started=started,
+                          finished=_dt.datetime.now().isoformat(timespec="seconds"))
     return rep
 
 
-def _check_k(model_path: Path, k):
-    """Open the model once on the driver: a corrupt file or a bad ``k`` fails here, clearly."""
+def _check_model(model_path: Path, k, engine_options: dict):
+    """Open the model once on the driver with the actors' options: a corrupt file, a bad option or
+    a bad ``k`` fails here, clearly, before Ray starts. Returns (backend name, k resolved)."""
     from ..engine import Engine
 
-    with Engine(model_path, device="cpu", threads=1) as eng:
-        return eng._k(k) if k is not None else None
+    with Engine(model_path, device="cpu", threads=1, **engine_options) as eng:
+        return eng.info()["backend"], eng.resolve_k(k)
 
 
-def _run(ray, pairs, out_dir, ext, blob, k, device, n_actors, threads, batch_size, max_attempts, progress) -> list:
+def _run(ray, pairs, targets, blob, options, n_actors, batch_size, progress, rows) -> None:
+    """Run the job, appending the status rows to ``rows`` as they come (kept if interrupted)."""
     import ray.data
 
-    items = [{"name": n, "ir": str(a), "vis": str(b), "out": str(files.output_path(out_dir, n, ext))}
-             for n, a, b in pairs]
+    items = [{"name": p.name, "ir": str(p.ir), "vis": str(p.vis), "out": str(targets[p.name])} for p in pairs]
     ctx = ray.data.DataContext.get_current()
     saved = (ctx.enable_progress_bars, ctx.print_on_execution_start, ctx.max_errored_blocks)
     log = logging.getLogger("ray.data")             # our own progress bar and summary replace its chatter
@@ -253,72 +313,52 @@ def _run(ray, pairs, out_dir, ext, blob, k, device, n_actors, threads, batch_siz
     log.setLevel(logging.ERROR)
     ctx.enable_progress_bars, ctx.print_on_execution_start = False, False
     ctx.max_errored_blocks = -1           # a batch that fails for good must not stop the others
+    bar = progress_bar(enabled=progress, desc="fusing (ray)", unit="pair", total=len(items))
     try:
         ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / batch_size)))
         # Ray Data's actor pools restart dead actors and retry their batches (max_restarts and
         # max_task_retries -1 by default); AttemptGuard bounds the retries of a poison pair.
         ds = ds.map_batches(PairFuser, batch_size=batch_size, batch_format="numpy",
-                            compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=threads,
-                            runtime_env=worker_env() or None,
-                            fn_constructor_kwargs={"model": blob, "device": device, "threads": threads, "k": k,
-                                                   "engine_batch": batch_size, "max_attempts": max_attempts})
-        bar = _bar(len(items), progress)
-        rows = []
+                            compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=options["threads"],
+                            runtime_env=worker_env() or None, fn_constructor_kwargs={"model": blob, **options})
         for row in ds.iter_rows():
             rows.append(row)
             bar.update(1)
-        bar.close()
     finally:
+        bar.close()
         ctx.enable_progress_bars, ctx.print_on_execution_start, ctx.max_errored_blocks = saved
         log.setLevel(saved_level)
-    return rows
 
 
-def _collect(rep: RayFuseReport, pairs, out_dir, ext, rows, existed: set) -> None:
+def _collect(rep: RayFuseReport, pairs, targets, rows, existed: set, overwrite: bool) -> None:
     """Fold the status rows into ``rep``. A pair skipped because its output was whole counts as
     already done only if that output ``existed`` before the job (else an earlier attempt of this
-    job, whose worker then died, wrote it). A pair without a status row (its batch failed for good,
-    e.g. an error Ray does not retry) counts as written if its output is whole, else as failed."""
+    job, whose worker then died, wrote it). A pair without a status row: after an interruption it was
+    not reached (left out); otherwise its batch failed for good (e.g. an error Ray does not retry)
+    and it counts as written if its output is whole and new, already done if it was whole before
+    (not with ``overwrite``), else as failed."""
     seen, pids = {}, set()
     for r in rows:
-        seen[str(r["name"])] = (str(r["status"]), str(r["error"]))
+        seen[str(r["name"])] = (str(r["status"]), str(r["error"]), json.loads(str(r["warnings"])))
         pids.add(int(r["pid"]))
     rep.worker_pids = sorted(pids)
-    for name, _, _ in pairs:
-        out = files.output_path(out_dir, name, ext)
-        st, err = seen.get(name, (None, ""))
+    for pair in pairs:
+        out = targets[pair.name]
+        st, err, warns = seen.get(pair.name, (None, "", []))
         if st is None:
-            st, err = ((STATUS_WRITTEN, "") if files.output_done(out) else
-                       (STATUS_FAILED, "its batch failed on the worker (see the Ray logs)"))
-        if st == STATUS_WRITTEN or (st == STATUS_SKIPPED and name not in existed):
+            if rep.interrupted:
+                continue
+            if output_ok(out) and (pair.name not in existed or not overwrite):
+                st = STATUS_SKIPPED
+            else:
+                st, err = STATUS_FAILED, "its batch failed on the worker (see the Ray logs)"
+        rep.warnings += [(pair.name, w) for w in warns]
+        if st == STATUS_WRITTEN or (st == STATUS_SKIPPED and pair.name not in existed):
             rep.written.append(out)
         elif st == STATUS_SKIPPED:
             rep.skipped.append(out)
         else:
-            rep.failed.append((name, err))
+            rep.failed.append((pair.name, err))
 
 
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = files.partial_path(path)
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
-class _NullBar:
-    def update(self, n):
-        pass
-
-    def close(self):
-        pass
-
-
-def _bar(total: int, enabled: bool):
-    if not enabled:
-        return _NullBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="fusing (ray)", unit="pair", file=sys.stderr)
-
-
-__all__ = ["fuse_dir_ray", "RayFuseReport", "PairFuser", "FaultHook"]
+__all__ = ["fuse_dir_ray", "RayFuseReport", "PairFuser", "FaultHook", "AttemptGuard"]

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 
 from ray import serve
 
+from ..engine import MIN_PIXELS
 from .cluster import ModelBlob, connected, resolve_model
 
 TOKEN_ENV = "TOKFUSE_SERVE_TOKEN"
@@ -55,30 +56,21 @@ def token_digest(token: str | None) -> str | None:
 
 
 def decode_upload(data: bytes, name: str, max_pixels: int):
-    """Image bytes -> a decoded PIL image, which ``Engine`` reads as it reads an image file (same
-    colour handling, same gray/colour output); the pixel count is checked from the header before
-    any pixel is decoded. Raises BadRequest."""
-    from PIL import Image, UnidentifiedImageError
+    """Image bytes -> the decoded PIL image, read by the rules of ``imageio.load_image``
+    (``imageio.open_image``: the formats read, the pixel count checked from the header before any
+    pixel is decoded, the first frame, the EXIF orientation). The Engine converts it by the same
+    bit-depth rule as a file (``pil_to_array``) and returns a PIL image of the same pixels as
+    ``Engine.fuse`` on the files. Raises BadRequest (413 over the pixel limit, else 400)."""
+    from ..imageio import ImageTooLargeError, open_image
 
     if not data:
         raise BadRequest(400, f"{name}: empty file")
     try:
-        im = Image.open(io.BytesIO(data))
-        w, h = im.size
-        if w * h > max_pixels:
-            raise BadRequest(413, f"{name}: {w}x{h} is {w * h} pixels, over the limit of {max_pixels}")
-        im.load()
-        return im
-    except BadRequest:
-        raise
-    except Image.DecompressionBombError as e:
-        raise BadRequest(413, f"{name}: {e}") from None
-    except UnidentifiedImageError:
-        raise BadRequest(400, f"{name}: not a readable image file") from None
+        return open_image(io.BytesIO(data), name, max_pixels, label="upload")
+    except ImageTooLargeError as e:
+        raise BadRequest(413, str(e)) from None
     except ValueError as e:
         raise BadRequest(400, str(e)) from None
-    except (OSError, SyntaxError) as e:
-        raise BadRequest(400, f"{name}: corrupt or truncated image: {e}") from None
 
 
 @serve.deployment(name=DEPLOYMENT)
@@ -87,13 +79,11 @@ class TokFuseService:
 
     def __init__(self, model: ModelBlob, threads: int | None = None, limits: dict | None = None,
                  token_sha256: str | None = None, max_batch_size: int = 8, batch_wait_s: float = 0.005):
-        from PIL import Image
-
         from ..engine import Engine
 
-        Image.MAX_IMAGE_PIXELS = None           # our own limit (Limits.max_pixels) applies instead
-        self.engine = Engine(model.local_path(), threads=threads, batch_size=max_batch_size)
         self.limits = Limits(**(limits or {}))
+        self.engine = Engine(model.local_path(), threads=threads, batch_size=max_batch_size,
+                             max_pixels=max(self.limits.max_pixels, MIN_PIXELS))
         self.token_sha256 = token_sha256
         self.model_name = model.name
         self._fuse_many.set_max_batch_size(max_batch_size)
@@ -198,7 +188,7 @@ class TokFuseService:
         return parts
 
     def _parse_k(self, raw):
-        n = self.engine._backend.num_tokens
+        n = self.engine.backend.num_tokens
         if raw is None or (isinstance(raw, str) and raw.strip() == ""):
             return None
         text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)

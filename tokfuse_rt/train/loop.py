@@ -43,6 +43,7 @@ class TrainArgs:
     alpha: float = 0.5             # share of the additive composite in the intensity target
     target_sd: float = 0.2157      # "tone": target contrast, std of the target in [0, 1] units (55/255)
     gain_max: float = 2.0          # "tone": largest contrast gain of the target
+    grad_target: str = "target"    # "tone": gradient loss to the target's Sobel map, or "max" of the sources' × g
     random_k: bool = False         # stage II edits a random k in [0, 2·default_k] per step (else default_k)
     threads: int = 2
     log_every: int = 50
@@ -235,7 +236,7 @@ def stage2(model: TokFuse, bank: PairBank, args: TrainArgs, gen: torch.Generator
         fused, _, base = model(ir, vis, k=k)
         if model.cfg.head == "tone":
             parts, target = tone_losses(fused, base[:, 1:, 0, 0], ir, vis, args.alpha, args.target_sd, args.gain_max,
-                                        args.w_int, args.w_grad, args.w_ssim, args.w_tone)
+                                        args.w_int, args.w_grad, args.w_ssim, args.w_tone, args.grad_target)
         else:
             parts = fusion_losses(fused, ir, vis, args.w_int, args.w_grad, args.w_ssim, args.gain, args.alpha,
                                   args.w_vif, args.w_scd)

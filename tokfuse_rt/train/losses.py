@@ -149,19 +149,24 @@ def fusion_losses(fused, ir, vis, w_int=1.0, w_grad=10.0, w_ssim=1.0, gain=1.0, 
 
 
 def tone_losses(fused, tone, ir, vis, alpha=0.5, sd=55 / 255, gain_max=2.0, w_int=1.0, w_grad=10.0, w_ssim=1.0,
-                w_tone=1.0):
+                w_tone=1.0, grad_target="target"):
     """Loss terms of the "tone" head (dict, their weighted sum under 'total') and the target.
 
     The target is :func:`tone_rule` at the image's own tone (:func:`target_tone` with ``alpha``,
-    ``sd``, ``gain_max``). int: L1 to it; grad: L1 of Sobel magnitudes to the target's; ssim:
+    ``sd``, ``gain_max``). int: L1 to it; grad: L1 of Sobel magnitudes to the target's
+    (``grad_target="target"``) or to the larger of the two sources' times the target's gain g
+    (``"max"``: the strongest edge of either source, as the "blend" recipe); ssim:
     1 − SSIM to it; tone: L1 of the predicted tone [B, 4] to the target's.
     Returns (terms, target).
     """
     t_true = target_tone(ir, vis, alpha, sd=sd, gain_max=gain_max)
+    if grad_target not in ("target", "max"):
+        raise ValueError(f"grad_target must be 'target' or 'max', got {grad_target!r}")
     target = tone_rule(ir, vis, t_true)
     out = {
         "int": F.l1_loss(fused, target),
-        "grad": F.l1_loss(sobel_mag(fused), sobel_mag(target)),
+        "grad": F.l1_loss(sobel_mag(fused), sobel_mag(target) if grad_target == "target" else
+                          t_true[:, :1, None, None] * torch.maximum(sobel_mag(ir), sobel_mag(vis))),
         "ssim": 1.0 - ssim(fused, target),
         "tone": F.l1_loss(tone, t_true),
     }
