@@ -66,10 +66,26 @@ def place(ours: dict, peers: dict) -> tuple[int, float]:
     return _place(table, "__ours__"), best
 
 
-def peer_table(data: Path, set_name: str) -> dict:
+def peer_table(data: Path, set_name: str, path: Path | None = None) -> dict:
+    """The peers of ``set_name`` in ``path`` (default: ``val/peer_scores.json`` of ``data``), without a
+    ``tokfuse_default`` row (the rows ranked here are ours)."""
     from tokfuse_rt.metrics.rank import load_peers
 
-    return {k: v for k, v in load_peers(data / "val" / "peer_scores.json", set_name).items() if k != "tokfuse_default"}
+    path = data / "val" / "peer_scores.json" if path is None else path
+    return {k: v for k, v in load_peers(path, set_name).items() if k != "tokfuse_default"}
+
+
+def as_tensor(x):
+    """A 2-D float image as a float32 tensor [1, 1, H, W] (the model's input)."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
+
+
+def save_json(path, data: dict) -> None:
+    """``data`` as indented JSON at ``path``; nothing when ``path`` is None (no --json)."""
+    if path:
+        Path(path).write_text(json.dumps(data, indent=1))
 
 
 def model_fuse(path, threads: int):
@@ -82,9 +98,7 @@ def model_fuse(path, threads: int):
 
     def f(a, b):
         with torch.inference_mode():
-            def t(x):
-                return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
-            return model(t(a), t(b))[0][0, 0].numpy()
+            return model(as_tensor(a), as_tensor(b))[0][0, 0].numpy()
     return f
 
 
@@ -118,8 +132,7 @@ def main(argv=None) -> int:
             out.setdefault(name, {})[s] = r | {"mean_rank": mr, "ranks": ranks, "place": pos, "best_peer": best}
             print(f"{name:24s} #{pos} {mr:.3f} (best peer {best:.3f}) | " + " ".join(f"{m} {r[m]:.3f}({ranks[m]:g})" for m in M8)
                   + f" | kept {r['kept']:.3f} ({time.time() - t0:.0f}s)", flush=True)
-    if a.json:
-        Path(a.json).write_text(json.dumps(out, indent=1))
+    save_json(a.json, out)
     return 0
 
 

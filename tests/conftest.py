@@ -98,6 +98,20 @@ def tiny_onnx(tiny_ckpt, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def engines(tiny_ckpt, tiny_onnx):
+    """(PyTorch Engine of ``tiny_ckpt``, ONNX Runtime Engine of ``tiny_onnx``), one thread each: tiny graphs
+    gain nothing from two, and CI shares its cores with other jobs."""
+    import torch
+
+    from tokfuse_rt import Engine
+
+    old = torch.get_num_threads()
+    with Engine(tiny_ckpt, device="cpu", threads=1) as pt, Engine(tiny_onnx, threads=1) as ox:
+        yield pt, ox
+    torch.set_num_threads(old)
+
+
 def _png_header_only(path, w, h):
     """A PNG whose IHDR claims w x h (8-bit gray) followed by a tiny IDAT: decoding it would fail."""
     import struct

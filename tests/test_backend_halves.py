@@ -15,14 +15,6 @@ onnx = pytest.importorskip("onnx")
 pytestmark = pytest.mark.requires_ort
 
 
-@pytest.fixture(scope="module")
-def engines(tiny_ckpt, tiny_onnx):
-    old = torch.get_num_threads()
-    with Engine(tiny_ckpt, device="cpu", threads=1) as pt, Engine(tiny_onnx, threads=1) as ox:
-        yield pt, ox
-    torch.set_num_threads(old)
-
-
 def _dims(vi):
     return [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
 

@@ -15,15 +15,6 @@ pytestmark = pytest.mark.requires_ort
 
 
 @pytest.fixture(scope="module")
-def engines(tiny_ckpt, tiny_onnx):
-    # one thread each: tiny graphs gain nothing from two, and CI shares its cores with other jobs
-    old = torch.get_num_threads()
-    with Engine(tiny_ckpt, device="cpu", threads=1) as pt, Engine(tiny_onnx, threads=1) as ox:
-        yield pt, ox
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
 def pair():
     rng = np.random.default_rng(7)
     return rng.integers(0, 256, (37, 45), dtype=np.uint8), rng.integers(0, 256, (37, 45, 3), dtype=np.uint8)

@@ -28,7 +28,9 @@ exit status:
 """
 
 
-def _add_model_args(p, inputs: bool = True):
+def add_model_args(p: argparse.ArgumentParser, inputs: bool = True) -> None:
+    """--model/--device/--threads of the commands that open an Engine; with ``inputs`` also the reading and
+    tiling options (--depth, --max-pixels, --tile-size) that :func:`open_engine` passes on."""
     p.add_argument("--model", "-m", default=None,
                    help="model file: .safetensors (PyTorch), .onnx (ONNX Runtime), .plan (TensorRT); default: bundled model")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
@@ -54,7 +56,8 @@ def _add_write_args(p):
                    help="JPEG/WebP quality 1..100 (default: 95)")
 
 
-def _add_k(p):
+def add_k(p: argparse.ArgumentParser) -> None:
+    """--k, the number of tokens STE edits."""
     p.add_argument("--k", type=int, default=None, help="tokens edited by STE, 0..K (default: the model's default)")
 
 
@@ -66,7 +69,8 @@ def _engine_options(a) -> dict:
             "tile_size": a.tile_size or None}
 
 
-def _engine(a):
+def open_engine(a: argparse.Namespace):
+    """The Engine of a command's options (:func:`add_model_args`)."""
     from .engine import Engine
 
     return Engine(a.model, device=a.device, threads=a.threads, **_engine_options(a))
@@ -77,7 +81,7 @@ def cmd_fuse(a) -> int:
 
     check_output_path(a.output)                    # before any work
     check_quality(a.quality)
-    with _engine(a) as eng:
+    with open_engine(a) as eng:
         img = eng.fuse(a.ir, a.vis, k=a.k)
     out = save_image(img, a.output, quality=a.quality)
     print(f"wrote {out} ({img.shape[1]}x{img.shape[0]}, {'RGB' if img.ndim == 3 else 'gray'})")
@@ -99,7 +103,7 @@ def cmd_fuse_dir(a) -> int:
 
         rep = fuse_dir_ray_args(a, report, _engine_options(a))
     else:
-        with _engine(a) as eng:
+        with open_engine(a) as eng:
             rep = eng.fuse_dir(a.ir, a.vis, a.output, k=a.k, progress=not a.quiet, ext=a.ext,
                                overwrite=a.overwrite, quality=a.quality, report_path=report)
     print(rep.summary())
@@ -109,7 +113,7 @@ def cmd_fuse_dir(a) -> int:
 
 
 def cmd_info(a) -> int:
-    with _engine(a) as eng:
+    with open_engine(a) as eng:
         info = eng.info()
     if a.json:
         print(json.dumps(info, indent=2, default=str))
@@ -142,9 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("vis", help="visible (or CT/PET/SPECT) image file; a colour image gives the output its colour")
     f.add_argument("-o", "--output", required=True,
                    help="output image file: .png, .jpg, .webp, .tif or .bmp (PNG recommended)")
-    _add_k(f)
+    add_k(f)
     _add_write_args(f)
-    _add_model_args(f)
+    add_model_args(f)
     f.set_defaults(func=cmd_fuse)
 
     d = sub.add_parser(
@@ -159,9 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--overwrite", action="store_true", help="fuse again pairs whose output already exists")
     d.add_argument("--report", default=None, help="JSON report path (default: OUTPUT/tokfuse-report.json)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    _add_k(d)
+    add_k(d)
     _add_write_args(d)
-    _add_model_args(d)
+    add_model_args(d)
     from .distributed.cli import add_ray_args
 
     add_ray_args(d)
@@ -169,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="show the model, backend and device", description="Show what an engine runs.")
     i.add_argument("--json", action="store_true", help="print JSON")
-    _add_model_args(i, inputs=False)
+    add_model_args(i, inputs=False)
     i.set_defaults(func=cmd_info)
 
     from .train.__main__ import build_parser as train_parser

@@ -20,7 +20,7 @@ EPILOG = """examples:
 
 
 def register(subparsers) -> None:
-    from .cli import _add_k, _add_model_args
+    from .cli import add_k, add_model_args
 
     v = subparsers.add_parser(
         "fuse-video", help="fuse an infrared and a visible video into one H.264 MP4",
@@ -41,15 +41,15 @@ def register(subparsers) -> None:
     v.add_argument("--preset", default="veryfast", help="x264 speed preset (default veryfast)")
     v.add_argument("--report", default=None, metavar="JSON", help="also write the report as JSON")
     v.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    _add_k(v)
-    _add_model_args(v)
+    add_k(v)
+    add_model_args(v)
     v.set_defaults(func=cmd_fuse_video)
 
 
 def cmd_fuse_video(a) -> int:
-    from .cli import _engine
+    from .cli import open_engine
 
-    with _engine(a) as eng:
+    with open_engine(a) as eng:
         rep = eng.fuse_video(a.ir, a.vis, a.output, k=a.k, reuse=a.reuse, resize=a.resize,
                              progress=not a.quiet, crf=a.crf, preset=a.preset)
         backend = eng.info().get("backend")

@@ -130,6 +130,19 @@ def open_image(src, name: str = "image", max_pixels=DEFAULT_MAX_PIXELS, label: s
     return upright
 
 
+def check_input_file(path, name: str, kind: str = "an image") -> Path:
+    """``path`` as a Path, checked to be an existing, non-empty file (not a folder): FileNotFoundError /
+    ValueError naming the input ``name`` (``kind``: what the file should be, for the message)."""
+    p = Path(os.fspath(path))
+    if not p.exists():
+        raise FileNotFoundError(f"{name}: file not found: {p}")
+    if p.is_dir():
+        raise ValueError(f"{name}: {p} is a directory, not {kind} file")
+    if p.stat().st_size == 0:
+        raise ValueError(f"{name}: file is empty: {p}")
+    return p
+
+
 def load_image(path, name: str = "image", max_pixels=DEFAULT_MAX_PIXELS, depth: str = "auto") -> np.ndarray:
     """Read an image file as (H, W) or (H, W, 3): uint8 for 8-bit data, else float32 in [0, 1].
 
@@ -137,13 +150,7 @@ def load_image(path, name: str = "image", max_pixels=DEFAULT_MAX_PIXELS, depth: 
     from the header), ValueError (not an image, corrupt, truncated, unsupported mode, NaN/inf).
     """
     check_depth(depth)
-    p = Path(os.fspath(path))
-    if not p.exists():
-        raise FileNotFoundError(f"{name}: file not found: {p}")
-    if p.is_dir():
-        raise ValueError(f"{name}: {p} is a directory, not an image file")
-    if p.stat().st_size == 0:
-        raise ValueError(f"{name}: file is empty: {p}")
+    p = check_input_file(path, name)
     with open_image(p, name, max_pixels) as im, _decoding(name, str(p)):
         return pil_to_array(im, name, depth)
 

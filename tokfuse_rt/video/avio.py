@@ -80,13 +80,9 @@ class VideoSource:
         text = os.fspath(path)
         self.path = text
         if "://" not in text:
-            p = Path(text)
-            if not p.exists():
-                raise FileNotFoundError(f"{name}: file not found: {p}")
-            if p.is_dir():
-                raise ValueError(f"{name}: {p} is a directory, not a video file")
-            if p.stat().st_size == 0:
-                raise ValueError(f"{name}: file is empty: {p}")
+            from ..imageio import check_input_file
+
+            check_input_file(text, name, "a video")
         try:
             self.container = av.open(text, "r")
         except av.FFmpegError as e:
