@@ -106,7 +106,8 @@ class PreparedCodebook:
         self.native = _C.Codebook(self.tensor) if (HAVE_EXT and self.tensor.device.type == "cpu") else None
 
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, int]:
+        """(K, D) of the prepared codebook."""
         return tuple(self.tensor.shape)
 
     def __repr__(self) -> str:
