@@ -127,7 +127,7 @@ class ModelBlob:
     ref: object
 
     @classmethod
-    def put(cls, path) -> "ModelBlob":
+    def put(cls, path) -> ModelBlob:
         ray = import_ray()
         path = Path(path)
         data = path.read_bytes()

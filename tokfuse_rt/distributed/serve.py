@@ -110,7 +110,7 @@ class TokFuseService:
         except BadRequest as e:
             headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
             return JSONResponse({"error": e.reason}, status_code=e.status, headers=headers)
-        except Exception as e:  # a server fault, not the client's: say so, never an HTML page
+        except Exception as e:  # noqa: BLE001 - a server fault, not the client's: say so, never an HTML page
             return Response(json.dumps({"error": f"internal error: {type(e).__name__}: {e}"}), status_code=500,
                             media_type="application/json")
 
