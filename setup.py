@@ -12,6 +12,7 @@ csrc/nn_search_avx2.cpp is compiled with -mavx2 -mfma (x86-64 only) and entered 
 run-time CPU check; every other C++ file targets the baseline ISA. All C++ is built with
 -ffp-contract=off so that the kernels' rounding is exactly what the source says.
 """
+
 import os
 import platform
 import re
@@ -50,8 +51,13 @@ def _find_cuda():
             home = os.path.dirname(m.group(1).strip())
     except (OSError, subprocess.SubprocessError) as e:  # pragma: no cover
         return None, f"nvcc at {nvcc} does not run: {e}"
-    candidates = [home, os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"),
-                  os.path.dirname(os.path.dirname(os.path.realpath(nvcc))), "/usr/local/cuda"]
+    candidates = [
+        home,
+        os.environ.get("CUDA_HOME"),
+        os.environ.get("CUDA_PATH"),
+        os.path.dirname(os.path.dirname(os.path.realpath(nvcc))),
+        "/usr/local/cuda",
+    ]
     for root in candidates:
         if root and os.path.isfile(os.path.join(root, "include", "cuda_runtime.h")):
             return nvcc, root
@@ -59,8 +65,12 @@ def _find_cuda():
 
 
 def _cuda_lib_dir(home):
-    for sub in ("lib64", "lib", os.path.join("targets", "x86_64-linux", "lib"),
-                os.path.join("targets", "sbsa-linux", "lib")):
+    for sub in (
+        "lib64",
+        "lib",
+        os.path.join("targets", "x86_64-linux", "lib"),
+        os.path.join("targets", "sbsa-linux", "lib"),
+    ):
         d = os.path.join(home, sub)
         if os.path.isfile(os.path.join(d, "libcudart_static.a")):
             return d
@@ -105,8 +115,12 @@ if not IS_MSVC and sys.platform != "darwin":
 elif IS_MSVC:  # pragma: no cover
     cxx_flags += ["/O2", "/openmp", "/fp:precise"]
 
-sources = [f"{CSRC}/module.cpp", f"{CSRC}/nn_search_cpu.cpp", f"{CSRC}/nn_search_avx2.cpp",
-           f"{CSRC}/nn_search_emulated.cpp"]
+sources = [
+    f"{CSRC}/module.cpp",
+    f"{CSRC}/nn_search_cpu.cpp",
+    f"{CSRC}/nn_search_avx2.cpp",
+    f"{CSRC}/nn_search_emulated.cpp",
+]
 depends = [f"{CSRC}/{f}" for f in ("nn_search.h", "nn_search_kernel.cuh", "dlpack_min.h")]
 define_macros = []
 libraries = []
@@ -119,8 +133,7 @@ if NVCC:
     libraries += ["cudart_static", "rt", "pthread", "dl"]
     library_dirs.append(_cuda_lib_dir(CUDA_HOME))
     GENCODE, ARCHS = _gencode_flags()
-    _log(f"CUDA: architectures sm_{', sm_'.join(ARCHS)} (+ PTX compute_{ARCHS[-1]}); "
-         "set TOKFUSE_CUDA_ARCH to change")
+    _log(f"CUDA: architectures sm_{', sm_'.join(ARCHS)} (+ PTX compute_{ARCHS[-1]}); set TOKFUSE_CUDA_ARCH to change")
 
 ext = Pybind11Extension(
     "tokfuse_rt._C",
@@ -177,8 +190,20 @@ class BuildExt(build_ext):
         def _compile(obj, src, ext_, cc_args, extra_postargs, pp_opts):
             if src.endswith(".cu"):
                 inc = [a for a in pp_opts if a.startswith(("-I", "-D", "-U"))]
-                cmd = [NVCC, "-c", src, "-o", obj, "-O3", "-std=c++17", "--fmad=false",
-                       "-Xcompiler", "-fPIC,-fvisibility=hidden", *inc, *GENCODE]
+                cmd = [
+                    NVCC,
+                    "-c",
+                    src,
+                    "-o",
+                    obj,
+                    "-O3",
+                    "-std=c++17",
+                    "--fmad=false",
+                    "-Xcompiler",
+                    "-fPIC,-fvisibility=hidden",
+                    *inc,
+                    *GENCODE,
+                ]
                 _log("nvcc " + os.path.basename(src))
                 try:
                     subprocess.run(cmd, check=True)
@@ -202,5 +227,9 @@ ParallelCompile("NPY_NUM_BUILD_JOBS").install()
 
 PACKAGES = find_packages(include=["tokfuse_rt", "tokfuse_rt.*", "export", "export.*"]) + ["tokfuse_rt.kernels"]
 
-setup(ext_modules=[ext], cmdclass={"build_ext": BuildExt}, packages=PACKAGES,
-      package_dir={"tokfuse_rt.kernels": "kernels"})
+setup(
+    ext_modules=[ext],
+    cmdclass={"build_ext": BuildExt},
+    packages=PACKAGES,
+    package_dir={"tokfuse_rt.kernels": "kernels"},
+)

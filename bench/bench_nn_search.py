@@ -26,6 +26,7 @@ near-tie (float64 scores of the two codes within 1e-6).
 Set TOKFUSE_BENCH_ASSERT=1 to fail when the N = 256 targets are missed (off by default: this CPU
 is shared, and a loaded machine is not a broken kernel).
 """
+
 from __future__ import annotations
 
 import os
@@ -143,8 +144,9 @@ def test_nn_search(benchmark, request, shape, impl, measured_core_peak):
         return
     if PEAK_NOMINAL:
         info["peak_gflops_nominal"] = round(PEAK_NOMINAL, 1)
-        info["peak_assumption"] = (f"{CORES} cores x 2 FMA units x 8 fp32 lanes x 2 flops x {GHZ:.3f} GHz "
-                                   "(nominal cpu MHz of /proc/cpuinfo)")
+        info["peak_assumption"] = (
+            f"{CORES} cores x 2 FMA units x 8 fp32 lanes x 2 flops x {GHZ:.3f} GHz (nominal cpu MHz of /proc/cpuinfo)"
+        )
         info["fraction_of_peak_nominal"] = round(flops / med / 1e9 / PEAK_NOMINAL, 3)
     if measured_core_peak:
         peak_m = measured_core_peak * THREADS
@@ -161,7 +163,7 @@ def test_nn_search(benchmark, request, shape, impl, measured_core_peak):
             info[f"target_{target:g}x_{base}_met"] = bmed / med >= target
         lines.append(f"{base} {bmed / med:.1f}x (median) / {bmin / mn:.1f}x (min)")
     tr = request.config.pluginmanager.getplugin("terminalreporter")
-    msg = (f"nn_search N={N}: ours {med * 1e6:.0f} us median, {info['gflops']} GFLOP/s; speedup " + ", ".join(lines))
+    msg = f"nn_search N={N}: ours {med * 1e6:.0f} us median, {info['gflops']} GFLOP/s; speedup " + ", ".join(lines)
     if tr is not None:
         tr.write_line("")
         tr.write_line(msg)

@@ -63,15 +63,31 @@ void block_scalar(const float* Q, int64_t nq, const float* C, int64_t k0, int64_
                 s2 = s2 + q2[d] * cd;
                 s3 = s3 + q3[d] * cd;
             }
-            if (s0 > b0) { b0 = s0; j0 = k; }
-            if (s1 > b1) { b1 = s1; j1 = k; }
-            if (s2 > b2) { b2 = s2; j2 = k; }
-            if (s3 > b3) { b3 = s3; j3 = k; }
+            if (s0 > b0) {
+                b0 = s0;
+                j0 = k;
+            }
+            if (s1 > b1) {
+                b1 = s1;
+                j1 = k;
+            }
+            if (s2 > b2) {
+                b2 = s2;
+                j2 = k;
+            }
+            if (s3 > b3) {
+                b3 = s3;
+                j3 = k;
+            }
         }
-        best_val[i + 0] = b0; best_id[i + 0] = j0;
-        best_val[i + 1] = b1; best_id[i + 1] = j1;
-        best_val[i + 2] = b2; best_id[i + 2] = j2;
-        best_val[i + 3] = b3; best_id[i + 3] = j3;
+        best_val[i + 0] = b0;
+        best_id[i + 0] = j0;
+        best_val[i + 1] = b1;
+        best_id[i + 1] = j1;
+        best_val[i + 2] = b2;
+        best_id[i + 2] = j2;
+        best_val[i + 3] = b3;
+        best_id[i + 3] = j3;
     }
     for (; i < nq; ++i) {
         const float* q = Q + i * D;
@@ -81,7 +97,10 @@ void block_scalar(const float* Q, int64_t nq, const float* C, int64_t k0, int64_
             const float* c = C + k * D;
             float s = bias ? bias[k] : 0.0f;
             for (int d = 0; d < D; ++d) s = s + q[d] * c[d];
-            if (s > b) { b = s; j = k; }
+            if (s > b) {
+                b = s;
+                j = k;
+            }
         }
         best_val[i] = b;
         best_id[i] = j;
@@ -227,7 +246,8 @@ void nn_search_cpu(const SearchArgs& a) {
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(fs_threads) schedule(static) if (fs_threads > 1)
 #endif
-    for (int64_t i = 0; i < N; ++i) val[i] = final_score(a.Q + i * D, a.C + ids[i] * D, D, a.metric);
+    for (int64_t i = 0; i < N; ++i)
+        val[i] = final_score(a.Q + i * D, a.C + ids[i] * D, D, a.metric);
 }
 
 }  // namespace tokfuse

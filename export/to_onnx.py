@@ -35,6 +35,7 @@ TorchScript exporter is deprecated in torch 2.x); falls back to the TorchScript 
 ``split_concat_convs`` (a conv over a 19-channel concat becomes a 16-channel conv plus a 3-channel
 conv, which ONNX Runtime's blocked kernels run ~20% faster end to end); ``--no-graph-opt`` skips it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
 
 DEFAULT_OPSET = 18
 PathLike = Union[str, os.PathLike]
-Sizes = Sequence[tuple[int, int, int]]     # (batch, height, width) of the self-check inputs
+Sizes = Sequence[tuple[int, int, int]]  # (batch, height, width) of the self-check inputs
 
 
 class ExportError(RuntimeError):
@@ -76,16 +77,16 @@ def _graph_module(model, graph: str):
             self.m = m
 
     class TokFuseOnnx(GraphOnnx):
-        def forward(self, ir, vis, k):             # TokFuse.forward without the STE scores
+        def forward(self, ir, vis, k):  # TokFuse.forward without the STE scores
             fused, ids, _ = self.m(ir, vis, k)
             return fused, ids
 
     class TokensOnnx(GraphOnnx):
-        def forward(self, ir, vis, k):             # the token pathway: (base, ids)
+        def forward(self, ir, vis, k):  # the token pathway: (base, ids)
             return self.m.token_pathway(ir, vis, k)
 
     class RenderOnnx(GraphOnnx):
-        def forward(self, ir, vis, base_up):       # the 2D half: fused
+        def forward(self, ir, vis, base_up):  # the 2D half: fused
             return self.m.render(ir, vis, base_up)
 
     return {"fused": TokFuseOnnx, "tokens": TokensOnnx, "render": RenderOnnx}[graph](model).eval()
@@ -143,9 +144,17 @@ def _export_dynamo(wrapper, args, opset: int, dynamic_batch: bool, graph: str):
         img[0] = b
     dynamic_shapes = {n: (img if n in IMAGE_INPUTS else None) for n in inputs}
     prog = torch.onnx.export(
-        wrapper, args, None, input_names=list(inputs), output_names=list(outputs),
-        opset_version=opset, dynamo=True, dynamic_shapes=dynamic_shapes, optimize=True,
-        external_data=False, verbose=False,
+        wrapper,
+        args,
+        None,
+        input_names=list(inputs),
+        output_names=list(outputs),
+        opset_version=opset,
+        dynamo=True,
+        dynamic_shapes=dynamic_shapes,
+        optimize=True,
+        external_data=False,
+        verbose=False,
     )
     return prog.model_proto
 
@@ -160,8 +169,15 @@ def _export_torchscript(wrapper, args, opset: int, dynamic_batch: bool, graph: s
         axes[n] = {i: d for i, d in enumerate(dims) if d in ("height", "width") or (d == "batch" and dynamic_batch)}
     buf = io.BytesIO()
     torch.onnx.export(
-        wrapper, args, buf, input_names=list(inputs), output_names=list(outputs),
-        opset_version=opset, dynamo=False, dynamic_axes=axes, do_constant_folding=True,
+        wrapper,
+        args,
+        buf,
+        input_names=list(inputs),
+        output_names=list(outputs),
+        opset_version=opset,
+        dynamo=False,
+        dynamic_axes=axes,
+        do_constant_folding=True,
     )
     import onnx
 
@@ -223,7 +239,7 @@ def split_concat_convs(model_proto: onnx.ModelProto, block: int = 8) -> list[str
         axis = next((helper.get_attribute_value(a) for a in cat.attribute if a.name == "axis"), None)
         parts = list(cat.input)
         ca = chans.get(parts[0])
-        total = sum(chans.get(x, -10**9) for x in parts)
+        total = sum(chans.get(x, -(10**9)) for x in parts)
         if axis not in (1, -3) or len(parts) < 2 or not ca or ca % block or total % block == 0 or total < 0:
             continue
         w = numpy_helper.to_array(inits[conv.input[1]])
@@ -231,8 +247,12 @@ def split_concat_convs(model_proto: onnx.ModelProto, block: int = 8) -> list[str
             continue
         base = conv.name or conv.output[0]
         wa, wb = f"{base}.w_head", f"{base}.w_tail"
-        g.initializer.extend([numpy_helper.from_array(np.ascontiguousarray(w[:, :ca]), wa),
-                              numpy_helper.from_array(np.ascontiguousarray(w[:, ca:]), wb)])
+        g.initializer.extend(
+            [
+                numpy_helper.from_array(np.ascontiguousarray(w[:, :ca]), wa),
+                numpy_helper.from_array(np.ascontiguousarray(w[:, ca:]), wb),
+            ]
+        )
         tail_in = parts[1]
         new_nodes = []
         if len(parts) > 2:
@@ -353,9 +373,17 @@ def _save_atomic(proto, path: Path) -> None:
             tmp.unlink()
 
 
-def export_onnx(ckpt: PathLike, output: PathLike, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True,
-                exporter: str = "auto", verify: bool = True, quiet: bool = True, graph_opt: bool = True,
-                halves: bool = True) -> dict:
+def export_onnx(
+    ckpt: PathLike,
+    output: PathLike,
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = True,
+    exporter: str = "auto",
+    verify: bool = True,
+    quiet: bool = True,
+    graph_opt: bool = True,
+    halves: bool = True,
+) -> dict:
     """Export checkpoint ``ckpt`` to ONNX file ``output``. Returns a summary dict
     (path, exporter, opset, ops {op: count}, config, seconds). Raises ExportError / CheckpointError.
     ``graph_opt``: apply the exact graph rewrites of this module (``split_concat_convs``).
@@ -375,7 +403,9 @@ def export_onnx(ckpt: PathLike, output: PathLike, opset: int = DEFAULT_OPSET, dy
     ckpt, output = Path(ckpt), Path(output)
     model, meta = load_checkpoint(ckpt, map_location="cpu")
     cfg = model.cfg
-    proto, used = _trace(_graph_module(model, "fused"), _example_inputs(cfg), "fused", opset, dynamic_batch, exporter, quiet)
+    proto, used = _trace(
+        _graph_module(model, "fused"), _example_inputs(cfg), "fused", opset, dynamic_batch, exporter, quiet
+    )
     # metadata: enough for a runtime to report the model without the checkpoint
     extra = meta.get("extra") or {}
     props = {
@@ -395,18 +425,26 @@ def export_onnx(ckpt: PathLike, output: PathLike, opset: int = DEFAULT_OPSET, dy
         examples = {"tokens": _example_inputs(cfg), "render": _render_example_inputs(model)}
         for part, path in half_paths(output).items():
             p, used_p = _trace(_graph_module(model, part), examples[part], part, opset, dynamic_batch, exporter, quiet)
-            rw, _ = _finish(p, part, dict(props, exporter=f"torch {torch.__version__} ({used_p})"),
-                            dynamic_batch, graph_opt)
+            rw, _ = _finish(
+                p, part, dict(props, exporter=f"torch {torch.__version__} ({used_p})"), dynamic_batch, graph_opt
+            )
             parts[part] = (p, path, rw)
     _save_atomic(proto, output)
     for p, path, _ in parts.values():
         _save_atomic(p, path)
     summary = {
-        "path": str(output), "exporter": used, "opset": _opset(proto), "ops": op_counts(proto),
-        "op_types": ops, "config": json.loads(cfg.to_json()), "bytes": output.stat().st_size,
+        "path": str(output),
+        "exporter": used,
+        "opset": _opset(proto),
+        "ops": op_counts(proto),
+        "op_types": ops,
+        "config": json.loads(cfg.to_json()),
+        "bytes": output.stat().st_size,
         "graph_opt": rewritten,
-        "halves": {part: {"path": str(path), "bytes": path.stat().st_size, "graph_opt": rw}
-                   for part, (_, path, rw) in parts.items()},
+        "halves": {
+            part: {"path": str(path), "bytes": path.stat().st_size, "graph_opt": rw}
+            for part, (_, path, rw) in parts.items()
+        },
     }
     if verify:
         summary["verify"] = verify_against_torch(model, output)
@@ -481,8 +519,10 @@ def verify_halves(model: TokFuse, onnx_path: PathLike, sizes: Sizes = ((1, 64, 4
             fused_t = model.render(torch.from_numpy(ir), torch.from_numpy(vis), up)
         (fused_o,) = ren.run(None, {"ir": ir, "vis": vis, "base_up": up.numpy()})
         if base_o.shape != tuple(base_t.shape) or fused_o.shape != tuple(fused_t.shape):
-            raise ExportError(f"ONNX halves' output shapes {base_o.shape}, {fused_o.shape} differ from PyTorch's "
-                              f"{tuple(base_t.shape)}, {tuple(fused_t.shape)} for input {b}x1x{h}x{w}")
+            raise ExportError(
+                f"ONNX halves' output shapes {base_o.shape}, {fused_o.shape} differ from PyTorch's "
+                f"{tuple(base_t.shape)}, {tuple(fused_t.shape)} for input {b}x1x{h}x{w}"
+            )
         d_base = max(d_base, float(np.abs(base_o - base_t.numpy()).max()))
         d_fused = max(d_fused, float(np.abs(fused_o - fused_t.numpy()).max()))
         ids_ok &= bool(np.array_equal(ids_o, ids_t.numpy()))
@@ -493,14 +533,24 @@ def add_options(p) -> list[argparse.Action]:
     """The options of ONNX export beyond CKPT, -o and --opset, added to parser or group ``p`` (also by
     ``tokfuse export``); returns their argparse actions."""
     return [
-        p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
-                       help="torch exporter (default auto: dynamo, then TorchScript)"),
+        p.add_argument(
+            "--exporter",
+            choices=("auto", "dynamo", "torchscript"),
+            default="auto",
+            help="torch exporter (default auto: dynamo, then TorchScript)",
+        ),
         p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch self-check"),
-        p.add_argument("--no-graph-opt", action="store_true",
-                       help="keep the traced graph as is (no conv split; see split_concat_convs)"),
-        p.add_argument("--no-halves", action="store_true",
-                       help="do not write the companion halves MODEL.tokens.onnx and MODEL.render.onnx "
-                            "(without them token reuse recomputes every video frame)"),
+        p.add_argument(
+            "--no-graph-opt",
+            action="store_true",
+            help="keep the traced graph as is (no conv split; see split_concat_convs)",
+        ),
+        p.add_argument(
+            "--no-halves",
+            action="store_true",
+            help="do not write the companion halves MODEL.tokens.onnx and MODEL.render.onnx "
+            "(without them token reuse recomputes every video frame)",
+        ),
         p.add_argument("--json", action="store_true", help="print the summary as JSON"),
     ]
 
@@ -508,10 +558,14 @@ def add_options(p) -> list[argparse.Action]:
 def build_parser() -> argparse.ArgumentParser:
     from . import exporter_parser
 
-    return exporter_parser("python -m export.to_onnx",
-                           "Export a TokFuse .safetensors checkpoint to ONNX (dynamic batch, H, W).",
-                           "TokFuse checkpoint (.safetensors)", "output .onnx file (default: CKPT with suffix .onnx)",
-                           f"ONNX opset, >= 17 (default {DEFAULT_OPSET})", add_options)
+    return exporter_parser(
+        "python -m export.to_onnx",
+        "Export a TokFuse .safetensors checkpoint to ONNX (dynamic batch, H, W).",
+        "TokFuse checkpoint (.safetensors)",
+        "output .onnx file (default: CKPT with suffix .onnx)",
+        f"ONNX opset, >= 17 (default {DEFAULT_OPSET})",
+        add_options,
+    )
 
 
 def run(a: argparse.Namespace, prog: str = "export.to_onnx") -> int:
@@ -519,28 +573,44 @@ def run(a: argparse.Namespace, prog: str = "export.to_onnx") -> int:
     :func:`add_options`), print the summary; the exit status."""
     out = Path(a.output) if a.output else Path(a.ckpt).with_suffix(".onnx")
     try:
-        s = export_onnx(a.ckpt, out, opset=a.opset or DEFAULT_OPSET, exporter=a.exporter,
-                        verify=not a.no_verify, graph_opt=not a.no_graph_opt, halves=not a.no_halves)
+        s = export_onnx(
+            a.ckpt,
+            out,
+            opset=a.opset or DEFAULT_OPSET,
+            exporter=a.exporter,
+            verify=not a.no_verify,
+            graph_opt=not a.no_graph_opt,
+            halves=not a.no_halves,
+        )
     except (ExportError, ValueError, FileNotFoundError, ImportError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     if a.json:
         print(json.dumps(s, indent=2))
         return 0
-    print(f"wrote {s['path']} ({s['bytes'] / 1e6:.1f} MB, opset {s['opset']}, {s['exporter']} exporter, "
-          f"{sum(s['ops'].values())} nodes, {s['seconds']} s)")
+    print(
+        f"wrote {s['path']} ({s['bytes'] / 1e6:.1f} MB, opset {s['opset']}, {s['exporter']} exporter, "
+        f"{sum(s['ops'].values())} nodes, {s['seconds']} s)"
+    )
     print("ops: " + ", ".join(f"{k}×{v}" for k, v in s["ops"].items()))
     if s["graph_opt"]:
         print("graph rewrites: split_concat_convs on " + ", ".join(s["graph_opt"]))
     for part, h in s["halves"].items():
         print(f"wrote {h['path']} ({h['bytes'] / 1e6:.1f} MB, {part} half)")
-    for key, what, diffs in (("verify", "self-check vs PyTorch", {"fused": "max_abs_diff"}),
-                             ("verify_halves", "self-check of the halves vs PyTorch",
-                              {"base": "max_abs_diff_base", "fused": "max_abs_diff_fused"})):
+    for key, what, diffs in (
+        ("verify", "self-check vs PyTorch", {"fused": "max_abs_diff"}),
+        (
+            "verify_halves",
+            "self-check of the halves vs PyTorch",
+            {"base": "max_abs_diff_base", "fused": "max_abs_diff_fused"},
+        ),
+    ):
         v = s.get(key)
         if v and "skipped" not in v:
-            print(f"{what}: ids {'identical' if v['ids_equal'] else 'DIFFER'}, "
-                  + ", ".join(f"max |Δ {name}| {v[k]:.2e}" for name, k in diffs.items()))
+            print(
+                f"{what}: ids {'identical' if v['ids_equal'] else 'DIFFER'}, "
+                + ", ".join(f"max |Δ {name}| {v[k]:.2e}" for name, k in diffs.items())
+            )
             if not v["ids_equal"]:
                 return 1
     return 0

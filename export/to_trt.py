@@ -13,6 +13,7 @@ ordinary execution input independent of the image shapes. Writes ``model.plan`` 
 Without TensorRT or a CUDA GPU it still writes the ONNX file and the compatibility report, then
 exits with status 3 and one line on stderr saying so.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,7 @@ from tokfuse_rt.graphs import INPUTS, MIN_SIDE, read_config, read_meta, sidecar_
 DEFAULT_MIN, DEFAULT_OPT, DEFAULT_MAX = f"1x{MIN_SIDE}x{MIN_SIDE}", "1x480x640", "4x2048x2048"
 EXIT_NO_TRT = 3
 PathLike = Union[str, os.PathLike]
-Shape = tuple[int, int, int, int]          # (B, 1, H, W)
+Shape = tuple[int, int, int, int]  # (B, 1, H, W)
 
 
 class TrtBuildError(RuntimeError):
@@ -94,9 +95,17 @@ def _cuda_available() -> bool:
         return False
 
 
-def build_engine(onnx_path: PathLike, plan_path: PathLike, min_shape: Shape, opt_shape: Shape, max_shape: Shape,
-                 fp16: bool = False,
-                 workspace_gib: float = 4.0, verbose: bool = False, config: dict | None = None) -> dict:
+def build_engine(
+    onnx_path: PathLike,
+    plan_path: PathLike,
+    min_shape: Shape,
+    opt_shape: Shape,
+    max_shape: Shape,
+    fp16: bool = False,
+    workspace_gib: float = 4.0,
+    verbose: bool = False,
+    config: dict | None = None,
+) -> dict:
     """Parse ``onnx_path`` and build ``plan_path``. Raises TrtUnavailable / TrtBuildError."""
     ok, why = tensorrt_available()
     if not ok:
@@ -109,7 +118,7 @@ def build_engine(onnx_path: PathLike, plan_path: PathLike, min_shape: Shape, opt
             self.errors = []
 
         def log(self, severity, msg):
-            level = int(severity)          # INTERNAL_ERROR 0, ERROR 1, WARNING 2, INFO 3, VERBOSE 4
+            level = int(severity)  # INTERNAL_ERROR 0, ERROR 1, WARNING 2, INFO 3, VERBOSE 4
             if level <= int(trt.ILogger.Severity.ERROR):
                 self.errors.append(str(msg))
             if verbose or level <= int(trt.ILogger.Severity.WARNING):
@@ -119,11 +128,13 @@ def build_engine(onnx_path: PathLike, plan_path: PathLike, min_shape: Shape, opt
     try:
         builder = trt.Builder(logger)
     except Exception as e:  # noqa: BLE001 - no driver / no device: pybind returns nullptr -> TypeError/RuntimeError
-        raise TrtUnavailable(f"TensorRT could not create a builder ({type(e).__name__}: {e}) "
-                             + " | ".join(logger.errors)) from None
+        raise TrtUnavailable(
+            f"TensorRT could not create a builder ({type(e).__name__}: {e}) " + " | ".join(logger.errors)
+        ) from None
     if builder is None:
-        raise TrtUnavailable("TensorRT could not create a builder (CUDA initialisation failed): "
-                             + " | ".join(logger.errors))
+        raise TrtUnavailable(
+            "TensorRT could not create a builder (CUDA initialisation failed): " + " | ".join(logger.errors)
+        )
     flags = 0
     if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") and int(trt.__version__.split(".")[0]) < 10:
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
@@ -131,8 +142,10 @@ def build_engine(onnx_path: PathLike, plan_path: PathLike, min_shape: Shape, opt
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         msgs = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise TrtBuildError(f"TensorRT's ONNX parser rejected {onnx_path} ({len(msgs)} error(s)): "
-                            + " | ".join(msgs or logger.errors or ["no message"]))
+        raise TrtBuildError(
+            f"TensorRT's ONNX parser rejected {onnx_path} ({len(msgs)} error(s)): "
+            + " | ".join(msgs or logger.errors or ["no message"])
+        )
     cfg = builder.create_builder_config()
     cfg.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     if fp16:
@@ -158,9 +171,9 @@ def build_engine(onnx_path: PathLike, plan_path: PathLike, min_shape: Shape, opt
     for i in range(network.num_inputs):
         t = network.get_input(i)
         names.append(t.name)
-        if t.name in ("ir", "vis"):             # the image inputs; k is a scalar execution input
+        if t.name in ("ir", "vis"):  # the image inputs; k is a scalar execution input
             profile.set_shape(t.name, min_shape, opt_shape, max_shape)
-        elif t.is_shape_tensor:            # k exported as a shape tensor: give it its value range
+        elif t.is_shape_tensor:  # k exported as a shape tensor: give it its value range
             k_max = int((config or {}).get("num_tokens", 64))
             k_def = int((config or {}).get("default_k", 4))
             n = max(1, len(t.shape))
@@ -178,13 +191,26 @@ def build_engine(onnx_path: PathLike, plan_path: PathLike, min_shape: Shape, opt
     tmp.write_bytes(bytes(blob))
     tmp.replace(plan_path)
     side = sidecar_path(plan_path)
-    side.write_text(json.dumps({
-        "format": "tokfuse_rt.trt", "tensorrt": trt.__version__, "fp16": bool(fp16),
-        "profile": {"min": list(min_shape), "opt": list(opt_shape), "max": list(max_shape)},
-        "onnx": str(onnx_path), "config": config or {},
-    }, indent=2))
-    return {"plan": str(plan_path), "sidecar": str(side), "tensorrt": trt.__version__,
-            "build_s": round(time.perf_counter() - t0, 1), "bytes": plan_path.stat().st_size}
+    side.write_text(
+        json.dumps(
+            {
+                "format": "tokfuse_rt.trt",
+                "tensorrt": trt.__version__,
+                "fp16": bool(fp16),
+                "profile": {"min": list(min_shape), "opt": list(opt_shape), "max": list(max_shape)},
+                "onnx": str(onnx_path),
+                "config": config or {},
+            },
+            indent=2,
+        )
+    )
+    return {
+        "plan": str(plan_path),
+        "sidecar": str(side),
+        "tensorrt": trt.__version__,
+        "build_s": round(time.perf_counter() - t0, 1),
+        "bytes": plan_path.stat().st_size,
+    }
 
 
 def add_options(p) -> list[argparse.Action]:
@@ -192,12 +218,18 @@ def add_options(p) -> list[argparse.Action]:
     ``tokfuse export``); returns their argparse actions."""
     return [
         p.add_argument("--onnx", default=None, help="where to write the intermediate ONNX (default OUTPUT with .onnx)"),
-        p.add_argument("--report", default=None,
-                       help="TensorRT compatibility report (default OUTPUT with .trt_report.md, and .json beside it)"),
+        p.add_argument(
+            "--report",
+            default=None,
+            help="TensorRT compatibility report (default OUTPUT with .trt_report.md, and .json beside it)",
+        ),
         p.add_argument("--fp16", action="store_true", help="allow FP16 kernels for the convolutions"),
         p.add_argument("--min-shape", default=None, help=f"smallest BxHxW of the profile (default {DEFAULT_MIN})"),
-        p.add_argument("--opt-shape", default=None,
-                       help=f"BxHxW TensorRT tunes for (default {DEFAULT_OPT}, clamped into the profile)"),
+        p.add_argument(
+            "--opt-shape",
+            default=None,
+            help=f"BxHxW TensorRT tunes for (default {DEFAULT_OPT}, clamped into the profile)",
+        ),
         p.add_argument("--max-shape", default=None, help=f"largest BxHxW of the profile (default {DEFAULT_MAX})"),
         p.add_argument("--workspace", type=float, default=4.0, help="builder workspace in GiB (default 4)"),
         p.add_argument("--verbose", action="store_true", help="print TensorRT's log"),
@@ -207,10 +239,14 @@ def add_options(p) -> list[argparse.Action]:
 def build_parser() -> argparse.ArgumentParser:
     from . import exporter_parser
 
-    return exporter_parser("python -m export.to_trt", "Build a TensorRT engine from a TokFuse checkpoint (via ONNX).",
-                           "TokFuse checkpoint (.safetensors) or an ONNX file from export.to_onnx",
-                           "engine file (.plan or .engine; default CKPT with .plan)",
-                           "ONNX opset (default: export.to_onnx's)", add_options)
+    return exporter_parser(
+        "python -m export.to_trt",
+        "Build a TensorRT engine from a TokFuse checkpoint (via ONNX).",
+        "TokFuse checkpoint (.safetensors) or an ONNX file from export.to_onnx",
+        "engine file (.plan or .engine; default CKPT with .plan)",
+        "ONNX opset (default: export.to_onnx's)",
+        add_options,
+    )
 
 
 def run(a: argparse.Namespace, prog: str = "export.to_trt") -> int:
@@ -230,7 +266,7 @@ def run(a: argparse.Namespace, prog: str = "export.to_trt") -> int:
         mx = parse_shape(a.max_shape or DEFAULT_MAX, "--max-shape")
         if a.opt_shape:
             opt = parse_shape(a.opt_shape, "--opt-shape")
-        else:   # the default optimum, kept inside the profile the user gave
+        else:  # the default optimum, kept inside the profile the user gave
             opt = tuple(min(max(d, lo), hi) for d, lo, hi in zip(parse_shape(DEFAULT_OPT), mn, mx))
         shapes = [mn, opt, mx]
         check_profile(*shapes)
@@ -261,12 +297,16 @@ def run(a: argparse.Namespace, prog: str = "export.to_trt") -> int:
     print(f"wrote {md} and {js.name}: {rep.summary()}")
     # 3. TensorRT
     try:
-        info = build_engine(onnx_path, out, *shapes, fp16=a.fp16, workspace_gib=a.workspace,
-                            verbose=a.verbose, config=config)
+        info = build_engine(
+            onnx_path, out, *shapes, fp16=a.fp16, workspace_gib=a.workspace, verbose=a.verbose, config=config
+        )
     except TrtUnavailable as e:
         compat = "graph compatible" if rep.ok else "graph NOT compatible: " + ", ".join(o.op for o in rep.problems)
-        print(f"{prog}: error: {e}; no engine built; {'wrote' if exported else 'checked'} {onnx_path} and wrote "
-              f"the TensorRT {rep.trt_version} compatibility report {md} ({compat})", file=sys.stderr)
+        print(
+            f"{prog}: error: {e}; no engine built; {'wrote' if exported else 'checked'} {onnx_path} and wrote "
+            f"the TensorRT {rep.trt_version} compatibility report {md} ({compat})",
+            file=sys.stderr,
+        )
         return EXIT_NO_TRT
     except TrtBuildError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
@@ -274,8 +314,10 @@ def run(a: argparse.Namespace, prog: str = "export.to_trt") -> int:
     except Exception as e:  # noqa: BLE001 - anything else TensorRT raises: one line, not a traceback
         print(f"{prog}: error: TensorRT build failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
-    print(f"wrote {info['plan']} ({info['bytes'] / 1e6:.1f} MB, TensorRT {info['tensorrt']}, "
-          f"built in {info['build_s']} s) and {Path(info['sidecar']).name}")
+    print(
+        f"wrote {info['plan']} ({info['bytes'] / 1e6:.1f} MB, TensorRT {info['tensorrt']}, "
+        f"built in {info['build_s']} s) and {Path(info['sidecar']).name}"
+    )
     return 0
 
 

@@ -8,6 +8,7 @@ this project are checked (``check_model``). Update ``TRT_VERSION`` and the table
 
     python -m export.trt_support model.onnx [-o report.md] [--json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -255,21 +256,45 @@ SUPPORTED = frozenset(o for o, s in OPERATORS.items() if s.supported)
 UNSUPPORTED = frozenset(o for o, s in OPERATORS.items() if not s.supported)
 
 # ONNX TensorProto elem_type -> the type names of the table
-_ONNX_TO_TRT = {1: "FP32", 10: "FP16", 16: "BF16", 6: "INT32", 7: "INT64", 9: "BOOL", 2: "UINT8", 3: "INT8",
-                11: "DOUBLE", 12: "UINT32", 13: "UINT64", 4: "UINT16", 5: "INT16", 8: "STRING"}
+_ONNX_TO_TRT = {
+    1: "FP32",
+    10: "FP16",
+    16: "BF16",
+    6: "INT32",
+    7: "INT64",
+    9: "BOOL",
+    2: "UINT8",
+    3: "INT8",
+    11: "DOUBLE",
+    12: "UINT32",
+    13: "UINT64",
+    4: "UINT16",
+    5: "INT16",
+    8: "STRING",
+}
 # which input carries the data whose type the table lists (default 0)
 _DATA_INPUT = {"Where": 1}
 _CHECKED = {"Resize", "Squeeze", "Unsqueeze", "CumSum", "OneHot", "TopK", "ScatterND", "LayerNormalization", "MaxPool"}
-_REDUCE = {"ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin",
-           "ReduceProd", "ReduceSum", "ReduceSumSquare"}
+_REDUCE = {
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceSum",
+    "ReduceSumSquare",
+}
 
 
 @dataclass
 class OpResult:
     op: str
     count: int
-    status: str                 # "supported" | "unsupported" | "restricted" | "unknown"
-    types: list = field(default_factory=list)     # input data types seen in the graph
+    status: str  # "supported" | "unsupported" | "restricted" | "unknown"
+    types: list = field(default_factory=list)  # input data types seen in the graph
     notes: list = field(default_factory=list)
 
 
@@ -280,8 +305,8 @@ class CompatReport:
     source: str
     opset: int
     opset_ok: bool
-    ops: list                    # [OpResult]
-    io: list                     # [(name, "input"/"output", type, shape)]
+    ops: list  # [OpResult]
+    io: list  # [(name, "input"/"output", type, shape)]
 
     @property
     def problems(self) -> list:
@@ -362,8 +387,9 @@ def _elem_types(model) -> dict:
 
 
 def _shape_str(vi) -> str:
-    dims = [d.dim_param or (str(d.dim_value) if d.HasField("dim_value") else "?")
-            for d in vi.type.tensor_type.shape.dim]
+    dims = [
+        d.dim_param or (str(d.dim_value) if d.HasField("dim_value") else "?") for d in vi.type.tensor_type.shape.dim
+    ]
     return "[" + ", ".join(dims) + "]"
 
 
@@ -451,8 +477,15 @@ def check_model(model: str | os.PathLike | onnx.ModelProto) -> CompatReport:
     for kind, vis in (("input", model.graph.input), ("output", model.graph.output)):
         for vi in vis:
             io.append((vi.name, kind, _ONNX_TO_TRT.get(vi.type.tensor_type.elem_type, "?"), _shape_str(vi)))
-    return CompatReport(path, TRT_VERSION, SOURCE, opset, OPSET_MIN <= opset <= OPSET_MAX,
-                        sorted(results.values(), key=lambda o: o.op), io)
+    return CompatReport(
+        path,
+        TRT_VERSION,
+        SOURCE,
+        opset,
+        OPSET_MIN <= opset <= OPSET_MAX,
+        sorted(results.values(), key=lambda o: o.op),
+        io,
+    )
 
 
 def write_report(report: CompatReport, path: str | os.PathLike) -> tuple[Path, Path]:
@@ -466,8 +499,10 @@ def write_report(report: CompatReport, path: str | os.PathLike) -> tuple[Path, P
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.trt_support",
-                                description=f"Check an ONNX graph against TensorRT {TRT_VERSION}'s operator list.")
+    p = argparse.ArgumentParser(
+        prog="python -m export.trt_support",
+        description=f"Check an ONNX graph against TensorRT {TRT_VERSION}'s operator list.",
+    )
     p.add_argument("onnx", help="ONNX model")
     p.add_argument("-o", "--output", default=None, help="write the Markdown report here (and .json beside it)")
     p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")

@@ -25,6 +25,7 @@ GPU - one fixed launch configuration, no autotuning). Triton fixes the mode when
 (its own ``tl.max``/``tl.sigmoid`` helpers are jit objects of that mode), so TRITON_INTERPRET=1 must be
 set before anything imports triton; the kernels report a mismatch with a clear error.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -34,7 +35,7 @@ import os
 def _find(mod: str) -> bool:
     try:
         return importlib.util.find_spec(mod) is not None
-    except (ImportError, ValueError, AttributeError):      # e.g. sys.modules[mod] = None (import blocked)
+    except (ImportError, ValueError, AttributeError):  # e.g. sys.modules[mod] = None (import blocked)
         return False
 
 
@@ -49,7 +50,7 @@ def interpreter_enabled() -> bool:
 
 
 def triton_mode():
-    """"interpret" or "compiled" (as triton was imported in this process), or None without triton.
+    """ "interpret" or "compiled" (as triton was imported in this process), or None without triton.
     Imports triton."""
     if not HAVE_TRITON:
         return None
@@ -69,9 +70,12 @@ def run_device():
         return "cpu", ""
     if mode == "compiled" and torch.cuda.is_available():
         return "cuda", ""
-    return None, ("requires_triton: triton is not installed" if mode is None else
-                  "triton was imported in compiled mode (TRITON_INTERPRET unset when it was first imported) "
-                  "and there is no CUDA GPU; run with TRITON_INTERPRET=1")
+    return None, (
+        "requires_triton: triton is not installed"
+        if mode is None
+        else "triton was imported in compiled mode (TRITON_INTERPRET unset when it was first imported) "
+        "and there is no CUDA GPU; run with TRITON_INTERPRET=1"
+    )
 
 
 __all__ = ["HAVE_TRITON", "interpreter_enabled", "triton_mode", "run_device"]

@@ -14,8 +14,8 @@ across tiles (and across the codebook chunks of vq_lookup's split search) :func:
 the earlier candidate unless the later one is strictly better. Callers visit the codebook in
 increasing index order.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 from . import interpreter_enabled
 
@@ -29,7 +29,7 @@ except Exception as _e:  # noqa: BLE001 - ImportError, or a broken triton instal
     tl = None
     TRITON_IMPORT_ERROR = _e
 
-MIN_DIM = 16                # tl.dot needs every dimension >= 16
+MIN_DIM = 16  # tl.dot needs every dimension >= 16
 
 
 def require_triton(what: str) -> None:
@@ -107,19 +107,21 @@ if triton is not None:
         targ = tl.min(tl.where(acc == tmax[:, None], cols[None, :], 2147483647), axis=1)
         return merge_best(tmax, targ, best_val, best_idx)
 
-    def _score_tile(zn, cb_ptr, cols, cmask, dcol, dmask, D: tl.constexpr, DOT: tl.constexpr,
-                    ROWS: tl.constexpr, COLS: tl.constexpr):
+    def _score_tile(
+        zn, cb_ptr, cols, cmask, dcol, dmask, D: tl.constexpr, DOT: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr
+    ):
         """Scores [ROWS, COLS] of the fp32 rows ``zn`` [ROWS, D_PAD] (zero beyond D) against the codebook
         rows ``cols`` (row-major [KC, D] at ``cb_ptr``; columns outside ``cmask`` get -inf), in the "dot"
         form (tl.dot, IEEE fp32) or the "ordered" form (one explicit fma chain over j = 0..D-1)."""
         if DOT:
-            ct = tl.load(cb_ptr + cols[None, :] * D + dcol[:, None], mask=dmask[:, None] & cmask[None, :],
-                         other=0.0).to(tl.float32)
+            ct = tl.load(
+                cb_ptr + cols[None, :] * D + dcol[:, None], mask=dmask[:, None] & cmask[None, :], other=0.0
+            ).to(tl.float32)
             acc = tl.dot(zn, ct, input_precision="ieee")
         else:
             acc = tl.zeros([ROWS, COLS], dtype=tl.float32)
             for j in tl.static_range(D):
-                zj = tl.sum(tl.where(dcol[None, :] == j, zn, 0.0), axis=1)     # column j, exactly
+                zj = tl.sum(tl.where(dcol[None, :] == j, zn, 0.0), axis=1)  # column j, exactly
                 cj = tl.load(cb_ptr + cols * D + j, mask=cmask, other=0.0).to(tl.float32)
                 acc = tl.fma(zj[:, None], cj[None, :], acc)
         return tl.where(cmask[None, :], acc, float("-inf"))

@@ -35,6 +35,7 @@ kernel reduces the partials in chunk order (strict ``>``: ties still go to the l
 On CUDA the main kernel is autotuned (Hopper configurations, ``_VQ_CONFIGS_SPEC``); under the Triton CPU
 interpreter (``TRITON_INTERPRET=1``) autotuning is bypassed and one fixed configuration is used.
 """
+
 import functools
 from typing import Optional
 
@@ -53,8 +54,7 @@ def l2norm_ref(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return x / torch.sqrt((x * x).sum(dim=-1, keepdim=True)).clamp_min(eps)
 
 
-def vq_lookup_ref(z: torch.Tensor, codebook_n: torch.Tensor, normalize: bool = True,
-                  return_scores: bool = False):
+def vq_lookup_ref(z: torch.Tensor, codebook_n: torch.Tensor, normalize: bool = True, return_scores: bool = False):
     """PyTorch reference: ``(ids int32 [...], q [..., d])`` (+ best scores fp32 when ``return_scores``).
 
     ``argmax`` returns the first maximum, so exact ties go to the lowest index. (A BLAS matmul may give
@@ -82,8 +82,10 @@ def _check_vq_args(z, codebook_n):
     if codebook_n.dim() != 2 or codebook_n.shape[0] < 1 or codebook_n.shape[1] < 1:
         raise ValueError(f"vq_lookup: codebook_n must be [Kc, d] with Kc, d >= 1, got {tuple(codebook_n.shape)}")
     if z.dim() < 1 or z.shape[-1] != codebook_n.shape[1]:
-        raise ValueError(f"vq_lookup: z must be [..., d] with d = {codebook_n.shape[1]} (the codebook's code dim), "
-                         f"got {tuple(z.shape)}")
+        raise ValueError(
+            f"vq_lookup: z must be [..., d] with d = {codebook_n.shape[1]} (the codebook's code dim), "
+            f"got {tuple(z.shape)}"
+        )
     if z.device != codebook_n.device:
         raise ValueError(f"vq_lookup: z is on {z.device} but codebook_n is on {codebook_n.device}")
 
@@ -119,16 +121,31 @@ _VQ_CONFIGS_SPEC = [
 _INTERP_BLOCK_N = 128
 _INTERP_BLOCK_K = 2048
 _REDUCE_BLOCK_N = 128
-_CHUNK_ALIGN = 128          # codebook split chunks are multiples of the largest BLOCK_K
+_CHUNK_ALIGN = 128  # codebook split chunks are multiples of the largest BLOCK_K
 
 if triton is not None:
     from .common import keep_best, merge_best, score_tile
 
     def _vq_lookup_kernel(
-        z_ptr, cb_ptr, ids_ptr, q_ptr, score_ptr, pval_ptr, pidx_ptr,
-        N, KC, CHUNK, NSPLIT, NB,
-        D: tl.constexpr, D_PAD: tl.constexpr, NORMALIZE: tl.constexpr, FINAL: tl.constexpr, DOT: tl.constexpr,
-        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+        z_ptr,
+        cb_ptr,
+        ids_ptr,
+        q_ptr,
+        score_ptr,
+        pval_ptr,
+        pidx_ptr,
+        N,
+        KC,
+        CHUNK,
+        NSPLIT,
+        NB,
+        D: tl.constexpr,
+        D_PAD: tl.constexpr,
+        NORMALIZE: tl.constexpr,
+        FINAL: tl.constexpr,
+        DOT: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
     ):
         pid_n = tl.program_id(0)
         pid_s = tl.program_id(1)
@@ -152,7 +169,7 @@ if triton is not None:
         for k0 in range(k_begin, k_end, BLOCK_K):
             cols = k0 + tl.arange(0, BLOCK_K)
             acc = score_tile(zn, cb_ptr, cols, cols < k_end, dcol, dmask, D, DOT, BLOCK_N, BLOCK_K)
-            best_val, best_idx = keep_best(acc, cols, best_val, best_idx)   # ties: lowest index (common)
+            best_val, best_idx = keep_best(acc, cols, best_val, best_idx)  # ties: lowest index (common)
 
         if FINAL:
             tl.store(ids_ptr + rows64, best_idx, mask=rmask)
@@ -165,16 +182,24 @@ if triton is not None:
             tl.store(pidx_ptr + off, best_idx, mask=rmask)
 
     def _vq_reduce_kernel(
-        pval_ptr, pidx_ptr, cb_ptr, ids_ptr, q_ptr, score_ptr,
-        N, NSPLIT,
-        D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_N: tl.constexpr,
+        pval_ptr,
+        pidx_ptr,
+        cb_ptr,
+        ids_ptr,
+        q_ptr,
+        score_ptr,
+        N,
+        NSPLIT,
+        D: tl.constexpr,
+        D_PAD: tl.constexpr,
+        BLOCK_N: tl.constexpr,
     ):
         rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         rmask = rows < N
         rows64 = rows.to(tl.int64)
         best_val = tl.load(pval_ptr + rows64, mask=rmask, other=float("-inf"))
         best_idx = tl.load(pidx_ptr + rows64, mask=rmask, other=0)
-        for s in range(1, NSPLIT):                   # chunks in codebook order; strict > keeps lowest index
+        for s in range(1, NSPLIT):  # chunks in codebook order; strict > keeps lowest index
             v = tl.load(pval_ptr + s * N + rows64, mask=rmask, other=float("-inf"))
             i = tl.load(pidx_ptr + s * N + rows64, mask=rmask, other=0)
             best_val, best_idx = merge_best(v, i, best_val, best_idx)
@@ -195,9 +220,11 @@ def _kernels(interpreted: bool):
     if interpreted:
         return main, reduce
     tuned = triton.autotune(
-        configs=[triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
-                 for bn, bk, w, s in _VQ_CONFIGS_SPEC],
-        key=["NB", "KC", "D", "NSPLIT", "NORMALIZE", "DOT"],     # NB: log2 bucket of N (unused in the body)
+        configs=[
+            triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
+            for bn, bk, w, s in _VQ_CONFIGS_SPEC
+        ],
+        key=["NB", "KC", "D", "NSPLIT", "NORMALIZE", "DOT"],  # NB: log2 bucket of N (unused in the body)
     )(main)
     return tuned, reduce
 
@@ -208,12 +235,19 @@ def _auto_splits(n_rows: int, kc: int, device: torch.device) -> int:
         return 1
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     row_programs = -(-n_rows // 64)
-    max_splits = -(-kc // (4 * _CHUNK_ALIGN))          # chunks of >= 512 codes
+    max_splits = -(-kc // (4 * _CHUNK_ALIGN))  # chunks of >= 512 codes
     return max(1, min(max_splits, -(-2 * sms // row_programs)))
 
 
-def vq_lookup(z: torch.Tensor, codebook_n: torch.Tensor, normalize: bool = True, *,
-              return_scores: bool = False, splits: Optional[int] = None, score_mode: Optional[str] = None):
+def vq_lookup(
+    z: torch.Tensor,
+    codebook_n: torch.Tensor,
+    normalize: bool = True,
+    *,
+    return_scores: bool = False,
+    splits: Optional[int] = None,
+    score_mode: Optional[str] = None,
+):
     """Nearest l2-normalised codebook entry by cosine, fused (Triton).
 
     z [..., d] (any float dtype; computed in fp32), codebook_n [Kc, d] l2-normalised, same device (CUDA,
@@ -255,7 +289,7 @@ def _launch_vq(zf, cb, ids, q, scores, normalize, splits, dot):
     final = nsplit == 1
     d_pad = dim_pad(d)
     if final:
-        pval, pidx = scores, ids                       # not touched on the FINAL path
+        pval, pidx = scores, ids  # not touched on the FINAL path
     else:
         pval = torch.empty(nsplit, n, dtype=torch.float32, device=zf.device)
         pidx = torch.empty(nsplit, n, dtype=torch.int32, device=zf.device)
@@ -268,7 +302,8 @@ def _launch_vq(zf, cb, ids, q, scores, normalize, splits, dot):
         main[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), nsplit)](*args, **consts, enable_fp_fusion=True)
     if not final:
         reduce[(triton.cdiv(n, _REDUCE_BLOCK_N),)](
-            pval, pidx, cb, ids, q, scores, n, nsplit, D=d, D_PAD=d_pad, BLOCK_N=_REDUCE_BLOCK_N, num_warps=4)
+            pval, pidx, cb, ids, q, scores, n, nsplit, D=d, D_PAD=d_pad, BLOCK_N=_REDUCE_BLOCK_N, num_warps=4
+        )
 
 
 def effective_bytes(n: int, kc: int, d: int, z_bytes: int = 4, cb_bytes: int = 4) -> int:

@@ -18,12 +18,12 @@ scripts/val_rank.py):
 The mean rank is against the peers of the set (val/peer_scores.json for val sets,
 docs/quality/peers_test.json for test sets, CDDFuse included where it has a row).
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 def main(argv=None) -> int:
     import torch
+    from val_rank import as_tensor, load_set, mean_rank, peer_table, save_json, score
 
     from tokfuse_rt.datasets import find_shared_data
     from tokfuse_rt.engine import DEFAULT_MODEL
@@ -40,7 +41,6 @@ def main(argv=None) -> int:
     from tokfuse_rt.model.checkpoint import load_checkpoint
     from tokfuse_rt.train.data import find_pairs
     from tokfuse_rt.train.losses import target_tone
-    from val_rank import as_tensor, load_set, mean_rank, peer_table, save_json, score
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ckpt", default=str(DEFAULT_MODEL))
@@ -53,8 +53,10 @@ def main(argv=None) -> int:
     model, meta = load_checkpoint(a.ckpt)
     cfg = model.cfg
     with torch.inference_mode():
-        bases = [model.token_pathway(as_tensor(luminance(load_image(ir))), as_tensor(luminance(load_image(vis))))[0]
-                 for ir, vis in find_pairs(data / "train")]
+        bases = [
+            model.token_pathway(as_tensor(luminance(load_image(ir))), as_tensor(luminance(load_image(vis))))[0]
+            for ir, vis in find_pairs(data / "train")
+        ]
         const = torch.cat(bases).mean(dim=0, keepdim=True)
 
     def fuser(k=None, base=None):
@@ -63,6 +65,7 @@ def main(argv=None) -> int:
                 ir, vis = as_tensor(a_), as_tensor(b_)
                 bm = model.token_pathway(ir, vis, k)[0] if base is None else base(ir, vis)
                 return model.render(ir, vis, model.upsample_base(bm, ir.shape[-2:]))[0, 0].numpy()
+
         return f
 
     def pixel_tone(ir, vis):
@@ -71,11 +74,19 @@ def main(argv=None) -> int:
         bm[:, 1:] = tone[:, :, None, None]
         return bm
 
-    rows = {"k = 0": fuser(0), f"k = {cfg.default_k} (default)": fuser(), f"k = {cfg.num_tokens} (= K)": fuser(cfg.num_tokens),
-            "constant base": fuser(base=lambda ir, vis: const)}
+    rows = {
+        "k = 0": fuser(0),
+        f"k = {cfg.default_k} (default)": fuser(),
+        f"k = {cfg.num_tokens} (= K)": fuser(cfg.num_tokens),
+        "constant base": fuser(base=lambda ir, vis: const),
+    }
     if cfg.head == "tone":
         recipe = meta.get("extra", {}).get("train", {}).get("recipe", {})
-        cfg_alpha, cfg_sd, cfg_gmax = recipe.get("alpha", 0.5), recipe.get("target_sd", 0.2157), recipe.get("gain_max", 2.0)
+        cfg_alpha, cfg_sd, cfg_gmax = (
+            recipe.get("alpha", 0.5),
+            recipe.get("target_sd", 0.2157),
+            recipe.get("gain_max", 2.0),
+        )
         rows["no tokens, tone from pixels"] = fuser(base=pixel_tone)
     out = {}
     print(f"Ablation of `{Path(a.ckpt).name}` (scripts/ablation.py)\n")
@@ -92,8 +103,10 @@ def main(argv=None) -> int:
             r = score(f, pairs)
             mr = mean_rank(r, peers)[0]
             out.setdefault(s, {})[label] = r | {"mean_rank": mr}
-            print(f"| {label} | " + " | ".join(f"{r[m]:.4g}" for m in RANK_METRICS)
-                  + f" | {r['kept']:.3f} | {mr:.3f} |", flush=True)
+            print(
+                f"| {label} | " + " | ".join(f"{r[m]:.4g}" for m in RANK_METRICS) + f" | {r['kept']:.3f} | {mr:.3f} |",
+                flush=True,
+            )
     save_json(a.json, out)
     return 0
 

@@ -9,6 +9,7 @@ S×S input are averaged per modality.
 
 A set without a ``val/`` or ``test/`` prefix is a test set.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -13,6 +13,7 @@ ranked on its own against the peers.  ``--formulas`` adds the pixel formulas max
 
 Only for choosing architectures and recipes: val/ is never trained on; test/ is not read here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,7 +60,8 @@ def mean_rank(ours: dict, peers: dict) -> tuple[float, dict]:
 
 def place(ours: dict, peers: dict) -> tuple[int, float]:
     """(position of ``ours`` by mean rank among ``peers`` + ours, 1 = first; best peer's mean rank)."""
-    from tokfuse_rt.metrics.rank import mean_ranks, place as _place
+    from tokfuse_rt.metrics.rank import mean_ranks
+    from tokfuse_rt.metrics.rank import place as _place
 
     table = peers | {"__ours__": ours}
     best = min(v[0] for k, v in mean_ranks(table).items() if k != "__ours__")
@@ -99,6 +101,7 @@ def model_fuse(path, threads: int):
     def f(a, b):
         with torch.inference_mode():
             return model(as_tensor(a), as_tensor(b))[0][0, 0].numpy()
+
     return f
 
 
@@ -122,16 +125,24 @@ def main(argv=None) -> int:
     for s in a.sets:
         pairs = load_set(data / "val" / s)
         peers = peer_table(data, s)
-        print(f"== val/{s} ({len(pairs)} pairs); peers: " + ", ".join(
-            f"{k} {mean_rank(v, {q: w for q, w in peers.items() if q != k} | {})[0]:.2f}" for k, v in peers.items()))
+        print(
+            f"== val/{s} ({len(pairs)} pairs); peers: "
+            + ", ".join(
+                f"{k} {mean_rank(v, {q: w for q, w in peers.items() if q != k} | {})[0]:.2f}" for k, v in peers.items()
+            )
+        )
         for name, f in fusers.items():
             t0 = time.time()
             r = score(f, pairs)
             mr, ranks = mean_rank(r, peers)
             pos, best = place(r, peers)
             out.setdefault(name, {})[s] = r | {"mean_rank": mr, "ranks": ranks, "place": pos, "best_peer": best}
-            print(f"{name:24s} #{pos} {mr:.3f} (best peer {best:.3f}) | " + " ".join(f"{m} {r[m]:.3f}({ranks[m]:g})" for m in M8)
-                  + f" | kept {r['kept']:.3f} ({time.time() - t0:.0f}s)", flush=True)
+            print(
+                f"{name:24s} #{pos} {mr:.3f} (best peer {best:.3f}) | "
+                + " ".join(f"{m} {r[m]:.3f}({ranks[m]:g})" for m in M8)
+                + f" | kept {r['kept']:.3f} ({time.time() - t0:.0f}s)",
+                flush=True,
+            )
     save_json(a.json, out)
     return 0
 

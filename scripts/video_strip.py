@@ -3,6 +3,7 @@ H.264 output of ``Engine.fuse_video``), columns frames spread over the clip.
 
     python scripts/video_strip.py [--model M] [--seq 0114_1551] [--frames 0,6,13,19] [-o docs/video_strip.png]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,10 @@ def main(argv=None) -> int:
         line = [t for tile in tiles for t in (tile, sep)][:-1]
         strip += [np.concatenate(line, axis=1), np.full((gap, sum(x.shape[1] for x in line), 3), 255, np.uint8)]
     img = np.concatenate(strip[:-1], axis=0)
-    print(f"wrote {save_image(img, a.output)} (rows: ir, vis, fused H.264; frames {picks} of {a.seq}; "
-          f"{rep.frames} frames fused at {rep.fps:.1f} fps)")
+    print(
+        f"wrote {save_image(img, a.output)} (rows: ir, vis, fused H.264; frames {picks} of {a.seq}; "
+        f"{rep.frames} frames fused at {rep.fps:.1f} fps)"
+    )
     return 0
 
 

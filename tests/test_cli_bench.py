@@ -1,4 +1,5 @@
 """``tokfuse bench``: Engine.fuse timed for several models side by side in one run."""
+
 import json
 
 import pytest
@@ -7,8 +8,29 @@ from tokfuse_rt.cli import main
 
 
 def test_bench_two_models_side_by_side(tiny_ckpt, tiny_onnx, capsys):
-    assert main(["bench", "--model", str(tiny_ckpt), "--model", str(tiny_onnx), "--size", "64x48",
-                 "--rounds", "3", "--warmup", "1", "--k", "2", "--threads", "1", "--json"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--model",
+                str(tiny_ckpt),
+                "--model",
+                str(tiny_onnx),
+                "--size",
+                "64x48",
+                "--rounds",
+                "3",
+                "--warmup",
+                "1",
+                "--k",
+                "2",
+                "--threads",
+                "1",
+                "--json",
+            ]
+        )
+        == 0
+    )
     res = json.loads(capsys.readouterr().out)
     assert [r["backend"] for r in res] == ["pytorch", "onnxruntime"]
     for r in res:
@@ -20,7 +42,7 @@ def test_bench_two_models_side_by_side(tiny_ckpt, tiny_onnx, capsys):
 def test_bench_text_output_and_errors(tiny_ckpt, tmp_path, capsys):
     assert main(["bench", "--model", str(tiny_ckpt), "--rounds", "1", "--warmup", "0"]) == 0
     out = capsys.readouterr().out
-    assert "tiny" in out and "pytorch" in out and "496x301" in out and "pairs/s" in out   # the bundled sample pair
+    assert "tiny" in out and "pytorch" in out and "496x301" in out and "pairs/s" in out  # the bundled sample pair
     assert main(["bench", "--model", str(tiny_ckpt), "--rounds", "0"]) == 1
     assert "--rounds must be >= 1" in capsys.readouterr().err
     assert main(["bench", "--model", str(tiny_ckpt), "--size", "8x8"]) == 1

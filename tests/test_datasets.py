@@ -1,5 +1,6 @@
 """Where the shared data lives: ``find_shared_data`` / ``shared_dir`` / ``data_option`` read
 ``$TOKFUSE_SHARED`` (the shared folder or its data folder) and report a missing folder by name."""
+
 from __future__ import annotations
 
 import argparse

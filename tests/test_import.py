@@ -1,9 +1,24 @@
 """``import tokfuse_rt`` needs only numpy and torch (§ How we build)."""
+
 import subprocess
 import sys
 
-BLOCK = ["PIL", "safetensors", "tqdm", "onnx", "onnxruntime", "tensorrt", "triton", "scipy", "matplotlib",
-         "faiss", "skimage", "pybind11", "av", "cv2"]
+BLOCK = [
+    "PIL",
+    "safetensors",
+    "tqdm",
+    "onnx",
+    "onnxruntime",
+    "tensorrt",
+    "triton",
+    "scipy",
+    "matplotlib",
+    "faiss",
+    "skimage",
+    "pybind11",
+    "av",
+    "cv2",
+]
 
 SCRIPT = f"""
 import sys

@@ -28,6 +28,7 @@ to the lowest index of its group of identical rows (``canon``), and the kernel's
 canonical; ties that are exact under any summation order (one-hot and +-1/2 rows, zero queries) are
 compared without any mapping.
 """
+
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -41,13 +42,14 @@ import pytest
 import torch
 
 from tokfuse_rt import kernels
-import triton_cases
-from triton_cases import canon_map, dyadic_rows, kernel_test, seed_of
 from tokfuse_rt.kernels import vq_lookup as V
 from tokfuse_rt.kernels.vq_lookup import l2norm_ref, vq_lookup, vq_lookup_ref
 
+import triton_cases
+from triton_cases import canon_map, dyadic_rows, kernel_test, seed_of
+
 REPO = Path(__file__).resolve().parents[1]
-ULP1 = 2.0 ** -23                                       # ulp(1.0) in float32
+ULP1 = 2.0**-23  # ulp(1.0) in float32
 
 
 DEVICE, WHY = triton_cases.DEVICE, triton_cases.WHY
@@ -87,9 +89,9 @@ def make_queries(n, d, cb, info, g, normalize):
                 z[i] = v
                 expected[i] = want
         for i in range(4, min(n, 12)):
-            z[i] = 1.5 * cb[info["dup_src"][i]]     # nearest is a duplicated row (both copies tie)
+            z[i] = 1.5 * cb[info["dup_src"][i]]  # nearest is a duplicated row (both copies tie)
     if not normalize:
-        z = l2norm_ref(z)                           # exact on the planted ones: 3*e0 -> e0, 2*h -> h, 0 -> 0
+        z = l2norm_ref(z)  # exact on the planted ones: 3*e0 -> e0, 2*h -> h, 0 -> 0
     return z, expected
 
 
@@ -105,8 +107,10 @@ def check_against_ref(z, cb, ids, q, scores, expected, normalize=True, canonical
         zi = z[i].double().cpu()
         s64 = (l2norm_ref(zi) if normalize else zi) @ cb.double().cpu().t()
         top = torch.topk(s64, 2).values
-        pytest.fail(f"{len(bad)} ids differ, first at {i}: kernel {int(ids[i])}, ref {int(ids_r[i])} "
-                    f"(float64 top-2 gap {float(top[0] - top[1]):.3g}: a near-tie in the test data if < 1e-6)")
+        pytest.fail(
+            f"{len(bad)} ids differ, first at {i}: kernel {int(ids[i])}, ref {int(ids_r[i])} "
+            f"(float64 top-2 gap {float(top[0] - top[1]):.3g}: a near-tie in the test data if < 1e-6)"
+        )
     if canonical_kernel:
         assert torch.equal(ids.long(), cmap[ids.long()]), "kernel did not take the lowest index among identical rows"
     for i, want in expected.items():
@@ -118,8 +122,9 @@ def check_against_ref(z, cb, ids, q, scores, expected, normalize=True, canonical
     s64 = ((l2norm_ref(z64) if normalize else z64) * cb.double().cpu()[ids.long()]).sum(-1)
     err_k = float((scores.double() - s64).abs().max())
     err_t = float((s_r.double() - s64).abs().max())
-    assert err_k <= 2.0 * max(err_t, ULP1), \
+    assert err_k <= 2.0 * max(err_t, ULP1), (
         f"score error {err_k:.3g} > 2 x max(torch float32 error {err_t:.3g}, ulp(1))"
+    )
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -136,7 +141,7 @@ def test_sweep_matches_reference(B, K, kc, d, normalize):
     g = torch.Generator().manual_seed(seed_of(B, K, kc, d, int(normalize)))
     cb, info = make_codebook(kc, d, g)
     z, expected = make_queries(B * K, d, cb, info, g, normalize)
-    z = z.reshape(B, K, d)                              # leading dims are allowed; ids come back [B, K]
+    z = z.reshape(B, K, d)  # leading dims are allowed; ids come back [B, K]
     ids, q, s = vq_lookup(z.to(DEVICE), cb.to(DEVICE), normalize, return_scores=True)
     assert ids.shape == (B, K) and q.shape == (B, K, d)
     check_against_ref(z.reshape(-1, d), cb, ids.reshape(-1), q.reshape(-1, d), s.reshape(-1), expected, normalize)
@@ -155,8 +160,7 @@ def test_codebook_splits_and_small_tiles(monkeypatch, kc, splits, block_k, score
     g = torch.Generator().manual_seed(seed_of(kc, splits, len(score_mode)))
     cb, info = make_codebook(kc, d, g)
     z, expected = make_queries(50, d, cb, info, g, True)
-    ids, q, s = vq_lookup(z.to(DEVICE), cb.to(DEVICE), True, return_scores=True, splits=splits,
-                          score_mode=score_mode)
+    ids, q, s = vq_lookup(z.to(DEVICE), cb.to(DEVICE), True, return_scores=True, splits=splits, score_mode=score_mode)
     # "dot" under the interpreter is a BLAS sgemm: ties between *random* duplicate rows are only exact
     # in the "ordered" form (module doc); exact-arithmetic ties hold in both
     check_against_ref(z, cb, ids, q, s, expected, canonical_kernel=score_mode == "ordered")
@@ -309,8 +313,12 @@ print("RESULT " + json.dumps(res))
 
 
 def run_compiled_mode(script):
-    env = dict(os.environ, TRITON_INTERPRET="0", TRITON_DEFAULT_FP_FUSION="1",
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ,
+        TRITON_INTERPRET="0",
+        TRITON_DEFAULT_FP_FUSION="1",
+        PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
     if r.returncode != 0 or not line:
@@ -319,7 +327,7 @@ def run_compiled_mode(script):
         pytest.fail(r.stderr[-4000:])
     import json
 
-    return json.loads(line[0][len("RESULT "):])
+    return json.loads(line[0][len("RESULT ") :])
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """The ``tokfuse`` command line: fuse, fuse-dir, info and train here; eval, export, bench, serve and fuse-video
 in their own modules (``tokfuse_rt.cli_<name>``), registered when importable."""
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,12 @@ exit status:
 def add_model_args(p: argparse.ArgumentParser, inputs: bool = True) -> None:
     """--model/--device/--threads of the commands that open an Engine; with ``inputs`` also the reading and
     tiling options (--depth, --max-pixels, --tile-size) that :func:`open_engine` passes on."""
-    p.add_argument("--model", "-m", default=None,
-                   help="model file: .safetensors (PyTorch), .onnx (ONNX Runtime), .plan (TensorRT); default: bundled model")
+    p.add_argument(
+        "--model",
+        "-m",
+        default=None,
+        help="model file: .safetensors (PyTorch), .onnx (ONNX Runtime), .plan (TensorRT); default: bundled model",
+    )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the backend (default: library default)")
     if not inputs:
@@ -41,19 +46,29 @@ def add_model_args(p: argparse.ArgumentParser, inputs: bool = True) -> None:
     from .imageio import DEFAULT_MAX_PIXELS, DEPTH_MODES
 
     g = p.add_argument_group("inputs and limits")
-    g.add_argument("--depth", default="auto", choices=DEPTH_MODES,
-                   help="files with more than 8 bits per sample: auto (detect 10/12/14/16 bits), range (min..max), "
-                        "full (the container's range) (default: auto)")
-    g.add_argument("--max-pixels", type=float, default=DEFAULT_MAX_PIXELS,
-                   help=f"refuse images with more pixels, checked before decoding (default: {DEFAULT_MAX_PIXELS:.0e})")
-    g.add_argument("--tile-size", type=int, default=DEFAULT_TILE,
-                   help=f"fuse images over 2 x tile-size^2 pixels in tiles of this size (default: {DEFAULT_TILE}; "
-                        "0: never)")
+    g.add_argument(
+        "--depth",
+        default="auto",
+        choices=DEPTH_MODES,
+        help="files with more than 8 bits per sample: auto (detect 10/12/14/16 bits), range (min..max), "
+        "full (the container's range) (default: auto)",
+    )
+    g.add_argument(
+        "--max-pixels",
+        type=float,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"refuse images with more pixels, checked before decoding (default: {DEFAULT_MAX_PIXELS:.0e})",
+    )
+    g.add_argument(
+        "--tile-size",
+        type=int,
+        default=DEFAULT_TILE,
+        help=f"fuse images over 2 x tile-size^2 pixels in tiles of this size (default: {DEFAULT_TILE}; 0: never)",
+    )
 
 
 def _add_write_args(p):
-    p.add_argument("--quality", type=int, default=None,
-                   help="JPEG/WebP quality 1..100 (default: 95)")
+    p.add_argument("--quality", type=int, default=None, help="JPEG/WebP quality 1..100 (default: 95)")
 
 
 def add_k(p: argparse.ArgumentParser) -> None:
@@ -65,8 +80,11 @@ def _engine_options(a) -> dict:
     """The reading and tiling options of the command (those added with ``inputs=True``)."""
     if not hasattr(a, "depth"):
         return {}
-    return {"depth": a.depth, "max_pixels": int(a.max_pixels) if a.max_pixels else None,
-            "tile_size": a.tile_size or None}
+    return {
+        "depth": a.depth,
+        "max_pixels": int(a.max_pixels) if a.max_pixels else None,
+        "tile_size": a.tile_size or None,
+    }
 
 
 def open_engine(a: argparse.Namespace):
@@ -79,7 +97,7 @@ def open_engine(a: argparse.Namespace):
 def cmd_fuse(a) -> int:
     from .outputs import check_output_path, check_quality, save_image
 
-    check_output_path(a.output)                    # before any work
+    check_output_path(a.output)  # before any work
     check_quality(a.quality)
     with open_engine(a) as eng:
         img = eng.fuse(a.ir, a.vis, k=a.k)
@@ -93,7 +111,7 @@ def cmd_fuse_dir(a) -> int:
     from .outputs import check_output_dir, check_output_ext, check_quality
     from .pairing import image_files
 
-    check_output_ext(a.ext)                        # everything the user got wrong, before the model loads
+    check_output_ext(a.ext)  # everything the user got wrong, before the model loads
     check_quality(a.quality)
     image_files(a.ir, "ir"), image_files(a.vis, "vis")
     check_output_dir(a.output, a.ir, a.vis)
@@ -104,8 +122,17 @@ def cmd_fuse_dir(a) -> int:
         rep = fuse_dir_ray_args(a, report, _engine_options(a))
     else:
         with open_engine(a) as eng:
-            rep = eng.fuse_dir(a.ir, a.vis, a.output, k=a.k, progress=not a.quiet, ext=a.ext,
-                               overwrite=a.overwrite, quality=a.quality, report_path=report)
+            rep = eng.fuse_dir(
+                a.ir,
+                a.vis,
+                a.output,
+                k=a.k,
+                progress=not a.quiet,
+                ext=a.ext,
+                overwrite=a.overwrite,
+                quality=a.quality,
+                report_path=report,
+            )
     print(rep.summary())
     print(f"outputs in {Path(a.output).resolve()}")
     print(f"report: {report.resolve()}")
@@ -135,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tokfuse",
         description="Fuse infrared+visible or medical image pairs with a 1D-token fusion model (TokFuse).",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     from . import __version__
 
     p.add_argument("--version", action="version", version=f"tokfuse_rt {__version__}")
@@ -144,18 +173,21 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fuse", help="fuse one pair of images", description="Fuse one registered pair of images.")
     f.add_argument("ir", help="infrared (or MRI) image file")
     f.add_argument("vis", help="visible (or CT/PET/SPECT) image file; a colour image gives the output its colour")
-    f.add_argument("-o", "--output", required=True,
-                   help="output image file: .png, .jpg, .webp, .tif or .bmp (PNG recommended)")
+    f.add_argument(
+        "-o", "--output", required=True, help="output image file: .png, .jpg, .webp, .tif or .bmp (PNG recommended)"
+    )
     add_k(f)
     _add_write_args(f)
     add_model_args(f)
     f.set_defaults(func=cmd_fuse)
 
     d = sub.add_parser(
-        "fuse-dir", help="fuse every pair of two folders",
+        "fuse-dir",
+        help="fuse every pair of two folders",
         description="Fuse the pairs of two folders (same file name, else same stem; ambiguous stems are reported "
-                    "and not fused). Bad pairs are reported and skipped; outputs are written atomically; a re-run "
-                    "skips pairs whose output exists and decodes. A summary is printed and a JSON report written.")
+        "and not fused). Bad pairs are reported and skipped; outputs are written atomically; a re-run "
+        "skips pairs whose output exists and decodes. A summary is printed and a JSON report written.",
+    )
     d.add_argument("--ir", required=True, help="folder of infrared (or MRI) images")
     d.add_argument("--vis", required=True, help="folder of visible (or second-modality) images")
     d.add_argument("-o", "--output", required=True, help="output folder (not inside an input folder)")
@@ -178,9 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .train.__main__ import build_parser as train_parser
 
-    t = sub.add_parser("train", help="train a model (= python -m tokfuse_rt.train)",
-                       description="Train a TokFuse model (stage I tokenizer, stage II fusion with STE); the same "
-                                   "options as python -m tokfuse_rt.train.")
+    t = sub.add_parser(
+        "train",
+        help="train a model (= python -m tokfuse_rt.train)",
+        description="Train a TokFuse model (stage I tokenizer, stage II fusion with STE); the same "
+        "options as python -m tokfuse_rt.train.",
+    )
     train_parser(t)
     t.set_defaults(func=cmd_train)
 
@@ -202,7 +237,7 @@ def _register_optional(sub, name: str) -> None:
 
 def main(argv=None) -> int:
     p = build_parser()
-    a = p.parse_args(argv)          # ``train`` has the trainer's own options on its sub-parser
+    a = p.parse_args(argv)  # ``train`` has the trainer's own options on its sub-parser
     if not getattr(a, "func", None):
         p.print_help()
         return 2
@@ -219,8 +254,10 @@ def main(argv=None) -> int:
     except (ValueError, TypeError, OSError, ImportError, RuntimeError, MemoryError) as e:
         from .engine import one_line
 
-        print(f"tokfuse {a.command}: error: {one_line(e) if not isinstance(e, OSError) else _os_error(e)}",
-              file=sys.stderr)
+        print(
+            f"tokfuse {a.command}: error: {one_line(e) if not isinstance(e, OSError) else _os_error(e)}",
+            file=sys.stderr,
+        )
         return 1
     finally:
         warnings.showwarning = shown

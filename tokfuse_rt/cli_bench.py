@@ -10,6 +10,7 @@ the result. Reported per model: backend, device, threads, median / p90 / min mil
 second (1000 / median). Timings are as noisy as the machine is busy. The kernel-level and full benchmark suites
 are ``pytest bench/ --benchmark-only`` in a source checkout.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,12 +27,20 @@ EPILOG = """examples:
 
 def register(subparsers) -> None:
     b = subparsers.add_parser(
-        "bench", help="time Engine.fuse on one pair for one or more models",
+        "bench",
+        help="time Engine.fuse on one pair for one or more models",
         description="Time Engine.fuse on one pair for each model given, side by side in one run.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    b.add_argument("--model", "-m", action="append", default=None,
-                   help="model file (.safetensors, .onnx, .plan) or 'default' (the bundled model); repeat to "
-                        "compare (default: the bundled model)")
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument(
+        "--model",
+        "-m",
+        action="append",
+        default=None,
+        help="model file (.safetensors, .onnx, .plan) or 'default' (the bundled model); repeat to "
+        "compare (default: the bundled model)",
+    )
     b.add_argument("--ir", default=None, help="infrared image (default: the bundled sample pair)")
     b.add_argument("--vis", default=None, help="visible image (with --ir)")
     b.add_argument("--size", default=None, metavar="WxH", help="resize the pair to WxH first (bilinear)")
@@ -73,8 +82,10 @@ def load_pair(ir, vis, size):
     if size is not None:
         import numpy as np
 
-        arrays = [np.asarray(Image.fromarray(to_uint8(a) if a.dtype != np.uint8 else a).resize(size, Image.BILINEAR))
-                  for a in arrays]
+        arrays = [
+            np.asarray(Image.fromarray(to_uint8(a) if a.dtype != np.uint8 else a).resize(size, Image.BILINEAR))
+            for a in arrays
+        ]
     return arrays[0], arrays[1]
 
 
@@ -91,8 +102,13 @@ def time_engine(eng, ir, vis, rounds: int, warmup: int, k=None) -> dict:
         ms.append((time.perf_counter() - t0) * 1000.0)
     a = np.asarray(ms)
     median = float(np.median(a))
-    return {"rounds": rounds, "median_ms": median, "p90_ms": float(np.percentile(a, 90)), "min_ms": float(a.min()),
-            "pairs_per_s": 1000.0 / median}
+    return {
+        "rounds": rounds,
+        "median_ms": median,
+        "p90_ms": float(np.percentile(a, 90)),
+        "min_ms": float(a.min()),
+        "pairs_per_s": 1000.0 / median,
+    }
 
 
 def cmd_bench(a) -> int:
@@ -107,14 +123,23 @@ def cmd_bench(a) -> int:
         path = None if model.lower() == "default" else model
         with Engine(path, device=a.device, threads=a.threads) as eng:
             info = eng.info()
-            r = {"model": str(eng.path), "backend": info.get("backend"), "device": str(info.get("device")),
-                 "threads": info.get("threads"), "size": f"{ir.shape[1]}x{ir.shape[0]}", "k": eng.resolve_k(a.k)}
+            r = {
+                "model": str(eng.path),
+                "backend": info.get("backend"),
+                "device": str(info.get("device")),
+                "threads": info.get("threads"),
+                "size": f"{ir.shape[1]}x{ir.shape[0]}",
+                "k": eng.resolve_k(a.k),
+            }
             r.update(time_engine(eng, ir, vis, a.rounds, a.warmup, r["k"]))
         results.append(r)
         if not a.json:
-            print(f"{Path(r['model']).name}: {r['backend']} on {r['device']} ({r['threads']} threads), {r['size']}, "
-                  f"k={r['k']}: median {r['median_ms']:.1f} ms, p90 {r['p90_ms']:.1f} ms, min {r['min_ms']:.1f} ms, "
-                  f"{r['pairs_per_s']:.2f} pairs/s ({r['rounds']} rounds)", flush=True)
+            print(
+                f"{Path(r['model']).name}: {r['backend']} on {r['device']} ({r['threads']} threads), {r['size']}, "
+                f"k={r['k']}: median {r['median_ms']:.1f} ms, p90 {r['p90_ms']:.1f} ms, min {r['min_ms']:.1f} ms, "
+                f"{r['pairs_per_s']:.2f} pairs/s ({r['rounds']} rounds)",
+                flush=True,
+            )
     if a.json:
         print(json.dumps(results, indent=2))
     return 0

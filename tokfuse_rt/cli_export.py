@@ -9,6 +9,7 @@ the command runs their ``run`` functions: the same behaviour and exit codes as `
 export.to_onnx`` / ``python -m export.to_trt`` (``export trt`` without TensorRT/GPU writes the ONNX +
 compatibility report and exits 3). An option of the other format is an error.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,25 +28,33 @@ def _exporters():
     try:
         from export import to_onnx, to_trt
     except ModuleNotFoundError as e:
-        raise ImportError(f"the export package is not importable ({e}); "
-                          "install tokfuse_rt with its export package") from None
+        raise ImportError(
+            f"the export package is not importable ({e}); install tokfuse_rt with its export package"
+        ) from None
     return {"onnx": to_onnx, "trt": to_trt}
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "export", help="export a checkpoint to ONNX or a TensorRT engine",
+        "export",
+        help="export a checkpoint to ONNX or a TensorRT engine",
         usage="tokfuse export [onnx|trt] CKPT -o OUTPUT [options]",
         description="Export a TokFuse checkpoint to ONNX (for ONNX Runtime) or build a TensorRT engine.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", metavar="[FORMAT] CKPT", nargs="+",
-                   help="optional format (onnx | trt), then the checkpoint (.safetensors; trt: or an .onnx file); "
-                        "without FORMAT the suffix of -o decides")
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "what",
+        metavar="[FORMAT] CKPT",
+        nargs="+",
+        help="optional format (onnx | trt), then the checkpoint (.safetensors; trt: or an .onnx file); "
+        "without FORMAT the suffix of -o decides",
+    )
     p.add_argument("-o", "--output", default=None, help="output file: .onnx, .plan or .engine")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (>= 17)")
     try:
         exporters = _exporters()
-    except ImportError as e:                       # reported when the command runs, not on every `tokfuse`
+    except ImportError as e:  # reported when the command runs, not on every `tokfuse`
         p.set_defaults(func=_unavailable(e))
         return
     own = {}
@@ -73,8 +82,10 @@ def resolve(what: list, output) -> tuple[str, str]:
             raise ValueError(f"export {what[0]}: missing the checkpoint (tokfuse export {what[0]} CKPT -o OUT)")
         suffix = Path(output).suffix.lower() if output else ""
         if suffix not in SUFFIXES:
-            raise ValueError("cannot tell the export format: give it (tokfuse export onnx|trt CKPT -o OUT) or use "
-                             "an output ending in .onnx, .plan or .engine")
+            raise ValueError(
+                "cannot tell the export format: give it (tokfuse export onnx|trt CKPT -o OUT) or use "
+                "an output ending in .onnx, .plan or .engine"
+            )
         return SUFFIXES[suffix], what[0]
     raise ValueError(f"expected [onnx|trt] CKPT, got {' '.join(what)}")
 

@@ -1,4 +1,5 @@
 """Where the project's registered image pairs live (``shared/data`` beside the repository)."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """Device strings, parsed in one place for every backend: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``."""
+
 from __future__ import annotations
 
 FORMS = "'auto', 'cpu', 'cuda' or 'cuda:N'"

@@ -1,4 +1,5 @@
 """``tokfuse_rt.Engine``: one API over the PyTorch, ONNX Runtime and TensorRT backends (§4)."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -39,11 +40,11 @@ class FuseReport:
     what had no partner or an ambiguous stem, warnings, and stale temporaries removed."""
 
     written: list = field(default_factory=list)
-    failed: list = field(default_factory=list)       # (name, message)
-    unpaired: list = field(default_factory=list)     # "ir/<name>" / "vis/<name>": found on one side only
-    skipped: list = field(default_factory=list)      # outputs already there (resumed run)
-    ambiguous: list = field(default_factory=list)    # (stem, reason): not fused
-    warnings: list = field(default_factory=list)     # (name, message)
+    failed: list = field(default_factory=list)  # (name, message)
+    unpaired: list = field(default_factory=list)  # "ir/<name>" / "vis/<name>": found on one side only
+    skipped: list = field(default_factory=list)  # outputs already there (resumed run)
+    ambiguous: list = field(default_factory=list)  # (stem, reason): not fused
+    warnings: list = field(default_factory=list)  # (name, message)
     removed_temps: list = field(default_factory=list)
     interrupted: bool = False
 
@@ -52,8 +53,10 @@ class FuseReport:
         return not self.failed and not self.unpaired and not self.ambiguous and not self.interrupted
 
     def summary(self) -> str:
-        s = (f"{len(self.written)} fused, {len(self.failed)} failed, {len(self.unpaired)} unpaired, "
-             f"{len(self.skipped)} already done, {len(self.ambiguous)} ambiguous")
+        s = (
+            f"{len(self.written)} fused, {len(self.failed)} failed, {len(self.unpaired)} unpaired, "
+            f"{len(self.skipped)} already done, {len(self.ambiguous)} ambiguous"
+        )
         if self.interrupted:
             s += " (interrupted)"
         lines = [s] + [f"  failed {n}: {m}" for n, m in self.failed] + [f"  ambiguous {r}" for _, r in self.ambiguous]
@@ -62,8 +65,13 @@ class FuseReport:
 
     def to_dict(self) -> dict:
         return {
-            "counts": {"fused": len(self.written), "failed": len(self.failed), "unpaired": len(self.unpaired),
-                       "already_done": len(self.skipped), "ambiguous": len(self.ambiguous)},
+            "counts": {
+                "fused": len(self.written),
+                "failed": len(self.failed),
+                "unpaired": len(self.unpaired),
+                "already_done": len(self.skipped),
+                "ambiguous": len(self.ambiguous),
+            },
             "interrupted": self.interrupted,
             "written": [str(p) for p in self.written],
             "already_done": [str(p) for p in self.skipped],
@@ -76,8 +84,11 @@ class FuseReport:
 
     def write_json(self, path: PathLike, **run_info) -> Path:
         """Write the report (plus ``run_info``) as JSON, atomically."""
-        d = {"tokfuse_rt": "fuse-dir report", **{k: str(v) if isinstance(v, Path) else v for k, v in run_info.items()},
-             **self.to_dict()}
+        d = {
+            "tokfuse_rt": "fuse-dir report",
+            **{k: str(v) if isinstance(v, Path) else v for k, v in run_info.items()},
+            **self.to_dict(),
+        }
         data = json.dumps(d, indent=1).encode()
         return atomic_write(path, lambda f: f.write(data))
 
@@ -117,9 +128,17 @@ class Engine:
     the backend runs the model's halves (see ``tokfuse_rt.tiling``); None: never tile.
     """
 
-    def __init__(self, path: PathLike | None = None, device: str = "auto", threads: int | None = None,
-                 kernels: str = "auto", batch_size: int = 4, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                 depth: str = "auto", tile_size: int | None = DEFAULT_TILE) -> None:
+    def __init__(
+        self,
+        path: PathLike | None = None,
+        device: str = "auto",
+        threads: int | None = None,
+        kernels: str = "auto",
+        batch_size: int = 4,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        depth: str = "auto",
+        tile_size: int | None = DEFAULT_TILE,
+    ) -> None:
         from .backends import OutputGuard, backend_class
         from .devices import parse_device
 
@@ -130,7 +149,7 @@ class Engine:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"model file not found: {path}")
-        parse_device(device)                       # a bad device string fails before the model loads
+        parse_device(device)  # a bad device string fails before the model loads
         if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
             raise ValueError(f"threads must be a positive int or None, got {threads!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -181,8 +200,9 @@ class Engine:
     def _tiled(self, shape) -> bool:
         from .tiling import supports_tiles
 
-        return (self.tile_size is not None and shape[0] * shape[1] > 2 * self.tile_size ** 2
-                and supports_tiles(self._backend))
+        return (
+            self.tile_size is not None and shape[0] * shape[1] > 2 * self.tile_size**2 and supports_tiles(self._backend)
+        )
 
     def _call(self, fn, shape, *args):
         """Run a backend step; failures other than input errors become BackendError naming the model."""
@@ -193,25 +213,31 @@ class Engine:
         except (ValueError, TypeError, MemoryError, ModelOutputError):
             raise
         except Exception as e:
-            raise BackendError(f"model file {self.path}: the {self._backend.name} backend failed on a "
-                               f"{shape[1]}x{shape[0]} input: {one_line(e)}") from e
+            raise BackendError(
+                f"model file {self.path}: the {self._backend.name} backend failed on a "
+                f"{shape[1]}x{shape[0]} input: {one_line(e)}"
+            ) from e
 
     def _check_memory(self, shape) -> None:
         """Refuse an untiled call whose working memory would exceed the memory available."""
         need = UNTILED_BYTES_PER_PIXEL * int(np.prod(shape))
-        if need < 2 ** 30:
+        if need < 2**30:
             return
         avail = _mem_available()
         if avail is not None and need > avail:
             from .imageio import ImageTooLargeError
             from .tiling import supports_tiles
 
-            why = ("tiles are off (tile_size=None)" if supports_tiles(self._backend) else
-                   f"the {self._backend.name} backend of {self.path.name} cannot run in tiles; use a smaller image "
-                   "or a model that tiles (.safetensors)")
+            why = (
+                "tiles are off (tile_size=None)"
+                if supports_tiles(self._backend)
+                else f"the {self._backend.name} backend of {self.path.name} cannot run in tiles; use a smaller image "
+                "or a model that tiles (.safetensors)"
+            )
             raise ImageTooLargeError(
-                f"a {shape[-1]}x{shape[-2]} input (batch {shape[0]}) needs about {need / 2 ** 30:.1f} GiB untiled, "
-                f"{avail / 2 ** 30:.1f} GiB are available, and {why}")
+                f"a {shape[-1]}x{shape[-2]} input (batch {shape[0]}) needs about {need / 2**30:.1f} GiB untiled, "
+                f"{avail / 2**30:.1f} GiB are available, and {why}"
+            )
 
     def _run(self, a: np.ndarray, b: np.ndarray, k: int):
         self._check_memory(a.shape)
@@ -246,8 +272,9 @@ class Engine:
         self._require_open()
         return self._prepare(ir, vis)
 
-    def fuse_batch(self, pairs: Iterable[tuple[ImageInput, ImageInput] | Prepared],
-                   k: int | None = None) -> list[ImageOutput]:
+    def fuse_batch(
+        self, pairs: Iterable[tuple[ImageInput, ImageInput] | Prepared], k: int | None = None
+    ) -> list[ImageOutput]:
         """Fuse a sequence of (ir, vis) pairs (or ``prepare`` results); same-size pairs share backend
         calls. Returns a list."""
         self._require_open()
@@ -274,7 +301,7 @@ class Engine:
                 groups.setdefault(p.shape, []).append(i)
         for idx in groups.values():
             for s in range(0, len(idx), self.batch_size):
-                chunk = idx[s:s + self.batch_size]
+                chunk = idx[s : s + self.batch_size]
                 lums = [prepared[i].luminance() for i in chunk]
                 a = np.stack([y[0] for y in lums])[:, None]
                 b = np.stack([y[1] for y in lums])[:, None]
@@ -283,9 +310,18 @@ class Engine:
                     out[i] = prepared[i].finish(fused[j, 0])
         return out
 
-    def fuse_dir(self, ir_dir: PathLike, vis_dir: PathLike, out_dir: PathLike, k: int | None = None,
-                 progress: bool = True, ext: str = ".png", overwrite: bool = False, quality: int | None = None,
-                 report_path: PathLike | Literal[False] | None = None) -> FuseReport:
+    def fuse_dir(
+        self,
+        ir_dir: PathLike,
+        vis_dir: PathLike,
+        out_dir: PathLike,
+        k: int | None = None,
+        progress: bool = True,
+        ext: str = ".png",
+        overwrite: bool = False,
+        quality: int | None = None,
+        report_path: PathLike | Literal[False] | None = None,
+    ) -> FuseReport:
         """Fuse every pair of ``ir_dir`` and ``vis_dir`` (paired by ``tokfuse_rt.pairing``: exact file
         name, then stem; ambiguous stems are reported and not fused) into ``out_dir/<stem><ext>``.
 
@@ -296,8 +332,14 @@ class Engine:
         or lie inside, an input folder. The report is also written as JSON to ``report_path``
         (default ``out_dir/tokfuse-report.json``; False: not written), even when interrupted.
         """
-        from .outputs import (check_output_dir, check_output_ext, check_quality, output_ok, remove_stale_temps,
-                              save_image)
+        from .outputs import (
+            check_output_dir,
+            check_output_ext,
+            check_quality,
+            output_ok,
+            remove_stale_temps,
+            save_image,
+        )
         from .pairing import pair_dirs
         from .progress import progress_bar
 
@@ -336,14 +378,26 @@ class Engine:
             raise
         finally:
             if report_path is not False:
-                report.save_json(report_path, ir_dir=Path(ir_dir), vis_dir=Path(vis_dir), out_dir=out_dir,
-                                 model=self.path, backend=self._backend.name, k=k, started=started,
-                                 finished=_dt.datetime.now().isoformat(timespec="seconds"))
+                report.save_json(
+                    report_path,
+                    ir_dir=Path(ir_dir),
+                    vis_dir=Path(vis_dir),
+                    out_dir=out_dir,
+                    model=self.path,
+                    backend=self._backend.name,
+                    k=k,
+                    started=started,
+                    finished=_dt.datetime.now().isoformat(timespec="seconds"),
+                )
         return report
 
     # --- video and live streams (SPEC §8) ----------------------------------------------------------
-    def stream(self, frames: Iterable[tuple[ImageInput, ImageInput]], k: int | None = None,
-               reuse: ReusePolicy | str | int | None = None) -> Iterator[ImageOutput]:
+    def stream(
+        self,
+        frames: Iterable[tuple[ImageInput, ImageInput]],
+        k: int | None = None,
+        reuse: ReusePolicy | str | int | None = None,
+    ) -> Iterator[ImageOutput]:
         """Fuse an iterable of (ir, vis) frame pairs lazily; returns an iterator of fused frames.
 
         Each pair is read only when its fused frame is asked for (live sources); frames take every
@@ -358,9 +412,18 @@ class Engine:
 
         return FrameStream(self._backend, frames, self.resolve_k(k), ReusePolicy.parse(reuse))
 
-    def fuse_video(self, ir: PathLike, vis: PathLike, out: PathLike, k: int | None = None,
-                   reuse: ReusePolicy | str | int | None = None, resize: bool = False, progress: bool = True,
-                   crf: int = 18, preset: str = "veryfast") -> VideoReport:
+    def fuse_video(
+        self,
+        ir: PathLike,
+        vis: PathLike,
+        out: PathLike,
+        k: int | None = None,
+        reuse: ReusePolicy | str | int | None = None,
+        resize: bool = False,
+        progress: bool = True,
+        crf: int = 18,
+        preset: str = "veryfast",
+    ) -> VideoReport:
         """Fuse an infrared and a visible video file into ``out`` (H.264, yuv420p, .mp4/.m4v/.mov).
 
         The visible stream sets the output's frame rate and timeline; each visible frame is paired
@@ -374,8 +437,18 @@ class Engine:
         self._require_open()
         from .video.pipeline import fuse_video
 
-        return fuse_video(self._backend, ir, vis, out, self.resolve_k(k), reuse=reuse, resize=resize,
-                          progress=progress, crf=crf, preset=preset)
+        return fuse_video(
+            self._backend,
+            ir,
+            vis,
+            out,
+            self.resolve_k(k),
+            reuse=reuse,
+            resize=resize,
+            progress=progress,
+            crf=crf,
+            preset=preset,
+        )
 
     def info(self) -> dict:
         """What runs: backend, device, model path, config and training summary."""
@@ -384,8 +457,12 @@ class Engine:
         self._require_open()
         d = {"model": str(self.path)}
         d.update(self._backend.info())
-        d["limits"] = {"max_pixels": self.max_pixels, "depth": self.depth, "tile_size": self.tile_size,
-                       "tiles": supports_tiles(self._backend)}
+        d["limits"] = {
+            "max_pixels": self.max_pixels,
+            "depth": self.depth,
+            "tile_size": self.tile_size,
+            "tiles": supports_tiles(self._backend),
+        }
         return d
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ same in all three graphs: it ties the halves to their model), ``exporter``, ``tr
 applied), ``part`` (``tokens``/``render``, halves only). TensorRT plans carry no metadata: the exporter
 writes ``MODEL.plan.json`` beside the plan (:func:`sidecar_path`) with the config and build settings.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,16 +38,29 @@ INPUTS, OUTPUTS = GRAPHS["fused"]
 IMAGE_INPUTS = ("ir", "vis", "base_up")
 #: symbolic names of the dynamic axes of every graph IO tensor (None: static)
 DIM_NAMES = {
-    "ir": ["batch", None, "height", "width"], "vis": ["batch", None, "height", "width"],
-    "fused": ["batch", None, "height", "width"], "ids": ["batch", None],
-    "base": ["batch", None, None, None], "base_up": ["batch", None, "height", "width"],
+    "ir": ["batch", None, "height", "width"],
+    "vis": ["batch", None, "height", "width"],
+    "fused": ["batch", None, "height", "width"],
+    "ids": ["batch", None],
+    "base": ["batch", None, None, None],
+    "base_up": ["batch", None, "height", "width"],
 }
 #: smallest height and width of an image input (SPEC §2)
 MIN_SIDE = MIN_SIZE
 
 META_PREFIX = "tokfuse_rt."
-META_KEYS = ("config", "format_version", "source", "checkpoint_sha256", "exporter", "train", "render_halo",
-             "render_align", "graph_opt", "part")
+META_KEYS = (
+    "config",
+    "format_version",
+    "source",
+    "checkpoint_sha256",
+    "exporter",
+    "train",
+    "render_halo",
+    "render_align",
+    "graph_opt",
+    "part",
+)
 
 
 def meta_key(name: str) -> str:
@@ -58,7 +72,7 @@ def meta_key(name: str) -> str:
 
 def read_meta(props: dict) -> dict:
     """The tokfuse_rt entries of a graph's metadata (``{key: value}``), by name without the prefix."""
-    return {k[len(META_PREFIX):]: v for k, v in props.items() if k.startswith(META_PREFIX)}
+    return {k[len(META_PREFIX) :]: v for k, v in props.items() if k.startswith(META_PREFIX)}
 
 
 def read_config(meta: dict) -> dict | None:

@@ -2,6 +2,7 @@
 
 Each row: infrared (or MRI) | visible (or CT/PET/SPECT) | fused, for a few pairs of each test set.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,14 @@ from .imageio import load_image
 from .outputs import save_image
 from .pairing import pair_set
 
-DEFAULT_PICKS = [("TNO", "01.png"), ("TNO", "21.png"), ("RoadScene", "FLIR_00211.jpg"), ("MSRS", "00004N.png"),
-                 ("Harvard_MRI_PET", "11.png"), ("Harvard_MRI_CT", "11.png")]
+DEFAULT_PICKS = [
+    ("TNO", "01.png"),
+    ("TNO", "21.png"),
+    ("RoadScene", "FLIR_00211.jpg"),
+    ("MSRS", "00004N.png"),
+    ("Harvard_MRI_PET", "11.png"),
+    ("Harvard_MRI_CT", "11.png"),
+]
 
 
 def as_rgb(a: np.ndarray) -> np.ndarray:
@@ -54,7 +61,9 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     with Engine(a.model) as eng:
         img = build(eng, Path(a.data), k=a.k)
-    print(f"wrote {save_image(img, a.output)}  (rows: {', '.join(s for s, _ in DEFAULT_PICKS)}; columns: ir, vis, fused)")
+    print(
+        f"wrote {save_image(img, a.output)}  (rows: {', '.join(s for s, _ in DEFAULT_PICKS)}; columns: ir, vis, fused)"
+    )
     return 0
 
 

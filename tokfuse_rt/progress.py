@@ -1,4 +1,5 @@
 """Progress bars, in one place: a tqdm bar on stderr, or a silent stand-in with the same methods."""
+
 from __future__ import annotations
 
 import sys

@@ -10,6 +10,7 @@ writes beside ``MODEL.onnx``. They are opened on first use and only when their
 ``tokfuse_rt.checkpoint_sha256`` matches the main model's; otherwise ``has_halves`` is False and
 ``halves_note`` says why.
 """
+
 from __future__ import annotations
 
 import json
@@ -66,7 +67,7 @@ class OrtBackend:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.log_severity_level = 3                       # errors only; no provider-fallback chatter
+        so.log_severity_level = 3  # errors only; no provider-fallback chatter
         if threads is not None:
             so.intra_op_num_threads = int(threads)
             so.inter_op_num_threads = 1
@@ -75,17 +76,20 @@ class OrtBackend:
             self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=providers)
         except Exception as e:  # noqa: BLE001 - InvalidProtobuf, InvalidGraph, Fail, NoSuchFile, ...
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ValueError(f"model file {self.path}: cannot load it as an ONNX model (corrupt, truncated or "
-                             f"not a tokfuse_rt export?): {msg}") from None
+            raise ValueError(
+                f"model file {self.path}: cannot load it as an ONNX model (corrupt, truncated or "
+                f"not a tokfuse_rt export?): {msg}"
+            ) from None
         used = self.session.get_providers()
         self._so = so
-        self._halves = None                     # {"tokens": session, "render": session} once opened
-        self.halves_note = None                 # why the halves are unavailable (None: not checked yet / ok)
+        self._halves = None  # {"tokens": session, "render": session} once opened
+        self.halves_note = None  # why the halves are unavailable (None: not checked yet / ok)
         self._halves_lock = threading.Lock()
         if want.startswith("cuda") and "CUDAExecutionProvider" not in used:
             if device != "auto":
-                raise ValueError(f"device={device!r}: the CUDA execution provider failed to start "
-                                 f"(session providers: {used})")
+                raise ValueError(
+                    f"device={device!r}: the CUDA execution provider failed to start (session providers: {used})"
+                )
             want = "cpu"
         self.device = want
         self._check_io()
@@ -94,8 +98,11 @@ class OrtBackend:
         k_out = self.session.get_outputs()[1].shape
         k_static = k_out[1] if len(k_out) == 2 and isinstance(k_out[1], int) else None
         self.num_tokens, self.default_k = token_counts(
-            self.cfg, k_static, self.path,
-            "no tokfuse_rt config in the ONNX metadata and the token count cannot be inferred from the graph")
+            self.cfg,
+            k_static,
+            self.path,
+            "no tokfuse_rt config in the ONNX metadata and the token count cannot be inferred from the graph",
+        )
 
     def _check_io(self) -> None:
         ins = {i.name: i for i in self.session.get_inputs()}
@@ -107,8 +114,9 @@ class OrtBackend:
             )
         for n in ("ir", "vis"):
             if ins[n].type != "tensor(float)" or len(ins[n].shape) != 4:
-                raise ValueError(f"model file {self.path}: input {n} is {ins[n].type} {ins[n].shape}, "
-                                 "expected float32 [B, 1, H, W]")
+                raise ValueError(
+                    f"model file {self.path}: input {n} is {ins[n].type} {ins[n].shape}, expected float32 [B, 1, H, W]"
+                )
         kin = ins["k"]
         if kin.type not in ("tensor(int64)", "tensor(int32)"):
             raise ValueError(f"model file {self.path}: input k is {kin.type}, expected int64")
@@ -127,8 +135,10 @@ class OrtBackend:
         if self._static_batch is not None and ir.shape[0] != self._static_batch:
             if self._static_batch != 1:
                 raise ValueError(f"model file {self.path} has a fixed batch of {self._static_batch}, got {ir.shape[0]}")
-            outs = [self.session.run(OUTPUTS, {"ir": ir[i:i + 1], "vis": vis[i:i + 1], "k": kk})
-                    for i in range(ir.shape[0])]
+            outs = [
+                self.session.run(OUTPUTS, {"ir": ir[i : i + 1], "vis": vis[i : i + 1], "k": kk})
+                for i in range(ir.shape[0])
+            ]
             return (np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs]).astype(np.int64))
         fused, ids = self.session.run(OUTPUTS, {"ir": ir, "vis": vis, "k": kk})
         return fused, ids.astype(np.int64, copy=False)
@@ -165,12 +175,16 @@ class OrtBackend:
             paths = half_paths(self.path)
             missing = [p.name for p in paths.values() if not p.is_file()]
             if missing:
-                self.halves_note = (f"no companion graphs {', '.join(missing)} beside {self.path.name} "
-                                    "(re-export with python -m export.to_onnx to get them)")
+                self.halves_note = (
+                    f"no companion graphs {', '.join(missing)} beside {self.path.name} "
+                    "(re-export with python -m export.to_onnx to get them)"
+                )
                 return None
             if not want_sha:
-                self.halves_note = (f"{self.path.name} carries no tokfuse_rt.checkpoint_sha256, so its companion "
-                                    "graphs cannot be matched to it (re-export with python -m export.to_onnx)")
+                self.halves_note = (
+                    f"{self.path.name} carries no tokfuse_rt.checkpoint_sha256, so its companion "
+                    "graphs cannot be matched to it (re-export with python -m export.to_onnx)"
+                )
                 return None
             sessions = {}
             for part in HALVES:
@@ -185,12 +199,13 @@ class OrtBackend:
                 ins = [i.name for i in sess.get_inputs()]
                 outs = [o.name for o in sess.get_outputs()]
                 if meta.get("part") != part or (tuple(ins), tuple(outs)) != GRAPHS[part]:
-                    self.halves_note = (f"companion graph {p.name} is not a tokfuse_rt {part} half "
-                                        f"(IO {ins} -> {outs})")
+                    self.halves_note = f"companion graph {p.name} is not a tokfuse_rt {part} half (IO {ins} -> {outs})"
                     return None
                 if meta.get("checkpoint_sha256") != want_sha:
-                    self.halves_note = (f"companion graph {p.name} was exported from another checkpoint than "
-                                        f"{self.path.name} (stale file; re-export with python -m export.to_onnx)")
+                    self.halves_note = (
+                        f"companion graph {p.name} was exported from another checkpoint than "
+                        f"{self.path.name} (stale file; re-export with python -m export.to_onnx)"
+                    )
                     return None
                 sessions[part] = sess
             self._halves = sessions
@@ -219,8 +234,11 @@ class OrtBackend:
     def run_render(self, ir: np.ndarray, vis: np.ndarray, base_up: np.ndarray) -> np.ndarray:
         """ir, vis [B, 1, H, W] and base_up [B, C, H, W], float32 -> fused float32 [B, 1, H, W] (MODEL.render.onnx)."""
         sess = self._need_halves()["render"]
-        feed = {"ir": np.ascontiguousarray(ir, dtype=np.float32), "vis": np.ascontiguousarray(vis, dtype=np.float32),
-                "base_up": np.ascontiguousarray(base_up, dtype=np.float32)}
+        feed = {
+            "ir": np.ascontiguousarray(ir, dtype=np.float32),
+            "vis": np.ascontiguousarray(vis, dtype=np.float32),
+            "base_up": np.ascontiguousarray(base_up, dtype=np.float32),
+        }
         return sess.run(None, feed)[0]
 
     def info(self) -> dict:

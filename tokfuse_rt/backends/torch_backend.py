@@ -1,4 +1,5 @@
 """PyTorch backend: the reference model; Triton kernels on CUDA, the C++ extension on CPU."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,13 +1,16 @@
 """``evaluate``: all metrics for one (fused, ir, vis) triplet under a named convention."""
+
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import basic, gradient, info, ssim as _ssim, vif as _vif
+from . import basic, gradient, info
+from . import ssim as _ssim
+from . import vif as _vif
 from .io import to_gray_cv
 
 #: The 13 metrics, in report order.

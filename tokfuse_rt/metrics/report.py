@@ -7,11 +7,12 @@ Anything that cannot be evaluated -- a stem missing from one of the folders, an 
 (two files with the same stem in one folder), an unreadable file, mismatched sizes -- is skipped
 and reported in ``failures`` instead of aborting the run.
 """
+
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
@@ -21,8 +22,7 @@ from .io import PathLike, read_gray, read_rgb
 Row = dict[str, object]
 Failure = dict[str, str]
 
-__all__ = ["evaluate_dirs", "write_markdown", "write_figure", "summarize", "metric_columns", "mean_row",
-           "format_value"]
+__all__ = ["evaluate_dirs", "write_markdown", "write_figure", "summarize", "metric_columns", "mean_row", "format_value"]
 
 
 def evaluate_dirs(
@@ -71,17 +71,24 @@ def evaluate_dirs(
             continue
         shapes = {r: imgs[r].shape[:2] for r in imgs}
         if len(set(shapes.values())) != 1:
-            failures.append({
-                "name": stem,
-                "path": str(files["fused"][stem]),
-                "reason": "size mismatch: " + ", ".join(f"{r} {h}x{w}" for r, (h, w) in shapes.items()),
-            })
+            failures.append(
+                {
+                    "name": stem,
+                    "path": str(files["fused"][stem]),
+                    "reason": "size mismatch: " + ", ".join(f"{r} {h}x{w}" for r, (h, w) in shapes.items()),
+                }
+            )
             continue
         try:
             values = evaluate(imgs["fused"], imgs["ir"], imgs["vis"], convention=conv, metrics=metrics)
         except Exception as exc:  # noqa: BLE001 - a metric failing on one image is reported, the run goes on
-            failures.append({"name": stem, "path": str(files["fused"][stem]),
-                             "reason": f"metric error: {type(exc).__name__}: {exc}"})
+            failures.append(
+                {
+                    "name": stem,
+                    "path": str(files["fused"][stem]),
+                    "reason": f"metric error: {type(exc).__name__}: {exc}",
+                }
+            )
             continue
         row: Row = {"name": stem}
         row.update(values)
@@ -127,9 +134,11 @@ def format_value(x: float) -> str:
 def mean_row(rows: list[Row], label: str) -> str:
     """The Markdown ``mean ± std`` row of ``rows`` (columns: :func:`metric_columns`), first cell ``label``."""
     stats = summarize(rows)
-    return (f"| {label} | "
-            + " | ".join(f"{format_value(stats[c][0])} ± {format_value(stats[c][1])}" for c in metric_columns(rows))
-            + " |")
+    return (
+        f"| {label} | "
+        + " | ".join(f"{format_value(stats[c][0])} ± {format_value(stats[c][1])}" for c in metric_columns(rows))
+        + " |"
+    )
 
 
 def write_markdown(rows: list[Row], path: PathLike, title: str | None = None) -> Path:

@@ -13,6 +13,7 @@ range, which scikit-image <= 0.19 resolved to R = 2 (float dtype range (-1, 1));
 ``SSIM_2`` value and the default ``SSIM`` of the "cddfuse" convention.  ``SSIM_255`` uses R = 255.
 Both ranges share all filtered maps, so computing both costs one extra elementwise pass.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -50,7 +51,7 @@ def _ssim_from_maps(ux, uxx, uy, uyy, uxy, ranges: Iterable[float]) -> dict[floa
     out = {}
     uxuy2 = 2 * ux * uy
     vxy2 = 2 * vxy
-    usq = ux ** 2 + uy ** 2
+    usq = ux**2 + uy**2
     vsum = vx + vy
     for R in ranges:
         C1 = (K1 * R) ** 2

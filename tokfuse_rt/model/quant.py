@@ -6,6 +6,7 @@ Backends for the nearest-codebook search (ids identical by contract, ties to the
   "triton" - tokfuse_rt.kernels.vq_lookup (Triton; CUDA, or the CPU interpreter with TRITON_INTERPRET=1).
   "auto"   - triton on CUDA tensors when importable, ext on CPU when built, else torch.
 """
+
 from __future__ import annotations
 
 import contextlib
