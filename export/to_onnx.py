@@ -135,7 +135,7 @@ def _export_dynamo(wrapper, args, opset: int, dynamic_batch: bool, graph: str):
     import torch
     from torch.export import Dim
 
-    inputs, outputs = GRAPHS[graph]
+    inputs = GRAPHS[graph][0]
     b = Dim("batch", min=1, max=1024) if dynamic_batch else None
     h = Dim("height", min=MIN_SIDE, max=16384)
     w = Dim("width", min=MIN_SIDE, max=16384)
@@ -147,9 +147,7 @@ def _export_dynamo(wrapper, args, opset: int, dynamic_batch: bool, graph: str):
         wrapper,
         args,
         None,
-        input_names=list(inputs),
-        output_names=list(outputs),
-        opset_version=opset,
+        **_io_options(graph, opset),
         dynamo=True,
         dynamic_shapes=dynamic_shapes,
         optimize=True,
@@ -157,6 +155,12 @@ def _export_dynamo(wrapper, args, opset: int, dynamic_batch: bool, graph: str):
         verbose=False,
     )
     return prog.model_proto
+
+
+def _io_options(graph: str, opset: int) -> dict:
+    """What both exporters are told alike: the graph's input and output names and the opset."""
+    inputs, outputs = GRAPHS[graph]
+    return {"input_names": list(inputs), "output_names": list(outputs), "opset_version": opset}
 
 
 def _export_torchscript(wrapper, args, opset: int, dynamic_batch: bool, graph: str):
@@ -169,15 +173,7 @@ def _export_torchscript(wrapper, args, opset: int, dynamic_batch: bool, graph: s
         axes[n] = {i: d for i, d in enumerate(dims) if d in ("height", "width") or (d == "batch" and dynamic_batch)}
     buf = io.BytesIO()
     torch.onnx.export(
-        wrapper,
-        args,
-        buf,
-        input_names=list(inputs),
-        output_names=list(outputs),
-        opset_version=opset,
-        dynamo=False,
-        dynamic_axes=axes,
-        do_constant_folding=True,
+        wrapper, args, buf, **_io_options(graph, opset), dynamo=False, dynamic_axes=axes, do_constant_folding=True
     )
     import onnx
 

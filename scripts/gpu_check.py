@@ -529,37 +529,25 @@ def trt_tests(ck: Check) -> dict:
     }
 
 
+def _test_module(path: str, *expect: str) -> dict:
+    """A step that runs one test module, strict, and expects the named tests of it to have run."""
+    return {"selection": [path], "strict": True, "expect": [f"{path}::{name}" for name in expect]}
+
+
 def triton_vq_lookup(ck: Check) -> dict:
-    return {
-        "selection": ["tests/test_vq_lookup.py"],
-        "strict": True,
-        "expect": [
-            "tests/test_vq_lookup.py::test_sweep_matches_reference",
-            "tests/test_vq_lookup.py::test_compiles_for_hopper",
-        ],
-    }
+    return _test_module("tests/test_vq_lookup.py", "test_sweep_matches_reference", "test_compiles_for_hopper")
 
 
 def triton_token_edit(ck: Check) -> dict:
-    return {
-        "selection": ["tests/test_token_edit.py"],
-        "strict": True,
-        "expect": [
-            "tests/test_token_edit.py::test_sweep_matches_reference",
-            "tests/test_token_edit.py::test_matches_model_ste",
-        ],
-    }
+    return _test_module("tests/test_token_edit.py", "test_sweep_matches_reference", "test_matches_model_ste")
 
 
 def triton_engine(ck: Check) -> dict:
-    return {
-        "selection": ["tests/test_triton_engine.py"],
-        "strict": True,
-        "expect": [
-            "tests/test_triton_engine.py::test_model_forward_triton_matches_torch",
-            "tests/test_triton_engine.py::test_engine_fuse_triton_matches_torch",
-        ],
-    }
+    return _test_module(
+        "tests/test_triton_engine.py",
+        "test_model_forward_triton_matches_torch",
+        "test_engine_fuse_triton_matches_torch",
+    )
 
 
 def bench_kernels(ck: Check) -> dict:

@@ -332,34 +332,27 @@ class Engine:
         or lie inside, an input folder. The report is also written as JSON to ``report_path``
         (default ``out_dir/tokfuse-report.json``; False: not written), even when interrupted.
         """
-        from .outputs import (
-            check_output_dir,
-            check_output_ext,
-            check_quality,
-            output_ok,
-            remove_stale_temps,
-            save_image,
-        )
+        from . import outputs
         from .pairing import pair_dirs
         from .progress import progress_bar
 
         self._require_open()
         k = self.resolve_k(k)
-        ext = check_output_ext(ext)
-        quality = check_quality(quality)
+        ext = outputs.check_output_ext(ext)
+        quality = outputs.check_quality(quality)
         pairing = pair_dirs(ir_dir, vis_dir)
-        out_dir = check_output_dir(out_dir, ir_dir, vis_dir)
+        out_dir = outputs.check_output_dir(out_dir, ir_dir, vis_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         if report_path is None:
             report_path = out_dir / REPORT_NAME
         report = FuseReport(unpaired=list(pairing.unpaired), ambiguous=list(pairing.ambiguous))
-        report.removed_temps = remove_stale_temps(out_dir)
+        report.removed_temps = outputs.remove_stale_temps(out_dir)
         started = _dt.datetime.now().isoformat(timespec="seconds")
         bar = progress_bar(pairing.pairs, enabled=progress, desc="fusing", unit="pair")
         try:
             for pair in bar:
                 target = out_dir / (pair.stem + ext)
-                if not overwrite and output_ok(target):
+                if not overwrite and outputs.output_ok(target):
                     report.skipped.append(target)
                     continue
                 try:
@@ -369,7 +362,7 @@ class Engine:
                     for w in caught:
                         report.warnings.append((pair.name, str(w.message)))
                         bar.write(f"warning {pair.name}: {w.message}", file=sys.stderr)
-                    report.written.append(save_image(img, target, quality))
+                    report.written.append(outputs.save_image(img, target, quality))
                 except Exception as e:  # noqa: BLE001 - one pair never stops the batch; reported below
                     report.failed.append((pair.name, one_line(e)))
                     bar.write(f"skipped {pair.name}: {one_line(e)}", file=sys.stderr)
