@@ -468,7 +468,7 @@ def step_build(ck: Check, timeout: float) -> dict:
     if ck.dry:
         problems = [f"{f} missing" for f in ("setup.py", "csrc/nn_search_cuda.cu") if not (ROOT / f).is_file()]
         try:
-            import pybind11  # noqa: F401  (setup.py needs it)
+            import pybind11  # noqa: F401 - setup.py needs it (imported only to check that it is there)
         except ImportError:
             problems.append("pybind11 is not importable")
         nvcc = ck.env_info.get("nvcc") or {}
