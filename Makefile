@@ -1,4 +1,4 @@
-# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Two commands do everything on a fresh machine: `make demo` and `make test` (`make lint` checks style).
 PY      ?= python3
 VENV    := .venv
 VPY     := $(VENV)/bin/python
@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 # torch==2.13.0 is the CPU wheel on this project's machines; GPU users install their own torch (>=2.4).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test install build bench train eval-docs gpu-check clean
+.PHONY: demo test test-fast lint format install build bench train eval-docs gpu-check clean
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(VPY):
 $(STAMP): $(VPY) pyproject.toml setup.py $(wildcard csrc/*)
 	$(PIP) install -q --upgrade pip setuptools wheel pybind11
 	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[dev,onnx,eval,triton,ray,video]" --no-build-isolation
+	$(PIP) install -q -e ".[dev,lint,onnx,eval,triton,ray,video]" --no-build-isolation
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,6 +28,25 @@ demo: build
 
 test: build
 	$(VPY) -m pytest -q tests
+
+# Everything but the interpreter-heavy Triton sweeps and the other tests marked slow (for local loops; CI runs
+# `make test`).
+test-fast: build
+	$(VPY) -m pytest -q tests -m "not sweep and not slow"
+
+# ruff (lint rules and formatter settings in pyproject.toml) over the Python tree, clang-format (.clang-format)
+# over csrc/. `make format` applies both.
+CSRC_FILES := $(wildcard csrc/*.cpp csrc/*.h csrc/*.cu csrc/*.cuh)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/clang-format --dry-run --Werror $(CSRC_FILES)
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix-only --select I .
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/clang-format -i $(CSRC_FILES)
 
 bench: build
 	$(VPY) -m pytest bench/ --benchmark-only
@@ -45,7 +64,8 @@ gpu-check:
 
 # Reproduce the bundled default model (about 25 min on 2 cores) and its quality reports under docs/.
 train: build
-	$(VPY) -m tokfuse_rt.train --data ../shared/data/train --out tokfuse_rt/assets/default.safetensors --seed 0
+	$(VPY) -m tokfuse_rt.train --data ../shared/data/train --out tokfuse_rt/assets/default.safetensors --seed 0 \
+		--head blend --num-tokens 32 --steps1 2000 --steps2 2500 --alpha 0 --random-k
 
 eval-docs: build
 	bash scripts/eval_all.sh default ../shared/data

@@ -1,6 +1,7 @@
-"""Build script: the pybind11 extension tokfuse_rt._C (always), plus its CUDA kernel when nvcc is found.
-
-Owned by the nn_search work (issue 4); sources in csrc/.
+"""Build script: the pybind11 extension tokfuse_rt._C (always), plus its CUDA kernel when nvcc is found
+(sources in csrc/), and the package list: ``tokfuse_rt`` with ``tokfuse_rt.kernels`` built from the
+top-level ``kernels/`` folder (``kernels`` is a PyPI package name: it is never installed as a top-level
+package), and the top-level ``export`` package (``python -m export.to_onnx`` / ``export.to_trt``).
 
   TOKFUSE_CUDA=auto (default)  build the CUDA kernel when nvcc is found (CUDA_HOME/CUDA_PATH, then PATH)
   TOKFUSE_CUDA=0               CPU only
@@ -11,6 +12,7 @@ csrc/nn_search_avx2.cpp is compiled with -mavx2 -mfma (x86-64 only) and entered 
 run-time CPU check; every other C++ file targets the baseline ISA. All C++ is built with
 -ffp-contract=off so that the kernels' rounding is exactly what the source says.
 """
+
 import os
 import platform
 import re
@@ -19,9 +21,8 @@ import subprocess
 import sys
 
 from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext
-from setuptools import setup
+from setuptools import find_packages, setup
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = "csrc"
 
 
@@ -50,8 +51,13 @@ def _find_cuda():
             home = os.path.dirname(m.group(1).strip())
     except (OSError, subprocess.SubprocessError) as e:  # pragma: no cover
         return None, f"nvcc at {nvcc} does not run: {e}"
-    candidates = [home, os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"),
-                  os.path.dirname(os.path.dirname(os.path.realpath(nvcc))), "/usr/local/cuda"]
+    candidates = [
+        home,
+        os.environ.get("CUDA_HOME"),
+        os.environ.get("CUDA_PATH"),
+        os.path.dirname(os.path.dirname(os.path.realpath(nvcc))),
+        "/usr/local/cuda",
+    ]
     for root in candidates:
         if root and os.path.isfile(os.path.join(root, "include", "cuda_runtime.h")):
             return nvcc, root
@@ -59,8 +65,12 @@ def _find_cuda():
 
 
 def _cuda_lib_dir(home):
-    for sub in ("lib64", "lib", os.path.join("targets", "x86_64-linux", "lib"),
-                os.path.join("targets", "sbsa-linux", "lib")):
+    for sub in (
+        "lib64",
+        "lib",
+        os.path.join("targets", "x86_64-linux", "lib"),
+        os.path.join("targets", "sbsa-linux", "lib"),
+    ):
         d = os.path.join(home, sub)
         if os.path.isfile(os.path.join(d, "libcudart_static.a")):
             return d
@@ -105,8 +115,12 @@ if not IS_MSVC and sys.platform != "darwin":
 elif IS_MSVC:  # pragma: no cover
     cxx_flags += ["/O2", "/openmp", "/fp:precise"]
 
-sources = [f"{CSRC}/module.cpp", f"{CSRC}/nn_search_cpu.cpp", f"{CSRC}/nn_search_avx2.cpp",
-           f"{CSRC}/nn_search_emulated.cpp"]
+sources = [
+    f"{CSRC}/module.cpp",
+    f"{CSRC}/nn_search_cpu.cpp",
+    f"{CSRC}/nn_search_avx2.cpp",
+    f"{CSRC}/nn_search_emulated.cpp",
+]
 depends = [f"{CSRC}/{f}" for f in ("nn_search.h", "nn_search_kernel.cuh", "dlpack_min.h")]
 define_macros = []
 libraries = []
@@ -119,8 +133,7 @@ if NVCC:
     libraries += ["cudart_static", "rt", "pthread", "dl"]
     library_dirs.append(_cuda_lib_dir(CUDA_HOME))
     GENCODE, ARCHS = _gencode_flags()
-    _log(f"CUDA: architectures sm_{', sm_'.join(ARCHS)} (+ PTX compute_{ARCHS[-1]}); "
-         "set TOKFUSE_CUDA_ARCH to change")
+    _log(f"CUDA: architectures sm_{', sm_'.join(ARCHS)} (+ PTX compute_{ARCHS[-1]}); set TOKFUSE_CUDA_ARCH to change")
 
 ext = Pybind11Extension(
     "tokfuse_rt._C",
@@ -177,8 +190,20 @@ class BuildExt(build_ext):
         def _compile(obj, src, ext_, cc_args, extra_postargs, pp_opts):
             if src.endswith(".cu"):
                 inc = [a for a in pp_opts if a.startswith(("-I", "-D", "-U"))]
-                cmd = [NVCC, "-c", src, "-o", obj, "-O3", "-std=c++17", "--fmad=false",
-                       "-Xcompiler", "-fPIC,-fvisibility=hidden", *inc, *GENCODE]
+                cmd = [
+                    NVCC,
+                    "-c",
+                    src,
+                    "-o",
+                    obj,
+                    "-O3",
+                    "-std=c++17",
+                    "--fmad=false",
+                    "-Xcompiler",
+                    "-fPIC,-fvisibility=hidden",
+                    *inc,
+                    *GENCODE,
+                ]
                 _log("nvcc " + os.path.basename(src))
                 try:
                     subprocess.run(cmd, check=True)
@@ -200,4 +225,11 @@ class BuildExt(build_ext):
 # Compile the translation units in parallel (NPY_NUM_BUILD_JOBS overrides the job count).
 ParallelCompile("NPY_NUM_BUILD_JOBS").install()
 
-setup(ext_modules=[ext], cmdclass={"build_ext": BuildExt})
+PACKAGES = find_packages(include=["tokfuse_rt", "tokfuse_rt.*", "export", "export.*"]) + ["tokfuse_rt.kernels"]
+
+setup(
+    ext_modules=[ext],
+    cmdclass={"build_ext": BuildExt},
+    packages=PACKAGES,
+    package_dir={"tokfuse_rt.kernels": "kernels"},
+)

@@ -16,6 +16,7 @@ assert them too (timings on a shared machine are noisy, RSS is always asserted).
 model) to the same run, each case right after its counterpart, for a side-by-side ratio: ids
 ``*-baseline``, its name in ``extra_info["model"]``.
 """
+
 from __future__ import annotations
 
 import json
@@ -68,9 +69,10 @@ def pair_paths():
     data = _shared_data()
     if data is None:
         pytest.skip("shared/data not found beside the repository (set TOKFUSE_SHARED)")
-    d = data / "test" / "MSRS"
-    name = sorted(p.name for p in (d / "ir").iterdir())[0]
-    return d / "ir" / name, d / "vi" / name
+    from tokfuse_rt.pairing import pair_set
+
+    first = pair_set(data / "test" / "MSRS").pairs[0]
+    return first.ir, first.vis
 
 
 @pytest.fixture(scope="module")
@@ -123,17 +125,13 @@ def baseline_onnx(baseline_ckpt, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trt_plan(onnx_model, tmp_path_factory):
-    from export.to_trt import build_engine, tensorrt_available
+    from export.to_trt import build_engine, onnx_config, tensorrt_available
 
     ok, why = tensorrt_available()
     if not ok:
         pytest.skip(why)
     plan = tmp_path_factory.mktemp("bench_trt") / (onnx_model.stem + ".plan")
-    import onnx
-
-    meta = {p.key: p.value for p in onnx.load(str(onnx_model), load_external_data=False).metadata_props}
-    build_engine(onnx_model, plan, (1, 1, 16, 16), (1, 1, 480, 640), (1, 1, 1024, 1280),
-                 config=json.loads(meta.get("tokfuse_rt.config", "{}")))
+    build_engine(onnx_model, plan, (1, 1, 16, 16), (1, 1, 480, 640), (1, 1, 1024, 1280), config=onnx_config(onnx_model))
     return plan
 
 
@@ -163,9 +161,25 @@ _RSS_SCRIPT = textwrap.dedent("""
 def peak_rss(model: Path, device: str, pair_paths, size=(1280, 1024)) -> dict:
     """Fuse one pair of ``size`` in a fresh interpreter; return its peak resident memory."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(model), device, str(THREADS),
-                        str(pair_paths[0]), str(pair_paths[1]), str(size[0]), str(size[1])],
-                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _RSS_SCRIPT,
+            str(model),
+            device,
+            str(THREADS),
+            str(pair_paths[0]),
+            str(pair_paths[1]),
+            str(size[0]),
+            str(size[1]),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+    )
     if r.returncode != 0:
         raise RuntimeError(f"RSS run for {model.name} on {device} failed: {r.stderr.strip()[-2000:]}")
     d = json.loads(r.stdout.strip().splitlines()[-1])
@@ -198,16 +212,19 @@ def test_engine_640x480(benchmark, request, backend, device, ckpt, pair, pair_pa
                 pytest.skip("onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
         elif not _cuda():
             pytest.skip("needs a CUDA GPU visible to torch")
-    model = {"pytorch": lambda: ckpt, "onnxruntime": lambda: request.getfixturevalue("onnx_model"),
-             "pytorch-baseline": lambda: request.getfixturevalue("baseline_ckpt"),
-             "onnxruntime-baseline": lambda: request.getfixturevalue("baseline_onnx"),
-             "tensorrt": lambda: request.getfixturevalue("trt_plan")}[backend]()
+    model = {
+        "pytorch": lambda: ckpt,
+        "onnxruntime": lambda: request.getfixturevalue("onnx_model"),
+        "pytorch-baseline": lambda: request.getfixturevalue("baseline_ckpt"),
+        "onnxruntime-baseline": lambda: request.getfixturevalue("baseline_onnx"),
+        "tensorrt": lambda: request.getfixturevalue("trt_plan"),
+    }[backend]()
     backend = backend.removesuffix("-baseline")
     ir, vis = pair
     with Engine(model, device=device, threads=THREADS) as eng:
         info = eng.info()
         assert info["backend"] == backend
-        for _ in range(3):                       # warm-up: allocator, kernel selection, caches
+        for _ in range(3):  # warm-up: allocator, kernel selection, caches
             eng.fuse(ir, vis)
         benchmark.group = GROUP
         benchmark.pedantic(eng.fuse, args=(ir, vis), rounds=ROUNDS, warmup_rounds=1, iterations=1)
@@ -216,24 +233,28 @@ def test_engine_640x480(benchmark, request, backend, device, ckpt, pair, pair_pa
     rss = peak_rss(model, device, pair_paths)
     ms = 1e3 * median_s
     target = TARGET_MS.get((backend, device))
-    benchmark.extra_info.update({
-        "backend": backend,
-        "device": info["device"],
-        "threads": info.get("threads"),
-        "kernels": info.get("kernels") or info.get("providers"),
-        "model": model.name,
-        "pair": f"MSRS/{pair_paths[0].name} 640x480",
-        "ms_per_pair": round(ms, 2),
-        "pairs_per_s": round(1e3 / ms, 2) if ms == ms and ms > 0 else None,
-        "target_ms": target,
-        "meets_target": (ms <= target) if target and ms == ms else None,
-        "peak_rss_mib_1280x1024": round(rss["peak_mib"], 1),
-        "vmhwm_kib_1280x1024": rss["vmhwm_kib"],
-        "ru_maxrss_kib_1280x1024": rss["ru_maxrss_kib"],
-        "rss_limit_mib": RSS_LIMIT_MIB,
-    })
-    print(f"\n{backend}/{info['device']}: {ms:.1f} ms per 640x480 pair (median of {ROUNDS}), "
-          f"peak RSS {rss['peak_mib']:.0f} MiB at 1280x1024")
+    benchmark.extra_info.update(
+        {
+            "backend": backend,
+            "device": info["device"],
+            "threads": info.get("threads"),
+            "kernels": info.get("kernels") or info.get("providers"),
+            "model": model.name,
+            "pair": f"MSRS/{pair_paths[0].name} 640x480",
+            "ms_per_pair": round(ms, 2),
+            "pairs_per_s": round(1e3 / ms, 2) if ms == ms and ms > 0 else None,
+            "target_ms": target,
+            "meets_target": (ms <= target) if target and ms == ms else None,
+            "peak_rss_mib_1280x1024": round(rss["peak_mib"], 1),
+            "vmhwm_kib_1280x1024": rss["vmhwm_kib"],
+            "ru_maxrss_kib_1280x1024": rss["ru_maxrss_kib"],
+            "rss_limit_mib": RSS_LIMIT_MIB,
+        }
+    )
+    print(
+        f"\n{backend}/{info['device']}: {ms:.1f} ms per 640x480 pair (median of {ROUNDS}), "
+        f"peak RSS {rss['peak_mib']:.0f} MiB at 1280x1024"
+    )
     assert rss["peak_mib"] <= RSS_LIMIT_MIB, f"peak RSS {rss['peak_mib']:.0f} MiB > {RSS_LIMIT_MIB} MiB"
     if STRICT and target and ms == ms:
         assert ms <= target, f"{backend} median {ms:.1f} ms > target {target} ms"

@@ -9,6 +9,7 @@ child's peak RSS (``ru_maxrss`` from ``os.wait4`` on the child) must stay <= 1.5
 the model in tiles skip (they would need ~320 B per pixel, ~14 GiB here). ``extra_info`` records the
 peak, megapixels per second and the device.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,16 +30,16 @@ def big_pair(tmp_path_factory):
     from PIL import Image
 
     from tokfuse_rt.datasets import find_shared_data
+    from tokfuse_rt.pairing import pair_set
 
     data = find_shared_data(start=ROOT)
     if data is None:
         pytest.skip("shared/data not found beside the repository (set TOKFUSE_SHARED)")
-    d = data / "test" / "MSRS"
-    name = sorted(p.name for p in (d / "ir").iterdir())[0]
+    first = pair_set(data / "test" / "MSRS").pairs[0]
     out = tmp_path_factory.mktemp("big")
     paths = []
-    for sub, mode in (("ir", "L"), ("vi", "RGB")):
-        with Image.open(d / sub / name) as im:
+    for sub, src, mode in (("ir", first.ir, "L"), ("vi", first.vis, "RGB")):
+        with Image.open(src) as im:
             p = out / f"{sub}.png"
             im.convert(mode).resize(SIZE, Image.BILINEAR).save(p, compress_level=1)
             paths.append(p)
@@ -72,15 +73,29 @@ def test_fuse_8000x6000_peak_rss(benchmark, big_pair, models, backend, tmp_path)
     if not info["limits"]["tiles"]:
         pytest.skip(f"the {backend} backend cannot run the model in tiles (it needs the token/render halves)")
     out = tmp_path / "fused.png"
-    cmd = [sys.executable, "-m", "tokfuse_rt", "fuse", str(big_pair[0]), str(big_pair[1]), "-o", str(out),
-           "--model", str(models[backend]), "--device", "cpu", "--threads", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tokfuse_rt",
+        "fuse",
+        str(big_pair[0]),
+        str(big_pair[1]),
+        "-o",
+        str(out),
+        "--model",
+        str(models[backend]),
+        "--device",
+        "cpu",
+        "--threads",
+        "2",
+    ]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     result = {}
 
     def run():
         t = time.perf_counter()
         p = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        err = p.stderr.read()                       # the child's peak RSS from wait4 (its own, not ours)
+        err = p.stderr.read()  # the child's peak RSS from wait4 (its own, not ours)
         _, status, usage = os.wait4(p.pid, 0)
         p.returncode = os.waitstatus_to_exitcode(status)
         result.update(s=time.perf_counter() - t, peak_kib=usage.ru_maxrss, rc=p.returncode, err=err)
@@ -89,9 +104,17 @@ def test_fuse_8000x6000_peak_rss(benchmark, big_pair, models, backend, tmp_path)
     assert result["rc"] == 0 and out.is_file(), result["err"][-2000:]
     peak = result["peak_kib"] / 1024
     mp = SIZE[0] * SIZE[1] / 1e6
-    benchmark.extra_info.update({"backend": backend, "device": info["device"], "size": f"{SIZE[0]}x{SIZE[1]}",
-                                 "peak_rss_mib": round(peak, 1), "limit_mib": LIMIT_MIB,
-                                 "seconds": round(result["s"], 1), "mp_per_s": round(mp / result["s"], 3),
-                                 "tile_size": info["limits"]["tile_size"]})
+    benchmark.extra_info.update(
+        {
+            "backend": backend,
+            "device": info["device"],
+            "size": f"{SIZE[0]}x{SIZE[1]}",
+            "peak_rss_mib": round(peak, 1),
+            "limit_mib": LIMIT_MIB,
+            "seconds": round(result["s"], 1),
+            "mp_per_s": round(mp / result["s"], 3),
+            "tile_size": info["limits"]["tile_size"],
+        }
+    )
     print(f"\n{backend}: {SIZE[0]}x{SIZE[1]} in {result['s']:.0f} s, peak RSS {peak:.0f} MiB")
     assert peak <= LIMIT_MIB, f"peak RSS {peak:.0f} MiB > {LIMIT_MIB} MiB"

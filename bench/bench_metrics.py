@@ -11,6 +11,7 @@ Run:  .venv/bin/python -m pytest bench/bench_metrics.py --benchmark-only
 The triplet is MSRS test pair 00004N (ir, vi) with the FCDFusion output stored in
 ``shared/data/metric_fixtures`` as the fused image.  Skips cleanly without scipy or shared data.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,7 +25,7 @@ import pytest
 pytest.importorskip("scipy")
 pytest.importorskip("pytest_benchmark")
 
-import tokfuse_rt.metrics as M  # noqa: E402
+import tokfuse_rt.metrics as M
 
 
 def _shared_data_dir():
@@ -76,7 +77,7 @@ def vifp_convolve2d(ref, dist):
         N = 2 ** (4 - scale + 1) + 1
         sd = N / 5.0
         m = (N - 1) / 2.0
-        y, x = np.ogrid[-m:m + 1, -m:m + 1]
+        y, x = np.ogrid[-m : m + 1, -m : m + 1]
         h = np.exp(-(x * x + y * y) / (2.0 * sd * sd))
         h[h < np.finfo(h.dtype).eps * h.max()] = 0
         win = h / h.sum()
@@ -128,14 +129,16 @@ def test_bench_all_metrics(benchmark, triplet):
     r = benchmark(M.evaluate, F, A, B)
     assert set(M.METRICS) <= set(r)
     ms = _median_ms(benchmark)
-    benchmark.extra_info.update({
-        "device": DEVICE,
-        "image": f"MSRS {STEM} 640x480",
-        "metrics": len(M.METRICS),
-        "ms_per_triplet": round(ms, 2),
-        "triplets_per_s": round(1e3 / ms, 2),
-        "target_ms": 500,
-    })
+    benchmark.extra_info.update(
+        {
+            "device": DEVICE,
+            "image": f"MSRS {STEM} 640x480",
+            "metrics": len(M.METRICS),
+            "ms_per_triplet": round(ms, 2),
+            "triplets_per_s": round(1e3 / ms, 2),
+            "target_ms": 500,
+        }
+    )
 
 
 def test_bench_vif_fast(benchmark, triplet, baseline_vif):
@@ -144,32 +147,38 @@ def test_bench_vif_fast(benchmark, triplet, baseline_vif):
     base_value, base_ms = baseline_vif
     assert abs(value - base_value) <= 1e-9 * abs(base_value)
     ms = _median_ms(benchmark)
-    benchmark.extra_info.update({
-        "device": DEVICE,
-        "ms_per_triplet": round(ms, 2),
-        "baseline_convolve2d_ms": round(base_ms, 1),
-        "speedup_vs_convolve2d": round(base_ms / ms, 1),
-    })
+    benchmark.extra_info.update(
+        {
+            "device": DEVICE,
+            "ms_per_triplet": round(ms, 2),
+            "baseline_convolve2d_ms": round(base_ms, 1),
+            "speedup_vs_convolve2d": round(base_ms / ms, 1),
+        }
+    )
 
 
 def test_bench_vif_baseline_convolve2d(benchmark, triplet):
     F, A, B = triplet
     value = benchmark.pedantic(vif_convolve2d, args=(F, A, B), rounds=2, iterations=1)
     assert abs(value - M.vif(F, A, B)) <= 1e-9 * abs(value)
-    benchmark.extra_info.update({
-        "device": DEVICE,
-        "ms_per_triplet": round(_median_ms(benchmark), 1),
-        "note": "reference-style scipy.signal.convolve2d VIF (MMIF-CDDFuse Evaluator.VIFF)",
-    })
+    benchmark.extra_info.update(
+        {
+            "device": DEVICE,
+            "ms_per_triplet": round(_median_ms(benchmark), 1),
+            "note": "reference-style scipy.signal.convolve2d VIF (MMIF-CDDFuse Evaluator.VIFF)",
+        }
+    )
 
 
 def test_bench_read_and_evaluate(benchmark, triplet):
     """Per-pair cost including decoding the three PNGs (what an eval run pays per image)."""
     if DATA is None:
         pytest.skip("shared/data not found")
-    paths = (DATA / "metric_fixtures" / f"MSRS12_{STEM}_fcdfusion.png",
-             DATA / "test" / "MSRS" / "ir" / f"{STEM}.png",
-             DATA / "test" / "MSRS" / "vi" / f"{STEM}.png")
+    paths = (
+        DATA / "metric_fixtures" / f"MSRS12_{STEM}_fcdfusion.png",
+        DATA / "test" / "MSRS" / "ir" / f"{STEM}.png",
+        DATA / "test" / "MSRS" / "vi" / f"{STEM}.png",
+    )
 
     def run():
         return M.evaluate(*(M.read_gray(p) for p in paths))

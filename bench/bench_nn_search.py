@@ -1,4 +1,4 @@
-"""Benchmarks of the codebook nearest-neighbour search (issue 4, SPEC §3 and §6).
+"""Benchmarks of the codebook nearest-neighbour search (SPEC §3 and §6).
 
 Run:  .venv/bin/python -m pytest bench/bench_nn_search.py --benchmark-only
 
@@ -17,7 +17,7 @@ torch and faiss (ratio of medians and ratio of mins of this run) and whether the
 (>= 5x torch, >= 10x faiss at N = 256) are met. Peak = cores x 2 FMA units x 8 fp32 lanes x 2 flops
 x GHz, with GHz the "cpu MHz" of /proc/cpuinfo. Assumption: that is the nominal clock (2.45 GHz
 on the project's VM); under sustained FMA load the cores run at their boost clock, so the single-
-core FMA throughput measured by ``_C._fma_peak_gflops`` (independent FMA chains) is recorded too
+core FMA throughput measured by ``_C.fma_peak_gflops`` (independent FMA chains) is recorded too
 and the fraction of that measured peak is reported next to the nominal one.
 
 The ids are checked against the torch baseline in every group: any difference must be a float
@@ -26,6 +26,7 @@ near-tie (float64 scores of the two codes within 1e-6).
 Set TOKFUSE_BENCH_ASSERT=1 to fail when the N = 256 targets are missed (off by default: this CPU
 is shared, and a loaded machine is not a broken kernel).
 """
+
 from __future__ import annotations
 
 import os
@@ -37,7 +38,7 @@ import torch
 
 pytest.importorskip("pytest_benchmark")
 
-from tokfuse_rt import nn as tnn  # noqa: E402
+from tokfuse_rt import nn as tnn
 
 try:
     import faiss  # type: ignore
@@ -75,7 +76,7 @@ DEVICE = f"cpu ({CPU_NAME}, {CORES} cores, {GHZ:.3f} GHz nominal)" if GHZ else f
 def measured_core_peak():
     if not tnn.HAVE_EXT:
         return None
-    return max(tnn._C._fma_peak_gflops(0.05) for _ in range(3)) or None
+    return max(tnn._C.fma_peak_gflops(0.05) for _ in range(3)) or None
 
 
 @pytest.fixture(autouse=True)
@@ -143,8 +144,9 @@ def test_nn_search(benchmark, request, shape, impl, measured_core_peak):
         return
     if PEAK_NOMINAL:
         info["peak_gflops_nominal"] = round(PEAK_NOMINAL, 1)
-        info["peak_assumption"] = (f"{CORES} cores x 2 FMA units x 8 fp32 lanes x 2 flops x {GHZ:.3f} GHz "
-                                   "(nominal cpu MHz of /proc/cpuinfo)")
+        info["peak_assumption"] = (
+            f"{CORES} cores x 2 FMA units x 8 fp32 lanes x 2 flops x {GHZ:.3f} GHz (nominal cpu MHz of /proc/cpuinfo)"
+        )
         info["fraction_of_peak_nominal"] = round(flops / med / 1e9 / PEAK_NOMINAL, 3)
     if measured_core_peak:
         peak_m = measured_core_peak * THREADS
@@ -161,7 +163,7 @@ def test_nn_search(benchmark, request, shape, impl, measured_core_peak):
             info[f"target_{target:g}x_{base}_met"] = bmed / med >= target
         lines.append(f"{base} {bmed / med:.1f}x (median) / {bmin / mn:.1f}x (min)")
     tr = request.config.pluginmanager.getplugin("terminalreporter")
-    msg = (f"nn_search N={N}: ours {med * 1e6:.0f} us median, {info['gflops']} GFLOP/s; speedup " + ", ".join(lines))
+    msg = f"nn_search N={N}: ours {med * 1e6:.0f} us median, {info['gflops']} GFLOP/s; speedup " + ", ".join(lines)
     if tr is not None:
         tr.write_line("")
         tr.write_line(msg)

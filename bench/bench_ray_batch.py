@@ -18,6 +18,7 @@ A Ray round includes starting its actors and loading the model in each (the job'
 starting Ray itself (once per module) is recorded apart as ``ray_init_s``. ``extra_info``: pairs/s,
 the ratio to plain, the device and the load average (this VM is shared: timings are noisy).
 """
+
 from __future__ import annotations
 
 import os
@@ -71,8 +72,17 @@ def test_fuse_dir(benchmark, setup, name, actors, threads):
             with Engine(model, threads=threads) as eng:
                 rep = eng.fuse_dir(folder / "ir", folder / "vi", out, progress=False)
         else:
-            rep = fuse_dir_ray(folder / "ir", folder / "vi", out, model=model, actors=actors,
-                               threads_per_actor=threads, batch_size=4, progress=False, report_path=False)
+            rep = fuse_dir_ray(
+                folder / "ir",
+                folder / "vi",
+                out,
+                model=model,
+                actors=actors,
+                threads_per_actor=threads,
+                batch_size=4,
+                progress=False,
+                report_path=False,
+            )
         seconds.append(time.perf_counter() - t0)
         assert len(rep.written) == n and not rep.failed, rep.summary()
 
@@ -80,9 +90,16 @@ def test_fuse_dir(benchmark, setup, name, actors, threads):
     benchmark.pedantic(run, setup=fresh, rounds=ROUNDS, iterations=1)
     best = min(seconds)
     _RESULTS[name] = n / best
-    info = {"pairs": n, "pairs_per_s": round(n / best, 2), "seconds_per_round": [round(s, 2) for s in seconds],
-            "actors": actors, "threads_per_actor": threads, "model": model.name, "device": cpu_name(),
-            "load_average": load_average()}
+    info = {
+        "pairs": n,
+        "pairs_per_s": round(n / best, 2),
+        "seconds_per_round": [round(s, 2) for s in seconds],
+        "actors": actors,
+        "threads_per_actor": threads,
+        "model": model.name,
+        "device": cpu_name(),
+        "load_average": load_average(),
+    }
     if actors:
         info["ray_init_s"] = round(init_s, 1)
     if actors:
@@ -91,5 +108,8 @@ def test_fuse_dir(benchmark, setup, name, actors, threads):
                 info[f"ratio_to_{ref}"] = round(_RESULTS[name] / _RESULTS[ref], 3)
     benchmark.extra_info.update(info)
     ratios = ", ".join(f"{v:.2f}x {k[9:]}" for k, v in info.items() if k.startswith("ratio_to_"))
-    print(f"\n{name}: {n / best:.2f} pairs/s (best of {ROUNDS}: {best:.1f} s for {n} pairs)"
-          + (f"; {ratios}" if ratios else "") + f"; load average {info['load_average']}")
+    print(
+        f"\n{name}: {n / best:.2f} pairs/s (best of {ROUNDS}: {best:.1f} s for {n} pairs)"
+        + (f"; {ratios}" if ratios else "")
+        + f"; load average {info['load_average']}"
+    )

@@ -15,6 +15,7 @@ in all each time:
 ``extra_info``: requests/s, p50/p99 latency (ms, client side), errors, batching, device, load
 average. The machine is a shared 2-core VM: timings are noisy.
 """
+
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -34,7 +35,7 @@ httpx = pytest.importorskip("httpx")
 GROUP = "serve-640x480"
 REQUESTS = int(os.environ.get("TOKFUSE_BENCH_REQUESTS", "100"))
 CONCURRENCY = 8
-CASES = [("inprocess", 0, 2), ("serve-1x2", 1, 2), ("serve-2x1", 2, 1)]   # name, replicas, threads each
+CASES = [("inprocess", 0, 2), ("serve-1x2", 1, 2), ("serve-2x1", 2, 1)]  # name, replicas, threads each
 _RESULTS: dict = {}
 
 
@@ -104,9 +105,11 @@ def test_serve(benchmark, setup, name, replicas, threads):
             return r.content
 
         def run():
-            with httpx.Client(limits=httpx.Limits(max_connections=CONCURRENCY)) as client, \
-                    cf.ThreadPoolExecutor(CONCURRENCY) as pool:
-                one(client)                                     # warm: first request loads lazily
+            with (
+                httpx.Client(limits=httpx.Limits(max_connections=CONCURRENCY)) as client,
+                cf.ThreadPoolExecutor(CONCURRENCY) as pool,
+            ):
+                one(client)  # warm: first request loads lazily
                 lat.clear()
                 t0 = time.perf_counter()
                 bodies = list(pool.map(lambda _: one(client), range(REQUESTS)))
@@ -124,20 +127,33 @@ def test_serve(benchmark, setup, name, replicas, threads):
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(body))), expect)
     rps = REQUESTS / wall
     _RESULTS[name] = rps
-    info.update({"requests": REQUESTS, "concurrency": CONCURRENCY if replicas else 1, "requests_per_s": round(rps, 2),
-                 "p50_ms": round(_pct(lat, 50), 1), "p99_ms": round(_pct(lat, 99), 1), "errors": len(errors),
-                 "replicas": replicas, "threads_each": threads, "model": model.name, "device": cpu_name(),
-                 "load_average": load_average()})
+    info.update(
+        {
+            "requests": REQUESTS,
+            "concurrency": CONCURRENCY if replicas else 1,
+            "requests_per_s": round(rps, 2),
+            "p50_ms": round(_pct(lat, 50), 1),
+            "p99_ms": round(_pct(lat, 99), 1),
+            "errors": len(errors),
+            "replicas": replicas,
+            "threads_each": threads,
+            "model": model.name,
+            "device": cpu_name(),
+            "load_average": load_average(),
+        }
+    )
     if replicas:
         from ray import serve
 
         from tokfuse_rt.distributed.serve import APP_NAME
 
         info["one_replica_served"] = httpx.get(f"http://127.0.0.1:{port}/info", timeout=30).json()["served"]
-        serve.delete(APP_NAME)          # free its CPUs: the next case's replicas could not be placed
+        serve.delete(APP_NAME)  # free its CPUs: the next case's replicas could not be placed
     if "inprocess" in _RESULTS and replicas:
         info["ratio_to_inprocess"] = round(rps / _RESULTS["inprocess"], 3)
     benchmark.extra_info.update(info)
-    print(f"\n{name}: {rps:.2f} req/s, p50 {info['p50_ms']} ms, p99 {info['p99_ms']} ms, {len(errors)} errors"
-          + (f", {info['ratio_to_inprocess']:.2f}x in-process" if "ratio_to_inprocess" in info else "")
-          + f"; load average {info['load_average']}")
+    print(
+        f"\n{name}: {rps:.2f} req/s, p50 {info['p50_ms']} ms, p99 {info['p99_ms']} ms, {len(errors)} errors"
+        + (f", {info['ratio_to_inprocess']:.2f}x in-process" if "ratio_to_inprocess" in info else "")
+        + f"; load average {info['load_average']}"
+    )

@@ -19,6 +19,7 @@ from the FLOP count and the weight bytes (not a measurement):
 
 ``TOKFUSE_BENCH_ROUNDS`` sets the rounds (default 3; one round of L-32 takes tens of seconds here).
 """
+
 from __future__ import annotations
 
 import os
@@ -73,12 +74,19 @@ def test_titok_token_pathway_cpu(benchmark, name):
     assert base.shape == (1, 1, 256, 256) and ids.shape == (1, model.cfg.num_tokens)
     ms = benchmark.stats.stats.median * 1e3
     benchmark.group = "titok-token-pathway"
-    benchmark.extra_info.update({
-        "model": f"TiTok-{name}", "device": f"cpu ({THREADS} threads)", "search": resolve_backend(torch.device("cpu")),
-        "tokenizer_params": tok_params, "params": params, "gflop_per_pair": round(flops / 1e9, 1),
-        "ms_per_pair": round(ms, 1), "pairs_per_s": round(1e3 / ms, 3),
-        "cpu_gflop_per_s": round(flops / 1e9 / (ms / 1e3), 1),
-        "h200_ms_bf16_peak": round(flops / H200_BF16_FLOPS * 1e3, 3),
-        "h200_ms_bf16_40pct": round(flops / (MFU * H200_BF16_FLOPS) * 1e3, 3),
-        "h200_ms_weights_bs1": round(2 * tok_params / H200_HBM_BYTES_PER_S * 1e3, 3),
-    })
+    benchmark.extra_info.update(
+        {
+            "model": f"TiTok-{name}",
+            "device": f"cpu ({THREADS} threads)",
+            "search": resolve_backend(torch.device("cpu")),
+            "tokenizer_params": tok_params,
+            "params": params,
+            "gflop_per_pair": round(flops / 1e9, 1),
+            "ms_per_pair": round(ms, 1),
+            "pairs_per_s": round(1e3 / ms, 3),
+            "cpu_gflop_per_s": round(flops / 1e9 / (ms / 1e3), 1),
+            "h200_ms_bf16_peak": round(flops / H200_BF16_FLOPS * 1e3, 3),
+            "h200_ms_bf16_40pct": round(flops / (MFU * H200_BF16_FLOPS) * 1e3, 3),
+            "h200_ms_weights_bs1": round(2 * tok_params / H200_HBM_BYTES_PER_S * 1e3, 3),
+        }
+    )

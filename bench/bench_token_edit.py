@@ -19,6 +19,7 @@ CUDA events, same run), the speedup, the effective bandwidth in GB/s (minimum tr
 the MLP weights and the codebook read once; z_out and ids_out written) and whether ids and vectors agree
 with the reference (a difference can only be a float near-tie).
 """
+
 import pytest
 import torch
 
@@ -26,8 +27,8 @@ from triton_gpu import require_compiled_triton, timed
 
 triton = require_compiled_triton("token_edit")
 
-from kernels.token_edit import token_edit_weights, token_edit_weights_ref  # noqa: E402
-from kernels.vq_lookup import l2norm_ref  # noqa: E402
+from tokfuse_rt.kernels.token_edit import token_edit_weights, token_edit_weights_ref
+from tokfuse_rt.kernels.vq_lookup import l2norm_ref
 
 KC, D, H = 4096, 12, 64
 SHAPES = [(1, 32, 4), (16, 32, 4), (256, 32, 4), (64, 128, 32)]
@@ -43,7 +44,7 @@ def _data(b, n):
     ctx = torch.randn(b, 2 * D, device=dev, generator=g) * 0.3
     w1 = torch.randn(H, 3 * D, device=dev, generator=g) / (3 * D) ** 0.5
     b1 = torch.randn(H, device=dev, generator=g) * 0.1
-    w2 = torch.randn(D, H, device=dev, generator=g) / H ** 0.5
+    w2 = torch.randn(D, H, device=dev, generator=g) / H**0.5
     b2 = torch.randn(D, device=dev, generator=g) * 0.1
     return z, ids, s, ctx, w1, b1, w2, b2, cb
 
@@ -71,13 +72,20 @@ def test_token_edit_ref(benchmark, b, n, k):
 def test_token_edit_triton(benchmark, b, n, k):
     benchmark.group = _group(b, n, k)
     args = _data(b, n)
-    z_k, ids_k = token_edit_weights(*args, k)       # autotune + compile, outside the timing
+    z_k, ids_k = token_edit_weights(*args, k)  # autotune + compile, outside the timing
     z_r, ids_r = token_edit_weights_ref(*args, k)
     ms = triton.testing.do_bench(return_mode="median", fn=lambda: token_edit_weights(*args, k))
-    ref_ms = triton.testing.do_bench(return_mode="median", fn=lambda: token_edit_weights_ref(*args, k))   # side by side, same run
+    ref_ms = triton.testing.do_bench(
+        return_mode="median", fn=lambda: token_edit_weights_ref(*args, k)
+    )  # side by side, same run
     benchmark.extra_info.update(
-        device=torch.cuda.get_device_name(), impl="triton", median_ms=ms, ref_median_ms=ref_ms,
-        speedup_vs_ref=ref_ms / ms, effective_GBps=_effective_bytes(b, n) / (ms * 1e-3) / 1e9,
-        ids_mismatches_vs_ref=int((ids_k != ids_r).sum()), vectors_equal_ref=bool(torch.equal(z_k, z_r)),
+        device=torch.cuda.get_device_name(),
+        impl="triton",
+        median_ms=ms,
+        ref_median_ms=ref_ms,
+        speedup_vs_ref=ref_ms / ms,
+        effective_GBps=_effective_bytes(b, n) / (ms * 1e-3) / 1e9,
+        ids_mismatches_vs_ref=int((ids_k != ids_r).sum()),
+        vectors_equal_ref=bool(torch.equal(z_k, z_r)),
     )
     timed(benchmark, lambda: token_edit_weights(*args, k))

@@ -16,6 +16,7 @@ Group ``video-stages-640x480``: decoding both streams alone and encoding alone, 
 ``TOKFUSE_BENCH_STRICT=1`` asserts the fps target (timings on a shared machine are noisy);
 ``TOKFUSE_BENCH_ROUNDS`` sets the rounds (default 3); ``TOKFUSE_BENCH_MODEL`` the checkpoint.
 """
+
 from __future__ import annotations
 
 import os
@@ -109,7 +110,7 @@ def onnx_model(ckpt, tmp_path_factory):
     from export.to_onnx import export_onnx
 
     out = tmp_path_factory.mktemp("bench_video_onnx") / (ckpt.stem + ".onnx")
-    export_onnx(ckpt, out, verify=False)           # with the token/render halves
+    export_onnx(ckpt, out, verify=False)  # with the token/render halves
     return out
 
 
@@ -117,7 +118,7 @@ def _engine(path):
     from tokfuse_rt import Engine
 
     eng = Engine(path, device="cpu", threads=THREADS)
-    assert getattr(eng._backend, "has_halves", False), "backend without the model's halves"
+    assert getattr(eng.backend, "has_halves", False), "backend without the model's halves"
     return eng
 
 
@@ -129,7 +130,7 @@ def _run(benchmark, eng, clips, tmp_path, reuse, backend):
     def once():
         reports.append(eng.fuse_video(ir, vis, out, reuse=reuse, progress=False))
 
-    once()                                          # warm-up: sessions, allocations at this size
+    once()  # warm-up: sessions, allocations at this size
     benchmark.pedantic(once, rounds=ROUNDS, iterations=1)
     rep = reports[-1]
     assert rep.frames == n and not [w for w in rep.warnings if "reuse" in w]
@@ -137,14 +138,23 @@ def _run(benchmark, eng, clips, tmp_path, reuse, backend):
     target = TARGET_FPS.get(backend)
     sec = rep.seconds
     busy = sum(v for k, v in sec.items() if k != "wall")
-    benchmark.extra_info.update({
-        "device": _device(), "backend": backend, "threads": THREADS, "frames": n, "size": "640x480",
-        "reuse": rep.reuse.get("policy"), "key_frames": rep.reuse.get("key_frames"),
-        "fps": round(fps, 2), "ms_per_frame": round(1e3 / fps, 1),
-        "stage_ms": {k: round(1e3 * v / n, 2) for k, v in sec.items() if k != "wall"},
-        "overlap": round(busy / sec["wall"], 2) if sec.get("wall") else None,
-        "target_fps": target, "meets_target": None if target is None else fps >= target,
-    })
+    benchmark.extra_info.update(
+        {
+            "device": _device(),
+            "backend": backend,
+            "threads": THREADS,
+            "frames": n,
+            "size": "640x480",
+            "reuse": rep.reuse.get("policy"),
+            "key_frames": rep.reuse.get("key_frames"),
+            "fps": round(fps, 2),
+            "ms_per_frame": round(1e3 / fps, 1),
+            "stage_ms": {k: round(1e3 * v / n, 2) for k, v in sec.items() if k != "wall"},
+            "overlap": round(busy / sec["wall"], 2) if sec.get("wall") else None,
+            "target_fps": target,
+            "meets_target": None if target is None else fps >= target,
+        }
+    )
     if STRICT and target is not None:
         assert fps >= target, f"{backend}: {fps:.1f} fps < target {target}"
 
@@ -182,8 +192,9 @@ def test_stage_decode_both(benchmark, clips):
             s.close()
 
     benchmark.pedantic(once, rounds=ROUNDS, iterations=1, warmup_rounds=1)
-    benchmark.extra_info.update({"device": _device(), "frames": n,
-                                 "ms_per_frame_pair": round(1e3 * benchmark.stats.stats.median / n, 2)})
+    benchmark.extra_info.update(
+        {"device": _device(), "frames": n, "ms_per_frame_pair": round(1e3 * benchmark.stats.stats.median / n, 2)}
+    )
 
 
 @pytest.mark.benchmark(group="video-stages-640x480")
@@ -203,5 +214,11 @@ def test_stage_encode(benchmark, clips, tmp_path):
         sink.commit()
 
     benchmark.pedantic(once, rounds=ROUNDS, iterations=1, warmup_rounds=1)
-    benchmark.extra_info.update({"device": _device(), "frames": n, "codec": "libx264 crf 18 veryfast",
-                                 "ms_per_frame": round(1e3 * benchmark.stats.stats.median / n, 2)})
+    benchmark.extra_info.update(
+        {
+            "device": _device(),
+            "frames": n,
+            "codec": "libx264 crf 18 veryfast",
+            "ms_per_frame": round(1e3 * benchmark.stats.stats.median / n, 2),
+        }
+    )

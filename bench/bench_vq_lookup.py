@@ -17,6 +17,7 @@ CUDA events, same run), the speedup, the effective bandwidth in GB/s (minimum tr
 codebook read once, ids and q written - over the median time) and GFLOP/s (2 N Kc d), and whether the ids
 agree with the reference (any difference must be a float near-tie).
 """
+
 import pytest
 import torch
 
@@ -24,7 +25,7 @@ from triton_gpu import require_compiled_triton, timed
 
 triton = require_compiled_triton("vq_lookup")
 
-from kernels.vq_lookup import effective_bytes, l2norm_ref, vq_lookup, vq_lookup_ref  # noqa: E402
+from tokfuse_rt.kernels.vq_lookup import effective_bytes, l2norm_ref, vq_lookup, vq_lookup_ref
 
 KC, D = 4096, 12
 NS = [32, 256, 4096, 65536]
@@ -50,15 +51,20 @@ def test_vq_lookup_ref(benchmark, n):
 def test_vq_lookup_triton(benchmark, n):
     benchmark.group = f"vq_lookup N={n} Kc={KC} d={D}"
     z, cb = _data(n)
-    ids, _ = vq_lookup(z, cb)                      # autotune + compile, outside the timing
+    ids, _ = vq_lookup(z, cb)  # autotune + compile, outside the timing
     ids_r, _ = vq_lookup_ref(z, cb)
     mismatches = int((ids != ids_r).sum())
     ms = triton.testing.do_bench(return_mode="median", fn=lambda: vq_lookup(z, cb))
-    ref_ms = triton.testing.do_bench(return_mode="median", fn=lambda: vq_lookup_ref(z, cb))   # side by side, same run
+    ref_ms = triton.testing.do_bench(return_mode="median", fn=lambda: vq_lookup_ref(z, cb))  # side by side, same run
     nbytes = effective_bytes(n, KC, D)
     benchmark.extra_info.update(
-        device=torch.cuda.get_device_name(), impl="triton", median_ms=ms, ref_median_ms=ref_ms,
-        speedup_vs_ref=ref_ms / ms, effective_GBps=nbytes / (ms * 1e-3) / 1e9,
-        GFLOPs=2.0 * n * KC * D / (ms * 1e-3) / 1e9, ids_mismatches_vs_ref=mismatches,
+        device=torch.cuda.get_device_name(),
+        impl="triton",
+        median_ms=ms,
+        ref_median_ms=ref_ms,
+        speedup_vs_ref=ref_ms / ms,
+        effective_GBps=nbytes / (ms * 1e-3) / 1e9,
+        GFLOPs=2.0 * n * KC * D / (ms * 1e-3) / 1e9,
+        ids_mismatches_vs_ref=mismatches,
     )
     timed(benchmark, lambda: vq_lookup(z, cb))

@@ -1,5 +1,6 @@
 """Shared by the Ray benchmarks (bench_ray_batch.py, bench_serve.py): one local Ray instance per
 module, the model they run (the bundled default exported to ONNX once), the device string."""
+
 from __future__ import annotations
 
 import os

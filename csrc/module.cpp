@@ -119,21 +119,22 @@ View view_numpy(py::handle obj, const char* name, bool from_torch = false) {
     py::array arr = py::reinterpret_borrow<py::array>(obj);
     std::vector<int64_t> shape(arr.shape(), arr.shape() + arr.ndim());
     if (!arr.dtype().equal(py::dtype::of<float>()))
-        throw_type(fmt("%s must have dtype float32, got %s (convert it explicitly, e.g. "
-                       "%s.astype(np.float32))",
-                       name, std::string(py::str(arr.dtype())).c_str(), name));
+        throw_type(
+            fmt("%s must have dtype float32, got %s (convert it explicitly, e.g. "
+                "%s.astype(np.float32))",
+                name, std::string(py::str(arr.dtype())).c_str(), name));
     check_rows_cols(name, (int)arr.ndim(), shape.data());
     const int64_t r = shape[0], c = shape[1];
     const int64_t s0 = arr.strides(0), s1 = arr.strides(1);
-    const bool contiguous = r == 0 || c == 0 ||
-                            ((c <= 1 || s1 == (int64_t)sizeof(float)) &&
-                             (r <= 1 || s0 == c * (int64_t)sizeof(float)));
+    const bool contiguous =
+        r == 0 || c == 0 ||
+        ((c <= 1 || s1 == (int64_t)sizeof(float)) && (r <= 1 || s0 == c * (int64_t)sizeof(float)));
     if (!contiguous)
-        throw_value(fmt("%s must be C-contiguous (row-major) float32, got shape %s with byte "
-                        "strides (%lld, %lld); pass %s%s%s",
-                        name, shape_str(shape.data(), 2).c_str(), (long long)s0, (long long)s1,
-                        from_torch ? "" : "np.ascontiguousarray(", name,
-                        from_torch ? ".contiguous()" : ")"));
+        throw_value(fmt(
+            "%s must be C-contiguous (row-major) float32, got shape %s with byte "
+            "strides (%lld, %lld); pass %s%s%s",
+            name, shape_str(shape.data(), 2).c_str(), (long long)s0, (long long)s1,
+            from_torch ? "" : "np.ascontiguousarray(", name, from_torch ? ".contiguous()" : ")"));
     if (reinterpret_cast<uintptr_t>(arr.data()) % alignof(float) != 0)
         throw_value(fmt("%s data is not 4-byte aligned", name));
     View v;
@@ -147,16 +148,18 @@ View view_numpy(py::handle obj, const char* name, bool from_torch = false) {
 // A CUDA input: usable only when the CUDA kernel is compiled in and the device is visible.
 void check_cuda_device(const char* name, int dev_id) {
 #ifndef TOKFUSE_WITH_CUDA
-    throw_value(fmt("%s is a CUDA tensor (on %s) but tokfuse_rt._C was built without CUDA "
-                    "support (nvcc not found or TOKFUSE_CUDA=0 at build time); move it to the "
-                    "CPU or rebuild with TOKFUSE_CUDA=1",
-                    name, device_str(dl::kDLCUDA, dev_id).c_str()));
+    throw_value(
+        fmt("%s is a CUDA tensor (on %s) but tokfuse_rt._C was built without CUDA "
+            "support (nvcc not found or TOKFUSE_CUDA=0 at build time); move it to the "
+            "CPU or rebuild with TOKFUSE_CUDA=1",
+            name, device_str(dl::kDLCUDA, dev_id).c_str()));
 #else
     const int n = tokfuse_cuda_device_count();
     if (dev_id < 0 || dev_id >= n)
-        throw_value(fmt("%s is on %s but the CUDA runtime of tokfuse_rt._C sees %d CUDA "
-                        "device(s)",
-                        name, device_str(dl::kDLCUDA, dev_id).c_str(), n));
+        throw_value(
+            fmt("%s is on %s but the CUDA runtime of tokfuse_rt._C sees %d CUDA "
+                "device(s)",
+                name, device_str(dl::kDLCUDA, dev_id).c_str(), n));
 #endif
 }
 
@@ -215,10 +218,10 @@ View view_dlpack(py::handle obj, const char* name) {
         const int64_t s0 = t.strides[0], s1 = t.strides[1];
         const bool contiguous = r == 0 || c == 0 || ((c <= 1 || s1 == 1) && (r <= 1 || s0 == c));
         if (!contiguous)
-            throw_value(fmt("%s must be C-contiguous (row-major) float32, got shape %s with strides "
-                            "(%lld, %lld); pass %s.contiguous()",
-                            name, shape_str(t.shape, 2).c_str(), (long long)s0, (long long)s1,
-                            name));
+            throw_value(
+                fmt("%s must be C-contiguous (row-major) float32, got shape %s with strides "
+                    "(%lld, %lld); pass %s.contiguous()",
+                    name, shape_str(t.shape, 2).c_str(), (long long)s0, (long long)s1, name));
     }
     const char* ptr = static_cast<const char*>(t.data) + t.byte_offset;
     if (reinterpret_cast<uintptr_t>(ptr) % alignof(float) != 0)
@@ -256,9 +259,10 @@ bool is_torch_tensor(py::handle obj) {
 View view_torch_cpu(py::handle obj, const char* name) {
     const std::string dt = py::str(obj.attr("dtype"));
     if (dt != "torch.float32")
-        throw_type(fmt("%s must have dtype float32, got %s (convert it explicitly, e.g. "
-                       "%s.float())",
-                       name, dt.c_str(), name));
+        throw_type(
+            fmt("%s must have dtype float32, got %s (convert it explicitly, e.g. "
+                "%s.float())",
+                name, dt.c_str(), name));
     py::object o = py::reinterpret_borrow<py::object>(obj);
     if (o.attr("requires_grad").cast<bool>()) o = o.attr("detach")();  // a view, not a copy
     py::object arr;
@@ -286,13 +290,14 @@ View view_torch_cuda(py::handle obj, const char* name) {
     for (auto v : py::tuple(obj.attr("stride")())) strides.push_back(v.cast<int64_t>());
     check_rows_cols(name, ndim, shape.data());
     const int64_t r = shape[0], c = shape[1];
-    const bool contiguous = r == 0 || c == 0 ||
-                            ((c <= 1 || strides[1] == 1) && (r <= 1 || strides[0] == c));
+    const bool contiguous =
+        r == 0 || c == 0 || ((c <= 1 || strides[1] == 1) && (r <= 1 || strides[0] == c));
     if (!contiguous)
-        throw_value(fmt("%s must be C-contiguous (row-major) float32, got shape %s with strides "
-                        "(%lld, %lld); pass %s.contiguous()",
-                        name, shape_str(shape.data(), 2).c_str(), (long long)strides[0],
-                        (long long)strides[1], name));
+        throw_value(
+            fmt("%s must be C-contiguous (row-major) float32, got shape %s with strides "
+                "(%lld, %lld); pass %s.contiguous()",
+                name, shape_str(shape.data(), 2).c_str(), (long long)strides[0],
+                (long long)strides[1], name));
     View v;
     v.data = reinterpret_cast<const float*>(obj.attr("data_ptr")().cast<uintptr_t>());
     v.rows = r;
@@ -312,9 +317,10 @@ View view_2d_f32(py::handle obj, const char* name) {
                         std::string(py::str(obj.attr("device"))).c_str()));
     }
     if (py::hasattr(obj, "__dlpack__")) return view_dlpack(obj, name);
-    throw_type(fmt("%s must be a numpy.ndarray or torch.Tensor of dtype float32 and shape %s, "
-                   "got %s",
-                   name, expected_shape(name), type_name(obj).c_str()));
+    throw_type(
+        fmt("%s must be a numpy.ndarray or torch.Tensor of dtype float32 and shape %s, "
+            "got %s",
+            name, expected_shape(name), type_name(obj).c_str()));
 }
 
 Metric parse_metric(const std::string& m) {
@@ -346,11 +352,11 @@ void check_pair(const View& q, const View& c) {
         throw_value(fmt("codebook must have at least one column (D >= 1), got shape (%lld, %lld)",
                         (long long)c.rows, (long long)c.cols));
     if (c.cols != q.cols)
-        throw_value(fmt("dimension mismatch: queries has D=%lld columns but codebook has D=%lld "
-                        "(queries (N, D), codebook (K, D))",
-                        (long long)q.cols, (long long)c.cols));
-    if (c.rows >= ((int64_t)1 << 31))
-        throw_value("codebook has too many rows (K must be < 2**31)");
+        throw_value(
+            fmt("dimension mismatch: queries has D=%lld columns but codebook has D=%lld "
+                "(queries (N, D), codebook (K, D))",
+                (long long)q.cols, (long long)c.cols));
+    if (c.rows >= ((int64_t)1 << 31)) throw_value("codebook has too many rows (K must be < 2**31)");
     if (c.cols > (1 << 20)) throw_value("codebook has too many columns (D must be <= 2**20)");
     if (q.device_type != c.device_type || q.device_id != c.device_id)
         throw_value(fmt("queries is on %s but codebook is on %s; both must be on the same device",
@@ -369,11 +375,10 @@ py::tuple search_cuda(const View& q, const View& c, Metric metric) {
     if (q.cols > 128) throw_value("queries: the CUDA kernel supports D <= 128");
     py::module_ torch = py::module_::import("torch");
     py::object dev = torch.attr("device")("cuda", q.device_id);
-    py::object ids = torch.attr("empty")(py::make_tuple(q.rows), py::arg("dtype") = torch.attr("int64"),
-                                          py::arg("device") = dev);
-    py::object scores = torch.attr("empty")(py::make_tuple(q.rows),
-                                             py::arg("dtype") = torch.attr("float32"),
-                                             py::arg("device") = dev);
+    py::object ids = torch.attr("empty")(
+        py::make_tuple(q.rows), py::arg("dtype") = torch.attr("int64"), py::arg("device") = dev);
+    py::object scores = torch.attr("empty")(
+        py::make_tuple(q.rows), py::arg("dtype") = torch.attr("float32"), py::arg("device") = dev);
     if (q.rows == 0) return py::make_tuple(ids, scores);
     const uintptr_t stream =
         torch.attr("cuda").attr("current_stream")(dev).attr("cuda_stream").cast<uintptr_t>();
@@ -464,7 +469,7 @@ py::tuple nn_search_emulated_py(py::handle queries, py::handle codebook,
 // A codebook prepared once for repeated CPU searches: an owned copy of the rows plus the L2
 // biases in both flavours (FMA for the AVX2 kernel, mul+add for the scalar one).
 class Codebook {
-   public:
+public:
     explicit Codebook(py::handle codebook) {
         View c = view_2d_f32(codebook, "codebook");
         if (c.device_type != dl::kDLCPU)
@@ -490,8 +495,9 @@ class Codebook {
         check_threads(num_threads);
         View q = view_2d_f32(queries, "queries");
         if (q.device_type != dl::kDLCPU)
-            throw_value("queries: a prepared Codebook searches on the CPU; pass a CPU array/tensor "
-                        "(or call nn_search with a CUDA codebook)");
+            throw_value(
+                "queries: a prepared Codebook searches on the CPU; pass a CPU array/tensor "
+                "(or call nn_search with a CUDA codebook)");
         View c;
         c.data = data_.data();
         c.rows = K_;
@@ -504,7 +510,7 @@ class Codebook {
     int64_t K() const { return K_; }
     int D() const { return D_; }
 
-   private:
+private:
     int64_t K_ = 0;
     int D_ = 0;
     std::vector<float> data_, bias_scalar_, bias_fma_;
@@ -553,8 +559,9 @@ impl: "auto" (AVX2/FMA when the CPU supports it, else scalar), "avx2" or "scalar
         .def_property_readonly("shape",
                                [](const Codebook& c) { return py::make_tuple(c.K(), c.D()); });
 
-    m.def("has_cuda", &has_cuda, "True when the CUDA kernels were compiled in (says nothing "
-                                 "about whether a GPU is present; see cuda_device_count()).");
+    m.def("has_cuda", &has_cuda,
+          "True when the CUDA kernels were compiled in (says nothing "
+          "about whether a GPU is present; see cuda_device_count()).");
     m.def(
         "cuda_device_count",
         []() {
@@ -598,7 +605,7 @@ impl: "auto" (AVX2/FMA when the CPU supports it, else scalar), "avx2" or "scalar
         "Validate `array` exactly as nn_search does and return the data address it would read "
         "(tests use it to check that inputs are not copied).");
     m.def(
-        "_fma_peak_gflops",
+        "fma_peak_gflops",
         [](double seconds) {
             if (!(cpu_has_avx2_fma() && avx2_kernel_compiled())) return 0.0;
             py::gil_scoped_release nogil;

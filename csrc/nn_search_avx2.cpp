@@ -57,8 +57,8 @@ struct MaxTree<1> {
 // NC codes into m0 (queries 0-7) and m1 (queries 8-15).
 template <int DT, int NC, bool BIAS>
 static inline __attribute__((always_inline)) void micro_tile(const float* qp, const float* c,
-                                                              int Drt, const float* bias,
-                                                              __m256& m0, __m256& m1) {
+                                                             int Drt, const float* bias, __m256& m0,
+                                                             __m256& m1) {
     const int D = DT > 0 ? DT : Drt;
     __m256 a0[NC], a1[NC];
 #pragma GCC unroll 8
@@ -90,8 +90,8 @@ static inline __attribute__((always_inline)) void micro_tile(const float* qp, co
 }
 
 // Running best: strict '>' keeps the earliest tile on ties (tiles are visited in code order).
-static inline __attribute__((always_inline)) void update_best(__m256 m, __m256& best,
-                                                               __m256i& tile, __m256i tstart) {
+static inline __attribute__((always_inline)) void update_best(__m256 m, __m256& best, __m256i& tile,
+                                                              __m256i tstart) {
     const __m256 gt = _mm256_cmp_ps(m, best, _CMP_GT_OQ);
     best = _mm256_blendv_ps(best, m, gt);
     tile = _mm256_castps_si256(
@@ -100,9 +100,9 @@ static inline __attribute__((always_inline)) void update_best(__m256 m, __m256& 
 
 template <int DT, bool BIAS>
 static inline __attribute__((always_inline)) void tail_tile(int rem, const float* qp,
-                                                             const float* c, int D,
-                                                             const float* bias, __m256& m0,
-                                                             __m256& m1) {
+                                                            const float* c, int D,
+                                                            const float* bias, __m256& m0,
+                                                            __m256& m1) {
     switch (rem) {
         case 1: micro_tile<DT, 1, BIAS>(qp, c, D, bias, m0, m1); break;
         case 2: micro_tile<DT, 2, BIAS>(qp, c, D, bias, m0, m1); break;
@@ -115,14 +115,13 @@ static inline __attribute__((always_inline)) void tail_tile(int rem, const float
 // The exact scalar twin of one vector lane: acc = bias; acc = fma(q[d], c[d], acc) for d = 0..D-1.
 static inline float rescore_fma(const float* q, const float* c, int D, float init) {
     __m128 acc = _mm_set_ss(init);
-    for (int d = 0; d < D; ++d)
-        acc = _mm_fmadd_ss(_mm_set_ss(q[d]), _mm_set_ss(c[d]), acc);
+    for (int d = 0; d < D; ++d) acc = _mm_fmadd_ss(_mm_set_ss(q[d]), _mm_set_ss(c[d]), acc);
     return _mm_cvtss_f32(acc);
 }
 
 template <int DT, bool BIAS>
-static void block_impl(const float* Q, int64_t nq, const float* C, int64_t k0, int64_t k1,
-                       int Drt, const float* bias, float* best_val, int64_t* best_id) {
+static void block_impl(const float* Q, int64_t nq, const float* C, int64_t k0, int64_t k1, int Drt,
+                       const float* bias, float* best_val, int64_t* best_id) {
     const int D = DT > 0 ? DT : Drt;
     // Query panel: 16 x D floats. On the stack up to D = 256 (16 KiB), else on the heap.
     alignas(32) float qp_stack[kQT * 256];

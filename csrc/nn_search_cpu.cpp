@@ -38,6 +38,15 @@ Impl resolve_impl(Impl requested) {
     return requested;
 }
 
+// Running best of one query: strict '>' keeps the earlier candidate on ties (candidates come in
+// code order, so the lowest index wins).
+static inline void keep_best(float s, int64_t k, float& best, int64_t& best_k) {
+    if (s > best) {
+        best = s;
+        best_k = k;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Scalar fallback: 4 queries share each code row; separate multiply and add (this TU is built
 // with -ffp-contract=off, so the compiler does not fuse them either).
@@ -63,15 +72,19 @@ void block_scalar(const float* Q, int64_t nq, const float* C, int64_t k0, int64_
                 s2 = s2 + q2[d] * cd;
                 s3 = s3 + q3[d] * cd;
             }
-            if (s0 > b0) { b0 = s0; j0 = k; }
-            if (s1 > b1) { b1 = s1; j1 = k; }
-            if (s2 > b2) { b2 = s2; j2 = k; }
-            if (s3 > b3) { b3 = s3; j3 = k; }
+            keep_best(s0, k, b0, j0);
+            keep_best(s1, k, b1, j1);
+            keep_best(s2, k, b2, j2);
+            keep_best(s3, k, b3, j3);
         }
-        best_val[i + 0] = b0; best_id[i + 0] = j0;
-        best_val[i + 1] = b1; best_id[i + 1] = j1;
-        best_val[i + 2] = b2; best_id[i + 2] = j2;
-        best_val[i + 3] = b3; best_id[i + 3] = j3;
+        best_val[i + 0] = b0;
+        best_id[i + 0] = j0;
+        best_val[i + 1] = b1;
+        best_id[i + 1] = j1;
+        best_val[i + 2] = b2;
+        best_id[i + 2] = j2;
+        best_val[i + 3] = b3;
+        best_id[i + 3] = j3;
     }
     for (; i < nq; ++i) {
         const float* q = Q + i * D;
@@ -81,7 +94,7 @@ void block_scalar(const float* Q, int64_t nq, const float* C, int64_t k0, int64_
             const float* c = C + k * D;
             float s = bias ? bias[k] : 0.0f;
             for (int d = 0; d < D; ++d) s = s + q[d] * c[d];
-            if (s > b) { b = s; j = k; }
+            keep_best(s, k, b, j);
         }
         best_val[i] = b;
         best_id[i] = j;
@@ -211,10 +224,7 @@ void nn_search_cpu(const SearchArgs& a) {
             int64_t j = pid[(size_t)i];
             for (int64_t kp = 1; kp < kparts; ++kp) {
                 const float v = pval[(size_t)(kp * N + i)];
-                if (v > b) {
-                    b = v;
-                    j = pid[(size_t)(kp * N + i)];
-                }
+                keep_best(v, pid[(size_t)(kp * N + i)], b, j);
             }
             val[i] = b;
             ids[i] = j;
@@ -227,7 +237,8 @@ void nn_search_cpu(const SearchArgs& a) {
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(fs_threads) schedule(static) if (fs_threads > 1)
 #endif
-    for (int64_t i = 0; i < N; ++i) val[i] = final_score(a.Q + i * D, a.C + ids[i] * D, D, a.metric);
+    for (int64_t i = 0; i < N; ++i)
+        val[i] = final_score(a.Q + i * D, a.C + ids[i] * D, D, a.metric);
 }
 
 }  // namespace tokfuse

@@ -44,16 +44,16 @@ constexpr int kMaxD = 128;                // larger D: not supported by this ker
 constexpr int kSmemBudget = 12288;        // floats (48 KiB: no opt-in needed on any GPU)
 
 struct Params {
-    const float* Q;   // [N, D] row-major
-    const float* C;   // [K, D] row-major
+    const float* Q;  // [N, D] row-major
+    const float* C;  // [K, D] row-major
     int64_t N;
     int64_t K;
     int D;
-    int metric;       // 0 = inner product, 1 = squared L2
-    int ldc;          // shared-memory row stride of a code (odd)
-    int tile_k;       // codes per shared-memory tile
-    int64_t* ids;     // [N]
-    float* scores;    // [N]
+    int metric;     // 0 = inner product, 1 = squared L2
+    int ldc;        // shared-memory row stride of a code (odd)
+    int tile_k;     // codes per shared-memory tile
+    int64_t* ids;   // [N]
+    float* scores;  // [N]
 };
 
 TF_HD int code_stride(int D) { return D | 1; }
@@ -119,14 +119,14 @@ __device__ __forceinline__
 #else
 inline
 #endif
-void nn_block(const Params& p, int64_t block, float* smem) {
+    void nn_block(const Params& p, int64_t block, float* smem) {
     const int D = p.D;
     const int ldc = p.ldc;
     const int tile_k = p.tile_k;
     const bool l2 = p.metric == 1;
-    float* sq = smem;                               // [kQB][D]     queries of this block
-    float* sc = sq + kQB * D;                       // [tile_k][ldc] codebook tile
-    float* sb = sc + tile_k * ldc;                  // [tile_k]     per-code bias
+    float* sq = smem;               // [kQB][D]     queries of this block
+    float* sc = sq + kQB * D;       // [tile_k][ldc] codebook tile
+    float* sb = sc + tile_k * ldc;  // [tile_k]     per-code bias
     const int64_t qbase = block * (int64_t)kQB;
 
     // Thread-private running best per query of the warp ("registers").

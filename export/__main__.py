@@ -1,4 +1,5 @@
 """python -m export {onnx|trt|check} ...  ->  export.to_onnx / export.to_trt / export.trt_support."""
+
 import sys
 
 USAGE = "usage: python -m export {onnx,trt,check} ARGS...   (e.g. python -m export onnx CKPT -o model.onnx)"

@@ -20,7 +20,8 @@ tokens of a key frame; tiles of a large image sharing one token pass):
 
 C and S come from the model (``TokFuse.token_pathway`` / ``render``). All three graphs carry the
 same ``tokfuse_rt.checkpoint_sha256`` metadata, so a runtime can tell companions that belong to the
-model from stale ones. :data:`GRAPHS` is the one table of graph names and IO.
+model from stale ones. The names, metadata keys and minimum size are the contract of
+:mod:`tokfuse_rt.graphs`, which the runtime backends read too.
 
 The model is traced with ``kernel_backend("torch")`` so only plain PyTorch ops (hence standard
 ONNX ops) end up in the graph: the nearest-code search is an ArgMax over a MatMul, top-k is the
@@ -34,6 +35,7 @@ TorchScript exporter is deprecated in torch 2.x); falls back to the TorchScript 
 ``split_concat_convs`` (a conv over a 19-channel concat becomes a 16-channel conv plus a 3-channel
 conv, which ONNX Runtime's blocked kernels run ~20% faster end to end); ``--no-graph-opt`` skips it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,80 +46,50 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
+
+from tokfuse_rt.graphs import DIM_NAMES, GRAPHS, IMAGE_INPUTS, MIN_SIDE, half_paths, meta_key
+
+if TYPE_CHECKING:
+    import onnx
+
+    from tokfuse_rt.model import TokFuse
 
 DEFAULT_OPSET = 18
-MIN_SIDE = 16            # SPEC §2: inputs of any size >= 16x16
-# graph name -> (input names, output names); "fused" is model.onnx, the others its companion halves
-GRAPHS = {
-    "fused": (("ir", "vis", "k"), ("fused", "ids")),
-    "tokens": (("ir", "vis", "k"), ("base", "ids")),
-    "render": (("ir", "vis", "base_up"), ("fused",)),
-}
-HALVES = ("tokens", "render")
-INPUT_NAMES, OUTPUT_NAMES = GRAPHS["fused"]
-META_PREFIX = "tokfuse_rt."
-# symbolic names of the dynamic axes of every graph IO tensor (None: static or unnamed)
-_DIM_NAMES = {
-    "ir": ["batch", None, "height", "width"], "vis": ["batch", None, "height", "width"],
-    "fused": ["batch", None, "height", "width"], "ids": ["batch", None],
-    "base": ["batch", None, None, None], "base_up": ["batch", None, "height", "width"],
-}
-_IMAGE_INPUTS = ("ir", "vis", "base_up")     # inputs whose H and W are dynamic
-
-
-def half_paths(onnx_path) -> dict:
-    """{"tokens": model.tokens.onnx, "render": model.render.onnx} beside ``onnx_path`` (model.onnx)."""
-    p = Path(onnx_path)
-    return {part: p.with_name(f"{p.stem}.{part}{p.suffix or '.onnx'}") for part in HALVES}
+PathLike = Union[str, os.PathLike]
+Sizes = Sequence[tuple[int, int, int]]  # (batch, height, width) of the self-check inputs
 
 
 class ExportError(RuntimeError):
     """The model could not be exported or the exported graph failed a check."""
 
 
-def _wrapper(model):
-    import torch
+def _graph_module(model, graph: str):
+    """The module traced for ``graph`` (a key of GRAPHS): ``forward`` takes the graph's inputs by their
+    names (the dynamo exporter's dynamic shapes are keyed by them) and returns its outputs."""
     from torch import nn
 
-    class TokFuseOnnx(nn.Module):
-        """forward(ir, vis, k) -> (fused, ids): the deployable part of TokFuse.forward."""
-
+    class GraphOnnx(nn.Module):
         def __init__(self, m):
             super().__init__()
             self.m = m
 
-        def forward(self, ir: torch.Tensor, vis: torch.Tensor, k: torch.Tensor):
+    class TokFuseOnnx(GraphOnnx):
+        def forward(self, ir, vis, k):  # TokFuse.forward without the STE scores
             fused, ids, _ = self.m(ir, vis, k)
             return fused, ids
 
-    return TokFuseOnnx(model).eval()
-
-
-def _half_wrapper(model, part: str):
-    from torch import nn
-
-    class TokensOnnx(nn.Module):
-        """forward(ir, vis, k) -> (base, ids): TokFuse.token_pathway."""
-
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, ir, vis, k):
+    class TokensOnnx(GraphOnnx):
+        def forward(self, ir, vis, k):  # the token pathway: (base, ids)
             return self.m.token_pathway(ir, vis, k)
 
-    class RenderOnnx(nn.Module):
-        """forward(ir, vis, base_up) -> fused: TokFuse.render."""
-
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, ir, vis, base_up):
+    class RenderOnnx(GraphOnnx):
+        def forward(self, ir, vis, base_up):  # the 2D half: fused
             return self.m.render(ir, vis, base_up)
 
-    return {"tokens": TokensOnnx, "render": RenderOnnx}[part](model).eval()
+    return {"fused": TokFuseOnnx, "tokens": TokensOnnx, "render": RenderOnnx}[graph](model).eval()
 
 
 def _example_inputs(cfg, batch: int = 2, h: int = 67, w: int = 91):
@@ -159,38 +131,49 @@ def _quiet_torch_logs(quiet: bool):
         lg.setLevel(old)
 
 
-def _export_dynamo(wrapper, args, path: Path, opset: int, dynamic_batch: bool, graph: str = "fused"):
+def _export_dynamo(wrapper, args, opset: int, dynamic_batch: bool, graph: str):
     import torch
     from torch.export import Dim
 
-    inputs, outputs = GRAPHS[graph]
+    inputs = GRAPHS[graph][0]
     b = Dim("batch", min=1, max=1024) if dynamic_batch else None
     h = Dim("height", min=MIN_SIDE, max=16384)
     w = Dim("width", min=MIN_SIDE, max=16384)
     img = {2: h, 3: w}
     if b is not None:
         img[0] = b
-    dynamic_shapes = {n: (img if n in _IMAGE_INPUTS else None) for n in inputs}
+    dynamic_shapes = {n: (img if n in IMAGE_INPUTS else None) for n in inputs}
     prog = torch.onnx.export(
-        wrapper, args, None, input_names=list(inputs), output_names=list(outputs),
-        opset_version=opset, dynamo=True, dynamic_shapes=dynamic_shapes, optimize=True,
-        external_data=False, verbose=False,
+        wrapper,
+        args,
+        None,
+        **_io_options(graph, opset),
+        dynamo=True,
+        dynamic_shapes=dynamic_shapes,
+        optimize=True,
+        external_data=False,
+        verbose=False,
     )
     return prog.model_proto
 
 
-def _export_torchscript(wrapper, args, path: Path, opset: int, dynamic_batch: bool, graph: str = "fused"):
+def _io_options(graph: str, opset: int) -> dict:
+    """What both exporters are told alike: the graph's input and output names and the opset."""
+    inputs, outputs = GRAPHS[graph]
+    return {"input_names": list(inputs), "output_names": list(outputs), "opset_version": opset}
+
+
+def _export_torchscript(wrapper, args, opset: int, dynamic_batch: bool, graph: str):
     import torch
 
     inputs, outputs = GRAPHS[graph]
     axes = {}
     for n in inputs + outputs:
-        dims = _DIM_NAMES.get(n, [])
+        dims = DIM_NAMES.get(n, [])
         axes[n] = {i: d for i, d in enumerate(dims) if d in ("height", "width") or (d == "batch" and dynamic_batch)}
     buf = io.BytesIO()
     torch.onnx.export(
-        wrapper, args, buf, input_names=list(inputs), output_names=list(outputs),
-        opset_version=opset, dynamo=False, dynamic_axes=axes, do_constant_folding=True,
+        wrapper, args, buf, **_io_options(graph, opset), dynamo=False, dynamic_axes=axes, do_constant_folding=True
     )
     import onnx
 
@@ -199,9 +182,8 @@ def _export_torchscript(wrapper, args, path: Path, opset: int, dynamic_batch: bo
 
 def _name_dims(model_proto, dynamic_batch: bool) -> None:
     """Give the dynamic axes of the graph IO stable symbolic names (batch, height, width)."""
-    names = _DIM_NAMES
     for vi in list(model_proto.graph.input) + list(model_proto.graph.output):
-        want = names.get(vi.name)
+        want = DIM_NAMES.get(vi.name)
         if not want:
             continue
         dims = vi.type.tensor_type.shape.dim
@@ -212,7 +194,7 @@ def _name_dims(model_proto, dynamic_batch: bool) -> None:
                 d.dim_param = n
 
 
-def split_concat_convs(model_proto, block: int = 8) -> list[str]:
+def split_concat_convs(model_proto: onnx.ModelProto, block: int = 8) -> list[str]:
     """Rewrite ``Conv(Concat([a, b, ...], axis=1), W, bias)`` as ``Conv(a, W[:, :Ca], bias) +
     Conv(Concat([b, ...]), W[:, Ca:])`` when ``a`` has a multiple of ``block`` channels and the concat
     does not. Mathematically the same convolution (only the float summation order changes); ONNX
@@ -226,7 +208,7 @@ def split_concat_convs(model_proto, block: int = 8) -> list[str]:
     g = model_proto.graph
     try:
         inferred = onnx.shape_inference.infer_shapes(model_proto, data_prop=True).graph
-    except Exception:
+    except Exception:  # noqa: BLE001 - no shape information, no rewrite
         return []
     chans = {}
     for vi in list(inferred.value_info) + list(inferred.input) + list(inferred.output):
@@ -253,7 +235,7 @@ def split_concat_convs(model_proto, block: int = 8) -> list[str]:
         axis = next((helper.get_attribute_value(a) for a in cat.attribute if a.name == "axis"), None)
         parts = list(cat.input)
         ca = chans.get(parts[0])
-        total = sum(chans.get(x, -10**9) for x in parts)
+        total = sum(chans.get(x, -(10**9)) for x in parts)
         if axis not in (1, -3) or len(parts) < 2 or not ca or ca % block or total % block == 0 or total < 0:
             continue
         w = numpy_helper.to_array(inits[conv.input[1]])
@@ -261,8 +243,12 @@ def split_concat_convs(model_proto, block: int = 8) -> list[str]:
             continue
         base = conv.name or conv.output[0]
         wa, wb = f"{base}.w_head", f"{base}.w_tail"
-        g.initializer.extend([numpy_helper.from_array(np.ascontiguousarray(w[:, :ca]), wa),
-                              numpy_helper.from_array(np.ascontiguousarray(w[:, ca:]), wb)])
+        g.initializer.extend(
+            [
+                numpy_helper.from_array(np.ascontiguousarray(w[:, :ca]), wa),
+                numpy_helper.from_array(np.ascontiguousarray(w[:, ca:]), wb),
+            ]
+        )
         tail_in = parts[1]
         new_nodes = []
         if len(parts) > 2:
@@ -285,7 +271,7 @@ def split_concat_convs(model_proto, block: int = 8) -> list[str]:
     return done
 
 
-def check_graph(model_proto) -> list[str]:
+def check_graph(model_proto: onnx.ModelProto) -> list[str]:
     """onnx.checker (full) + strict shape inference; returns the sorted op types. Raises ExportError."""
     import onnx
 
@@ -295,7 +281,7 @@ def check_graph(model_proto) -> list[str]:
         raise ExportError(f"onnx.checker rejected the exported graph: {e}") from None
     try:
         onnx.shape_inference.infer_shapes(model_proto, check_type=True, strict_mode=True, data_prop=True)
-    except Exception as e:  # InferenceError / ValidationError
+    except Exception as e:  # noqa: BLE001 - InferenceError / ValidationError / others of onnx: all mean a bad graph
         raise ExportError(f"ONNX shape inference failed on the exported graph: {e}") from None
     domains = {imp.domain for imp in model_proto.opset_import}
     nonstd = sorted(n.op_type for n in iter_nodes(model_proto.graph) if n.domain not in ("", "ai.onnx"))
@@ -306,7 +292,7 @@ def check_graph(model_proto) -> list[str]:
     return sorted({n.op_type for n in iter_nodes(model_proto.graph)})
 
 
-def iter_nodes(graph):
+def iter_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
     """Every node of ``graph`` including those inside subgraphs (If/Loop/Scan bodies)."""
     import onnx
 
@@ -320,7 +306,7 @@ def iter_nodes(graph):
                     yield from iter_nodes(g)
 
 
-def op_counts(model_proto) -> dict[str, int]:
+def op_counts(model_proto: onnx.ModelProto) -> dict[str, int]:
     out: dict[str, int] = {}
     for n in iter_nodes(model_proto.graph):
         out[n.op_type] = out.get(n.op_type, 0) + 1
@@ -341,9 +327,9 @@ def _trace(wrapper, args, graph: str, opset: int, dynamic_batch: bool, exporter:
         try:
             with ctx, _quiet_torch_logs(quiet), warnings.catch_warnings(), torch.no_grad(), kernel_backend("torch"):
                 warnings.simplefilter("ignore")
-                proto = fn(wrapper, args, None, opset, dynamic_batch, graph)
+                proto = fn(wrapper, args, opset, dynamic_batch, graph)
             return proto, name
-        except Exception as e:  # try the next exporter, report all failures if none works
+        except Exception as e:  # noqa: BLE001 - try the next exporter, report all failures if none works
             errors.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     what = "" if graph == "fused" else f" of the {graph} graph"
     raise ExportError(f"ONNX export{what} failed with every exporter: " + " | ".join(errors))
@@ -364,7 +350,7 @@ def _finish(proto, graph: str, props: dict, dynamic_batch: bool, graph_opt: bool
     del proto.metadata_props[:]
     for k_, v in props.items():
         e = proto.metadata_props.add()
-        e.key, e.value = META_PREFIX + k_, v
+        e.key, e.value = meta_key(k_), v
     proto.producer_name = "tokfuse_rt.export"
     proto.doc_string = f"TokFuse 1D-token image fusion: ({', '.join(inputs)}) -> ({', '.join(outputs)})"
     return rewritten, check_graph(proto)
@@ -383,9 +369,17 @@ def _save_atomic(proto, path: Path) -> None:
             tmp.unlink()
 
 
-def export_onnx(ckpt, output, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True,
-                exporter: str = "auto", verify: bool = True, quiet: bool = True, graph_opt: bool = True,
-                halves: bool = True) -> dict:
+def export_onnx(
+    ckpt: PathLike,
+    output: PathLike,
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = True,
+    exporter: str = "auto",
+    verify: bool = True,
+    quiet: bool = True,
+    graph_opt: bool = True,
+    halves: bool = True,
+) -> dict:
     """Export checkpoint ``ckpt`` to ONNX file ``output``. Returns a summary dict
     (path, exporter, opset, ops {op: count}, config, seconds). Raises ExportError / CheckpointError.
     ``graph_opt``: apply the exact graph rewrites of this module (``split_concat_convs``).
@@ -405,7 +399,9 @@ def export_onnx(ckpt, output, opset: int = DEFAULT_OPSET, dynamic_batch: bool = 
     ckpt, output = Path(ckpt), Path(output)
     model, meta = load_checkpoint(ckpt, map_location="cpu")
     cfg = model.cfg
-    proto, used = _trace(_wrapper(model), _example_inputs(cfg), "fused", opset, dynamic_batch, exporter, quiet)
+    proto, used = _trace(
+        _graph_module(model, "fused"), _example_inputs(cfg), "fused", opset, dynamic_batch, exporter, quiet
+    )
     # metadata: enough for a runtime to report the model without the checkpoint
     extra = meta.get("extra") or {}
     props = {
@@ -424,19 +420,27 @@ def export_onnx(ckpt, output, opset: int = DEFAULT_OPSET, dynamic_batch: bool = 
     if halves:
         examples = {"tokens": _example_inputs(cfg), "render": _render_example_inputs(model)}
         for part, path in half_paths(output).items():
-            p, used_p = _trace(_half_wrapper(model, part), examples[part], part, opset, dynamic_batch, exporter, quiet)
-            rw, _ = _finish(p, part, dict(props, exporter=f"torch {torch.__version__} ({used_p})"),
-                            dynamic_batch, graph_opt)
+            p, used_p = _trace(_graph_module(model, part), examples[part], part, opset, dynamic_batch, exporter, quiet)
+            rw, _ = _finish(
+                p, part, dict(props, exporter=f"torch {torch.__version__} ({used_p})"), dynamic_batch, graph_opt
+            )
             parts[part] = (p, path, rw)
     _save_atomic(proto, output)
     for p, path, _ in parts.values():
         _save_atomic(p, path)
     summary = {
-        "path": str(output), "exporter": used, "opset": _opset(proto), "ops": op_counts(proto),
-        "op_types": ops, "config": json.loads(cfg.to_json()), "bytes": output.stat().st_size,
+        "path": str(output),
+        "exporter": used,
+        "opset": _opset(proto),
+        "ops": op_counts(proto),
+        "op_types": ops,
+        "config": json.loads(cfg.to_json()),
+        "bytes": output.stat().st_size,
         "graph_opt": rewritten,
-        "halves": {part: {"path": str(path), "bytes": path.stat().st_size, "graph_opt": rw}
-                   for part, (_, path, rw) in parts.items()},
+        "halves": {
+            part: {"path": str(path), "bytes": path.stat().st_size, "graph_opt": rw}
+            for part, (_, path, rw) in parts.items()
+        },
     }
     if verify:
         summary["verify"] = verify_against_torch(model, output)
@@ -450,7 +454,7 @@ def _opset(proto) -> int:
     return next(i.version for i in proto.opset_import if i.domain in ("", "ai.onnx"))
 
 
-def verify_against_torch(model, onnx_path, sizes=((1, 64, 48), (2, 37, 53))) -> dict:
+def verify_against_torch(model: TokFuse, onnx_path: PathLike, sizes: Sizes = ((1, 64, 48), (2, 37, 53))) -> dict:
     """Quick self-check on random inputs of other shapes than traced: ids equal, max |Δ fused|."""
     try:
         import onnxruntime as ort
@@ -480,7 +484,7 @@ def verify_against_torch(model, onnx_path, sizes=((1, 64, 48), (2, 37, 53))) -> 
     return {"max_abs_diff": worst, "ids_equal": ids_ok}
 
 
-def verify_halves(model, onnx_path, sizes=((1, 64, 48), (2, 37, 53))) -> dict:
+def verify_halves(model: TokFuse, onnx_path: PathLike, sizes: Sizes = ((1, 64, 48), (2, 37, 53))) -> dict:
     """Self-check of the companion halves on random inputs: tokens graph vs ``token_pathway`` (ids equal,
     max |Δ base|), render graph vs ``render`` (max |Δ fused|)."""
     try:
@@ -511,68 +515,105 @@ def verify_halves(model, onnx_path, sizes=((1, 64, 48), (2, 37, 53))) -> dict:
             fused_t = model.render(torch.from_numpy(ir), torch.from_numpy(vis), up)
         (fused_o,) = ren.run(None, {"ir": ir, "vis": vis, "base_up": up.numpy()})
         if base_o.shape != tuple(base_t.shape) or fused_o.shape != tuple(fused_t.shape):
-            raise ExportError(f"ONNX halves' output shapes {base_o.shape}, {fused_o.shape} differ from PyTorch's "
-                              f"{tuple(base_t.shape)}, {tuple(fused_t.shape)} for input {b}x1x{h}x{w}")
+            raise ExportError(
+                f"ONNX halves' output shapes {base_o.shape}, {fused_o.shape} differ from PyTorch's "
+                f"{tuple(base_t.shape)}, {tuple(fused_t.shape)} for input {b}x1x{h}x{w}"
+            )
         d_base = max(d_base, float(np.abs(base_o - base_t.numpy()).max()))
         d_fused = max(d_fused, float(np.abs(fused_o - fused_t.numpy()).max()))
         ids_ok &= bool(np.array_equal(ids_o, ids_t.numpy()))
     return {"max_abs_diff_base": d_base, "max_abs_diff_fused": d_fused, "ids_equal": ids_ok}
 
 
+def add_options(p) -> list[argparse.Action]:
+    """The options of ONNX export beyond CKPT, -o and --opset, added to parser or group ``p`` (also by
+    ``tokfuse export``); returns their argparse actions."""
+    return [
+        p.add_argument(
+            "--exporter",
+            choices=("auto", "dynamo", "torchscript"),
+            default="auto",
+            help="torch exporter (default auto: dynamo, then TorchScript)",
+        ),
+        p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch self-check"),
+        p.add_argument(
+            "--no-graph-opt",
+            action="store_true",
+            help="keep the traced graph as is (no conv split; see split_concat_convs)",
+        ),
+        p.add_argument(
+            "--no-halves",
+            action="store_true",
+            help="do not write the companion halves MODEL.tokens.onnx and MODEL.render.onnx "
+            "(without them token reuse recomputes every video frame)",
+        ),
+        p.add_argument("--json", action="store_true", help="print the summary as JSON"),
+    ]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m export.to_onnx",
-                                description="Export a TokFuse .safetensors checkpoint to ONNX (dynamic batch, H, W).")
-    p.add_argument("ckpt", help="TokFuse checkpoint (.safetensors)")
-    p.add_argument("-o", "--output", default=None, help="output .onnx file (default: CKPT with suffix .onnx)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, >= 17 (default {DEFAULT_OPSET})")
-    p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
-                   help="torch exporter (default auto: dynamo, then TorchScript)")
-    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch self-check")
-    p.add_argument("--no-graph-opt", action="store_true",
-                   help="keep the traced graph as is (no conv split; see split_concat_convs)")
-    p.add_argument("--no-halves", action="store_true",
-                   help="do not write the companion halves MODEL.tokens.onnx and MODEL.render.onnx "
-                        "(without them token reuse recomputes every video frame)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    return p
+    from . import exporter_parser
+
+    return exporter_parser(
+        "python -m export.to_onnx",
+        "Export a TokFuse .safetensors checkpoint to ONNX (dynamic batch, H, W).",
+        "TokFuse checkpoint (.safetensors)",
+        "output .onnx file (default: CKPT with suffix .onnx)",
+        f"ONNX opset, >= 17 (default {DEFAULT_OPSET})",
+        add_options,
+    )
 
 
-def default_output(ckpt, suffix: str = ".onnx") -> Path:
-    return Path(ckpt).with_suffix(suffix)
-
-
-def main(argv=None) -> int:
-    a = build_parser().parse_args(argv)
-    out = Path(a.output) if a.output else default_output(a.ckpt)
+def run(a: argparse.Namespace, prog: str = "export.to_onnx") -> int:
+    """Export as the parsed options ``a`` say (``ckpt``, ``output``, ``opset`` and those of
+    :func:`add_options`), print the summary; the exit status."""
+    out = Path(a.output) if a.output else Path(a.ckpt).with_suffix(".onnx")
     try:
-        s = export_onnx(a.ckpt, out, opset=a.opset, exporter=a.exporter,
-                        verify=not a.no_verify, graph_opt=not a.no_graph_opt, halves=not a.no_halves)
+        s = export_onnx(
+            a.ckpt,
+            out,
+            opset=a.opset or DEFAULT_OPSET,
+            exporter=a.exporter,
+            verify=not a.no_verify,
+            graph_opt=not a.no_graph_opt,
+            halves=not a.no_halves,
+        )
     except (ExportError, ValueError, FileNotFoundError, ImportError) as e:
-        print(f"export.to_onnx: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     if a.json:
         print(json.dumps(s, indent=2))
         return 0
-    print(f"wrote {s['path']} ({s['bytes'] / 1e6:.1f} MB, opset {s['opset']}, {s['exporter']} exporter, "
-          f"{sum(s['ops'].values())} nodes, {s['seconds']} s)")
+    print(
+        f"wrote {s['path']} ({s['bytes'] / 1e6:.1f} MB, opset {s['opset']}, {s['exporter']} exporter, "
+        f"{sum(s['ops'].values())} nodes, {s['seconds']} s)"
+    )
     print("ops: " + ", ".join(f"{k}×{v}" for k, v in s["ops"].items()))
     if s["graph_opt"]:
         print("graph rewrites: split_concat_convs on " + ", ".join(s["graph_opt"]))
     for part, h in s["halves"].items():
         print(f"wrote {h['path']} ({h['bytes'] / 1e6:.1f} MB, {part} half)")
-    v = s.get("verify")
-    if v and "skipped" not in v:
-        print(f"self-check vs PyTorch: ids {'identical' if v['ids_equal'] else 'DIFFER'}, "
-              f"max |Δ fused| {v['max_abs_diff']:.2e}")
-        if not v["ids_equal"]:
-            return 1
-    vh = s.get("verify_halves")
-    if vh and "skipped" not in vh:
-        print(f"self-check of the halves vs PyTorch: ids {'identical' if vh['ids_equal'] else 'DIFFER'}, "
-              f"max |Δ base| {vh['max_abs_diff_base']:.2e}, max |Δ fused| {vh['max_abs_diff_fused']:.2e}")
-        if not vh["ids_equal"]:
-            return 1
+    for key, what, diffs in (
+        ("verify", "self-check vs PyTorch", {"fused": "max_abs_diff"}),
+        (
+            "verify_halves",
+            "self-check of the halves vs PyTorch",
+            {"base": "max_abs_diff_base", "fused": "max_abs_diff_fused"},
+        ),
+    ):
+        v = s.get(key)
+        if v and "skipped" not in v:
+            print(
+                f"{what}: ids {'identical' if v['ids_equal'] else 'DIFFER'}, "
+                + ", ".join(f"max |Δ {name}| {v[k]:.2e}" for name, k in diffs.items())
+            )
+            if not v["ids_equal"]:
+                return 1
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

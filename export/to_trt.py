@@ -13,17 +13,25 @@ ordinary execution input independent of the image shapes. Writes ``model.plan`` 
 Without TensorRT or a CUDA GPU it still writes the ONNX file and the compatibility report, then
 exits with status 3 and one line on stderr saying so.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Union
 
-DEFAULT_MIN, DEFAULT_OPT, DEFAULT_MAX = "1x16x16", "1x480x640", "4x2048x2048"
+from tokfuse_rt.graphs import INPUTS, MIN_SIDE, read_config, read_meta, sidecar_path
+
+DEFAULT_MIN, DEFAULT_OPT, DEFAULT_MAX = f"1x{MIN_SIDE}x{MIN_SIDE}", "1x480x640", "4x2048x2048"
 EXIT_NO_TRT = 3
+PathLike = Union[str, os.PathLike]
+Shape = tuple[int, int, int, int]  # (B, 1, H, W)
 
 
 class TrtBuildError(RuntimeError):
@@ -49,7 +57,7 @@ def parse_shape(text: str, what: str = "shape") -> tuple[int, int, int, int]:
     return (b, 1, h, w)
 
 
-def check_profile(mn, opt, mx, min_side: int = 16) -> None:
+def check_profile(mn: Shape, opt: Shape, mx: Shape, min_side: int = MIN_SIDE) -> None:
     for i, name in ((0, "batch"), (2, "height"), (3, "width")):
         if not mn[i] <= opt[i] <= mx[i]:
             raise ValueError(f"shape profile: {name} must satisfy min <= opt <= max, got {mn[i]}, {opt[i]}, {mx[i]}")
@@ -63,7 +71,7 @@ def tensorrt_available() -> tuple[bool, str]:
         import tensorrt as trt
     except ImportError:
         return False, "TensorRT is not installed (pip install tensorrt; it needs an NVIDIA GPU)"
-    except Exception as e:  # a broken install (missing libnvinfer, ...)
+    except Exception as e:  # noqa: BLE001 - a broken install (missing libnvinfer, ...)
         return False, f"TensorRT failed to import ({type(e).__name__}: {e})"
     if not _cuda_available():
         return False, f"TensorRT {trt.__version__} is installed but no CUDA GPU is visible"
@@ -83,12 +91,21 @@ def _cuda_available() -> bool:
 
         err, n = cudart.cudaGetDeviceCount()
         return int(err) == 0 and n > 0
-    except Exception:
+    except Exception:  # noqa: BLE001 - no cuda-python or no driver: no GPU
         return False
 
 
-def build_engine(onnx_path, plan_path, min_shape, opt_shape, max_shape, fp16: bool = False,
-                 workspace_gib: float = 4.0, verbose: bool = False, config: dict | None = None) -> dict:
+def build_engine(
+    onnx_path: PathLike,
+    plan_path: PathLike,
+    min_shape: Shape,
+    opt_shape: Shape,
+    max_shape: Shape,
+    fp16: bool = False,
+    workspace_gib: float = 4.0,
+    verbose: bool = False,
+    config: dict | None = None,
+) -> dict:
     """Parse ``onnx_path`` and build ``plan_path``. Raises TrtUnavailable / TrtBuildError."""
     ok, why = tensorrt_available()
     if not ok:
@@ -101,7 +118,7 @@ def build_engine(onnx_path, plan_path, min_shape, opt_shape, max_shape, fp16: bo
             self.errors = []
 
         def log(self, severity, msg):
-            level = int(severity)          # INTERNAL_ERROR 0, ERROR 1, WARNING 2, INFO 3, VERBOSE 4
+            level = int(severity)  # INTERNAL_ERROR 0, ERROR 1, WARNING 2, INFO 3, VERBOSE 4
             if level <= int(trt.ILogger.Severity.ERROR):
                 self.errors.append(str(msg))
             if verbose or level <= int(trt.ILogger.Severity.WARNING):
@@ -110,12 +127,14 @@ def build_engine(onnx_path, plan_path, min_shape, opt_shape, max_shape, fp16: bo
     logger = _Logger()
     try:
         builder = trt.Builder(logger)
-    except Exception as e:  # no driver / no device: pybind returns nullptr -> TypeError/RuntimeError
-        raise TrtUnavailable(f"TensorRT could not create a builder ({type(e).__name__}: {e}) "
-                             + " | ".join(logger.errors)) from None
+    except Exception as e:  # noqa: BLE001 - no driver / no device: pybind returns nullptr -> TypeError/RuntimeError
+        raise TrtUnavailable(
+            f"TensorRT could not create a builder ({type(e).__name__}: {e}) " + " | ".join(logger.errors)
+        ) from None
     if builder is None:
-        raise TrtUnavailable("TensorRT could not create a builder (CUDA initialisation failed): "
-                             + " | ".join(logger.errors))
+        raise TrtUnavailable(
+            "TensorRT could not create a builder (CUDA initialisation failed): " + " | ".join(logger.errors)
+        )
     flags = 0
     if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") and int(trt.__version__.split(".")[0]) < 10:
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
@@ -123,8 +142,10 @@ def build_engine(onnx_path, plan_path, min_shape, opt_shape, max_shape, fp16: bo
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         msgs = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise TrtBuildError(f"TensorRT's ONNX parser rejected {onnx_path} ({len(msgs)} error(s)): "
-                            + " | ".join(msgs or logger.errors or ["no message"]))
+        raise TrtBuildError(
+            f"TensorRT's ONNX parser rejected {onnx_path} ({len(msgs)} error(s)): "
+            + " | ".join(msgs or logger.errors or ["no message"])
+        )
     cfg = builder.create_builder_config()
     cfg.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     if fp16:
@@ -141,7 +162,7 @@ def build_engine(onnx_path, plan_path, min_shape, opt_shape, max_shape, fp16: bo
                 try:
                     if layer.num_outputs and layer.get_output_type(0) in (trt.float32, trt.float16):
                         layer.precision = trt.float32
-                except Exception:
+                except Exception:  # noqa: BLE001 - a layer without a settable precision keeps the builder's choice
                     pass
         if hasattr(trt.BuilderFlag, "PREFER_PRECISION_CONSTRAINTS"):
             cfg.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
@@ -150,15 +171,15 @@ def build_engine(onnx_path, plan_path, min_shape, opt_shape, max_shape, fp16: bo
     for i in range(network.num_inputs):
         t = network.get_input(i)
         names.append(t.name)
-        if t.name in ("ir", "vis"):
+        if t.name in ("ir", "vis"):  # the image inputs; k is a scalar execution input
             profile.set_shape(t.name, min_shape, opt_shape, max_shape)
-        elif t.is_shape_tensor:            # k exported as a shape tensor: give it its value range
+        elif t.is_shape_tensor:  # k exported as a shape tensor: give it its value range
             k_max = int((config or {}).get("num_tokens", 64))
             k_def = int((config or {}).get("default_k", 4))
             n = max(1, len(t.shape))
             profile.set_shape_input(t.name, [0] * n, [k_def] * n, [k_max] * n)
-    if not {"ir", "vis", "k"} <= set(names):
-        raise TrtBuildError(f"{onnx_path}: network inputs {names} are not (ir, vis, k); export with export.to_onnx")
+    if not set(INPUTS) <= set(names):
+        raise TrtBuildError(f"{onnx_path}: network inputs {names} are not {INPUTS}; export with export.to_onnx")
     cfg.add_optimization_profile(profile)
     t0 = time.perf_counter()
     blob = builder.build_serialized_network(network, cfg)
@@ -170,46 +191,71 @@ def build_engine(onnx_path, plan_path, min_shape, opt_shape, max_shape, fp16: bo
     tmp.write_bytes(bytes(blob))
     tmp.replace(plan_path)
     side = sidecar_path(plan_path)
-    side.write_text(json.dumps({
-        "format": "tokfuse_rt.trt", "tensorrt": trt.__version__, "fp16": bool(fp16),
-        "profile": {"min": list(min_shape), "opt": list(opt_shape), "max": list(max_shape)},
-        "onnx": str(onnx_path), "config": config or {},
-    }, indent=2))
-    return {"plan": str(plan_path), "sidecar": str(side), "tensorrt": trt.__version__,
-            "build_s": round(time.perf_counter() - t0, 1), "bytes": plan_path.stat().st_size}
+    side.write_text(
+        json.dumps(
+            {
+                "format": "tokfuse_rt.trt",
+                "tensorrt": trt.__version__,
+                "fp16": bool(fp16),
+                "profile": {"min": list(min_shape), "opt": list(opt_shape), "max": list(max_shape)},
+                "onnx": str(onnx_path),
+                "config": config or {},
+            },
+            indent=2,
+        )
+    )
+    return {
+        "plan": str(plan_path),
+        "sidecar": str(side),
+        "tensorrt": trt.__version__,
+        "build_s": round(time.perf_counter() - t0, 1),
+        "bytes": plan_path.stat().st_size,
+    }
 
 
-def sidecar_path(plan_path) -> Path:
-    """``model.plan`` -> ``model.plan.json`` (model config and build settings of the engine)."""
-    plan_path = Path(plan_path)
-    return plan_path.with_name(plan_path.name + ".json")
+def add_options(p) -> list[argparse.Action]:
+    """The options of TensorRT export beyond CKPT, -o and --opset, added to parser or group ``p`` (also by
+    ``tokfuse export``); returns their argparse actions."""
+    return [
+        p.add_argument("--onnx", default=None, help="where to write the intermediate ONNX (default OUTPUT with .onnx)"),
+        p.add_argument(
+            "--report",
+            default=None,
+            help="TensorRT compatibility report (default OUTPUT with .trt_report.md, and .json beside it)",
+        ),
+        p.add_argument("--fp16", action="store_true", help="allow FP16 kernels for the convolutions"),
+        p.add_argument("--min-shape", default=None, help=f"smallest BxHxW of the profile (default {DEFAULT_MIN})"),
+        p.add_argument(
+            "--opt-shape",
+            default=None,
+            help=f"BxHxW TensorRT tunes for (default {DEFAULT_OPT}, clamped into the profile)",
+        ),
+        p.add_argument("--max-shape", default=None, help=f"largest BxHxW of the profile (default {DEFAULT_MAX})"),
+        p.add_argument("--workspace", type=float, default=4.0, help="builder workspace in GiB (default 4)"),
+        p.add_argument("--verbose", action="store_true", help="print TensorRT's log"),
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m export.to_trt",
-                                description="Build a TensorRT engine from a TokFuse checkpoint (via ONNX).")
-    p.add_argument("ckpt", help="TokFuse checkpoint (.safetensors) or an ONNX file from export.to_onnx")
-    p.add_argument("-o", "--output", default=None, help="engine file (.plan or .engine; default CKPT with .plan)")
-    p.add_argument("--onnx", default=None, help="where to write the intermediate ONNX (default OUTPUT with .onnx)")
-    p.add_argument("--report", default=None,
-                   help="TensorRT compatibility report (default OUTPUT with .trt_report.md, and .json beside it)")
-    p.add_argument("--fp16", action="store_true", help="allow FP16 kernels for the convolutions")
-    p.add_argument("--min-shape", default=None, help=f"smallest BxHxW of the profile (default {DEFAULT_MIN})")
-    p.add_argument("--opt-shape", default=None,
-                   help=f"BxHxW TensorRT tunes for (default {DEFAULT_OPT}, clamped into the profile)")
-    p.add_argument("--max-shape", default=None, help=f"largest BxHxW of the profile (default {DEFAULT_MAX})")
-    p.add_argument("--workspace", type=float, default=4.0, help="builder workspace in GiB (default 4)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: export.to_onnx's)")
-    p.add_argument("--verbose", action="store_true", help="print TensorRT's log")
-    return p
+    from . import exporter_parser
+
+    return exporter_parser(
+        "python -m export.to_trt",
+        "Build a TensorRT engine from a TokFuse checkpoint (via ONNX).",
+        "TokFuse checkpoint (.safetensors) or an ONNX file from export.to_onnx",
+        "engine file (.plan or .engine; default CKPT with .plan)",
+        "ONNX opset (default: export.to_onnx's)",
+        add_options,
+    )
 
 
-def main(argv=None) -> int:
+def run(a: argparse.Namespace, prog: str = "export.to_trt") -> int:
+    """Build as the parsed options ``a`` say (``ckpt``, ``output``, ``opset`` and those of
+    :func:`add_options`): ONNX, the compatibility report, the engine; the exit status (EXIT_NO_TRT
+    without TensorRT or a GPU)."""
     from .to_onnx import DEFAULT_OPSET, ExportError, export_onnx
     from .trt_support import check_model, write_report
 
-    a = build_parser().parse_args(argv)
-    prog = "export.to_trt"
     src = Path(a.ckpt)
     out = Path(a.output) if a.output else src.with_suffix(".plan")
     if out.suffix.lower() not in (".plan", ".engine"):
@@ -220,7 +266,7 @@ def main(argv=None) -> int:
         mx = parse_shape(a.max_shape or DEFAULT_MAX, "--max-shape")
         if a.opt_shape:
             opt = parse_shape(a.opt_shape, "--opt-shape")
-        else:   # the default optimum, kept inside the profile the user gave
+        else:  # the default optimum, kept inside the profile the user gave
             opt = tuple(min(max(d, lo), hi) for d, lo, hi in zip(parse_shape(DEFAULT_OPT), mn, mx))
         shapes = [mn, opt, mx]
         check_profile(*shapes)
@@ -241,7 +287,7 @@ def main(argv=None) -> int:
             s = export_onnx(src, onnx_path, opset=a.opset or DEFAULT_OPSET, verify=False, halves=False)
             exported = True
             print(f"wrote {onnx_path} (opset {s['opset']}, {len(s['op_types'])} op types)")
-        config = _onnx_config(onnx_path)
+        config = onnx_config(onnx_path)
     except (ExportError, ValueError, FileNotFoundError, ImportError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
@@ -251,33 +297,40 @@ def main(argv=None) -> int:
     print(f"wrote {md} and {js.name}: {rep.summary()}")
     # 3. TensorRT
     try:
-        info = build_engine(onnx_path, out, *shapes, fp16=a.fp16, workspace_gib=a.workspace,
-                            verbose=a.verbose, config=config)
+        info = build_engine(
+            onnx_path, out, *shapes, fp16=a.fp16, workspace_gib=a.workspace, verbose=a.verbose, config=config
+        )
     except TrtUnavailable as e:
         compat = "graph compatible" if rep.ok else "graph NOT compatible: " + ", ".join(o.op for o in rep.problems)
-        print(f"{prog}: error: {e}; no engine built; {'wrote' if exported else 'checked'} {onnx_path} and wrote "
-              f"the TensorRT {rep.trt_version} compatibility report {md} ({compat})", file=sys.stderr)
+        print(
+            f"{prog}: error: {e}; no engine built; {'wrote' if exported else 'checked'} {onnx_path} and wrote "
+            f"the TensorRT {rep.trt_version} compatibility report {md} ({compat})",
+            file=sys.stderr,
+        )
         return EXIT_NO_TRT
     except TrtBuildError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
-    except Exception as e:  # anything else TensorRT raises: one line, not a traceback
+    except Exception as e:  # noqa: BLE001 - anything else TensorRT raises: one line, not a traceback
         print(f"{prog}: error: TensorRT build failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
-    print(f"wrote {info['plan']} ({info['bytes'] / 1e6:.1f} MB, TensorRT {info['tensorrt']}, "
-          f"built in {info['build_s']} s) and {Path(info['sidecar']).name}")
+    print(
+        f"wrote {info['plan']} ({info['bytes'] / 1e6:.1f} MB, TensorRT {info['tensorrt']}, "
+        f"built in {info['build_s']} s) and {Path(info['sidecar']).name}"
+    )
     return 0
 
 
-def _onnx_config(onnx_path) -> dict:
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+def onnx_config(onnx_path: PathLike) -> dict:
+    """The model config in the metadata of a tokfuse_rt ONNX file ({} when it has none)."""
     import onnx
 
     m = onnx.load(str(onnx_path), load_external_data=False)
-    meta = {p.key: p.value for p in m.metadata_props}
-    try:
-        return json.loads(meta.get("tokfuse_rt.config", "{}"))
-    except json.JSONDecodeError:
-        return {}
+    return read_config(read_meta({p.key: p.value for p in m.metadata_props})) or {}
 
 
 if __name__ == "__main__":

@@ -8,13 +8,19 @@ this project are checked (``check_model``). Update ``TRT_VERSION`` and the table
 
     python -m export.trt_support model.onnx [-o report.md] [--json]
 """
+
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import onnx
 
 TRT_VERSION = "10.15"
 OPSET_MIN, OPSET_MAX = 9, 24
@@ -250,21 +256,45 @@ SUPPORTED = frozenset(o for o, s in OPERATORS.items() if s.supported)
 UNSUPPORTED = frozenset(o for o, s in OPERATORS.items() if not s.supported)
 
 # ONNX TensorProto elem_type -> the type names of the table
-_ONNX_TO_TRT = {1: "FP32", 10: "FP16", 16: "BF16", 6: "INT32", 7: "INT64", 9: "BOOL", 2: "UINT8", 3: "INT8",
-                11: "DOUBLE", 12: "UINT32", 13: "UINT64", 4: "UINT16", 5: "INT16", 8: "STRING"}
+_ONNX_TO_TRT = {
+    1: "FP32",
+    10: "FP16",
+    16: "BF16",
+    6: "INT32",
+    7: "INT64",
+    9: "BOOL",
+    2: "UINT8",
+    3: "INT8",
+    11: "DOUBLE",
+    12: "UINT32",
+    13: "UINT64",
+    4: "UINT16",
+    5: "INT16",
+    8: "STRING",
+}
 # which input carries the data whose type the table lists (default 0)
 _DATA_INPUT = {"Where": 1}
 _CHECKED = {"Resize", "Squeeze", "Unsqueeze", "CumSum", "OneHot", "TopK", "ScatterND", "LayerNormalization", "MaxPool"}
-_REDUCE = {"ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin",
-           "ReduceProd", "ReduceSum", "ReduceSumSquare"}
+_REDUCE = {
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceSum",
+    "ReduceSumSquare",
+}
 
 
 @dataclass
 class OpResult:
     op: str
     count: int
-    status: str                 # "supported" | "unsupported" | "restricted" | "unknown"
-    types: list = field(default_factory=list)     # input data types seen in the graph
+    status: str  # "supported" | "unsupported" | "restricted" | "unknown"
+    types: list = field(default_factory=list)  # input data types seen in the graph
     notes: list = field(default_factory=list)
 
 
@@ -275,8 +305,8 @@ class CompatReport:
     source: str
     opset: int
     opset_ok: bool
-    ops: list                    # [OpResult]
-    io: list                     # [(name, "input"/"output", type, shape)]
+    ops: list  # [OpResult]
+    io: list  # [(name, "input"/"output", type, shape)]
 
     @property
     def problems(self) -> list:
@@ -341,7 +371,7 @@ def _elem_types(model) -> dict:
 
     try:
         inf = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception:
+    except Exception:  # noqa: BLE001 - shape inference is a bonus: without it the initializers' types are used
         inf = model
     g = inf.graph
     t = {i.name: i.data_type for i in g.initializer}
@@ -357,8 +387,9 @@ def _elem_types(model) -> dict:
 
 
 def _shape_str(vi) -> str:
-    dims = [d.dim_param or (str(d.dim_value) if d.HasField("dim_value") else "?")
-            for d in vi.type.tensor_type.shape.dim]
+    dims = [
+        d.dim_param or (str(d.dim_value) if d.HasField("dim_value") else "?") for d in vi.type.tensor_type.shape.dim
+    ]
     return "[" + ", ".join(dims) + "]"
 
 
@@ -402,7 +433,7 @@ def _node_notes(n, consts: set) -> list:
     return notes
 
 
-def check_model(model) -> CompatReport:
+def check_model(model: str | os.PathLike | onnx.ModelProto) -> CompatReport:
     """Check every node of an ONNX model (path or ModelProto) against TensorRT's operator list."""
     import onnx
 
@@ -446,11 +477,18 @@ def check_model(model) -> CompatReport:
     for kind, vis in (("input", model.graph.input), ("output", model.graph.output)):
         for vi in vis:
             io.append((vi.name, kind, _ONNX_TO_TRT.get(vi.type.tensor_type.elem_type, "?"), _shape_str(vi)))
-    return CompatReport(path, TRT_VERSION, SOURCE, opset, OPSET_MIN <= opset <= OPSET_MAX,
-                        sorted(results.values(), key=lambda o: o.op), io)
+    return CompatReport(
+        path,
+        TRT_VERSION,
+        SOURCE,
+        opset,
+        OPSET_MIN <= opset <= OPSET_MAX,
+        sorted(results.values(), key=lambda o: o.op),
+        io,
+    )
 
 
-def write_report(report: CompatReport, path) -> tuple[Path, Path]:
+def write_report(report: CompatReport, path: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``path`` (Markdown) and ``path`` with suffix .json. Returns both paths."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -460,16 +498,18 @@ def write_report(report: CompatReport, path) -> tuple[Path, Path]:
     return path, jpath
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.trt_support",
-                                description=f"Check an ONNX graph against TensorRT {TRT_VERSION}'s operator list.")
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m export.trt_support",
+        description=f"Check an ONNX graph against TensorRT {TRT_VERSION}'s operator list.",
+    )
     p.add_argument("onnx", help="ONNX model")
     p.add_argument("-o", "--output", default=None, help="write the Markdown report here (and .json beside it)")
     p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     a = p.parse_args(argv)
     try:
         rep = check_model(a.onnx)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - an unreadable model of any kind: one line, exit 2
         print(f"export.trt_support: error: {a.onnx}: {e}", file=sys.stderr)
         return 2
     if a.output:

@@ -22,26 +22,22 @@ the selected token indices of the program's SB slots are gathered without sortin
 (b, 0) also copies the unselected tokens. The SB selected tokens then go through the edit MLP in
 registers: the ctx half of fc1 is one [H] vector per sequence (W1[:, d:] @ ctx + b1), the token half and
 fc2 are ``tl.dot`` (IEEE fp32, no TF32); sigmoid gate, l2-normalise (IEEE sqrt/division), then the
-re-quantisation streams the codebook in BLOCK_C tiles with a running (best, lowest index) exactly as in
-kernels/vq_lookup.py (same "dot" / "ordered" score forms, same tie rule), and scatters C_n[id] and id
+re-quantisation streams the codebook in BLOCK_C tiles with a running (best, lowest index) with the same
+device functions as kernels/vq_lookup.py (``common.score_tile`` in the "dot" / "ordered" form,
+``common.keep_best``: same tie rule), and scatters C_n[id] and id
 back to the selected positions. Code, hidden and slot dimensions are padded to powers of two >= 16
 (``tl.arange``/``tl.dot`` need them; d = 12 -> 16) with masks. Autotuned on CUDA (Hopper configs below);
 one fixed configuration under the interpreter (``TRITON_INTERPRET=1``).
 """
+
 import functools
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-from .vq_lookup import _check_device, _dim_pad, _interpret, _require_triton, _score_mode, l2norm_ref
-
-try:  # the kernel needs triton; the reference does not
-    import triton
-    import triton.language as tl
-except Exception:  # the error is reported by _require_triton (kernels.vq_lookup)
-    triton = None
-    tl = None
+from .common import check_device, dim_pad, interpret, jit, require_triton, resolve_score_mode, tl, triton
+from .vq_lookup import l2norm_ref
 
 __all__ = ["token_edit", "token_edit_weights", "token_edit_ref", "token_edit_weights_ref", "topk_mask_ref"]
 
@@ -85,15 +81,18 @@ def _ste_weights(ste_module):
     try:
         fc1, fc2 = ste_module.edit_fc1, ste_module.edit_fc2
     except AttributeError:
-        raise TypeError("token_edit: ste_module must have edit_fc1 and edit_fc2 Linear layers "
-                        f"(a SelectiveTokenEditing), got {type(ste_module).__name__}") from None
+        raise TypeError(
+            "token_edit: ste_module must have edit_fc1 and edit_fc2 Linear layers "
+            f"(a SelectiveTokenEditing), got {type(ste_module).__name__}"
+        ) from None
     return fc1.weight, fc1.bias, fc2.weight, fc2.bias
 
 
 def token_edit_ref(z, ids, scores, ctx, ste_module, codebook_n, k, return_edited: bool = False):
     """PyTorch reference taking the weights from ``ste_module.edit_fc1/edit_fc2``."""
-    return token_edit_weights_ref(z, ids, scores, ctx, *_ste_weights(ste_module), codebook_n, k,
-                                  return_edited=return_edited)
+    return token_edit_weights_ref(
+        z, ids, scores, ctx, *_ste_weights(ste_module), codebook_n, k, return_edited=return_edited
+    )
 
 
 def _check_args(z, ids, scores, ctx, w1, b1, w2, b2, codebook_n, k):
@@ -101,8 +100,15 @@ def _check_args(z, ids, scores, ctx, w1, b1, w2, b2, codebook_n, k):
         if not cond:
             raise ValueError(f"token_edit: {msg}")
 
-    for name, t in (("z", z), ("ids", ids), ("scores", scores), ("ctx", ctx), ("w1", w1), ("w2", w2),
-                    ("codebook_n", codebook_n)):
+    for name, t in (
+        ("z", z),
+        ("ids", ids),
+        ("scores", scores),
+        ("ctx", ctx),
+        ("w1", w1),
+        ("w2", w2),
+        ("codebook_n", codebook_n),
+    ):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"token_edit: {name} must be a torch tensor, got {type(t).__name__}")
     for name, t in (("b1", b1), ("b2", b2)):
@@ -120,8 +126,10 @@ def _check_args(z, ids, scores, ctx, w1, b1, w2, b2, codebook_n, k):
             raise TypeError(f"token_edit: k must be an int, got {type(k).__name__}")
     need(z.dim() == 3, f"z must be [B, K, d], got {tuple(z.shape)}")
     b, n, d = z.shape
-    need(codebook_n.dim() == 2 and codebook_n.shape[1] == d and codebook_n.shape[0] >= 1,
-         f"codebook_n must be [Kc, {d}] with Kc >= 1, got {tuple(codebook_n.shape)}")
+    need(
+        codebook_n.dim() == 2 and codebook_n.shape[1] == d and codebook_n.shape[0] >= 1,
+        f"codebook_n must be [Kc, {d}] with Kc >= 1, got {tuple(codebook_n.shape)}",
+    )
     need(tuple(ids.shape) == (b, n), f"ids must be [{b}, {n}], got {tuple(ids.shape)}")
     need(tuple(scores.shape) == (b, n), f"scores must be [{b}, {n}], got {tuple(scores.shape)}")
     need(tuple(ctx.shape) == (b, 2 * d), f"ctx must be [{b}, {2 * d}], got {tuple(ctx.shape)}")
@@ -166,14 +174,39 @@ _INTERP_BLOCK_IJ = 128
 _GPU_BLOCK_IJ = 32
 
 if triton is not None:
+    from .common import keep_best, score_tile
 
     def _token_edit_kernel(
-        z_ptr, ids_ptr, s_ptr, ctx_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, cb_ptr,
-        zout_ptr, idsout_ptr, edited_ptr,
-        K, KC, k, NSEL, BB,
-        D: tl.constexpr, D_PAD: tl.constexpr, H: tl.constexpr, H_PAD: tl.constexpr, C2_PAD: tl.constexpr,
-        HAS_B1: tl.constexpr, HAS_B2: tl.constexpr, WRITE_EDITED: tl.constexpr, DOT: tl.constexpr,
-        BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, SB: tl.constexpr, BLOCK_C: tl.constexpr,
+        z_ptr,
+        ids_ptr,
+        s_ptr,
+        ctx_ptr,
+        w1_ptr,
+        b1_ptr,
+        w2_ptr,
+        b2_ptr,
+        cb_ptr,
+        zout_ptr,
+        idsout_ptr,
+        edited_ptr,
+        K,
+        KC,
+        k,
+        NSEL,
+        BB,
+        D: tl.constexpr,
+        D_PAD: tl.constexpr,
+        H: tl.constexpr,
+        H_PAD: tl.constexpr,
+        C2_PAD: tl.constexpr,
+        HAS_B1: tl.constexpr,
+        HAS_B2: tl.constexpr,
+        WRITE_EDITED: tl.constexpr,
+        DOT: tl.constexpr,
+        BLOCK_I: tl.constexpr,
+        BLOCK_J: tl.constexpr,
+        SB: tl.constexpr,
+        BLOCK_C: tl.constexpr,
     ):
         pid_b = tl.program_id(0).to(tl.int64)
         pid_r = tl.program_id(1)
@@ -182,7 +215,7 @@ if triton is not None:
         sb_ptr = s_ptr + pid_b * K
         offs_d = tl.arange(0, D_PAD)
         dmask = offs_d < D
-        offs_r = pid_r * SB + tl.arange(0, SB)           # this program's slots (= ranks of its tokens)
+        offs_r = pid_r * SB + tl.arange(0, SB)  # this program's slots (= ranks of its tokens)
         slot_valid = offs_r < NSEL
 
         # 1) rank every token (ties to the lowest index), copy the unselected ones, find this block's slots
@@ -196,14 +229,16 @@ if triton is not None:
                 offs_j = j0 + tl.arange(0, BLOCK_J)
                 valid_j = offs_j < K
                 s_j = tl.load(sb_ptr + offs_j, mask=valid_j, other=0.0).to(tl.float32)
-                beats = (s_j[None, :] > s_i[:, None]) | ((s_j[None, :] == s_i[:, None]) & (offs_j[None, :] < offs_i[:, None]))
+                beats = (s_j[None, :] > s_i[:, None]) | (
+                    (s_j[None, :] == s_i[:, None]) & (offs_j[None, :] < offs_i[:, None])
+                )
                 beats = beats & valid_j[None, :]
                 rank += tl.sum(beats.to(tl.int32), axis=1)
             sel_i = valid_i & (rank < k)
-            keep = valid_i & (rank >= k) & ((offs_i * 0 + pid_r) == 0)   # only program (b, 0) copies
+            keep = valid_i & (rank >= k) & ((offs_i * 0 + pid_r) == 0)  # only program (b, 0) copies
             km = keep[:, None] & dmask[None, :]
             zoff = offs_i[:, None] * D + offs_d[None, :]
-            tl.store(zob_ptr + zoff, tl.load(zb_ptr + zoff, mask=km), mask=km)        # bit-for-bit copy
+            tl.store(zob_ptr + zoff, tl.load(zb_ptr + zoff, mask=km), mask=km)  # bit-for-bit copy
             tl.store(idsout_ptr + pid_b * K + offs_i, tl.load(ids_ptr + pid_b * K + offs_i, mask=keep), mask=keep)
             match = (rank[None, :] == offs_r[:, None]) & sel_i[None, :]
             sel_idx += tl.sum(tl.where(match, offs_i[None, :], 0), axis=1)
@@ -211,29 +246,32 @@ if triton is not None:
         # 2) gather the selected tokens and apply the edit MLP
         sm2 = slot_valid[:, None] & dmask[None, :]
         tok_off = sel_idx[:, None] * D + offs_d[None, :]
-        xz = tl.load(zb_ptr + tok_off, mask=sm2, other=0.0).to(tl.float32)                     # [SB, D_PAD]
-        sc = tl.load(sb_ptr + sel_idx, mask=slot_valid, other=0.0).to(tl.float32)              # [SB]
+        xz = tl.load(zb_ptr + tok_off, mask=sm2, other=0.0).to(tl.float32)  # [SB, D_PAD]
+        sc = tl.load(sb_ptr + sel_idx, mask=slot_valid, other=0.0).to(tl.float32)  # [SB]
         offs_h = tl.arange(0, H_PAD)
         hmask = offs_h < H
         offs_c = tl.arange(0, C2_PAD)
         cmask2 = offs_c < 2 * D
         ctx = tl.load(ctx_ptr + pid_b * 2 * D + offs_c, mask=cmask2, other=0.0).to(tl.float32)
-        w1c = tl.load(w1_ptr + offs_h[:, None] * (3 * D) + D + offs_c[None, :],
-                      mask=hmask[:, None] & cmask2[None, :], other=0.0).to(tl.float32)          # W1[:, d:]
-        hc = tl.sum(w1c * ctx[None, :], axis=1)                                                 # [H_PAD]
+        w1c = tl.load(
+            w1_ptr + offs_h[:, None] * (3 * D) + D + offs_c[None, :], mask=hmask[:, None] & cmask2[None, :], other=0.0
+        ).to(tl.float32)  # W1[:, d:]
+        hc = tl.sum(w1c * ctx[None, :], axis=1)  # [H_PAD]
         if HAS_B1:
             hc += tl.load(b1_ptr + offs_h, mask=hmask, other=0.0).to(tl.float32)
-        w1z = tl.load(w1_ptr + offs_h[None, :] * (3 * D) + offs_d[:, None],
-                      mask=dmask[:, None] & hmask[None, :], other=0.0).to(tl.float32)          # W1[:, :d]^T
-        hid = tl.maximum(tl.dot(xz, w1z, input_precision="ieee") + hc[None, :], 0.0)          # [SB, H_PAD]
-        w2t = tl.load(w2_ptr + offs_d[None, :] * H + offs_h[:, None],
-                      mask=hmask[:, None] & dmask[None, :], other=0.0).to(tl.float32)          # W2^T
-        e = tl.dot(hid, w2t, input_precision="ieee")                                           # [SB, D_PAD]
+        w1z = tl.load(
+            w1_ptr + offs_h[None, :] * (3 * D) + offs_d[:, None], mask=dmask[:, None] & hmask[None, :], other=0.0
+        ).to(tl.float32)  # W1[:, :d]^T
+        hid = tl.maximum(tl.dot(xz, w1z, input_precision="ieee") + hc[None, :], 0.0)  # [SB, H_PAD]
+        w2t = tl.load(
+            w2_ptr + offs_d[None, :] * H + offs_h[:, None], mask=hmask[:, None] & dmask[None, :], other=0.0
+        ).to(tl.float32)  # W2^T
+        e = tl.dot(hid, w2t, input_precision="ieee")  # [SB, D_PAD]
         if HAS_B2:
             e += tl.load(b2_ptr + offs_d, mask=dmask, other=0.0).to(tl.float32)[None, :]
         v = tl.where(sm2, xz + tl.sigmoid(sc)[:, None] * e, 0.0)
         nrm = tl.maximum(tl.sqrt_rn(tl.sum(v * v, axis=1)), 1e-12)
-        zn = tl.div_rn(v, nrm[:, None])                                                        # z'
+        zn = tl.div_rn(v, nrm[:, None])  # z'
         if WRITE_EDITED:
             tl.store(edited_ptr + pid_b * K * D + tok_off, zn, mask=sm2)
 
@@ -243,23 +281,8 @@ if triton is not None:
         kc_run = tl.where(pid_r * SB < NSEL, KC, 0)
         for c0 in range(0, kc_run, BLOCK_C):
             cols = c0 + tl.arange(0, BLOCK_C)
-            cm = cols < KC
-            if DOT:
-                ct = tl.load(cb_ptr + cols[None, :] * D + offs_d[:, None], mask=dmask[:, None] & cm[None, :],
-                             other=0.0).to(tl.float32)
-                acc = tl.dot(zn, ct, input_precision="ieee")
-            else:
-                acc = tl.zeros([SB, BLOCK_C], dtype=tl.float32)
-                for j in tl.static_range(D):
-                    zj = tl.sum(tl.where(offs_d[None, :] == j, zn, 0.0), axis=1)
-                    cj = tl.load(cb_ptr + cols * D + j, mask=cm, other=0.0).to(tl.float32)
-                    acc = tl.fma(zj[:, None], cj[None, :], acc)
-            acc = tl.where(cm[None, :], acc, float("-inf"))
-            tmax = tl.max(acc, axis=1)
-            targ = tl.min(tl.where(acc == tmax[:, None], cols[None, :], 2147483647), axis=1)
-            upd = tmax > best_val
-            best_val = tl.where(upd, tmax, best_val)
-            best_idx = tl.where(upd, targ, best_idx)
+            acc = score_tile(zn, cb_ptr, cols, cols < KC, offs_d, dmask, D, DOT, SB, BLOCK_C)
+            best_val, best_idx = keep_best(acc, cols, best_val, best_idx)  # ties: lowest index (common)
 
         # 4) scatter C_n[id] and id back to the selected positions
         qv = tl.load(cb_ptr + best_idx.to(tl.int64)[:, None] * D + offs_d[None, :], mask=sm2)
@@ -267,56 +290,85 @@ if triton is not None:
         tl.store(idsout_ptr + pid_b * K + sel_idx, best_idx, mask=slot_valid)
 
 
-@functools.lru_cache(maxsize=None)
-def _kernel(interpret: bool):
-    """Built lazily for the current mode (see kernels.vq_lookup._kernels)."""
-    fn = triton.jit(_token_edit_kernel, do_not_specialize=["BB"])
-    if interpret:
+@functools.cache
+def _kernel(interpreted: bool):
+    """Built lazily in this process's Triton mode (``common.jit``); autotuned when compiled."""
+    fn = jit(_token_edit_kernel, do_not_specialize=["BB"])
+    if interpreted:
         return fn
     return triton.autotune(
         configs=[triton.Config({"BLOCK_C": bc}, num_warps=w, num_stages=s) for bc, w, s in _TE_CONFIGS_SPEC],
-        key=["BB", "KC", "D", "H", "SB", "DOT"],     # BB: log2 bucket of the batch (unused in the body)
+        key=["BB", "KC", "D", "H", "SB", "DOT"],  # BB: log2 bucket of the batch (unused in the body)
         prune_configs_by={"early_config_prune": _prune_te_configs},
     )(fn)
 
 
-def token_edit_weights(z, ids, scores, ctx, w1, b1, w2, b2, codebook_n, k, *, return_edited: bool = False,
-                       score_mode: Optional[str] = None):
+def token_edit_weights(
+    z, ids, scores, ctx, w1, b1, w2, b2, codebook_n, k, *, return_edited: bool = False, score_mode: Optional[str] = None
+):
     """Fused STE with explicit weights (Triton). See the module doc for the semantics.
 
     Returns ``(z_out [B, K, d] (z's dtype), ids_out [B, K] (ids' dtype))``, plus ``edited`` (fp32 z' at the
     selected positions, NaN elsewhere) when ``return_edited``. ``score_mode``: "dot" | "ordered" (see
-    kernels.vq_lookup).
+    tokfuse_rt.kernels.vq_lookup).
     """
-    _require_triton("token_edit")
+    require_triton("token_edit")
     _check_args(z, ids, scores, ctx, w1, b1, w2, b2, codebook_n, k)
     tensors = [z, ids, scores, ctx, w1, w2, codebook_n] + [t for t in (b1, b2) if t is not None]
-    _check_device("token_edit", *tensors)
-    dot = _score_mode(score_mode)
+    check_device("token_edit", *tensors)
+    dot = resolve_score_mode(score_mode)
     k = int(k)
     bsz, n, d = z.shape
     kc = int(codebook_n.shape[0])
     h = int(w1.shape[0])
     z, ids, scores, ctx = z.contiguous(), ids.contiguous(), scores.contiguous(), ctx.contiguous()
     w1, w2, cb = w1.contiguous(), w2.contiguous(), codebook_n.contiguous()
-    b1c = b1.contiguous() if b1 is not None else w1        # dummy pointer when absent (HAS_B1=False)
+    b1c = b1.contiguous() if b1 is not None else w1  # dummy pointer when absent (HAS_B1=False)
     b2c = b2.contiguous() if b2 is not None else w2
     z_out = torch.empty_like(z)
     ids_out = torch.empty_like(ids)
     edited = torch.full((bsz, n, d), float("nan"), dtype=torch.float32, device=z.device) if return_edited else z_out
     nsel = max(0, min(k, n))
     if bsz > 0 and n > 0:
-        interpret = _interpret()
-        kern = _kernel(interpret)
-        sb = min(64, _dim_pad(nsel))
-        bij = min(_INTERP_BLOCK_IJ if interpret else _GPU_BLOCK_IJ, _dim_pad(n))
+        interpreted = interpret()
+        kern = _kernel(interpreted)
+        sb = min(64, dim_pad(nsel))
+        bij = min(_INTERP_BLOCK_IJ if interpreted else _GPU_BLOCK_IJ, dim_pad(n))
         grid = (bsz, max(1, -(-nsel // sb)))
-        args = (z, ids, scores, ctx, w1, b1c, w2, b2c, cb, z_out, ids_out, edited, n, kc, nsel, nsel,
-                min(int(bsz).bit_length(), 24))
-        consts = dict(D=d, D_PAD=_dim_pad(d), H=h, H_PAD=_dim_pad(h), C2_PAD=_dim_pad(2 * d),
-                      HAS_B1=b1 is not None, HAS_B2=b2 is not None, WRITE_EDITED=bool(return_edited), DOT=dot,
-                      BLOCK_I=bij, BLOCK_J=bij, SB=sb)
-        if interpret:
+        args = (
+            z,
+            ids,
+            scores,
+            ctx,
+            w1,
+            b1c,
+            w2,
+            b2c,
+            cb,
+            z_out,
+            ids_out,
+            edited,
+            n,
+            kc,
+            nsel,
+            nsel,
+            min(int(bsz).bit_length(), 24),
+        )
+        consts = dict(
+            D=d,
+            D_PAD=dim_pad(d),
+            H=h,
+            H_PAD=dim_pad(h),
+            C2_PAD=dim_pad(2 * d),
+            HAS_B1=b1 is not None,
+            HAS_B2=b2 is not None,
+            WRITE_EDITED=bool(return_edited),
+            DOT=dot,
+            BLOCK_I=bij,
+            BLOCK_J=bij,
+            SB=sb,
+        )
+        if interpreted:
             kern[grid](*args, **consts, BLOCK_C=_INTERP_BLOCK_C)
         else:
             kern[grid](*args, **consts, enable_fp_fusion=True)
@@ -325,12 +377,24 @@ def token_edit_weights(z, ids, scores, ctx, w1, b1, w2, b2, codebook_n, k, *, re
     return z_out, ids_out
 
 
-def token_edit(z, ids, scores, ctx, ste_module, codebook_n, k, *, return_edited: bool = False,
-               score_mode: Optional[str] = None):
+def token_edit(
+    z, ids, scores, ctx, ste_module, codebook_n, k, *, return_edited: bool = False, score_mode: Optional[str] = None
+):
     """Fused STE (Triton) with the edit MLP weights of ``ste_module`` (a SelectiveTokenEditing):
     ``(z_out [B, K, d], ids_out [B, K])``. This is the hook tokfuse_rt/model/ste.py calls."""
     w1, b1, w2, b2 = _ste_weights(ste_module)
     with torch.no_grad():
-        return token_edit_weights(z, ids, scores, ctx, w1.detach(), None if b1 is None else b1.detach(),
-                                  w2.detach(), None if b2 is None else b2.detach(), codebook_n, k,
-                                  return_edited=return_edited, score_mode=score_mode)
+        return token_edit_weights(
+            z,
+            ids,
+            scores,
+            ctx,
+            w1.detach(),
+            None if b1 is None else b1.detach(),
+            w2.detach(),
+            None if b2 is None else b2.detach(),
+            codebook_n,
+            k,
+            return_edited=return_edited,
+            score_mode=score_mode,
+        )

@@ -11,7 +11,8 @@ Kernel design. One program owns BLOCK_N query rows, normalises them once in regi
 codebook in BLOCK_K-row tiles, keeping a running (best score, best index) per row: the N x Kc score
 matrix is never stored, only one BLOCK_N x BLOCK_K tile lives in registers at a time. Within a tile the
 lowest index among the maxima is taken explicitly (min of the column index over ``acc == max``); across
-tiles a strict ``>`` keeps the earlier tile, so exact ties go to the lowest index. The code dimension is
+tiles a strict ``>`` keeps the earlier tile, so exact ties go to the lowest index (``common.keep_best``,
+shared with kernels/token_edit.py). The code dimension is
 padded to a power of two >= 16 (``tl.arange`` and ``tl.dot`` need it; d = 12 -> 16) with masks.
 
 Score tile, two interchangeable forms of the same sum (``score_mode``):
@@ -34,19 +35,13 @@ kernel reduces the partials in chunk order (strict ``>``: ties still go to the l
 On CUDA the main kernel is autotuned (Hopper configurations, ``_VQ_CONFIGS_SPEC``); under the Triton CPU
 interpreter (``TRITON_INTERPRET=1``) autotuning is bypassed and one fixed configuration is used.
 """
+
 import functools
 from typing import Optional
 
 import torch
 
-try:  # the kernels need triton; the reference does not
-    import triton
-    import triton.language as tl
-    _TRITON_IMPORT_ERROR: Optional[BaseException] = None
-except Exception as _e:  # ImportError, or a broken triton install
-    triton = None
-    tl = None
-    _TRITON_IMPORT_ERROR = _e
+from .common import check_device, dim_pad, interpret, jit, require_triton, resolve_score_mode, tl, triton
 
 __all__ = ["vq_lookup", "vq_lookup_ref", "l2norm_ref", "effective_bytes"]
 
@@ -59,8 +54,7 @@ def l2norm_ref(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return x / torch.sqrt((x * x).sum(dim=-1, keepdim=True)).clamp_min(eps)
 
 
-def vq_lookup_ref(z: torch.Tensor, codebook_n: torch.Tensor, normalize: bool = True,
-                  return_scores: bool = False):
+def vq_lookup_ref(z: torch.Tensor, codebook_n: torch.Tensor, normalize: bool = True, return_scores: bool = False):
     """PyTorch reference: ``(ids int32 [...], q [..., d])`` (+ best scores fp32 when ``return_scores``).
 
     ``argmax`` returns the first maximum, so exact ties go to the lowest index. (A BLAS matmul may give
@@ -88,8 +82,10 @@ def _check_vq_args(z, codebook_n):
     if codebook_n.dim() != 2 or codebook_n.shape[0] < 1 or codebook_n.shape[1] < 1:
         raise ValueError(f"vq_lookup: codebook_n must be [Kc, d] with Kc, d >= 1, got {tuple(codebook_n.shape)}")
     if z.dim() < 1 or z.shape[-1] != codebook_n.shape[1]:
-        raise ValueError(f"vq_lookup: z must be [..., d] with d = {codebook_n.shape[1]} (the codebook's code dim), "
-                         f"got {tuple(z.shape)}")
+        raise ValueError(
+            f"vq_lookup: z must be [..., d] with d = {codebook_n.shape[1]} (the codebook's code dim), "
+            f"got {tuple(z.shape)}"
+        )
     if z.device != codebook_n.device:
         raise ValueError(f"vq_lookup: z is on {z.device} but codebook_n is on {codebook_n.device}")
 
@@ -125,16 +121,31 @@ _VQ_CONFIGS_SPEC = [
 _INTERP_BLOCK_N = 128
 _INTERP_BLOCK_K = 2048
 _REDUCE_BLOCK_N = 128
-_CHUNK_ALIGN = 128          # codebook split chunks are multiples of the largest BLOCK_K
-_MIN_DIM = 16               # tl.dot needs every dimension >= 16
+_CHUNK_ALIGN = 128  # codebook split chunks are multiples of the largest BLOCK_K
 
 if triton is not None:
+    from .common import keep_best, merge_best, score_tile
 
     def _vq_lookup_kernel(
-        z_ptr, cb_ptr, ids_ptr, q_ptr, score_ptr, pval_ptr, pidx_ptr,
-        N, KC, CHUNK, NSPLIT, NB,
-        D: tl.constexpr, D_PAD: tl.constexpr, NORMALIZE: tl.constexpr, FINAL: tl.constexpr, DOT: tl.constexpr,
-        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+        z_ptr,
+        cb_ptr,
+        ids_ptr,
+        q_ptr,
+        score_ptr,
+        pval_ptr,
+        pidx_ptr,
+        N,
+        KC,
+        CHUNK,
+        NSPLIT,
+        NB,
+        D: tl.constexpr,
+        D_PAD: tl.constexpr,
+        NORMALIZE: tl.constexpr,
+        FINAL: tl.constexpr,
+        DOT: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
     ):
         pid_n = tl.program_id(0)
         pid_s = tl.program_id(1)
@@ -157,25 +168,8 @@ if triton is not None:
         k_end = tl.minimum(k_begin + CHUNK, KC)
         for k0 in range(k_begin, k_end, BLOCK_K):
             cols = k0 + tl.arange(0, BLOCK_K)
-            cmask = cols < k_end
-            if DOT:
-                # FMA dot (IEEE fp32, no TF32): each score is a chain of fma over j = 0..D_PAD-1
-                ct = tl.load(cb_ptr + cols[None, :] * D + dcol[:, None], mask=dmask[:, None] & cmask[None, :],
-                             other=0.0).to(tl.float32)
-                acc = tl.dot(zn, ct, input_precision="ieee")
-            else:
-                # the same fma chain in an explicit order (interpreter: exact ties independent of BLAS)
-                acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
-                for j in tl.static_range(D):
-                    zj = tl.sum(tl.where(dcol[None, :] == j, zn, 0.0), axis=1)     # column j, exactly
-                    cj = tl.load(cb_ptr + cols * D + j, mask=cmask, other=0.0).to(tl.float32)
-                    acc = tl.fma(zj[:, None], cj[None, :], acc)
-            acc = tl.where(cmask[None, :], acc, float("-inf"))
-            tmax = tl.max(acc, axis=1)
-            targ = tl.min(tl.where(acc == tmax[:, None], cols[None, :], 2147483647), axis=1)  # lowest index
-            upd = tmax > best_val                    # strict: an earlier tile keeps a tie
-            best_val = tl.where(upd, tmax, best_val)
-            best_idx = tl.where(upd, targ, best_idx)
+            acc = score_tile(zn, cb_ptr, cols, cols < k_end, dcol, dmask, D, DOT, BLOCK_N, BLOCK_K)
+            best_val, best_idx = keep_best(acc, cols, best_val, best_idx)  # ties: lowest index (common)
 
         if FINAL:
             tl.store(ids_ptr + rows64, best_idx, mask=rmask)
@@ -188,21 +182,27 @@ if triton is not None:
             tl.store(pidx_ptr + off, best_idx, mask=rmask)
 
     def _vq_reduce_kernel(
-        pval_ptr, pidx_ptr, cb_ptr, ids_ptr, q_ptr, score_ptr,
-        N, NSPLIT,
-        D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_N: tl.constexpr,
+        pval_ptr,
+        pidx_ptr,
+        cb_ptr,
+        ids_ptr,
+        q_ptr,
+        score_ptr,
+        N,
+        NSPLIT,
+        D: tl.constexpr,
+        D_PAD: tl.constexpr,
+        BLOCK_N: tl.constexpr,
     ):
         rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         rmask = rows < N
         rows64 = rows.to(tl.int64)
         best_val = tl.load(pval_ptr + rows64, mask=rmask, other=float("-inf"))
         best_idx = tl.load(pidx_ptr + rows64, mask=rmask, other=0)
-        for s in range(1, NSPLIT):                   # chunks in codebook order; strict > keeps lowest index
+        for s in range(1, NSPLIT):  # chunks in codebook order; strict > keeps lowest index
             v = tl.load(pval_ptr + s * N + rows64, mask=rmask, other=float("-inf"))
             i = tl.load(pidx_ptr + s * N + rows64, mask=rmask, other=0)
-            upd = v > best_val
-            best_val = tl.where(upd, v, best_val)
-            best_idx = tl.where(upd, i, best_idx)
+            best_val, best_idx = merge_best(v, i, best_val, best_idx)
         dcol = tl.arange(0, D_PAD)
         m2 = rmask[:, None] & (dcol < D)[None, :]
         tl.store(ids_ptr + rows64, best_idx, mask=rmask)
@@ -211,75 +211,22 @@ if triton is not None:
         tl.store(q_ptr + rows64[:, None] * D + dcol[None, :], qv, mask=m2)
 
 
-def _interpret() -> bool:
-    """Whether Triton runs in its CPU interpreter in this process. Decided when triton is first imported
-    (``TRITON_INTERPRET`` then): triton.language's own helpers (tl.max, tl.sigmoid, ...) are jit objects of
-    that mode, and the two modes cannot be mixed in one process."""
-    from triton.runtime.interpreter import InterpretedFunction
-
-    return isinstance(tl.max, InterpretedFunction)
-
-
-@functools.lru_cache(maxsize=None)
-def _kernels(interpret: bool):
-    """JIT objects for this process's mode, built on first use (``triton.jit`` picks compiler or
-    interpreter when it wraps the function), so importing this module never compiles or interprets."""
-    main = triton.jit(_vq_lookup_kernel, do_not_specialize=["NB"])
-    reduce = triton.jit(_vq_reduce_kernel)
-    if interpret:
+@functools.cache
+def _kernels(interpreted: bool):
+    """JIT objects of this process's Triton mode (``common.jit``), built on first use so that importing
+    this module never compiles or interprets; autotuned when compiled."""
+    main = jit(_vq_lookup_kernel, do_not_specialize=["NB"])
+    reduce = jit(_vq_reduce_kernel)
+    if interpreted:
         return main, reduce
     tuned = triton.autotune(
-        configs=[triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
-                 for bn, bk, w, s in _VQ_CONFIGS_SPEC],
-        key=["NB", "KC", "D", "NSPLIT", "NORMALIZE", "DOT"],     # NB: log2 bucket of N (unused in the body)
+        configs=[
+            triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
+            for bn, bk, w, s in _VQ_CONFIGS_SPEC
+        ],
+        key=["NB", "KC", "D", "NSPLIT", "NORMALIZE", "DOT"],  # NB: log2 bucket of N (unused in the body)
     )(main)
     return tuned, reduce
-
-
-def _require_triton(what: str):
-    if triton is None:
-        raise ImportError(
-            f"{what} needs triton, which could not be imported ({_TRITON_IMPORT_ERROR!r}). Install it with "
-            f"`pip install triton` (Linux), or use the pure-PyTorch reference {what}_ref."
-        ) from _TRITON_IMPORT_ERROR
-
-
-def _check_device(what: str, *tensors):
-    devs = {t.device for t in tensors}
-    if len(devs) > 1:
-        raise ValueError(f"{what}: all tensors must be on one device, got {sorted(map(str, devs))}")
-    if _interpret():
-        return
-    dev = next(iter(devs))
-    if dev.type != "cuda":
-        late = " (it is set now, but triton was imported before it was)" if _env_interpret() else ""
-        raise RuntimeError(
-            f"{what}: Triton kernels need CUDA tensors (got tensors on {dev}). To run them on the CPU in "
-            f"Triton's interpreter, set TRITON_INTERPRET=1 before triton is first imported{late}; "
-            f"or use {what}_ref"
-        )
-
-
-def _env_interpret() -> bool:
-    return bool(triton.knobs.runtime.interpret)
-
-
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, int(n) - 1).bit_length()
-
-
-def _dim_pad(n: int) -> int:
-    """Padded size of a dimension that feeds tl.arange / tl.dot: a power of two, at least 16."""
-    return max(_MIN_DIM, _next_pow2(n))
-
-
-def _score_mode(score_mode: Optional[str]) -> bool:
-    """True for the "dot" form. Default: "dot" compiled on CUDA, "ordered" under the interpreter."""
-    if score_mode is None:
-        return not _interpret()
-    if score_mode not in ("dot", "ordered"):
-        raise ValueError(f"score_mode must be 'dot', 'ordered' or None, got {score_mode!r}")
-    return score_mode == "dot"
 
 
 def _auto_splits(n_rows: int, kc: int, device: torch.device) -> int:
@@ -288,12 +235,19 @@ def _auto_splits(n_rows: int, kc: int, device: torch.device) -> int:
         return 1
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     row_programs = -(-n_rows // 64)
-    max_splits = -(-kc // (4 * _CHUNK_ALIGN))          # chunks of >= 512 codes
+    max_splits = -(-kc // (4 * _CHUNK_ALIGN))  # chunks of >= 512 codes
     return max(1, min(max_splits, -(-2 * sms // row_programs)))
 
 
-def vq_lookup(z: torch.Tensor, codebook_n: torch.Tensor, normalize: bool = True, *,
-              return_scores: bool = False, splits: Optional[int] = None, score_mode: Optional[str] = None):
+def vq_lookup(
+    z: torch.Tensor,
+    codebook_n: torch.Tensor,
+    normalize: bool = True,
+    *,
+    return_scores: bool = False,
+    splits: Optional[int] = None,
+    score_mode: Optional[str] = None,
+):
     """Nearest l2-normalised codebook entry by cosine, fused (Triton).
 
     z [..., d] (any float dtype; computed in fp32), codebook_n [Kc, d] l2-normalised, same device (CUDA,
@@ -302,9 +256,9 @@ def vq_lookup(z: torch.Tensor, codebook_n: torch.Tensor, normalize: bool = True,
     ``return_scores``. Ties go to the lowest index. ``splits`` forces the number of codebook chunks
     (default: automatic on CUDA, 1 under the interpreter); ``score_mode`` "dot" | "ordered" (module doc).
     """
-    _require_triton("vq_lookup")
+    require_triton("vq_lookup")
     _check_vq_args(z, codebook_n)
-    _check_device("vq_lookup", z, codebook_n)
+    check_device("vq_lookup", z, codebook_n)
     lead = z.shape[:-1]
     d = int(codebook_n.shape[1])
     zf = z.reshape(-1, d).contiguous()
@@ -315,7 +269,7 @@ def vq_lookup(z: torch.Tensor, codebook_n: torch.Tensor, normalize: bool = True,
     q = torch.empty(n, d, dtype=cb.dtype, device=dev)
     scores = torch.empty(n, dtype=torch.float32, device=dev)
     if n > 0:
-        _launch_vq(zf, cb, ids, q, scores, bool(normalize), splits, _score_mode(score_mode))
+        _launch_vq(zf, cb, ids, q, scores, bool(normalize), splits, resolve_score_mode(score_mode))
     ids, q, scores = ids.reshape(lead), q.reshape(*lead, d), scores.reshape(lead)
     return (ids, q, scores) if return_scores else (ids, q)
 
@@ -323,32 +277,33 @@ def vq_lookup(z: torch.Tensor, codebook_n: torch.Tensor, normalize: bool = True,
 def _launch_vq(zf, cb, ids, q, scores, normalize, splits, dot):
     n, d = zf.shape
     kc = cb.shape[0]
-    interpret = _interpret()
-    main, reduce = _kernels(interpret)
+    interpreted = interpret()
+    main, reduce = _kernels(interpreted)
     if splits is None:
-        splits = 1 if interpret else _auto_splits(n, kc, zf.device)
+        splits = 1 if interpreted else _auto_splits(n, kc, zf.device)
     splits = max(1, min(int(splits), kc))
     chunk = -(-kc // splits)
-    if not interpret:
+    if not interpreted:
         chunk = -(-chunk // _CHUNK_ALIGN) * _CHUNK_ALIGN
     nsplit = -(-kc // chunk)
     final = nsplit == 1
-    d_pad = _dim_pad(d)
+    d_pad = dim_pad(d)
     if final:
-        pval, pidx = scores, ids                       # not touched on the FINAL path
+        pval, pidx = scores, ids  # not touched on the FINAL path
     else:
         pval = torch.empty(nsplit, n, dtype=torch.float32, device=zf.device)
         pidx = torch.empty(nsplit, n, dtype=torch.int32, device=zf.device)
     args = (zf, cb, ids, q, scores, pval, pidx, n, kc, chunk, nsplit, min(int(n).bit_length(), 24))
     consts = dict(D=d, D_PAD=d_pad, NORMALIZE=normalize, FINAL=final, DOT=dot)
-    if interpret:
+    if interpreted:
         grid = (triton.cdiv(n, _INTERP_BLOCK_N), nsplit)
         main[grid](*args, **consts, BLOCK_N=_INTERP_BLOCK_N, BLOCK_K=_INTERP_BLOCK_K)
     else:
         main[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), nsplit)](*args, **consts, enable_fp_fusion=True)
     if not final:
         reduce[(triton.cdiv(n, _REDUCE_BLOCK_N),)](
-            pval, pidx, cb, ids, q, scores, n, nsplit, D=d, D_PAD=d_pad, BLOCK_N=_REDUCE_BLOCK_N, num_warps=4)
+            pval, pidx, cb, ids, q, scores, n, nsplit, D=d, D_PAD=d_pad, BLOCK_N=_REDUCE_BLOCK_N, num_warps=4
+        )
 
 
 def effective_bytes(n: int, kc: int, d: int, z_bytes: int = 4, cb_bytes: int = 4) -> int:

@@ -18,14 +18,12 @@ scripts/val_rank.py):
 The mean rank is against the peers of the set (val/peer_scores.json for val sets,
 docs/quality/peers_test.json for test sets, CDDFuse included where it has a row).
 """
+
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -34,15 +32,15 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 def main(argv=None) -> int:
     import torch
+    from val_rank import as_tensor, load_set, mean_rank, peer_table, save_json, score
 
     from tokfuse_rt.datasets import find_shared_data
     from tokfuse_rt.engine import DEFAULT_MODEL
     from tokfuse_rt.imageio import load_image, luminance
-    from tokfuse_rt.metrics.rank import RANK_METRICS, load_peers, mean_ranks
+    from tokfuse_rt.metrics.rank import RANK_METRICS
     from tokfuse_rt.model.checkpoint import load_checkpoint
     from tokfuse_rt.train.data import find_pairs
     from tokfuse_rt.train.losses import target_tone
-    from val_rank import load_set, score
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ckpt", default=str(DEFAULT_MODEL))
@@ -54,19 +52,20 @@ def main(argv=None) -> int:
     data = find_shared_data("test")
     model, meta = load_checkpoint(a.ckpt)
     cfg = model.cfg
-    t = lambda x: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]  # noqa: E731
-
     with torch.inference_mode():
-        bases = [model.token_pathway(t(luminance(load_image(ir))), t(luminance(load_image(vis))))[0]
-                 for ir, vis in find_pairs(data / "train")]
+        bases = [
+            model.token_pathway(as_tensor(luminance(load_image(ir))), as_tensor(luminance(load_image(vis))))[0]
+            for ir, vis in find_pairs(data / "train")
+        ]
         const = torch.cat(bases).mean(dim=0, keepdim=True)
 
     def fuser(k=None, base=None):
         def f(a_, b_):
             with torch.inference_mode():
-                ir, vis = t(a_), t(b_)
+                ir, vis = as_tensor(a_), as_tensor(b_)
                 bm = model.token_pathway(ir, vis, k)[0] if base is None else base(ir, vis)
                 return model.render(ir, vis, model.upsample_base(bm, ir.shape[-2:]))[0, 0].numpy()
+
         return f
 
     def pixel_tone(ir, vis):
@@ -75,30 +74,40 @@ def main(argv=None) -> int:
         bm[:, 1:] = tone[:, :, None, None]
         return bm
 
-    rows = {"k = 0": fuser(0), f"k = {cfg.default_k} (default)": fuser(), f"k = {cfg.num_tokens} (= K)": fuser(cfg.num_tokens),
-            "constant base": fuser(base=lambda ir, vis: const)}
+    rows = {
+        "k = 0": fuser(0),
+        f"k = {cfg.default_k} (default)": fuser(),
+        f"k = {cfg.num_tokens} (= K)": fuser(cfg.num_tokens),
+        "constant base": fuser(base=lambda ir, vis: const),
+    }
     if cfg.head == "tone":
         recipe = meta.get("extra", {}).get("train", {}).get("recipe", {})
-        cfg_alpha, cfg_sd, cfg_gmax = recipe.get("alpha", 0.5), recipe.get("target_sd", 0.2157), recipe.get("gain_max", 2.0)
+        cfg_alpha, cfg_sd, cfg_gmax = (
+            recipe.get("alpha", 0.5),
+            recipe.get("target_sd", 0.2157),
+            recipe.get("gain_max", 2.0),
+        )
         rows["no tokens, tone from pixels"] = fuser(base=pixel_tone)
     out = {}
     print(f"Ablation of `{Path(a.ckpt).name}` (scripts/ablation.py)\n")
     for s in a.sets:
         kind, name = s.split("/")
-        peers_path = data / "val" / "peer_scores.json" if kind == "val" else ROOT / "docs" / "quality" / "peers_test.json"
-        peers = {k: v for k, v in load_peers(peers_path, name).items() if k != "tokfuse_default"}
+        peers = peer_table(data, name, None if kind == "val" else ROOT / "docs" / "quality" / "peers_test.json")
         pairs = load_set(data / kind / name)
         print(f"\n### {s} ({len(pairs)} pairs; mean rank among {len(peers)} peers + the row)\n")
         print("| variant | " + " | ".join(RANK_METRICS) + " | kept | mean rank |")
         print("| --- |" + " --- |" * (len(RANK_METRICS) + 2))
+        # scored and ranked as val_rank's rows are; the report differs: a Markdown table row per variant
+        # (for docs/quality) and JSON keyed set -> variant, where val_rank logs a line per model
         for label, f in rows.items():
             r = score(f, pairs)
-            mr = mean_ranks(peers | {"row": r})["row"][0]
+            mr = mean_rank(r, peers)[0]
             out.setdefault(s, {})[label] = r | {"mean_rank": mr}
-            print(f"| {label} | " + " | ".join(f"{r[m]:.4g}" for m in RANK_METRICS)
-                  + f" | {r['kept']:.3f} | {mr:.3f} |", flush=True)
-    if a.json:
-        Path(a.json).write_text(json.dumps(out, indent=1))
+            print(
+                f"| {label} | " + " | ".join(f"{r[m]:.4g}" for m in RANK_METRICS) + f" | {r['kept']:.3f} | {mr:.3f} |",
+                flush=True,
+            )
+    save_json(a.json, out)
     return 0
 
 

@@ -49,6 +49,7 @@ contain its known GPU tests, the engine-parity worker runs end to end on one pai
 sides, and every other step is recorded as "skip" (no GPU) with its planned command. CI runs this
 dry run (tests/test_gpu_check.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,8 +70,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 JSON_NAME, LOG_NAME = "gpu_check.json", "gpu_check.log"
-DEFAULT_BUDGET_S = 450          # 8 minutes minus a margin for interpreter start-up and the transfers
-MIN_STEP_S = 10                 # a step with less time left than this is skipped, not started
+DEFAULT_BUDGET_S = 450  # 8 minutes minus a margin for interpreter start-up and the transfers
+MIN_STEP_S = 10  # a step with less time left than this is skipped, not started
 GPU_MARKERS = ("requires_cuda", "requires_cuda_ext")
 # pairs copied by --make-pairs: (set, how many); 640x480 MSRS (bench_engine uses the first), odd-sized
 # RoadScene with a colour visible image, TNO, and a pseudo-colour PET pair (the chroma comes from b)
@@ -91,19 +92,21 @@ class Check:
         self.tmp = Path(tempfile.mkdtemp(prefix="gpu_check_"))
         self.t0 = time.monotonic()
         self.deadline = self.t0 + args.budget
-        self.dry = True                     # decided by the environment step
+        self.dry = True  # decided by the environment step
         self.dry_reason = "no GPU: dry run"
         self.env_info: dict = {}
         self.pairs_dir = resolve_pairs(args.pairs)
         self.steps: list = []
         self.timeouts = dict(args.timeout or {})
-        self.pending: dict = {}             # commands started together, by step name (start_together)
+        self.pending: dict = {}  # commands started together, by step name (start_together)
         self.together_started = False
         self.commit = git_commit()
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.log_path = self.out / LOG_NAME
-        self.log_path.write_text(f"tokfuse_rt GPU check, started {self.started}\n"
-                                 f"command: {shlex.join([sys.executable, *sys.argv])}\ncwd: {ROOT}\n")
+        self.log_path.write_text(
+            f"tokfuse_rt GPU check, started {self.started}\n"
+            f"command: {shlex.join([sys.executable, *sys.argv])}\ncwd: {ROOT}\n"
+        )
 
     def log(self, text: str) -> None:
         with open(self.log_path, "a") as f:
@@ -115,8 +118,12 @@ class Check:
     def child_env(self, extra: dict | None = None) -> dict:
         """The environment of every command: the tree first on sys.path, compiled Triton (the test
         modules default to the interpreter unless TRITON_INTERPRET is set), no .pytest_cache writes."""
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-                   TRITON_INTERPRET="0", PYTHONDONTWRITEBYTECODE="1")
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+            TRITON_INTERPRET="0",
+            PYTHONDONTWRITEBYTECODE="1",
+        )
         env.update(extra or {})
         return env
 
@@ -125,11 +132,25 @@ class Check:
         kills the whole group when ``timeout`` runs out, whether or not anything is waiting for it yet."""
         out = self.tmp / f"{len(os.listdir(self.tmp))}.out"
         with open(out, "wb") as f:
-            proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=self.child_env(extra_env), stdout=f,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(
+                [str(c) for c in cmd],
+                cwd=ROOT,
+                env=self.child_env(extra_env),
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         shown = " ".join(f"{k}={v}" for k, v in (extra_env or {}).items())
-        job = {"name": name, "proc": proc, "out": out, "t0": time.monotonic(), "timeout": max(1.0, timeout),
-               "shown": f"{shown + ' ' if shown else ''}{shlex.join(map(str, cmd))}", "killed": False}
+        job = {
+            "name": name,
+            "proc": proc,
+            "out": out,
+            "t0": time.monotonic(),
+            "timeout": max(1.0, timeout),
+            "shown": f"{shown + ' ' if shown else ''}{shlex.join(map(str, cmd))}",
+            "killed": False,
+        }
         job["watcher"] = threading.Thread(target=self.watch, args=(job,), daemon=True)
         job["watcher"].start()
         return job
@@ -163,14 +184,16 @@ class Check:
         to the log. Returns {rc, seconds (until it ended), timed_out, output}."""
         proc = job["proc"]
         job["watcher"].join(timeout=max(1.0, job["t0"] + job["timeout"] + 30 - time.monotonic()))
-        if job["watcher"].is_alive():       # not even SIGKILL ended it: record it and move on
+        if job["watcher"].is_alive():  # not even SIGKILL ended it: record it and move on
             job["killed"] = True
         secs = job.get("ended", time.monotonic()) - job["t0"]
         output = job["out"].read_text(errors="replace")
         timed_out = job["killed"]
-        self.log(f"\n---- {job['name']}: {job['shown']}  (timeout {job['timeout']:.0f} s)\n{output}"
-                 f"---- {job['name']}: exit {proc.returncode}{' (timed out, killed)' if timed_out else ''} "
-                 f"after {secs:.1f} s")
+        self.log(
+            f"\n---- {job['name']}: {job['shown']}  (timeout {job['timeout']:.0f} s)\n{output}"
+            f"---- {job['name']}: exit {proc.returncode}{' (timed out, killed)' if timed_out else ''} "
+            f"after {secs:.1f} s"
+        )
         return {"rc": proc.returncode, "seconds": round(secs, 1), "timed_out": timed_out, "output": output}
 
     def run(self, name: str, cmd: list, timeout: float, extra_env: dict | None = None) -> dict:
@@ -207,11 +230,16 @@ class Check:
 def git_commit():
     try:
         r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return (r.stdout.strip() + ("+dirty" if dirty else "")) if r.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
-        return None                         # a copied tree without .git, or no git
+        return None  # a copied tree without .git, or no git
 
 
 def resolve_pairs(arg):
@@ -222,7 +250,7 @@ def resolve_pairs(arg):
     sys.path.insert(0, str(ROOT))
     try:
         from tokfuse_rt.datasets import find_shared_data
-    except ImportError:                     # the package needs numpy: the environment step will say more
+    except ImportError:  # the package needs numpy: the environment step will say more
         return None
     data = find_shared_data(start=ROOT)
     return data / "test" if data else None
@@ -243,9 +271,12 @@ def data_root(pairs_dir):
 def marked_files(markers) -> list:
     """Test files that use any of ``markers`` (so a -m selection never imports unrelated test modules,
     some of which need packages the GPU machine lacks)."""
-    pat = re.compile(r"\bmark\.(%s)\b" % "|".join(map(re.escape, markers)))
-    return [f.relative_to(ROOT).as_posix() for f in sorted((ROOT / "tests").glob("test_*.py"))
-            if pat.search(f.read_text(encoding="utf-8", errors="replace"))]
+    pat = re.compile(r"\bmark\.({})\b".format("|".join(map(re.escape, markers))))
+    return [
+        f.relative_to(ROOT).as_posix()
+        for f in sorted((ROOT / "tests").glob("test_*.py"))
+        if pat.search(f.read_text(encoding="utf-8", errors="replace"))
+    ]
 
 
 def pytest_cmd(selection: list) -> list:
@@ -265,8 +296,9 @@ def start_together(ck: Check, names) -> None:
         if name in PYTEST_STEPS:
             spec = PYTEST_STEPS[name](ck)
             if ck.dry:
-                ck.pending[name] = ck.start(f"{name} (collect-only)", collect_cmd(spec["selection"]),
-                                            min(120, timeout), spec.get("env"))
+                ck.pending[name] = ck.start(
+                    f"{name} (collect-only)", collect_cmd(spec["selection"]), min(120, timeout), spec.get("env")
+                )
             elif not spec.get("skip"):
                 ck.pending[name] = ck.start(name, run_cmd(ck, name, spec)[0], timeout, spec.get("env"))
         elif name == "engine_parity" and ck.dry and ck.pairs_dir and ck.pairs_dir.is_dir():
@@ -275,8 +307,9 @@ def start_together(ck: Check, names) -> None:
 
 def collect(ck: Check, name: str, spec: dict) -> dict:
     """Dry run of a pytest step: collect its selection; every ``expect`` prefix must be among the ids."""
-    job = ck.pending.pop(name, None) or ck.start(f"{name} (collect-only)", collect_cmd(spec["selection"]),
-                                                 min(120, ck.remaining()), spec.get("env"))
+    job = ck.pending.pop(name, None) or ck.start(
+        f"{name} (collect-only)", collect_cmd(spec["selection"]), min(120, ck.remaining()), spec.get("env")
+    )
     res = ck.finish(job)
     lines = res["output"].splitlines()
     ids = [ln.strip() for ln in lines if "::" in ln and not ln.startswith(("SKIPPED", "ERROR"))]
@@ -284,13 +317,20 @@ def collect(ck: Check, name: str, spec: dict) -> dict:
     problems = []
     if res["timed_out"]:
         problems.append(f"collection timed out after {res['seconds']} s")
-    elif res["rc"] not in (0, 5):        # 5: nothing collected (e.g. modules that skip without CUDA)
+    elif res["rc"] not in (0, 5):  # 5: nothing collected (e.g. modules that skip without CUDA)
         problems.append(f"pytest --collect-only exited {res['rc']} (see the log)")
     missing = [e for e in spec["expect"] if not any(i.startswith(e) for i in ids)]
     if missing:
         problems.append("expected tests not collected: " + ", ".join(missing))
-    return {"ok": not problems, "problems": problems, "collected": len(ids), "collect_seconds": res["seconds"],
-            "expected": spec["expect"], "skipped_at_collection": skipped_modules, "note": spec.get("note")}
+    return {
+        "ok": not problems,
+        "problems": problems,
+        "collected": len(ids),
+        "collect_seconds": res["seconds"],
+        "expected": spec["expect"],
+        "skipped_at_collection": skipped_modules,
+        "note": spec.get("note"),
+    }
 
 
 def junit_summary(path: Path) -> dict:
@@ -312,9 +352,14 @@ def junit_summary(path: Path) -> dict:
         if el is not None:
             why = (el.get("message") or "").strip()[:300]
             skips[why] = skips.get(why, 0) + 1
-    return {"passed": n["tests"] - n["failures"] - n["errors"] - n["skipped"], "failed": n["failures"],
-            "errors": n["errors"], "skipped": n["skipped"], "failures": failed[:20],
-            "skip_reasons": [{"reason": k, "count": v} for k, v in skips.items()]}
+    return {
+        "passed": n["tests"] - n["failures"] - n["errors"] - n["skipped"],
+        "failed": n["failures"],
+        "errors": n["errors"],
+        "skipped": n["skipped"],
+        "failures": failed[:20],
+        "skip_reasons": [{"reason": k, "count": v} for k, v in skips.items()],
+    }
 
 
 def bench_summary(path: Path) -> list:
@@ -322,9 +367,17 @@ def bench_summary(path: Path) -> list:
     if not path.is_file():
         return []
     doc = json.loads(path.read_text())
-    return [{"name": b.get("name"), "group": b.get("group"), "median_ms": round(1e3 * b["stats"]["median"], 4),
-             "min_ms": round(1e3 * b["stats"]["min"], 4), "rounds": b["stats"].get("rounds"),
-             "extra_info": b.get("extra_info", {})} for b in doc.get("benchmarks", [])]
+    return [
+        {
+            "name": b.get("name"),
+            "group": b.get("group"),
+            "median_ms": round(1e3 * b["stats"]["median"], 4),
+            "min_ms": round(1e3 * b["stats"]["min"], 4),
+            "rounds": b["stats"].get("rounds"),
+            "extra_info": b.get("extra_info", {}),
+        }
+        for b in doc.get("benchmarks", [])
+    ]
 
 
 def run_cmd(ck: Check, name: str, spec: dict):
@@ -342,8 +395,13 @@ def pytest_step(ck: Check, name: str, spec: dict, timeout: float) -> dict:
     cmd = pytest_cmd(spec["selection"])
     if ck.dry:
         plumbing = collect(ck, name, spec)
-        return {"status": "skip", "reason": ck.dry_reason, "command": shlex.join(cmd), "plumbing": plumbing,
-                "seconds": plumbing["collect_seconds"]}
+        return {
+            "status": "skip",
+            "reason": ck.dry_reason,
+            "command": shlex.join(cmd),
+            "plumbing": plumbing,
+            "seconds": plumbing["collect_seconds"],
+        }
     if spec.get("skip"):
         return {"status": "skip", "reason": spec["skip"], "command": shlex.join(cmd)}
     cmd, junit, bjson = run_cmd(ck, name, spec)
@@ -352,8 +410,13 @@ def pytest_step(ck: Check, name: str, spec: dict, timeout: float) -> dict:
     nums = junit_summary(junit)
     if spec.get("bench"):
         nums["benchmarks"] = bench_summary(bjson)
-    rec = {"command": shlex.join(map(str, cmd)), "numbers": nums, "rc": res["rc"], "seconds": res["seconds"],
-           "ran_alongside_others": job is not None}
+    rec = {
+        "command": shlex.join(map(str, cmd)),
+        "numbers": nums,
+        "rc": res["rc"],
+        "seconds": res["seconds"],
+        "ran_alongside_others": job is not None,
+    }
     if res["timed_out"]:
         return dict(rec, status="fail", reason=f"timed out after {res['seconds']:.0f} s (killed)")
     if "passed" not in nums:
@@ -376,8 +439,12 @@ def step_environment(ck: Check, timeout: float) -> dict:
     cmd = [sys.executable, Path(__file__).resolve(), "--worker", "env", "--result", result]
     res = ck.run("environment", cmd, timeout)
     if res["timed_out"] or not result.is_file():
-        return {"status": "fail", "reason": f"environment probe failed (exit {res['rc']}"
-                f"{', timed out' if res['timed_out'] else ''}; see the log)", "command": shlex.join(map(str, cmd))}
+        return {
+            "status": "fail",
+            "reason": f"environment probe failed (exit {res['rc']}"
+            f"{', timed out' if res['timed_out'] else ''}; see the log)",
+            "command": shlex.join(map(str, cmd)),
+        }
     ck.env_info = json.loads(result.read_text())
     ck.dry = ck.args.dry_run or not ck.env_info.get("cuda_available")
     gpu = ck.env_info.get("gpu") or {}
@@ -391,20 +458,32 @@ def step_build(ck: Check, timeout: float) -> dict:
     arch = os.environ.get("TOKFUSE_CUDA_ARCH") or (ck.env_info.get("gpu") or {}).get("arch")
     env = {"TOKFUSE_CUDA": "1", **({"TOKFUSE_CUDA_ARCH": arch} if arch else {})}
     cmd = [sys.executable, "setup.py", "build_ext", "--inplace"]
-    probe = [sys.executable, "-c", "import json; from tokfuse_rt import _C; "
-             "print('BUILD_INFO ' + json.dumps(dict(_C.build_info(), devices=_C.cuda_device_count())))"]
+    probe = [
+        sys.executable,
+        "-c",
+        "import json; from tokfuse_rt import _C; "
+        "print('BUILD_INFO ' + json.dumps(dict(_C.build_info(), devices=_C.cuda_device_count())))",
+    ]
     shown = " ".join(f"{k}={v}" for k, v in env.items()) + " " + shlex.join(map(str, cmd))
     if ck.dry:
         problems = [f"{f} missing" for f in ("setup.py", "csrc/nn_search_cuda.cu") if not (ROOT / f).is_file()]
         try:
-            import pybind11  # noqa: F401  (setup.py needs it)
+            import pybind11  # noqa: F401 - setup.py needs it (imported only to check that it is there)
         except ImportError:
             problems.append("pybind11 is not importable")
         nvcc = ck.env_info.get("nvcc") or {}
-        return {"status": "skip", "reason": f"{ck.dry_reason} (the build itself needs only nvcc, but it would "
-                "replace the extension in this tree)", "command": shown,
-                "plumbing": {"ok": not problems, "problems": problems, "nvcc": nvcc.get("path"),
-                             "note": None if nvcc.get("path") else "nvcc not found here: the GPU build would fail"}}
+        return {
+            "status": "skip",
+            "reason": f"{ck.dry_reason} (the build itself needs only nvcc, but it would "
+            "replace the extension in this tree)",
+            "command": shown,
+            "plumbing": {
+                "ok": not problems,
+                "problems": problems,
+                "nvcc": nvcc.get("path"),
+                "note": None if nvcc.get("path") else "nvcc not found here: the GPU build would fail",
+            },
+        }
     res = ck.run("build", cmd, timeout, env)
     rec = {"command": shown, "numbers": {"arch": arch, "seconds": res["seconds"]}}
     if res["rc"] != 0:
@@ -414,95 +493,153 @@ def step_build(ck: Check, timeout: float) -> dict:
     line = [ln for ln in pr["output"].splitlines() if ln.startswith("BUILD_INFO ")]
     if pr["rc"] != 0 or not line:
         return dict(rec, status="fail", reason="the built extension does not import (see the log)")
-    info = json.loads(line[-1][len("BUILD_INFO "):])
+    info = json.loads(line[-1][len("BUILD_INFO ") :])
     rec["numbers"]["build_info"] = info
     if not info.get("cuda") or not info.get("devices"):
-        return dict(rec, status="fail", reason=f"tokfuse_rt._C: has_cuda={info.get('cuda')}, "
-                    f"cuda_device_count={info.get('devices')}")
-    return dict(rec, status="pass", reason=f"built for sm_{arch}; _C sees {info['devices']} CUDA device(s), "
-                f"runtime {info.get('cuda_runtime')}")
+        return dict(
+            rec,
+            status="fail",
+            reason=f"tokfuse_rt._C: has_cuda={info.get('cuda')}, cuda_device_count={info.get('devices')}",
+        )
+    return dict(
+        rec,
+        status="pass",
+        reason=f"built for sm_{arch}; _C sees {info['devices']} CUDA device(s), runtime {info.get('cuda_runtime')}",
+    )
 
 
 def cuda_tests(ck: Check) -> dict:
-    return {"selection": marked_files(GPU_MARKERS) + ["-m", " or ".join(GPU_MARKERS)], "strict": True,
-            "expect": ["tests/test_nn_search.py::test_cuda_kernel_matches_cpu_bit_for_bit",
-                       "tests/test_nn_search.py::test_wrapper_on_cuda_tensors"]}
+    return {
+        "selection": marked_files(GPU_MARKERS) + ["-m", " or ".join(GPU_MARKERS)],
+        "strict": True,
+        "expect": [
+            "tests/test_nn_search.py::test_cuda_kernel_matches_cpu_bit_for_bit",
+            "tests/test_nn_search.py::test_wrapper_on_cuda_tensors",
+        ],
+    }
 
 
 def trt_tests(ck: Check) -> dict:
     no_trt = ck.env_info.get("cuda_available") and not ck.env_info.get("tensorrt")
-    return {"selection": marked_files(["requires_trt"]) + ["-m", "requires_trt"], "strict": True,
-            "expect": ["tests/test_trt.py::test_tensorrt_matches_onnxruntime"],
-            "skip": "TensorRT is not installed here (the requires_trt tests need it)" if no_trt else None}
+    return {
+        "selection": marked_files(["requires_trt"]) + ["-m", "requires_trt"],
+        "strict": True,
+        "expect": ["tests/test_trt.py::test_tensorrt_matches_onnxruntime"],
+        "skip": "TensorRT is not installed here (the requires_trt tests need it)" if no_trt else None,
+    }
+
+
+def _test_module(path: str, *expect: str) -> dict:
+    """A step that runs one test module, strict, and expects the named tests of it to have run."""
+    return {"selection": [path], "strict": True, "expect": [f"{path}::{name}" for name in expect]}
 
 
 def triton_vq_lookup(ck: Check) -> dict:
-    return {"selection": ["tests/test_vq_lookup.py"], "strict": True,
-            "expect": ["tests/test_vq_lookup.py::test_sweep_matches_reference",
-                       "tests/test_vq_lookup.py::test_compiles_for_hopper"]}
+    return _test_module("tests/test_vq_lookup.py", "test_sweep_matches_reference", "test_compiles_for_hopper")
 
 
 def triton_token_edit(ck: Check) -> dict:
-    return {"selection": ["tests/test_token_edit.py"], "strict": True,
-            "expect": ["tests/test_token_edit.py::test_sweep_matches_reference",
-                       "tests/test_token_edit.py::test_matches_model_ste"]}
+    return _test_module("tests/test_token_edit.py", "test_sweep_matches_reference", "test_matches_model_ste")
 
 
 def triton_engine(ck: Check) -> dict:
-    return {"selection": ["tests/test_triton_engine.py"], "strict": True,
-            "expect": ["tests/test_triton_engine.py::test_model_forward_triton_matches_torch",
-                       "tests/test_triton_engine.py::test_engine_fuse_triton_matches_torch"]}
+    return _test_module(
+        "tests/test_triton_engine.py",
+        "test_model_forward_triton_matches_torch",
+        "test_engine_fuse_triton_matches_torch",
+    )
 
 
 def bench_kernels(ck: Check) -> dict:
     # no expected ids: without CUDA both modules skip at import, so nothing can be collected here
-    return {"selection": ["bench/bench_vq_lookup.py", "bench/bench_token_edit.py", "--benchmark-only"],
-            "strict": True, "bench": True, "expect": []}
+    return {
+        "selection": ["bench/bench_vq_lookup.py", "bench/bench_token_edit.py", "--benchmark-only"],
+        "strict": True,
+        "bench": True,
+        "expect": [],
+    }
 
 
 def bench_engine(ck: Check) -> dict:
     root = data_root(ck.pairs_dir)
     msrs = root is not None and any((root / "test" / "MSRS" / "ir").glob("*"))
-    return {"selection": ["bench/bench_engine.py", "-k", "cuda", "--benchmark-only"], "strict": False,
-            "bench": True, "env": {"TOKFUSE_SHARED": str(root)} if root else None,
-            "note": None if msrs else f"no test/MSRS pair under {root}: the engine benchmark will skip",
-            "expect": ["bench/bench_engine.py::test_engine_640x480[pytorch-cuda]"]}
+    return {
+        "selection": ["bench/bench_engine.py", "-k", "cuda", "--benchmark-only"],
+        "strict": False,
+        "bench": True,
+        "env": {"TOKFUSE_SHARED": str(root)} if root else None,
+        "note": None if msrs else f"no test/MSRS pair under {root}: the engine benchmark will skip",
+        "expect": ["bench/bench_engine.py::test_engine_640x480[pytorch-cuda]"],
+    }
 
 
 def engine_cmd(ck: Check, dry: bool) -> list:
     """The engine-parity worker: CUDA against CPU on --max-pairs pairs; in a dry run CPU against CPU on one."""
-    return [sys.executable, Path(__file__).resolve(), "--worker", "engine", "--result", ck.tmp / "engine.json",
-            "--pairs", ck.pairs_dir, "--max-pairs", str(1 if dry else ck.args.max_pairs),
-            "--device", "cpu" if dry else "cuda"]
+    return [
+        sys.executable,
+        Path(__file__).resolve(),
+        "--worker",
+        "engine",
+        "--result",
+        ck.tmp / "engine.json",
+        "--pairs",
+        ck.pairs_dir,
+        "--max-pairs",
+        str(1 if dry else ck.args.max_pairs),
+        "--device",
+        "cpu" if dry else "cuda",
+    ]
 
 
 def step_engine_parity(ck: Check, timeout: float) -> dict:
     if ck.pairs_dir is None or not ck.pairs_dir.is_dir():
-        return {"status": "fail" if not ck.dry else "skip",
-                "reason": f"no pairs folder ({ck.pairs_dir or 'give --pairs DIR or set TOKFUSE_GPU_PAIRS'})",
-                **({"plumbing": {"ok": False, "problems": ["no pairs folder"]}} if ck.dry else {})}
+        return {
+            "status": "fail" if not ck.dry else "skip",
+            "reason": f"no pairs folder ({ck.pairs_dir or 'give --pairs DIR or set TOKFUSE_GPU_PAIRS'})",
+            **({"plumbing": {"ok": False, "problems": ["no pairs folder"]}} if ck.dry else {}),
+        }
     cmd = engine_cmd(ck, ck.dry)
     res = ck.finish(ck.pending.pop("engine_parity", None) or ck.start("engine_parity", cmd, timeout))
     result = ck.tmp / "engine.json"
     nums = json.loads(result.read_text()) if result.is_file() else {}
     rec = {"command": shlex.join(map(str, engine_cmd(ck, False))), "numbers": nums, "seconds": res["seconds"]}
-    problem = ("timed out (killed)" if res["timed_out"] else f"worker exited {res['rc']} (see the log)"
-               if res["rc"] != 0 or not nums else None)
+    problem = (
+        "timed out (killed)"
+        if res["timed_out"]
+        else f"worker exited {res['rc']} (see the log)"
+        if res["rc"] != 0 or not nums
+        else None
+    )
     if ck.dry:
-        return dict(rec, status="skip", reason=f"{ck.dry_reason} (the worker ran with the CPU on both sides)",
-                    plumbing={"ok": problem is None, "problems": [problem] if problem else [],
-                              "ran": shlex.join(map(str, cmd))})
+        return dict(
+            rec,
+            status="skip",
+            reason=f"{ck.dry_reason} (the worker ran with the CPU on both sides)",
+            plumbing={
+                "ok": problem is None,
+                "problems": [problem] if problem else [],
+                "ran": shlex.join(map(str, cmd)),
+            },
+        )
     if problem:
         return dict(rec, status="fail", reason=problem)
     bad = [r["pair"] for r in nums["pairs"] if not r["ok"]]
-    return dict(rec, status="fail" if bad else "pass",
-                reason=(f"{len(bad)} of {len(nums['pairs'])} pairs differ: {', '.join(bad)}" if bad else
-                        f"{len(nums['pairs'])} pairs: ids identical, max |diff| {nums['max_abs_diff']} <= 1"))
+    return dict(
+        rec,
+        status="fail" if bad else "pass",
+        reason=(
+            f"{len(bad)} of {len(nums['pairs'])} pairs differ: {', '.join(bad)}"
+            if bad
+            else f"{len(nums['pairs'])} pairs: ids identical, max |diff| {nums['max_abs_diff']} <= 1"
+        ),
+    )
 
 
 # the pytest steps: name -> spec function (see pytest_step)
-PYTEST_STEPS = {f.__name__: f for f in (cuda_tests, trt_tests, triton_vq_lookup, triton_token_edit, triton_engine,
-                                        bench_kernels, bench_engine)}
+PYTEST_STEPS = {
+    f.__name__: f
+    for f in (cuda_tests, trt_tests, triton_vq_lookup, triton_token_edit, triton_engine, bench_kernels, bench_engine)
+}
 # name, step function or None for a pytest step, timeout (s). Timeouts bound a hang; the budget bounds the sum.
 STEPS = [
     ("environment", step_environment, 60),
@@ -524,7 +661,7 @@ TOGETHER = ("cuda_tests", "trt_tests", "triton_vq_lookup", "triton_token_edit", 
 
 def run_steps(ck: Check, only=None) -> int:
     selected = [n for n, _, _ in STEPS if not only or n in only or n == "environment"]
-    if ck.args.dry_run:                     # known before the environment probe: start it all at once
+    if ck.args.dry_run:  # known before the environment probe: start it all at once
         ck.together_started = True
         start_together(ck, selected[1:])
     for name, fn, cap in STEPS:
@@ -543,7 +680,7 @@ def run_steps(ck: Check, only=None) -> int:
             timeout = min(ck.timeouts.get(name, cap), left)
             try:
                 rec = fn(ck, timeout) if fn else pytest_step(ck, name, PYTEST_STEPS[name](ck), timeout)
-            except Exception as e:          # a defect of this script must not lose the record
+            except Exception as e:  # noqa: BLE001 - a defect of this script must not lose the record
                 rec = {"status": "fail", "reason": f"{type(e).__name__}: {e}"}
                 ck.log(f"---- {name}: {type(e).__name__}: {e}")
             rec.setdefault("timeout_s", round(timeout))
@@ -555,7 +692,7 @@ def run_steps(ck: Check, only=None) -> int:
         if name == "environment" and ck.dry and not ck.together_started and ck.remaining() >= MIN_STEP_S:
             ck.together_started = True
             start_together(ck, selected[1:])
-    for job in ck.pending.values():         # started but never waited for (budget exhausted): stop them
+    for job in ck.pending.values():  # started but never waited for (budget exhausted): stop them
         ck.kill(job)
         ck.finish(job)
     path = ck.write_json(final=True)
@@ -595,14 +732,32 @@ def worker_env() -> dict:
 
     import torch
 
-    info = {"python": platform.python_version(), "executable": sys.executable, "platform": platform.platform(),
-            "cpus": os.cpu_count(), "torch": torch.__version__, "torch_cuda": torch.version.cuda,
-            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-            "cuda_available": torch.cuda.is_available(), "triton_interpret": os.environ.get("TRITON_INTERPRET")}
-    for dist, mod in (("triton", "triton"), ("numpy", "numpy"), ("onnx", "onnx"), ("onnxruntime", "onnxruntime"),
-                      ("onnxruntime-gpu", "onnxruntime"), ("onnxscript", "onnxscript"), ("tensorrt", "tensorrt"),
-                      ("pytest", "pytest"), ("pytest-benchmark", "pytest_benchmark"), ("pybind11", "pybind11"),
-                      ("pillow", "PIL"), ("safetensors", "safetensors"), ("scipy", "scipy")):
+    info = {
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "cuda_available": torch.cuda.is_available(),
+        "triton_interpret": os.environ.get("TRITON_INTERPRET"),
+    }
+    for dist, mod in (
+        ("triton", "triton"),
+        ("numpy", "numpy"),
+        ("onnx", "onnx"),
+        ("onnxruntime", "onnxruntime"),
+        ("onnxruntime-gpu", "onnxruntime"),
+        ("onnxscript", "onnxscript"),
+        ("tensorrt", "tensorrt"),
+        ("pytest", "pytest"),
+        ("pytest-benchmark", "pytest_benchmark"),
+        ("pybind11", "pybind11"),
+        ("pillow", "PIL"),
+        ("safetensors", "safetensors"),
+        ("scipy", "scipy"),
+    ):
         info[dist] = _version(dist, mod)
     if info["onnxruntime"] or info["onnxruntime-gpu"]:
         import onnxruntime
@@ -611,9 +766,14 @@ def worker_env() -> dict:
     if info["cuda_available"]:
         p = torch.cuda.get_device_properties(0)
         cap = torch.cuda.get_device_capability(0)
-        info["gpu"] = {"name": p.name, "capability": f"{cap[0]}.{cap[1]}", "arch": f"{cap[0]}{cap[1]}",
-                       "memory_gib": round(p.total_memory / 2**30, 1), "count": torch.cuda.device_count(),
-                       "multiprocessors": p.multi_processor_count}
+        info["gpu"] = {
+            "name": p.name,
+            "capability": f"{cap[0]}.{cap[1]}",
+            "arch": f"{cap[0]}{cap[1]}",
+            "memory_gib": round(p.total_memory / 2**30, 1),
+            "count": torch.cuda.device_count(),
+            "multiprocessors": p.multi_processor_count,
+        }
         info["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
         info["matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
     smi = shutil.which("nvidia-smi")
@@ -622,10 +782,16 @@ def worker_env() -> dict:
         info["nvidia_smi"] = q
         info["driver"] = q.split(",")[1].strip() if q and q.count(",") >= 2 else None
     home = next((os.environ[v] for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)), None)
-    nvcc = os.path.join(home, "bin", "nvcc") if home and os.path.isfile(os.path.join(home, "bin", "nvcc")) \
+    nvcc = (
+        os.path.join(home, "bin", "nvcc")
+        if home and os.path.isfile(os.path.join(home, "bin", "nvcc"))
         else shutil.which("nvcc")
+    )
     ver = _tool([nvcc, "--version"]) if nvcc else None
-    info["nvcc"] = {"path": nvcc, "release": next((ln.strip() for ln in (ver or "").splitlines() if "release" in ln), None)}
+    info["nvcc"] = {
+        "path": nvcc,
+        "release": next((ln.strip() for ln in (ver or "").splitlines() if "release" in ln), None),
+    }
     return info
 
 
@@ -649,7 +815,7 @@ def worker_engine(pairs_dir: str, max_pairs: int, device: str) -> dict:
 
     def run(eng, ir, vis):
         t = time.perf_counter()
-        fused, ids = eng.fuse_with_tokens(str(ir), str(vis))       # returns numpy: the device is synchronised
+        fused, ids = eng.fuse_with_tokens(str(ir), str(vis))  # returns numpy: the device is synchronised
         return fused, ids, 1e3 * (time.perf_counter() - t)
 
     def compare(eng, ref_out):
@@ -658,10 +824,19 @@ def worker_engine(pairs_dir: str, max_pairs: int, device: str) -> dict:
             f, i, ms = run(eng, ir, vis)
             d = np.abs(f.astype(np.int16) - f_ref.astype(np.int16))
             same = bool(np.array_equal(i, i_ref))
-            rows.append({"pair": f"{s}/{ir.name}", "size": f"{f.shape[1]}x{f.shape[0]}", "ids_equal": same,
-                         "ids_differing": int((np.asarray(i) != np.asarray(i_ref)).sum()), "max_abs_diff": int(d.max()),
-                         "pixels_differing_pct": round(100.0 * float((d > 0).mean()), 4),
-                         "ms_reference": round(ms_ref, 1), "ms_engine": round(ms, 1), "ok": same and int(d.max()) <= 1})
+            rows.append(
+                {
+                    "pair": f"{s}/{ir.name}",
+                    "size": f"{f.shape[1]}x{f.shape[0]}",
+                    "ids_equal": same,
+                    "ids_differing": int((np.asarray(i) != np.asarray(i_ref)).sum()),
+                    "max_abs_diff": int(d.max()),
+                    "pixels_differing_pct": round(100.0 * float((d > 0).mean()), 4),
+                    "ms_reference": round(ms_ref, 1),
+                    "ms_engine": round(ms, 1),
+                    "ok": same and int(d.max()) <= 1,
+                }
+            )
         return rows
 
     with Engine(device="cpu") as ref:
@@ -669,19 +844,26 @@ def worker_engine(pairs_dir: str, max_pairs: int, device: str) -> dict:
         ref_out = [run(ref, ir, vis) for _, ir, vis in chosen]
     with Engine(device=device) as eng:
         info = {k: eng.info().get(k) for k in ("backend", "device", "kernels")}
-        run(eng, *chosen[0][1:])          # warm-up: kernel compilation, cuDNN algorithm choice
+        run(eng, *chosen[0][1:])  # warm-up: kernel compilation, cuDNN algorithm choice
         rows = compare(eng, ref_out)
-    out = {"device": device, "engine": info, "reference": ref_info, "pairs": rows,
-           "max_abs_diff": max(r["max_abs_diff"] for r in rows), "all_ids_equal": all(r["ids_equal"] for r in rows),
-           "rule": "per pair: token ids identical and fused uint8 max |diff| <= 1 (SPEC section 4)"}
+    out = {
+        "device": device,
+        "engine": info,
+        "reference": ref_info,
+        "pairs": rows,
+        "max_abs_diff": max(r["max_abs_diff"] for r in rows),
+        "all_ids_equal": all(r["ids_equal"] for r in rows),
+        "rule": "per pair: token ids identical and fused uint8 max |diff| <= 1 (SPEC section 4)",
+    }
     if device.startswith("cuda"):
         out["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
-        if not all(r["ok"] for r in rows):    # diagnosis: TF32 convolution rounding or a real fault?
+        if not all(r["ok"] for r in rows):  # diagnosis: TF32 convolution rounding or a real fault?
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
             with Engine(device=device) as eng:
-                out["tf32_off"] = [{k: r[k] for k in ("pair", "ids_equal", "max_abs_diff", "ok")}
-                                   for r in compare(eng, ref_out)]
+                out["tf32_off"] = [
+                    {k: r[k] for k in ("pair", "ids_equal", "max_abs_diff", "ok")} for r in compare(eng, ref_out)
+                ]
     return out
 
 
@@ -694,18 +876,19 @@ def make_pairs(dest: Path) -> int:
     if data is None:
         print("gpu_check: error: shared/data not found (set TOKFUSE_SHARED)", file=sys.stderr)
         return 2
+    from tokfuse_rt.pairing import find_set_dirs, pair_dirs
+
     n = 0
     for name, count in PAIR_SETS:
-        src = data / "test" / name
-        a, b = ("ir", "vi") if (src / "ir").is_dir() else ("a", "b")
-        if not (src / a).is_dir():
-            print(f"gpu_check: warning: {src / a} not found, no {name} pairs", file=sys.stderr)
+        try:
+            ir_dir, vis_dir = find_set_dirs(data / "test" / name)
+        except FileNotFoundError as e:
+            print(f"gpu_check: warning: {e}; no {name} pairs", file=sys.stderr)
             continue
-        files = sorted(p.name for p in (src / a).iterdir() if (src / b / p.name).is_file())[:count]
-        for f in files:
-            for side in (a, b):
+        for pair in pair_dirs(ir_dir, vis_dir).pairs[:count]:
+            for src, side in ((pair.ir, ir_dir.name), (pair.vis, vis_dir.name)):
                 (dest / "test" / name / side).mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src / side / f, dest / "test" / name / side / f)
+                shutil.copy2(src, dest / "test" / name / side / src.name)
             n += 1
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
     print(f"{n} pairs copied to {dest} ({size / 2**20:.1f} MiB)")
@@ -723,15 +906,24 @@ def _step_timeout(text: str):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out", default="out/gpu", help="output folder for gpu_check.json and gpu_check.log")
-    ap.add_argument("--pairs", default=None, help="folder of real pairs (default: $TOKFUSE_GPU_PAIRS, else "
-                    "shared/data/test beside the repository)")
+    ap.add_argument(
+        "--pairs",
+        default=None,
+        help="folder of real pairs (default: $TOKFUSE_GPU_PAIRS, else shared/data/test beside the repository)",
+    )
     ap.add_argument("--max-pairs", type=int, default=6, help="pairs for the engine parity step (default 6)")
     ap.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds for all steps (default 450)")
-    ap.add_argument("--timeout", action="append", type=_step_timeout, metavar="STEP=SECONDS",
-                    help="override one step's timeout (repeatable)")
+    ap.add_argument(
+        "--timeout",
+        action="append",
+        type=_step_timeout,
+        metavar="STEP=SECONDS",
+        help="override one step's timeout (repeatable)",
+    )
     ap.add_argument("--dry-run", action="store_true", help="check the plumbing only (automatic without a GPU)")
     ap.add_argument("--steps", default=None, help="comma-separated subset of: " + ", ".join(n for n, _, _ in STEPS))
     ap.add_argument("--make-pairs", metavar="DIR", default=None, help="copy a few real test pairs into DIR and exit")

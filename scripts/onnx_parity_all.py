@@ -6,6 +6,7 @@ Prints one row per set and exits non-zero if any pair fails.
 
     python scripts/onnx_parity_all.py [--ckpt CKPT] [--onnx model.onnx] [--data ../shared/data] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,8 +68,10 @@ def main(argv=None) -> int:
 
     rows, per_pair, failures = [], [], []
     with Engine(ckpt, device="cpu", threads=a.threads) as pt, Engine(onnx_path, device="cpu", threads=a.threads) as ox:
-        print(f"PyTorch backend: {pt.info().get('kernels', '?')} kernels; ONNX Runtime {ox.info()['onnxruntime']}, "
-              f"{a.threads} threads each; k = {a.k if a.k is not None else ox.info()['config']['default_k']}")
+        print(
+            f"PyTorch backend: {pt.info().get('kernels', '?')} kernels; ONNX Runtime {ox.info()['onnxruntime']}, "
+            f"{a.threads} threads each; k = {a.k if a.k is not None else ox.info()['config']['default_k']}"
+        )
         for name in a.sets:
             n = worst = ids_bad = px_diff = px_total = 0
             t_pt = t_ox = 0.0
@@ -89,23 +92,45 @@ def main(argv=None) -> int:
                 px_diff += int((d > 0).sum())
                 px_total += d.size
                 sizes.add(f"{f1.shape[1]}x{f1.shape[0]}")
-                per_pair.append({"set": name, "pair": fname, "size": [f1.shape[1], f1.shape[0]], "max_abs_diff": md,
-                                 "ids_equal": same, "ms_pytorch": 1e3 * (t1 - t0), "ms_onnxruntime": 1e3 * (t2 - t1)})
+                per_pair.append(
+                    {
+                        "set": name,
+                        "pair": fname,
+                        "size": [f1.shape[1], f1.shape[0]],
+                        "max_abs_diff": md,
+                        "ids_equal": same,
+                        "ms_pytorch": 1e3 * (t1 - t0),
+                        "ms_onnxruntime": 1e3 * (t2 - t1),
+                    }
+                )
                 if md > 1 or not same:
                     failures.append(f"{name}/{fname}: max|Δ|={md}, ids {'equal' if same else 'differ'}")
             if n == 0:
                 continue
             size_txt = next(iter(sizes)) if len(sizes) == 1 else f"{len(sizes)} sizes"
-            rows.append((name, n, size_txt, worst, 100.0 * px_diff / max(px_total, 1), ids_bad,
-                         1e3 * t_pt / n, 1e3 * t_ox / n, "ok" if worst <= 1 and ids_bad == 0 else "FAIL"))
+            rows.append(
+                (
+                    name,
+                    n,
+                    size_txt,
+                    worst,
+                    100.0 * px_diff / max(px_total, 1),
+                    ids_bad,
+                    1e3 * t_pt / n,
+                    1e3 * t_ox / n,
+                    "ok" if worst <= 1 and ids_bad == 0 else "FAIL",
+                )
+            )
 
     head = ("set", "pairs", "size", "max|Δ|", "px Δ≠0 %", "ids mismatches", "PyTorch ms", "ORT ms", "status")
     table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         table.append(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.4f} | {r[5]} | {r[6]:.0f} | {r[7]:.0f} | {r[8]} |")
     total = sum(r[1] for r in rows)
-    table.append(f"| **all** | {total} | | {max((r[3] for r in rows), default=0)} | | "
-                 f"{sum(r[5] for r in rows)} | | | {'ok' if not failures else 'FAIL'} |")
+    table.append(
+        f"| **all** | {total} | | {max((r[3] for r in rows), default=0)} | | "
+        f"{sum(r[5] for r in rows)} | | | {'ok' if not failures else 'FAIL'} |"
+    )
     print("\n".join(table))
     if a.json:
         Path(a.json).write_text(json.dumps({"rows": per_pair, "failures": failures}, indent=1))

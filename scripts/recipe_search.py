@@ -14,6 +14,7 @@ Every run also reports ``kept``: the share of the thermal excess (ir − vis on 
 brighter than vis by > 0.25) the fused image keeps, averaged over the held-out pairs that have such
 pixels (a plain average keeps 0.5, copying the visible image keeps 0).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,8 +70,15 @@ def figure(path, pairs, fusers, every=6, n=4, size=(256, 192)):
     rows = []
     for a, b in pairs[::every][:n]:
         outs = [a, b] + [f(a, b) for f in fusers]
-        rows.append(np.concatenate([np.asarray(Image.fromarray(np.clip(np.round(o * 255), 0, 255)
-                                    .astype(np.uint8)).resize(size)) for o in outs], axis=1))
+        rows.append(
+            np.concatenate(
+                [
+                    np.asarray(Image.fromarray(np.clip(np.round(o * 255), 0, 255).astype(np.uint8)).resize(size))
+                    for o in outs
+                ],
+                axis=1,
+            )
+        )
     Image.fromarray(np.concatenate(rows, axis=0)).save(path)
 
 
@@ -79,8 +87,12 @@ def model_fuse(model):
 
     def f(a, b):
         with torch.no_grad():
-            t = lambda x: torch.from_numpy(x)[None, None].float()  # noqa: E731
+
+            def t(x):
+                return torch.from_numpy(x)[None, None].float()
+
             return model(t(a), t(b))[0][0, 0].numpy()
+
     return f
 
 
@@ -104,10 +116,18 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--baselines", action="store_true")
-    ap.add_argument("--detail-channels", type=int, default=None, help="fusion-part width override (default: the tokenizer checkpoint's)")
+    ap.add_argument(
+        "--detail-channels",
+        type=int,
+        default=None,
+        help="fusion-part width override (default: the tokenizer checkpoint's)",
+    )
     ap.add_argument("--head-channels", type=int, default=None)
-    ap.add_argument("--figure", default=None, help="write a montage of the held-out pairs fused by the "
-                    "bundled model and each --compare run, then stop")
+    ap.add_argument(
+        "--figure",
+        default=None,
+        help="write a montage of the held-out pairs fused by the bundled model and each --compare run, then stop",
+    )
     ap.add_argument("--compare", nargs="*", default=[], help="names of earlier runs (their .safetensors in --work)")
     d = TrainArgs("", "")
     for f in ("w_int", "w_grad", "w_ssim", "w_base", "w_vif", "w_scd", "lr2", "gain", "alpha"):
@@ -134,10 +154,20 @@ def main(argv=None) -> int:
         cfg = TokFuseConfig.from_json(src.cfg.to_json())
         widths = {k: v for k, v in (("detail_channels", a.detail_channels), ("head_channels", a.head_channels)) if v}
         model = TokFuse(dataclasses.replace(cfg, **widths))
-        model.load_state_dict({k: v for k, v in src.state_dict().items()
-                               if k.startswith(("encoder.", "decoder.", "codebook"))}, strict=False)
-        args = TrainArgs(data="", out="", steps2=a.steps, log_every=250, **{f: getattr(a, f) for f in
-                         ("w_int", "w_grad", "w_ssim", "w_base", "w_vif", "w_scd", "lr2", "gain", "alpha")})
+        model.load_state_dict(
+            {k: v for k, v in src.state_dict().items() if k.startswith(("encoder.", "decoder.", "codebook"))},
+            strict=False,
+        )
+        args = TrainArgs(
+            data="",
+            out="",
+            steps2=a.steps,
+            log_every=250,
+            **{
+                f: getattr(a, f)
+                for f in ("w_int", "w_grad", "w_ssim", "w_base", "w_vif", "w_scd", "lr2", "gain", "alpha")
+            },
+        )
         t0 = time.time()
         with open(work / f"{a.name}.log", "w") as logf:
             stage2(model, PairBank(ts), args, torch.Generator().manual_seed(0), {}, logf=logf)

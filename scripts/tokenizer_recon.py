@@ -1,4 +1,4 @@
-"""Tokenizer reconstruction quality on test sets (README ablation, issue 7).
+"""Tokenizer reconstruction quality on test sets (README ablation).
 
 Each source image's luminance is resized to the token pathway's S×S (as the model sees it),
 tokenized (K ids from the codebook) and decoded by π; PSNR (dB, peak 1) and SSIM (the metrics'
@@ -9,6 +9,7 @@ S×S input are averaged per modality.
 
 A set without a ``val/`` or ``test/`` prefix is a test set.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -13,6 +13,7 @@ ranked on its own against the peers.  ``--formulas`` adds the pixel formulas max
 
 Only for choosing architectures and recipes: val/ is never trained on; test/ is not read here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,9 @@ M8 = ["EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM"]
 
 def load_set(root: Path):
     from tokfuse_rt.metrics import read_gray
+    from tokfuse_rt.pairing import pair_set
 
-    names = sorted(p.name for p in (root / "ir").iterdir())
-    return [(n, read_gray(root / "ir" / n), read_gray(root / "vi" / n)) for n in names]
+    return [(p.name, read_gray(p.ir), read_gray(p.vis)) for p in pair_set(root)]
 
 
 def score(fuse, pairs):
@@ -59,17 +60,34 @@ def mean_rank(ours: dict, peers: dict) -> tuple[float, dict]:
 
 def place(ours: dict, peers: dict) -> tuple[int, float]:
     """(position of ``ours`` by mean rank among ``peers`` + ours, 1 = first; best peer's mean rank)."""
-    from tokfuse_rt.metrics.rank import mean_ranks, place as _place
+    from tokfuse_rt.metrics.rank import mean_ranks
+    from tokfuse_rt.metrics.rank import place as _place
 
     table = peers | {"__ours__": ours}
     best = min(v[0] for k, v in mean_ranks(table).items() if k != "__ours__")
     return _place(table, "__ours__"), best
 
 
-def peer_table(data: Path, set_name: str) -> dict:
+def peer_table(data: Path, set_name: str, path: Path | None = None) -> dict:
+    """The peers of ``set_name`` in ``path`` (default: ``val/peer_scores.json`` of ``data``), without a
+    ``tokfuse_default`` row (the rows ranked here are ours)."""
     from tokfuse_rt.metrics.rank import load_peers
 
-    return {k: v for k, v in load_peers(data / "val" / "peer_scores.json", set_name).items() if k != "tokfuse_default"}
+    path = data / "val" / "peer_scores.json" if path is None else path
+    return {k: v for k, v in load_peers(path, set_name).items() if k != "tokfuse_default"}
+
+
+def as_tensor(x):
+    """A 2-D float image as a float32 tensor [1, 1, H, W] (the model's input)."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
+
+
+def save_json(path, data: dict) -> None:
+    """``data`` as indented JSON at ``path``; nothing when ``path`` is None (no --json)."""
+    if path:
+        Path(path).write_text(json.dumps(data, indent=1))
 
 
 def model_fuse(path, threads: int):
@@ -82,8 +100,8 @@ def model_fuse(path, threads: int):
 
     def f(a, b):
         with torch.inference_mode():
-            t = lambda x: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]  # noqa: E731
-            return model(t(a), t(b))[0][0, 0].numpy()
+            return model(as_tensor(a), as_tensor(b))[0][0, 0].numpy()
+
     return f
 
 
@@ -107,18 +125,25 @@ def main(argv=None) -> int:
     for s in a.sets:
         pairs = load_set(data / "val" / s)
         peers = peer_table(data, s)
-        print(f"== val/{s} ({len(pairs)} pairs); peers: " + ", ".join(
-            f"{k} {mean_rank(v, {q: w for q, w in peers.items() if q != k} | {})[0]:.2f}" for k, v in peers.items()))
+        print(
+            f"== val/{s} ({len(pairs)} pairs); peers: "
+            + ", ".join(
+                f"{k} {mean_rank(v, {q: w for q, w in peers.items() if q != k} | {})[0]:.2f}" for k, v in peers.items()
+            )
+        )
         for name, f in fusers.items():
             t0 = time.time()
             r = score(f, pairs)
             mr, ranks = mean_rank(r, peers)
             pos, best = place(r, peers)
             out.setdefault(name, {})[s] = r | {"mean_rank": mr, "ranks": ranks, "place": pos, "best_peer": best}
-            print(f"{name:24s} #{pos} {mr:.3f} (best peer {best:.3f}) | " + " ".join(f"{m} {r[m]:.3f}({ranks[m]:g})" for m in M8)
-                  + f" | kept {r['kept']:.3f} ({time.time() - t0:.0f}s)", flush=True)
-    if a.json:
-        Path(a.json).write_text(json.dumps(out, indent=1))
+            print(
+                f"{name:24s} #{pos} {mr:.3f} (best peer {best:.3f}) | "
+                + " ".join(f"{m} {r[m]:.3f}({ranks[m]:g})" for m in M8)
+                + f" | kept {r['kept']:.3f} ({time.time() - t0:.0f}s)",
+                flush=True,
+            )
+    save_json(a.json, out)
     return 0
 
 

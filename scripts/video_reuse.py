@@ -10,6 +10,7 @@ MI, VIF, Qabf, SSIM (CDDFuse convention, luminance) are compared with the refere
 drift = |m - m_ref| / |m_ref|. BiSWE is computed on RGB frames for the sources, the per-frame fused
 video, each policy's fused video and the H.264 output of ``Engine.fuse_video`` (default CRF 18).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,8 +64,13 @@ def run_clip(eng, seq_dir: Path, policies, tmp: Path, log, temporal_metric: bool
         drift[pol] = {m: {"max_pct": 100 * max(v), "mean_pct": 100 * float(np.mean(v))} for m, v in per.items()}
         drift[pol]["identical_frames"] = identical
         drift[pol]["max_abs_diff"] = int(max(np.abs(a.astype(int) - b).max() for a, b in zip(fused[pol], fused["off"])))
-    res = {"frames": n, "stats": stats, "seconds": secs, "drift": drift,
-           "ref_metrics_mean": {m: float(np.mean([r[m] for r in ref_m])) for m in METRICS}}
+    res = {
+        "frames": n,
+        "stats": stats,
+        "seconds": secs,
+        "drift": drift,
+        "ref_metrics_mean": {m: float(np.mean([r[m] for r in ref_m])) for m in METRICS},
+    }
     if not temporal_metric:
         return res
     log("  metrics done; BiSWE ...")
@@ -83,32 +89,54 @@ def run_clip(eng, seq_dir: Path, policies, tmp: Path, log, temporal_metric: bool
 
 
 def write_md(results, policies, model, path: Path):
-    lines = ["# Token reuse on video: drift, time, temporal stability", "",
-             f"Model: `{model}`. Clips: M3SVD (6 sequences, 640×480, 20 frames each), decoded by PyAV and fused "
-             "with `Engine.stream` (no codec in between) unless said otherwise. Reference: `reuse=\"off\"` "
-             "(the token pathway on every frame, = `Engine.fuse`). Produced by `scripts/video_reuse.py`; "
-             "timings on the shared 2-core VM are noisy.", ""]
-    lines += ["## Per-frame metric drift against recomputing every frame", "",
-              "drift = |m − m_ref| / |m_ref| per frame (CDDFuse convention, luminance); max and mean over the "
-              "20 frames of each clip.", ""]
-    head = "| clip | policy | key frames | identical frames | max abs Δ (levels) | " + \
-        " | ".join(f"{m} max / mean %" for m in METRICS) + " |"
+    lines = [
+        "# Token reuse on video: drift, time, temporal stability",
+        "",
+        f"Model: `{model}`. Clips: M3SVD (6 sequences, 640×480, 20 frames each), decoded by PyAV and fused "
+        'with `Engine.stream` (no codec in between) unless said otherwise. Reference: `reuse="off"` '
+        "(the token pathway on every frame, = `Engine.fuse`). Produced by `scripts/video_reuse.py`; "
+        "timings on the shared 2-core VM are noisy.",
+        "",
+    ]
+    lines += [
+        "## Per-frame metric drift against recomputing every frame",
+        "",
+        "drift = |m − m_ref| / |m_ref| per frame (CDDFuse convention, luminance); max and mean over the "
+        "20 frames of each clip.",
+        "",
+    ]
+    head = (
+        "| clip | policy | key frames | identical frames | max abs Δ (levels) | "
+        + " | ".join(f"{m} max / mean %" for m in METRICS)
+        + " |"
+    )
     lines += [head, "| --- | --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in METRICS) + " |"]
     worst = {p: {m: 0.0 for m in METRICS} for p in policies}
     for seq, r in results.items():
         for p in policies:
             d = r["drift"][p]
-            lines.append(f"| {seq} | {p} | {r['stats'][p]['key_frames']} | {d['identical_frames']} | "
-                         f"{d['max_abs_diff']} | " + " | ".join(
-                             f"{d[m]['max_pct']:.3f} / {d[m]['mean_pct']:.4f}" for m in METRICS) + " |")
+            lines.append(
+                f"| {seq} | {p} | {r['stats'][p]['key_frames']} | {d['identical_frames']} | "
+                f"{d['max_abs_diff']} | "
+                + " | ".join(f"{d[m]['max_pct']:.3f} / {d[m]['mean_pct']:.4f}" for m in METRICS)
+                + " |"
+            )
             for m in METRICS:
                 worst[p][m] = max(worst[p][m], d[m]["max_pct"])
-    lines += ["", "Worst frame over all clips: " + "; ".join(
-        f"`{p}`: " + ", ".join(f"{m} {worst[p][m]:.3f}%" for m in METRICS) for p in policies), ""]
-    lines += ["## Time in the token pathway", "",
-              "Seconds over all frames of all clips (backend calls only; `off` runs the full graph per frame).", "",
-              "| policy | key frames | tokens s | render s | full s | stream wall s |",
-              "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [
+        "",
+        "Worst frame over all clips: "
+        + "; ".join(f"`{p}`: " + ", ".join(f"{m} {worst[p][m]:.3f}%" for m in METRICS) for p in policies),
+        "",
+    ]
+    lines += [
+        "## Time in the token pathway",
+        "",
+        "Seconds over all frames of all clips (backend calls only; `off` runs the full graph per frame).",
+        "",
+        "| policy | key frames | tokens s | render s | full s | stream wall s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for p in ("off",) + tuple(policies):
         kf = sum(r["stats"][p]["key_frames"] for r in results.values())
         tok = sum(r["stats"][p].get("seconds_tokens", 0) for r in results.values())
@@ -120,15 +148,23 @@ def write_md(results, policies, model, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return
-    lines += ["", "## Temporal stability (BiSWE, lower = more stable)", "",
-              "VF-Bench's bi-directional self-warping error (`tokfuse_rt.metrics.biswe`, Farneback flow, 8-bit "
-              "levels, occlusion masks from both sources), RGB frames.", ""]
+    lines += [
+        "",
+        "## Temporal stability (BiSWE, lower = more stable)",
+        "",
+        "VF-Bench's bi-directional self-warping error (`tokfuse_rt.metrics.biswe`, Farneback flow, 8-bit "
+        "levels, occlusion masks from both sources), RGB frames.",
+        "",
+    ]
     cols = list(next(iter(results.values()))["biswe"])
     lines += ["| clip | " + " | ".join(cols) + " |", "| --- | " + " | ".join("---:" for _ in cols) + " |"]
     for seq, r in results.items():
         lines.append(f"| {seq} | " + " | ".join(f"{r['biswe'][c]:.3f}" for c in cols) + " |")
-    lines.append("| **mean** | " + " | ".join(
-        f"**{np.mean([r['biswe'][c] for r in results.values()]):.3f}**" for c in cols) + " |")
+    lines.append(
+        "| **mean** | "
+        + " | ".join(f"**{np.mean([r['biswe'][c] for r in results.values()]):.3f}**" for c in cols)
+        + " |"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -137,23 +173,25 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="model file (default: the bundled checkpoint exported to ONNX)")
     p.add_argument("--data", default=None, help="M3SVD folder (default: shared/data/video/M3SVD beside the repo)")
-    p.add_argument("--policies", default="auto;interval=30,scene=off",
-                   help="reuse policies to compare with 'off', separated by ';' (default: auto;interval=30,scene=off)")
+    p.add_argument(
+        "--policies",
+        default="auto;interval=30,scene=off",
+        help="reuse policies to compare with 'off', separated by ';' (default: auto;interval=30,scene=off)",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-biswe", action="store_true", help="skip the temporal metric (drift and time only)")
     p.add_argument("--out", default=str(ROOT / "docs" / "video_reuse.md"))
     a = p.parse_args(argv)
-    if a.data is None:
-        from tokfuse_rt.datasets import find_shared_data
+    from tokfuse_rt.datasets import data_option
 
-        shared = find_shared_data(start=ROOT)
-        if shared is None:
-            p.error("shared/data not found beside the repository; give --data")
-        a.data = str(shared / "video" / "M3SVD")
+    a.data = str(data_option(p, a.data, "video/M3SVD", start=ROOT))
     from tokfuse_rt import Engine
 
     policies = tuple(x.strip() for x in a.policies.split(";") if x.strip())
-    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+
+    def log(m):
+        print(m, file=sys.stderr, flush=True)
+
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = a.model

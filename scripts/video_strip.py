@@ -3,6 +3,7 @@ H.264 output of ``Engine.fuse_video``), columns frames spread over the clip.
 
     python scripts/video_strip.py [--model M] [--seq 0114_1551] [--frames 0,6,13,19] [-o docs/video_strip.png]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,18 +26,14 @@ def main(argv=None) -> int:
     p.add_argument("--height", type=int, default=150)
     p.add_argument("-o", "--output", default=str(ROOT / "docs" / "video_strip.png"))
     a = p.parse_args(argv)
-    if a.data is None:
-        from tokfuse_rt.datasets import find_shared_data
+    from tokfuse_rt.datasets import data_option
 
-        shared = find_shared_data(start=ROOT)
-        if shared is None:
-            p.error("shared/data not found beside the repository; give --data")
-        a.data = str(shared / "video" / "M3SVD")
+    a.data = str(data_option(p, a.data, "video/M3SVD", start=ROOT))
     import av
 
     from tokfuse_rt import Engine
-    from tokfuse_rt.imageio import save_image
-    from tokfuse_rt.montage import _fit, _rgb
+    from tokfuse_rt.montage import as_rgb, fit_height
+    from tokfuse_rt.outputs import save_image
 
     def frames(path):
         with av.open(str(path)) as c:
@@ -51,13 +48,15 @@ def main(argv=None) -> int:
     gap = 4
     strip = []
     for r in rows:
-        tiles = [_fit(_rgb(r[i]), a.height) for i in picks]
+        tiles = [fit_height(as_rgb(r[i]), a.height) for i in picks]
         sep = np.full((a.height, gap, 3), 255, np.uint8)
         line = [t for tile in tiles for t in (tile, sep)][:-1]
         strip += [np.concatenate(line, axis=1), np.full((gap, sum(x.shape[1] for x in line), 3), 255, np.uint8)]
     img = np.concatenate(strip[:-1], axis=0)
-    print(f"wrote {save_image(img, a.output)} (rows: ir, vis, fused H.264; frames {picks} of {a.seq}; "
-          f"{rep.frames} frames fused at {rep.fps:.1f} fps)")
+    print(
+        f"wrote {save_image(img, a.output)} (rows: ir, vis, fused H.264; frames {picks} of {a.seq}; "
+        f"{rep.frames} frames fused at {rep.fps:.1f} fps)"
+    )
     return 0
 
 

@@ -1,5 +1,6 @@
 """Shared fixtures and capability markers. Capabilities are decided by what is importable/built,
 evaluated at collection time (never at import time of the package)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -19,7 +20,7 @@ def pytest_configure(config):
             os.environ["TRITON_INTERPRET"] = "1"
 
 
-from tokfuse_rt.datasets import find_shared_data  # noqa: E402
+from tokfuse_rt.datasets import find_shared_data
 
 SHARED_DATA = find_shared_data(start=Path(__file__))
 
@@ -78,10 +79,22 @@ def tiny_ckpt(tmp_path_factory) -> Path:
     from tokfuse_rt.model import TokFuse, TokFuseConfig, save_checkpoint
 
     torch.manual_seed(0)
-    cfg = TokFuseConfig(image_size=32, patch_size=8, num_tokens=8, code_dim=12, codebook_size=64, width=32,
-                        enc_depth=1, dec_depth=1, heads=2, default_k=2, detail_channels=4, head_channels=4)
+    cfg = TokFuseConfig(
+        image_size=32,
+        patch_size=8,
+        num_tokens=8,
+        code_dim=12,
+        codebook_size=64,
+        width=32,
+        enc_depth=1,
+        dec_depth=1,
+        heads=2,
+        default_k=2,
+        detail_channels=4,
+        head_channels=4,
+    )
     m = TokFuse(cfg).eval()
-    with torch.no_grad():                       # non-trivial head so outputs depend on both inputs
+    with torch.no_grad():  # non-trivial head so outputs depend on both inputs
         m.head.conv2.weight.normal_(0, 0.1)
     return save_checkpoint(m, tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
 
@@ -98,6 +111,20 @@ def tiny_onnx(tiny_ckpt, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def engines(tiny_ckpt, tiny_onnx):
+    """(PyTorch Engine of ``tiny_ckpt``, ONNX Runtime Engine of ``tiny_onnx``), one thread each: tiny graphs
+    gain nothing from two, and CI shares its cores with other jobs."""
+    import torch
+
+    from tokfuse_rt import Engine
+
+    old = torch.get_num_threads()
+    with Engine(tiny_ckpt, device="cpu", threads=1) as pt, Engine(tiny_onnx, threads=1) as ox:
+        yield pt, ox
+    torch.set_num_threads(old)
+
+
 def _png_header_only(path, w, h):
     """A PNG whose IHDR claims w x h (8-bit gray) followed by a tiny IDAT: decoding it would fail."""
     import struct
@@ -105,9 +132,11 @@ def _png_header_only(path, w, h):
 
     def chunk(t, data):
         return struct.pack(">I", len(data)) + t + data + struct.pack(">I", zlib.crc32(t + data) & 0xFFFFFFFF)
+
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
     return path
 
 

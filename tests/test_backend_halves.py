@@ -1,6 +1,7 @@
 """The model's halves through the backends: run_tokens / upsample_base / run_render (PyTorch and ONNX
 Runtime, from the companion graphs written by export.to_onnx) against the model's own halves and the
 full run; an .onnx without (or with stale) companions runs but reports that it has no halves."""
+
 from __future__ import annotations
 
 import shutil
@@ -13,14 +14,6 @@ from tokfuse_rt import Engine
 
 onnx = pytest.importorskip("onnx")
 pytestmark = pytest.mark.requires_ort
-
-
-@pytest.fixture(scope="module")
-def engines(tiny_ckpt, tiny_onnx):
-    old = torch.get_num_threads()
-    with Engine(tiny_ckpt, device="cpu", threads=1) as pt, Engine(tiny_onnx, threads=1) as ox:
-        yield pt, ox
-    torch.set_num_threads(old)
 
 
 def _dims(vi):
@@ -96,7 +89,7 @@ def test_onnx_without_or_with_stale_companions(tiny_ckpt, tiny_onnx, tmp_path):
         assert "unavailable" in e.info()["halves"]
         with pytest.raises(RuntimeError, match="halves are not available"):
             be.run_tokens(ir, ir, 2)
-        assert be.run(ir, ir, 2)[0].shape == (1, 1, 20, 24)       # the full graph still runs
+        assert be.run(ir, ir, 2)[0].shape == (1, 1, 20, 24)  # the full graph still runs
         # token reuse falls back to recomputing every frame, and says so
         frames = [(rng.integers(0, 256, (20, 24), dtype=np.uint8),) * 2 for _ in range(3)]
         s = e.stream(frames, reuse="auto")

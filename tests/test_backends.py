@@ -1,4 +1,5 @@
 """tokfuse_rt.backends.token_counts: how the ONNX Runtime and TensorRT backends learn K and default k."""
+
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,8 @@ P = Path("m.onnx")
 
 def test_config_wins_and_agrees_with_the_graph():
     assert token_counts({"num_tokens": 32, "default_k": 6}, 32, P, "x") == (32, 6)
-    assert token_counts({"num_tokens": 32, "default_k": 0}, None, P, "x") == (32, 0)   # dynamic ids dim
-    assert token_counts({"num_tokens": 8}, None, P, "x") == (8, 4)                     # no default_k stored
+    assert token_counts({"num_tokens": 32, "default_k": 0}, None, P, "x") == (32, 0)  # dynamic ids dim
+    assert token_counts({"num_tokens": 8}, None, P, "x") == (8, 4)  # no default_k stored
 
 
 @pytest.mark.parametrize("k_static,want", [(1, (1, 1)), (3, (3, 3)), (7, (7, 4)), (32, (32, 4))])

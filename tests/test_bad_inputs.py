@@ -1,4 +1,5 @@
 """§4: every kind of bad input gets a clear error that names the input."""
+
 import numpy as np
 import pytest
 import torch
@@ -19,28 +20,34 @@ def test_mismatched_sizes(eng):
         eng.fuse(OK, np.zeros((24, 25), np.uint8))
 
 
-@pytest.mark.parametrize("bad,msg", [
-    (np.zeros((24, 24, 2), np.uint8), r"vis: expected 1 or 3 channels"),
-    (np.zeros((24, 24, 4), np.uint8), r"vis: expected 1 or 3 channels"),
-    (np.zeros((2, 24, 24, 3), np.uint8), r"vis: expected an \(H, W\) or \(H, W, 3\) array"),
-    (np.zeros(24, np.uint8), r"vis: expected an \(H, W\)"),
-    (torch.zeros(2, 24, 24), r"vis: expected a \(H, W\), \(1, H, W\) or \(3, H, W\) tensor"),
-    (torch.zeros(1, 1, 24, 24), r"vis: expected a \(H, W\)"),
-])
+@pytest.mark.parametrize(
+    "bad,msg",
+    [
+        (np.zeros((24, 24, 2), np.uint8), r"vis: expected 1 or 3 channels"),
+        (np.zeros((24, 24, 4), np.uint8), r"vis: expected 1 or 3 channels"),
+        (np.zeros((2, 24, 24, 3), np.uint8), r"vis: expected an \(H, W\) or \(H, W, 3\) array"),
+        (np.zeros(24, np.uint8), r"vis: expected an \(H, W\)"),
+        (torch.zeros(2, 24, 24), r"vis: expected a \(H, W\), \(1, H, W\) or \(3, H, W\) tensor"),
+        (torch.zeros(1, 1, 24, 24), r"vis: expected a \(H, W\)"),
+    ],
+)
 def test_wrong_channels_or_rank(eng, bad, msg):
     with pytest.raises(ValueError, match=msg):
         eng.fuse(OK, bad)
 
 
-@pytest.mark.parametrize("bad,msg", [
-    (np.zeros((24, 24), np.int64), "ir: numpy dtype int64 not supported"),
-    (np.zeros((24, 24), np.uint16), "ir: numpy dtype uint16"),
-    (np.zeros((24, 24), bool), "ir: numpy dtype bool"),
-    (torch.zeros(24, 24, dtype=torch.int32), "ir: torch dtype torch.int32"),
-    ([[0] * 24] * 24, "ir: unsupported input type list"),
-    (None, "ir: unsupported input type NoneType"),
-    (b"\x89PNG", "ir: got bytes"),
-])
+@pytest.mark.parametrize(
+    "bad,msg",
+    [
+        (np.zeros((24, 24), np.int64), "ir: numpy dtype int64 not supported"),
+        (np.zeros((24, 24), np.uint16), "ir: numpy dtype uint16"),
+        (np.zeros((24, 24), bool), "ir: numpy dtype bool"),
+        (torch.zeros(24, 24, dtype=torch.int32), "ir: torch dtype torch.int32"),
+        ([[0] * 24] * 24, "ir: unsupported input type list"),
+        (None, "ir: unsupported input type NoneType"),
+        (b"\x89PNG", "ir: got bytes"),
+    ],
+)
 def test_wrong_types(eng, bad, msg):
     with pytest.raises(TypeError, match=msg):
         eng.fuse(bad, OK)

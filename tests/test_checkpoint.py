@@ -1,4 +1,5 @@
 """Checkpoint round trip and clear errors for corrupt, truncated or incompatible files."""
+
 import json
 import struct
 
@@ -62,11 +63,11 @@ def test_garbage_and_foreign_files(tmp_path):
 def _rewrite_meta(src, dst, **changes):
     data = src.read_bytes()
     n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + n])
+    header = json.loads(data[8 : 8 + n])
     header["__metadata__"].update(changes)
     hb = json.dumps(header).encode()
     hb += b" " * (-len(hb) % 8)
-    dst.write_bytes(struct.pack("<Q", len(hb)) + hb + data[8 + n:])
+    dst.write_bytes(struct.pack("<Q", len(hb)) + hb + data[8 + n :])
     return dst
 
 
@@ -78,7 +79,7 @@ def test_incompatible_version_and_config(tiny_ckpt, tmp_path):
     deeper = dict(cfg, dec_depth=cfg["dec_depth"] + 1)  # config asks for tensors the file lacks
     with pytest.raises(CheckpointError, match="does not match the model: missing"):
         load_checkpoint(_rewrite_meta(tiny_ckpt, tmp_path / "deep.safetensors", config=json.dumps(deeper)))
-    wider = dict(cfg, code_dim=cfg["code_dim"] + 4)      # same tensors, other shapes
+    wider = dict(cfg, code_dim=cfg["code_dim"] + 4)  # same tensors, other shapes
     with pytest.raises(CheckpointError, match="has shape"):
         load_checkpoint(_rewrite_meta(tiny_ckpt, tmp_path / "wide.safetensors", config=json.dumps(wider)))
     with pytest.raises(CheckpointError, match="invalid model config"):
@@ -86,8 +87,21 @@ def test_incompatible_version_and_config(tiny_ckpt, tmp_path):
 
 
 def test_nan_weights_rejected(tmp_path):
-    m = TokFuse(TokFuseConfig(image_size=32, patch_size=8, num_tokens=4, codebook_size=8, width=16, heads=2,
-                              enc_depth=1, dec_depth=1, default_k=1, detail_channels=2, head_channels=2))
+    m = TokFuse(
+        TokFuseConfig(
+            image_size=32,
+            patch_size=8,
+            num_tokens=4,
+            codebook_size=8,
+            width=16,
+            heads=2,
+            enc_depth=1,
+            dec_depth=1,
+            default_k=1,
+            detail_channels=2,
+            head_channels=2,
+        )
+    )
     with torch.no_grad():
         m.head.conv1.weight[0, 0, 0, 0] = float("nan")
     p = save_checkpoint(m, tmp_path / "nan.safetensors")
@@ -95,12 +109,15 @@ def test_nan_weights_rejected(tmp_path):
         load_checkpoint(p)
 
 
-@pytest.mark.parametrize("change,msg", [
-    ({"width": 10 ** 9}, "config field width = 1000000000 is out of bounds"),
-    ({"codebook_size": 1 << 30}, "codebook_size = 1073741824 is out of bounds"),
-    ({"image_size": "128"}, "config field image_size must be an int"),
-    ({"enc_depth": True}, "config field enc_depth must be an int"),
-])
+@pytest.mark.parametrize(
+    "change,msg",
+    [
+        ({"width": 10**9}, "config field width = 1000000000 is out of bounds"),
+        ({"codebook_size": 1 << 30}, "codebook_size = 1073741824 is out of bounds"),
+        ({"image_size": "128"}, "config field image_size must be an int"),
+        ({"enc_depth": True}, "config field enc_depth must be an int"),
+    ],
+)
 def test_absurd_config_refused_before_any_allocation(tiny_ckpt, tmp_path, change, msg):
     cfg = dict(json.loads(load_checkpoint(tiny_ckpt)[0].cfg.to_json()), **change)
     p = _rewrite_meta(tiny_ckpt, tmp_path / "absurd.safetensors", config=json.dumps(cfg))
@@ -114,8 +131,14 @@ def test_large_config_claim_checked_against_the_file_without_allocating(tiny_ckp
     import resource
     import time
 
-    cfg = dict(json.loads(load_checkpoint(tiny_ckpt)[0].cfg.to_json()), width=4096, enc_depth=64, dec_depth=64,
-               heads=64, mlp_ratio=16)
+    cfg = dict(
+        json.loads(load_checkpoint(tiny_ckpt)[0].cfg.to_json()),
+        width=4096,
+        enc_depth=64,
+        dec_depth=64,
+        heads=64,
+        mlp_ratio=16,
+    )
     p = _rewrite_meta(tiny_ckpt, tmp_path / "huge.safetensors", config=json.dumps(cfg))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
@@ -129,13 +152,13 @@ def test_large_config_claim_checked_against_the_file_without_allocating(tiny_ckp
 def test_corrupt_tensor_table(tiny_ckpt, tmp_path):
     data = tiny_ckpt.read_bytes()
     n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + n])
+    header = json.loads(data[8 : 8 + n])
     name = next(k for k in header if k != "__metadata__")
     header[name]["shape"] = "abc"
     hb = json.dumps(header).encode()
     hb += b" " * (-len(hb) % 8)
     p = tmp_path / "table.safetensors"
-    p.write_bytes(struct.pack("<Q", len(hb)) + hb + data[8 + n:])
+    p.write_bytes(struct.pack("<Q", len(hb)) + hb + data[8 + n :])
     with pytest.raises(CheckpointError, match="corrupt tensor table"):
         load_checkpoint(p)
 
@@ -171,8 +194,20 @@ def test_every_head_loads_through_the_header_check(tmp_path, head):
 
     assert head in HEADS
     torch.manual_seed(0)
-    cfg = TokFuseConfig(image_size=32, patch_size=8, num_tokens=4, codebook_size=8, width=16, heads=2, enc_depth=1,
-                        dec_depth=1, default_k=1, detail_channels=2, head_channels=2, head=head)
+    cfg = TokFuseConfig(
+        image_size=32,
+        patch_size=8,
+        num_tokens=4,
+        codebook_size=8,
+        width=16,
+        heads=2,
+        enc_depth=1,
+        dec_depth=1,
+        default_k=1,
+        detail_channels=2,
+        head_channels=2,
+        head=head,
+    )
     p = save_checkpoint(TokFuse(cfg), tmp_path / f"{head}.safetensors")
     m, _ = load_checkpoint(p)
     assert m.cfg == cfg

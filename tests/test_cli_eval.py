@@ -1,4 +1,5 @@
 """``tokfuse eval``: metrics over fused folders, and over an engine run on a test set (in-process CLI)."""
+
 from __future__ import annotations
 
 import math
@@ -18,7 +19,7 @@ TNO_PAIRS = ("07.png", "19.png", "20.png")  # the three smallest TNO pairs (256Â
 
 def _img(seed, colour=False, size=SIZE):
     rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size[0], 0:size[1]]
+    y, x = np.mgrid[0 : size[0], 0 : size[1]]
     base = 128 + 60 * np.sin(x / 5.0 + seed) * np.cos(y / 7.0)
     a = np.clip(base + rng.normal(0, 8, size), 0, 255).astype(np.uint8)
     if colour:
@@ -62,8 +63,9 @@ def _table(text):
 
 def test_eval_dirs_report_figure_and_skips(dirs, tmp_path, capsys):
     out = tmp_path / "rep" / "report.md"
-    rc = main(["eval", "--fused", str(dirs["fused"]), "--ir", str(dirs["ir"]), "--vis", str(dirs["vi"]),
-               "--out", str(out)])
+    rc = main(
+        ["eval", "--fused", str(dirs["fused"]), "--ir", str(dirs["ir"]), "--vis", str(dirs["vi"]), "--out", str(out)]
+    )
     cap = capsys.readouterr()
     assert rc == 0
     # report: header with every metric name, one row per image, then mean Â± std
@@ -97,9 +99,26 @@ def test_eval_dirs_report_figure_and_skips(dirs, tmp_path, capsys):
 
 def test_eval_values_match_evaluate(dirs, tmp_path, capsys):
     out = tmp_path / "r.md"
-    rc = main(["eval", "--fused", str(dirs["fused"]), "--ir", str(dirs["ir"]), "--vis", str(dirs["vi"]),
-               "--out", str(out), "--metrics", "mi, en,SD", "--convention", "cddfuse_bits", "-q",
-               "--figure", str(tmp_path / "fig" / "f.png")])
+    rc = main(
+        [
+            "eval",
+            "--fused",
+            str(dirs["fused"]),
+            "--ir",
+            str(dirs["ir"]),
+            "--vis",
+            str(dirs["vi"]),
+            "--out",
+            str(out),
+            "--metrics",
+            "mi, en,SD",
+            "--convention",
+            "cddfuse_bits",
+            "-q",
+            "--figure",
+            str(tmp_path / "fig" / "f.png"),
+        ]
+    )
     cap = capsys.readouterr()
     assert rc == 0
     assert "metrics" not in cap.err  # -q: no progress bar
@@ -118,16 +137,35 @@ def test_eval_values_match_evaluate(dirs, tmp_path, capsys):
 
 def test_eval_no_figure_and_nothing_to_evaluate(dirs, tmp_path, capsys):
     out = tmp_path / "r.md"
-    assert main(["eval", "--fused", str(dirs["fused"]), "--ir", str(dirs["ir"]), "--vis", str(dirs["vi"]),
-                 "--out", str(out), "--metrics", "EN", "--no-figure", "-q"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--fused",
+                str(dirs["fused"]),
+                "--ir",
+                str(dirs["ir"]),
+                "--vis",
+                str(dirs["vi"]),
+                "--out",
+                str(out),
+                "--metrics",
+                "EN",
+                "--no-figure",
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert out.exists() and not out.with_suffix(".png").exists()
     capsys.readouterr()
     # only unpaired / unreadable files: exit 1, one-line error, the report still lists what was skipped
     empty = tmp_path / "empty"
     empty.mkdir()
     out2 = tmp_path / "r2.md"
-    rc = main(["eval", "--fused", str(empty), "--ir", str(dirs["ir"]), "--vis", str(dirs["vi"]),
-               "--out", str(out2), "-q"])
+    rc = main(
+        ["eval", "--fused", str(empty), "--ir", str(dirs["ir"]), "--vis", str(dirs["vi"]), "--out", str(out2), "-q"]
+    )
     cap = capsys.readouterr()
     assert rc == 1
     assert "tokfuse eval: error: no image could be evaluated" in cap.err
@@ -135,15 +173,31 @@ def test_eval_no_figure_and_nothing_to_evaluate(dirs, tmp_path, capsys):
     assert not out2.with_suffix(".png").exists()
 
 
-@pytest.mark.parametrize("argv, msg", [
-    (["--metrics", "EN,BOGUS"], "unknown metric 'BOGUS'"),
-    (["--convention", "nope"], "unknown convention"),
-    (["--k", "1"], "--k needs --engine"),
-    (["--engine", "default"], "--fused cannot be combined with --engine"),
-])
+@pytest.mark.parametrize(
+    "argv, msg",
+    [
+        (["--metrics", "EN,BOGUS"], "unknown metric 'BOGUS'"),
+        (["--convention", "nope"], "unknown convention"),
+        (["--k", "1"], "--k needs --engine"),
+        (["--engine", "default"], "--fused cannot be combined with --engine"),
+    ],
+)
 def test_eval_bad_arguments_one_line(dirs, tmp_path, capsys, argv, msg):
-    rc = main(["eval", "--fused", str(dirs["fused"]), "--ir", str(dirs["ir"]), "--vis", str(dirs["vi"]),
-               "--out", str(tmp_path / "r.md"), "-q", *argv])
+    rc = main(
+        [
+            "eval",
+            "--fused",
+            str(dirs["fused"]),
+            "--ir",
+            str(dirs["ir"]),
+            "--vis",
+            str(dirs["vi"]),
+            "--out",
+            str(tmp_path / "r.md"),
+            "-q",
+            *argv,
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 1 and msg in err and len(err.splitlines()) == 1
     assert not (tmp_path / "r.md").exists()
@@ -187,8 +241,23 @@ def test_eval_engine_on_tno_pairs(shared_data, tiny_ckpt, tmp_path, capsys):
             shutil.copy2(tno / sub / n, s / sub / n)
     keep = tmp_path / "fused"
     out = tmp_path / "tno.md"
-    rc = main(["eval", "--engine", str(tiny_ckpt), "--set", str(s), "--keep", str(keep), "--k", "1",
-               "--device", "cpu", "--out", str(out)])
+    rc = main(
+        [
+            "eval",
+            "--engine",
+            str(tiny_ckpt),
+            "--set",
+            str(s),
+            "--keep",
+            str(keep),
+            "--k",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     cap = capsys.readouterr()
     assert rc == 0
     assert "fused 3 pairs with tiny.safetensors (pytorch, k=1)" in cap.out
@@ -222,8 +291,7 @@ def test_eval_engine_temp_dir_ab_layout_and_failures(tiny_ckpt, tmp_path, capsys
     _save(_img(21), s / "a" / "bad.png")
     (s / "b" / "bad.png").write_bytes(b"junk")
     out = tmp_path / "med.md"
-    rc = main(["eval", "--engine", str(tiny_ckpt), "--set", str(s), "--out", str(out), "-q",
-               "--metrics", "EN,SD,Qabf"])
+    rc = main(["eval", "--engine", str(tiny_ckpt), "--set", str(s), "--out", str(out), "-q", "--metrics", "EN,SD,Qabf"])
     cap = capsys.readouterr()
     assert rc == 0
     assert "fused 2 pairs" in cap.out and "1 failed, 1 unpaired" in cap.out
@@ -241,6 +309,17 @@ def test_eval_help_lists_options(capsys):
         main(["eval", "--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for opt in ("--fused", "--ir", "--vis", "--out", "--figure", "--convention", "--metrics", "--engine",
-                "--set", "--keep", "--k"):
+    for opt in (
+        "--fused",
+        "--ir",
+        "--vis",
+        "--out",
+        "--figure",
+        "--convention",
+        "--metrics",
+        "--engine",
+        "--set",
+        "--keep",
+        "--k",
+    ):
         assert opt in text

@@ -1,4 +1,5 @@
 """Colour handling (§2): BT.601 full-range YCbCr as OpenCV's YCrCb, round trip, gray in gray out."""
+
 import numpy as np
 import pytest
 
@@ -46,9 +47,9 @@ def test_engine_colour_rules(tiny_ckpt):
     ir = rng.integers(0, 256, (40, 50), dtype=np.uint8)
     vis_rgb = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
     with Engine(tiny_ckpt) as eng:
-        gray = eng.fuse(ir, ir)                          # gray in -> gray out
+        gray = eng.fuse(ir, ir)  # gray in -> gray out
         assert gray.shape == (40, 50) and gray.dtype == np.uint8
-        col = eng.fuse(ir, vis_rgb)                      # visible chroma re-attached
+        col = eng.fuse(ir, vis_rgb)  # visible chroma re-attached
         assert col.shape == (40, 50, 3)
         fused_y = luminance(col)
         ycc_out, ycc_vis = rgb_to_ycbcr(col), rgb_to_ycbcr(vis_rgb)
@@ -64,7 +65,7 @@ def test_engine_colour_rules(tiny_ckpt):
         # gray visible -> gray output, whatever the infrared (the colour comes from the visible side only)
         out2 = eng.fuse(vis_rgb, ir)
         assert out2.shape == (40, 50) and out2.dtype == np.uint8
-        out3 = eng.fuse(vis_rgb, gray3)                  # gray stored as RGB: 3 equal channels back
+        out3 = eng.fuse(vis_rgb, gray3)  # gray stored as RGB: 3 equal channels back
         assert out3.shape == (40, 50, 3) and not is_colour(out3)
         # gray and gray-stored-as-RGB visible images have the same luminance: the same fused values
         assert np.array_equal(out3[..., 0], out2) and np.array_equal(out3[..., 1], out2)

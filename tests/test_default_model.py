@@ -1,4 +1,5 @@
 """The bundled default model is real: its fused test images carry infrared targets and visible texture."""
+
 import numpy as np
 import pytest
 
@@ -27,11 +28,14 @@ def _corr(a, b):
     return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
 
 
-@pytest.mark.parametrize("set_name,names", [
-    ("TNO", ["01.png", "05.png", "21.png"]),
-    ("RoadScene", ["FLIR_00211.jpg", "FLIR_04269.jpg"]),
-    ("MSRS", ["00004N.png", "00055D.png"]),
-])
+@pytest.mark.parametrize(
+    "set_name,names",
+    [
+        ("TNO", ["01.png", "05.png", "21.png"]),
+        ("RoadScene", ["FLIR_00211.jpg", "FLIR_04269.jpg"]),
+        ("MSRS", ["00004N.png", "00055D.png"]),
+    ],
+)
 def test_ivif_fusion_keeps_targets_and_texture(eng, shared_data, set_name, names):
     d = shared_data / "test" / set_name
     kept_all = []
@@ -78,4 +82,4 @@ def test_default_model_metadata(eng):
     info = eng.info()
     assert info["config"]["num_tokens"] == 32 and info["config"]["codebook_size"] == 4096
     assert info["train"]["pairs"] == 306 and info["train"]["seed"] == 0
-    assert default_model_path().stat().st_size <= 25 * 2 ** 20
+    assert default_model_path().stat().st_size <= 25 * 2**20

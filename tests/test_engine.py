@@ -1,4 +1,5 @@
 """Engine API (§4): input kinds, output kinds, sizes, batches, folders, info, context manager, threads."""
+
 import threading
 
 import numpy as np
@@ -79,8 +80,10 @@ def test_k_range_and_tokens(eng, pair):
 
 def test_fuse_batch_matches_fuse(eng):
     rng = np.random.default_rng(3)
-    pairs = [(rng.integers(0, 256, s, dtype=np.uint8), rng.integers(0, 256, (*s, 3), dtype=np.uint8))
-             for s in [(20, 30), (20, 30), (41, 17), (20, 30), (20, 30), (20, 30)]]
+    pairs = [
+        (rng.integers(0, 256, s, dtype=np.uint8), rng.integers(0, 256, (*s, 3), dtype=np.uint8))
+        for s in [(20, 30), (20, 30), (41, 17), (20, 30), (20, 30), (20, 30)]
+    ]
     outs = eng.fuse_batch(pairs)
     assert len(outs) == len(pairs)
     for (a, b), o in zip(pairs, outs):
@@ -102,7 +105,7 @@ def test_fuse_dir_reports_bad_pairs_and_carries_on(eng, tmp_path):
     for i in range(4):
         Image.fromarray(rng.integers(0, 256, (24, 32), dtype=np.uint8)).save(ird / f"{i}.png")
         Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(visd / f"{i}.png")
-    (visd / "1.png").write_bytes(b"")                                # empty file
+    (visd / "1.png").write_bytes(b"")  # empty file
     Image.fromarray(np.zeros((30, 30), np.uint8)).save(ird / "2.png")  # size mismatch
     Image.fromarray(np.zeros((30, 30), np.uint8)).save(ird / "lonely.png")
     (out).mkdir()
@@ -130,8 +133,10 @@ def test_info_and_context_manager(tiny_ckpt):
 
 def test_concurrent_fuse_from_threads(eng):
     rng = np.random.default_rng(5)
-    pairs = [(rng.integers(0, 256, (30 + i, 40), dtype=np.uint8), rng.integers(0, 256, (30 + i, 40, 3), dtype=np.uint8))
-             for i in range(6)]
+    pairs = [
+        (rng.integers(0, 256, (30 + i, 40), dtype=np.uint8), rng.integers(0, 256, (30 + i, 40, 3), dtype=np.uint8))
+        for i in range(6)
+    ]
     expected = [eng.fuse(a, b) for a, b in pairs]
     results, errors = {}, []
 

@@ -1,5 +1,6 @@
 """ONNX export (§4): standard ops, dynamic batch/H/W, checker + shape inference, parity with PyTorch
 on random inputs (tiny model) and on real pairs of every test set (default model, via Engine)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,8 +11,8 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 
-from export.to_onnx import check_graph, iter_nodes  # noqa: E402
-from tokfuse_rt.engine import DEFAULT_MODEL  # noqa: E402
+from export.to_onnx import check_graph, iter_nodes
+from tokfuse_rt.engine import DEFAULT_MODEL
 
 REAL_SETS = ("TNO", "RoadScene", "MSRS", "Harvard_MRI_CT", "Harvard_MRI_PET", "Harvard_MRI_SPECT")
 
@@ -28,7 +29,7 @@ def tiny_model(tiny_ckpt):
     from tokfuse_rt.model import load_checkpoint
 
     old = torch.get_num_threads()
-    torch.set_num_threads(1)          # tiny graphs: one thread is fastest, and CI shares its cores
+    torch.set_num_threads(1)  # tiny graphs: one thread is fastest, and CI shares its cores
     yield load_checkpoint(tiny_ckpt)[0]
     torch.set_num_threads(old)
 
@@ -115,6 +116,7 @@ def test_export_errors(tiny_ckpt, tmp_path):
 
 # --- real pairs, default model -------------------------------------------------------------------
 
+
 def _pairs(root: Path, name: str):
     d = root / "test" / name
     a, b = (d / "ir", d / "vi") if (d / "ir").is_dir() else (d / "a", d / "b")
@@ -187,13 +189,18 @@ def test_split_concat_conv_rewrite_is_exact():
     rng = np.random.default_rng(0)
     w = rng.standard_normal((8, 19, 3, 3)).astype(np.float32)
     b = rng.standard_normal(8).astype(np.float32)
-    ins = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["B", c, "H", "W"])
-           for n, c in (("d", 16), ("base", 1), ("ir", 1), ("vis", 1))]
+    ins = [
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, ["B", c, "H", "W"])
+        for n, c in (("d", 16), ("base", 1), ("ir", 1), ("vis", 1))
+    ]
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", 8, "H", "W"])
-    nodes = [helper.make_node("Concat", ["d", "base", "ir", "vis"], ["cat"], axis=1),
-             helper.make_node("Conv", ["cat", "w", "b"], ["y"], name="head", pads=[1, 1, 1, 1], kernel_shape=[3, 3])]
-    g = helper.make_graph(nodes, "g", ins, [y], initializer=[numpy_helper.from_array(w, "w"),
-                                                              numpy_helper.from_array(b, "b")])
+    nodes = [
+        helper.make_node("Concat", ["d", "base", "ir", "vis"], ["cat"], axis=1),
+        helper.make_node("Conv", ["cat", "w", "b"], ["y"], name="head", pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+    ]
+    g = helper.make_graph(
+        nodes, "g", ins, [y], initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
     before = m.SerializeToString()
     assert split_concat_convs(m) == ["head"]
@@ -202,16 +209,24 @@ def test_split_concat_conv_rewrite_is_exact():
     assert sorted(i.name for i in m.graph.initializer) == ["b", "head.w_head", "head.w_tail"]
     feed = {"d": rng.random((2, 16, 13, 17), dtype=np.float32)}
     feed.update({n: rng.random((2, 1, 13, 17), dtype=np.float32) for n in ("base", "ir", "vis")})
-    run = [ort.InferenceSession(x, providers=["CPUExecutionProvider"]).run(None, feed)[0]
-           for x in (before, m.SerializeToString())]
+    run = [
+        ort.InferenceSession(x, providers=["CPUExecutionProvider"]).run(None, feed)[0]
+        for x in (before, m.SerializeToString())
+    ]
     # Only the float32 summation order differs: each output sums n = 19·9 + 1 terms, so either result is
     # within (n - 1)·u·S of the exact value (u = 2^-24, S = sum of the terms' magnitudes, per output).
     # (A fixed 1e-5 failed with onnxruntime 1.32: 1.5e-5 on outputs of magnitude ~10.) A wrong rewrite
     # (channels swapped, bias dropped or doubled) is off by O(1), far outside this bound.
     xc = np.concatenate([feed[n] for n in ("d", "base", "ir", "vis")], axis=1).astype(np.float64)
     xp = np.pad(xc, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    mag = sum(np.einsum("oc,bchw->bohw", np.abs(w[:, :, i, j]).astype(np.float64), xp[:, :, i:i + 13, j:j + 17])
-              for i in range(3) for j in range(3)) + np.abs(b)[None, :, None, None]
-    bound = 2 * (19 * 9) * 2.0 ** -24 * mag
+    mag = (
+        sum(
+            np.einsum("oc,bchw->bohw", np.abs(w[:, :, i, j]).astype(np.float64), xp[:, :, i : i + 13, j : j + 17])
+            for i in range(3)
+            for j in range(3)
+        )
+        + np.abs(b)[None, :, None, None]
+    )
+    bound = 2 * (19 * 9) * 2.0**-24 * mag
     assert np.all(np.abs(run[0].astype(np.float64) - run[1]) <= bound)
-    assert split_concat_convs(m) == []            # idempotent: nothing left to split
+    assert split_concat_convs(m) == []  # idempotent: nothing left to split

@@ -1,5 +1,6 @@
 """fuse-dir reliability (§10): no pair stops a run, reports always written, resume, safe outputs;
 the CLI's exit codes and one-line errors."""
+
 import json
 import os
 import re
@@ -43,7 +44,7 @@ def test_any_failure_of_one_pair_is_reported_and_the_run_goes_on(eng, tmp_path, 
     png_header_only(ird / "1.png", 50000, 50000)
     out = tmp_path / "out"
     out.mkdir()
-    (out / "5.png").mkdir()                              # the output name is taken by a folder
+    (out / "5.png").mkdir()  # the output name is taken by a folder
     real = eng._backend.run
     seen = []
 
@@ -58,7 +59,9 @@ def test_any_failure_of_one_pair_is_reported_and_the_run_goes_on(eng, tmp_path, 
     monkeypatch.setattr(eng._backend, "run", flaky)
     rep = eng.fuse_dir(ird, visd, out, progress=False)
     failed = dict(rep.failed)
-    assert sorted(failed) == ["0.png", "1.png", "2.png", "3.png", "5.png"] and [p.name for p in rep.written] == ["4.png"]
+    assert sorted(failed) == ["0.png", "1.png", "2.png", "3.png", "5.png"] and [p.name for p in rep.written] == [
+        "4.png"
+    ]
     assert "not a readable image" in failed["0.png"] and "over the limit of 100 MP" in failed["1.png"]
     assert failed["2.png"].startswith("BackendError: model file") and "illegal memory access" in failed["2.png"]
     assert failed["3.png"].startswith("out of memory")
@@ -75,8 +78,8 @@ def test_resume_skips_outputs_that_decode_and_overwrite_redoes(eng, tmp_path):
     rep = eng.fuse_dir(ird, visd, out, progress=False)
     assert [p.name for p in rep.written] == ["a.png", "b.png", "c.png"] and rep.ok
     first = (out / "b.png").read_bytes()
-    (out / "c.png").write_bytes((out / "c.png").read_bytes()[:50])      # truncated by a crash
-    stale = out / f".a.png.000000.999999999.abcd{TEMP_SUFFIX}"            # a temporary of a killed run
+    (out / "c.png").write_bytes((out / "c.png").read_bytes()[:50])  # truncated by a crash
+    stale = out / f".a.png.000000.999999999.abcd{TEMP_SUFFIX}"  # a temporary of a killed run
     stale.write_bytes(b"partial")
     rep = eng.fuse_dir(ird, visd, out, progress=False)
     assert [p.name for p in rep.skipped] == ["a.png", "b.png"] and [p.name for p in rep.written] == ["c.png"]
@@ -186,17 +189,20 @@ def test_cli_fuse_dir_summary_report_and_exit_codes(tiny_ckpt, tmp_path, capsys)
     Image.fromarray(np.zeros((24, 32), np.uint8)).save(ird / "d.png")
     Image.fromarray(np.zeros((24, 32), np.uint8)).save(ird / "d.tif")
     Image.fromarray(np.zeros((24, 32), np.uint8)).save(visd / "d.bmp")
-    assert main(args + ["--report", str(tmp_path / "r.json")]) == 1          # an ambiguous stem: exit 1
+    assert main(args + ["--report", str(tmp_path / "r.json")]) == 1  # an ambiguous stem: exit 1
     assert "1 ambiguous" in capsys.readouterr().out
     assert json.loads((tmp_path / "r.json").read_text())["ambiguous"][0]["stem"] == "d"
 
 
-@pytest.mark.parametrize("argv,msg", [
-    (["fuse", "a.png", "b.png", "-o", "fused"], "unknown image extension '(none)'"),
-    (["fuse", "a.png", "b.png", "-o", "f.png", "--quality", "101"], "quality must be an int in [1, 100]"),
-    (["fuse-dir", "--ir", "IR", "--vis", "IR", "-o", "IR/out"], "input folder"),
-    (["fuse-dir", "--ir", "IR", "--vis", "IR", "-o", "o", "--ext", "gif"], "unknown output image extension"),
-])
+@pytest.mark.parametrize(
+    "argv,msg",
+    [
+        (["fuse", "a.png", "b.png", "-o", "fused"], "unknown image extension '(none)'"),
+        (["fuse", "a.png", "b.png", "-o", "f.png", "--quality", "101"], "quality must be an int in [1, 100]"),
+        (["fuse-dir", "--ir", "IR", "--vis", "IR", "-o", "IR/out"], "input folder"),
+        (["fuse-dir", "--ir", "IR", "--vis", "IR", "-o", "o", "--ext", "gif"], "unknown output image extension"),
+    ],
+)
 def test_cli_refuses_bad_outputs_before_loading_the_model(tmp_path, capsys, argv, msg):
     (tmp_path / "IR").mkdir()
     argv = [a.replace("IR", str(tmp_path / "IR")) for a in argv] + ["--model", str(tmp_path / "missing.onnx")]
@@ -211,20 +217,43 @@ def test_cli_errors_without_traceback(tiny_ckpt, tmp_path, capsys, png_header_on
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        rc = main(["fuse", str(ird / "a.png"), str(visd / "a.png"), "-o", str(locked / "x" / "f.png"),
-                   "--model", str(tiny_ckpt)])
+        rc = main(
+            [
+                "fuse",
+                str(ird / "a.png"),
+                str(visd / "a.png"),
+                "-o",
+                str(locked / "x" / "f.png"),
+                "--model",
+                str(tiny_ckpt),
+            ]
+        )
     finally:
         locked.chmod(0o700)
     err = capsys.readouterr().err
-    if os.geteuid() != 0:                                          # root may write anyway
+    if os.geteuid() != 0:  # root may write anyway
         assert rc == 1 and "Permission denied" in err and "Traceback" not in err
     big = tmp_path / "big.png"
     png_header_only(big, 20000, 20000)
     assert main(["fuse", str(big), str(visd / "a.png"), "-o", str(tmp_path / "f.png"), "--model", str(tiny_ckpt)]) == 1
-    err = capsys.readouterr().err      # Pillow's own limit may refuse first (its wording), or ours
+    err = capsys.readouterr().err  # Pillow's own limit may refuse first (its wording), or ours
     assert re.search(r"ir: image .*400.0 MP.*over the limit of 100 MP", err), err
-    assert main(["fuse", str(ird / "a.png"), str(visd / "a.png"), "-o", str(tmp_path / "f.png"),
-                 "--model", str(tiny_ckpt), "--max-pixels", "300"]) == 1
+    assert (
+        main(
+            [
+                "fuse",
+                str(ird / "a.png"),
+                str(visd / "a.png"),
+                "-o",
+                str(tmp_path / "f.png"),
+                "--model",
+                str(tiny_ckpt),
+                "--max-pixels",
+                "300",
+            ]
+        )
+        == 1
+    )
     assert "ir: image is 32x24 (0.0 MP), over the limit of 0.0003 MP" in capsys.readouterr().err
 
 
@@ -235,8 +264,9 @@ def test_cli_interrupt_exit_130(tiny_ckpt, tmp_path, capsys, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Engine, "fuse", stop)
-    rc = main(["fuse-dir", "--ir", str(ird), "--vis", str(visd), "-o", str(tmp_path / "o"), "--model", str(tiny_ckpt),
-               "-q"])
+    rc = main(
+        ["fuse-dir", "--ir", str(ird), "--vis", str(visd), "-o", str(tmp_path / "o"), "--model", str(tiny_ckpt), "-q"]
+    )
     assert rc == 130 and "interrupted" in capsys.readouterr().err
     assert json.loads((tmp_path / "o" / "tokfuse-report.json").read_text())["interrupted"] is True
 
@@ -244,8 +274,9 @@ def test_cli_interrupt_exit_130(tiny_ckpt, tmp_path, capsys, monkeypatch):
 def test_cli_train_accepts_the_readme_arguments():
     from tokfuse_rt.cli import build_parser
 
-    a = build_parser().parse_args(["train", "--data", "../shared/data/train", "-o", "model.safetensors",
-                                   "--steps1", "3", "--seed", "1"])
+    a = build_parser().parse_args(
+        ["train", "--data", "../shared/data/train", "-o", "model.safetensors", "--steps1", "3", "--seed", "1"]
+    )
     assert a.func.__name__ == "cmd_train" and a.data == "../shared/data/train" and a.out == "model.safetensors"
     assert a.steps1 == 3 and a.seed == 1
 
@@ -255,8 +286,22 @@ def test_cli_quality_and_depth_reach_the_output(tiny_ckpt, tmp_path):
     sizes = {}
     for q in (20, 95):
         out = tmp_path / f"q{q}.jpg"
-        assert main(["fuse", str(ird / "a.png"), str(visd / "a.png"), "-o", str(out), "--quality", str(q),
-                     "--model", str(tiny_ckpt)]) == 0
+        assert (
+            main(
+                [
+                    "fuse",
+                    str(ird / "a.png"),
+                    str(visd / "a.png"),
+                    "-o",
+                    str(out),
+                    "--quality",
+                    str(q),
+                    "--model",
+                    str(tiny_ckpt),
+                ]
+            )
+            == 0
+        )
         sizes[q] = out.stat().st_size
     assert sizes[20] < sizes[95]
     raw = (np.arange(64 * 64).reshape(64, 64) % 4096).astype(np.uint16)
@@ -264,7 +309,21 @@ def test_cli_quality_and_depth_reach_the_output(tiny_ckpt, tmp_path):
     outs = {}
     for depth in ("auto", "full"):
         outs[depth] = tmp_path / f"{depth}.png"
-        assert main(["fuse", str(tmp_path / "t16.png"), str(tmp_path / "t16.png"), "-o", str(outs[depth]),
-                     "--depth", depth, "--model", str(tiny_ckpt)]) == 0
+        assert (
+            main(
+                [
+                    "fuse",
+                    str(tmp_path / "t16.png"),
+                    str(tmp_path / "t16.png"),
+                    "-o",
+                    str(outs[depth]),
+                    "--depth",
+                    depth,
+                    "--model",
+                    str(tiny_ckpt),
+                ]
+            )
+            == 0
+        )
     # 12-bit data: 'full' (/65535) is nearly black, 'auto' (/4095) is not
     assert np.asarray(Image.open(outs["full"])).mean() < 20 < np.asarray(Image.open(outs["auto"])).mean()

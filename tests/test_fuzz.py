@@ -6,6 +6,7 @@ CASES cases, seeded; about half a minute here. The pixel limit is lowered to 2 M
 header that claims a large (but allowed) image cannot make a case slow; the limit itself is tested
 in test_reading.py.
 """
+
 import io
 import json
 import struct
@@ -47,7 +48,7 @@ def _bases():
 
     save(Image.fromarray(gray), "PNG", ".png")
     save(Image.fromarray(rgb), "PNG", ".png")
-    save(Image.fromarray((gray.astype(np.uint16) * 16)), "PNG", ".png")
+    save(Image.fromarray(gray.astype(np.uint16) * 16), "PNG", ".png")
     save(Image.fromarray(rgb).convert("P"), "PNG", ".png")
     save(Image.fromarray(rgb), "JPEG", ".jpg", quality=90)
     save(Image.fromarray(rgb), "JPEG", ".jpg", quality=90, progressive=True)
@@ -64,37 +65,37 @@ def _bases():
 def _png_set_size(data: bytes, w: int, h: int) -> bytes:
     """Rewrite the IHDR width/height of a PNG and fix its CRC (a header that lies)."""
     i = data.index(b"IHDR")
-    body = struct.pack(">II", w, h) + data[i + 12:i + 4 + 13]
+    body = struct.pack(">II", w, h) + data[i + 12 : i + 4 + 13]
     chunk = b"IHDR" + body
-    return data[:i] + chunk + struct.pack(">I", zlib.crc32(chunk) & 0xFFFFFFFF) + data[i + 4 + 13 + 4:]
+    return data[:i] + chunk + struct.pack(">I", zlib.crc32(chunk) & 0xFFFFFFFF) + data[i + 4 + 13 + 4 :]
 
 
 def _mutate(data: bytes, rng) -> bytes:
     b = bytearray(data)
     op = rng.integers(0, 7)
-    if op == 0:                                          # flip a few bits anywhere
+    if op == 0:  # flip a few bits anywhere
         for _ in range(rng.integers(1, 9)):
             i = rng.integers(0, len(b))
             b[i] ^= 1 << int(rng.integers(0, 8))
-    elif op == 1:                                        # overwrite header bytes
+    elif op == 1:  # overwrite header bytes
         for _ in range(rng.integers(1, 5)):
             i = rng.integers(0, min(64, len(b)))
             b[i] = int(rng.integers(0, 256))
-    elif op == 2:                                        # truncate
-        b = b[:rng.integers(0, len(b))]
-    elif op == 3:                                        # insert random bytes
+    elif op == 2:  # truncate
+        b = b[: rng.integers(0, len(b))]
+    elif op == 3:  # insert random bytes
         i = rng.integers(0, len(b))
         b[i:i] = rng.integers(0, 256, rng.integers(1, 64), dtype=np.uint8).tobytes()
-    elif op == 4:                                        # delete a block
+    elif op == 4:  # delete a block
         i = rng.integers(0, len(b))
-        del b[i:i + int(rng.integers(1, 64))]
-    elif op == 5 and data[:4] == b"\x89PNG":             # a header that lies about the size
-        w, h = (int(v) for v in rng.choice([0, 1, 15, 24, 25, 3000, 70000, 2 ** 31 - 1], 2))
+        del b[i : i + int(rng.integers(1, 64))]
+    elif op == 5 and data[:4] == b"\x89PNG":  # a header that lies about the size
+        w, h = (int(v) for v in rng.choice([0, 1, 15, 24, 25, 3000, 70000, 2**31 - 1], 2))
         return _png_set_size(data, w, h)
-    else:                                                # overwrite 4-byte integers (sizes, offsets, counts)
+    else:  # overwrite 4-byte integers (sizes, offsets, counts)
         for _ in range(rng.integers(1, 4)):
             i = rng.integers(0, max(1, len(b) - 4))
-            b[i:i + 4] = struct.pack("<I", int(rng.choice([0, 1, 2 ** 16, 2 ** 31 - 1, 2 ** 32 - 1])))
+            b[i : i + 4] = struct.pack("<I", int(rng.choice([0, 1, 2**16, 2**31 - 1, 2**32 - 1])))
     return bytes(b)
 
 
@@ -105,7 +106,7 @@ def test_fuzzed_files_raise_only_documented_errors(tiny_ckpt, tmp_path):
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(good)
     outcomes = Counter()
     t0 = time.perf_counter()
-    with Engine(tiny_ckpt, max_pixels=2_000_000, threads=1) as eng:   # tiny images: one thread is fastest
+    with Engine(tiny_ckpt, max_pixels=2_000_000, threads=1) as eng:  # tiny images: one thread is fastest
         for case in range(CASES):
             data, ext = bases[case % len(bases)]
             p = tmp_path / f"case{case}{ext}"
@@ -134,7 +135,7 @@ def test_fuse_dir_over_fuzzed_files_always_finishes_with_a_report(tiny_ckpt, tmp
         data, ext = bases[i % len(bases)]
         (ird / f"{i:03d}{ext}").write_bytes(_mutate(data, rng))
         (visd / f"{i:03d}{ext}").write_bytes(data if i % 3 else _mutate(data, rng))
-    with Engine(tiny_ckpt, max_pixels=2_000_000, threads=1) as eng:   # tiny images: one thread is fastest
+    with Engine(tiny_ckpt, max_pixels=2_000_000, threads=1) as eng:  # tiny images: one thread is fastest
         rep = eng.fuse_dir(ird, visd, tmp_path / "out", progress=False)
     assert len(rep.written) + len(rep.failed) == n and rep.failed and rep.written
     d = json.loads((tmp_path / "out" / "tokfuse-report.json").read_text())

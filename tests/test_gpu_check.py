@@ -1,6 +1,7 @@
 """scripts/gpu_check.py without a GPU: its dry run checks its own plumbing (every command resolves, every
 pytest selection collects its known GPU tests, the engine-parity worker runs on the CPU) and writes the
 JSON and the log; a step that runs out of time is recorded, and the JSON is still written."""
+
 from __future__ import annotations
 
 import json
@@ -10,13 +11,28 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
-STEPS = ["environment", "build", "cuda_tests", "trt_tests", "triton_vq_lookup", "triton_token_edit",
-         "triton_engine", "engine_parity", "bench_kernels", "bench_engine"]
+STEPS = [
+    "environment",
+    "build",
+    "cuda_tests",
+    "trt_tests",
+    "triton_vq_lookup",
+    "triton_token_edit",
+    "triton_engine",
+    "engine_parity",
+    "bench_kernels",
+    "bench_engine",
+]
 
 
 def run_check(out: Path, *args, timeout=170):
-    r = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--out", str(out), *args], cwd=ROOT,
-                       capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(
+        [sys.executable, str(SCRIPT), "--dry-run", "--out", str(out), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     doc = json.loads((out / "gpu_check.json").read_text())
     return r, doc
 
@@ -41,8 +57,8 @@ def test_dry_run_plumbing(tmp_path, shared_data):
     assert steps["trt_tests"]["plumbing"]["collected"] >= 1
     assert steps["triton_vq_lookup"]["plumbing"]["collected"] >= 80
     assert steps["triton_token_edit"]["plumbing"]["collected"] >= 80
-    assert steps["bench_engine"]["plumbing"]["collected"] >= 3           # the three cuda cases
-    kb = steps["bench_kernels"]["plumbing"]          # without CUDA both modules skip at import, naming why
+    assert steps["bench_engine"]["plumbing"]["collected"] >= 3  # the three cuda cases
+    kb = steps["bench_kernels"]["plumbing"]  # without CUDA both modules skip at import, naming why
     assert kb["collected"] >= 16 or any("CUDA is missing" in m for m in kb["skipped_at_collection"]), kb
     # the engine-parity worker ran end to end on one real pair (CPU on both sides: identical)
     eng = steps["engine_parity"]["numbers"]
@@ -56,8 +72,16 @@ def test_timed_out_step_and_missing_pairs_are_recorded(tmp_path):
     """A step cut by its timeout is a failure naming it, the run goes on, the JSON is written; a pairs
     folder that does not exist fails the dry run's plumbing. (The environment probe imports torch: it
     cannot finish in 0.2 s.)"""
-    r, doc = run_check(tmp_path / "out", "--timeout", "environment=0.2", "--steps", "build,engine_parity",
-                       "--pairs", str(tmp_path / "missing"), timeout=60)
+    r, doc = run_check(
+        tmp_path / "out",
+        "--timeout",
+        "environment=0.2",
+        "--steps",
+        "build,engine_parity",
+        "--pairs",
+        str(tmp_path / "missing"),
+        timeout=60,
+    )
     assert r.returncode == 1 and doc["status"] == "fail"
     env, build, eng = doc["steps"]
     assert env["name"] == "environment" and env["status"] == "fail" and "timed out" in env["reason"]
@@ -76,7 +100,12 @@ def test_budget_exhausted_still_writes_json(tmp_path):
 
 def test_unknown_step_is_an_error(tmp_path):
     for args in (["--steps", "cuda_tests,nope"], ["--timeout", "nope=3"]):
-        r = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path), *args],
-                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            [sys.executable, str(SCRIPT), "--out", str(tmp_path), *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert r.returncode == 2 and "nope" in r.stderr
     assert not (tmp_path / "gpu_check.json").exists()

@@ -1,9 +1,24 @@
 """``import tokfuse_rt`` needs only numpy and torch (§ How we build)."""
+
 import subprocess
 import sys
 
-BLOCK = ["PIL", "safetensors", "tqdm", "onnx", "onnxruntime", "tensorrt", "triton", "scipy", "matplotlib",
-         "faiss", "skimage", "pybind11", "av", "cv2"]
+BLOCK = [
+    "PIL",
+    "safetensors",
+    "tqdm",
+    "onnx",
+    "onnxruntime",
+    "tensorrt",
+    "triton",
+    "scipy",
+    "matplotlib",
+    "faiss",
+    "skimage",
+    "pybind11",
+    "av",
+    "cv2",
+]
 
 SCRIPT = f"""
 import sys
@@ -12,7 +27,7 @@ class Block:
         if name.split('.')[0] in {BLOCK!r}:
             raise ImportError('blocked for this test: ' + name)
 sys.meta_path.insert(0, Block())
-import tokfuse_rt, tokfuse_rt.model, tokfuse_rt.cli, tokfuse_rt.backends, kernels, export
+import tokfuse_rt, tokfuse_rt.model, tokfuse_rt.cli, tokfuse_rt.backends, tokfuse_rt.kernels, export
 import tokfuse_rt.video, tokfuse_rt.metrics.temporal
 loaded = sorted(m for m in sys.modules if m.split('.')[0] in {BLOCK!r})
 assert not loaded, loaded

@@ -14,6 +14,7 @@ libjpeg-turbo (ISLOW IDCT, fancy upsampling); their RGB output was found byte-id
 RoadScene test JPEGs (checked once against opencv-python-headless 5.0.0, which is not a project
 dependency), so these entries are matched like the PNG ones -- no entry is exempted.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,8 +41,7 @@ def _shared_data_dir():
 DATA = _shared_data_dir()
 _REF = json.loads((DATA / "metric_reference.json").read_text()) if DATA else None
 ENTRIES = _REF["entries"] if _REF else []
-needs_data = pytest.mark.skipif(DATA is None, reason="shared/data/metric_reference.json not found "
-                                "(set TOKFUSE_SHARED)")
+needs_data = pytest.mark.skipif(DATA is None, reason="shared/data/metric_reference.json not found (set TOKFUSE_SHARED)")
 
 # metric_reference.json key -> key returned by evaluate()
 REF_KEYS = ["EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM_255", "SSIM_2", "CC", "PSNR", "MSE"]
@@ -59,9 +59,11 @@ def _load(entry):
 # reference entries
 # --------------------------------------------------------------------------------------------
 
+
 @needs_data
 @pytest.mark.parametrize(
-    "entry", ENTRIES or [None],
+    "entry",
+    ENTRIES or [None],
     ids=[f"{e['set']}-{e['name']}-{e['method']}" for e in ENTRIES] or ["no-data"],
 )
 def test_reference_entry(entry):
@@ -119,8 +121,7 @@ def test_per_channel_average_against_reference():
     """VIFB-style per-channel averaging: a colour fused image whose channels are two reference
     fused images must score the channel-weighted mean of their reference values."""
     by = {(e["set"], e["name"], e["method"]): e for e in ENTRIES}
-    pair = [(k, v) for k, v in by.items() if k[2] == "mmdrfuse_student"
-            and (k[0], k[1], "fcdfusion") in by][0]
+    pair = [(k, v) for k, v in by.items() if k[2] == "mmdrfuse_student" and (k[0], k[1], "fcdfusion") in by][0]
     e1 = pair[1]
     e2 = by[(pair[0][0], pair[0][1], "fcdfusion")]
     F1, A, B = _load(e1)
@@ -136,15 +137,27 @@ def test_per_channel_average_against_reference():
 # reading
 # --------------------------------------------------------------------------------------------
 
+
 def test_read_gray_rgb_formula(tmp_path):
     from PIL import Image
 
     # Expected grey levels produced by OpenCV 5.0.0 (cv2.imread -> float32 -> BGR2GRAY -> round);
     # the first five are pixels where a plain float32 or an exact real-valued evaluation of
     # 0.299R+0.587G+0.114B rounds differently, so they pin down OpenCV's FMA evaluation order.
-    cases = [((0, 138, 171), 101), ((1, 63, 230), 64), ((1, 163, 180), 116), ((2, 6, 170), 24),
-             ((0, 22, 49), 18), ((255, 0, 0), 76), ((0, 255, 0), 150), ((0, 0, 255), 29),
-             ((10, 200, 30), 124), ((100, 100, 100), 100), ((255, 255, 255), 255), ((0, 0, 0), 0)]
+    cases = [
+        ((0, 138, 171), 101),
+        ((1, 63, 230), 64),
+        ((1, 163, 180), 116),
+        ((2, 6, 170), 24),
+        ((0, 22, 49), 18),
+        ((255, 0, 0), 76),
+        ((0, 255, 0), 150),
+        ((0, 0, 255), 29),
+        ((10, 200, 30), 124),
+        ((100, 100, 100), 100),
+        ((255, 255, 255), 255),
+        ((0, 0, 0), 0),
+    ]
     px = np.array([c for c, _ in cases], dtype=np.uint8)[None]
     Image.fromarray(px).save(tmp_path / "c.png")
     g = M.read_gray(tmp_path / "c.png")
@@ -169,7 +182,7 @@ def test_read_gray_modes(tmp_path):
     Image.fromarray(rgba).save(tmp_path / "a.png")
     np.testing.assert_array_equal(M.read_gray(tmp_path / "a.png"), a.astype(np.float32))
     # 16-bit: OpenCV scales by 1/256 for IMREAD_COLOR
-    a16 = (a.astype(np.uint16) * 256)
+    a16 = a.astype(np.uint16) * 256
     Image.fromarray(a16).save(tmp_path / "w.png")
     np.testing.assert_array_equal(M.read_gray(tmp_path / "w.png"), a.astype(np.float32))
     assert M.read_rgb(tmp_path / "g.png").shape == (5, 7, 3)
@@ -178,6 +191,7 @@ def test_read_gray_modes(tmp_path):
 # --------------------------------------------------------------------------------------------
 # hand-checkable values
 # --------------------------------------------------------------------------------------------
+
 
 def test_constant_image():
     rng = np.random.default_rng(1)
@@ -197,8 +211,8 @@ def test_identical_images():
     assert r["CC"] == pytest.approx(1.0, abs=1e-6)
     assert r["SSIM_2"] == pytest.approx(2.0, abs=1e-6)
     assert r["SSIM_255"] == pytest.approx(2.0, abs=1e-6)
-    assert r["VIF"] == pytest.approx(2.0, abs=1e-6)   # vifp(X, X) = 1 per pair
-    assert r["Nabf"] == 0.0                           # gF never exceeds both source gradients
+    assert r["VIF"] == pytest.approx(2.0, abs=1e-6)  # vifp(X, X) = 1 per pair
+    assert r["Nabf"] == 0.0  # gF never exceeds both source gradients
     # MI(X, X) = H(X) in nats: sum of two equal entropies
     _, counts = np.unique(X, return_counts=True)
     p = counts / X.size
@@ -206,14 +220,14 @@ def test_identical_images():
 
 
 def test_hand_values_4x4():
-    F = np.array([[0, 0, 255, 255]] * 4, np.float32)            # half 0, half 255
-    assert M.en(F) == pytest.approx(1.0)                          # 1 bit
+    F = np.array([[0, 0, 255, 255]] * 4, np.float32)  # half 0, half 255
+    assert M.en(F) == pytest.approx(1.0)  # 1 bit
     assert M.sd(F) == pytest.approx(127.5)
-    F4 = np.array([[0, 1, 2, 3]] * 4, np.float32)                 # 4 equiprobable levels
+    F4 = np.array([[0, 1, 2, 3]] * 4, np.float32)  # 4 equiprobable levels
     assert M.en(F4) == pytest.approx(2.0)
-    S = np.array([[0, 1, 0, 1]] * 4, np.float32)                  # horizontal diffs +-1, vertical 0
+    S = np.array([[0, 1, 0, 1]] * 4, np.float32)  # horizontal diffs +-1, vertical 0
     assert M.sf(S) == pytest.approx(1.0)
-    R = np.array([[0, 2, 4, 6]] * 4, np.float32)                  # ramp: Gx = 2, Gy = 0
+    R = np.array([[0, 2, 4, 6]] * 4, np.float32)  # ramp: Gx = 2, Gy = 0
     assert M.ag(R) == pytest.approx(math.sqrt(2.0))
     # AG borders are one-sided and not halved: [0, 4, 4, 8] -> Gx = 4, 2, 2, 4
     R2 = np.array([[0, 4, 4, 8]] * 4, np.float32)
@@ -240,7 +254,10 @@ def test_hand_values_4x4():
 def test_scd_cc_against_corrcoef():
     rng = np.random.default_rng(3)
     F, A, B = (rng.integers(0, 256, (4, 4)).astype(np.float64) for _ in range(3))
-    c = lambda x, y: np.corrcoef(x.ravel(), y.ravel())[0, 1]  # noqa: E731
+
+    def c(x, y):
+        return np.corrcoef(x.ravel(), y.ravel())[0, 1]
+
     assert M.scd(F, A, B) == pytest.approx(c(A, F - B) + c(B, F - A), rel=1e-9)
     assert M.cc(F, A, B) == pytest.approx((c(A, F) + c(B, F)) / 2, rel=1e-9)
 
@@ -249,6 +266,7 @@ def test_scd_cc_against_corrcoef():
 # straightforward loop implementations of the published formulas
 # --------------------------------------------------------------------------------------------
 
+
 def _conv2_loop(x, h, mode):
     """Textbook 2-D convolution (kernel flipped), 'same' (zero padded) or 'valid'."""
     kh, kw = h.shape
@@ -256,7 +274,7 @@ def _conv2_loop(x, h, mode):
     hf = h[::-1, ::-1]
     if mode == "same":
         xp = np.zeros((H + kh - 1, W + kw - 1))
-        xp[kh // 2:kh // 2 + H, kw // 2:kw // 2 + W] = x
+        xp[kh // 2 : kh // 2 + H, kw // 2 : kw // 2 + W] = x
         oh, ow = H, W
     else:
         xp = x
@@ -264,7 +282,7 @@ def _conv2_loop(x, h, mode):
     out = np.zeros((max(oh, 0), max(ow, 0)))
     for i in range(out.shape[0]):
         for j in range(out.shape[1]):
-            out[i, j] = np.sum(xp[i:i + kh, j:j + kw] * hf)
+            out[i, j] = np.sum(xp[i : i + kh, j : j + kw] * hf)
     return out
 
 
@@ -288,11 +306,14 @@ def _qabf_loop(F, A, B):
     num = den = 0.0
     for i in range(F.shape[0]):
         for j in range(F.shape[1]):
-            for g, a, in ((gA, aA), (gB, aB)):
+            for (
+                g,
+                a,
+            ) in ((gA, aA), (gB, aB)):
                 if g[i, j] > gF[i, j]:
                     G = gF[i, j] / g[i, j]
                 elif g[i, j] == gF[i, j]:
-                    G = gF[i, j]                     # reference quirk
+                    G = gF[i, j]  # reference quirk
                 else:
                     G = g[i, j] / gF[i, j]
                 Aa = 1 - abs(a[i, j] - aF[i, j]) / (math.pi / 2)
@@ -306,10 +327,11 @@ def _nabf_loop(F, A, B, scale=1.0):
     """Kumar's MATLAB analysis_nabf, transcribed loop by loop, on images ``scale * X``.  The scale
     is applied to the Sobel responses of the integer images (mathematically the same) so that
     exact gradient ties stay exact and the strict ``gF > gA`` test is not decided by rounding."""
+
     def ext(x):  # per_extn_im_fn(x, 3)
         p, q = x.shape
         o = np.zeros((p + 2, q + 2))
-        o[1:p + 1, 1:q + 1] = x
+        o[1 : p + 1, 1 : q + 1] = x
         o[0, :] = o[2, :]
         o[p + 1, :] = o[p - 1, :]
         o[:, 0] = o[:, 2]
@@ -326,16 +348,18 @@ def _nabf_loop(F, A, B, scale=1.0):
         gh = np.zeros((p, q))
         for i in range(p):
             for j in range(q):
-                gv[i, j] = np.sum(e[i:i + 3, j:j + 3] * vt)
-                gh[i, j] = np.sum(e[i:i + 3, j:j + 3] * ht)
+                gv[i, j] = np.sum(e[i : i + 3, j : j + 3] * vt)
+                gh[i, j] = np.sum(e[i : i + 3, j : j + 3] * ht)
         return gv * scale, gh * scale
 
     (gvA, ghA), (gvB, ghB), (gvF, ghF) = sob(A), sob(B), sob(F)
     num = den = 0.0
     for i in range(F.shape[0]):
         for j in range(F.shape[1]):
-            g = {k: math.hypot(gv[i, j], gh[i, j]) for k, (gv, gh) in
-                 {"A": (gvA, ghA), "B": (gvB, ghB), "F": (gvF, ghF)}.items()}
+            g = {
+                k: math.hypot(gv[i, j], gh[i, j])
+                for k, (gv, gh) in {"A": (gvA, ghA), "B": (gvB, ghB), "F": (gvF, ghF)}.items()
+            }
             ang = {}
             for k, (gv, gh) in {"A": (gvA, ghA), "B": (gvB, ghB), "F": (gvF, ghF)}.items():
                 if gv[i, j] == 0 and gh[i, j] == 0:
@@ -374,8 +398,8 @@ def _ssim_loop(X, Y, R):
     vals = []
     for i in range(pad, X.shape[0] - pad):
         for j in range(pad, X.shape[1] - pad):
-            x = Xp[i:i + 7, j:j + 7].ravel()
-            y = Yp[i:i + 7, j:j + 7].ravel()
+            x = Xp[i : i + 7, j : j + 7].ravel()
+            y = Yp[i : i + 7, j : j + 7].ravel()
             mx, my = x.mean(), y.mean()
             vx = np.sum((x - mx) ** 2) / 48
             vy = np.sum((y - my) ** 2) / 48
@@ -497,9 +521,9 @@ def test_mi_matches_loop_reference():
 # API
 # --------------------------------------------------------------------------------------------
 
+
 def test_metrics_order_and_subset():
-    assert M.METRICS == ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM", "PSNR", "CC",
-                         "MSE", "Nabf")
+    assert M.METRICS == ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM", "PSNR", "CC", "MSE", "Nabf")
     F, A, B = _rand_triplet(9, (32, 32))
     r = M.evaluate(F, A, B)
     assert [k for k in r if k in M.METRICS] == list(M.METRICS)
@@ -530,9 +554,11 @@ def test_vifb_nabf_scale_and_gray_passthrough():
 
 
 def test_import_is_light():
-    code = ("import sys, tokfuse_rt.metrics; "
-            "assert 'scipy' not in sys.modules, 'scipy imported eagerly'; "
-            "assert 'matplotlib' not in sys.modules")
+    code = (
+        "import sys, tokfuse_rt.metrics; "
+        "assert 'scipy' not in sys.modules, 'scipy imported eagerly'; "
+        "assert 'matplotlib' not in sys.modules"
+    )
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
 
@@ -542,10 +568,10 @@ def test_thermal_kept_by_hand():
     thermal_kept = M.thermal_kept
     A = np.array([[0.9, 0.5, 0.3]])
     B = np.array([[0.4, 0.2, 0.2]])
-    assert thermal_kept(A, A, B, 0.25) == (pytest.approx(1.0), 2)            # infrared itself: all kept
-    assert thermal_kept(B, A, B, 0.25) == (0.0, 2)                           # visible alone: none
-    assert thermal_kept((A + B) / 2, A, B, 0.25)[0] == pytest.approx(0.5)    # plain average: half
-    F = np.array([[0.6, 0.5, 0.0]])                                          # keeps 0.2 of 0.5 and 0.3 of 0.3
+    assert thermal_kept(A, A, B, 0.25) == (pytest.approx(1.0), 2)  # infrared itself: all kept
+    assert thermal_kept(B, A, B, 0.25) == (0.0, 2)  # visible alone: none
+    assert thermal_kept((A + B) / 2, A, B, 0.25)[0] == pytest.approx(0.5)  # plain average: half
+    F = np.array([[0.6, 0.5, 0.0]])  # keeps 0.2 of 0.5 and 0.3 of 0.3
     assert thermal_kept(F, A, B, 0.25) == (pytest.approx(0.5 / 0.8), 2)
-    k, n = thermal_kept(F, A, B, 0.6)                                        # no pixel is that much hotter
+    k, n = thermal_kept(F, A, B, 0.6)  # no pixel is that much hotter
     assert n == 0 and np.isnan(k)

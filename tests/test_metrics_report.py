@@ -1,4 +1,5 @@
 """Tests for tokfuse_rt.metrics.report: pairing by stem, skipping/reporting, Markdown, PNG figure."""
+
 from __future__ import annotations
 
 import math
@@ -15,7 +16,7 @@ SIZE = (64, 64)  # large enough for every VIF scale and the 7x7 SSIM window
 
 def _img(seed, colour=False):
     rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:SIZE[0], 0:SIZE[1]]
+    y, x = np.mgrid[0 : SIZE[0], 0 : SIZE[1]]
     base = 128 + 60 * np.sin(x / 5.0 + seed) * np.cos(y / 7.0)
     a = np.clip(base + rng.normal(0, 8, SIZE), 0, 255).astype(np.uint8)
     if colour:
@@ -110,8 +111,9 @@ def test_evaluate_dirs_progress_and_missing_dir(dirs, tmp_path):
 
 
 def test_evaluate_dirs_per_channel_convention(dirs):
-    rows, failures = evaluate_dirs(dirs["fused"], dirs["ir"], dirs["vi"], progress=False,
-                                   convention="vifb", metrics=["EN", "SD"])
+    rows, failures = evaluate_dirs(
+        dirs["fused"], dirs["ir"], dirs["vi"], progress=False, convention="vifb", metrics=["EN", "SD"]
+    )
     assert len(rows) == 4 and len(failures) == 5
 
 
@@ -125,8 +127,8 @@ def _rows():
 
 def test_summarize_hand_values():
     s = summarize(_rows())
-    assert s["EN"] == pytest.approx((7.0, math.sqrt(2 / 3)))     # population std of 6, 7, 8
-    assert s["PSNR"] == pytest.approx((15.0, 5.0))                # inf ignored
+    assert s["EN"] == pytest.approx((7.0, math.sqrt(2 / 3)))  # population std of 6, 7, 8
+    assert s["PSNR"] == pytest.approx((15.0, 5.0))  # inf ignored
     assert list(s) == ["EN", "SSIM", "SSIM_2", "SSIM_255", "PSNR"]
 
 

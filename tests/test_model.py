@@ -1,4 +1,5 @@
 """Model shapes, determinism and the STE / quantiser contracts, against plain reference computations."""
+
 import pytest
 import torch
 
@@ -7,8 +8,19 @@ from tokfuse_rt.model.quant import kernel_backend
 
 
 def small_cfg(**kw):
-    base = dict(image_size=32, patch_size=8, num_tokens=8, codebook_size=64, width=32, enc_depth=1, dec_depth=1,
-                heads=2, default_k=2, detail_channels=4, head_channels=4)
+    base = dict(
+        image_size=32,
+        patch_size=8,
+        num_tokens=8,
+        codebook_size=64,
+        width=32,
+        enc_depth=1,
+        dec_depth=1,
+        heads=2,
+        default_k=2,
+        detail_channels=4,
+        head_channels=4,
+    )
     base.update(kw)
     return TokFuseConfig(**base)
 
@@ -19,7 +31,7 @@ def model():
     m = TokFuse(small_cfg()).eval()
     with torch.no_grad():
         m.head.conv2.weight.normal_(0, 0.1)
-        m.ste.edit_fc2.weight.normal_(0, 0.5)   # edits large enough to change codes
+        m.ste.edit_fc2.weight.normal_(0, 0.5)  # edits large enough to change codes
     return m
 
 
@@ -52,12 +64,12 @@ def test_deterministic_and_batch_independent(model):
 def test_quantize_matches_bruteforce_and_ties_lowest():
     g = torch.Generator().manual_seed(3)
     cb = l2norm(torch.randn(50, 12, generator=g))
-    cb = torch.cat([cb[:10], cb[3:4], cb[10:]])          # row 10 duplicates row 3: an exact tie
+    cb = torch.cat([cb[:10], cb[3:4], cb[10:]])  # row 10 duplicates row 3: an exact tie
     z = l2norm(torch.cat([torch.randn(20, 12, generator=g), cb[3:4]]))
     with kernel_backend("torch"):
         ids, q = quantize(z, cb)
     # brute force in float64 with an explicit lowest-index rule
-    sims = (z.double() @ cb.double().t())
+    sims = z.double() @ cb.double().t()
     for n in range(len(z)):
         best = max(range(len(cb)), key=lambda j: (float(sims[n, j]), -j))
         assert int(ids[n]) == best
@@ -76,7 +88,7 @@ def _topk_reference(scores, k):
 @pytest.mark.parametrize("k", [0, 1, 3, 8])
 def test_topk_mask_ties_to_lowest_index(k):
     g = torch.Generator().manual_seed(4)
-    s = torch.randint(0, 3, (5, 8), generator=g).float()   # many exact ties on purpose
+    s = torch.randint(0, 3, (5, 8), generator=g).float()  # many exact ties on purpose
     assert torch.equal(topk_mask(s, k), _topk_reference(s, k))
     assert int(topk_mask(s, k).sum(dim=1).unique()) == k
 
@@ -174,7 +186,7 @@ def test_tone_head_computes_the_documented_rule():
     tone = base[:, 1:, 0, 0]
     assert torch.equal(base[:, 1:], tone[:, :, None, None].expand_as(base[:, 1:]))
     assert (tone[:, 0] >= 1).all() and (tone[:, 0] <= 2).all() and (tone[:, 1:] >= 0).all() and (tone[:, 1:] <= 1).all()
-    clear = (ir - vis).abs() > 1e-3       # sigmoid(1e5 · 1e-3) = 1 in float32: a hard max there
+    clear = (ir - vis).abs() > 1e-3  # sigmoid(1e5 · 1e-3) = 1 in float32: a hard max there
     # float32: the same formula in a different order -> a few ulp of values <= ~2
     torch.testing.assert_close(fused[clear], tone_rule(ir, vis, tone)[clear], atol=1e-6, rtol=0)
 
@@ -212,15 +224,19 @@ def test_tone_rule_visible_detail_by_hand():
     vis = torch.zeros(1, 1, 3, 3)
     vis[..., 1, 1] = 0.9
     ir = torch.full((1, 1, 3, 3), 0.5)
-    tone = torch.tensor([[1.0, 0.0, 0.5, 0.0]])          # g = 1, a = 0: F = m = max(ir, vis) (+ detail)
+    tone = torch.tensor([[1.0, 0.0, 0.5, 0.0]])  # g = 1, a = 0: F = m = max(ir, vis) (+ detail)
     base = tone_rule(ir, vis, tone, roll_off=False)
     hp = torch.full((1, 1, 3, 3), -0.1)
     hp[..., 1, 1] = 0.8
     # float32 sums of 9 values -> a few ulp
-    torch.testing.assert_close(tone_rule(ir, vis, tone, roll_off=False, vis_detail=0.5) - base,
-                               (0.5 * hp).clamp(max=1 - base), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        tone_rule(ir, vis, tone, roll_off=False, vis_detail=0.5) - base,
+        (0.5 * hp).clamp(max=1 - base),
+        atol=1e-6,
+        rtol=0,
+    )
     gated = tone_rule(ir, vis, tone, roll_off=False, vis_detail=0.5, detail_where="ir") - base
-    want = 0.5 * hp * (ir > vis).float()                   # centre: vis > ir, no detail added there
+    want = 0.5 * hp * (ir > vis).float()  # centre: vis > ir, no detail added there
     torch.testing.assert_close(gated, want, atol=1e-6, rtol=0)
     assert torch.equal(tone_rule(ir, vis, tone, vis_detail=0.0), tone_rule(ir, vis, tone))
     with pytest.raises(ValueError, match="detail_where"):

@@ -1,5 +1,6 @@
 """Model outputs are checked (§10): a foreign ONNX file returning NaN or a wrong shape gets a clear
 error naming the model, never a black image; backend failures name the model and the input size."""
+
 import numpy as np
 import pytest
 
@@ -18,15 +19,26 @@ def _foreign_onnx(path, fused_op: str):
     f = TensorProto.FLOAT
     ins = [helper.make_tensor_value_info(n, f, ["B", 1, "H", "W"]) for n in ("ir", "vis")]
     ins.append(helper.make_tensor_value_info("k", TensorProto.INT64, []))
-    outs = [helper.make_tensor_value_info("fused", f, None), helper.make_tensor_value_info("ids", TensorProto.INT64,
-                                                                                           ["B", K])]
-    inits = [helper.make_tensor("nan", f, [], [float("nan")]), helper.make_tensor("kk", TensorProto.INT64, [1], [K]),
-             helper.make_tensor("z", TensorProto.INT64, [1], [0]), helper.make_tensor("one", TensorProto.INT64, [1], [1]),
-             helper.make_tensor("m1", TensorProto.INT64, [1], [-1]), helper.make_tensor("ax", TensorProto.INT64, [1], [2])]
-    nodes = [helper.make_node("Shape", ["ir"], ["s"]), helper.make_node("Slice", ["s", "z", "one"], ["b"]),
-             helper.make_node("Concat", ["b", "kk"], ["ids_shape"], axis=0),
-             helper.make_node("ConstantOfShape", ["ids_shape"], ["ids"],
-                              value=helper.make_tensor("v", TensorProto.INT64, [1], [3]))]
+    outs = [
+        helper.make_tensor_value_info("fused", f, None),
+        helper.make_tensor_value_info("ids", TensorProto.INT64, ["B", K]),
+    ]
+    inits = [
+        helper.make_tensor("nan", f, [], [float("nan")]),
+        helper.make_tensor("kk", TensorProto.INT64, [1], [K]),
+        helper.make_tensor("z", TensorProto.INT64, [1], [0]),
+        helper.make_tensor("one", TensorProto.INT64, [1], [1]),
+        helper.make_tensor("m1", TensorProto.INT64, [1], [-1]),
+        helper.make_tensor("ax", TensorProto.INT64, [1], [2]),
+    ]
+    nodes = [
+        helper.make_node("Shape", ["ir"], ["s"]),
+        helper.make_node("Slice", ["s", "z", "one"], ["b"]),
+        helper.make_node("Concat", ["b", "kk"], ["ids_shape"], axis=0),
+        helper.make_node(
+            "ConstantOfShape", ["ids_shape"], ["ids"], value=helper.make_tensor("v", TensorProto.INT64, [1], [3])
+        ),
+    ]
     if fused_op == "nan":
         nodes.append(helper.make_node("Mul", ["ir", "nan"], ["fused"]))
     else:
@@ -37,8 +49,13 @@ def _foreign_onnx(path, fused_op: str):
 
 
 @pytest.mark.requires_ort
-@pytest.mark.parametrize("kind,msg", [("nan", "output 'fused' contains NaN or inf"),
-                                      ("short", r"output 'fused' has shape \(1, 1, 19, 24\), expected \(1, 1, 20, 24\)")])
+@pytest.mark.parametrize(
+    "kind,msg",
+    [
+        ("nan", "output 'fused' contains NaN or inf"),
+        ("short", r"output 'fused' has shape \(1, 1, 19, 24\), expected \(1, 1, 20, 24\)"),
+    ],
+)
 def test_foreign_onnx_outputs_are_refused(tmp_path, kind, msg):
     pytest.importorskip("onnx")
     p = _foreign_onnx(tmp_path / f"{kind}.onnx", kind)
@@ -66,7 +83,7 @@ def test_ids_out_of_range_and_backend_failures_name_the_model(tiny_ckpt, monkeyp
 
         def bad_ids(x, y, k):
             f, i = real(x, y, k)
-            return f, i + 64                         # the tiny model's codebook has 64 entries
+            return f, i + 64  # the tiny model's codebook has 64 entries
 
         monkeypatch.setattr(eng._backend, "run", bad_ids)
         with pytest.raises(ModelOutputError, match="token ids out of range"):
@@ -76,8 +93,11 @@ def test_ids_out_of_range_and_backend_failures_name_the_model(tiny_ckpt, monkeyp
             raise RuntimeError("DefaultCPUAllocator: can't allocate memory\nmore lines")
 
         monkeypatch.setattr(eng._backend, "run", crash)
-        with pytest.raises(BackendError, match=r"tiny\.safetensors: the pytorch backend failed on a 24x20 input: "
-                                               r"RuntimeError: DefaultCPUAllocator: can't allocate memory$"):
+        with pytest.raises(
+            BackendError,
+            match=r"tiny\.safetensors: the pytorch backend failed on a 24x20 input: "
+            r"RuntimeError: DefaultCPUAllocator: can't allocate memory$",
+        ):
             eng.fuse(a, a)
 
 
@@ -85,10 +105,10 @@ def test_untiled_call_larger_than_memory_is_refused(tiny_ckpt, monkeypatch):
     from tokfuse_rt import engine as engine_mod
     from tokfuse_rt.imageio import ImageTooLargeError
 
-    monkeypatch.setattr(engine_mod, "_mem_available", lambda: 2 ** 30)
-    a = np.zeros((2000, 2000), np.uint8)                 # 4 MP x 320 B/px = 1.2 GiB > 1 GiB "available"
+    monkeypatch.setattr(engine_mod, "_mem_available", lambda: 2**30)
+    a = np.zeros((2000, 2000), np.uint8)  # 4 MP x 320 B/px = 1.2 GiB > 1 GiB "available"
     with Engine(tiny_ckpt, tile_size=None) as eng:
         with pytest.raises(ImageTooLargeError, match="needs about 1.2 GiB untiled, 1.0 GiB are available"):
             eng.fuse(a, a)
-    with Engine(tiny_ckpt) as eng:                       # the PyTorch backend tiles: it runs
+    with Engine(tiny_ckpt) as eng:  # the PyTorch backend tiles: it runs
         assert eng.fuse(a, a).shape == (2000, 2000)

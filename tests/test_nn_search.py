@@ -1,4 +1,4 @@
-"""Codebook nearest-neighbour search: tokfuse_rt._C.nn_search and tokfuse_rt.nn (issue 4, SPEC §3).
+"""Codebook nearest-neighbour search: tokfuse_rt._C.nn_search and tokfuse_rt.nn (SPEC §3).
 
 Oracle: ``nn_search_ref`` (pure PyTorch, float32) and float64 scores.
 
@@ -26,6 +26,7 @@ that row - for the extension and for the reference alike. The sweep plants dupli
 queries that hit them, and asserts that most planted queries are unambiguous, so (b) is
 exercised on exact ties, not vacuous.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -39,11 +40,13 @@ from tokfuse_rt import nn as tnn
 from tokfuse_rt.nn import HAVE_EXT, nn_search_ref
 
 _C = tnn._C
-needs_ext = pytest.mark.skipif(not HAVE_EXT, reason="tokfuse_rt._C is not built (run: python setup.py build_ext --inplace)")
+needs_ext = pytest.mark.skipif(
+    not HAVE_EXT, reason="tokfuse_rt._C is not built (run: python setup.py build_ext --inplace)"
+)
 HAVE_AVX2 = bool(HAVE_EXT and _C.build_info()["default_impl"] == "avx2")
 needs_avx2 = pytest.mark.skipif(not HAVE_AVX2, reason="the AVX2/FMA kernel is not available on this CPU/build")
 
-U = 2.0 ** -24  # float32 unit roundoff
+U = 2.0**-24  # float32 unit roundoff
 
 
 def gamma(n: int) -> float:
@@ -116,10 +119,10 @@ class Checker:
         keys = []
         step = max(1, self.CHUNK_ELEMS // self.K)
         for i0 in range(0, self.N, step):
-            qi = qq[i0:i0 + step]
+            qi = qq[i0 : i0 + step]
             # larger is better; for l2 t = 2 q.c - |c|^2 = |q|^2 - dist (same gaps as the distances)
             t = qi @ CC.T if metric == "ip" else torch.addmm(-c2[None, :], qi, CC.T, alpha=2.0)
-            lo = t.max(1, keepdim=True).values - width[i0:i0 + step, None].to(t.dtype)
+            lo = t.max(1, keepdim=True).values - width[i0 : i0 + step, None].to(t.dtype)
             r, c = (t >= lo).nonzero(as_tuple=True)
             keys.append((r + i0) * self.K + c)
         self.keys = torch.cat(keys)  # sorted: row-major order of nonzero()
@@ -154,11 +157,15 @@ class Checker:
         s, tol = self.exact(ids)
         err = (scores - s).abs()
         bad = err > tol
-        assert not bool(bad.any()), f"{who}: score error {err[bad].max().item():.3g} exceeds budget {tol[bad].min().item():.3g}"
+        assert not bool(bad.any()), (
+            f"{who}: score error {err[bad].max().item():.3g} exceeds budget {tol[bad].min().item():.3g}"
+        )
         # (b) unambiguous queries: exactly the lowest index of the copies of the best row
         mism = self.unambiguous & (ids != self.expected)
-        assert not bool(mism.any()), (f"{who}: {int(mism.sum())} unambiguous ids differ from the lowest index of "
-                                      f"the best row (first at query {int(mism.nonzero()[0])})")
+        assert not bool(mism.any()), (
+            f"{who}: {int(mism.sum())} unambiguous ids differ from the lowest index of "
+            f"the best row (first at query {int(mism.nonzero()[0])})"
+        )
         return self.unambiguous, self.exact_tie
 
     def score_error(self, ids, scores) -> float:
@@ -267,8 +274,11 @@ def test_best_at_last_index_and_tail_tiles(K, metric):
     C = (0.1 * g.standard_normal((K, 12))).astype(np.float32)
     q = g.standard_normal((19, 12)).astype(np.float32)
     C[-1] = q[0] * 10 if metric == "ip" else q[0]
-    for res in (_C.nn_search(q, C, metric, 2, "auto"), _C.nn_search(q, C, metric, 1, "scalar"),
-                _C._nn_search_cuda_emulated(q, C, metric)):
+    for res in (
+        _C.nn_search(q, C, metric, 2, "auto"),
+        _C.nn_search(q, C, metric, 1, "scalar"),
+        _C._nn_search_cuda_emulated(q, C, metric),
+    ):
         assert res[0][0] == K - 1
     ids, _ = _C.nn_search(q, C, metric)
     ref, _ = nn_search_ref(q, C, metric)
@@ -305,8 +315,12 @@ def test_prepared_codebook_matches(metric):
 @needs_ext
 def test_n_zero_and_k_one():
     C = np.ones((1, 12), np.float32)
-    for fn in (lambda q: _C.nn_search(q, C), lambda q: _C.nn_search(q, C, "l2", 1, "scalar"),
-               lambda q: _C._nn_search_cuda_emulated(q, C), lambda q: _C.Codebook(C).search(q)):
+    for fn in (
+        lambda q: _C.nn_search(q, C),
+        lambda q: _C.nn_search(q, C, "l2", 1, "scalar"),
+        lambda q: _C._nn_search_cuda_emulated(q, C),
+        lambda q: _C.Codebook(C).search(q),
+    ):
         ids, scores = fn(np.zeros((0, 12), np.float32))
         assert ids.shape == (0,) and ids.dtype == np.int64 and scores.shape == (0,) and scores.dtype == np.float32
     q = np.random.default_rng(0).standard_normal((50, 12)).astype(np.float32)

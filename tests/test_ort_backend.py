@@ -1,4 +1,5 @@
 """Engine("model.onnx"): the ONNX Runtime backend has the PyTorch backend's API and results (§4)."""
+
 from __future__ import annotations
 
 import json
@@ -12,15 +13,6 @@ from PIL import Image
 from tokfuse_rt import Engine
 
 pytestmark = pytest.mark.requires_ort
-
-
-@pytest.fixture(scope="module")
-def engines(tiny_ckpt, tiny_onnx):
-    # one thread each: tiny graphs gain nothing from two, and CI shares its cores with other jobs
-    old = torch.get_num_threads()
-    with Engine(tiny_ckpt, device="cpu", threads=1) as pt, Engine(tiny_onnx, threads=1) as ox:
-        yield pt, ox
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +89,10 @@ def test_k_at_run_time(engines, pair):
 def test_fuse_batch_and_dir(engines, tmp_path):
     _, ox = engines
     rng = np.random.default_rng(3)
-    pairs = [(rng.integers(0, 256, s, dtype=np.uint8), rng.integers(0, 256, (*s, 3), dtype=np.uint8))
-             for s in [(20, 30), (20, 30), (41, 17), (20, 30), (20, 30), (20, 30)]]
+    pairs = [
+        (rng.integers(0, 256, s, dtype=np.uint8), rng.integers(0, 256, (*s, 3), dtype=np.uint8))
+        for s in [(20, 30), (20, 30), (41, 17), (20, 30), (20, 30), (20, 30)]
+    ]
     outs = ox.fuse_batch(pairs)
     for (a, b), o in zip(pairs, outs):
         assert _maxdiff(o, ox.fuse(a, b)) <= 1
@@ -115,8 +109,10 @@ def test_fuse_batch_and_dir(engines, tmp_path):
 def test_threads_share_one_session(engines):
     _, ox = engines
     rng = np.random.default_rng(11)
-    jobs = [(rng.integers(0, 256, (24 + i, 40), dtype=np.uint8), rng.integers(0, 256, (24 + i, 40), dtype=np.uint8))
-            for i in range(6)]
+    jobs = [
+        (rng.integers(0, 256, (24 + i, 40), dtype=np.uint8), rng.integers(0, 256, (24 + i, 40), dtype=np.uint8))
+        for i in range(6)
+    ]
     ref = [ox.fuse(a, b) for a, b in jobs]
     res = [None] * len(jobs)
     errors = []
@@ -125,7 +121,7 @@ def test_threads_share_one_session(engines):
         try:
             for _ in range(3):
                 res[i] = ox.fuse(*jobs[i])
-        except Exception as e:  # pragma: no cover - reported below
+        except Exception as e:  # noqa: BLE001 - any failure in a thread is reported below
             errors.append(e)
 
     th = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
@@ -152,7 +148,7 @@ def test_devices_and_providers(tiny_onnx):
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         with pytest.raises(ValueError, match="CUDAExecutionProvider"):
             Engine(tiny_onnx, device="cuda")
-    with Engine(tiny_onnx, device="cpu") as e:     # threads=None: ONNX Runtime's default
+    with Engine(tiny_onnx, device="cpu") as e:  # threads=None: ONNX Runtime's default
         assert e.info()["threads"] >= 1
 
 
@@ -190,6 +186,18 @@ def test_cli_with_onnx_model(tiny_onnx, tmp_path, capsys):
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (20, 24), dtype=np.uint8)).save(tmp_path / "a.png")
     Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(tmp_path / "b.png")
-    assert main(["fuse", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(tmp_path / "f.png"),
-                 "--model", str(tiny_onnx)]) == 0
+    assert (
+        main(
+            [
+                "fuse",
+                str(tmp_path / "a.png"),
+                str(tmp_path / "b.png"),
+                "-o",
+                str(tmp_path / "f.png"),
+                "--model",
+                str(tiny_onnx),
+            ]
+        )
+        == 0
+    )
     assert Image.open(tmp_path / "f.png").size == (24, 20)

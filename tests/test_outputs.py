@@ -1,4 +1,5 @@
 """tokfuse_rt.outputs (§10): atomic writes, no symlink followed, resume checks, stale temporaries."""
+
 import os
 import stat
 import subprocess
@@ -8,8 +9,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tokfuse_rt.outputs import (TEMP_SUFFIX, atomic_write, check_output_dir, check_output_ext, check_output_path,
-                                check_quality, output_ok, remove_stale_temps, save_image)
+from tokfuse_rt.outputs import (
+    TEMP_SUFFIX,
+    atomic_write,
+    check_output_dir,
+    check_output_ext,
+    check_output_path,
+    check_quality,
+    output_ok,
+    remove_stale_temps,
+    save_image,
+)
 
 IMG = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
 
@@ -17,7 +27,7 @@ IMG = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
 def test_formats_round_trip_and_quality(tmp_path):
     for ext in (".png", ".bmp", ".tif", ".tiff"):
         p = save_image(IMG, tmp_path / f"x{ext}")
-        np.testing.assert_array_equal(np.asarray(Image.open(p)), IMG)       # lossless formats
+        np.testing.assert_array_equal(np.asarray(Image.open(p)), IMG)  # lossless formats
     big = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     sizes = {q: save_image(big, tmp_path / f"q{q}.jpg", quality=q).stat().st_size for q in (30, 95)}
     assert sizes[30] < sizes[95]
@@ -81,8 +91,10 @@ def test_output_ok(tmp_path):
 
 def test_remove_stale_temps_only_ours_and_only_dead(tmp_path):
     # a temporary left by a killed process: a real process that wrote one and was killed
-    code = ("import sys, os, signal; from tokfuse_rt.outputs import atomic_write\n"
-            "atomic_write(sys.argv[1], lambda f: os.kill(os.getpid(), signal.SIGKILL))")
+    code = (
+        "import sys, os, signal; from tokfuse_rt.outputs import atomic_write\n"
+        "atomic_write(sys.argv[1], lambda f: os.kill(os.getpid(), signal.SIGKILL))"
+    )
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.png")], capture_output=True)
     assert r.returncode == -9
     left = [p for p in tmp_path.iterdir() if p.name.endswith(TEMP_SUFFIX)]

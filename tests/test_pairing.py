@@ -1,4 +1,5 @@
 """tokfuse_rt.pairing: exact name first, then stem; ambiguous stems; layouts; the training pair list."""
+
 from pathlib import Path
 
 import numpy as np
@@ -6,14 +7,25 @@ import pytest
 from PIL import Image
 
 from tokfuse_rt.imageio import IMAGE_EXTS, READ_FORMATS
-from tokfuse_rt.pairing import (SET_LAYOUTS, find_pairs, find_set_dirs, find_sets, image_files, match_outputs,
-                                pair_dirs, pair_set, pair_trees)
+from tokfuse_rt.pairing import (
+    SET_LAYOUTS,
+    find_pairs,
+    find_set_dirs,
+    find_sets,
+    image_files,
+    match_outputs,
+    pair_dirs,
+    pair_set,
+    pair_trees,
+)
 
 
 def _touch(d: Path, *names, size=(20, 20)):
     d.mkdir(parents=True, exist_ok=True)
     for n in names:
-        fmt = {".jpg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".bmp": "BMP", ".png": "PNG"}.get(Path(n).suffix.lower())
+        fmt = {".jpg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".bmp": "BMP", ".png": "PNG"}.get(
+            Path(n).suffix.lower()
+        )
         if fmt:
             Image.fromarray(np.zeros(size, np.uint8)).save(d / n, format=fmt)
         else:
@@ -24,7 +36,7 @@ def test_image_exts_are_exactly_the_formats_read():
     """IMAGE_EXTS (what is paired) == Pillow's registered extensions of READ_FORMATS (what is decoded)."""
     Image.init()
     registered = {e for e, f in Image.registered_extensions().items() if f in READ_FORMATS}
-    assert registered | {".mpo"} == set(IMAGE_EXTS)   # .mpo: multi-picture JPEG, decoded by the JPEG plugin
+    assert registered | {".mpo"} == set(IMAGE_EXTS)  # .mpo: multi-picture JPEG, decoded by the JPEG plugin
 
 
 def test_exact_name_wins_over_stem_the_wrong_ir_is_never_fused(tmp_path):
@@ -41,7 +53,11 @@ def test_stem_pairs_and_ambiguous_stems_are_reported_not_fused(tmp_path):
     _touch(tmp_path / "vi", "a.jpg", "b.jpg", "c.jpg", "only_vis.jpg", "d.jpg", "w.webp", "notes.txt", ".hidden.png")
     r = pair_dirs(tmp_path / "ir", tmp_path / "vi")
     assert [(p.ir.name, p.vis.name, p.stem) for p in r] == [
-        ("a.png", "a.jpg", "a"), ("c.bmp", "c.jpg", "c"), ("d.PNG", "d.jpg", "d"), ("w.webp", "w.webp", "w")]
+        ("a.png", "a.jpg", "a"),
+        ("c.bmp", "c.jpg", "c"),
+        ("d.PNG", "d.jpg", "d"),
+        ("w.webp", "w.webp", "w"),
+    ]
     assert [s for s, _ in r.ambiguous] == ["b"]
     assert "b.png, b.tif" in r.ambiguous[0][1] and "b.jpg" in r.ambiguous[0][1]
     assert r.unpaired == ["ir/only_ir.png", "vis/only_vis.jpg"]
@@ -58,9 +74,9 @@ def test_pair_trees_folder_by_folder(tmp_path):
     ir, vi = tmp_path / "ir", tmp_path / "vi"
     _touch(ir, "a.png", "b.png", "only.png")
     _touch(vi, "a.jpg", "b.png")
-    _touch(ir / "s", "x.png", "x.tif", "y.bmp", "z.png")        # x: ambiguous; z.png and z.jpg: stem pair
+    _touch(ir / "s", "x.png", "x.tif", "y.bmp", "z.png")  # x: ambiguous; z.png and z.jpg: stem pair
     _touch(vi / "s", "x.jpg", "y.bmp", "z.jpg")
-    _touch(ir / "s" / "t", "a.png")                              # same name as the top a.png: its own folder
+    _touch(ir / "s" / "t", "a.png")  # same name as the top a.png: its own folder
     _touch(vi / "s" / "t", "a.png")
     _touch(ir / "ir_only", "q.png")
     _touch(vi / "vis_only", "r.png", "notes.txt")
@@ -68,11 +84,15 @@ def test_pair_trees_folder_by_folder(tmp_path):
     _touch(vi / ".hidden", "h.png")
     r = pair_trees(ir, vi)
     assert [(p.name, p.vis.relative_to(vi).as_posix(), p.stem) for p in r] == [
-        ("a.png", "a.jpg", "a"), ("b.png", "b.png", "b"),
-        ("s/y.bmp", "s/y.bmp", "s/y"), ("s/z.png", "s/z.jpg", "s/z"), ("s/t/a.png", "s/t/a.png", "s/t/a")]
+        ("a.png", "a.jpg", "a"),
+        ("b.png", "b.png", "b"),
+        ("s/y.bmp", "s/y.bmp", "s/y"),
+        ("s/z.png", "s/z.jpg", "s/z"),
+        ("s/t/a.png", "s/t/a.png", "s/t/a"),
+    ]
     assert r.unpaired == ["ir/only.png", "ir/ir_only/q.png", "vis/vis_only/r.png"]
     assert [s for s, _ in r.ambiguous] == ["s/x"] and r.ambiguous[0][1].startswith("s/: ambiguous stem 'x'")
-    top = pair_dirs(ir, vi)                                      # the top folder alone: exactly pair_dirs
+    top = pair_dirs(ir, vi)  # the top folder alone: exactly pair_dirs
     assert [p for p in r if "/" not in p.name] == top.pairs and top.unpaired == ["ir/only.png"]
     with pytest.raises(FileNotFoundError, match="vis directory not found"):
         pair_trees(ir, tmp_path / "nope")
@@ -95,7 +115,7 @@ def test_find_sets_order_and_first_layout_only(tmp_path):
     for s, (a, b) in (("z", ("ir", "vi")), ("m", ("a", "b")), ("k", ("ir", "vis")), ("c", ("ir", "vi"))):
         _touch(tmp_path / s / a, "1.png")
         _touch(tmp_path / s / b, "1.png")
-    _touch(tmp_path / "c" / "vis", "1.png")            # c/ has vi and vis: ir/vi wins, counted once
+    _touch(tmp_path / "c" / "vis", "1.png")  # c/ has vi and vis: ir/vi wins, counted once
     assert [p.name for p in find_sets(tmp_path)] == ["c", "z", "k", "m"]
     assert len(find_pairs(tmp_path)) == 4
 
@@ -121,8 +141,11 @@ def _old_find_pairs(root: Path):
         for a_dir in sorted(root.rglob(a_name)):
             b_dir = a_dir.parent / b_name
             if a_dir.is_dir() and b_dir.is_dir():
-                pairs += [(a, b_dir / a.name) for a in sorted(a_dir.iterdir())
-                          if a.suffix.lower() in exts and (b_dir / a.name).exists()]
+                pairs += [
+                    (a, b_dir / a.name)
+                    for a in sorted(a_dir.iterdir())
+                    if a.suffix.lower() in exts and (b_dir / a.name).exists()
+                ]
     return pairs
 
 

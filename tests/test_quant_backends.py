@@ -1,4 +1,5 @@
-"""The PyTorch backend quantises with the C++ nn_search on CPU: ids unchanged vs the torch path (issue 4, item 6)."""
+"""The PyTorch backend quantises with the C++ nn_search on CPU: ids unchanged vs the torch path."""
+
 import numpy as np
 import pytest
 import torch
@@ -32,8 +33,12 @@ def test_quantize_ids_identical_ext_vs_torch():
 
 @pytest.mark.skipif(not default_model_path().exists(), reason="bundled default model missing")
 def test_engine_ext_matches_torch_path_on_real_pairs(shared_data):
-    pairs = [("TNO", "ir", "vi", "01.png"), ("RoadScene", "ir", "vi", "FLIR_00211.jpg"),
-             ("MSRS", "ir", "vi", "00004N.png"), ("Harvard_MRI_SPECT", "a", "b", "11.png")]
+    pairs = [
+        ("TNO", "ir", "vi", "01.png"),
+        ("RoadScene", "ir", "vi", "FLIR_00211.jpg"),
+        ("MSRS", "ir", "vi", "00004N.png"),
+        ("Harvard_MRI_SPECT", "a", "b", "11.png"),
+    ]
     with Engine(kernels="torch") as et, Engine(kernels="ext") as ee:
         assert ee.info()["kernels"] == "ext" and et.info()["kernels"] == "torch"
         for s, a, b, n in pairs:

@@ -1,4 +1,5 @@
 """Mean rank (SPEC §7) by hand, peer tables, and ``tokfuse eval --peers``."""
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,7 @@ def test_spec_tno_table_by_hand():
     SSIM 1.03 1 -> 15 / 8."""
     peers = load_peers(_repo_file("docs/quality/peers_test.json"), "TNO")
     r = mean_ranks(peers)
-    assert r["CDDFuse (published)"][1] == {"EN": 1, "SD": 1, "SF": 1, "MI": 4, "SCD": 1, "VIF": 3, "Qabf": 3,
-                                           "SSIM": 1}
+    assert r["CDDFuse (published)"][1] == {"EN": 1, "SD": 1, "SF": 1, "MI": 4, "SCD": 1, "VIF": 3, "Qabf": 3, "SSIM": 1}
     assert r["CDDFuse (published)"][0] == 15 / 8
     assert place(peers, "CDDFuse (published)") == 1 and len(peers) == 7
 
@@ -76,22 +76,47 @@ def test_eval_appends_mean_rank_and_thermal_share(tmp_path):
     means = []
     for i in range(2):
         ir = rng.integers(0, 100, (48, 64), dtype=np.uint8)
-        ir[10:30, 10:30] = 250                                  # a hot target: 400 px per image
-        ir[30:40, 30:60] = 250                                  # + 300 px
+        ir[10:30, 10:30] = 250  # a hot target: 400 px per image
+        ir[30:40, 30:60] = 250  # + 300 px
         vis = rng.integers(0, 120, (48, 64), dtype=np.uint8)
-        f = np.maximum(ir, vis)                                  # keeps all of the thermal excess
+        f = np.maximum(ir, vis)  # keeps all of the thermal excess
         for arr, path in ((ir, d["ir"]), (vis, d["vi"]), (f, fused)):
             Image.fromarray(arr).save(path / f"{i}.png")
-        means.append(evaluate(read_gray(fused / f"{i}.png"), read_gray(d["ir"] / f"{i}.png"),
-                              read_gray(d["vi"] / f"{i}.png"), metrics=list(RANK_METRICS)))
+        means.append(
+            evaluate(
+                read_gray(fused / f"{i}.png"),
+                read_gray(d["ir"] / f"{i}.png"),
+                read_gray(d["vi"] / f"{i}.png"),
+                metrics=list(RANK_METRICS),
+            )
+        )
     ours = {m: float(np.mean([r[m] for r in means])) for m in RANK_METRICS}
     # a peer that is better on EN only, and one worse on everything
     peers = {"better_en": ours | {"EN": ours["EN"] + 1}, "worse": {m: v - 0.5 for m, v in ours.items()}}
     pj = tmp_path / "peers.json"
     pj.write_text(json.dumps({"sets": {"set": {k: {"mean": v} for k, v in peers.items()}}}))
     out = tmp_path / "r.md"
-    rc = main(["eval", "--fused", str(fused), "--ir", str(d["ir"]), "--vis", str(d["vi"]), "--out", str(out),
-               "--no-figure", "-q", "--peers", str(pj), "--peer-set", "set", "--name", "mine"])
+    rc = main(
+        [
+            "eval",
+            "--fused",
+            str(fused),
+            "--ir",
+            str(d["ir"]),
+            "--vis",
+            str(d["vi"]),
+            "--out",
+            str(out),
+            "--no-figure",
+            "-q",
+            "--peers",
+            str(pj),
+            "--peer-set",
+            "set",
+            "--name",
+            "mine",
+        ]
+    )
     assert rc == 0
     text = out.read_text()
     # mine: EN rank 2, others tied with better_en (1.5) -> (2 + 7 * 1.5) / 8 = 1.5625; better_en:
@@ -103,7 +128,20 @@ def test_eval_appends_mean_rank_and_thermal_share(tmp_path):
 def test_eval_peers_needs_a_set_name(tmp_path, capsys):
     pj = tmp_path / "p.json"
     pj.write_text(json.dumps({"sets": {}}))
-    rc = main(["eval", "--fused", str(tmp_path), "--ir", str(tmp_path), "--vis", str(tmp_path),
-               "--peers", str(pj), "--out", str(tmp_path / "r.md")])
+    rc = main(
+        [
+            "eval",
+            "--fused",
+            str(tmp_path),
+            "--ir",
+            str(tmp_path),
+            "--vis",
+            str(tmp_path),
+            "--peers",
+            str(pj),
+            "--out",
+            str(tmp_path / "r.md"),
+        ]
+    )
     assert rc == 1 and "--peers needs --peer-set" in capsys.readouterr().err
     assert not (tmp_path / "r.md").exists()

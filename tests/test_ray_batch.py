@@ -3,6 +3,7 @@ Faults): outputs equal ``Engine.fuse`` bit for bit, names, formats, quality, rep
 ``Engine.fuse_dir``, bad pairs and ambiguous stems reported, --overwrite, an actor killed mid-job, a
 driver killed mid-job and re-run. One Ray instance (2 logical
 CPUs) serves the whole module; the tiny session model keeps each job to a few seconds."""
+
 from __future__ import annotations
 
 import json
@@ -23,14 +24,14 @@ ray = pytest.importorskip("ray", reason="needs the extra tokfuse_rt[ray]")
 pytest.importorskip("ray.data", reason="needs ray[data]")
 pytest.importorskip("onnxruntime")
 
-from tokfuse_rt import Engine  # noqa: E402
-from tokfuse_rt.distributed.batch import ATTEMPTS_DIR, AttemptGuard, PairFuser, fuse_dir_ray  # noqa: E402
-from tokfuse_rt.engine import REPORT_NAME  # noqa: E402
-from tokfuse_rt.outputs import TEMP_SUFFIX  # noqa: E402
-from tokfuse_rt.pairing import pair_dirs  # noqa: E402
-from tokfuse_rt.distributed.cluster import ModelBlob, default_onnx  # noqa: E402
+from tokfuse_rt import Engine
+from tokfuse_rt.distributed.batch import ATTEMPTS_DIR, AttemptGuard, PairFuser, fuse_dir_ray
+from tokfuse_rt.distributed.cluster import ModelBlob, default_onnx
+from tokfuse_rt.engine import REPORT_NAME
+from tokfuse_rt.outputs import TEMP_SUFFIX
+from tokfuse_rt.pairing import pair_dirs
 
-pytestmark = pytest.mark.timeout(600)   # per test, set-up included: a bound for a busy 2-core machine
+pytestmark = pytest.mark.timeout(600)  # per test, set-up included: a bound for a busy 2-core machine
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,9 @@ def tree(shared_data, tmp_path_factory) -> Path:
     first = sorted(p for p in (root / "ir" / "sub").iterdir() if p.is_file())[0]
     Image.open(first).save(root / "ir" / "sub" / "amb.png")
     Image.open(first).save(root / "ir" / "sub" / "amb.bmp")
-    Image.open(next((root / "vis" / "sub").glob(first.stem + ".*"))).convert("RGB").save(root / "vis" / "sub" / "amb.jpg")
+    Image.open(next((root / "vis" / "sub").glob(first.stem + ".*"))).convert("RGB").save(
+        root / "vis" / "sub" / "amb.jpg"
+    )
     return root
 
 
@@ -118,8 +121,11 @@ def test_matches_engine_names_report_and_resume(ray_address, tree, tiny_onnx, tm
     assert set(report) == set(plain_report) | {"ray"}
     assert report["counts"] == {"fused": 11, "failed": 1, "unpaired": 1, "already_done": 0, "ambiguous": 1}
     assert report["failed"] == [{"name": "bad.png", "reason": dict(plain_rep.failed)["bad.png"]}]
-    assert (report["backend"], report["k"], report["model"]) == (plain_report["backend"], plain_report["k"],
-                                                                 plain_report["model"])
+    assert (report["backend"], report["k"], report["model"]) == (
+        plain_report["backend"],
+        plain_report["k"],
+        plain_report["model"],
+    )
     assert report["ray"]["actors"] == 2 and report["ray"]["worker_processes"] >= 1
 
     # resume: nothing redone; then a missing and a truncated output are redone, the rest skipped
@@ -144,8 +150,20 @@ def test_cli_overwrite_ext_and_quality_as_plain(ray_address, tree, tiny_onnx, tm
     from tokfuse_rt.cli import main
 
     ray_out, plain = tmp_path / "ray", tmp_path / "plain"
-    args = ["fuse-dir", "--ir", str(tree / "ir"), "--vis", str(tree / "vis"), "--model", str(tiny_onnx),
-            "--ext", "JPG", "--quality", "60", "-q"]
+    args = [
+        "fuse-dir",
+        "--ir",
+        str(tree / "ir"),
+        "--vis",
+        str(tree / "vis"),
+        "--model",
+        str(tiny_onnx),
+        "--ext",
+        "JPG",
+        "--quality",
+        "60",
+        "-q",
+    ]
     assert main([*args, "-o", str(plain)]) == 1
     assert main([*args, "-o", str(ray_out), "--ray", ray_address, "--actors", "2"]) == 1
     printed = capsys.readouterr().out
@@ -155,10 +173,13 @@ def test_cli_overwrite_ext_and_quality_as_plain(ray_address, tree, tiny_onnx, tm
     assert all((ray_out / n).read_bytes() == (plain / n).read_bytes() for n in top)
     assert len(list(ray_out.rglob("*.jpg"))) == 11
     before = _stamps(ray_out)
-    assert main([*args, "-o", str(ray_out), "--ray", ray_address, "--overwrite", "--report", str(tmp_path / "r.json")]) == 1
+    assert (
+        main([*args, "-o", str(ray_out), "--ray", ray_address, "--overwrite", "--report", str(tmp_path / "r.json")])
+        == 1
+    )
     after = _stamps(ray_out)
     assert json.loads((tmp_path / "r.json").read_text())["counts"]["fused"] == 11
-    assert all(after[n][0] != before[n][0] for n in before if n.endswith(".jpg"))     # each replaced
+    assert all(after[n][0] != before[n][0] for n in before if n.endswith(".jpg"))  # each replaced
 
 
 def test_actor_killed_mid_job(ray_address, tree, tiny_onnx, tmp_path, monkeypatch):
@@ -184,17 +205,21 @@ def test_poison_pair_fails_after_max_attempts(ray_address, tree, tiny_onnx, tmp_
     """A pair whose worker already died ``max_attempts`` times is reported, not retried again; the
     other pairs of its batch are fused (directly on a PairFuser, in this process)."""
     out = tmp_path / "out"
-    pairs = pair_dirs(tree / "ir" / "sub", tree / "vis" / "sub").pairs       # the 4 MSRS pairs
+    pairs = pair_dirs(tree / "ir" / "sub", tree / "vis" / "sub").pairs  # the 4 MSRS pairs
     assert len(pairs) == 4
     outs = [out / (p.stem + ".png") for p in pairs]
     attempts = out / ATTEMPTS_DIR
     guard = AttemptGuard(attempts, 3)
-    assert [guard.begin(pairs[1].name) for _ in range(3)] == [0, 1, 2]     # 3 starts, none finished
+    assert [guard.begin(pairs[1].name) for _ in range(3)] == [0, 1, 2]  # 3 starts, none finished
     fuser = PairFuser(ModelBlob.put(tiny_onnx), attempts_dir=attempts, threads=1, max_attempts=3)
-    res = fuser({"name": np.array([p.name for p in pairs], dtype=object),
-                 "ir": np.array([str(p.ir) for p in pairs], dtype=object),
-                 "vis": np.array([str(p.vis) for p in pairs], dtype=object),
-                 "out": np.array([str(o) for o in outs], dtype=object)})
+    res = fuser(
+        {
+            "name": np.array([p.name for p in pairs], dtype=object),
+            "ir": np.array([str(p.ir) for p in pairs], dtype=object),
+            "vis": np.array([str(p.vis) for p in pairs], dtype=object),
+            "out": np.array([str(o) for o in outs], dtype=object),
+        }
+    )
     assert res["status"] == ["written", "failed", "written", "written"]
     assert "died 3 times" in res["error"][1]
     assert not list(attempts.iterdir()) and not outs[1].exists()
@@ -212,8 +237,23 @@ def test_cli_driver_killed_then_rerun(ray_address, shared_data, tiny_onnx, tmp_p
     without redoing the pairs that were finished, and leaves no partial file."""
     ir, vis, out = shared_data / "test/RoadScene/ir", shared_data / "test/RoadScene/vi", tmp_path / "out"
     n = len(list(ir.iterdir()))
-    cmd = _cli("--ir", ir, "--vis", vis, "-o", out, "--model", tiny_onnx, "--ray", ray_address,
-               "--actors", 1, "--batch-size", 1, "-q")
+    cmd = _cli(
+        "--ir",
+        ir,
+        "--vis",
+        vis,
+        "-o",
+        out,
+        "--model",
+        tiny_onnx,
+        "--ray",
+        ray_address,
+        "--actors",
+        1,
+        "--batch-size",
+        1,
+        "-q",
+    )
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     t0 = time.monotonic()
     while time.monotonic() - t0 < 120 and proc.poll() is None:
@@ -223,7 +263,7 @@ def test_cli_driver_killed_then_rerun(ray_address, shared_data, tiny_onnx, tmp_p
     assert proc.poll() is None, f"the job ended before it could be interrupted:\n{proc.stdout.read()}"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    prev, stable_since = None, time.monotonic()   # Ray ends the dead driver's actors shortly after
+    prev, stable_since = None, time.monotonic()  # Ray ends the dead driver's actors shortly after
     while time.monotonic() - stable_since < 3.0:
         cur = _stamps(out)
         if cur != prev:
@@ -236,7 +276,7 @@ def test_cli_driver_killed_then_rerun(ray_address, shared_data, tiny_onnx, tmp_p
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"{n - len(done)} fused, 0 failed, 0 unpaired, {len(done)} already done" in r.stdout, r.stdout
     after = _stamps(out)
-    assert set(after) == {p.stem + ".png" for p in ir.iterdir()}      # all outputs, no partial file
+    assert set(after) == {p.stem + ".png" for p in ir.iterdir()}  # all outputs, no partial file
     assert all(after[k] == v for k, v in done.items()), "a finished pair was redone"
     with Engine(tiny_onnx) as eng:
         for p in sorted(ir.iterdir())[:10]:
@@ -246,18 +286,58 @@ def test_cli_driver_killed_then_rerun(ray_address, shared_data, tiny_onnx, tmp_p
 def test_cli_refuses_bad_options_before_starting_ray(tree, tiny_onnx, tmp_path, capsys):
     from tokfuse_rt.cli import main
 
-    rc = main(["fuse-dir", "--ir", str(tree / "ir"), "--vis", str(tree / "vis"), "-o", str(tree / "ir" / "out"),
-               "--ray", "-q"])
+    rc = main(
+        [
+            "fuse-dir",
+            "--ir",
+            str(tree / "ir"),
+            "--vis",
+            str(tree / "vis"),
+            "-o",
+            str(tree / "ir" / "out"),
+            "--ray",
+            "-q",
+        ]
+    )
     assert rc == 1 and "inside the input folder" in capsys.readouterr().err
-    rc = main(["fuse-dir", "--ir", str(tree / "ir"), "--vis", str(tree / "vis"), "-o", str(tmp_path / "o"),
-               "--ray", "--actors", "0", "-q"])
+    rc = main(
+        [
+            "fuse-dir",
+            "--ir",
+            str(tree / "ir"),
+            "--vis",
+            str(tree / "vis"),
+            "-o",
+            str(tmp_path / "o"),
+            "--ray",
+            "--actors",
+            "0",
+            "-q",
+        ]
+    )
     assert rc == 1 and "actors must be a positive int" in capsys.readouterr().err
-    with socket.socket() as s:                     # a port with nothing listening: fail fast and clearly
+    with socket.socket() as s:  # a port with nothing listening: fail fast and clearly
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    t0 = time.monotonic()               # a fresh process (this one may hold the module's Ray instance)
-    r = subprocess.run(_cli("--ir", tree / "ir", "--vis", tree / "vis", "-o", tmp_path / "o", "--model", tiny_onnx,
-                            "--ray", f"127.0.0.1:{port}", "-q"), capture_output=True, text=True, timeout=120)
+    t0 = time.monotonic()  # a fresh process (this one may hold the module's Ray instance)
+    r = subprocess.run(
+        _cli(
+            "--ir",
+            tree / "ir",
+            "--vis",
+            tree / "vis",
+            "-o",
+            tmp_path / "o",
+            "--model",
+            tiny_onnx,
+            "--ray",
+            f"127.0.0.1:{port}",
+            "-q",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 1 and "no Ray cluster answers at 127.0.0.1:" in r.stderr, r.stderr
     assert time.monotonic() - t0 < 60
 

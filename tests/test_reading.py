@@ -1,5 +1,6 @@
 """Reading files (§10): pixel limit from the header, bit depth rules, EXIF orientation, multi-frame,
 palette and alpha. References are hand-built arrays, never the reader itself."""
+
 import time
 import warnings
 
@@ -13,7 +14,7 @@ from tokfuse_rt.imageio import ImageReadWarning, ImageTooLargeError, load_image,
 from tokfuse_rt.inputs import Prepared
 
 
-@pytest.mark.parametrize("w,h", [(50000, 50000), (12000, 9000)])   # past Pillow's own limit, and only past ours
+@pytest.mark.parametrize("w,h", [(50000, 50000), (12000, 9000)])  # past Pillow's own limit, and only past ours
 def test_pixel_limit_checked_from_the_header(tmp_path, w, h, png_header_only):
     p = png_header_only(tmp_path / "bomb.png", w, h)
     t = time.perf_counter()
@@ -44,7 +45,7 @@ def test_12_bit_thermal_in_16_bit_png_is_visible(tmp_path):
     with pytest.warns(ImageReadWarning, match="16-bit data use 12 bits"):
         auto = load_image(tmp_path / "t.png", "ir")
     assert auto.dtype == np.float32
-    np.testing.assert_allclose(auto, raw / 4095.0, atol=1e-7)        # float32 rounding of the quotient
+    np.testing.assert_allclose(auto, raw / 4095.0, atol=1e-7)  # float32 rounding of the quotient
     full = load_image(tmp_path / "t.png", "ir", depth="full")
     np.testing.assert_allclose(full, raw / 65535.0, atol=1e-7)
     rng_ = load_image(tmp_path / "t.png", "ir", depth="range")
@@ -56,7 +57,7 @@ def test_narrow_14_bit_band_warns_and_range_stretches(tmp_path):
     Image.fromarray(raw).save(tmp_path / "t.png")
     with pytest.warns(ImageReadWarning, match="fill 6% of the range 0..16383"):
         a = load_image(tmp_path / "t.png")
-    np.testing.assert_allclose(a, raw / 16383.0, atol=1e-7)              # 14 bits hold 8000
+    np.testing.assert_allclose(a, raw / 16383.0, atol=1e-7)  # 14 bits hold 8000
     b = load_image(tmp_path / "t.png", depth="range")
     assert b.min() == 0.0 and b.max() == 1.0
 
@@ -65,8 +66,8 @@ def test_float_and_int32_tiffs(tmp_path):
     rng = np.random.default_rng(1)
     f = rng.random((20, 30)).astype(np.float32)
     Image.fromarray(f).save(tmp_path / "f.tif")
-    np.testing.assert_array_equal(load_image(tmp_path / "f.tif"), f)    # float in [0, 1]: as it is
-    hot = (f * 300 + 200).astype(np.float32)                            # e.g. Kelvin
+    np.testing.assert_array_equal(load_image(tmp_path / "f.tif"), f)  # float in [0, 1]: as it is
+    hot = (f * 300 + 200).astype(np.float32)  # e.g. Kelvin
     Image.fromarray(hot).save(tmp_path / "k.tif")
     with pytest.warns(ImageReadWarning, match="outside \\[0, 1\\]: stretched"):
         k = load_image(tmp_path / "k.tif")
@@ -84,13 +85,19 @@ def test_float_and_int32_tiffs(tmp_path):
 
 
 # EXIF 274 (TIFF 6.0 / Exif 2.3): where stored row 0 and column 0 appear for the viewer
-@pytest.mark.parametrize("orientation,expect", [
-    (1, lambda a: a), (2, lambda a: a[:, ::-1]), (3, lambda a: a[::-1, ::-1]), (4, lambda a: a[::-1]),
-    (5, lambda a: a.T),                          # row 0 -> left side, column 0 -> top
-    (6, lambda a: np.rot90(a, -1)),              # row 0 -> right side, column 0 -> top (turn 90° clockwise)
-    (7, lambda a: a[::-1, ::-1].T),              # row 0 -> right side, column 0 -> bottom
-    (8, lambda a: np.rot90(a, 1)),               # row 0 -> left side, column 0 -> bottom (counter-clockwise)
-])
+@pytest.mark.parametrize(
+    "orientation,expect",
+    [
+        (1, lambda a: a),
+        (2, lambda a: a[:, ::-1]),
+        (3, lambda a: a[::-1, ::-1]),
+        (4, lambda a: a[::-1]),
+        (5, lambda a: a.T),  # row 0 -> left side, column 0 -> top
+        (6, lambda a: np.rot90(a, -1)),  # row 0 -> right side, column 0 -> top (turn 90° clockwise)
+        (7, lambda a: a[::-1, ::-1].T),  # row 0 -> right side, column 0 -> bottom
+        (8, lambda a: np.rot90(a, 1)),  # row 0 -> left side, column 0 -> bottom (counter-clockwise)
+    ],
+)
 def test_exif_orientation_applied(tmp_path, orientation, expect):
     a = np.arange(12 * 20, dtype=np.uint8).reshape(12, 20)
     im = Image.fromarray(a)
@@ -102,10 +109,10 @@ def test_exif_orientation_applied(tmp_path, orientation, expect):
 
 def test_exif_rotated_pair_is_not_a_size_mismatch(tiny_ckpt, tmp_path):
     rng = np.random.default_rng(2)
-    vis = rng.integers(0, 256, (40, 24, 3), dtype=np.uint8)       # as the viewer shows it: 24 wide, 40 high
+    vis = rng.integers(0, 256, (40, 24, 3), dtype=np.uint8)  # as the viewer shows it: 24 wide, 40 high
     ir_view = rng.integers(0, 256, (40, 24), dtype=np.uint8)
     exif = Image.Exif()
-    exif[0x0112] = 6                                              # stored turned back by 90°: 40 wide, 24 high
+    exif[0x0112] = 6  # stored turned back by 90°: 40 wide, 24 high
     Image.fromarray(np.rot90(ir_view, 1).copy()).save(tmp_path / "ir.png", exif=exif)
     Image.fromarray(vis).save(tmp_path / "vis.png")
     with Engine(tiny_ckpt) as eng:
@@ -118,15 +125,17 @@ def test_open_image_reads_file_objects_by_the_same_rules(tmp_path, png_header_on
     the pixel limit from the header, errors naming the input."""
     import io
 
-    a = (np.arange(24 * 40, dtype=np.uint16).reshape(24, 40) * 3)          # 12-bit data in a 16-bit PNG
+    a = np.arange(24 * 40, dtype=np.uint16).reshape(24, 40) * 3  # 12-bit data in a 16-bit PNG
     exif = Image.Exif()
-    exif[0x0112] = 8                                                        # viewer turns it counter-clockwise
+    exif[0x0112] = 8  # viewer turns it counter-clockwise
     Image.fromarray(a).save(tmp_path / "t.png", exif=exif)
     data = (tmp_path / "t.png").read_bytes()
-    with open_image(io.BytesIO(data), "ir", label="upload") as im, \
-            pytest.warns(ImageReadWarning, match="16-bit data use 12 bits"):
+    with (
+        open_image(io.BytesIO(data), "ir", label="upload") as im,
+        pytest.warns(ImageReadWarning, match="16-bit data use 12 bits"),
+    ):
         got = pil_to_array(im, "ir")
-    np.testing.assert_allclose(got, np.rot90(a, 1) / 4095.0, rtol=0, atol=1e-7)   # float32 rounding
+    np.testing.assert_allclose(got, np.rot90(a, 1) / 4095.0, rtol=0, atol=1e-7)  # float32 rounding
     png_header_only(tmp_path / "big.png", 50000, 50000)
     with pytest.raises(ImageTooLargeError, match="^ir: "):
         open_image(io.BytesIO((tmp_path / "big.png").read_bytes()), "ir", label="upload")
@@ -148,7 +157,7 @@ def test_multi_frame_first_frame_with_a_warning(tmp_path):
 
 def test_palette_alpha_and_la(tmp_path):
     rgba = np.zeros((20, 20, 4), np.uint8)
-    rgba[..., 0], rgba[..., 3] = 200, 7                 # alpha is dropped, not composited
+    rgba[..., 0], rgba[..., 3] = 200, 7  # alpha is dropped, not composited
     Image.fromarray(rgba).save(tmp_path / "a.png")
     np.testing.assert_array_equal(load_image(tmp_path / "a.png"), rgba[..., :3])
     Image.fromarray(rgba[..., :3]).convert("P").save(tmp_path / "p.png")
@@ -171,7 +180,7 @@ def test_depth_argument_validated_and_8_bit_files_unchanged(tiny_ckpt, tmp_path)
     a = np.random.default_rng(3).integers(0, 256, (20, 30, 3), dtype=np.uint8)
     Image.fromarray(a).save(tmp_path / "c.png")
     with warnings.catch_warnings():
-        warnings.simplefilter("error")                  # 8-bit data: no warning, whatever the depth rule
+        warnings.simplefilter("error")  # 8-bit data: no warning, whatever the depth rule
         for depth in ("auto", "range", "full"):
             out = load_image(tmp_path / "c.png", depth=depth)
             assert out.dtype == np.uint8 and np.array_equal(out, a)

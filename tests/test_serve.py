@@ -2,6 +2,7 @@
 Online, Faults): responses equal ``Engine.fuse``, every bad request gets a 4xx with a JSON reason,
 a bounded load run has no error, requests are batched, a replica killed during load leaves the
 service answering. One Ray instance and one service (2 replicas, tiny model) for the module."""
+
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -23,14 +24,14 @@ pytest.importorskip("ray.serve", reason="needs ray[serve]")
 pytest.importorskip("onnxruntime")
 httpx = pytest.importorskip("httpx")
 
-from tokfuse_rt import Engine  # noqa: E402
-from tokfuse_rt.imageio import ImageReadWarning  # noqa: E402
+from tokfuse_rt import Engine
+from tokfuse_rt.imageio import ImageReadWarning
 
-pytestmark = pytest.mark.timeout(600)   # per test, set-up included: a bound for a busy 2-core machine
+pytestmark = pytest.mark.timeout(600)  # per test, set-up included: a bound for a busy 2-core machine
 TOKEN = "test-token-7f3a"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAX_BODY = 2 * 1024 * 1024
-MAX_PIXELS = 500_000          # the test pairs (up to TNO 768x576 = 442368 px) pass, 1000x1000 does not
+MAX_PIXELS = 500_000  # the test pairs (up to TNO 768x576 = 442368 px) pass, 1000x1000 does not
 
 
 def _free_port() -> int:
@@ -47,12 +48,37 @@ def service(tiny_onnx):
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     port = _free_port()
-    cmd = [sys.executable, "-m", "tokfuse_rt", "serve", "--port", str(port), "--model", str(tiny_onnx),
-           "--replicas", "2", "--threads", "1", "--max-batch-size", "4", "--batch-wait-ms", "10",
-           "--max-body-mb", str(MAX_BODY / 2**20), "--max-pixels", str(MAX_PIXELS),
-           "--ray", ray.get_runtime_context().gcs_address]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "TOKFUSE_SERVE_TOKEN": TOKEN})
+    cmd = [
+        sys.executable,
+        "-m",
+        "tokfuse_rt",
+        "serve",
+        "--port",
+        str(port),
+        "--model",
+        str(tiny_onnx),
+        "--replicas",
+        "2",
+        "--threads",
+        "1",
+        "--max-batch-size",
+        "4",
+        "--batch-wait-ms",
+        "10",
+        "--max-body-mb",
+        str(MAX_BODY / 2**20),
+        "--max-pixels",
+        str(MAX_PIXELS),
+        "--ray",
+        ray.get_runtime_context().gcs_address,
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "TOKFUSE_SERVE_TOKEN": TOKEN},
+    )
     lines, url = [], None
     t0 = time.monotonic()
     while time.monotonic() - t0 < 180 and url is None:
@@ -63,7 +89,7 @@ def service(tiny_onnx):
         if line.startswith("tokfuse serve: http://"):
             url = line.split()[2]
     assert url == f"http://127.0.0.1:{port}", "".join(lines)
-    threading.Thread(target=proc.stdout.read, daemon=True).start()     # keep draining its output
+    threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep draining its output
     yield url
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
@@ -123,17 +149,17 @@ def test_fuse_equals_engine(service, engine, pairs):
             assert r.status_code == 200, r.text
             got, ref = _decode(r), engine.fuse(ir, vis, k=k)
             assert got.shape == ref.shape and np.array_equal(got, ref), f"{ir.name} k={k}"
-    assert _decode(_post(service, pairs[0][0].read_bytes(), pairs[0][1].read_bytes())).ndim == 3   # colour kept
+    assert _decode(_post(service, pairs[0][0].read_bytes(), pairs[0][1].read_bytes())).ndim == 3  # colour kept
 
 
 def test_uploads_read_by_the_file_rules(service, engine, pairs, tmp_path):
     """An upload is read as ``Engine.fuse`` reads the same file: a 12-bit thermal frame in a 16-bit
     PNG, stored turned by 90° with an EXIF orientation tag, beside an upright colour visible image
     (without the tag applied the sizes would differ; without the bit-depth rule it would be dark)."""
-    ir8 = np.asarray(Image.open(pairs[1][0]).convert("L"))                  # MSRS, 640x480
-    ir12 = ir8.astype(np.uint16) * 16 + 7                                   # 12-bit data, max 4087
+    ir8 = np.asarray(Image.open(pairs[1][0]).convert("L"))  # MSRS, 640x480
+    ir12 = ir8.astype(np.uint16) * 16 + 7  # 12-bit data, max 4087
     exif = Image.Exif()
-    exif[0x0112] = 6                                                        # viewer turns it 90° clockwise
+    exif[0x0112] = 6  # viewer turns it 90° clockwise
     Image.fromarray(np.rot90(ir12, 1).copy()).save(tmp_path / "ir16.png", exif=exif)
     assert Image.open(tmp_path / "ir16.png").mode == "I;16"
     with pytest.warns(ImageReadWarning, match="16-bit data use 12 bits"):
@@ -147,8 +173,8 @@ def test_uploads_read_by_the_file_rules(service, engine, pairs, tmp_path):
 
 def _bad_cases(pairs):
     ir, vis = pairs[0][0].read_bytes(), pairs[0][1].read_bytes()
-    other = pairs[1][1].read_bytes()                           # an MSRS image: another size
-    big = _png(np.zeros((1000, 1000), np.uint8))               # 1 MP: over the pixel limit, a small file
+    other = pairs[1][1].read_bytes()  # an MSRS image: another size
+    big = _png(np.zeros((1000, 1000), np.uint8))  # 1 MP: over the pixel limit, a small file
     tiny = _png(np.zeros((15, 16), np.uint8))
     return {
         "missing vis": (400, dict(files={"ir": ("a.png", ir)})),
@@ -165,10 +191,14 @@ def _bad_cases(pairs):
         "k over K": (400, dict(files={"ir": ("a", ir), "vis": ("b", vis)}, data={"k": "9"})),
         "not multipart": (415, dict(content=b"{}", headers={**AUTH, "content-type": "application/json"})),
         "no token": (401, dict(files={"ir": ("a", ir), "vis": ("b", vis)}, headers={})),
-        "wrong token": (401, dict(files={"ir": ("a", ir), "vis": ("b", vis)},
-                                  headers={"Authorization": "Bearer nope"})),
-        "not bearer": (401, dict(files={"ir": ("a", ir), "vis": ("b", vis)},
-                                 headers={"Authorization": f"Basic {TOKEN}"})),
+        "wrong token": (
+            401,
+            dict(files={"ir": ("a", ir), "vis": ("b", vis)}, headers={"Authorization": "Bearer nope"}),
+        ),
+        "not bearer": (
+            401,
+            dict(files={"ir": ("a", ir), "vis": ("b", vis)}, headers={"Authorization": f"Basic {TOKEN}"}),
+        ),
     }
 
 
@@ -189,6 +219,7 @@ def test_bad_requests_get_4xx_with_json_reason(service, pairs):
 def _load(url, jobs, concurrency: int, on_done=None):
     """POST every (ir bytes, vis bytes) of ``jobs`` with ``concurrency`` clients; returns
     [(index, status or exception name, body, seconds)]."""
+
     def one(i):
         ir, vis = jobs[i]
         t0 = time.perf_counter()
@@ -244,8 +275,11 @@ def test_replica_killed_during_load(service, crops):
 
     ir, vis = crops[0][0].read_bytes(), crops[0][1].read_bytes()
     jobs = [(ir, vis)] * 200
-    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
-                if "SERVE_REPLICA" in a["name"] and "TokFuseService" in a["name"]]
+    replicas = [
+        a
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if "SERVE_REPLICA" in a["name"] and "TokFuseService" in a["name"]
+    ]
     assert len(replicas) == 2, replicas
     victim = ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"])
     state = {"n": 0, "killed_at": None}
@@ -260,9 +294,9 @@ def test_replica_killed_during_load(service, crops):
     failed = [(i, s) for i, s, _, _ in res if s != 200]
     print(f"replica killed after 40 answers: {len(failed)} of {len(res)} requests failed: {failed}")
     assert state["killed_at"] is not None
-    assert len(failed) <= 8, failed                          # at most the requests in flight
+    assert len(failed) <= 8, failed  # at most the requests in flight
     assert all(s == 200 for _, s, _, _ in res[-100:]), "the service stopped answering"
-    t0 = time.monotonic()                                   # Serve starts a replacement replica
+    t0 = time.monotonic()  # Serve starts a replacement replica
     while time.monotonic() - t0 < 120:
         st = serve.status().applications["tokfuse"].deployments["TokFuseService"]
         if st.status == "HEALTHY" and st.replica_states.get("RUNNING", 0) == 2:

@@ -1,4 +1,5 @@
 """BiSWE (tokfuse_rt.metrics.temporal) against hand-worked cases, plus the real Farneback flow."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,6 +18,7 @@ def const_flow(dx, dy=0.0):
         out = np.zeros(a.shape + (2,), np.float32)
         out[..., 0], out[..., 1] = dx, dy
         return out
+
     return f
 
 
@@ -27,10 +29,10 @@ def static(v, t=3, h=4, w=5):
 def test_warp_bilinear_with_border_clamp_by_hand():
     img = np.array([[0, 10, 20, 30], [40, 50, 60, 70]], np.float64)
     f = np.zeros((2, 4, 2))
-    f[..., 0] = -0.5                      # sample half a pixel to the left
+    f[..., 0] = -0.5  # sample half a pixel to the left
     # row 0: x=0 -> clamp(-0.5)=0 -> 0; x=1 -> 0.5 -> 5; x=2 -> 15; x=3 -> 25
     np.testing.assert_allclose(warp(img, f)[0], [0, 5, 15, 25])
-    f[..., 0], f[..., 1] = 0.25, 0.5      # x + 0.25, y + 0.5 (row 1 clamps to y = 1)
+    f[..., 0], f[..., 1] = 0.25, 0.5  # x + 0.25, y + 0.5 (row 1 clamps to y = 1)
     # (x=1, y=0): top 10*0.75 + 20*0.25 = 12.5, bottom 50*0.75 + 60*0.25 = 52.5 -> 32.5
     assert warp(img, f)[0, 1] == pytest.approx(32.5)
     assert warp(img, f)[1, 1] == pytest.approx(52.5)
@@ -56,12 +58,14 @@ def test_flicker_by_hand():
     assert m(fused) == pytest.approx(20.0)
     assert m.sources() == {"ir": 0.0, "vis": 0.0}
     # float frames in [0, 1] are rounded to 8 bit first: 100.4/255 -> 100, 109.6/255 -> 110
-    assert m([f / 255.0 + d for f, d in zip(fused, (0.4 / 255, -0.4 / 255, 0.4 / 255, -0.4 / 255))]) == pytest.approx(20.0)
+    assert m([f / 255.0 + d for f, d in zip(fused, (0.4 / 255, -0.4 / 255, 0.4 / 255, -0.4 / 255))]) == pytest.approx(
+        20.0
+    )
 
 
 def test_colour_channels_are_averaged():
     fused = [np.zeros((3, 3, 3), np.uint8) for _ in range(3)]
-    fused[1][..., 0] = 30                 # only red flickers: |Δ| per channel 30, 0, 0 -> mean 10, twice
+    fused[1][..., 0] = 30  # only red flickers: |Δ| per channel 30, 0, 0 -> mean 10, twice
     assert biswe(fused, static(0, h=3, w=3), static(0, h=3, w=3), flow=zero_flow) == pytest.approx(20.0)
 
 
@@ -72,7 +76,8 @@ def test_half_pixel_motion_by_hand():
     ramp = np.tile(np.array([0, 10, 20, 30], np.uint8), (2, 1))
     fused = [ramp + 5, ramp, ramp + 5]
     src = [np.zeros((2, 4), np.uint8)] * 3
-    def flow(a, b):                       # the (blank) sources do not move; the fused frames do
+
+    def flow(a, b):  # the (blank) sources do not move; the fused frames do
         return const_flow(-0.5)(a, b) if a.any() else zero_flow(a, b)
 
     assert biswe(fused, src, src, flow=flow) == pytest.approx(2.5)
@@ -100,9 +105,9 @@ def test_occlusion_mask_from_sources_by_hand():
     for mask in m.masks.values():
         np.testing.assert_array_equal(mask, np.tile([False] * 3 + [True] * 3, (h, 1)))
     left = [np.zeros((h, w), np.uint8) for _ in range(3)]
-    left[1][:, :3] = 50                   # flicker only where the sources are occluded: not counted
+    left[1][:, :3] = 50  # flicker only where the sources are occluded: not counted
     right = [np.zeros((h, w), np.uint8) for _ in range(3)]
-    right[1][:, 3:] = 50                  # flicker where they are visible: 50 + 50
+    right[1][:, 3:] = 50  # flicker where they are visible: 50 + 50
     assert m(left) == 0.0
     assert m(right) == pytest.approx(100.0)
     # the infrared video itself changes by 10 per frame on the visible half: 10 + 10

@@ -1,5 +1,6 @@
 """Tiles (§10): tiled output equals untiled output within 1 grey level, token ids identical; the
 pieces against the model's own whole-image operations; bounded peak memory on a large pair."""
+
 import json
 import os
 import subprocess
@@ -29,7 +30,7 @@ def test_token_inputs_bit_identical_to_the_models_resize(hw):
     for g, y in zip(got, p.luminance()):
         with torch.no_grad():
             want = m.to_token_input(torch.from_numpy(y)[None, None]).numpy()
-        assert np.array_equal(g, want)                 # bit for bit: the token ids must not change
+        assert np.array_equal(g, want)  # bit for bit: the token ids must not change
 
 
 def test_upsample_window_matches_the_whole_upsample():
@@ -41,8 +42,9 @@ def test_upsample_window_matches_the_whole_upsample():
         np.testing.assert_allclose(win, full[:, :, y0:y1, x0:x1], rtol=0, atol=2e-6)
 
 
-@pytest.mark.parametrize("h,w,tile,halo,align", [(100, 100, 30, 3, 1), (97, 203, 64, 5, 4), (16, 1000, 512, 3, 8),
-                                                 (1025, 1030, 1024, 0, 1)])
+@pytest.mark.parametrize(
+    "h,w,tile,halo,align", [(100, 100, 30, 3, 1), (97, 203, 64, 5, 4), (16, 1000, 512, 3, 8), (1025, 1030, 1024, 0, 1)]
+)
 def test_tile_windows_cover_once_and_respect_halo_and_align(h, w, tile, halo, align):
     cover = np.zeros((h, w), int)
     for y0, y1, x0, x1, wy0, wy1, wx0, wx1 in tile_windows(h, w, tile, halo, align):
@@ -51,7 +53,7 @@ def test_tile_windows_cover_once_and_respect_halo_and_align(h, w, tile, halo, al
         assert wy0 <= max(0, y0 - halo) and wx0 <= max(0, x0 - halo)
         assert wy1 == min(h, y1 + halo) and wx1 == min(w, x1 + halo)
         assert y0 % align == 0 and x0 % align == 0
-        assert (y1 - y0) >= min(h, tile) // 2 and (x1 - x0) >= min(w, tile) // 2     # no sliver tiles
+        assert (y1 - y0) >= min(h, tile) // 2 and (x1 - x0) >= min(w, tile) // 2  # no sliver tiles
     assert (cover == 1).all()
 
 
@@ -104,8 +106,20 @@ def test_tiled_equals_untiled_tone_head(tmp_path):
     from tokfuse_rt.model import save_checkpoint
 
     torch.manual_seed(0)
-    cfg = TokFuseConfig(image_size=32, patch_size=8, num_tokens=8, codebook_size=64, width=32, enc_depth=1,
-                        dec_depth=1, heads=2, default_k=2, detail_channels=4, head_channels=4, head="tone")
+    cfg = TokFuseConfig(
+        image_size=32,
+        patch_size=8,
+        num_tokens=8,
+        codebook_size=64,
+        width=32,
+        enc_depth=1,
+        dec_depth=1,
+        heads=2,
+        default_k=2,
+        detail_channels=4,
+        head_channels=4,
+        head="tone",
+    )
     m = TokFuse(cfg).eval()
     with torch.no_grad():
         m.head.conv2.weight.normal_(0, 0.1)
@@ -157,8 +171,9 @@ def test_tiled_peak_memory_is_bounded():
     """A 3000x2000 pair in a fresh process: the peak above the loaded engine stays near the sources,
     the output and one tile's working set (~330 B/px x 512² here), far below untiled (~320 B/px x 6 MP)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-c", _RSS, "2000", "3000", "512"], capture_output=True, text=True,
-                       env=env, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-c", _RSS, "2000", "3000", "512"], capture_output=True, text=True, env=env, timeout=600
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     d = json.loads(r.stdout.strip().splitlines()[-1])
     assert d["shape"] == [2000, 3000, 3]

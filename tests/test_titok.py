@@ -3,6 +3,7 @@ outputs (tests/data, see its README), loading of the published file layouts, cle
 model on a frozen TiTok token pathway: checkpoint, Engine, the C++/Triton search paths, training
 (stage II only) and ONNX export.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,16 @@ import pytest
 import torch
 
 from tokfuse_rt.model import TokFuse, TokFuseConfig, load_checkpoint, save_checkpoint
-from tokfuse_rt.model.titok import (PRESETS, TiTokConfig, TiTokError, TiTokTokenizer, load_titok,
-                                    official_config, read_state_dict, tokfuse_config)
+from tokfuse_rt.model.titok import (
+    PRESETS,
+    TiTokConfig,
+    TiTokError,
+    TiTokTokenizer,
+    load_titok,
+    official_config,
+    read_state_dict,
+    tokfuse_config,
+)
 
 DATA = Path(__file__).parent / "data"
 TINY_DIR = DATA / "titok_tiny"
@@ -45,10 +54,11 @@ def titok_ckpt(tmp_path_factory):
 
     torch.manual_seed(0)
     m, info = titok_model(TINY_DIR, cfg=TokFuseConfig(**FUSION))
-    with torch.no_grad():                       # non-trivial head so outputs depend on base and both inputs
+    with torch.no_grad():  # non-trivial head so outputs depend on base and both inputs
         m.head.conv2.weight.normal_(0, 0.1)
-    return save_checkpoint(m.eval(), tmp_path_factory.mktemp("titok") / "titok.safetensors",
-                           extra={"train": {"tokenizer": info}})
+    return save_checkpoint(
+        m.eval(), tmp_path_factory.mktemp("titok") / "titok.safetensors", extra={"train": {"tokenizer": info}}
+    )
 
 
 # --- parity with the official implementation ----------------------------------------------------------
@@ -60,14 +70,14 @@ def test_parity_with_official_outputs(tok, official):
         logits = tok.code_logits(q)
         dec = tok.decode(q)
         dec_ids = tok.decode_ids(official["ids"][:, 0])
-    lat = official["latents"][:, :, 0].transpose(1, 2)          # official [B, d, 1, K] -> [B, K, d]
+    lat = official["latents"][:, :, 0].transpose(1, 2)  # official [B, d, 1, K] -> [B, K, d]
     assert float((z - lat).abs().max()) < TOL_LATENT
     assert torch.equal(ids, official["ids"][:, 0])
     assert len(set(ids[:, 2].tolist())) > 1, "fixture ids do not depend on the image"
     assert float((logits - official["logits"]).abs().max()) < TOL_IMAGE
     assert float((dec - official["decoded"]).abs().max()) < TOL_IMAGE
     assert float((dec_ids - official["decoded_from_ids"]).abs().max()) < TOL_IMAGE
-    assert float(official["decoded"].std()) > 0.1                    # not a flat image
+    assert float(official["decoded"].std()) > 0.1  # not a flat image
 
 
 def test_tiny_config_is_read_from_official_fields(tok):
@@ -114,7 +124,7 @@ def test_bare_weights_file_is_recognised_by_shape(tmp_path, tok, official):
     torch.save(state, p)
     with pytest.raises(TiTokError, match="matches none of the released"):
         load_titok(p)
-    m = load_titok(p, config=TINY_DIR / "config.json")        # .bin read with weights_only=True
+    m = load_titok(p, config=TINY_DIR / "config.json")  # .bin read with weights_only=True
     with torch.no_grad():
         assert torch.equal(m.tokenize(official["inputs"]), official["ids"][:, 0])
     # a file shaped like S-128 (meta tensors stand in for the 84 M weights' shapes) is found as S-128
@@ -141,7 +151,9 @@ def test_wrong_shape_missing_and_unexpected_keys(tmp_path):
 
     bad = dict(state)
     bad["quantize.embedding.weight"] = torch.zeros(32, 12)
-    with pytest.raises(TiTokError, match=r"quantize\.embedding\.weight has shape \(32, 12\), the config expects \(64, 12\)"):
+    with pytest.raises(
+        TiTokError, match=r"quantize\.embedding\.weight has shape \(32, 12\), the config expects \(64, 12\)"
+    ):
         load_titok(write(bad, "shape"))
     miss = {k: v for k, v in state.items() if k != "decoder.mask_token"}
     with pytest.raises(TiTokError, match=r"1 missing keys \['decoder.mask_token'\]"):
@@ -190,14 +202,17 @@ def test_corrupt_and_missing_files(tmp_path):
         load_titok(TINY_DIR / "model.safetensors", config="XL-16")
 
 
-@pytest.mark.parametrize("change,match", [
-    ({"use_l2_norm": False}, "use_l2_norm false"),
-    ({"quantize_mode": "vae"}, "quantize_mode 'vae'"),
-    ({"is_legacy": False}, "is_legacy false"),
-    ({"finetune_decoder": False}, "finetune_decoder false"),
-    ({"vit_enc_model_size": "huge"}, "vit_enc_model_size 'huge'"),
-    ({"vit_dec_patch_size": 15}, "not a multiple of vit_dec_patch_size"),
-])
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        ({"use_l2_norm": False}, "use_l2_norm false"),
+        ({"quantize_mode": "vae"}, "quantize_mode 'vae'"),
+        ({"is_legacy": False}, "is_legacy false"),
+        ({"finetune_decoder": False}, "finetune_decoder false"),
+        ({"vit_enc_model_size": "huge"}, "vit_enc_model_size 'huge'"),
+        ({"vit_dec_patch_size": 15}, "not a multiple of vit_dec_patch_size"),
+    ],
+)
 def test_unsupported_or_invalid_configs(change, match):
     c = official_config("B-64")
     c["model"]["vq_model"].update(change)
@@ -223,7 +238,7 @@ def test_tokfuse_config_and_old_configs():
     with pytest.raises(ValueError, match="tokenizer must be"):
         TokFuseConfig(tokenizer="vqgan")
     old = {k: v for k, v in json.loads(TokFuseConfig().to_json()).items() if not k.startswith("tokenizer")}
-    assert TokFuseConfig.from_json(json.dumps(old)).tokenizer == "builtin"      # configs before the field
+    assert TokFuseConfig.from_json(json.dumps(old)).tokenizer == "builtin"  # configs before the field
 
 
 @pytest.mark.parametrize("name,k", [("L-32", 32), ("B-64", 64), ("S-128", 128)])
@@ -242,7 +257,7 @@ def test_released_sizes_as_token_pathway(name, k):
 def test_titok_model_base_map_is_the_decoded_luminance(titok_ckpt, tok):
     m, meta = load_checkpoint(titok_ckpt)
     assert meta["extra"]["train"]["tokenizer"]["kind"] == "titok"
-    for k, v in tok.state_dict().items():                            # tokenizer embedded, unchanged
+    for k, v in tok.state_dict().items():  # tokenizer embedded, unchanged
         assert torch.equal(m.state_dict()["tokenizer." + k], v)
     g = torch.Generator().manual_seed(4)
     ir, vis = torch.rand(2, 1, 45, 61, generator=g), torch.rand(2, 1, 45, 61, generator=g)
@@ -254,7 +269,7 @@ def test_titok_model_base_map_is_the_decoded_luminance(titok_ckpt, tok):
         rgb = tok.decode_ids(ids).clamp(0, 1)
     assert fused.shape == ir.shape and ids.shape == (2, 6) and base.shape == (2, 1, 32, 32)
     want = 0.299 * rgb[:, :1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:]
-    assert float((base - want).abs().max()) < 1e-5                    # same ops, float32 reassociation
+    assert float((base - want).abs().max()) < 1e-5  # same ops, float32 reassociation
     _, ids2, q_ir = m.tokenize(m.to_token_input(ir))
     assert torch.equal(ids2, ids_ir)
 
@@ -301,8 +316,8 @@ def test_train_with_tokenizer_skips_stage_one(tmp_path):
     """``tokfuse train --tokenizer``: stage II only, the tokenizer frozen; the checkpoint loads in Engine."""
     from PIL import Image
 
-    from tokfuse_rt.cli import main as cli_main
     from tokfuse_rt import Engine
+    from tokfuse_rt.cli import main as cli_main
 
     rng = np.random.default_rng(1)
     for d in ("ir", "vi"):
@@ -311,9 +326,33 @@ def test_train_with_tokenizer_skips_stage_one(tmp_path):
         Image.fromarray(rng.integers(0, 256, (100, 110), dtype=np.uint8)).save(tmp_path / "data/s/ir" / f"{i}.png")
         Image.fromarray(rng.integers(0, 256, (100, 110, 3), dtype=np.uint8)).save(tmp_path / "data/s/vi" / f"{i}.png")
     out = tmp_path / "m.safetensors"
-    rc = cli_main(["train", "--data", str(tmp_path / "data"), "-o", str(out), "--work", str(tmp_path / "w"),
-                   "--tokenizer", str(TINY_DIR), "--steps1", "50", "--steps2", "3", "--batch2", "2",
-                   "--crop2", "32", "--threads", "1", "--log-every", "1", "--save-every", "100"])
+    rc = cli_main(
+        [
+            "train",
+            "--data",
+            str(tmp_path / "data"),
+            "-o",
+            str(out),
+            "--work",
+            str(tmp_path / "w"),
+            "--tokenizer",
+            str(TINY_DIR),
+            "--steps1",
+            "50",
+            "--steps2",
+            "3",
+            "--batch2",
+            "2",
+            "--crop2",
+            "32",
+            "--threads",
+            "1",
+            "--log-every",
+            "1",
+            "--save-every",
+            "100",
+        ]
+    )
     assert rc == 0
     log = (tmp_path / "w" / "train.log").read_text()
     assert "stage I skipped" in log and "[I]" not in log and "[II] step 3/3" in log
@@ -326,7 +365,10 @@ def test_train_with_tokenizer_skips_stage_one(tmp_path):
     fresh = TokFuse(m.cfg).state_dict()
     assert any(not torch.equal(m.state_dict()[k], fresh[k]) for k in fresh if k.startswith("ste."))
     with Engine(out, device="cpu", threads=1) as eng:
-        assert eng.fuse(rng.random((33, 47), dtype=np.float32), rng.random((33, 47), dtype=np.float32)).shape == (33, 47)
+        assert eng.fuse(rng.random((33, 47), dtype=np.float32), rng.random((33, 47), dtype=np.float32)).shape == (
+            33,
+            47,
+        )
 
 
 def test_train_rejects_a_bad_tokenizer(tmp_path):
@@ -338,8 +380,13 @@ def test_train_rejects_a_bad_tokenizer(tmp_path):
 
     Image.fromarray(np.zeros((100, 100), np.uint8)).save(tmp_path / "data/s/ir/0.png")
     Image.fromarray(np.zeros((100, 100), np.uint8)).save(tmp_path / "data/s/vi/0.png")
-    args = TrainArgs(data=str(tmp_path / "data"), out=str(tmp_path / "o.safetensors"), work=str(tmp_path / "w"),
-                     tokenizer=str(TINY_DIR / "model.safetensors"), tokenizer_config="B-64")
+    args = TrainArgs(
+        data=str(tmp_path / "data"),
+        out=str(tmp_path / "o.safetensors"),
+        work=str(tmp_path / "w"),
+        tokenizer=str(TINY_DIR / "model.safetensors"),
+        tokenizer_config="B-64",
+    )
     with pytest.raises(TiTokError, match="do not match the configured architecture"):
         train(args)
     assert not (tmp_path / "o.safetensors").exists()
@@ -359,8 +406,14 @@ def titok_trt_export(titok_ckpt, tmp_path_factory):
     root = Path(__file__).resolve().parents[1]
     out = tmp_path_factory.mktemp("titok_trt") / "titok.plan"
     env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-m", "export.to_trt", str(titok_ckpt), "-o", str(out)],
-                       cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [sys.executable, "-m", "export.to_trt", str(titok_ckpt), "-o", str(out)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     return r, out
 
 
@@ -377,7 +430,7 @@ def test_titok_onnx_is_standard_and_trt_report_is_written(titok_trt_export):
     else:
         assert r.returncode == EXIT_NO_TRT and len([ln for ln in r.stderr.splitlines() if ln.strip()]) == 1, r.stderr
     proto = onnx.load(str(onnx_path))
-    ops = check_graph(proto)                                  # onnx.checker + strict shape inference, std ops
+    ops = check_graph(proto)  # onnx.checker + strict shape inference, std ops
     assert {"Conv", "LayerNormalization", "Softmax", "Tanh", "Resize", "ArgMax"} <= set(ops)
     rep = json.loads(out.with_name("titok.trt_report.json").read_text())
     assert {o["op"] for o in rep["ops"]} == set(ops)

@@ -1,4 +1,4 @@
-"""kernels.token_edit (Triton, fused Selective Token Editing) against token_edit_ref and the model's own
+"""tokfuse_rt.kernels.token_edit (Triton, fused Selective Token Editing) against token_edit_ref and the model's own
 SelectiveTokenEditing module.
 
 How the Triton kernel runs here: this module sets ``TRITON_INTERPRET=1`` (``os.environ.setdefault``) before it
@@ -22,29 +22,36 @@ What is compared:
   by luck). Both compute fc1, fc2, the sigmoid gate and the l2 norm in float32 in different summation
   orders, so their errors are of the same size (tests/test_vq_lookup.py has the measurement).
 """
+
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-import kernels  # noqa: E402
-import triton_cases  # noqa: E402
-from triton_cases import canon_map, dyadic_rows, kernel_test, load_gray  # noqa: E402
-from kernels.token_edit import (token_edit, token_edit_ref, token_edit_weights, token_edit_weights_ref,  # noqa: E402
-                                topk_mask_ref)
-from kernels.vq_lookup import l2norm_ref  # noqa: E402
+from tokfuse_rt import kernels
+from tokfuse_rt.kernels.token_edit import (
+    token_edit,
+    token_edit_ref,
+    token_edit_weights,
+    token_edit_weights_ref,
+    topk_mask_ref,
+)
+from tokfuse_rt.kernels.vq_lookup import l2norm_ref
+
+import triton_cases
+from triton_cases import canon_map, dyadic_rows, kernel_test, load_gray
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "tokfuse_rt" / "assets"
-ULP1 = 2.0 ** -23                                       # ulp(1.0) in float32
+ULP1 = 2.0**-23  # ulp(1.0) in float32
 
 
 DEVICE, WHY = triton_cases.DEVICE, triton_cases.WHY
@@ -66,14 +73,14 @@ def make_codebook(kc, d, g):
         free = torch.tensor([i for i in range(kc) if i not in planted])
         perm = free[torch.randperm(len(free), generator=g)]
         n = min(32, len(free) // 2)
-        cb[perm[n:2 * n]] = cb[perm[:n]]
+        cb[perm[n : 2 * n]] = cb[perm[:n]]
     return cb
 
 
 def make_case(B, K, kc, d, g, H=64):
     cb = make_codebook(kc, d, g)
     ids = torch.randint(0, kc, (B, K), generator=g)
-    z = cb[ids].clone()                                       # quantised tokens
+    z = cb[ids].clone()  # quantised tokens
     # scores with planted ties: even sequences take few distinct values (many ties), odd ones get
     # random scores with every second score copied from its left neighbour
     s = torch.randn(B, K, generator=g)
@@ -82,7 +89,7 @@ def make_case(B, K, kc, d, g, H=64):
     ctx = torch.randn(B, 2 * d, generator=g) * 0.3
     w1 = torch.randn(H, 3 * d, generator=g) / (3 * d) ** 0.5
     b1 = torch.randn(H, generator=g) * 0.1
-    w2 = torch.randn(d, H, generator=g) * (1.5 / H ** 0.5)     # edits large enough to change codes
+    w2 = torch.randn(d, H, generator=g) * (1.5 / H**0.5)  # edits large enough to change codes
     b2 = torch.randn(d, generator=g) * 0.1
     return z, ids, s, ctx, w1, b1, w2, b2, cb
 
@@ -92,8 +99,9 @@ def to_dev(*ts):
 
 
 def check_case(z, ids, s, ctx, w1, b1, w2, b2, cb, k, score_mode=None):
-    zk, ik, ek = token_edit_weights(*to_dev(z, ids, s, ctx, w1, b1, w2, b2, cb), k, return_edited=True,
-                                    score_mode=score_mode)
+    zk, ik, ek = token_edit_weights(
+        *to_dev(z, ids, s, ctx, w1, b1, w2, b2, cb), k, return_edited=True, score_mode=score_mode
+    )
     zk, ik, ek = zk.cpu(), ik.cpu(), ek.cpu()
     zr, ir, er = token_edit_weights_ref(z, ids, s, ctx, w1, b1, w2, b2, cb, k, return_edited=True)
     sel = topk_mask_ref(s, k)
@@ -106,8 +114,10 @@ def check_case(z, ids, s, ctx, w1, b1, w2, b2, cb, k, score_mode=None):
     cmap = canon_map(cb)
     bad = (ik[sel] != cmap[ir[sel]]).nonzero().flatten()
     if len(bad):
-        pytest.fail(f"{len(bad)} re-quantised ids differ from the reference (first: kernel {int(ik[sel][bad[0]])}, "
-                    f"ref {int(ir[sel][bad[0]])})")
+        pytest.fail(
+            f"{len(bad)} re-quantised ids differ from the reference (first: kernel {int(ik[sel][bad[0]])}, "
+            f"ref {int(ir[sel][bad[0]])})"
+        )
     if score_mode != "dot":
         assert torch.equal(ik[sel], cmap[ik[sel]]), "kernel did not take the lowest index among identical rows"
     assert torch.equal(zk, zr)
@@ -119,19 +129,28 @@ def check_case(z, ids, s, ctx, w1, b1, w2, b2, cb, k, score_mode=None):
         _, _, e64 = token_edit_weights_ref(f64[0], ids, *f64[1:], k, return_edited=True)
         err_k = float((ek[sel].double() - e64[sel]).abs().max())
         err_t = float((er[sel].double() - e64[sel]).abs().max())
-        assert err_k <= 2.0 * max(err_t, ULP1), \
+        assert err_k <= 2.0 * max(err_t, ULP1), (
             f"z' error {err_k:.3g} > 2 x max(torch float32 error {err_t:.3g}, ulp(1))"
+        )
     return ik, sel
 
 
 # ------------------------------------------------------------------------------------------------------
 # the sweep: batch {1, 3} x tokens {1, 32, 128} x codebook {1, 4096} x code dim {8, 12, 16} x k {0, 1, 4, K}
 # ------------------------------------------------------------------------------------------------------
-SWEEP = [(B, K, kc, d, k) for B in (1, 3) for K in (1, 32, 128) for kc in (1, 4096) for d in (8, 12, 16)
-         for k in sorted({0, 1, 4, K}) if k <= K]
+SWEEP = [
+    (B, K, kc, d, k)
+    for B in (1, 3)
+    for K in (1, 32, 128)
+    for kc in (1, 4096)
+    for d in (8, 12, 16)
+    for k in sorted({0, 1, 4, K})
+    if k <= K
+]
 
 
 @kernel_test
+@pytest.mark.sweep
 @pytest.mark.parametrize("B,K,kc,d,k", SWEEP, ids=[f"B{b}-K{n}-Kc{c}-d{d}-k{k}" for b, n, c, d, k in SWEEP])
 def test_sweep_matches_reference(B, K, kc, d, k):
     g = torch.Generator().manual_seed(seed_of(B, K, kc, d, k))
@@ -158,7 +177,7 @@ def test_exact_requantisation_ties_and_score_ties():
     ids = torch.tensor([[e0_idx[2], h_idx[1], e0_idx[1], h_idx[2]] * (K // 4), [h_idx[2], e0_idx[2]] * (K // 2)])
     z = cb[ids].clone()
     s = torch.zeros(2, K)
-    s[1, 7:] = 1.0                                    # second sequence: tokens 7.. tie on the top score
+    s[1, 7:] = 1.0  # second sequence: tokens 7.. tie on the top score
     ctx = torch.randn(2, 2 * d, generator=g)
     w1 = torch.randn(64, 3 * d, generator=g)
     w2 = torch.zeros(d, 64)
@@ -169,7 +188,7 @@ def test_exact_requantisation_ties_and_score_ties():
             sel = topk_mask_ref(s, k)
             if 0 < k < K:
                 assert sel[0, :k].all() and not sel[0, k:].any()
-                assert sel[1, 7:7 + k].all() and int(sel[1].sum()) == k
+                assert sel[1, 7 : 7 + k].all() and int(sel[1].sum()) == k
             lowest = torch.where(torch.isin(ids, torch.tensor(e0_idx)), min(e0_idx), min(h_idx))
             assert torch.equal(ik.cpu(), torch.where(sel, lowest, ids)), mode
             assert torch.equal(ir, ik.cpu()) and torch.equal(zr, zk.cpu())
@@ -182,15 +201,15 @@ def test_unselected_copied_bit_for_bit():
     d, kc, B, K = 12, 256, 2, 32
     g = torch.Generator().manual_seed(4)
     z, ids, s, ctx, w1, b1, w2, b2, cb = make_case(B, K, kc, d, g)
-    s = torch.arange(K, dtype=torch.float32).repeat(B, 1)          # top-4 are the last 4 tokens
+    s = torch.arange(K, dtype=torch.float32).repeat(B, 1)  # top-4 are the last 4 tokens
     odd = z[:, :8].clone().view(torch.int32)
-    odd[0, 0, 0] = 0x7FC01234                                        # NaN with a payload
-    odd[0, 1, :] = -(2 ** 31)                                        # -0.0 (0x80000000)
-    odd[1, 2, 3] = 0x00000007                                        # denormal
-    odd[1, 3, 5] = 0x7F800000                                        # inf
+    odd[0, 0, 0] = 0x7FC01234  # NaN with a payload
+    odd[0, 1, :] = -(2**31)  # -0.0 (0x80000000)
+    odd[1, 2, 3] = 0x00000007  # denormal
+    odd[1, 3, 5] = 0x7F800000  # inf
     z[:, :8] = odd.view(torch.float32)
     ids64 = ids.clone()
-    ids64[:, :3] = torch.tensor([-1, 2 ** 40, 123456789])
+    ids64[:, :3] = torch.tensor([-1, 2**40, 123456789])
     zk, ik = token_edit_weights(*to_dev(z, ids64, s, ctx, w1, b1, w2, b2, cb), 4)
     assert torch.equal(zk.cpu()[:, :-4].view(torch.int32), z[:, :-4].view(torch.int32))
     assert torch.equal(ik.cpu()[:, :-4], ids64[:, :-4])
@@ -236,7 +255,7 @@ def test_matches_model_ste(model_tokens, k, edits):
 
     model, q, ids, ctx, cb = model_tokens
     ste = model.ste
-    if edits == "strong":                       # a trained-like edit scale, so re-quantisation changes codes
+    if edits == "strong":  # a trained-like edit scale, so re-quantisation changes codes
         import copy
 
         ste = copy.deepcopy(ste)
@@ -302,7 +321,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from triton.runtime.jit import JITFunction
-import kernels.token_edit as T
+import tokfuse_rt.kernels.token_edit as T
 
 CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
 sig = dict(z_ptr="*fp32", ids_ptr="*i64", s_ptr="*fp32", ctx_ptr="*fp32", w1_ptr="*fp32", b1_ptr="*fp32",
@@ -335,22 +354,28 @@ print("RESULT " + json.dumps(res))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.requires_triton
 @pytest.mark.skipif(not kernels.HAVE_TRITON, reason="requires_triton: triton is not installed")
 def test_compiles_for_hopper():
     """The CUDA path ("dot" form) compiles for sm_90 (H100) in every autotune config that survives pruning,
     for one and for 64-slot blocks; register spills are reported as warnings."""
-    env = dict(os.environ, TRITON_INTERPRET="0", TRITON_DEFAULT_FP_FUSION="1",
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT], capture_output=True, text=True, cwd=REPO, env=env,
-                       timeout=600)
+    env = dict(
+        os.environ,
+        TRITON_INTERPRET="0",
+        TRITON_DEFAULT_FP_FUSION="1",
+        PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", COMPILE_SCRIPT], capture_output=True, text=True, cwd=REPO, env=env, timeout=600
+    )
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
     if r.returncode != 0 or not line:
         if "GPUTarget" in r.stderr and "ImportError" in r.stderr:
             pytest.skip("this triton cannot target CUDA ahead of time")
         pytest.fail(r.stderr[-4000:])
-    res = json.loads(line[0][len("RESULT "):])
+    res = json.loads(line[0][len("RESULT ") :])
     assert len(res) >= 10
     spills = [f"{k}: {v[0]} regs, {v[1]} B stack" for k, v in res.items() if v and v[1] > 0]
     if spills:
-        warnings.warn("token_edit configs spilling on sm_90: " + "; ".join(spills))
+        warnings.warn("token_edit configs spilling on sm_90: " + "; ".join(spills), stacklevel=1)

@@ -1,4 +1,5 @@
 """scripts/tokenizer_recon.py: PSNR/SSIM of the tokenizer round trip, checked against direct numpy."""
+
 import importlib.util
 from pathlib import Path
 

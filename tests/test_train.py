@@ -1,8 +1,9 @@
-"""The two-stage trainer (issue 7): losses, both stages end to end, seeding, logging and resume.
+"""The two-stage trainer: losses, both stages end to end, seeding, logging and resume.
 
 A tiny model on a handful of small real PNG pairs (written here) keeps this to seconds; the
 recipe's quality is judged by docs/eval_*.md, not here.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,23 @@ from tokfuse_rt.train import losses as L
 from tokfuse_rt.train.__main__ import build_parser
 from tokfuse_rt.train.loop import TrainArgs, train
 
-TINY = TokFuseConfig(image_size=32, patch_size=8, num_tokens=8, code_dim=4, codebook_size=32, width=16,
-                     enc_depth=1, dec_depth=1, heads=2, mixer_hidden=8, edit_hidden=8, score_hidden=8,
-                     default_k=2, detail_channels=4, head_channels=4)
+TINY = TokFuseConfig(
+    image_size=32,
+    patch_size=8,
+    num_tokens=8,
+    code_dim=4,
+    codebook_size=32,
+    width=16,
+    enc_depth=1,
+    dec_depth=1,
+    heads=2,
+    mixer_hidden=8,
+    edit_hidden=8,
+    score_hidden=8,
+    default_k=2,
+    detail_channels=4,
+    head_channels=4,
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +58,20 @@ def data_root(tmp_path_factory):
 
 
 def _args(root, tmp, **kw) -> TrainArgs:
-    base = dict(data=str(root), out=str(tmp / "out.safetensors"), work=str(tmp / "work"), seed=3,
-                steps1=4, steps2=6, batch1=2, batch2=2, crop2=32, threads=1, log_every=2, save_every=2)
+    base = dict(
+        data=str(root),
+        out=str(tmp / "out.safetensors"),
+        work=str(tmp / "work"),
+        seed=3,
+        steps1=4,
+        steps2=6,
+        batch1=2,
+        batch2=2,
+        crop2=32,
+        threads=1,
+        log_every=2,
+        save_every=2,
+    )
     base.update(kw)
     return TrainArgs(**base)
 
@@ -82,7 +109,7 @@ def test_fusion_losses_terms():
     ir, vis = torch.rand(2, 1, 32, 32, generator=g), torch.rand(2, 1, 32, 32, generator=g)
     t = L.contrast_target(ir, vis, 1.0, 0.0)
     p = L.fusion_losses(t, ir, vis, gain=1.0, alpha=0.0)
-    assert float(p["int"]) == 0.0                 # the target itself has zero intensity loss
+    assert float(p["int"]) == 0.0  # the target itself has zero intensity loss
     assert abs(float(L.ssim(ir, ir)) - 1.0) < 1e-5
     q = L.fusion_losses(0.5 * (ir + vis), ir, vis)
     assert float(q["total"]) == pytest.approx(float(q["int"]) + 10 * float(q["grad"]) + float(q["ssim"]), rel=1e-6)
@@ -107,8 +134,11 @@ def test_vifp_and_scd_losses_match_the_metrics(h, w):
     a, b = (gaussian_filter(rng.random((h, w)), s) for s in (1.5, 0.8))
     a, b = ((x - x.min()) / (x.max() - x.min()) for x in (a, b))
     f = np.clip(0.7 * a + 0.4 * b - 0.05, 0, 1)
-    t = lambda x: torch.from_numpy(x)[None, None]  # noqa: E731
-    va, vb = L.vifp(torch.cat([t(a), t(b)], dim=1), t(f))[0].tolist()     # both refs in one call
+
+    def t(x):
+        return torch.from_numpy(x)[None, None]
+
+    va, vb = L.vifp(torch.cat([t(a), t(b)], dim=1), t(f))[0].tolist()  # both refs in one call
     assert va == pytest.approx(vifp_ref(255 * a, 255 * f), rel=1e-9)
     assert vb == pytest.approx(vifp_ref(255 * b, 255 * f), rel=1e-9)
     assert float(L.vifp(t(b), t(f))[0, 0]) == pytest.approx(vb, rel=1e-12)  # one ref alone: same value
@@ -155,8 +185,8 @@ def test_stage2_freezes_tokenizer(data_root, tmp_path):
     tok = [k for k in w1 if k.startswith(("encoder.", "decoder.", "codebook"))]
     rest = [k for k in w1 if k not in tok]
     assert tok and rest
-    assert all(torch.equal(w1[k], w2[k]) for k in tok)          # same seed, same stage I; frozen in II
-    assert any(not torch.equal(w1[k], w2[k]) for k in rest)      # stage II trained the fusion part
+    assert all(torch.equal(w1[k], w2[k]) for k in tok)  # same seed, same stage I; frozen in II
+    assert any(not torch.equal(w1[k], w2[k]) for k in rest)  # stage II trained the fusion part
 
 
 def test_same_seed_same_model_other_seed_differs(data_root, tmp_path):
@@ -176,7 +206,7 @@ def test_resume_after_a_crash_in_stage_two_matches_an_uninterrupted_run(data_roo
 
     def crash_on_fifth(*a, **k):
         calls["n"] += 1
-        if calls["n"] == 5:                       # steps 1-4 done, state saved at step 4
+        if calls["n"] == 5:  # steps 1-4 done, state saved at step 4
             raise KeyboardInterrupt("simulated crash")
         return real(*a, **k)
 
@@ -198,7 +228,7 @@ def test_cli_exposes_the_recipe():
     a = build_parser().parse_args(["--data", "d", "--out", "o.safetensors", "--gain", "1.2", "--resume"])
     assert a.gain == 1.2 and a.resume and a.alpha == TrainArgs("", "").alpha and a.seed == 0
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["--out", "o.safetensors"])      # --data is required
+        build_parser().parse_args(["--out", "o.safetensors"])  # --data is required
 
 
 def test_missing_or_empty_data_dir(tmp_path):

@@ -12,19 +12,20 @@ decoder, so the base map and the fused image are expected bit-identical; the fus
 a 1e-6 tolerance (1/255 on uint8 engine output) only so that a nondeterministic conv backend would not be
 mistaken for a kernel error.
 """
+
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import copy  # noqa: E402
-from pathlib import Path  # noqa: E402
+import copy
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
 
-from triton_cases import DEVICE, KERNEL_MARKS, load_gray  # noqa: E402
+from triton_cases import DEVICE, KERNEL_MARKS, load_gray
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "tokfuse_rt" / "assets"
@@ -54,8 +55,10 @@ def pair_batch():
     ir, vis = load_gray(ASSETS / "sample_ir.png"), load_gray(ASSETS / "sample_vis.png")
     real = [F.interpolate(x[None, None], size=(64, 80), mode="area")[0] for x in (ir, vis)]
     g = torch.Generator().manual_seed(2)
-    rnd = [F.interpolate(torch.rand(1, 1, 8, 10, generator=g), size=(64, 80), mode="bilinear",
-                         align_corners=False)[0] for _ in range(2)]
+    rnd = [
+        F.interpolate(torch.rand(1, 1, 8, 10, generator=g), size=(64, 80), mode="bilinear", align_corners=False)[0]
+        for _ in range(2)
+    ]
     return torch.stack([real[0], rnd[0]]), torch.stack([real[1], rnd[1]])
 
 
@@ -63,8 +66,8 @@ class Spy:
     """Counts the calls the model's hooks make into kernels.vq_lookup / kernels.token_edit."""
 
     def __init__(self, monkeypatch):
-        import kernels.token_edit as te
-        import kernels.vq_lookup as vq
+        import tokfuse_rt.kernels.token_edit as te
+        import tokfuse_rt.kernels.vq_lookup as vq
 
         self.calls = {"vq_lookup": 0, "token_edit": 0}
         for mod, name in ((vq, "vq_lookup"), (te, "token_edit")):
@@ -115,10 +118,10 @@ def test_engine_fuse_triton_matches_torch(model, tmp_path, monkeypatch):
     """Engine(path, kernels="triton") vs kernels="torch" on the real bundled sample pair (496x301, RGB
     visible -> RGB output), by path and as a numpy batch: identical token ids, identical uint8 images
     (tolerance 1 level)."""
+    from PIL import Image
+
     from tokfuse_rt import Engine
     from tokfuse_rt.model import save_checkpoint
-
-    from PIL import Image
 
     path = save_checkpoint(model, tmp_path / "tokfuse_seed0.safetensors")
     ir = np.asarray(Image.open(ASSETS / "sample_ir.png").convert("L"))

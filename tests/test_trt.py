@@ -1,5 +1,6 @@
 """TensorRT export (§4): the no-TensorRT path (ONNX + compatibility report + one clear line, non-zero
 exit), the operator-list checker, shape profiles, the CLI, and TensorRT vs ONNX Runtime on a GPU."""
+
 from __future__ import annotations
 
 import json
@@ -13,9 +14,9 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 
-from export.to_onnx import iter_nodes  # noqa: E402
-from export.to_trt import EXIT_NO_TRT, check_profile, parse_shape, tensorrt_available  # noqa: E402
-from export.trt_support import OPERATORS, SUPPORTED, TRT_VERSION, UNSUPPORTED, check_model  # noqa: E402
+from export.to_onnx import iter_nodes
+from export.to_trt import EXIT_NO_TRT, check_profile, parse_shape, tensorrt_available
+from export.trt_support import OPERATORS, SUPPORTED, TRT_VERSION, UNSUPPORTED, check_model
 
 ROOT = Path(__file__).resolve().parents[1]
 HAVE_TRT = tensorrt_available()[0]
@@ -29,8 +30,14 @@ def _ops(path) -> set:
 def test_to_trt_without_tensorrt_writes_onnx_and_report(tiny_ckpt, tmp_path):
     out = tmp_path / "model.plan"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-m", "export.to_trt", str(tiny_ckpt), "-o", str(out)],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "export.to_trt", str(tiny_ckpt), "-o", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode != 0 and r.returncode == EXIT_NO_TRT, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, f"expected one line on stderr, got: {r.stderr!r}"
@@ -112,20 +119,55 @@ def test_cli_export(tiny_onnx, tmp_path, capsys, monkeypatch):
     assert resolve(["onnx", "m.safetensors"], None) == ("onnx", "m.safetensors")
     assert resolve(["m.safetensors"], "x.plan") == ("trt", "m.safetensors")
     assert resolve(["tensorrt", "m.safetensors"], "x.engine") == ("trt", "m.safetensors")
-    # `tokfuse export onnx` passes its options through to export.to_onnx
+    # `tokfuse export onnx` calls export.to_onnx's export_onnx with every one of its options
     import export.to_onnx as to_onnx
 
     seen = {}
-    monkeypatch.setattr(to_onnx, "main", lambda argv: seen.setdefault("argv", argv) and 0)
-    assert main(["export", "onnx", "m.safetensors", "-o", "o.onnx", "--opset", "18"]) == 0
-    assert seen["argv"] == ["m.safetensors", "-o", "o.onnx", "--opset", "18"]
+
+    def spy(ckpt, output, **kw):
+        seen.update(kw, ckpt=ckpt, output=output)
+        raise to_onnx.ExportError("stop here")
+
+    monkeypatch.setattr(to_onnx, "export_onnx", spy)
+    assert main(["export", "onnx", "m.safetensors", "-o", "o.onnx", "--opset", "18"]) == 1
+    assert seen == dict(
+        ckpt="m.safetensors", output=Path("o.onnx"), opset=18, exporter="auto", verify=True, graph_opt=True, halves=True
+    )
+    assert "tokfuse export onnx: error: stop here" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "export",
+                "m.safetensors",
+                "-o",
+                "o.onnx",
+                "--exporter",
+                "torchscript",
+                "--no-verify",
+                "--no-graph-opt",
+                "--no-halves",
+            ]
+        )
+        == 1
+    )
+    assert seen == dict(
+        ckpt="m.safetensors",
+        output=Path("o.onnx"),
+        opset=18,
+        exporter="torchscript",
+        verify=False,
+        graph_opt=False,
+        halves=False,
+    )
+    assert main(["export", "trt", "m.safetensors", "-o", "o.plan", "--no-halves"]) == 1
+    assert "--no-halves applies to ONNX export only" in capsys.readouterr().err
     assert main(["export", "m.safetensors", "-o", "o.txt"]) == 1
     assert "cannot tell the export format" in capsys.readouterr().err
     assert main(["export", "onnx", "m.safetensors", "-o", "o.onnx", "--fp16"]) == 1
     assert "--fp16 applies to TensorRT export only" in capsys.readouterr().err
     # `tokfuse export trt` from an existing ONNX file: report, then TensorRT (or the clear failure)
     out = tmp_path / "m.plan"
-    rc = main(["export", "trt", str(tiny_onnx), "-o", str(out), "--max-shape", "2x512x512"])   # opt clamped
+    rc = main(["export", "trt", str(tiny_onnx), "-o", str(out), "--max-shape", "2x512x512"])  # opt clamped
     err = capsys.readouterr().err
     assert (tmp_path / "m.trt_report.md").is_file()
     if HAVE_TRT:
@@ -140,8 +182,22 @@ def test_tensorrt_matches_onnxruntime(tiny_onnx, tmp_path):
     from tokfuse_rt import Engine
 
     plan = tmp_path / "tiny.plan"
-    assert to_trt([str(tiny_onnx), "-o", str(plan), "--min-shape", "1x16x16", "--opt-shape", "1x64x64",
-                   "--max-shape", "2x512x512"]) == 0
+    assert (
+        to_trt(
+            [
+                str(tiny_onnx),
+                "-o",
+                str(plan),
+                "--min-shape",
+                "1x16x16",
+                "--opt-shape",
+                "1x64x64",
+                "--max-shape",
+                "2x512x512",
+            ]
+        )
+        == 0
+    )
     rng = np.random.default_rng(5)
     with Engine(tiny_onnx, device="cpu") as ox, Engine(plan) as tr:
         info = tr.info()
@@ -154,13 +210,14 @@ def test_tensorrt_matches_onnxruntime(tiny_onnx, tmp_path):
                 b, ib = tr.fuse_with_tokens(ir, vis, k)
                 np.testing.assert_array_equal(ia, ib)
                 assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
-        pairs = [(rng.integers(0, 256, (40, 40), dtype=np.uint8),) * 2 for _ in range(5)]   # batch > max: split
+        pairs = [(rng.integers(0, 256, (40, 40), dtype=np.uint8),) * 2 for _ in range(5)]  # batch > max: split
         assert len(tr.fuse_batch(pairs)) == 5
         with pytest.raises(ValueError, match="outside this TensorRT engine's profile"):
             tr.fuse(np.zeros((600, 40), np.uint8), np.zeros((600, 40), np.uint8))
 
 
 # --- the builder's control flow against a stand-in tensorrt module (no GPU needed) ---------------
+
 
 def _fake_tensorrt(parse_ok=True, errors=(), k_is_shape=False):
     import enum
@@ -185,8 +242,11 @@ def _fake_tensorrt(parse_ok=True, errors=(), k_is_shape=False):
         num_layers = 0
 
         def __init__(self):
-            self.inputs = [Tensor("ir", (-1, 1, -1, -1)), Tensor("vis", (-1, 1, -1, -1)),
-                           Tensor("k", (1,) if k_is_shape else (), k_is_shape)]
+            self.inputs = [
+                Tensor("ir", (-1, 1, -1, -1)),
+                Tensor("vis", (-1, 1, -1, -1)),
+                Tensor("k", (1,) if k_is_shape else (), k_is_shape),
+            ]
             self.num_inputs = 3
 
         def get_input(self, i):
@@ -257,8 +317,9 @@ def test_build_engine_flow_with_stand_in_tensorrt(tmp_path, monkeypatch, tiny_on
     monkeypatch.setattr(to_trt, "_cuda_available", lambda: True)
     plan = tmp_path / "m.plan"
     cfg = {"num_tokens": 8, "default_k": 2}
-    info = to_trt.build_engine(tiny_onnx, plan, (1, 1, 16, 16), (1, 1, 64, 64), (2, 1, 256, 256), fp16=True,
-                               workspace_gib=1, config=cfg)
+    info = to_trt.build_engine(
+        tiny_onnx, plan, (1, 1, 16, 16), (1, 1, 64, 64), (2, 1, 256, 256), fp16=True, workspace_gib=1, config=cfg
+    )
     assert plan.read_bytes() == b"PLAN" and info["tensorrt"] == "10.15.0"
     assert calls["profile"] == {n: ((1, 1, 16, 16), (1, 1, 64, 64), (2, 1, 256, 256)) for n in ("ir", "vis")}
     assert calls["shape_input"] == {} and calls["profiles_added"] == 1

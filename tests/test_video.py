@@ -1,4 +1,5 @@
 """Engine.fuse_video / Engine.stream / tokfuse fuse-video on the real M3SVD clips (SPEC §8)."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ from video_cases import clip_dir, decode, decode_planes, psnr, small_frames, wri
 
 pytest.importorskip("av")
 
-SEQ = "0111_1716"           # the sequence with all four files (ir, vis, vis_blur, ir_noise)
+SEQ = "0111_1716"  # the sequence with all four files (ir, vis, vis_blur, ir_noise)
 
 # "Within the codec's loss": the codec's loss is measured on the reference itself -- Engine.fuse of
 # every decoded source pair, encoded with the same x264 settings (CRF 18, veryfast) and decoded. Each
@@ -42,8 +43,9 @@ def tiny_ort(tiny_onnx):
         yield e
 
 
-@pytest.mark.parametrize("ir_name,vis_name", [("ir.mp4", "vis.mp4"), ("ir.mp4", "vis_blur.mp4"),
-                                               ("ir_noise.mp4", "vis.mp4")])
+@pytest.mark.parametrize(
+    "ir_name,vis_name", [("ir.mp4", "vis.mp4"), ("ir.mp4", "vis_blur.mp4"), ("ir_noise.mp4", "vis.mp4")]
+)
 def test_real_clip_matches_engine_fuse(default_engine, shared_data, tmp_path, ir_name, vis_name):
     d = clip_dir(shared_data, SEQ)
     out = tmp_path / "fused.mp4"
@@ -66,8 +68,9 @@ def test_real_clip_matches_engine_fuse(default_engine, shared_data, tmp_path, ir
         assert ref.shape == o.shape == (480, 640, 3)
         p, mae = psnr(o, ref), float(np.abs(o.astype(float) - ref).mean())
         pc, mc = psnr(c, ref), float(np.abs(c.astype(float) - ref).mean())
-        assert p >= max(pc - SLACK_DB, FLOOR_DB) and mae <= mc + SLACK_MAE, \
+        assert p >= max(pc - SLACK_DB, FLOOR_DB) and mae <= mc + SLACK_MAE, (
             f"frame {k}: {p:.2f} dB, mean |Δ| {mae:.2f} (codec alone: {pc:.2f} dB, {mc:.2f})"
+        )
     # colour kept: the output's chroma is the visible stream's (within the codec's loss), not gray
     po, pv = decode_planes(out), decode_planes(d / vis_name)
     for (_, uo, vo), (_, uv, vv) in zip(po, pv):
@@ -83,8 +86,9 @@ def test_lossless_output_is_exactly_the_fused_luma(tiny_ort, shared_data, tmp_pa
     rep = tiny_ort.fuse_video(d / "ir.mp4", d / "vis.mp4", out, reuse="off", crf=0, progress=False)
     assert rep.frames == 20 and rep.reuse["key_frames"] == 20
     be = tiny_ort._backend
-    for (yo, uo, vo), (yi, _, _), (yv, uv, vv) in zip(decode_planes(out), decode_planes(d / "ir.mp4"),
-                                                      decode_planes(d / "vis.mp4")):
+    for (yo, uo, vo), (yi, _, _), (yv, uv, vv) in zip(
+        decode_planes(out), decode_planes(d / "ir.mp4"), decode_planes(d / "vis.mp4")
+    ):
         fused, _ = be.run(luma_to_float(yi)[None, None], luma_to_float(yv)[None, None], be.default_k)
         np.testing.assert_array_equal(yo, float_to_luma(fused[0, 0]))
         np.testing.assert_array_equal(uo, uv)
@@ -130,18 +134,18 @@ def test_reuse_matches_an_independent_key_frame_schedule(tiny_ort, tiny_ckpt, sh
             assert np.abs(yo.astype(int) - exp).max() <= 1, f"frame {i}"
             own, _ = model.token_pathway(t[2], t[3], k)
             differs += not torch.equal(own, base)
-    assert differs >= 4          # frames 3, 4 (scene b on a's key) and 5..9 / 10.. cut back and forth
+    assert differs >= 4  # frames 3, 4 (scene b on a's key) and 5..9 / 10.. cut back and forth
 
 
 def test_scene_change_forces_a_key_frame(tiny_ort, shared_data):
     a = small_frames(shared_data, "vis.mp4", 4, (96, 64), SEQ)
     b = small_frames(shared_data, "vis.mp4", 4, (96, 64), "0115_1834")
-    g = [f[..., 1] for f in a + b]                    # gray "infrared" from the same frames
+    g = [f[..., 1] for f in a + b]  # gray "infrared" from the same frames
     s = tiny_ort.stream(zip(g, a + b), reuse="interval=100,scene=0.05")
     list(s)
     st = s.stats()
     assert st["key_frames"] == 2 and st["key_reasons"] == {"first": 1, "size": 0, "interval": 0, "scene": 1}
-    small = [f[:48, :80] for f in a]                  # a size change is a key frame too
+    small = [f[:48, :80] for f in a]  # a size change is a key frame too
     s = tiny_ort.stream(zip([f[..., 0] for f in a[:2] + small], a[:2] + small), reuse=100)
     list(s)
     assert s.stats()["key_reasons"]["size"] == 1
@@ -161,7 +165,7 @@ def test_stream_is_lazy_and_equals_fuse(tiny_ort, shared_data):
             yield fi[i], fv[i]
 
     s = tiny_ort.stream(source(), reuse="off")
-    assert pulled == []                              # nothing read before the first frame is asked for
+    assert pulled == []  # nothing read before the first frame is asked for
     first = next(s)
     assert pulled == [0]
     np.testing.assert_array_equal(first, tiny_ort.fuse(fi[0], fv[0]))
@@ -198,8 +202,27 @@ def test_cli_fuse_video_and_eval(tiny_onnx, shared_data, tmp_path, capsys):
     ir = write_video(tmp_path / "ir.mp4", small_frames(shared_data, "ir.mp4", 10, (160, 120)))
     vis = write_video(tmp_path / "vis.mp4", small_frames(shared_data, "vis.mp4", 10, (160, 120)))
     out, rep = tmp_path / "o" / "fused.mp4", tmp_path / "rep.json"
-    assert main(["fuse-video", str(ir), str(vis), "-o", str(out), "--model", str(tiny_onnx),
-                 "--threads", "1", "-q", "--reuse", "interval=4,scene=0.05", "--report", str(rep)]) == 0
+    assert (
+        main(
+            [
+                "fuse-video",
+                str(ir),
+                str(vis),
+                "-o",
+                str(out),
+                "--model",
+                str(tiny_onnx),
+                "--threads",
+                "1",
+                "-q",
+                "--reuse",
+                "interval=4,scene=0.05",
+                "--report",
+                str(rep),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "fused 10 frames 160x120 at 30 fps" in text and "fps end to end" in text and "backend: onnxruntime" in text
     r = json.loads(rep.read_text())
@@ -207,18 +230,65 @@ def test_cli_fuse_video_and_eval(tiny_onnx, shared_data, tmp_path, capsys):
     assert set(r["seconds"]) == {"decode_ir", "decode_vis", "fuse", "colour", "encode", "wall"}
     assert decode(out)[1]["frames"] == 10
     md = tmp_path / "video.md"
-    assert main(["eval", "--fused", str(out), "--ir", str(ir), "--vis", str(vis),
-                 "--out", str(md), "--metrics", "EN,MI,SSIM", "--stride", "4", "-q", "--no-figure"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--fused",
+                str(out),
+                "--ir",
+                str(ir),
+                "--vis",
+                str(vis),
+                "--out",
+                str(md),
+                "--metrics",
+                "EN,MI,SSIM",
+                "--stride",
+                "4",
+                "-q",
+                "--no-figure",
+            ]
+        )
+        == 0
+    )
     report = md.read_text()
     assert "frame 0000" in report and "frame 0004" in report and "frame 0008" in report
     assert "| fused |" in report and "| ir |" in report and "| vis |" in report and "BiSWE" in report
     md2, keep = tmp_path / "engine.md", tmp_path / "keep.mp4"
-    assert main(["eval", "--engine", str(tiny_onnx), "--ir", str(ir), "--vis", str(vis), "--reuse", "off",
-                 "--keep", str(keep), "--out", str(md2), "--metrics", "SSIM", "--stride", "5", "-q",
-                 "--no-figure"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--engine",
+                str(tiny_onnx),
+                "--ir",
+                str(ir),
+                "--vis",
+                str(vis),
+                "--reuse",
+                "off",
+                "--keep",
+                str(keep),
+                "--out",
+                str(md2),
+                "--metrics",
+                "SSIM",
+                "--stride",
+                "5",
+                "-q",
+                "--no-figure",
+            ]
+        )
+        == 0
+    )
     assert "token reuse: off" in md2.read_text() and decode(keep)[1]["frames"] == 10
     # errors: exit 1 with a clear message, nothing written
     bad = tmp_path / "bad.mp4"
-    assert main(["fuse-video", str(d / "missing.mp4"), str(d / "vis.mp4"), "-o", str(bad), "-q",
-                 "--model", str(tiny_onnx)]) == 1
+    assert (
+        main(
+            ["fuse-video", str(d / "missing.mp4"), str(d / "vis.mp4"), "-o", str(bad), "-q", "--model", str(tiny_onnx)]
+        )
+        == 1
+    )
     assert "ir: file not found" in capsys.readouterr().err and not bad.exists()

@@ -1,5 +1,6 @@
 """fuse_video on bad input (SPEC §8): each case made with PyAV/FFmpeg at test time from real frames.
 A clear error or a report, never a half-written output (nor a temporary file left behind)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +11,7 @@ from tokfuse_rt import Engine
 
 av = pytest.importorskip("av")
 
-from video_cases import clip_dir, decode, decode_planes, psnr, small_frames, write_video  # noqa: E402
+from video_cases import clip_dir, decode, decode_planes, psnr, small_frames, write_video
 
 W, H = 64, 48
 
@@ -76,8 +77,9 @@ def test_truncated_files(eng, real, shared_data, tmp_path):
     with pytest.raises(ValueError, match="vis: not a readable video file"):
         fuse(eng, clip_dir(shared_data) / "ir.mp4", tmp_path / "cut.mp4", out)
     # index first (faststart), media cut at 60%: the decodable frames are fused and the cut is reported
-    full = write_video(tmp_path / "fs.mp4", vis, container_options={"movflags": "faststart"},
-                       options={"crf": "30", "g": "4"})
+    full = write_video(
+        tmp_path / "fs.mp4", vis, container_options={"movflags": "faststart"}, options={"crf": "30", "g": "4"}
+    )
     b = full.read_bytes()
     (tmp_path / "fs_cut.mp4").write_bytes(b[: int(len(b) * 0.6)])
     irf = write_video(tmp_path / "ir.mp4", ir)
@@ -159,8 +161,12 @@ def test_different_lengths_fuse_the_overlap(eng, real, tmp_path):
 
 def test_different_rates_duplicate_infrared_frames(eng, real, tmp_path):
     ir, vis = real
-    rep = fuse(eng, write_video(tmp_path / "ir.mp4", ir[:10], fps=15), write_video(tmp_path / "vis.mp4", vis),
-               tmp_path / "out.mp4")
+    rep = fuse(
+        eng,
+        write_video(tmp_path / "ir.mp4", ir[:10], fps=15),
+        write_video(tmp_path / "vis.mp4", vis),
+        tmp_path / "out.mp4",
+    )
     assert rep.frames == 20 and rep.sync["ir_duplicated"] == 10 and rep.rate == 30
     assert any("duplicated" in w for w in rep.warnings)
 
@@ -181,9 +187,9 @@ def test_odd_frame_size_is_padded(eng, real, tmp_path):
     fa, _ = decode(a)
     fb, _ = decode(b)
     for o, x, y in list(zip(fo, fa, fb))[::6]:
-        assert psnr(o[:47, :63], eng.fuse(x, y)) > 30           # 4:2:0 output of a 4:4:4 input: chroma loss only
+        assert psnr(o[:47, :63], eng.fuse(x, y)) > 30  # 4:2:0 output of a 4:4:4 input: chroma loss only
     y_planes = decode_planes(out)
-    np.testing.assert_array_equal(y_planes[0][0][47], y_planes[0][0][46])     # padding repeats the edge
+    np.testing.assert_array_equal(y_planes[0][0][47], y_planes[0][0][46])  # padding repeats the edge
     np.testing.assert_array_equal(y_planes[0][0][:, 63], y_planes[0][0][:, 62])
 
 
@@ -193,19 +199,19 @@ def test_rotated_streams_are_fused_upright(eng, real, tmp_path, rotation):
     a = write_video(tmp_path / "ir.mp4", ir, rotation=rotation)
     b = write_video(tmp_path / "vis.mp4", vis, rotation=rotation)
     c = av.open(str(b))
-    assert next(c.decode(video=0)).rotation % 360 == rotation % 360    # the display matrix is there
+    assert next(c.decode(video=0)).rotation % 360 == rotation % 360  # the display matrix is there
     c.close()
     out = tmp_path / "out.mp4"
     rep = fuse(eng, a, b, out, crf=0)
-    q = (rotation // 90) % 4                                            # counter-clockwise quarter turns
+    q = (rotation // 90) % 4  # counter-clockwise quarter turns
     exp_size = (H, W) if q % 2 else (W, H)
     assert (rep.width, rep.height) == exp_size and rep.vis["rotation"] % 360 == rotation % 360
     fo, info = decode(out)
     assert (info["width"], info["height"]) == exp_size
-    fa, _ = decode(a)                                                   # stored (not rotated) frames
+    fa, _ = decode(a)  # stored (not rotated) frames
     fb, _ = decode(b)
     ref = eng.fuse(np.rot90(fa[3], q), np.rot90(fb[3], q))
-    assert psnr(fo[3], ref) > 35 and psnr(fo[3], np.rot90(ref, 2)) < 30   # upright, not upside down
+    assert psnr(fo[3], ref) > 35 and psnr(fo[3], np.rot90(ref, 2)) < 30  # upright, not upside down
 
 
 def test_only_one_stream_rotated_is_a_size_mismatch(eng, real, tmp_path):

@@ -1,4 +1,5 @@
 """pair_by_time: each visible frame takes the nearest infrared frame; overlap, drops and duplicates."""
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -66,7 +67,7 @@ def test_different_lengths_fuse_the_overlap():
 
 
 def test_half_a_frame_of_tolerance_at_the_ends():
-    ir = frames("i", 30, 3)                               # 0 .. 2/30
+    ir = frames("i", 30, 3)  # 0 .. 2/30
     vis = [F("a", -0.4 / 30), F("b", 2 / 30 + 0.4 / 30), F("c", 2 / 30 + 0.6 / 30)]
     pairs, st = run(vis, ir, 30)
     assert pairs == [("a", "i0"), ("b", "i2")] and st.vis_after == 1

@@ -3,15 +3,18 @@
 Import after TRITON_INTERPRET is set: ``DEVICE, WHY`` come from ``kernels.run_device()``, which
 imports triton.
 """
+
 import numpy as np
 import pytest
 import torch
 
-import kernels
+from tokfuse_rt import kernels
 
 DEVICE, WHY = kernels.run_device()
-KERNEL_MARKS = [pytest.mark.requires_triton,
-                pytest.mark.skipif(DEVICE is None, reason=WHY or "no device for the Triton kernels")]
+KERNEL_MARKS = [
+    pytest.mark.requires_triton,
+    pytest.mark.skipif(DEVICE is None, reason=WHY or "no device for the Triton kernels"),
+]
 
 
 def kernel_test(fn):
@@ -25,7 +28,7 @@ def seed_of(*xs, salt=17):
     """A deterministic seed for one parametrisation."""
     s = salt
     for x in xs:
-        s = (s * 1000003 + int(x)) % (2 ** 31)
+        s = (s * 1000003 + int(x)) % (2**31)
     return s
 
 

@@ -1,4 +1,5 @@
 """Helpers for the video tests: decode with PyAV, write test videos with PyAV/FFmpeg at test time."""
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -23,9 +24,17 @@ def decode(path, fmt: str = "rgb24"):
         for f in c.decode(s):
             frames.append(f.to_ndarray(format=fmt))
             pts.append(f.pts)
-        info = {"frames": s.frames, "rate": s.average_rate, "time_base": s.time_base, "width": s.width,
-                "height": s.height, "pix_fmt": s.codec_context.pix_fmt, "codec": s.codec_context.name,
-                "duration": float(s.duration * s.time_base) if s.duration else None, "pts": pts}
+        info = {
+            "frames": s.frames,
+            "rate": s.average_rate,
+            "time_base": s.time_base,
+            "width": s.width,
+            "height": s.height,
+            "pix_fmt": s.codec_context.pix_fmt,
+            "codec": s.codec_context.name,
+            "duration": float(s.duration * s.time_base) if s.duration else None,
+            "pts": pts,
+        }
     return frames, info
 
 
@@ -37,13 +46,27 @@ def decode_planes(path):
     with av.open(str(path)) as c:
         for f in c.decode(video=0):
             assert f.format.name == "yuv420p", f.format.name
-            out.append(tuple(np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[:p.height, :p.width].copy()
-                             for p in f.planes))
+            out.append(
+                tuple(
+                    np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[: p.height, : p.width].copy() for p in f.planes
+                )
+            )
     return out
 
 
-def write_video(path, frames, fps=30, codec="libx264", pix_fmt="yuv420p", fmt=None, rotation=None,
-                options=None, container_options=None, pts_offset=0, in_fmt="rgb24"):
+def write_video(
+    path,
+    frames,
+    fps=30,
+    codec="libx264",
+    pix_fmt="yuv420p",
+    fmt=None,
+    rotation=None,
+    options=None,
+    container_options=None,
+    pts_offset=0,
+    in_fmt="rgb24",
+):
     """Encode numpy frames (H, W, 3) rgb24 or (H, W) gray into ``path`` with FFmpeg (via PyAV)."""
     import av
 
@@ -78,4 +101,4 @@ def small_frames(shared_data: Path, name: str, n: int = 20, size=(64, 48), seq: 
 def psnr(a, b) -> float:
     d = a.astype(np.float64) - b.astype(np.float64)
     mse = float((d * d).mean())
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)

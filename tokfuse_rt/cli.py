@@ -1,4 +1,6 @@
-"""The ``tokfuse`` command line: fuse, fuse-dir, info, train (eval, export and bench join with their issues)."""
+"""The ``tokfuse`` command line: fuse, fuse-dir, info and train here; eval, export, bench, serve and fuse-video
+in their own modules (``tokfuse_rt.cli_<name>``), registered when importable."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,6 +14,9 @@ EPILOG = """examples:
   tokfuse fuse-dir --ir data/ir --vis data/vi -o out/
   tokfuse fuse-dir --ir data/ir --vis data/vi -o out/ --ray        # on Ray: local, or the running cluster
   tokfuse info --model model.onnx
+  tokfuse eval --engine default --set ../shared/data/test/TNO --out tno.md
+  tokfuse export onnx tokfuse_rt/assets/default.safetensors -o model.onnx
+  tokfuse bench --model default --model model.onnx --size 640x480
   tokfuse train --data ../shared/data/train -o model.safetensors
 
 exit status:
@@ -24,9 +29,15 @@ exit status:
 """
 
 
-def _add_model_args(p, inputs: bool = True):
-    p.add_argument("--model", "-m", default=None,
-                   help="model file: .safetensors (PyTorch), .onnx (ONNX Runtime), .plan (TensorRT); default: bundled model")
+def add_model_args(p: argparse.ArgumentParser, inputs: bool = True) -> None:
+    """--model/--device/--threads of the commands that open an Engine; with ``inputs`` also the reading and
+    tiling options (--depth, --max-pixels, --tile-size) that :func:`open_engine` passes on."""
+    p.add_argument(
+        "--model",
+        "-m",
+        default=None,
+        help="model file: .safetensors (PyTorch), .onnx (ONNX Runtime), .plan (TensorRT); default: bundled model",
+    )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the backend (default: library default)")
     if not inputs:
@@ -35,22 +46,33 @@ def _add_model_args(p, inputs: bool = True):
     from .imageio import DEFAULT_MAX_PIXELS, DEPTH_MODES
 
     g = p.add_argument_group("inputs and limits")
-    g.add_argument("--depth", default="auto", choices=DEPTH_MODES,
-                   help="files with more than 8 bits per sample: auto (detect 10/12/14/16 bits), range (min..max), "
-                        "full (the container's range) (default: auto)")
-    g.add_argument("--max-pixels", type=float, default=DEFAULT_MAX_PIXELS,
-                   help=f"refuse images with more pixels, checked before decoding (default: {DEFAULT_MAX_PIXELS:.0e})")
-    g.add_argument("--tile-size", type=int, default=DEFAULT_TILE,
-                   help=f"fuse images over 2 x tile-size^2 pixels in tiles of this size (default: {DEFAULT_TILE}; "
-                        "0: never)")
+    g.add_argument(
+        "--depth",
+        default="auto",
+        choices=DEPTH_MODES,
+        help="files with more than 8 bits per sample: auto (detect 10/12/14/16 bits), range (min..max), "
+        "full (the container's range) (default: auto)",
+    )
+    g.add_argument(
+        "--max-pixels",
+        type=float,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"refuse images with more pixels, checked before decoding (default: {DEFAULT_MAX_PIXELS:.0e})",
+    )
+    g.add_argument(
+        "--tile-size",
+        type=int,
+        default=DEFAULT_TILE,
+        help=f"fuse images over 2 x tile-size^2 pixels in tiles of this size (default: {DEFAULT_TILE}; 0: never)",
+    )
 
 
 def _add_write_args(p):
-    p.add_argument("--quality", type=int, default=None,
-                   help="JPEG/WebP quality 1..100 (default: 95)")
+    p.add_argument("--quality", type=int, default=None, help="JPEG/WebP quality 1..100 (default: 95)")
 
 
-def _add_k(p):
+def add_k(p: argparse.ArgumentParser) -> None:
+    """--k, the number of tokens STE edits."""
     p.add_argument("--k", type=int, default=None, help="tokens edited by STE, 0..K (default: the model's default)")
 
 
@@ -58,11 +80,15 @@ def _engine_options(a) -> dict:
     """The reading and tiling options of the command (those added with ``inputs=True``)."""
     if not hasattr(a, "depth"):
         return {}
-    return {"depth": a.depth, "max_pixels": int(a.max_pixels) if a.max_pixels else None,
-            "tile_size": a.tile_size or None}
+    return {
+        "depth": a.depth,
+        "max_pixels": int(a.max_pixels) if a.max_pixels else None,
+        "tile_size": a.tile_size or None,
+    }
 
 
-def _engine(a):
+def open_engine(a: argparse.Namespace):
+    """The Engine of a command's options (:func:`add_model_args`)."""
     from .engine import Engine
 
     return Engine(a.model, device=a.device, threads=a.threads, **_engine_options(a))
@@ -71,9 +97,9 @@ def _engine(a):
 def cmd_fuse(a) -> int:
     from .outputs import check_output_path, check_quality, save_image
 
-    check_output_path(a.output)                    # before any work
+    check_output_path(a.output)  # before any work
     check_quality(a.quality)
-    with _engine(a) as eng:
+    with open_engine(a) as eng:
         img = eng.fuse(a.ir, a.vis, k=a.k)
     out = save_image(img, a.output, quality=a.quality)
     print(f"wrote {out} ({img.shape[1]}x{img.shape[0]}, {'RGB' if img.ndim == 3 else 'gray'})")
@@ -85,7 +111,7 @@ def cmd_fuse_dir(a) -> int:
     from .outputs import check_output_dir, check_output_ext, check_quality
     from .pairing import image_files
 
-    check_output_ext(a.ext)                        # everything the user got wrong, before the model loads
+    check_output_ext(a.ext)  # everything the user got wrong, before the model loads
     check_quality(a.quality)
     image_files(a.ir, "ir"), image_files(a.vis, "vis")
     check_output_dir(a.output, a.ir, a.vis)
@@ -95,9 +121,18 @@ def cmd_fuse_dir(a) -> int:
 
         rep = fuse_dir_ray_args(a, report, _engine_options(a))
     else:
-        with _engine(a) as eng:
-            rep = eng.fuse_dir(a.ir, a.vis, a.output, k=a.k, progress=not a.quiet, ext=a.ext,
-                               overwrite=a.overwrite, quality=a.quality, report_path=report)
+        with open_engine(a) as eng:
+            rep = eng.fuse_dir(
+                a.ir,
+                a.vis,
+                a.output,
+                k=a.k,
+                progress=not a.quiet,
+                ext=a.ext,
+                overwrite=a.overwrite,
+                quality=a.quality,
+                report_path=report,
+            )
     print(rep.summary())
     print(f"outputs in {Path(a.output).resolve()}")
     print(f"report: {report.resolve()}")
@@ -105,7 +140,7 @@ def cmd_fuse_dir(a) -> int:
 
 
 def cmd_info(a) -> int:
-    with _engine(a) as eng:
+    with open_engine(a) as eng:
         info = eng.info()
     if a.json:
         print(json.dumps(info, indent=2, default=str))
@@ -127,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tokfuse",
         description="Fuse infrared+visible or medical image pairs with a 1D-token fusion model (TokFuse).",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     from . import __version__
 
     p.add_argument("--version", action="version", version=f"tokfuse_rt {__version__}")
@@ -136,18 +173,21 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fuse", help="fuse one pair of images", description="Fuse one registered pair of images.")
     f.add_argument("ir", help="infrared (or MRI) image file")
     f.add_argument("vis", help="visible (or CT/PET/SPECT) image file; a colour image gives the output its colour")
-    f.add_argument("-o", "--output", required=True,
-                   help="output image file: .png, .jpg, .webp, .tif or .bmp (PNG recommended)")
-    _add_k(f)
+    f.add_argument(
+        "-o", "--output", required=True, help="output image file: .png, .jpg, .webp, .tif or .bmp (PNG recommended)"
+    )
+    add_k(f)
     _add_write_args(f)
-    _add_model_args(f)
+    add_model_args(f)
     f.set_defaults(func=cmd_fuse)
 
     d = sub.add_parser(
-        "fuse-dir", help="fuse every pair of two folders",
+        "fuse-dir",
+        help="fuse every pair of two folders",
         description="Fuse the pairs of two folders (same file name, else same stem; ambiguous stems are reported "
-                    "and not fused). Bad pairs are reported and skipped; outputs are written atomically; a re-run "
-                    "skips pairs whose output exists and decodes. A summary is printed and a JSON report written.")
+        "and not fused). Bad pairs are reported and skipped; outputs are written atomically; a re-run "
+        "skips pairs whose output exists and decodes. A summary is printed and a JSON report written.",
+    )
     d.add_argument("--ir", required=True, help="folder of infrared (or MRI) images")
     d.add_argument("--vis", required=True, help="folder of visible (or second-modality) images")
     d.add_argument("-o", "--output", required=True, help="output folder (not inside an input folder)")
@@ -155,9 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--overwrite", action="store_true", help="fuse again pairs whose output already exists")
     d.add_argument("--report", default=None, help="JSON report path (default: OUTPUT/tokfuse-report.json)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    _add_k(d)
+    add_k(d)
     _add_write_args(d)
-    _add_model_args(d)
+    add_model_args(d)
     from .distributed.cli import add_ray_args
 
     add_ray_args(d)
@@ -165,14 +205,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="show the model, backend and device", description="Show what an engine runs.")
     i.add_argument("--json", action="store_true", help="print JSON")
-    _add_model_args(i, inputs=False)
+    add_model_args(i, inputs=False)
     i.set_defaults(func=cmd_info)
 
     from .train.__main__ import build_parser as train_parser
 
-    t = sub.add_parser("train", help="train a model (= python -m tokfuse_rt.train)",
-                       description="Train a TokFuse model (stage I tokenizer, stage II fusion with STE); the same "
-                                   "options as python -m tokfuse_rt.train.")
+    t = sub.add_parser(
+        "train",
+        help="train a model (= python -m tokfuse_rt.train)",
+        description="Train a TokFuse model (stage I tokenizer, stage II fusion with STE); the same "
+        "options as python -m tokfuse_rt.train.",
+    )
     train_parser(t)
     t.set_defaults(func=cmd_train)
 
@@ -194,7 +237,7 @@ def _register_optional(sub, name: str) -> None:
 
 def main(argv=None) -> int:
     p = build_parser()
-    a = p.parse_args(argv)          # ``train`` has the trainer's own options on its sub-parser
+    a = p.parse_args(argv)  # ``train`` has the trainer's own options on its sub-parser
     if not getattr(a, "func", None):
         p.print_help()
         return 2
@@ -211,8 +254,10 @@ def main(argv=None) -> int:
     except (ValueError, TypeError, OSError, ImportError, RuntimeError, MemoryError) as e:
         from .engine import one_line
 
-        print(f"tokfuse {a.command}: error: {one_line(e) if not isinstance(e, OSError) else _os_error(e)}",
-              file=sys.stderr)
+        print(
+            f"tokfuse {a.command}: error: {one_line(e) if not isinstance(e, OSError) else _os_error(e)}",
+            file=sys.stderr,
+        )
         return 1
     finally:
         warnings.showwarning = shown

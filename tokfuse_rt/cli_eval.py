@@ -14,6 +14,7 @@ The mean row goes to stdout, progress bars to stderr.
 
 Exit status: 0 when at least one image was evaluated (even if others were skipped), 1 otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,9 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
 
-from .pairing import SET_LAYOUTS, find_set_dirs  # noqa: F401 - SET_LAYOUTS re-exported for callers
+from .pairing import find_set_dirs
 
 EPILOG = """examples:
   tokfuse eval --fused out/TNO --ir ../shared/data/test/TNO/ir --vis ../shared/data/test/TNO/vi --out tno.md
@@ -40,24 +40,39 @@ def register(subparsers) -> None:
     from .metrics import CONVENTIONS, METRICS
 
     e = subparsers.add_parser(
-        "eval", help="fusion metrics (Markdown table + PNG figure) for fused images or an engine run",
+        "eval",
+        help="fusion metrics (Markdown table + PNG figure) for fused images or an engine run",
         description="Evaluate fused images against their sources (EN, SD, SF, AG, MI, SCD, VIF, Qabf, SSIM, "
-                    "PSNR, CC, MSE, Nabf). Either give --fused/--ir/--vis folders, or --engine and --set to "
-                    "fuse a test set on the fly. Files pair up by name (stem); unpaired or unreadable files "
-                    "are reported and skipped.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "PSNR, CC, MSE, Nabf). Either give --fused/--ir/--vis folders, or --engine and --set to "
+        "fuse a test set on the fly. Files pair up by name (stem); unpaired or unreadable files "
+        "are reported and skipped.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     src = e.add_argument_group("images")
     src.add_argument("--fused", default=None, help="folder of fused images (mode 1)")
     src.add_argument("--ir", default=None, help="folder of infrared (or MRI) images")
     src.add_argument("--vis", default=None, help="folder of visible (or second-modality) images")
     eng = e.add_argument_group("fuse on the fly (mode 2)")
-    eng.add_argument("--engine", default=None, metavar="PATH|default",
-                     help="model file (.safetensors, .onnx, .plan) or 'default' for the bundled model")
-    eng.add_argument("--set", dest="set_dir", default=None, metavar="DIR",
-                     help="test-set folder with ir/ + vi/ (or a/ + b/) sub-folders; "
-                          "alternatively give --ir and --vis")
-    eng.add_argument("--keep", default=None, metavar="DIR",
-                     help="also write the fused images here (default: a temporary folder, deleted)")
+    eng.add_argument(
+        "--engine",
+        default=None,
+        metavar="PATH|default",
+        help="model file (.safetensors, .onnx, .plan) or 'default' for the bundled model",
+    )
+    eng.add_argument(
+        "--set",
+        dest="set_dir",
+        default=None,
+        metavar="DIR",
+        help="test-set folder with ir/ + vi/ (or a/ + b/) sub-folders; alternatively give --ir and --vis",
+    )
+    eng.add_argument(
+        "--keep",
+        default=None,
+        metavar="DIR",
+        help="also write the fused images here (default: a temporary folder, deleted)",
+    )
     eng.add_argument("--k", type=int, default=None, help="tokens edited by STE, 0..K (default: the model's)")
     eng.add_argument("--device", default="auto", help="engine device: auto | cpu | cuda | cuda:N (default: auto)")
     eng.add_argument("--threads", type=int, default=None, help="CPU threads for the engine backend")
@@ -66,25 +81,37 @@ def register(subparsers) -> None:
     add_video_args(e)
     out = e.add_argument_group("output")
     out.add_argument("--out", "-o", default="report.md", help="Markdown report (default: ./report.md)")
-    out.add_argument("--figure", default=None,
-                     help="PNG figure (default: beside the report, same name with .png)")
+    out.add_argument("--figure", default=None, help="PNG figure (default: beside the report, same name with .png)")
     out.add_argument("--no-figure", action="store_true", help="do not write the figure")
-    out.add_argument("--convention", default="cddfuse",
-                     help=f"metric convention: {', '.join(CONVENTIONS)} (default: cddfuse)")
-    out.add_argument("--metrics", default=None, metavar="EN,SD,...",
-                     help=f"comma-separated subset of {','.join(METRICS)} (default: all)")
+    out.add_argument(
+        "--convention", default="cddfuse", help=f"metric convention: {', '.join(CONVENTIONS)} (default: cddfuse)"
+    )
+    out.add_argument(
+        "--metrics",
+        default=None,
+        metavar="EN,SD,...",
+        help=f"comma-separated subset of {','.join(METRICS)} (default: all)",
+    )
     out.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    out.add_argument("--peers", default=None, metavar="JSON",
-                     help="append a mean-rank table against the methods of this peer table "
-                          "(layout of shared/data/val/peer_scores.json) and the thermal share kept")
-    out.add_argument("--peer-set", default=None, metavar="NAME",
-                     help="set name in the peer table (default: the name of the --set folder)")
+    out.add_argument(
+        "--peers",
+        default=None,
+        metavar="JSON",
+        help="append a mean-rank table against the methods of this peer table "
+        "(layout of shared/data/val/peer_scores.json) and the thermal share kept",
+    )
+    out.add_argument(
+        "--peer-set",
+        default=None,
+        metavar="NAME",
+        help="set name in the peer table (default: the name of the --set folder)",
+    )
     out.add_argument("--name", default="tokfuse_rt", help="this model's row name in the mean-rank table")
     e.set_defaults(func=cmd_eval)
 
 
 # --- argument checks -------------------------------------------------------------------------------
-def parse_metrics(text: Optional[str]) -> Optional[List[str]]:
+def parse_metrics(text: str | None) -> list[str] | None:
     """'EN, sd,SSIM_255' -> ['EN', 'SD', 'SSIM_255'] (canonical names); None/'' or 'all' -> None."""
     from .metrics import METRICS
 
@@ -92,7 +119,7 @@ def parse_metrics(text: Optional[str]) -> Optional[List[str]]:
         return None
     known = {m.lower(): m for m in METRICS}
     known.update({"ssim_2": "SSIM_2", "ssim_255": "SSIM_255"})
-    out: List[str] = []
+    out: list[str] = []
     for tok in text.split(","):
         tok = tok.strip()
         if not tok:
@@ -112,7 +139,7 @@ def _need_dir(path, what: str) -> Path:
     return p
 
 
-def _figure_path(a, report: Path) -> Optional[Path]:
+def _figure_path(a, report: Path) -> Path | None:
     if a.no_figure:
         return None
     if a.figure:
@@ -125,7 +152,7 @@ def _figure_path(a, report: Path) -> Optional[Path]:
 def cmd_eval(a) -> int:
     from .metrics import get_convention
 
-    conv = get_convention(a.convention)          # ValueError for unknown names, before any work
+    conv = get_convention(a.convention)  # ValueError for unknown names, before any work
     metrics = parse_metrics(a.metrics)
     if a.peers is not None:
         from .metrics.rank import load_peers
@@ -133,7 +160,7 @@ def cmd_eval(a) -> int:
         peer_set = a.peer_set or (Path(a.set_dir).name if a.set_dir else None)
         if peer_set is None:
             raise ValueError("--peers needs --peer-set NAME (or --set DIR, whose folder name is the set)")
-        a.peer_table = load_peers(a.peers, peer_set)   # FileNotFoundError / ValueError before any work
+        a.peer_table = load_peers(a.peers, peer_set)  # FileNotFoundError / ValueError before any work
     report = Path(a.out)
     if report.exists() and report.is_dir():
         raise ValueError(f"--out must be a file, not a directory: {report}")
@@ -144,8 +171,8 @@ def cmd_eval(a) -> int:
         from .cli_eval_video import cmd_eval_video
 
         return cmd_eval_video(a, conv, metrics, report, figure)
-    info: Dict[str, str] = {}
-    pre_failures: List[Dict[str, str]] = []
+    info: dict[str, str] = {}
+    pre_failures: list[dict[str, str]] = []
 
     if a.engine is None:
         for opt, val in (("--set", a.set_dir), ("--keep", a.keep), ("--k", a.k)):
@@ -154,8 +181,7 @@ def cmd_eval(a) -> int:
         missing = [o for o, v in (("--fused", a.fused), ("--ir", a.ir), ("--vis", a.vis)) if v is None]
         if missing:
             raise ValueError(f"missing {' '.join(missing)} (give --fused --ir --vis, or --engine with --set)")
-        fused_dir, ir_dir, vis_dir = (_need_dir(p, w) for p, w in
-                                      ((a.fused, "fused"), (a.ir, "ir"), (a.vis, "vis")))
+        fused_dir, ir_dir, vis_dir = (_need_dir(p, w) for p, w in ((a.fused, "fused"), (a.ir, "ir"), (a.vis, "vis")))
         info["fused"] = str(fused_dir)
         return _evaluate_and_write(a, conv, metrics, fused_dir, ir_dir, vis_dir, report, figure, info, pre_failures)
 
@@ -183,18 +209,21 @@ def cmd_eval(a) -> int:
         # left in --keep); copy them to --keep right after fusing.
         fused_dir = Path(tmp) / "fused"
         with Engine(model, device=a.device, threads=a.threads) as eng:
-            k = eng._k(a.k)                       # validates --k before fusing anything
+            k = eng.resolve_k(a.k)  # validates --k before fusing anything
             desc = f"{eng.path.name} ({eng.info().get('backend', '?')}, k={k})"
             t0 = time.perf_counter()
             rep = eng.fuse_dir(ir_dir, vis_dir, fused_dir, k=k, progress=not a.quiet, report_path=False)
             dt = time.perf_counter() - t0
-        print(f"fused {len(rep.written)} pairs with {desc} in {dt:.1f} s"
-              f" ({len(rep.failed)} failed, {len(rep.unpaired)} unpaired)")
+        print(
+            f"fused {len(rep.written)} pairs with {desc} in {dt:.1f} s"
+            f" ({len(rep.failed)} failed, {len(rep.unpaired)} unpaired)"
+        )
         for name, msg in rep.failed:
             pre_failures.append({"name": Path(name).stem, "path": name, "reason": f"fusion failed: {msg}"})
         for name in rep.unpaired:
-            pre_failures.append({"name": Path(name).stem, "path": name,
-                                 "reason": "unpaired: no partner in the other source folder"})
+            pre_failures.append(
+                {"name": Path(name).stem, "path": name, "reason": "unpaired: no partner in the other source folder"}
+            )
         for stem, why in rep.ambiguous:
             pre_failures.append({"name": stem, "path": "", "reason": why})
         if keep is not None:
@@ -207,28 +236,42 @@ def cmd_eval(a) -> int:
         return _evaluate_and_write(a, conv, metrics, fused_dir, ir_dir, vis_dir, report, figure, info, pre_failures)
 
 
-def _evaluate_and_write(a, conv, metrics, fused_dir, ir_dir, vis_dir, report: Path, figure: Optional[Path],
-                        info: Dict[str, str], pre_failures: List[Dict[str, str]]) -> int:
+def _evaluate_and_write(
+    a,
+    conv,
+    metrics,
+    fused_dir,
+    ir_dir,
+    vis_dir,
+    report: Path,
+    figure: Path | None,
+    info: dict[str, str],
+    pre_failures: list[dict[str, str]],
+) -> int:
     from .metrics.report import evaluate_dirs, write_figure
 
-    rows, failures = evaluate_dirs(fused_dir, ir_dir, vis_dir, progress=not a.quiet,
-                                   convention=conv, metrics=metrics)
+    rows, failures = evaluate_dirs(fused_dir, ir_dir, vis_dir, progress=not a.quiet, convention=conv, metrics=metrics)
     # in engine mode a pair that failed to fuse also shows up as "no fused image": report it once
     already = {f["name"] for f in pre_failures}
     failures = pre_failures + [f for f in failures if f["name"] not in already]
     for f in failures:
         print(f"skipped {f['name']}: {f['reason']} [{f['path']}]", file=sys.stderr)
 
-    info = {"ir": str(ir_dir), "vis": str(vis_dir), **info, "convention": conv.name,
-            "evaluated": f"{len(rows)} images, {len(failures)} skipped"}
-    _write_report(rows, failures, report, info)
+    info = {
+        "ir": str(ir_dir),
+        "vis": str(vis_dir),
+        **info,
+        "convention": conv.name,
+        "evaluated": f"{len(rows)} images, {len(failures)} skipped",
+    }
+    write_report(rows, failures, report, info)
     if a.peers is not None and rows:
         print(_append_rank(a, rows, report, fused_dir, ir_dir, vis_dir))
     print(f"evaluated {len(rows)} images, {len(failures)} skipped (convention {conv.name})")
     if not rows:
         print(f"report: {report.resolve()}")
         raise ValueError(f"no image could be evaluated ({len(failures)} skipped; see {report})")
-    print(_mean_lines(rows))
+    print(mean_lines(rows))
     print(f"report: {report.resolve()}")
     if figure is not None:
         title = f"tokfuse eval ({conv.name}, n={len(rows)})"
@@ -242,13 +285,15 @@ def _thermal_kept(rows, fused_dir: Path, ir_dir: Path, vis_dir: Path):
     import numpy as np
 
     from .metrics import read_gray, thermal_kept
+    from .pairing import match_outputs, pair_dirs
 
-    def find(d: Path, stem: str) -> Path:
-        return next(p for p in sorted(d.iterdir()) if p.stem == stem)
-
+    paths = {
+        pair.stem: (fused, pair.ir, pair.vis)
+        for pair, fused in match_outputs(pair_dirs(ir_dir, vis_dir), fused_dir).found
+    }
     kept = []
     for r in rows:
-        f, ir, vis = (read_gray(find(d, r["name"])) / 255.0 for d in (fused_dir, ir_dir, vis_dir))
+        f, ir, vis = (read_gray(p) / 255.0 for p in paths[r["name"]])
         k, n = thermal_kept(f, ir, vis, margin=0.25)
         if n >= 500:
             kept.append(k)
@@ -265,31 +310,28 @@ def _append_rank(a, rows, report: Path, fused_dir: Path, ir_dir: Path, vis_dir: 
     table[a.name] = {m: stats[m][0] for m in RANK_METRICS if m in stats}
     kept, n = _thermal_kept(rows, fused_dir, ir_dir, vis_dir)
     pos = place(table, a.name)
-    text = (f"\n## Mean rank against {Path(a.peers).name}\n\n{rank_markdown(table, highlight=a.name)}\n\n"
-            f"{a.name}: place {pos} of {len(table)} by mean rank. Thermal share kept: {kept:.3f} "
-            f"(mean over {n} images with >= 500 pixels where ir > vis + 0.25).\n")
+    text = (
+        f"\n## Mean rank against {Path(a.peers).name}\n\n{rank_markdown(table, highlight=a.name)}\n\n"
+        f"{a.name}: place {pos} of {len(table)} by mean rank. Thermal share kept: {kept:.3f} "
+        f"(mean over {n} images with >= 500 pixels where ir > vis + 0.25).\n"
+    )
     with open(report, "a", encoding="utf-8") as fh:
         fh.write(text)
     return text.strip()
 
 
-def _mean_lines(rows) -> str:
+def mean_lines(rows) -> str:
     """Markdown header + mean ± std row (plain, for the terminal)."""
-    from .metrics.report import _fmt, metric_columns, summarize
+    from .metrics.report import mean_row, metric_columns
 
-    cols = metric_columns(rows)
-    stats = summarize(rows)
-    head = "| image | " + " | ".join(cols) + " |"
-    mean = f"| mean ± std (n={len(rows)}) | " + " | ".join(
-        f"{_fmt(stats[c][0])} ± {_fmt(stats[c][1])}" for c in cols) + " |"
-    return head + "\n" + mean
+    return "| image | " + " | ".join(metric_columns(rows)) + " |\n" + mean_row(rows, f"mean ± std (n={len(rows)})")
 
 
-def _write_report(rows, failures, report: Path, info: Dict[str, str]) -> Path:
+def write_report(rows, failures, report: Path, info: dict[str, str]) -> Path:
     """Markdown: title, run info, the per-image table with its mean ± std row, then the skip list."""
     from .metrics.report import write_markdown
 
-    write_markdown(rows, report)                 # the table (creates parent folders)
+    write_markdown(rows, report)  # the table (creates parent folders)
     table = report.read_text(encoding="utf-8") if rows else "_no image could be evaluated_\n"
     when = _dt.datetime.now().isoformat(timespec="seconds")
     lines = ["# tokfuse eval", ""]

@@ -9,6 +9,7 @@ every ``--stride``-th frame (luminance, the chosen convention) and reported per 
 ``mean ± std`` row; BiSWE (:mod:`tokfuse_rt.metrics.temporal`, lower = more stable) is computed on
 all paired frames for the fused video and, on the same occlusion masks, for both sources.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -22,14 +23,18 @@ VIDEO_EXTS = {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", 
 def add_video_args(parser) -> None:
     vid = parser.add_argument_group("videos (when --fused/--ir/--vis are video files; adds the temporal metric BiSWE)")
     vid.add_argument("--stride", type=int, default=1, help="per-frame metrics on every N-th frame (default 1)")
-    vid.add_argument("--reuse", default=None,
-                     help="with --engine: token reuse policy of fuse-video (auto, off, N, interval=N,scene=T)")
+    vid.add_argument(
+        "--reuse",
+        default=None,
+        help="with --engine: token reuse policy of fuse-video (auto, off, N, interval=N,scene=T)",
+    )
 
 
 def is_video_args(a) -> bool:
     """True when the eval arguments name video files (then this module handles the run)."""
-    return any(p is not None and Path(p).suffix.lower() in VIDEO_EXTS and not Path(p).is_dir()
-               for p in (a.fused, a.ir, a.vis))
+    return any(
+        p is not None and Path(p).suffix.lower() in VIDEO_EXTS and not Path(p).is_dir() for p in (a.fused, a.ir, a.vis)
+    )
 
 
 def _decode_rgb(source):
@@ -39,8 +44,8 @@ def _decode_rgb(source):
     out = []
     for f in source.frames():
         y = f.y.astype(np.float32) - 16.0
-        u = np.repeat(np.repeat(f.u, 2, 0), 2, 1)[:f.y.shape[0], :f.y.shape[1]].astype(np.float32) - 128.0
-        v = np.repeat(np.repeat(f.v, 2, 0), 2, 1)[:f.y.shape[0], :f.y.shape[1]].astype(np.float32) - 128.0
+        u = np.repeat(np.repeat(f.u, 2, 0), 2, 1)[: f.y.shape[0], : f.y.shape[1]].astype(np.float32) - 128.0
+        v = np.repeat(np.repeat(f.v, 2, 0), 2, 1)[: f.y.shape[0], : f.y.shape[1]].astype(np.float32) - 128.0
         # BT.601 limited range -> full-range RGB (the inverse of what the encoder tags)
         yy = y * (255.0 / 219.0)
         cb, cr = u * (255.0 / 224.0), v * (255.0 / 224.0)
@@ -75,8 +80,10 @@ def pair_video_frames(fused_path, ir_path, vis_path):
     vis_by_t = {round(f.t, 6): f for f in frames["vis"]}
     fused = [f for f in frames["fused"] if round(f.t, 6) in vis_by_t]
     if not fused:
-        raise ValueError(f"the fused video {fused_path} shares no frame time with the visible video {vis_path} "
-                         "(was it fused from it?)")
+        raise ValueError(
+            f"the fused video {fused_path} shares no frame time with the visible video {vis_path} "
+            "(was it fused from it?)"
+        )
     period = srcs["ir"].frame_period or srcs["vis"].frame_period or 1 / 30
     pairs = list(pair_by_time(fused, frames["ir"], 0.5 * period))
     if not pairs:
@@ -85,30 +92,27 @@ def pair_video_frames(fused_path, ir_path, vis_path):
     A = [i.img for _, i in pairs]
     B = [vis_by_t[round(f.t, 6)].img for f, _ in pairs]
     if F[0].shape != B[0].shape or A[0].shape != B[0].shape:
-        raise ValueError(f"frame sizes differ: fused {F[0].shape[1]}x{F[0].shape[0]}, ir "
-                         f"{A[0].shape[1]}x{A[0].shape[0]}, vis {B[0].shape[1]}x{B[0].shape[0]}")
+        raise ValueError(
+            f"frame sizes differ: fused {F[0].shape[1]}x{F[0].shape[0]}, ir "
+            f"{A[0].shape[1]}x{A[0].shape[0]}, vis {B[0].shape[1]}x{B[0].shape[0]}"
+        )
     skipped = len(frames["fused"]) - len(F)
     return F, A, B, skipped
 
 
-def evaluate_videos(fused_path, ir_path, vis_path, convention="cddfuse", metrics=None, stride: int = 1,
-                    progress: bool = True):
+def evaluate_videos(
+    fused_path, ir_path, vis_path, convention="cddfuse", metrics=None, stride: int = 1, progress: bool = True
+):
     """(rows, temporal, info): per-frame metric rows, {"fused", "ir", "vis"} BiSWE, and counts."""
     from .metrics import BiSWE, evaluate
 
     if stride < 1:
         raise ValueError(f"--stride must be >= 1, got {stride}")
     F, A, B, skipped = pair_video_frames(fused_path, ir_path, vis_path)
-    idx = list(range(0, len(F), stride))
-    it = idx
-    if progress:
-        import sys
+    from .progress import progress_bar
 
-        from tqdm import tqdm
-
-        it = tqdm(idx, desc="metrics", unit="frame", file=sys.stderr)
     rows = []
-    for i in it:
+    for i in progress_bar(range(0, len(F), stride), enabled=progress, desc="metrics", unit="frame"):
         r = {"name": f"frame {i:04d}"}
         r.update(evaluate(F[i], A[i], B[i], convention=convention, metrics=metrics))
         rows.append(r)
@@ -121,7 +125,7 @@ def evaluate_videos(fused_path, ir_path, vis_path, convention="cddfuse", metrics
 
 
 def cmd_eval_video(a, conv, metrics, report: Path, figure) -> int:
-    from .cli_eval import _mean_lines, _write_report
+    from .cli_eval import mean_lines, write_report
     from .metrics.report import write_figure
 
     info = {}
@@ -129,8 +133,10 @@ def cmd_eval_video(a, conv, metrics, report: Path, figure) -> int:
     if a.engine is None:
         missing = [o for o, v in (("--fused", a.fused), ("--ir", a.ir), ("--vis", a.vis)) if v is None]
         if missing:
-            raise ValueError(f"missing {' '.join(missing)} (video mode: give --fused --ir --vis video files, "
-                             "or --engine with --ir and --vis)")
+            raise ValueError(
+                f"missing {' '.join(missing)} (video mode: give --fused --ir --vis video files, "
+                "or --engine with --ir and --vis)"
+            )
         rows, temporal, counts = evaluate_videos(a.fused, a.ir, a.vis, conv, metrics, stride, not a.quiet)
         info["fused"] = str(a.fused)
     else:
@@ -159,18 +165,24 @@ def cmd_eval_video(a, conv, metrics, report: Path, figure) -> int:
                 print(f"fused video in {keep.resolve()}")
         info["engine"] = f"{a.engine} -> {desc}, token reuse: {rep.reuse.get('policy')}"
         info["fused"] = str(a.keep) if a.keep is not None else "(temporary file, deleted)"
-    info = {"ir": str(a.ir), "vis": str(a.vis), **info, "convention": conv.name,
-            "evaluated": f"{counts['evaluated']} of {counts['frames']} paired frames (stride {stride})"}
-    _write_report(rows, [], report, info)
+    info = {
+        "ir": str(a.ir),
+        "vis": str(a.vis),
+        **info,
+        "convention": conv.name,
+        "evaluated": f"{counts['evaluated']} of {counts['frames']} paired frames (stride {stride})",
+    }
+    write_report(rows, [], report, info)
     text = report.read_text(encoding="utf-8").rstrip("\n")
     if temporal is not None:
-        text += ("\n\n## Temporal stability\n\nBiSWE (VF-Bench bi-directional self-warping error, 8-bit grey "
-                 "levels, Farneback flow; lower = more stable), over all paired frames:\n\n"
-                 "| video | BiSWE |\n| --- | ---: |\n"
-                 + "".join(f"| {k} | {v:.4f} |\n" for k, v in temporal.items()))
+        text += (
+            "\n\n## Temporal stability\n\nBiSWE (VF-Bench bi-directional self-warping error, 8-bit grey "
+            "levels, Farneback flow; lower = more stable), over all paired frames:\n\n"
+            "| video | BiSWE |\n| --- | ---: |\n" + "".join(f"| {k} | {v:.4f} |\n" for k, v in temporal.items())
+        )
     report.write_text(text + "\n", encoding="utf-8")
     print(f"evaluated {counts['evaluated']} frames of {counts['frames']} (convention {conv.name})")
-    print(_mean_lines(rows))
+    print(mean_lines(rows))
     if temporal is not None:
         print("BiSWE (lower = more stable): " + ", ".join(f"{k} {v:.4f}" for k, v in temporal.items()))
     print(f"report: {report.resolve()}")

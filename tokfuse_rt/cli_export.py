@@ -4,9 +4,12 @@
     tokfuse export trt  CKPT -o model.plan [--fp16] [--min-shape 1x16x16 --opt-shape 1x480x640 --max-shape 4x2048x2048]
     tokfuse export CKPT -o model.onnx|model.plan     (format from the output suffix)
 
-Thin wrapper over ``python -m export.to_onnx`` and ``python -m export.to_trt`` (same options and
-exit codes; ``export trt`` without TensorRT/GPU writes the ONNX + compatibility report and exits 3).
+The options are the exporters' own (``export.to_onnx.add_options``, ``export.to_trt.add_options``) and
+the command runs their ``run`` functions: the same behaviour and exit codes as ``python -m
+export.to_onnx`` / ``python -m export.to_trt`` (``export trt`` without TensorRT/GPU writes the ONNX +
+compatibility report and exits 3). An option of the other format is an error.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,28 +24,51 @@ EPILOG = """examples:
 """
 
 
+def _exporters():
+    try:
+        from export import to_onnx, to_trt
+    except ModuleNotFoundError as e:
+        raise ImportError(
+            f"the export package is not importable ({e}); install tokfuse_rt with its export package"
+        ) from None
+    return {"onnx": to_onnx, "trt": to_trt}
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "export", help="export a checkpoint to ONNX or a TensorRT engine",
+        "export",
+        help="export a checkpoint to ONNX or a TensorRT engine",
         usage="tokfuse export [onnx|trt] CKPT -o OUTPUT [options]",
         description="Export a TokFuse checkpoint to ONNX (for ONNX Runtime) or build a TensorRT engine.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", metavar="[FORMAT] CKPT", nargs="+",
-                   help="optional format (onnx | trt), then the checkpoint (.safetensors); without FORMAT the "
-                        "suffix of -o decides")
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "what",
+        metavar="[FORMAT] CKPT",
+        nargs="+",
+        help="optional format (onnx | trt), then the checkpoint (.safetensors; trt: or an .onnx file); "
+        "without FORMAT the suffix of -o decides",
+    )
     p.add_argument("-o", "--output", default=None, help="output file: .onnx, .plan or .engine")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (>= 17)")
-    p.add_argument("--no-verify", action="store_true", help="onnx: skip the ONNX Runtime vs PyTorch self-check")
-    g = p.add_argument_group("TensorRT")
-    g.add_argument("--fp16", action="store_true", help="allow FP16 convolutions")
-    g.add_argument("--min-shape", default=None, help="smallest BxHxW of the profile")
-    g.add_argument("--opt-shape", default=None, help="BxHxW TensorRT tunes for")
-    g.add_argument("--max-shape", default=None, help="largest BxHxW of the profile")
-    g.add_argument("--workspace", type=float, default=None, help="builder workspace, GiB")
-    g.add_argument("--onnx", default=None, help="where the intermediate ONNX goes")
-    g.add_argument("--report", default=None, help="where the TensorRT compatibility report goes")
-    g.add_argument("--verbose", action="store_true", help="print TensorRT's log")
-    p.set_defaults(func=cmd_export)
+    try:
+        exporters = _exporters()
+    except ImportError as e:  # reported when the command runs, not on every `tokfuse`
+        p.set_defaults(func=_unavailable(e))
+        return
+    own = {}
+    for fmt, mod in exporters.items():
+        g = p.add_argument_group("ONNX" if fmt == "onnx" else "TensorRT")
+        own[fmt] = mod.add_options(g)
+    p.set_defaults(func=cmd_export, export_options=own)
+
+
+def _unavailable(err: ImportError):
+    def fail(a):
+        raise err
+
+    return fail
 
 
 def resolve(what: list, output) -> tuple[str, str]:
@@ -56,41 +82,19 @@ def resolve(what: list, output) -> tuple[str, str]:
             raise ValueError(f"export {what[0]}: missing the checkpoint (tokfuse export {what[0]} CKPT -o OUT)")
         suffix = Path(output).suffix.lower() if output else ""
         if suffix not in SUFFIXES:
-            raise ValueError("cannot tell the export format: give it (tokfuse export onnx|trt CKPT -o OUT) or use "
-                             "an output ending in .onnx, .plan or .engine")
+            raise ValueError(
+                "cannot tell the export format: give it (tokfuse export onnx|trt CKPT -o OUT) or use "
+                "an output ending in .onnx, .plan or .engine"
+            )
         return SUFFIXES[suffix], what[0]
     raise ValueError(f"expected [onnx|trt] CKPT, got {' '.join(what)}")
 
 
 def cmd_export(a) -> int:
-    fmt, ckpt = resolve(a.what, a.output)
-    try:
-        if fmt == "onnx":
-            from export import to_onnx as mod
-        else:
-            from export import to_trt as mod
-    except ModuleNotFoundError as e:
-        raise ImportError(f"the export package is not importable ({e}); "
-                          "install tokfuse_rt with its export package") from None
-    argv = [ckpt]
-    if a.output:
-        argv += ["-o", a.output]
-    if a.opset is not None:
-        argv += ["--opset", str(a.opset)]
-    if fmt == "onnx":
-        trt_only = [n for n in ("fp16", "min_shape", "opt_shape", "max_shape", "workspace", "onnx", "report")
-                    if getattr(a, n) not in (None, False)]
-        if trt_only:
-            raise ValueError(f"--{trt_only[0].replace('_', '-')} applies to TensorRT export only")
-        if a.no_verify:
-            argv.append("--no-verify")
-    else:
-        for name in ("min_shape", "opt_shape", "max_shape", "workspace", "onnx", "report"):
-            v = getattr(a, name)
-            if v is not None:
-                argv += [f"--{name.replace('_', '-')}", str(v)]
-        if a.fp16:
-            argv.append("--fp16")
-        if a.verbose:
-            argv.append("--verbose")
-    return mod.main(argv)
+    fmt, a.ckpt = resolve(a.what, a.output)
+    for other, actions in a.export_options.items():
+        for act in actions:
+            if other != fmt and getattr(a, act.dest) != act.default:
+                what = "ONNX" if other == "onnx" else "TensorRT"
+                raise ValueError(f"{act.option_strings[-1]} applies to {what} export only")
+    return _exporters()[fmt].run(a, prog=f"tokfuse export {fmt}")

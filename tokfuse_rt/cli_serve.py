@@ -1,28 +1,41 @@
 """``tokfuse serve``: the HTTP fusion service on Ray Serve (see tokfuse_rt.distributed.serve)."""
+
 from __future__ import annotations
 
 import sys
 
 
 def register(sub) -> None:
-    s = sub.add_parser("serve", help="HTTP fusion service on Ray Serve",
-                       description="Serve POST /fuse (multipart ir, vis, optional k -> PNG), GET /healthz and "
-                                   "GET /info on Ray Serve. With the environment variable TOKFUSE_SERVE_TOKEN set, "
-                                   "/fuse and /info need 'Authorization: Bearer <token>'.")
+    s = sub.add_parser(
+        "serve",
+        help="HTTP fusion service on Ray Serve",
+        description="Serve POST /fuse (multipart ir, vis, optional k -> PNG), GET /healthz and "
+        "GET /info on Ray Serve. With the environment variable TOKFUSE_SERVE_TOKEN set, "
+        "/fuse and /info need 'Authorization: Bearer <token>'.",
+    )
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    s.add_argument("--model", "-m", default=None,
-                   help="model file (.onnx recommended); default: the bundled model exported to ONNX once")
+    s.add_argument(
+        "--model",
+        "-m",
+        default=None,
+        help="model file (.onnx recommended); default: the bundled model exported to ONNX once",
+    )
     s.add_argument("--replicas", type=int, default=1, help="replicas, one engine each (default 1)")
     s.add_argument("--threads", type=int, default=1, help="backend threads per replica (default 1)")
     s.add_argument("--max-batch-size", type=int, default=8, help="most requests fused together (default 8)")
-    s.add_argument("--batch-wait-ms", type=float, default=5.0,
-                   help="how long a batch waits for more requests (default 5 ms)")
+    s.add_argument(
+        "--batch-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests (default 5 ms)"
+    )
     s.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body in MiB (default 32)")
     s.add_argument("--max-pixels", type=int, default=16_000_000, help="largest image in pixels (default 16000000)")
-    s.add_argument("--ray", default="auto", metavar="auto|ADDRESS",
-                   help="Ray cluster: 'auto' joins the running one or starts a local instance (default), "
-                        "or a cluster address HOST:PORT")
+    s.add_argument(
+        "--ray",
+        default="auto",
+        metavar="auto|ADDRESS",
+        help="Ray cluster: 'auto' joins the running one or starts a local instance (default), "
+        "or a cluster address HOST:PORT",
+    )
     s.set_defaults(func=cmd_serve)
 
 
@@ -30,7 +43,16 @@ def cmd_serve(a) -> int:
     from .distributed.serve import Limits, serve_forever
 
     limits = Limits(max_body_bytes=int(a.max_body_mb * 1024 * 1024), max_pixels=a.max_pixels)
-    serve_forever(a.model, host=a.host, port=a.port, address=a.ray, replicas=a.replicas, threads=a.threads,
-                  max_batch_size=a.max_batch_size, batch_wait_s=a.batch_wait_ms / 1000.0, limits=limits,
-                  ready=lambda msg: print(msg, flush=True, file=sys.stdout))
+    serve_forever(
+        a.model,
+        host=a.host,
+        port=a.port,
+        address=a.ray,
+        replicas=a.replicas,
+        threads=a.threads,
+        max_batch_size=a.max_batch_size,
+        batch_wait_s=a.batch_wait_ms / 1000.0,
+        limits=limits,
+        ready=lambda msg: print(msg, flush=True, file=sys.stdout),
+    )
     return 0

@@ -1,6 +1,8 @@
 """Where the project's registered image pairs live (``shared/data`` beside the repository)."""
+
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -14,3 +16,23 @@ def find_shared_data(marker: str = "test", start: Path | None = None) -> Path | 
     start = Path(start or __file__).resolve()
     cands += [p / "shared" / "data" for p in start.parents]
     return next((c for c in cands if (c / marker).exists()), None)
+
+
+def shared_dir(sub: str, start: Path | None = None) -> Path:
+    """``shared/data/<sub>`` (found as :func:`find_shared_data` finds the data folder); FileNotFoundError
+    naming it when absent."""
+    data = find_shared_data(sub, start)
+    if data is None:
+        raise FileNotFoundError(f"shared/data/{sub} not found beside the repository (set TOKFUSE_SHARED)")
+    return data / sub
+
+
+def data_option(parser: argparse.ArgumentParser, value: str | None, sub: str, start: Path | None = None) -> Path:
+    """A command's ``--data`` folder: ``value`` when given, else ``shared/data/<sub>`` (:func:`shared_dir`);
+    ``parser.error`` naming both when neither is there."""
+    if value is not None:
+        return Path(value)
+    try:
+        return shared_dir(sub, start)
+    except FileNotFoundError as e:
+        parser.error(f"{e}; give --data")

@@ -1,4 +1,5 @@
 """``make demo``: fuse the bundled sample pair with the bundled default model and say where the output is."""
+
 from __future__ import annotations
 
 import sys

@@ -1,4 +1,5 @@
 """``tokfuse_rt.Engine``: one API over the PyTorch, ONNX Runtime and TensorRT backends (§4)."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -6,14 +7,22 @@ import json
 import os
 import sys
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Union
 
 import numpy as np
 
 from .imageio import DEFAULT_MAX_PIXELS, check_depth
-from .inputs import Prepared
+from .inputs import ImageInput, ImageOutput, Prepared
 from .outputs import atomic_write
+
+if TYPE_CHECKING:
+    from .video.pipeline import VideoReport
+    from .video.reuse import ReusePolicy
+
+PathLike = Union[str, os.PathLike]
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default.safetensors"
 DEFAULT_TILE = 1024
@@ -31,11 +40,11 @@ class FuseReport:
     what had no partner or an ambiguous stem, warnings, and stale temporaries removed."""
 
     written: list = field(default_factory=list)
-    failed: list = field(default_factory=list)       # (name, message)
-    unpaired: list = field(default_factory=list)     # "ir/<name>" / "vis/<name>": found on one side only
-    skipped: list = field(default_factory=list)      # outputs already there (resumed run)
-    ambiguous: list = field(default_factory=list)    # (stem, reason): not fused
-    warnings: list = field(default_factory=list)     # (name, message)
+    failed: list = field(default_factory=list)  # (name, message)
+    unpaired: list = field(default_factory=list)  # "ir/<name>" / "vis/<name>": found on one side only
+    skipped: list = field(default_factory=list)  # outputs already there (resumed run)
+    ambiguous: list = field(default_factory=list)  # (stem, reason): not fused
+    warnings: list = field(default_factory=list)  # (name, message)
     removed_temps: list = field(default_factory=list)
     interrupted: bool = False
 
@@ -44,8 +53,10 @@ class FuseReport:
         return not self.failed and not self.unpaired and not self.ambiguous and not self.interrupted
 
     def summary(self) -> str:
-        s = (f"{len(self.written)} fused, {len(self.failed)} failed, {len(self.unpaired)} unpaired, "
-             f"{len(self.skipped)} already done, {len(self.ambiguous)} ambiguous")
+        s = (
+            f"{len(self.written)} fused, {len(self.failed)} failed, {len(self.unpaired)} unpaired, "
+            f"{len(self.skipped)} already done, {len(self.ambiguous)} ambiguous"
+        )
         if self.interrupted:
             s += " (interrupted)"
         lines = [s] + [f"  failed {n}: {m}" for n, m in self.failed] + [f"  ambiguous {r}" for _, r in self.ambiguous]
@@ -54,8 +65,13 @@ class FuseReport:
 
     def to_dict(self) -> dict:
         return {
-            "counts": {"fused": len(self.written), "failed": len(self.failed), "unpaired": len(self.unpaired),
-                       "already_done": len(self.skipped), "ambiguous": len(self.ambiguous)},
+            "counts": {
+                "fused": len(self.written),
+                "failed": len(self.failed),
+                "unpaired": len(self.unpaired),
+                "already_done": len(self.skipped),
+                "ambiguous": len(self.ambiguous),
+            },
             "interrupted": self.interrupted,
             "written": [str(p) for p in self.written],
             "already_done": [str(p) for p in self.skipped],
@@ -66,14 +82,17 @@ class FuseReport:
             "removed_temporaries": [str(p) for p in self.removed_temps],
         }
 
-    def write_json(self, path, **run_info) -> Path:
+    def write_json(self, path: PathLike, **run_info) -> Path:
         """Write the report (plus ``run_info``) as JSON, atomically."""
-        d = {"tokfuse_rt": "fuse-dir report", **{k: str(v) if isinstance(v, Path) else v for k, v in run_info.items()},
-             **self.to_dict()}
+        d = {
+            "tokfuse_rt": "fuse-dir report",
+            **{k: str(v) if isinstance(v, Path) else v for k, v in run_info.items()},
+            **self.to_dict(),
+        }
         data = json.dumps(d, indent=1).encode()
         return atomic_write(path, lambda f: f.write(data))
 
-    def save_json(self, path, **run_info) -> None:
+    def save_json(self, path: PathLike, **run_info) -> None:
         """``write_json`` for the end of a run: a failure to write is printed, not raised (the run's
         own outcome, or the exception that interrupted it, matters more)."""
         try:
@@ -109,10 +128,19 @@ class Engine:
     the backend runs the model's halves (see ``tokfuse_rt.tiling``); None: never tile.
     """
 
-    def __init__(self, path=None, device: str = "auto", threads: int | None = None, kernels: str = "auto",
-                 batch_size: int = 4, max_pixels: int | None = DEFAULT_MAX_PIXELS, depth: str = "auto",
-                 tile_size: int | None = DEFAULT_TILE):
+    def __init__(
+        self,
+        path: PathLike | None = None,
+        device: str = "auto",
+        threads: int | None = None,
+        kernels: str = "auto",
+        batch_size: int = 4,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        depth: str = "auto",
+        tile_size: int | None = DEFAULT_TILE,
+    ) -> None:
         from .backends import OutputGuard, backend_class
+        from .devices import parse_device
 
         if path is None:
             path = DEFAULT_MODEL
@@ -121,8 +149,7 @@ class Engine:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"model file not found: {path}")
-        if not isinstance(device, str):
-            raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {type(device).__name__}")
+        parse_device(device)  # a bad device string fails before the model loads
         if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
             raise ValueError(f"threads must be a positive int or None, got {threads!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -145,7 +172,10 @@ class Engine:
         self._guard = OutputGuard(path, self._backend.num_tokens, cb)
 
     # --- API -----------------------------------------------------------------------------------
-    def _k(self, k) -> int:
+    def resolve_k(self, k: int | None) -> int:
+        """The number of tokens STE edits for ``k`` as ``fuse`` takes it: None -> the model's default;
+        TypeError / ValueError unless an int in [0, K]."""
+        self._require_open()
         if k is None:
             return self._backend.default_k
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
@@ -154,18 +184,25 @@ class Engine:
             raise ValueError(f"k must be in [0, {self._backend.num_tokens}], got {k}")
         return int(k)
 
+    @property
+    def backend(self):
+        """The backend object that runs the model (see :mod:`tokfuse_rt.backends`)."""
+        self._require_open()
+        return self._backend
+
     def _require_open(self):
         if self._backend is None:
             raise RuntimeError("this Engine has been closed")
 
-    def _prepare(self, ir, vis) -> Prepared:
+    def _prepare(self, ir: ImageInput, vis: ImageInput) -> Prepared:
         return Prepared(ir, vis, max_pixels=self.max_pixels, depth=self.depth)
 
     def _tiled(self, shape) -> bool:
         from .tiling import supports_tiles
 
-        return (self.tile_size is not None and shape[0] * shape[1] > 2 * self.tile_size ** 2
-                and supports_tiles(self._backend))
+        return (
+            self.tile_size is not None and shape[0] * shape[1] > 2 * self.tile_size**2 and supports_tiles(self._backend)
+        )
 
     def _call(self, fn, shape, *args):
         """Run a backend step; failures other than input errors become BackendError naming the model."""
@@ -175,26 +212,32 @@ class Engine:
             return fn(*args)
         except (ValueError, TypeError, MemoryError, ModelOutputError):
             raise
-        except Exception as e:  # noqa: BLE001 - torch/ONNX Runtime/TensorRT errors of any type
-            raise BackendError(f"model file {self.path}: the {self._backend.name} backend failed on a "
-                               f"{shape[1]}x{shape[0]} input: {one_line(e)}") from e
+        except Exception as e:
+            raise BackendError(
+                f"model file {self.path}: the {self._backend.name} backend failed on a "
+                f"{shape[1]}x{shape[0]} input: {one_line(e)}"
+            ) from e
 
     def _check_memory(self, shape) -> None:
         """Refuse an untiled call whose working memory would exceed the memory available."""
         need = UNTILED_BYTES_PER_PIXEL * int(np.prod(shape))
-        if need < 2 ** 30:
+        if need < 2**30:
             return
         avail = _mem_available()
         if avail is not None and need > avail:
             from .imageio import ImageTooLargeError
             from .tiling import supports_tiles
 
-            why = ("tiles are off (tile_size=None)" if supports_tiles(self._backend) else
-                   f"the {self._backend.name} backend of {self.path.name} cannot run in tiles; use a smaller image "
-                   "or a model that tiles (.safetensors)")
+            why = (
+                "tiles are off (tile_size=None)"
+                if supports_tiles(self._backend)
+                else f"the {self._backend.name} backend of {self.path.name} cannot run in tiles; use a smaller image "
+                "or a model that tiles (.safetensors)"
+            )
             raise ImageTooLargeError(
-                f"a {shape[-1]}x{shape[-2]} input (batch {shape[0]}) needs about {need / 2 ** 30:.1f} GiB untiled, "
-                f"{avail / 2 ** 30:.1f} GiB are available, and {why}")
+                f"a {shape[-1]}x{shape[-2]} input (batch {shape[0]}) needs about {need / 2**30:.1f} GiB untiled, "
+                f"{avail / 2**30:.1f} GiB are available, and {why}"
+            )
 
     def _run(self, a: np.ndarray, b: np.ndarray, k: int):
         self._check_memory(a.shape)
@@ -203,14 +246,14 @@ class Engine:
         self._guard.ids(ids, a.shape[0])
         return fused, ids
 
-    def fuse(self, ir, vis, k: int | None = None):
+    def fuse(self, ir: ImageInput, vis: ImageInput, k: int | None = None) -> ImageOutput:
         """Fuse one pair. Returns the same kind as ``vis`` (uint8 numpy for file paths)."""
         return self.fuse_with_tokens(ir, vis, k)[0]
 
-    def fuse_with_tokens(self, ir, vis, k: int | None = None):
+    def fuse_with_tokens(self, ir: ImageInput, vis: ImageInput, k: int | None = None) -> tuple[ImageOutput, np.ndarray]:
         """Like ``fuse`` but also returns the K shared token ids (int64 numpy [K]) after STE."""
         self._require_open()
-        k = self._k(k)
+        k = self.resolve_k(k)
         return self._fuse_prepared(self._prepare(ir, vis), k)
 
     def _fuse_prepared(self, p: Prepared, k: int):
@@ -222,18 +265,20 @@ class Engine:
         fused, ids = self._run(y_ir[None, None], y_vis[None, None], k)
         return p.finish(fused[0, 0]), ids[0]
 
-    def prepare(self, ir, vis) -> Prepared:
+    def prepare(self, ir: ImageInput, vis: ImageInput) -> Prepared:
         """Read and check one pair as ``fuse`` does before the model runs (decoding, limits, sizes,
         colour decision). ``fuse_batch`` takes the result in place of an (ir, vis) pair, so a caller
         can read pairs one by one (to attribute errors and warnings) and still fuse them together."""
         self._require_open()
         return self._prepare(ir, vis)
 
-    def fuse_batch(self, pairs, k: int | None = None) -> list:
+    def fuse_batch(
+        self, pairs: Iterable[tuple[ImageInput, ImageInput] | Prepared], k: int | None = None
+    ) -> list[ImageOutput]:
         """Fuse a sequence of (ir, vis) pairs (or ``prepare`` results); same-size pairs share backend
         calls. Returns a list."""
         self._require_open()
-        k = self._k(k)
+        k = self.resolve_k(k)
         prepared = []
         for i, pair in enumerate(pairs):
             if isinstance(pair, Prepared):
@@ -256,7 +301,7 @@ class Engine:
                 groups.setdefault(p.shape, []).append(i)
         for idx in groups.values():
             for s in range(0, len(idx), self.batch_size):
-                chunk = idx[s:s + self.batch_size]
+                chunk = idx[s : s + self.batch_size]
                 lums = [prepared[i].luminance() for i in chunk]
                 a = np.stack([y[0] for y in lums])[:, None]
                 b = np.stack([y[1] for y in lums])[:, None]
@@ -265,9 +310,18 @@ class Engine:
                     out[i] = prepared[i].finish(fused[j, 0])
         return out
 
-    def fuse_dir(self, ir_dir, vis_dir, out_dir, k: int | None = None, progress: bool = True,
-                 ext: str = ".png", overwrite: bool = False, quality: int | None = None,
-                 report_path=None) -> FuseReport:
+    def fuse_dir(
+        self,
+        ir_dir: PathLike,
+        vis_dir: PathLike,
+        out_dir: PathLike,
+        k: int | None = None,
+        progress: bool = True,
+        ext: str = ".png",
+        overwrite: bool = False,
+        quality: int | None = None,
+        report_path: PathLike | Literal[False] | None = None,
+    ) -> FuseReport:
         """Fuse every pair of ``ir_dir`` and ``vis_dir`` (paired by ``tokfuse_rt.pairing``: exact file
         name, then stem; ambiguous stems are reported and not fused) into ``out_dir/<stem><ext>``.
 
@@ -278,27 +332,27 @@ class Engine:
         or lie inside, an input folder. The report is also written as JSON to ``report_path``
         (default ``out_dir/tokfuse-report.json``; False: not written), even when interrupted.
         """
-        from .outputs import (check_output_dir, check_output_ext, check_quality, output_ok, remove_stale_temps,
-                              save_image)
+        from . import outputs
         from .pairing import pair_dirs
+        from .progress import progress_bar
 
         self._require_open()
-        k = self._k(k)
-        ext = check_output_ext(ext)
-        quality = check_quality(quality)
+        k = self.resolve_k(k)
+        ext = outputs.check_output_ext(ext)
+        quality = outputs.check_quality(quality)
         pairing = pair_dirs(ir_dir, vis_dir)
-        out_dir = check_output_dir(out_dir, ir_dir, vis_dir)
+        out_dir = outputs.check_output_dir(out_dir, ir_dir, vis_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         if report_path is None:
             report_path = out_dir / REPORT_NAME
         report = FuseReport(unpaired=list(pairing.unpaired), ambiguous=list(pairing.ambiguous))
-        report.removed_temps = remove_stale_temps(out_dir)
+        report.removed_temps = outputs.remove_stale_temps(out_dir)
         started = _dt.datetime.now().isoformat(timespec="seconds")
-        bar = _progress(pairing.pairs, progress, "fusing")
+        bar = progress_bar(pairing.pairs, enabled=progress, desc="fusing", unit="pair")
         try:
             for pair in bar:
                 target = out_dir / (pair.stem + ext)
-                if not overwrite and output_ok(target):
+                if not overwrite and outputs.output_ok(target):
                     report.skipped.append(target)
                     continue
                 try:
@@ -307,25 +361,36 @@ class Engine:
                         img = self.fuse(pair.ir, pair.vis, k)
                     for w in caught:
                         report.warnings.append((pair.name, str(w.message)))
-                        if progress:
-                            bar.write(f"warning {pair.name}: {w.message}", file=sys.stderr)
-                    report.written.append(save_image(img, target, quality))
+                        bar.write(f"warning {pair.name}: {w.message}", file=sys.stderr)
+                    report.written.append(outputs.save_image(img, target, quality))
                 except Exception as e:  # noqa: BLE001 - one pair never stops the batch; reported below
                     report.failed.append((pair.name, one_line(e)))
-                    if progress:
-                        bar.write(f"skipped {pair.name}: {one_line(e)}", file=sys.stderr)
+                    bar.write(f"skipped {pair.name}: {one_line(e)}", file=sys.stderr)
         except BaseException:
             report.interrupted = True
             raise
         finally:
             if report_path is not False:
-                report.save_json(report_path, ir_dir=Path(ir_dir), vis_dir=Path(vis_dir), out_dir=out_dir,
-                                 model=self.path, backend=self._backend.name, k=k, started=started,
-                                 finished=_dt.datetime.now().isoformat(timespec="seconds"))
+                report.save_json(
+                    report_path,
+                    ir_dir=Path(ir_dir),
+                    vis_dir=Path(vis_dir),
+                    out_dir=out_dir,
+                    model=self.path,
+                    backend=self._backend.name,
+                    k=k,
+                    started=started,
+                    finished=_dt.datetime.now().isoformat(timespec="seconds"),
+                )
         return report
 
     # --- video and live streams (SPEC §8) ----------------------------------------------------------
-    def stream(self, frames, k: int | None = None, reuse=None):
+    def stream(
+        self,
+        frames: Iterable[tuple[ImageInput, ImageInput]],
+        k: int | None = None,
+        reuse: ReusePolicy | str | int | None = None,
+    ) -> Iterator[ImageOutput]:
         """Fuse an iterable of (ir, vis) frame pairs lazily; returns an iterator of fused frames.
 
         Each pair is read only when its fused frame is asked for (live sources); frames take every
@@ -338,10 +403,20 @@ class Engine:
         from .video.reuse import ReusePolicy
         from .video.stream import FrameStream
 
-        return FrameStream(self._backend, frames, self._k(k), ReusePolicy.parse(reuse))
+        return FrameStream(self._backend, frames, self.resolve_k(k), ReusePolicy.parse(reuse))
 
-    def fuse_video(self, ir, vis, out, k: int | None = None, reuse=None, resize: bool = False,
-                   progress: bool = True, crf: int = 18, preset: str = "veryfast"):
+    def fuse_video(
+        self,
+        ir: PathLike,
+        vis: PathLike,
+        out: PathLike,
+        k: int | None = None,
+        reuse: ReusePolicy | str | int | None = None,
+        resize: bool = False,
+        progress: bool = True,
+        crf: int = 18,
+        preset: str = "veryfast",
+    ) -> VideoReport:
         """Fuse an infrared and a visible video file into ``out`` (H.264, yuv420p, .mp4/.m4v/.mov).
 
         The visible stream sets the output's frame rate and timeline; each visible frame is paired
@@ -355,8 +430,18 @@ class Engine:
         self._require_open()
         from .video.pipeline import fuse_video
 
-        return fuse_video(self._backend, ir, vis, out, self._k(k), reuse=reuse, resize=resize,
-                          progress=progress, crf=crf, preset=preset)
+        return fuse_video(
+            self._backend,
+            ir,
+            vis,
+            out,
+            self.resolve_k(k),
+            reuse=reuse,
+            resize=resize,
+            progress=progress,
+            crf=crf,
+            preset=preset,
+        )
 
     def info(self) -> dict:
         """What runs: backend, device, model path, config and training summary."""
@@ -365,8 +450,12 @@ class Engine:
         self._require_open()
         d = {"model": str(self.path)}
         d.update(self._backend.info())
-        d["limits"] = {"max_pixels": self.max_pixels, "depth": self.depth, "tile_size": self.tile_size,
-                       "tiles": supports_tiles(self._backend)}
+        d["limits"] = {
+            "max_pixels": self.max_pixels,
+            "depth": self.depth,
+            "tile_size": self.tile_size,
+            "tiles": supports_tiles(self._backend),
+        }
         return d
 
     def close(self) -> None:
@@ -374,14 +463,14 @@ class Engine:
             self._backend.close()
             self._backend = None
 
-    def __enter__(self):
+    def __enter__(self) -> Engine:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> bool:
         self.close()
         return False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self._backend is None:
             return "Engine(closed)"
         return f"Engine({str(self.path)!r}, backend={self._backend.name})"
@@ -403,16 +492,3 @@ def _mem_available() -> int | None:
     except (OSError, ValueError):
         pass
     return min(vals) if vals else None
-
-
-class _NoBar(list):
-    def write(self, msg, file=None):
-        pass
-
-
-def _progress(items, enabled: bool, desc: str):
-    if not enabled:
-        return _NoBar(items)
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, unit="pair", file=sys.stderr)

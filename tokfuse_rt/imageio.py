@@ -16,6 +16,7 @@ bytes of an upload, by the same rules up to a PIL image):
   [0, 1] by the ``depth`` rule (:func:`scale_to_unit`): ``"auto"`` (default), ``"range"`` or
   ``"full"``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,15 +30,33 @@ MIN_SIZE = 16
 DEFAULT_MAX_PIXELS = 100_000_000
 DEPTH_MODES = ("auto", "range", "full")
 #: Pillow formats that are decoded; nothing else is opened (no EPS/PSD/... decoders on untrusted files).
-READ_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "TIFF", "WEBP", "PPM", "GIF")   # JPEG includes MPO
+READ_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "TIFF", "WEBP", "PPM", "GIF")  # JPEG includes MPO
 #: File extensions of READ_FORMATS (lower case), as Pillow registers them.
-IMAGE_EXTS = frozenset({
-    ".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".bmp", ".dib", ".tif", ".tiff", ".webp",
-    ".pbm", ".pgm", ".ppm", ".pnm", ".pfm", ".gif",
-})
+IMAGE_EXTS = frozenset(
+    {
+        ".png",
+        ".apng",
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".mpo",
+        ".bmp",
+        ".dib",
+        ".tif",
+        ".tiff",
+        ".webp",
+        ".pbm",
+        ".pgm",
+        ".ppm",
+        ".pnm",
+        ".pfm",
+        ".gif",
+    }
+)
 # BT.601 full range, as OpenCV's COLOR_RGB2YCrCb for float images (delta = 0.5 in [0, 1]).
 _KR, _KG, _KB = 0.299, 0.587, 0.114
-_ROWS = 512   # row block for whole-image passes (bounded temporaries on large images)
+_ROWS = 512  # row block for whole-image passes (bounded temporaries on large images)
 
 
 class ImageTooLargeError(ValueError):
@@ -53,7 +72,8 @@ def check_pixels(width: int, height: int, name: str, max_pixels) -> None:
     if max_pixels is not None and int(width) * int(height) > max_pixels:
         raise ImageTooLargeError(
             f"{name}: image is {width}x{height} ({width * height / 1e6:.1f} MP), over the limit of "
-            f"{max_pixels / 1e6:g} MP (max_pixels; raise it to read larger images)")
+            f"{max_pixels / 1e6:g} MP (max_pixels; raise it to read larger images)"
+        )
 
 
 def check_depth(depth: str) -> str:
@@ -68,21 +88,24 @@ def _open(src, name: str, max_pixels, label: str):
     from PIL import Image, UnidentifiedImageError
 
     if max_pixels is not None and Image.MAX_IMAGE_PIXELS is not None and max_pixels >= 2 * Image.MAX_IMAGE_PIXELS:
-        Image.MAX_IMAGE_PIXELS = max_pixels          # Pillow refuses at 2x its limit: never below ours
+        Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow refuses at 2x its limit: never below ours
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(src, formats=READ_FORMATS)
     except UnidentifiedImageError:
-        raise ValueError(f"{name}: not a readable image file (formats read: {', '.join(READ_FORMATS)}): "
-                         f"{label}") from None
-    except Image.DecompressionBombError as e:   # Pillow's hard limit (2x its own) came first
+        raise ValueError(
+            f"{name}: not a readable image file (formats read: {', '.join(READ_FORMATS)}): {label}"
+        ) from None
+    except Image.DecompressionBombError as e:  # Pillow's hard limit (2x its own) came first
         import re
 
         m = re.search(r"\((\d+) pixels\)", str(e))
         size = f"{int(m.group(1)) / 1e6:.1f} MP" if m else "too many pixels"
-        raise ImageTooLargeError(f"{name}: image {Path(label).name} has {size} (from its header), over the limit of "
-                                 f"{(max_pixels or 0) / 1e6:g} MP (max_pixels; raise it to read larger images)") from None
+        raise ImageTooLargeError(
+            f"{name}: image {Path(label).name} has {size} (from its header), over the limit of "
+            f"{(max_pixels or 0) / 1e6:g} MP (max_pixels; raise it to read larger images)"
+        ) from None
     except FileNotFoundError:
         raise FileNotFoundError(f"{name}: file not found: {label}") from None
     except Exception as e:  # noqa: BLE001 - any decoder failure on a header is a bad file
@@ -118,8 +141,11 @@ def open_image(src, name: str = "image", max_pixels=DEFAULT_MAX_PIXELS, label: s
         check_pixels(im.size[0], im.size[1], name, max_pixels)
         with _decoding(name, label):
             if getattr(im, "is_animated", False):
-                warnings.warn(f"{name}: {Path(label).name} has {getattr(im, 'n_frames', 'several')} frames; "
-                              "using the first", ImageReadWarning, stacklevel=3)
+                warnings.warn(
+                    f"{name}: {Path(label).name} has {getattr(im, 'n_frames', 'several')} frames; using the first",
+                    ImageReadWarning,
+                    stacklevel=3,
+                )
             im.load()
             upright = _exif_upright(im)
     except BaseException:
@@ -130,6 +156,19 @@ def open_image(src, name: str = "image", max_pixels=DEFAULT_MAX_PIXELS, label: s
     return upright
 
 
+def check_input_file(path, name: str, kind: str = "an image") -> Path:
+    """``path`` as a Path, checked to be an existing, non-empty file (not a folder): FileNotFoundError /
+    ValueError naming the input ``name`` (``kind``: what the file should be, for the message)."""
+    p = Path(os.fspath(path))
+    if not p.exists():
+        raise FileNotFoundError(f"{name}: file not found: {p}")
+    if p.is_dir():
+        raise ValueError(f"{name}: {p} is a directory, not {kind} file")
+    if p.stat().st_size == 0:
+        raise ValueError(f"{name}: file is empty: {p}")
+    return p
+
+
 def load_image(path, name: str = "image", max_pixels=DEFAULT_MAX_PIXELS, depth: str = "auto") -> np.ndarray:
     """Read an image file as (H, W) or (H, W, 3): uint8 for 8-bit data, else float32 in [0, 1].
 
@@ -137,13 +176,7 @@ def load_image(path, name: str = "image", max_pixels=DEFAULT_MAX_PIXELS, depth: 
     from the header), ValueError (not an image, corrupt, truncated, unsupported mode, NaN/inf).
     """
     check_depth(depth)
-    p = Path(os.fspath(path))
-    if not p.exists():
-        raise FileNotFoundError(f"{name}: file not found: {p}")
-    if p.is_dir():
-        raise ValueError(f"{name}: {p} is a directory, not an image file")
-    if p.stat().st_size == 0:
-        raise ValueError(f"{name}: file is empty: {p}")
+    p = check_input_file(path, name)
     with open_image(p, name, max_pixels) as im, _decoding(name, str(p)):
         return pil_to_array(im, name, depth)
 
@@ -157,8 +190,15 @@ def _exif_upright(im):
     from PIL import Image
 
     T = Image.Transpose
-    ops = {2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 4: T.FLIP_TOP_BOTTOM, 5: T.TRANSPOSE, 6: T.ROTATE_270,
-           7: T.TRANSVERSE, 8: T.ROTATE_90}
+    ops = {
+        2: T.FLIP_LEFT_RIGHT,
+        3: T.ROTATE_180,
+        4: T.FLIP_TOP_BOTTOM,
+        5: T.TRANSPOSE,
+        6: T.ROTATE_270,
+        7: T.TRANSVERSE,
+        8: T.ROTATE_90,
+    }
     return im.transpose(ops[orientation]) if orientation in ops else im
 
 
@@ -197,38 +237,51 @@ def scale_to_unit(a: np.ndarray, name: str, depth: str = "auto", container_bits:
     is_float = np.issubdtype(a.dtype, np.floating)
     if a.size == 0:
         raise ValueError(f"{name}: image has no pixels")
-    if is_float and not all(np.isfinite(a[r:r + _ROWS]).all() for r in range(0, a.shape[0], _ROWS)):
+    if is_float and not all(np.isfinite(a[r : r + _ROWS]).all() for r in range(0, a.shape[0], _ROWS)):
         raise ValueError(f"{name}: image file contains NaN or inf")
     mn, mx = float(a.min()), float(a.max())
     bits = container_bits or (16 if a.dtype.itemsize <= 2 else 31)
     if depth == "range":
         lo, hi = mn, mx
     elif depth == "full":
-        lo, hi = (0.0, 1.0) if is_float else (0.0, float(2 ** bits - 1))
+        lo, hi = (0.0, 1.0) if is_float else (0.0, float(2**bits - 1))
     elif is_float:
         lo, hi = (0.0, 1.0) if (mn >= 0.0 and mx <= 1.0) else (mn, mx)
         if (lo, hi) == (mn, mx):
-            warnings.warn(f"{name}: float data in [{mn:.7g}, {mx:.7g}], outside [0, 1]: stretched min..max "
-                          "(depth='auto')", ImageReadWarning, stacklevel=3)
+            warnings.warn(
+                f"{name}: float data in [{mn:.7g}, {mx:.7g}], outside [0, 1]: stretched min..max (depth='auto')",
+                ImageReadWarning,
+                stacklevel=3,
+            )
     elif mn < 0:
         lo, hi = mn, mx
-        warnings.warn(f"{name}: signed integer data in [{mn:.0f}, {mx:.0f}]: stretched min..max (depth='auto')",
-                      ImageReadWarning, stacklevel=3)
+        warnings.warn(
+            f"{name}: signed integer data in [{mn:.0f}, {mx:.0f}]: stretched min..max (depth='auto')",
+            ImageReadWarning,
+            stacklevel=3,
+        )
     else:
-        b = next((b for b in (8, 10, 12, 14, 16, 24, 31) if mx <= 2 ** b - 1), 31)
-        lo, hi = 0.0, float(2 ** b - 1)
+        b = next((b for b in (8, 10, 12, 14, 16, 24, 31) if mx <= 2**b - 1), 31)
+        lo, hi = 0.0, float(2**b - 1)
         if b < bits and container_bits is not None:
-            warnings.warn(f"{name}: {container_bits}-bit data use {b} bits (max {mx:.0f}): scaled by 1/{2 ** b - 1} "
-                          "(depth='auto'; 'range' stretches min..max, 'full' uses the container's range)",
-                          ImageReadWarning, stacklevel=3)
+            warnings.warn(
+                f"{name}: {container_bits}-bit data use {b} bits (max {mx:.0f}): scaled by 1/{2**b - 1} "
+                "(depth='auto'; 'range' stretches min..max, 'full' uses the container's range)",
+                ImageReadWarning,
+                stacklevel=3,
+            )
     if depth == "auto" and hi > lo and (mx - mn) < 0.25 * (hi - lo):
-        warnings.warn(f"{name}: values {mn:.6g}..{mx:.6g} fill {100 * (mx - mn) / (hi - lo):.0f}% of the range "
-                      f"{lo:.6g}..{hi:.6g}; depth='range' stretches them", ImageReadWarning, stacklevel=3)
+        warnings.warn(
+            f"{name}: values {mn:.6g}..{mx:.6g} fill {100 * (mx - mn) / (hi - lo):.0f}% of the range "
+            f"{lo:.6g}..{hi:.6g}; depth='range' stretches them",
+            ImageReadWarning,
+            stacklevel=3,
+        )
     out = np.empty(a.shape, np.float32)
     inv = 1.0 / (hi - lo) if hi > lo else 0.0
-    for r in range(0, a.shape[0], _ROWS):       # float64 per block: exact for 32-bit integers
-        blk = (a[r:r + _ROWS].astype(np.float64) - lo) * inv
-        out[r:r + _ROWS] = np.clip(blk, 0.0, 1.0)
+    for r in range(0, a.shape[0], _ROWS):  # float64 per block: exact for 32-bit integers
+        blk = (a[r : r + _ROWS].astype(np.float64) - lo) * inv
+        out[r : r + _ROWS] = np.clip(blk, 0.0, 1.0)
     return out
 
 
@@ -237,7 +290,7 @@ def is_colour(img: np.ndarray, tol: float = 1.0 / 255.0) -> bool:
     if img.ndim != 3:
         return False
     for r in range(0, img.shape[0], _ROWS):
-        blk = img[r:r + _ROWS]
+        blk = img[r : r + _ROWS]
         c0, c1, c2 = blk[..., 0], blk[..., 1], blk[..., 2]
         if img.dtype == np.uint8:
             if np.any(c0 != c1) or np.any(c1 != c2):
@@ -282,12 +335,3 @@ def ycbcr_to_rgb(ycc: np.ndarray) -> np.ndarray:
 
 def to_uint8(f: np.ndarray) -> np.ndarray:
     return (np.clip(f, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def __getattr__(name):
-    # ``save_image`` moved to tokfuse_rt.outputs (atomic writes); the old import path keeps working.
-    if name == "save_image":
-        from .outputs import save_image
-
-        return save_image
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,25 +5,45 @@ Colour rule (§2): the fused luminance takes the chroma of the visible (second) 
 is colour (an RGB photo, a pseudo-colour PET/SPECT image); a gray visible image gives a gray result,
 whatever the infrared (first) image is. Gray stored as RGB with equal channels counts as gray.
 """
+
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from .imageio import (DEFAULT_MAX_PIXELS, MIN_SIZE, check_pixels, is_colour, load_image, luminance, pil_to_array,
-                      rgb_to_ycbcr, to_uint8, ycbcr_to_rgb)
+from .imageio import (
+    DEFAULT_MAX_PIXELS,
+    MIN_SIZE,
+    check_pixels,
+    is_colour,
+    load_image,
+    luminance,
+    pil_to_array,
+    rgb_to_ycbcr,
+    to_uint8,
+    ycbcr_to_rgb,
+)
 
-_ROWS = 512   # row block for whole-image checks
+if TYPE_CHECKING:
+    import PIL.Image
+    import torch
+
+#: What ``Engine.fuse`` takes for one image (and returns, in the kind of the visible input; paths give numpy).
+ImageInput = Union[str, os.PathLike, np.ndarray, "PIL.Image.Image", "torch.Tensor"]
+ImageOutput = Union[np.ndarray, "PIL.Image.Image", "torch.Tensor"]
+
+_ROWS = 512  # row block for whole-image checks
 
 
 @dataclass(frozen=True)
 class Spec:
     """How an input arrived, so the output can be returned the same way."""
 
-    kind: str            # "path" | "pil" | "numpy" | "torch"
-    layout: str          # "hw" | "hw1" | "hwc" (numpy/pil) ; "hw" | "1hw" | "3hw" (torch)
+    kind: str  # "path" | "pil" | "numpy" | "torch"
+    layout: str  # "hw" | "hw1" | "hwc" (numpy/pil) ; "hw" | "1hw" | "3hw" (torch)
     dtype: object = None  # numpy dtype or torch dtype of the input
     device: object = None
 
@@ -59,7 +79,8 @@ def to_array(x, name: str, max_pixels=DEFAULT_MAX_PIXELS, depth: str = "auto") -
         arr, spec = _from_numpy(x, name)
     else:
         raise TypeError(
-            f"{name}: unsupported input type {type(x).__name__}; expected a path, PIL image, numpy array or torch tensor"
+            f"{name}: unsupported input type {type(x).__name__}; "
+            "expected a path, PIL image, numpy array or torch tensor"
         )
     _check_values(arr, name)
     return arr, spec
@@ -114,12 +135,14 @@ def _check_values(a: np.ndarray, name: str) -> None:
     if h < MIN_SIZE or w < MIN_SIZE:
         raise ValueError(f"{name}: image is {w}x{h}; the minimum size is {MIN_SIZE}x{MIN_SIZE}")
     if a.dtype != np.uint8:
-        if not all(np.isfinite(a[r:r + _ROWS]).all() for r in range(0, h, _ROWS)):
+        if not all(np.isfinite(a[r : r + _ROWS]).all() for r in range(0, h, _ROWS)):
             raise ValueError(f"{name}: array contains NaN or inf")
         lo, hi = float(a.min()), float(a.max())
         if lo < 0.0 or hi > 1.0:
-            raise ValueError(f"{name}: float input must be in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
-                             "(pass uint8 for 0..255 data)")
+            raise ValueError(
+                f"{name}: float input must be in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
+                "(pass uint8 for 0..255 data)"
+            )
 
 
 def make_output(out_u8: np.ndarray, out_f: np.ndarray, spec: Spec):
@@ -152,13 +175,12 @@ def make_output(out_u8: np.ndarray, out_f: np.ndarray, spec: Spec):
 
 def _layout_numpy(a: np.ndarray, layout: str, colour: bool) -> np.ndarray:
     if colour:
-        return a                                   # (H, W, 3): colour always comes back with 3 channels
+        return a  # (H, W, 3): colour always comes back with 3 channels
     if layout == "hw1":
         return a[..., None]
     if layout == "hwc":
         return np.repeat(a[..., None], 3, axis=-1)
     return a
-
 
 
 class Prepared:
@@ -187,7 +209,7 @@ class Prepared:
         """(Y_ir, Y_vis) float32 of the window ``rows`` x ``cols`` (default: the whole image)."""
         return luminance(self.ir[rows, cols]), luminance(self.vis[rows, cols])
 
-    def output(self) -> "OutputBuilder":
+    def output(self) -> OutputBuilder:
         return OutputBuilder(self)
 
     def finish(self, fused_y: np.ndarray):

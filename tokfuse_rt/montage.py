@@ -2,6 +2,7 @@
 
 Each row: infrared (or MRI) | visible (or CT/PET/SPECT) | fused, for a few pairs of each test set.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,15 +15,23 @@ from .imageio import load_image
 from .outputs import save_image
 from .pairing import pair_set
 
-DEFAULT_PICKS = [("TNO", "01.png"), ("TNO", "21.png"), ("RoadScene", "FLIR_00211.jpg"), ("MSRS", "00004N.png"),
-                 ("Harvard_MRI_PET", "11.png"), ("Harvard_MRI_CT", "11.png")]
+DEFAULT_PICKS = [
+    ("TNO", "01.png"),
+    ("TNO", "21.png"),
+    ("RoadScene", "FLIR_00211.jpg"),
+    ("MSRS", "00004N.png"),
+    ("Harvard_MRI_PET", "11.png"),
+    ("Harvard_MRI_CT", "11.png"),
+]
 
 
-def _rgb(a: np.ndarray) -> np.ndarray:
+def as_rgb(a: np.ndarray) -> np.ndarray:
+    """(H, W) gray -> (H, W, 3); colour as is."""
     return np.repeat(a[..., None], 3, -1) if a.ndim == 2 else a
 
 
-def _fit(a: np.ndarray, h: int) -> np.ndarray:
+def fit_height(a: np.ndarray, h: int) -> np.ndarray:
+    """``a`` resized (bilinear) to height ``h``, keeping its aspect ratio."""
     from PIL import Image
 
     w = max(1, round(a.shape[1] * h / a.shape[0]))
@@ -35,7 +44,7 @@ def build(engine: Engine, root: Path, picks=DEFAULT_PICKS, row_h: int = 200, k=N
         pair = pair_set(root / set_name).by_name(file)
         a, b = load_image(pair.ir, "ir"), load_image(pair.vis, "vis")
         f = engine.fuse(a, b, k=k)
-        tiles = [_fit(_rgb(x), row_h) for x in (a, b, f)]
+        tiles = [fit_height(as_rgb(x), row_h) for x in (a, b, f)]
         gap = np.full((row_h, 6, 3), 255, np.uint8)
         rows.append(np.concatenate([tiles[0], gap, tiles[1], gap, tiles[2]], axis=1))
     width = max(r.shape[1] for r in rows)
@@ -52,7 +61,9 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     with Engine(a.model) as eng:
         img = build(eng, Path(a.data), k=a.k)
-    print(f"wrote {save_image(img, a.output)}  (rows: {', '.join(s for s, _ in DEFAULT_PICKS)}; columns: ir, vis, fused)")
+    print(
+        f"wrote {save_image(img, a.output)}  (rows: {', '.join(s for s, _ in DEFAULT_PICKS)}; columns: ir, vis, fused)"
+    )
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Codebook nearest-neighbour search (SPEC §3, issue 4).
+"""Codebook nearest-neighbour search (SPEC §3).
 
 ``nn_search(queries, codebook, metric="ip", num_threads=None) -> (ids, scores)``
 
@@ -21,9 +21,10 @@ the row-major codebook as given, so ``ip`` needs no preparation at all.
 
 NaN/inf inputs do not crash but give unspecified ids.
 """
+
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -49,7 +50,7 @@ def has_cuda_ext() -> bool:
     return bool(HAVE_EXT and _C.has_cuda())
 
 
-def nn_search_ref(queries: Array, codebook: Array, metric: str = "ip") -> Tuple[torch.Tensor, torch.Tensor]:
+def nn_search_ref(queries: Array, codebook: Array, metric: str = "ip") -> tuple[torch.Tensor, torch.Tensor]:
     """Pure-PyTorch reference: the test oracle, the benchmark baseline and the fallback.
 
     ``ip``: ``scores = q @ C.T``, ``ids = argmax`` (torch.argmax returns the first maximum, i.e.
@@ -64,8 +65,9 @@ def nn_search_ref(queries: Array, codebook: Array, metric: str = "ip") -> Tuple[
     q = torch.from_numpy(queries) if isinstance(queries, np.ndarray) else queries
     c = torch.from_numpy(codebook) if isinstance(codebook, np.ndarray) else codebook
     if q.dim() != 2 or c.dim() != 2 or q.shape[1] != c.shape[1] or c.shape[0] < 1:
-        raise ValueError(f"nn_search_ref: need queries (N, D) and codebook (K >= 1, D), got "
-                         f"{tuple(q.shape)} and {tuple(c.shape)}")
+        raise ValueError(
+            f"nn_search_ref: need queries (N, D) and codebook (K >= 1, D), got {tuple(q.shape)} and {tuple(c.shape)}"
+        )
     q = q.detach()
     c = c.detach()
     n, k = q.shape[0], c.shape[0]
@@ -75,7 +77,7 @@ def nn_search_ref(queries: Array, codebook: Array, metric: str = "ip") -> Tuple[
     c2 = (c * c).sum(1) if metric == "l2" else None
     step = max(1, _REF_CHUNK_ELEMS // k)
     for i in range(0, n, step):
-        qi = q[i:i + step]
+        qi = q[i : i + step]
         if metric == "ip":
             s = qi @ ct
             idx = s.argmax(1)
@@ -84,8 +86,8 @@ def nn_search_ref(queries: Array, codebook: Array, metric: str = "ip") -> Tuple[
             d = torch.addmm(c2[None, :], qi, ct, alpha=-2.0).add_((qi * qi).sum(1, keepdim=True))
             idx = d.argmin(1)
             best = d.gather(1, idx[:, None])[:, 0]
-        ids[i:i + step] = idx
-        scores[i:i + step] = best
+        ids[i : i + step] = idx
+        scores[i : i + step] = best
     return ids, scores
 
 
@@ -106,7 +108,8 @@ class PreparedCodebook:
         self.native = _C.Codebook(self.tensor) if (HAVE_EXT and self.tensor.device.type == "cpu") else None
 
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, int]:
+        """(K, D) of the prepared codebook."""
         return tuple(self.tensor.shape)
 
     def __repr__(self) -> str:
@@ -127,7 +130,7 @@ def _check_float32_2d(x, name: str) -> None:
         raise ValueError(f"{name} must be 2-D, got shape {tuple(x.shape)}")
 
 
-def _default_threads(num_threads: Optional[int]) -> int:
+def _default_threads(num_threads: int | None) -> int:
     if num_threads is None:
         return max(1, torch.get_num_threads())
     if int(num_threads) < 1:
@@ -135,8 +138,9 @@ def _default_threads(num_threads: Optional[int]) -> int:
     return int(num_threads)
 
 
-def nn_search(queries: Array, codebook: Union[Array, PreparedCodebook], metric: str = "ip",
-              num_threads: Optional[int] = None) -> Tuple[Array, Array]:
+def nn_search(
+    queries: Array, codebook: Array | PreparedCodebook, metric: str = "ip", num_threads: int | None = None
+) -> tuple[Array, Array]:
     """Nearest codebook entry of each query: ``(ids int64 [N], scores float32 [N])``.
 
     Uses ``tokfuse_rt._C`` when built (``HAVE_EXT``), else :func:`nn_search_ref`. ``num_threads``
@@ -152,8 +156,7 @@ def nn_search(queries: Array, codebook: Union[Array, PreparedCodebook], metric: 
 
     # Fast path (the quantiser's call): CPU torch tensors and the extension. The extension itself
     # validates dtype / rank / D / device and raises errors naming the argument.
-    if (HAVE_EXT and type(queries) is torch.Tensor and isinstance(cb, torch.Tensor)
-            and queries.is_cpu and cb.is_cpu):
+    if HAVE_EXT and type(queries) is torch.Tensor and isinstance(cb, torch.Tensor) and queries.is_cpu and cb.is_cpu:
         q = queries if queries.is_contiguous() else queries.contiguous()
         nt = torch.get_num_threads() if num_threads is None else _default_threads(num_threads)
         if prepared is not None and prepared.native is not None:

@@ -12,6 +12,7 @@
 - :func:`check_output_ext`, :func:`check_output_path`, :func:`check_output_dir`, :func:`check_quality`:
   validate before any work is done.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,10 +26,17 @@ from pathlib import Path
 import numpy as np
 
 #: Output extension -> Pillow format.
-WRITE_EXTS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
-              ".webp": "WEBP"}
-DEFAULT_QUALITY = 95           # JPEG and WebP
-TEMP_SUFFIX = ".tokfuse-tmp"   # temporaries are ".<target name>.<host>.<pid>.<random>.tokfuse-tmp"
+WRITE_EXTS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".webp": "WEBP",
+}
+DEFAULT_QUALITY = 95  # JPEG and WebP
+TEMP_SUFFIX = ".tokfuse-tmp"  # temporaries are ".<target name>.<host>.<pid>.<random>.tokfuse-tmp"
 STALE_AGE_S = 24 * 3600
 _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
 
@@ -48,8 +56,10 @@ def check_output_path(path) -> str:
     """The extension of an output file path, validated (ValueError naming the path otherwise)."""
     ext = Path(os.fspath(path)).suffix.lower()
     if ext not in WRITE_EXTS:
-        raise ValueError(f"output {os.fspath(path)}: unknown image extension {ext or '(none)'!r}; use one of "
-                         f"{', '.join(sorted(WRITE_EXTS))}")
+        raise ValueError(
+            f"output {os.fspath(path)}: unknown image extension {ext or '(none)'!r}; use one of "
+            f"{', '.join(sorted(WRITE_EXTS))}"
+        )
     return ext
 
 
@@ -69,8 +79,10 @@ def check_output_dir(out_dir, *input_dirs) -> Path:
     for d in input_dirs:
         i = Path(os.path.realpath(d))
         if o == i or i in o.parents:
-            raise ValueError(f"output folder {out} is {'the' if o == i else 'inside the'} input folder {d}; "
-                             "choose a folder outside the inputs")
+            raise ValueError(
+                f"output folder {out} is {'the' if o == i else 'inside the'} input folder {d}; "
+                "choose a folder outside the inputs"
+            )
     if out.exists() and not out.is_dir():
         raise ValueError(f"output folder {out} exists and is not a folder")
     return out
@@ -114,10 +126,15 @@ def save_image(arr: np.ndarray, path, quality: int | None = None) -> Path:
 
     fmt = WRITE_EXTS[check_output_path(path)]
     q = check_quality(quality)
-    if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8 or not (
-            arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (1, 3))):
-        raise TypeError(f"save_image: expected a uint8 (H, W) or (H, W, 3) numpy array, got "
-                        f"{type(arr).__name__} {getattr(arr, 'dtype', '')} {getattr(arr, 'shape', '')}")
+    if (
+        not isinstance(arr, np.ndarray)
+        or arr.dtype != np.uint8
+        or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (1, 3)))
+    ):
+        raise TypeError(
+            f"save_image: expected a uint8 (H, W) or (H, W, 3) numpy array, got "
+            f"{type(arr).__name__} {getattr(arr, 'dtype', '')} {getattr(arr, 'shape', '')}"
+        )
     im = Image.fromarray(np.ascontiguousarray(arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr))
     opts = {"quality": q or DEFAULT_QUALITY} if fmt in ("JPEG", "WEBP") else {}
     return atomic_write(path, lambda f: im.save(f, format=fmt, **opts))
@@ -164,7 +181,7 @@ def remove_stale_temps(folder) -> list[Path]:
             continue
         if not stat.S_ISREG(st.st_mode) or st.st_uid != uid:
             continue
-        parts = e.name[: -len(TEMP_SUFFIX)].rsplit(".", 3)   # ".<name>", host, pid, random
+        parts = e.name[: -len(TEMP_SUFFIX)].rsplit(".", 3)  # ".<name>", host, pid, random
         gone = False
         if len(parts) == 4 and parts[1] == _HOST and parts[2].isdigit():
             gone = not _alive(int(parts[2]))

@@ -19,6 +19,7 @@ and the scripts. The rules:
 - **Set folders**: ``<set>/ir`` + ``<set>/vi``, ``<set>/ir`` + ``<set>/vis`` (IVIF), ``<set>/a`` +
   ``<set>/b`` (medical: MRI + CT/PET/SPECT), first match in that order (:data:`SET_LAYOUTS`).
 """
+
 from __future__ import annotations
 
 import os
@@ -33,10 +34,10 @@ SET_LAYOUTS = (("ir", "vi"), ("ir", "vis"), ("a", "b"))
 
 @dataclass(frozen=True)
 class Pair:
-    name: str          # the infrared file name (what reports show)
+    name: str  # the infrared file name (what reports show)
     ir: Path
     vis: Path
-    stem: str          # output stem, unique within its Pairing
+    stem: str  # output stem, unique within its Pairing
 
 
 @dataclass
@@ -85,22 +86,27 @@ def pair_files(ir_files, vis_files, labels=("ir", "vis")) -> Pairing:
     """Pair two lists of files by the rules above (the files need not share a folder)."""
     a, b = by_stem(ir_files), by_stem(vis_files)
     res = Pairing()
-    found = []                                     # (ir, vis)
+    found = []  # (ir, vis)
     left_a, left_b = [], []
     for stem in sorted(set(a) | set(b)):
         ca, cb = list(a.get(stem, [])), list(b.get(stem, []))
         names_b = {p.name: p for p in cb}
-        for p in list(ca):                         # exact file name first
+        for p in list(ca):  # exact file name first
             if p.name in names_b:
                 found.append((p, names_b[p.name]))
                 ca.remove(p)
                 cb.remove(names_b[p.name])
-        if len(ca) == 1 and len(cb) == 1:          # then the stem
+        if len(ca) == 1 and len(cb) == 1:  # then the stem
             found.append((ca[0], cb[0]))
         elif ca and cb:
-            res.ambiguous.append((stem, f"ambiguous stem {stem!r}: {labels[0]} has "
-                                        f"{', '.join(p.name for p in ca)}; {labels[1]} has "
-                                        f"{', '.join(p.name for p in cb)} (make the file names match exactly)"))
+            res.ambiguous.append(
+                (
+                    stem,
+                    f"ambiguous stem {stem!r}: {labels[0]} has "
+                    f"{', '.join(p.name for p in ca)}; {labels[1]} has "
+                    f"{', '.join(p.name for p in cb)} (make the file names match exactly)",
+                )
+            )
         else:
             left_a += ca
             left_b += cb
@@ -217,8 +223,13 @@ def match_outputs(pairing: Pairing, out_dir, labels=("ir", "vis")) -> Matched:
     for stem in sorted((set(outs) | pair_stems | set(lone)) - amb):
         files = outs.get(stem, [])
         if len(files) > 1:
-            res.problems.append((stem, ", ".join(str(p) for p in files),
-                                 f"ambiguous: {len(files)} files with this stem in the fused folder"))
+            res.problems.append(
+                (
+                    stem,
+                    ", ".join(str(p) for p in files),
+                    f"ambiguous: {len(files)} files with this stem in the fused folder",
+                )
+            )
         elif stem in pair_stems:
             pair = next(p for p in pairing.pairs if p.stem == stem)
             if files:
@@ -229,5 +240,7 @@ def match_outputs(pairing: Pairing, out_dir, labels=("ir", "vis")) -> Matched:
             have = {role for role, _ in lone.get(stem, [])} | ({"fused"} if files else set())
             missing = [r for r in ("fused", *labels) if r not in have]
             paths = [str(p) for p in files] + [f"{r}/{n}" for r, n in lone.get(stem, [])]
-            res.problems.append((stem, ", ".join(paths), "unpaired: no " + " / ".join(missing) + " image with this stem"))
+            res.problems.append(
+                (stem, ", ".join(paths), "unpaired: no " + " / ".join(missing) + " image with this stem")
+            )
     return res

@@ -22,21 +22,24 @@ A backend runs tiles when it has ``run_tokens(ir, vis, k) -> (base, ids)``, ``ru
 base_up) -> fused`` (float32 numpy [B, ...]), the attributes ``token_size``, ``render_halo`` and
 ``render_align``, and ``has_halves`` true where it defines it (:func:`supports_tiles`).
 """
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
-ROW_BLOCK = 256      # rows of source luminance per step of the token-input resize
+ROW_BLOCK = 256  # rows of source luminance per step of the token-input resize
 
 
 def supports_tiles(backend) -> bool:
     """True when ``backend`` can run the model's halves (and says so through ``has_halves``, where it
     has that attribute) and knows the token size, halo and alignment."""
-    return bool(getattr(backend, "has_halves", True)) and all(
-        callable(getattr(backend, m, None)) for m in ("run_tokens", "run_render")) and all(
-        getattr(backend, a, None) is not None for a in ("token_size", "render_halo", "render_align"))
+    return (
+        bool(getattr(backend, "has_halves", True))
+        and all(callable(getattr(backend, m, None)) for m in ("run_tokens", "run_render"))
+        and all(getattr(backend, a, None) is not None for a in ("token_size", "render_halo", "render_align"))
+    )
 
 
 def _edges(n: int, tile: int, align: int) -> list[int]:
@@ -98,7 +101,7 @@ def upsample_window(base: np.ndarray, size, y0: int, y1: int, x0: int, x1: int) 
     H, W = size
     r0, r1, a0, a1 = _axis(H, base.shape[2], y0, y1)
     c0, c1, b0, b1 = _axis(W, base.shape[3], x0, x1)
-    rows = base[:, :, r0, :] * a0[:, None] + base[:, :, r1, :] * a1[:, None]      # [B, C, y1-y0, S']
+    rows = base[:, :, r0, :] * a0[:, None] + base[:, :, r1, :] * a1[:, None]  # [B, C, y1-y0, S']
     return np.ascontiguousarray(rows[..., c0] * b0 + rows[..., c1] * b1, dtype=np.float32)
 
 
@@ -120,5 +123,5 @@ def fuse_tiled(backend, p, k: int, tile: int, guard=None):
         fused = backend.run_render(y_ir[None, None], y_vis[None, None], base_up)
         if guard is not None:
             guard.fused(fused, (1, 1, wy1 - wy0, wx1 - wx0))
-        out.put(y0, x0, fused[0, 0, y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0])
+        out.put(y0, x0, fused[0, 0, y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0])
     return out.result(), np.asarray(ids)[0]

@@ -8,6 +8,7 @@ and ``run_render(ir, vis, base_up) -> fused``, plus ``token_size`` (S), ``render
 key frame's tokens) or shared by the tiles of one large image (``tokfuse_rt.tiling``).
 ``render(ir, vis, upsample_base(run_tokens(ir, vis, k)[0], (H, W)))`` equals ``run(ir, vis, k)[0]``
 up to float rounding."""
+
 from __future__ import annotations
 
 import importlib
@@ -27,14 +28,14 @@ REGISTRY = {
 def backend_class(path: Path):
     suffix = path.suffix.lower()
     if suffix not in REGISTRY:
-        raise ValueError(
-            f"model path {path}: unknown file type {suffix!r}; expected one of {sorted(REGISTRY)}"
-        )
+        raise ValueError(f"model path {path}: unknown file type {suffix!r}; expected one of {sorted(REGISTRY)}")
     mod_name, cls_name, needs = REGISTRY[suffix]
     try:
         mod = importlib.import_module(mod_name)
     except ModuleNotFoundError as e:
-        raise ImportError(f"model path {path}: the {suffix} backend needs {needs}, which is not available ({e})") from None
+        raise ImportError(
+            f"model path {path}: the {suffix} backend needs {needs}, which is not available ({e})"
+        ) from None
     return getattr(mod, cls_name)
 
 
@@ -62,7 +63,7 @@ def token_counts(cfg: dict | None, k_static: int | None, path: Path, missing: st
     if cfg and cfg.get("num_tokens"):
         n = int(cfg["num_tokens"])
         default_k = int(cfg.get("default_k", min(4, n)))
-    elif k_static:                        # a foreign/stripped export: infer what we can
+    elif k_static:  # a foreign/stripped export: infer what we can
         n = int(k_static)
         default_k = min(4, n)
     else:

@@ -10,6 +10,7 @@ writes beside ``MODEL.onnx``. They are opened on first use and only when their
 ``tokfuse_rt.checkpoint_sha256`` matches the main model's; otherwise ``has_halves`` is False and
 ``halves_note`` says why.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,11 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..devices import parse_device
+from ..graphs import GRAPHS, HALVES, INPUTS, OUTPUTS, half_paths, read_config, read_meta
 from . import token_counts
-
-META_PREFIX = "tokfuse_rt."
-INPUTS = ("ir", "vis", "k")
-OUTPUTS = ("fused", "ids")
 
 
 def _ort():
@@ -43,39 +42,19 @@ def default_threads() -> int:
 
 
 def pick_providers(device: str, available: list[str]) -> tuple[list, str]:
-    """(providers for InferenceSession, requested device string) for ``device``."""
-    if not isinstance(device, str):
-        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {type(device).__name__}")
-    dev = device.strip().lower()
+    """(providers for InferenceSession, requested device string) for ``device``
+    (:func:`tokfuse_rt.devices.parse_device`); "auto": the CUDA provider when onnxruntime has it."""
+    kind, index = parse_device(device)
     has_cuda = "CUDAExecutionProvider" in available
-    if dev == "cpu":
+    if kind == "cpu" or (kind == "auto" and not has_cuda):
         return ["CPUExecutionProvider"], "cpu"
-    if dev == "auto":
-        if has_cuda:
-            return [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"], "cuda:0"
-        return ["CPUExecutionProvider"], "cpu"
-    if dev == "cuda" or dev.startswith("cuda:"):
-        idx = dev.partition(":")[2] or "0"
-        if not idx.isdigit():
-            raise ValueError(f"device={device!r}: expected 'cuda' or 'cuda:N'")
-        if not has_cuda:
-            raise ValueError(
-                f"device={device!r}: this onnxruntime has no CUDAExecutionProvider "
-                f"(available: {', '.join(available)}); install onnxruntime-gpu or use device='cpu'"
-            )
-        return [("CUDAExecutionProvider", {"device_id": int(idx)}), "CPUExecutionProvider"], f"cuda:{idx}"
-    raise ValueError(f"device={device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
-
-
-def read_onnx_config(meta: dict) -> dict | None:
-    raw = meta.get(META_PREFIX + "config")
-    if not raw:
-        return None
-    try:
-        cfg = json.loads(raw)
-    except json.JSONDecodeError:
-        return None
-    return cfg if isinstance(cfg, dict) else None
+    if kind == "cuda" and not has_cuda:
+        raise ValueError(
+            f"device={device!r}: this onnxruntime has no CUDAExecutionProvider "
+            f"(available: {', '.join(available)}); install onnxruntime-gpu or use device='cpu'"
+        )
+    index = index or 0
+    return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"], f"cuda:{index}"
 
 
 class OrtBackend:
@@ -88,37 +67,42 @@ class OrtBackend:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.log_severity_level = 3                       # errors only; no provider-fallback chatter
+        so.log_severity_level = 3  # errors only; no provider-fallback chatter
         if threads is not None:
             so.intra_op_num_threads = int(threads)
             so.inter_op_num_threads = 1
         self._threads = int(threads) if threads is not None else default_threads()
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=providers)
-        except Exception as e:  # InvalidProtobuf, InvalidGraph, Fail, NoSuchFile, ...
+        except Exception as e:  # noqa: BLE001 - InvalidProtobuf, InvalidGraph, Fail, NoSuchFile, ...
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ValueError(f"model file {self.path}: cannot load it as an ONNX model (corrupt, truncated or "
-                             f"not a tokfuse_rt export?): {msg}") from None
+            raise ValueError(
+                f"model file {self.path}: cannot load it as an ONNX model (corrupt, truncated or "
+                f"not a tokfuse_rt export?): {msg}"
+            ) from None
         used = self.session.get_providers()
         self._so = so
-        self._halves = None                     # {"tokens": session, "render": session} once opened
-        self.halves_note = None                 # why the halves are unavailable (None: not checked yet / ok)
+        self._halves = None  # {"tokens": session, "render": session} once opened
+        self.halves_note = None  # why the halves are unavailable (None: not checked yet / ok)
         self._halves_lock = threading.Lock()
         if want.startswith("cuda") and "CUDAExecutionProvider" not in used:
             if device != "auto":
-                raise ValueError(f"device={device!r}: the CUDA execution provider failed to start "
-                                 f"(session providers: {used})")
+                raise ValueError(
+                    f"device={device!r}: the CUDA execution provider failed to start (session providers: {used})"
+                )
             want = "cpu"
         self.device = want
         self._check_io()
-        meta = self.session.get_modelmeta()
-        self._meta = dict(meta.custom_metadata_map)
-        self.cfg = read_onnx_config(self._meta)
+        self._meta = read_meta(self.session.get_modelmeta().custom_metadata_map)
+        self.cfg = read_config(self._meta)
         k_out = self.session.get_outputs()[1].shape
         k_static = k_out[1] if len(k_out) == 2 and isinstance(k_out[1], int) else None
         self.num_tokens, self.default_k = token_counts(
-            self.cfg, k_static, self.path,
-            "no tokfuse_rt config in the ONNX metadata and the token count cannot be inferred from the graph")
+            self.cfg,
+            k_static,
+            self.path,
+            "no tokfuse_rt config in the ONNX metadata and the token count cannot be inferred from the graph",
+        )
 
     def _check_io(self) -> None:
         ins = {i.name: i for i in self.session.get_inputs()}
@@ -130,8 +114,9 @@ class OrtBackend:
             )
         for n in ("ir", "vis"):
             if ins[n].type != "tensor(float)" or len(ins[n].shape) != 4:
-                raise ValueError(f"model file {self.path}: input {n} is {ins[n].type} {ins[n].shape}, "
-                                 "expected float32 [B, 1, H, W]")
+                raise ValueError(
+                    f"model file {self.path}: input {n} is {ins[n].type} {ins[n].shape}, expected float32 [B, 1, H, W]"
+                )
         kin = ins["k"]
         if kin.type not in ("tensor(int64)", "tensor(int32)"):
             raise ValueError(f"model file {self.path}: input k is {kin.type}, expected int64")
@@ -150,8 +135,10 @@ class OrtBackend:
         if self._static_batch is not None and ir.shape[0] != self._static_batch:
             if self._static_batch != 1:
                 raise ValueError(f"model file {self.path} has a fixed batch of {self._static_batch}, got {ir.shape[0]}")
-            outs = [self.session.run(OUTPUTS, {"ir": ir[i:i + 1], "vis": vis[i:i + 1], "k": kk})
-                    for i in range(ir.shape[0])]
+            outs = [
+                self.session.run(OUTPUTS, {"ir": ir[i : i + 1], "vis": vis[i : i + 1], "k": kk})
+                for i in range(ir.shape[0])
+            ]
             return (np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs]).astype(np.int64))
         fused, ids = self.session.run(OUTPUTS, {"ir": ir, "vis": vis, "k": kk})
         return fused, ids.astype(np.int64, copy=False)
@@ -164,12 +151,12 @@ class OrtBackend:
 
     @property
     def render_halo(self) -> int | None:
-        v = self._meta.get(META_PREFIX + "render_halo")
+        v = self._meta.get("render_halo")
         return int(v) if v else None
 
     @property
     def render_align(self) -> int | None:
-        v = self._meta.get(META_PREFIX + "render_align")
+        v = self._meta.get("render_align")
         return int(v) if v else None
 
     @property
@@ -183,39 +170,42 @@ class OrtBackend:
         with self._halves_lock:
             if self._halves is not None or self.halves_note is not None:
                 return self._halves
-            from export.to_onnx import GRAPHS, HALVES, half_paths
-
             ort = _ort()
-            want_sha = self._meta.get(META_PREFIX + "checkpoint_sha256")
+            want_sha = self._meta.get("checkpoint_sha256")
             paths = half_paths(self.path)
             missing = [p.name for p in paths.values() if not p.is_file()]
             if missing:
-                self.halves_note = (f"no companion graphs {', '.join(missing)} beside {self.path.name} "
-                                    "(re-export with python -m export.to_onnx to get them)")
+                self.halves_note = (
+                    f"no companion graphs {', '.join(missing)} beside {self.path.name} "
+                    "(re-export with python -m export.to_onnx to get them)"
+                )
                 return None
             if not want_sha:
-                self.halves_note = (f"{self.path.name} carries no tokfuse_rt.checkpoint_sha256, so its companion "
-                                    "graphs cannot be matched to it (re-export with python -m export.to_onnx)")
+                self.halves_note = (
+                    f"{self.path.name} carries no tokfuse_rt.checkpoint_sha256, so its companion "
+                    "graphs cannot be matched to it (re-export with python -m export.to_onnx)"
+                )
                 return None
             sessions = {}
             for part in HALVES:
                 p = paths[part]
                 try:
                     sess = ort.InferenceSession(str(p), sess_options=self._so, providers=self.session.get_providers())
-                except Exception as e:
+                except Exception as e:  # noqa: BLE001 - any load failure makes the halves unavailable, with the reason
                     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                     self.halves_note = f"companion graph {p.name} cannot be loaded ({msg})"
                     return None
-                meta = dict(sess.get_modelmeta().custom_metadata_map)
+                meta = read_meta(sess.get_modelmeta().custom_metadata_map)
                 ins = [i.name for i in sess.get_inputs()]
                 outs = [o.name for o in sess.get_outputs()]
-                if (meta.get(META_PREFIX + "part") != part or (tuple(ins), tuple(outs)) != GRAPHS[part]):
-                    self.halves_note = (f"companion graph {p.name} is not a tokfuse_rt {part} half "
-                                        f"(IO {ins} -> {outs})")
+                if meta.get("part") != part or (tuple(ins), tuple(outs)) != GRAPHS[part]:
+                    self.halves_note = f"companion graph {p.name} is not a tokfuse_rt {part} half (IO {ins} -> {outs})"
                     return None
-                if meta.get(META_PREFIX + "checkpoint_sha256") != want_sha:
-                    self.halves_note = (f"companion graph {p.name} was exported from another checkpoint than "
-                                        f"{self.path.name} (stale file; re-export with python -m export.to_onnx)")
+                if meta.get("checkpoint_sha256") != want_sha:
+                    self.halves_note = (
+                        f"companion graph {p.name} was exported from another checkpoint than "
+                        f"{self.path.name} (stale file; re-export with python -m export.to_onnx)"
+                    )
                     return None
                 sessions[part] = sess
             self._halves = sessions
@@ -244,8 +234,11 @@ class OrtBackend:
     def run_render(self, ir: np.ndarray, vis: np.ndarray, base_up: np.ndarray) -> np.ndarray:
         """ir, vis [B, 1, H, W] and base_up [B, C, H, W], float32 -> fused float32 [B, 1, H, W] (MODEL.render.onnx)."""
         sess = self._need_halves()["render"]
-        feed = {"ir": np.ascontiguousarray(ir, dtype=np.float32), "vis": np.ascontiguousarray(vis, dtype=np.float32),
-                "base_up": np.ascontiguousarray(base_up, dtype=np.float32)}
+        feed = {
+            "ir": np.ascontiguousarray(ir, dtype=np.float32),
+            "vis": np.ascontiguousarray(vis, dtype=np.float32),
+            "base_up": np.ascontiguousarray(base_up, dtype=np.float32),
+        }
         return sess.run(None, feed)[0]
 
     def info(self) -> dict:
@@ -254,13 +247,13 @@ class OrtBackend:
         ort = _ort()
         opset = None
         try:
-            import onnx  # noqa: F401 - optional; only for the opset number
+            import onnx
 
             m = onnx.load(str(self.path), load_external_data=False)
             opset = next((i.version for i in m.opset_import if i.domain in ("", "ai.onnx")), None)
-        except Exception:
+        except Exception:  # noqa: BLE001 - the opset is optional information
             pass
-        train = self._meta.get(META_PREFIX + "train") or None
+        train = self._meta.get("train") or None
         try:
             train = json.loads(train) if train else None
         except json.JSONDecodeError:
@@ -272,7 +265,7 @@ class OrtBackend:
             "providers": self.session.get_providers(),
             "onnxruntime": ort.__version__,
             "opset": opset,
-            "exporter": self._meta.get(META_PREFIX + "exporter"),
+            "exporter": self._meta.get("exporter"),
             "config": dict(self.cfg) if self.cfg else {"num_tokens": self.num_tokens, "default_k": self.default_k},
             "train": train,
             "halves": "tokens+render" if self.has_halves else f"unavailable: {self.halves_note}",

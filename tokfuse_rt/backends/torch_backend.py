@@ -1,4 +1,5 @@
 """PyTorch backend: the reference model; Triton kernels on CUDA, the C++ extension on CPU."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,17 +7,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..devices import parse_device
 from ..model import load_checkpoint
 from ..model.quant import kernel_backend, resolve_backend
 
 
 def pick_device(device: str) -> torch.device:
-    if device == "auto":
+    """The torch device for ``device`` (:func:`tokfuse_rt.devices.parse_device`); "auto": CUDA when
+    torch sees one, else the CPU."""
+    kind, index = parse_device(device)
+    if kind == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
+    if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r}: CUDA is not available to torch on this machine")
-    return dev
+    return torch.device(kind if index is None else f"{kind}:{index}")
 
 
 class TorchBackend:
@@ -41,12 +45,14 @@ class TorchBackend:
     def default_k(self) -> int:
         return self.cfg.default_k
 
+    def _tensors(self, *arrays: np.ndarray) -> list[torch.Tensor]:
+        """float32 numpy arrays -> tensors on the model's device."""
+        return [torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device) for x in arrays]
+
     def run(self, ir: np.ndarray, vis: np.ndarray, k: int):
         """ir, vis: float32 [B, 1, H, W] in [0, 1] -> (fused float32 [B, 1, H, W], ids int64 [B, K])."""
         with torch.inference_mode(), kernel_backend(self.kernels):
-            a = torch.from_numpy(ir).to(self.device)
-            b = torch.from_numpy(vis).to(self.device)
-            fused, ids, _ = self.model(a, b, k=k)
+            fused, ids, _ = self.model(*self._tensors(ir, vis), k=k)
             return fused.float().cpu().numpy(), ids.cpu().numpy()
 
     # --- the model's two halves (token reuse across video frames, tiles of one image) ------------
@@ -67,9 +73,7 @@ class TorchBackend:
     def run_tokens(self, ir: np.ndarray, vis: np.ndarray, k: int):
         """ir, vis: float32 [B, 1, H, W] -> (base float32 [B, C, S, S], ids int64 [B, K]): the token pathway."""
         with torch.inference_mode(), kernel_backend(self.kernels):
-            a = torch.from_numpy(np.ascontiguousarray(ir, dtype=np.float32)).to(self.device)
-            b = torch.from_numpy(np.ascontiguousarray(vis, dtype=np.float32)).to(self.device)
-            base, ids = self.model.token_pathway(a, b, k)
+            base, ids = self.model.token_pathway(*self._tensors(ir, vis), k)
             return base.float().cpu().numpy(), ids.cpu().numpy()
 
     def upsample_base(self, base: np.ndarray, size) -> np.ndarray:
@@ -81,10 +85,7 @@ class TorchBackend:
     def run_render(self, ir: np.ndarray, vis: np.ndarray, base_up: np.ndarray) -> np.ndarray:
         """ir, vis [B, 1, H, W] and base_up [B, C, H, W], float32 -> fused float32 [B, 1, H, W]: the 2D half."""
         with torch.inference_mode():
-            a = torch.from_numpy(np.ascontiguousarray(ir, dtype=np.float32)).to(self.device)
-            b = torch.from_numpy(np.ascontiguousarray(vis, dtype=np.float32)).to(self.device)
-            u = torch.from_numpy(np.ascontiguousarray(base_up, dtype=np.float32)).to(self.device)
-            return self.model.render(a, b, u).float().cpu().numpy()
+            return self.model.render(*self._tensors(ir, vis, base_up)).float().cpu().numpy()
 
     def info(self) -> dict:
         return {

@@ -8,6 +8,7 @@ profile's maximum are split. One execution context, guarded by a lock, so ``Engi
 called from several threads. The model config comes from ``<plan>.json`` written beside the
 engine by the exporter (TensorRT plans carry no metadata).
 """
+
 from __future__ import annotations
 
 import json
@@ -16,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..devices import parse_device
+from ..graphs import INPUTS, OUTPUTS, sidecar_path
 from . import token_counts
-
-INPUTS = ("ir", "vis", "k")
-OUTPUTS = ("fused", "ids")
 
 
 def _import_trt():
@@ -33,8 +33,7 @@ def _import_trt():
 def _torch_dtype(trt, dt):
     import torch
 
-    table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32,
-             trt.bool: torch.bool}
+    table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32, trt.bool: torch.bool}
     if hasattr(trt, "int64"):
         table[trt.int64] = torch.int64
     if hasattr(trt, "bfloat16"):
@@ -52,17 +51,15 @@ class TrtBackend:
         import torch
 
         self.path = Path(path)
-        if not isinstance(device, str):
-            raise TypeError(f"device must be a string such as 'auto' or 'cuda', got {type(device).__name__}")
-        dev = device.strip().lower()
-        if dev == "cpu":
-            raise ValueError("device='cpu': TensorRT engines run on NVIDIA GPUs only; use the .onnx model "
-                             "(ONNX Runtime) or the .safetensors checkpoint (PyTorch) on a CPU")
-        if dev not in ("auto", "cuda") and not dev.startswith("cuda:"):
-            raise ValueError(f"device={device!r}: expected 'auto', 'cuda' or 'cuda:N'")
+        kind, index = parse_device(device)
+        if kind == "cpu":
+            raise ValueError(
+                "device='cpu': TensorRT engines run on NVIDIA GPUs only; use the .onnx model "
+                "(ONNX Runtime) or the .safetensors checkpoint (PyTorch) on a CPU"
+            )
         if not torch.cuda.is_available():
             raise RuntimeError(f"model file {self.path}: TensorRT needs a CUDA GPU visible to torch; none found")
-        self.device = torch.device("cuda:0" if dev in ("auto", "cuda") else dev)
+        self.device = torch.device(f"cuda:{index or 0}")
         self._threads = threads
         data = self.path.read_bytes()
         if not data:
@@ -85,8 +82,10 @@ class TrtBackend:
         ins = sorted(n for n in names if modes[n] == trt.TensorIOMode.INPUT)
         outs = [n for n in names if modes[n] == trt.TensorIOMode.OUTPUT]
         if ins != sorted(INPUTS) or sorted(outs) != sorted(OUTPUTS):
-            raise ValueError(f"model file {self.path}: engine IO {ins} -> {outs} is not a tokfuse_rt engine "
-                             f"(expected {list(INPUTS)} -> {list(OUTPUTS)})")
+            raise ValueError(
+                f"model file {self.path}: engine IO {ins} -> {outs} is not a tokfuse_rt engine "
+                f"(expected {list(INPUTS)} -> {list(OUTPUTS)})"
+            )
         self._dtypes = {n: _torch_dtype(trt, self.engine.get_tensor_dtype(n)) for n in names}
         self._k_shape = tuple(self.engine.get_tensor_shape("k"))
         if any(d < 0 for d in self._k_shape):
@@ -97,12 +96,15 @@ class TrtBackend:
         ids_shape = tuple(self.engine.get_tensor_shape("ids"))
         k_static = ids_shape[1] if len(ids_shape) == 2 and ids_shape[1] > 0 else None
         self.num_tokens, self.default_k = token_counts(
-            cfg, k_static, self.path,
-            f"no {self.path.name}.json beside it and the token count cannot be read from the engine")
+            cfg,
+            k_static,
+            self.path,
+            f"no {self.path.name}.json beside it and the token count cannot be read from the engine",
+        )
         self.cfg = cfg
 
     def _read_sidecar(self) -> dict:
-        side = self.path.with_name(self.path.name + ".json")
+        side = sidecar_path(self.path)
         if not side.is_file():
             return {}
         try:
@@ -130,7 +132,7 @@ class TrtBackend:
             raise ValueError(f"batch {ir.shape[0]} is below this engine's minimum batch {bmin}")
         fused, ids = [], []
         for s in range(0, ir.shape[0], bmax):
-            f, i = self._run_chunk(ir[s:s + bmax], vis[s:s + bmax], k)
+            f, i = self._run_chunk(ir[s : s + bmax], vis[s : s + bmax], k)
             fused.append(f)
             ids.append(i)
         if len(fused) == 1:

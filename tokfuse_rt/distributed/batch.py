@@ -15,6 +15,7 @@ that dies is restarted by Ray and its unfinished batches are retried; temporarie
 are removed (``outputs.remove_stale_temps``). The report is a ``FuseReport`` (same summary and JSON
 as ``fuse_dir``) with a ``ray`` section.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -24,7 +25,6 @@ import logging
 import math
 import os
 import shutil
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -32,9 +32,17 @@ from pathlib import Path
 
 from ..engine import DEFAULT_TILE, REPORT_NAME, FuseReport, one_line
 from ..imageio import DEFAULT_MAX_PIXELS
-from ..outputs import (atomic_write, check_output_dir, check_output_ext, check_quality, output_ok,
-                       remove_stale_temps, save_image)
+from ..outputs import (
+    atomic_write,
+    check_output_dir,
+    check_output_ext,
+    check_quality,
+    output_ok,
+    remove_stale_temps,
+    save_image,
+)
 from ..pairing import pair_trees
+from ..progress import progress_bar
 from .cluster import ModelBlob, check_address, connected, import_ray, resolve_model, worker_env
 
 STATUS_WRITTEN, STATUS_SKIPPED, STATUS_FAILED = "written", "skipped", "failed"
@@ -125,21 +133,34 @@ class PairFuser:
     died, is fused one pair at a time so that only the bad pair fails.
     """
 
-    def __init__(self, model: ModelBlob, attempts_dir, device: str = "auto", threads: int = 1, k: int | None = None,
-                 engine_batch: int = 4, max_attempts: int = 3, overwrite: bool = False, quality: int | None = None,
-                 engine_options: dict | None = None):
+    def __init__(
+        self,
+        model: ModelBlob,
+        attempts_dir,
+        device: str = "auto",
+        threads: int = 1,
+        k: int | None = None,
+        engine_batch: int = 4,
+        max_attempts: int = 3,
+        overwrite: bool = False,
+        quality: int | None = None,
+        engine_options: dict | None = None,
+    ):
         from ..engine import Engine
 
-        self.engine = Engine(model.local_path(), device=device, threads=threads, batch_size=engine_batch,
-                             **(engine_options or {}))
+        self.engine = Engine(
+            model.local_path(), device=device, threads=threads, batch_size=engine_batch, **(engine_options or {})
+        )
         self.k, self.overwrite, self.quality = k, overwrite, quality
         self.fault = FaultHook()
         self.guard = AttemptGuard(attempts_dir, max_attempts)
         self.pid = os.getpid()
 
     def __call__(self, batch: dict) -> dict:
-        rows = [dict(name=str(n), ir=str(a), vis=str(b), out=Path(str(o)))
-                for n, a, b, o in zip(batch["name"], batch["ir"], batch["vis"], batch["out"])]
+        rows = [
+            dict(name=str(n), ir=str(a), vis=str(b), out=Path(str(o)))
+            for n, a, b, o in zip(batch["name"], batch["ir"], batch["vis"], batch["out"])
+        ]
         status, warns = {}, {}
         if not self.overwrite:
             status = {r["name"]: (STATUS_SKIPPED, "") for r in rows if output_ok(r["out"])}
@@ -171,8 +192,13 @@ class PairFuser:
                 status[r["name"]] = res if isinstance(res, tuple) else self._write(r["out"], res)
                 self.guard.end(r["name"])
         names = [r["name"] for r in rows]
-        return {"name": names, "status": [status[n][0] for n in names], "error": [status[n][1] for n in names],
-                "warnings": [json.dumps(warns.get(n, [])) for n in names], "pid": [self.pid] * len(names)}
+        return {
+            "name": names,
+            "status": [status[n][0] for n in names],
+            "error": [status[n][1] for n in names],
+            "warnings": [json.dumps(warns.get(n, [])) for n in names],
+            "pid": [self.pid] * len(names),
+        }
 
     def _fuse(self, group) -> list:
         """Fused uint8 image, or a (failed, message) status, for each (row, prepared pair)."""
@@ -210,22 +236,43 @@ class RayFuseReport(FuseReport):
 
     def summary(self) -> str:
         first, *rest = super().summary().split("\n")
-        return "\n".join([f"{first} in {self.seconds:.1f} s ({self.pairs_per_s:.2f} pairs/s, "
-                          f"{self.actors} actors)", *rest])
+        return "\n".join(
+            [f"{first} in {self.seconds:.1f} s ({self.pairs_per_s:.2f} pairs/s, {self.actors} actors)", *rest]
+        )
 
     def to_dict(self) -> dict:
         d = super().to_dict()
-        d["ray"] = {"seconds": round(self.seconds, 3), "pairs_per_s": round(self.pairs_per_s, 3),
-                    "actors": self.actors, "worker_processes": len(self.worker_pids)}
+        d["ray"] = {
+            "seconds": round(self.seconds, 3),
+            "pairs_per_s": round(self.pairs_per_s, 3),
+            "actors": self.actors,
+            "worker_processes": len(self.worker_pids),
+        }
         return d
 
 
-def fuse_dir_ray(ir_dir, vis_dir, out_dir, *, model=None, k: int | None = None, device: str = "auto",
-                 address: str | None = "auto", actors: int | None = None, threads_per_actor: int = 1,
-                 batch_size: int = 4, ext: str = ".png", overwrite: bool = False, quality: int | None = None,
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS, depth: str = "auto",
-                 tile_size: int | None = DEFAULT_TILE, report_path=None, progress: bool = True,
-                 max_attempts: int = 3) -> RayFuseReport:
+def fuse_dir_ray(
+    ir_dir,
+    vis_dir,
+    out_dir,
+    *,
+    model=None,
+    k: int | None = None,
+    device: str = "auto",
+    address: str | None = "auto",
+    actors: int | None = None,
+    threads_per_actor: int = 1,
+    batch_size: int = 4,
+    ext: str = ".png",
+    overwrite: bool = False,
+    quality: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    depth: str = "auto",
+    tile_size: int | None = DEFAULT_TILE,
+    report_path=None,
+    progress: bool = True,
+    max_attempts: int = 3,
+) -> RayFuseReport:
     """Fuse every pair of the folder trees ``ir_dir`` / ``vis_dir`` into ``out_dir`` on Ray.
 
     Outputs, resume (``overwrite``), ``ext``, ``quality``, the reading options (``max_pixels``,
@@ -239,8 +286,11 @@ def fuse_dir_ray(ir_dir, vis_dir, out_dir, *, model=None, k: int | None = None, 
     ``max_attempts``: a pair whose worker process died this many times while fusing it is reported
     as failed (``AttemptGuard``). Everything is checked before Ray starts.
     """
-    for nm, v, lo in (("threads_per_actor", threads_per_actor, 1), ("batch_size", batch_size, 1),
-                      ("max_attempts", max_attempts, 1)):
+    for nm, v, lo in (
+        ("threads_per_actor", threads_per_actor, 1),
+        ("batch_size", batch_size, 1),
+        ("max_attempts", max_attempts, 1),
+    ):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ValueError(f"{nm} must be an int >= {lo}, got {v!r}")
     if actors is not None and (isinstance(actors, bool) or not isinstance(actors, int) or actors < 1):
@@ -253,7 +303,7 @@ def fuse_dir_ray(ir_dir, vis_dir, out_dir, *, model=None, k: int | None = None, 
     engine_options = {"max_pixels": max_pixels, "depth": depth, "tile_size": tile_size}
     backend, k = _check_model(model_path, k, engine_options)
     if address not in (None, "", "auto", "local") and not import_ray().is_initialized():
-        check_address(address)              # fail fast, before anything is written
+        check_address(address)  # fail fast, before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     if report_path is None:
         report_path = out_dir / REPORT_NAME
@@ -268,14 +318,31 @@ def fuse_dir_ray(ir_dir, vis_dir, out_dir, *, model=None, k: int | None = None, 
     rows: list = []
     t0 = time.perf_counter()
     try:
-        if pairing.pairs:                   # nothing to fuse: no Ray needed
+        if pairing.pairs:  # nothing to fuse: no Ray needed
             with connected(address) as ray:
                 rep.actors = actors or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads_per_actor)
-                options = {"attempts_dir": str(attempts_dir), "device": device, "threads": threads_per_actor,
-                           "k": k, "engine_batch": batch_size, "max_attempts": max_attempts,
-                           "overwrite": overwrite, "quality": quality, "engine_options": engine_options}
-                _run(ray, pairing.pairs, targets, ModelBlob.put(model_path), options, rep.actors, batch_size,
-                     progress, rows)
+                options = {
+                    "attempts_dir": str(attempts_dir),
+                    "device": device,
+                    "threads": threads_per_actor,
+                    "k": k,
+                    "engine_batch": batch_size,
+                    "max_attempts": max_attempts,
+                    "overwrite": overwrite,
+                    "quality": quality,
+                    "engine_options": engine_options,
+                }
+                _run(
+                    ray,
+                    pairing.pairs,
+                    targets,
+                    ModelBlob.put(model_path),
+                    options,
+                    rep.actors,
+                    batch_size,
+                    progress,
+                    rows,
+                )
     except BaseException:
         rep.interrupted = True
         raise
@@ -286,9 +353,17 @@ def fuse_dir_ray(ir_dir, vis_dir, out_dir, *, model=None, k: int | None = None, 
         AttemptGuard.reset(attempts_dir)
         if report_path is not False:
             rep.report_path = str(report_path)
-            rep.save_json(report_path, ir_dir=Path(ir_dir), vis_dir=Path(vis_dir), out_dir=out_dir,
-                          model=model_path, backend=backend, k=k, started=started,
-                          finished=_dt.datetime.now().isoformat(timespec="seconds"))
+            rep.save_json(
+                report_path,
+                ir_dir=Path(ir_dir),
+                vis_dir=Path(vis_dir),
+                out_dir=out_dir,
+                model=model_path,
+                backend=backend,
+                k=k,
+                started=started,
+                finished=_dt.datetime.now().isoformat(timespec="seconds"),
+            )
     return rep
 
 
@@ -298,7 +373,7 @@ def _check_model(model_path: Path, k, engine_options: dict):
     from ..engine import Engine
 
     with Engine(model_path, device="cpu", threads=1, **engine_options) as eng:
-        return eng.info()["backend"], eng._k(k)
+        return eng.info()["backend"], eng.resolve_k(k)
 
 
 def _run(ray, pairs, targets, blob, options, n_actors, batch_size, progress, rows) -> None:
@@ -308,19 +383,25 @@ def _run(ray, pairs, targets, blob, options, n_actors, batch_size, progress, row
     items = [{"name": p.name, "ir": str(p.ir), "vis": str(p.vis), "out": str(targets[p.name])} for p in pairs]
     ctx = ray.data.DataContext.get_current()
     saved = (ctx.enable_progress_bars, ctx.print_on_execution_start, ctx.max_errored_blocks)
-    log = logging.getLogger("ray.data")             # our own progress bar and summary replace its chatter
+    log = logging.getLogger("ray.data")  # our own progress bar and summary replace its chatter
     saved_level = log.level
     log.setLevel(logging.ERROR)
     ctx.enable_progress_bars, ctx.print_on_execution_start = False, False
-    ctx.max_errored_blocks = -1           # a batch that fails for good must not stop the others
-    bar = _bar(len(items), progress)
+    ctx.max_errored_blocks = -1  # a batch that fails for good must not stop the others
+    bar = progress_bar(enabled=progress, desc="fusing (ray)", unit="pair", total=len(items))
     try:
         ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / batch_size)))
         # Ray Data's actor pools restart dead actors and retry their batches (max_restarts and
         # max_task_retries -1 by default); AttemptGuard bounds the retries of a poison pair.
-        ds = ds.map_batches(PairFuser, batch_size=batch_size, batch_format="numpy",
-                            compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=options["threads"],
-                            runtime_env=worker_env() or None, fn_constructor_kwargs={"model": blob, **options})
+        ds = ds.map_batches(
+            PairFuser,
+            batch_size=batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=n_actors),
+            num_cpus=options["threads"],
+            runtime_env=worker_env() or None,
+            fn_constructor_kwargs={"model": blob, **options},
+        )
         for row in ds.iter_rows():
             rows.append(row)
             bar.update(1)
@@ -359,22 +440,6 @@ def _collect(rep: RayFuseReport, pairs, targets, rows, existed: set, overwrite: 
             rep.skipped.append(out)
         else:
             rep.failed.append((pair.name, err))
-
-
-class _NullBar:
-    def update(self, n):
-        pass
-
-    def close(self):
-        pass
-
-
-def _bar(total: int, enabled: bool):
-    if not enabled:
-        return _NullBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="fusing (ray)", unit="pair", file=sys.stderr)
 
 
 __all__ = ["fuse_dir_ray", "RayFuseReport", "PairFuser", "FaultHook", "AttemptGuard"]

@@ -1,18 +1,33 @@
 """``tokfuse fuse-dir --ray``: the Ray options and the call (the parser, the checks done before any
 work, the summary and the exit status live in ``tokfuse_rt.cli``, shared with plain fuse-dir)."""
+
 from __future__ import annotations
 
 
 def add_ray_args(p) -> None:
     g = p.add_argument_group("Ray (scale-out; needs the extra tokfuse_rt[ray])")
-    g.add_argument("--ray", nargs="?", const="auto", default=None, metavar="auto|ADDRESS",
-                   help="fuse on Ray: 'auto' (the default when the flag has no value) joins the running cluster "
-                        "or starts a local Ray instance; ADDRESS joins that cluster (HOST:PORT). Sub-folders of "
-                        "--ir/--vis are fused too (mirrored under OUTPUT)")
-    g.add_argument("--actors", type=int, default=None,
-                   help="actors in the pool, one engine each (default: cluster CPUs / threads per actor)")
-    g.add_argument("--threads-per-actor", type=int, default=None,
-                   help="backend threads per actor (default: --threads if given, else 1)")
+    g.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="auto|ADDRESS",
+        help="fuse on Ray: 'auto' (the default when the flag has no value) joins the running cluster "
+        "or starts a local Ray instance; ADDRESS joins that cluster (HOST:PORT). Sub-folders of "
+        "--ir/--vis are fused too (mirrored under OUTPUT)",
+    )
+    g.add_argument(
+        "--actors",
+        type=int,
+        default=None,
+        help="actors in the pool, one engine each (default: cluster CPUs / threads per actor)",
+    )
+    g.add_argument(
+        "--threads-per-actor",
+        type=int,
+        default=None,
+        help="backend threads per actor (default: --threads if given, else 1)",
+    )
     g.add_argument("--batch-size", type=int, default=4, help="pairs per actor call (default 4)")
 
 
@@ -21,7 +36,21 @@ def fuse_dir_ray_args(a, report_path, engine_options: dict):
     from .batch import fuse_dir_ray
 
     threads = next((t for t in (a.threads_per_actor, a.threads) if t is not None), 1)
-    return fuse_dir_ray(a.ir, a.vis, a.output, model=a.model, k=a.k, device=a.device, address=a.ray,
-                        actors=a.actors, threads_per_actor=threads,
-                        batch_size=a.batch_size, ext=a.ext, overwrite=a.overwrite, quality=a.quality,
-                        report_path=report_path, progress=not a.quiet, **engine_options)
+    return fuse_dir_ray(
+        a.ir,
+        a.vis,
+        a.output,
+        model=a.model,
+        k=a.k,
+        device=a.device,
+        address=a.ray,
+        actors=a.actors,
+        threads_per_actor=threads,
+        batch_size=a.batch_size,
+        ext=a.ext,
+        overwrite=a.overwrite,
+        quality=a.quality,
+        report_path=report_path,
+        progress=not a.quiet,
+        **engine_options,
+    )

@@ -2,6 +2,7 @@
 
 Ray is imported only inside these functions: ``import tokfuse_rt`` stays light.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,8 +33,9 @@ def check_address(address: str, timeout_s: float = 5.0) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
     except OSError as e:
-        raise RayConnectError(f"no Ray cluster answers at {address} ({e}); start one with "
-                              f"'ray start --head' or use --ray auto") from None
+        raise RayConnectError(
+            f"no Ray cluster answers at {address} ({e}); start one with 'ray start --head' or use --ray auto"
+        ) from None
 
 
 def import_ray():
@@ -108,7 +110,7 @@ def default_onnx(ckpt=None, cache=None) -> Path:
     from export.to_onnx import export_onnx
 
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache / f".{out.stem}-{os.getpid()}.onnx"    # export_onnx itself writes tmp + rename
+    tmp = cache / f".{out.stem}-{os.getpid()}.onnx"  # export_onnx itself writes tmp + rename
     try:
         export_onnx(ckpt, tmp, verify=False)
         os.replace(tmp, out)
@@ -127,7 +129,7 @@ class ModelBlob:
     ref: object
 
     @classmethod
-    def put(cls, path) -> "ModelBlob":
+    def put(cls, path) -> ModelBlob:
         ray = import_ray()
         path = Path(path)
         data = path.read_bytes()

@@ -16,6 +16,7 @@ JSON body ``{"error": reason}``.
 
 This module imports Ray at import time: import it only to serve.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -39,8 +40,8 @@ DEPLOYMENT = "TokFuseService"
 
 @dataclass(frozen=True)
 class Limits:
-    max_body_bytes: int = 32 * 1024 * 1024     # whole multipart body
-    max_pixels: int = 16_000_000               # per image, checked from the header before decoding
+    max_body_bytes: int = 32 * 1024 * 1024  # whole multipart body
+    max_pixels: int = 16_000_000  # per image, checked from the header before decoding
 
 
 class BadRequest(Exception):
@@ -77,13 +78,24 @@ def decode_upload(data: bytes, name: str, max_pixels: int):
 class TokFuseService:
     """One replica: an Engine, the HTTP routes and the dynamic batcher."""
 
-    def __init__(self, model: ModelBlob, threads: int | None = None, limits: dict | None = None,
-                 token_sha256: str | None = None, max_batch_size: int = 8, batch_wait_s: float = 0.005):
+    def __init__(
+        self,
+        model: ModelBlob,
+        threads: int | None = None,
+        limits: dict | None = None,
+        token_sha256: str | None = None,
+        max_batch_size: int = 8,
+        batch_wait_s: float = 0.005,
+    ):
         from ..engine import Engine
 
         self.limits = Limits(**(limits or {}))
-        self.engine = Engine(model.local_path(), threads=threads, batch_size=max_batch_size,
-                             max_pixels=max(self.limits.max_pixels, MIN_PIXELS))
+        self.engine = Engine(
+            model.local_path(),
+            threads=threads,
+            batch_size=max_batch_size,
+            max_pixels=max(self.limits.max_pixels, MIN_PIXELS),
+        )
         self.token_sha256 = token_sha256
         self.model_name = model.name
         self._fuse_many.set_max_batch_size(max_batch_size)
@@ -110,9 +122,12 @@ class TokFuseService:
         except BadRequest as e:
             headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
             return JSONResponse({"error": e.reason}, status_code=e.status, headers=headers)
-        except Exception as e:  # a server fault, not the client's: say so, never an HTML page
-            return Response(json.dumps({"error": f"internal error: {type(e).__name__}: {e}"}), status_code=500,
-                            media_type="application/json")
+        except Exception as e:  # noqa: BLE001 - a server fault, not the client's: say so, never an HTML page
+            return Response(
+                json.dumps({"error": f"internal error: {type(e).__name__}: {e}"}),
+                status_code=500,
+                media_type="application/json",
+            )
 
     def _check_auth(self, request) -> None:
         if not self.token_sha256:
@@ -127,8 +142,13 @@ class TokFuseService:
         from starlette.responses import JSONResponse
 
         info = self.engine.info()
-        info.update(model=self.model_name, limits=asdict(self.limits), batching=self.batching,
-                    served={"batches": self.batches, "pairs": self.pairs}, auth=bool(self.token_sha256))
+        info.update(
+            model=self.model_name,
+            limits=asdict(self.limits),
+            batching=self.batching,
+            served={"batches": self.batches, "pairs": self.pairs},
+            auth=bool(self.token_sha256),
+        )
         return JSONResponse(json.loads(json.dumps(info, default=str)))
 
     async def _fuse(self, request):
@@ -142,10 +162,14 @@ class TokFuseService:
         k = self._parse_k(parts.get("k"))
         ir, vis = await asyncio.gather(
             asyncio.to_thread(decode_upload, parts["ir"], "ir", self.limits.max_pixels),
-            asyncio.to_thread(decode_upload, parts["vis"], "vis", self.limits.max_pixels))
+            asyncio.to_thread(decode_upload, parts["vis"], "vis", self.limits.max_pixels),
+        )
         if ir.size != vis.size:
-            raise BadRequest(400, f"ir and vis sizes differ: ir is {ir.size[0]}x{ir.size[1]}, vis is "
-                                  f"{vis.size[0]}x{vis.size[1]} (the pair must be registered and of the same size)")
+            raise BadRequest(
+                400,
+                f"ir and vis sizes differ: ir is {ir.size[0]}x{ir.size[1]}, vis is "
+                f"{vis.size[0]}x{vis.size[1]} (the pair must be registered and of the same size)",
+            )
         fused = await self._fuse_many((ir, vis, k))
         if isinstance(fused, Exception):
             raise BadRequest(400, str(fused))
@@ -175,8 +199,9 @@ class TokFuseService:
             yield bytes(body)
 
         try:
-            form = await MultiPartParser(request.headers, one_chunk(), max_files=4, max_fields=4,
-                                         max_part_size=limit).parse()
+            form = await MultiPartParser(
+                request.headers, one_chunk(), max_files=4, max_fields=4, max_part_size=limit
+            ).parse()
         except MultiPartException as e:
             raise BadRequest(400, f"malformed multipart body: {e.message}") from None
         parts = {}
@@ -188,7 +213,7 @@ class TokFuseService:
         return parts
 
     def _parse_k(self, raw):
-        n = self.engine._backend.num_tokens
+        n = self.engine.backend.num_tokens
         if raw is None or (isinstance(raw, str) and raw.strip() == ""):
             return None
         text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
@@ -235,8 +260,16 @@ def _encode_png(img) -> bytes:
     return buf.getvalue()
 
 
-def build_app(model=None, *, replicas: int = 1, threads: int | None = 1, max_batch_size: int = 8,
-              batch_wait_s: float = 0.005, limits: Limits | None = None, token: str | None = None):
+def build_app(
+    model=None,
+    *,
+    replicas: int = 1,
+    threads: int | None = 1,
+    max_batch_size: int = 8,
+    batch_wait_s: float = 0.005,
+    limits: Limits | None = None,
+    token: str | None = None,
+):
     """The Serve application (not yet running). ``model``: a model file, None for the bundled default
     exported to ONNX; ``token``: bearer token required by /fuse and /info (None: no auth)."""
     for nm, v in (("replicas", replicas), ("max_batch_size", max_batch_size)):
@@ -251,34 +284,62 @@ def build_app(model=None, *, replicas: int = 1, threads: int | None = 1, max_bat
         raise ValueError(f"limits must be positive, got {limits}")
     blob = ModelBlob.put(resolve_model(model))
     dep = TokFuseService.options(
-        num_replicas=replicas, max_ongoing_requests=max(16, 2 * max_batch_size),
-        ray_actor_options={"num_cpus": threads or 1})
-    return dep.bind(blob, threads=threads, limits=asdict(limits), token_sha256=token_digest(token),
-                    max_batch_size=max_batch_size, batch_wait_s=float(batch_wait_s))
+        num_replicas=replicas,
+        max_ongoing_requests=max(16, 2 * max_batch_size),
+        ray_actor_options={"num_cpus": threads or 1},
+    )
+    return dep.bind(
+        blob,
+        threads=threads,
+        limits=asdict(limits),
+        token_sha256=token_digest(token),
+        max_batch_size=max_batch_size,
+        batch_wait_s=float(batch_wait_s),
+    )
 
 
 def start(app, host: str = "127.0.0.1", port: int = 8000) -> str:
     """Start Serve's HTTP proxy on ``host:port`` and run ``app`` at ``/``; returns the base URL."""
-    serve.start(http_options={"host": host, "port": port},
-                logging_config={"log_level": "WARNING", "enable_access_log": False})
-    serve.run(app, name=APP_NAME, route_prefix="/", logging_config={"log_level": "WARNING",
-                                                                     "enable_access_log": False})
+    serve.start(
+        http_options={"host": host, "port": port}, logging_config={"log_level": "WARNING", "enable_access_log": False}
+    )
+    serve.run(app, name=APP_NAME, route_prefix="/", logging_config={"log_level": "WARNING", "enable_access_log": False})
     return f"http://{host}:{port}"
 
 
-def serve_forever(model=None, *, host: str = "127.0.0.1", port: int = 8000, address: str | None = "auto",
-                  replicas: int = 1, threads: int | None = 1, max_batch_size: int = 8, batch_wait_s: float = 0.005,
-                  limits: Limits | None = None, token_env: str = TOKEN_ENV, ready=print) -> None:
+def serve_forever(
+    model=None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    address: str | None = "auto",
+    replicas: int = 1,
+    threads: int | None = 1,
+    max_batch_size: int = 8,
+    batch_wait_s: float = 0.005,
+    limits: Limits | None = None,
+    token_env: str = TOKEN_ENV,
+    ready=print,
+) -> None:
     """``tokfuse serve``: run the service until interrupted (Ctrl-C / SIGTERM), then remove it."""
     import signal
 
     token = os.environ.get(token_env) or None
     with connected(address):
-        app = build_app(model, replicas=replicas, threads=threads, max_batch_size=max_batch_size,
-                        batch_wait_s=batch_wait_s, limits=limits, token=token)
+        app = build_app(
+            model,
+            replicas=replicas,
+            threads=threads,
+            max_batch_size=max_batch_size,
+            batch_wait_s=batch_wait_s,
+            limits=limits,
+            token=token,
+        )
         url = start(app, host, port)
-        ready(f"tokfuse serve: {url} (POST /fuse, GET /healthz, GET /info), {replicas} replica(s), "
-              f"auth {'on' if token else 'off'}; Ctrl-C stops")
+        ready(
+            f"tokfuse serve: {url} (POST /fuse, GET /healthz, GET /info), {replicas} replica(s), "
+            f"auth {'on' if token else 'off'}; Ctrl-C stops"
+        )
         signal.signal(signal.SIGTERM, _interrupt)
         try:
             while True:

@@ -11,6 +11,7 @@ Per-directory evaluation with Markdown/PNG output lives in :mod:`tokfuse_rt.metr
 Temporal stability of videos: :func:`biswe` / :class:`BiSWE` (:mod:`tokfuse_rt.metrics.temporal`; its
 optical flow imports OpenCV when called).
 """
+
 from __future__ import annotations
 
 from .basic import ag, cc, en, mse, psnr, scd, sd, sf, thermal_kept

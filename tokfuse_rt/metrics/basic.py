@@ -5,6 +5,7 @@ operation, including its dtype: images read by :func:`tokfuse_rt.metrics.read_gr
 numpy then keeps float32 arithmetic (pairwise summation) exactly as the reference does.  Pass float64
 arrays to get float64 arithmetic instead.  Argument order is always ``(F, A, B)`` = (fused, ir, vis).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -63,7 +64,7 @@ def ag(F: np.ndarray) -> float:
     gy[0, :] = F[1, :] - F[0, :]
     gy[-1, :] = F[-1, :] - F[-2, :]
     gy[1:-1, :] = (F[2:, :] - F[:-2, :]) / 2
-    return float(np.mean(np.sqrt((gx ** 2 + gy ** 2) / 2)))
+    return float(np.mean(np.sqrt((gx**2 + gy**2) / 2)))
 
 
 def corr(X: np.ndarray, Y: np.ndarray):
@@ -71,7 +72,7 @@ def corr(X: np.ndarray, Y: np.ndarray):
     dx = X - np.mean(X)
     dy = Y - np.mean(Y)
     with np.errstate(divide="ignore", invalid="ignore"):  # constant input -> nan, as the reference
-        return np.sum(dx * dy) / np.sqrt(np.sum(dx ** 2) * np.sum(dy ** 2))
+        return np.sum(dx * dy) / np.sqrt(np.sum(dx**2) * np.sum(dy**2))
 
 
 def _check3(F, A, B):

@@ -1,13 +1,16 @@
 """``evaluate``: all metrics for one (fused, ir, vis) triplet under a named convention."""
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Dict, Iterable, Optional, Union
 
 import numpy as np
 
-from . import basic, gradient, info, ssim as _ssim, vif as _vif
+from . import basic, gradient, info
+from . import ssim as _ssim
+from . import vif as _vif
 from .io import to_gray_cv
 
 #: The 13 metrics, in report order.
@@ -40,7 +43,7 @@ class Convention:
 
 
 #: Named conventions.  "cddfuse" is the default and reproduces ``shared/data/metric_reference.json``.
-CONVENTIONS: Dict[str, Convention] = {
+CONVENTIONS: dict[str, Convention] = {
     "cddfuse": Convention("cddfuse"),
     # same, MI in bits (= nats / ln 2)
     "cddfuse_bits": Convention("cddfuse_bits", mi_base=2.0),
@@ -53,7 +56,7 @@ CONVENTIONS: Dict[str, Convention] = {
 }
 
 
-def get_convention(convention: Union[str, Convention, None] = None, **overrides) -> Convention:
+def get_convention(convention: str | Convention | None = None, **overrides) -> Convention:
     """Resolve a convention name (or object) and apply keyword overrides, e.g.
     ``get_convention("cddfuse", mi_base=2)``."""
     if convention is None:
@@ -68,7 +71,7 @@ def get_convention(convention: Union[str, Convention, None] = None, **overrides)
     return replace(convention, **overrides) if overrides else convention
 
 
-def _resolve_metrics(metrics: Optional[Iterable[str]]):
+def _resolve_metrics(metrics: Iterable[str] | None):
     if metrics is None:
         return list(METRICS)
     if isinstance(metrics, str):
@@ -103,8 +106,8 @@ _SINGLE = {
 }
 
 
-def _evaluate_gray(F, A, B, names, conv: Convention) -> Dict[str, float]:
-    r: Dict[str, float] = {}
+def _evaluate_gray(F, A, B, names, conv: Convention) -> dict[str, float]:
+    r: dict[str, float] = {}
     for m in names:
         if m == "SSIM":
             ranges = tuple(dict.fromkeys((2.0, 255.0, float(conv.ssim_range))))
@@ -133,13 +136,13 @@ def _channels(x: np.ndarray) -> np.ndarray:
 
 
 def evaluate(
-    fused,
-    ir,
-    vis,
-    convention: Union[str, Convention, None] = "cddfuse",
-    metrics: Optional[Iterable[str]] = None,
+    fused: np.ndarray,
+    ir: np.ndarray,
+    vis: np.ndarray,
+    convention: str | Convention | None = "cddfuse",
+    metrics: Iterable[str] | None = None,
     **overrides,
-) -> Dict[str, float]:
+) -> dict[str, float]:
     """Compute fusion metrics for one triplet.
 
     ``fused``, ``ir`` (A) and ``vis`` (B) are HxW luminance or HxWx3 RGB arrays on the 0..255

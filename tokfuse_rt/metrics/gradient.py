@@ -33,6 +33,7 @@ passes 0..255 images (as the Python ports do); VIFB passes ``im2double`` images 
 no gradient reaches Td and every weight is wt_min (select ``convention="vifb"`` for that).
 Computed in float64.
 """
+
 from __future__ import annotations
 
 import math
@@ -81,7 +82,10 @@ def _check(F, A, B):
     F, A, B = (np.asarray(v) for v in (F, A, B))
     if not (F.shape == A.shape == B.shape) or F.ndim != 2:
         raise ValueError(f"shape mismatch / not 2-D: F {F.shape}, A {A.shape}, B {B.shape}")
-    fl = lambda v: v if v.dtype.kind == "f" else v.astype(np.float64)  # noqa: E731
+
+    def fl(v):
+        return v if v.dtype.kind == "f" else v.astype(np.float64)
+
     return fl(F), fl(A), fl(B)
 
 
@@ -128,9 +132,9 @@ def nabf(F: np.ndarray, A: np.ndarray, B: np.ndarray, scale: float = 1.0) -> flo
     gvF, ghF = _sobel_kumar(F)
     if scale != 1.0:
         gvA, ghA, gvB, ghB, gvF, ghF = (v * scale for v in (gvA, ghA, gvB, ghB, gvF, ghF))
-    gA = np.sqrt(ghA ** 2 + gvA ** 2)
-    gB = np.sqrt(ghB ** 2 + gvB ** 2)
-    gF = np.sqrt(ghF ** 2 + gvF ** 2)
+    gA = np.sqrt(ghA**2 + gvA**2)
+    gB = np.sqrt(ghB**2 + gvB**2)
+    gF = np.sqrt(ghF**2 + gvF**2)
     wA = np.where(gA >= _TD, gA * np.sqrt(gA), _WT_MIN)  # gA ** 1.5
     wB = np.where(gB >= _TD, gB * np.sqrt(gB), _WT_MIN)
     # Only pixels with AM = 1 contribute to the numerator: evaluate Q^AF, Q^BF there only.

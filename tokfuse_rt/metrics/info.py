@@ -10,6 +10,7 @@ present in each image (for 8-bit grey levels a 256x256 joint histogram built wit
 Like scikit-learn, per-cell terms smaller than float64 eps in magnitude are zeroed and the sum is
 clipped at 0.  ``base=2`` gives bits (= nats / ln 2).
 """
+
 from __future__ import annotations
 
 import math

@@ -22,6 +22,7 @@ rounding can differ by one float32 ulp; it only changes the rounded grey level w
 ~1.5e-5 of k + 0.5.  Over all 56.9 M pixels of ``shared/data/test`` the rounded result of this
 module equals OpenCV's exactly.)
 """
+
 from __future__ import annotations
 
 import os

@@ -8,6 +8,7 @@ Peer tables are JSON in the layout of ``shared/data/val/peer_scores.json``::
 
     {"sets": {"<set>": {"<method>": {"mean": {"EN": ..., "SD": ..., ...}}, ...}, ...}}
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,9 @@ def load_peers(path, set_name: str) -> dict[str, dict[str, float]]:
         raise ValueError(f"peer table {path} is not in the peer_scores.json layout ({e})") from None
     if set_name not in sets:
         raise ValueError(f"peer table {path} has no set {set_name!r} (it has {sorted(sets)})")
-    return {m: {k: float(v) if v is not None else math.nan for k, v in d["mean"].items()}
-            for m, d in sets[set_name].items()}
+    return {
+        m: {k: float(v) if v is not None else math.nan for k, v in d["mean"].items()} for m, d in sets[set_name].items()
+    }
 
 
 def _value(scores: dict, metric: str) -> float:
@@ -61,8 +63,10 @@ def place(table: dict[str, dict[str, float]], name: str) -> int:
 def rank_markdown(table: dict[str, dict[str, float]], highlight: str | None = None) -> str:
     """Markdown table: one row per method (best mean rank first), its value and rank per metric."""
     r = mean_ranks(table)
-    lines = ["| method | " + " | ".join(RANK_METRICS) + " | mean rank |",
-             "| --- |" + " --- |" * (len(RANK_METRICS) + 1)]
+    lines = [
+        "| method | " + " | ".join(RANK_METRICS) + " | mean rank |",
+        "| --- |" + " --- |" * (len(RANK_METRICS) + 1),
+    ]
     for name in sorted(r, key=lambda n: r[n][0]):
         mr, ranks = r[name]
         cells = [f"{table[name].get(m, math.nan):.4g} ({ranks[m]:g})" for m in RANK_METRICS]

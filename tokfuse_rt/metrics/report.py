@@ -7,37 +7,22 @@ Anything that cannot be evaluated -- a stem missing from one of the folders, an 
 (two files with the same stem in one folder), an unreadable file, mismatched sizes -- is skipped
 and reported in ``failures`` instead of aborting the run.
 """
+
 from __future__ import annotations
 
 import math
-import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
 from .core import METRICS, evaluate, get_convention
 from .io import PathLike, read_gray, read_rgb
 
-Row = Dict[str, object]
-Failure = Dict[str, str]
+Row = dict[str, object]
+Failure = dict[str, str]
 
-__all__ = ["evaluate_dirs", "write_markdown", "write_figure", "summarize", "metric_columns"]
-
-
-def _progress(iterable, total: int, enabled: bool):
-    if not enabled:
-        yield from iterable
-        return
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency, keep a plain fallback
-        for i, item in enumerate(iterable, 1):
-            print(f"\r[{i}/{total}]", end="", file=sys.stderr, flush=True)
-            yield item
-        print(file=sys.stderr)
-        return
-    yield from tqdm(iterable, total=total, desc="metrics", unit="img", file=sys.stderr)
+__all__ = ["evaluate_dirs", "write_markdown", "write_figure", "summarize", "metric_columns", "mean_row", "format_value"]
 
 
 def evaluate_dirs(
@@ -46,8 +31,8 @@ def evaluate_dirs(
     vis_dir: PathLike,
     progress: bool = True,
     convention="cddfuse",
-    metrics: Optional[Iterable[str]] = None,
-) -> Tuple[List[Row], List[Failure]]:
+    metrics: Iterable[str] | None = None,
+) -> tuple[list[Row], list[Failure]]:
     """Evaluate every fused image that has an ir and a vis partner with the same stem.
 
     Returns ``(rows, failures)``: ``rows`` is a list of ``{"name": stem, <metric>: value, ...}``
@@ -55,6 +40,7 @@ def evaluate_dirs(
     Images are read with :func:`read_gray` (or :func:`read_rgb` for per-channel conventions).
     """
     from ..pairing import match_outputs, pair_dirs
+    from ..progress import progress_bar
 
     conv = get_convention(convention)
     dirs = {"fused": Path(fused_dir), "ir": Path(ir_dir), "vis": Path(vis_dir)}
@@ -62,22 +48,22 @@ def evaluate_dirs(
         if not d.is_dir():
             raise NotADirectoryError(f"{role} directory not found: {d}")
     matched = match_outputs(pair_dirs(dirs["ir"], dirs["vis"]), dirs["fused"])
-    failures: List[Failure] = [{"name": stem, "path": path, "reason": why} for stem, path, why in matched.problems]
+    failures: list[Failure] = [{"name": stem, "path": path, "reason": why} for stem, path, why in matched.problems]
     files = {"fused": {}, "ir": {}, "vis": {}}
     for pair, fused in matched.found:
         files["fused"][pair.stem], files["ir"][pair.stem], files["vis"][pair.stem] = fused, pair.ir, pair.vis
     todo = sorted(files["fused"])
 
     reader = read_rgb if conv.per_channel else read_gray
-    rows: List[Row] = []
-    for stem in _progress(todo, len(todo), progress):
+    rows: list[Row] = []
+    for stem in progress_bar(todo, enabled=progress, desc="metrics", unit="img"):
         imgs = {}
         bad = None
         for role in ("fused", "ir", "vis"):
             path = files[role][stem]
             try:
                 imgs[role] = reader(path)
-            except Exception as exc:  # unreadable / truncated / not an image
+            except Exception as exc:  # noqa: BLE001 - unreadable / truncated / not an image: reported, the run goes on
                 bad = {"name": stem, "path": str(path), "reason": f"unreadable: {type(exc).__name__}: {exc}"}
                 break
         if bad is not None:
@@ -85,17 +71,24 @@ def evaluate_dirs(
             continue
         shapes = {r: imgs[r].shape[:2] for r in imgs}
         if len(set(shapes.values())) != 1:
-            failures.append({
-                "name": stem,
-                "path": str(files["fused"][stem]),
-                "reason": "size mismatch: " + ", ".join(f"{r} {h}x{w}" for r, (h, w) in shapes.items()),
-            })
+            failures.append(
+                {
+                    "name": stem,
+                    "path": str(files["fused"][stem]),
+                    "reason": "size mismatch: " + ", ".join(f"{r} {h}x{w}" for r, (h, w) in shapes.items()),
+                }
+            )
             continue
         try:
             values = evaluate(imgs["fused"], imgs["ir"], imgs["vis"], convention=conv, metrics=metrics)
-        except Exception as exc:
-            failures.append({"name": stem, "path": str(files["fused"][stem]),
-                             "reason": f"metric error: {type(exc).__name__}: {exc}"})
+        except Exception as exc:  # noqa: BLE001 - a metric failing on one image is reported, the run goes on
+            failures.append(
+                {
+                    "name": stem,
+                    "path": str(files["fused"][stem]),
+                    "reason": f"metric error: {type(exc).__name__}: {exc}",
+                }
+            )
             continue
         row: Row = {"name": stem}
         row.update(values)
@@ -103,9 +96,9 @@ def evaluate_dirs(
     return rows, failures
 
 
-def metric_columns(rows: List[Row]) -> List[str]:
+def metric_columns(rows: list[Row]) -> list[str]:
     """Metric keys present in ``rows``: METRICS order first (SSIM_2 / SSIM_255 after SSIM)."""
-    present: List[str] = []
+    present: list[str] = []
     for r in rows:
         for k in r:
             if k != "name" and k not in present:
@@ -119,7 +112,7 @@ def metric_columns(rows: List[Row]) -> List[str]:
     return order
 
 
-def summarize(rows: List[Row]) -> Dict[str, Tuple[float, float]]:
+def summarize(rows: list[Row]) -> dict[str, tuple[float, float]]:
     """``{metric: (mean, std)}`` over rows (population std, ddof=0; non-finite values ignored)."""
     out = {}
     for k in metric_columns(rows):
@@ -129,7 +122,8 @@ def summarize(rows: List[Row]) -> Dict[str, Tuple[float, float]]:
     return out
 
 
-def _fmt(x: float) -> str:
+def format_value(x: float) -> str:
+    """A metric value as the reports print it: 4 decimals, 4 significant digits below 1e-3, inf/nan."""
     if x is None or not np.isfinite(x):
         return "inf" if x == math.inf else ("-inf" if x == -math.inf else "nan")
     if x != 0 and abs(x) < 1e-3:  # e.g. Nabf (~1e-7 .. 1e-4 under the cddfuse convention): keep 4 significant digits
@@ -137,7 +131,17 @@ def _fmt(x: float) -> str:
     return f"{x:.4f}"
 
 
-def write_markdown(rows: List[Row], path: PathLike, title: Optional[str] = None) -> Path:
+def mean_row(rows: list[Row], label: str) -> str:
+    """The Markdown ``mean ± std`` row of ``rows`` (columns: :func:`metric_columns`), first cell ``label``."""
+    stats = summarize(rows)
+    return (
+        f"| {label} | "
+        + " | ".join(f"{format_value(stats[c][0])} ± {format_value(stats[c][1])}" for c in metric_columns(rows))
+        + " |"
+    )
+
+
+def write_markdown(rows: list[Row], path: PathLike, title: str | None = None) -> Path:
     """Write a Markdown table: one row per image, then a ``mean ± std`` row (population std)."""
     path = Path(path)
     cols = metric_columns(rows)
@@ -147,20 +151,15 @@ def write_markdown(rows: List[Row], path: PathLike, title: Optional[str] = None)
     lines.append("| image | " + " | ".join(cols) + " |")
     lines.append("| --- | " + " | ".join("---:" for _ in cols) + " |")
     for r in rows:
-        lines.append(f"| {r['name']} | " + " | ".join(_fmt(float(r[c])) if c in r else "" for c in cols) + " |")
+        lines.append(f"| {r['name']} | " + " | ".join(format_value(float(r[c])) if c in r else "" for c in cols) + " |")
     if rows:
-        stats = summarize(rows)
-        lines.append(
-            f"| **mean ± std** (n={len(rows)}) | "
-            + " | ".join(f"{_fmt(stats[c][0])} ± {_fmt(stats[c][1])}" for c in cols)
-            + " |"
-        )
+        lines.append(mean_row(rows, f"**mean ± std** (n={len(rows)})"))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
-def write_figure(rows: List[Row], path: PathLike, title: Optional[str] = None) -> Path:
+def write_figure(rows: list[Row], path: PathLike, title: str | None = None) -> Path:
     """Write a PNG with one bar chart per metric (one bar per image, dashed line at the mean).
 
     matplotlib is imported lazily and drawn through the Agg canvas directly, so the global

@@ -13,9 +13,10 @@ range, which scikit-image <= 0.19 resolved to R = 2 (float dtype range (-1, 1));
 ``SSIM_2`` value and the default ``SSIM`` of the "cddfuse" convention.  ``SSIM_255`` uses R = 255.
 Both ranges share all filtered maps, so computing both costs one extra elementwise pass.
 """
+
 from __future__ import annotations
 
-from typing import Dict, Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -39,7 +40,7 @@ def _stats(x, filt):
     return u, uu
 
 
-def _ssim_from_maps(ux, uxx, uy, uyy, uxy, ranges: Iterable[float]) -> Dict[float, float]:
+def _ssim_from_maps(ux, uxx, uy, uyy, uxy, ranges: Iterable[float]) -> dict[float, float]:
     NP = WIN * WIN
     cov_norm = NP / (NP - 1)
     vx = cov_norm * (uxx - ux * ux)
@@ -50,7 +51,7 @@ def _ssim_from_maps(ux, uxx, uy, uyy, uxy, ranges: Iterable[float]) -> Dict[floa
     out = {}
     uxuy2 = 2 * ux * uy
     vxy2 = 2 * vxy
-    usq = ux ** 2 + uy ** 2
+    usq = ux**2 + uy**2
     vsum = vx + vy
     for R in ranges:
         C1 = (K1 * R) ** 2
@@ -83,7 +84,7 @@ def ssim_pair(F: np.ndarray, X: np.ndarray, data_range: float = 2.0) -> float:
     return _ssim_from_maps(ux, uxx, uy, uyy, uxy, [data_range])[data_range]
 
 
-def ssim_both(F: np.ndarray, A: np.ndarray, B: np.ndarray, ranges=(2.0, 255.0)) -> Dict[str, float]:
+def ssim_both(F: np.ndarray, A: np.ndarray, B: np.ndarray, ranges=(2.0, 255.0)) -> dict[str, float]:
     """Per-pair SSIM for several data ranges at once.
 
     Returns ``{"A": {R: ssim(F, A, R), ...}, "B": {...}}`` sharing F's filtered maps.

@@ -35,12 +35,13 @@ Conventions of this implementation (differences from VF-Bench said plainly):
 - A video is a sequence of frames: uint8 (0..255) or float (0..1) arrays (H, W) or (H, W, 3), or an
   array (T, H, W[, 3]). Sources are scored as a fused video would be (``BiSWE.sources()``).
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
-OCCLUSION_THRESHOLD = 1.0     # px, VF-Bench's occ_threshold
+OCCLUSION_THRESHOLD = 1.0  # px, VF-Bench's occ_threshold
 
 
 def farneback_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -48,8 +49,9 @@ def farneback_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     try:
         import cv2
     except ImportError as e:
-        raise ImportError("BiSWE's optical flow needs OpenCV: pip install 'tokfuse_rt[video]' "
-                          f"(opencv-python-headless) [{e}]") from None
+        raise ImportError(
+            f"BiSWE's optical flow needs OpenCV: pip install 'tokfuse_rt[video]' (opencv-python-headless) [{e}]"
+        ) from None
     return cv2.calcOpticalFlowFarneback(a, b, None, **FARNEBACK)
 
 
@@ -100,8 +102,10 @@ def _frames(video, name: str) -> list:
         else:
             raise TypeError(f"{name}[{i}]: dtype {f.dtype} not supported (uint8 or float in [0, 1])")
         if out and g.shape[:2] != out[0].shape[:2]:
-            raise ValueError(f"{name}[{i}]: frame size {g.shape[1]}x{g.shape[0]} differs from frame 0 "
-                             f"({out[0].shape[1]}x{out[0].shape[0]})")
+            raise ValueError(
+                f"{name}[{i}]: frame size {g.shape[1]}x{g.shape[0]} differs from frame 0 "
+                f"({out[0].shape[1]}x{out[0].shape[0]})"
+            )
         out.append(g)
     return out
 
@@ -146,8 +150,10 @@ class BiSWE:
         if len(self.ir) < 3:
             raise ValueError(f"BiSWE needs at least 3 frames (a frame and both neighbours), got {len(self.ir)}")
         if self.ir[0].shape[:2] != self.vis[0].shape[:2]:
-            raise ValueError(f"ir and vis frame sizes differ: {self.ir[0].shape[1]}x{self.ir[0].shape[0]} and "
-                             f"{self.vis[0].shape[1]}x{self.vis[0].shape[0]}")
+            raise ValueError(
+                f"ir and vis frame sizes differ: {self.ir[0].shape[1]}x{self.ir[0].shape[0]} and "
+                f"{self.vis[0].shape[1]}x{self.vis[0].shape[0]}"
+            )
         self._flows = {"ir": _pair_flows(self.ir, self.flow), "vis": _pair_flows(self.vis, self.flow)}
         mi = _masks(self._flows["ir"], occlusion_threshold)
         mv = _masks(self._flows["vis"], occlusion_threshold)
@@ -157,8 +163,10 @@ class BiSWE:
         """BiSWE_t for t = 1 .. T-2 (float64 [T-2])."""
         frames = _frames(video, "video")
         if len(frames) != len(self.ir) or frames[0].shape[:2] != self.ir[0].shape[:2]:
-            raise ValueError(f"video has {len(frames)} frames of {frames[0].shape[1]}x{frames[0].shape[0]}, the "
-                             f"sources {len(self.ir)} of {self.ir[0].shape[1]}x{self.ir[0].shape[0]}")
+            raise ValueError(
+                f"video has {len(frames)} frames of {frames[0].shape[1]}x{frames[0].shape[0]}, the "
+                f"sources {len(self.ir)} of {self.ir[0].shape[1]}x{self.ir[0].shape[0]}"
+            )
         return self._score(frames, _pair_flows(frames, self.flow))
 
     def _score(self, frames, pairs) -> np.ndarray:
@@ -177,8 +185,10 @@ class BiSWE:
 
     def sources(self) -> dict:
         """The sources' own BiSWE (same masks, their already computed flows)."""
-        return {"ir": float(self._score(self.ir, self._flows["ir"]).mean()),
-                "vis": float(self._score(self.vis, self._flows["vis"]).mean())}
+        return {
+            "ir": float(self._score(self.ir, self._flows["ir"]).mean()),
+            "vis": float(self._score(self.vis, self._flows["vis"]).mean()),
+        }
 
 
 def biswe(fused, ir, vis, flow=None, occlusion_threshold: float = OCCLUSION_THRESHOLD) -> float:

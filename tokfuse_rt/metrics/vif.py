@@ -24,6 +24,7 @@ array (``scipy.ndimage.correlate1d``), and the decimation keeps only the needed 
 maps are shared between the two pairs.  Results agree with ``scipy.signal.convolve2d`` to ~1e-12
 relative (float64 throughout, as in the reference).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Checkpoints: one .safetensors file; metadata holds the format tag, format version and model config."""
+
 from __future__ import annotations
 
 import json
@@ -104,7 +105,8 @@ def load_checkpoint(path, map_location="cpu"):
     missing, unexpected = sorted(set(want) - set(shapes)), sorted(set(shapes) - set(want))
     if missing or unexpected:
         raise CheckpointError(
-            f"checkpoint {path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+            f"checkpoint {path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     for name, shp in shapes.items():
         if shp != want[name]:
             raise CheckpointError(f"checkpoint {path}: tensor {name} has shape {shp}, config expects {want[name]}")
@@ -113,7 +115,7 @@ def load_checkpoint(path, map_location="cpu"):
     except (SafetensorError, OSError, RuntimeError) as e:
         raise CheckpointError(f"checkpoint {path} cannot be read: {e}") from None
     model = TokFuse(cfg)
-    for name, t in state.items():                 # names and shapes were checked against the header above
+    for name, t in state.items():  # names and shapes were checked against the header above
         if not torch.isfinite(t).all():
             raise CheckpointError(f"checkpoint {path}: tensor {name} contains NaN or inf")
     model.load_state_dict(state)

@@ -1,17 +1,40 @@
 """Model configuration: every hyper-parameter of a TokFuse model, stored in checkpoint metadata."""
+
 from __future__ import annotations
 
 import dataclasses
 import json
 from dataclasses import dataclass
 
-
 HEADS = ("blend", "tone")
 # Upper bounds checked before a model is built from a config (a corrupt or hostile checkpoint must not
 # allocate gigabytes); generous against the defaults below. Integer fields not listed: _MAX_OTHER.
-_MAX = {"image_size": 2048, "patch_size": 2048, "num_tokens": 4096, "code_dim": 1024, "codebook_size": 1 << 20,
-        "width": 4096, "enc_depth": 64, "dec_depth": 64, "heads": 128, "mlp_ratio": 16, "default_k": 4096}
+_MAX = {
+    "image_size": 2048,
+    "patch_size": 2048,
+    "num_tokens": 4096,
+    "code_dim": 1024,
+    "codebook_size": 1 << 20,
+    "width": 4096,
+    "enc_depth": 64,
+    "dec_depth": 64,
+    "heads": 128,
+    "mlp_ratio": 16,
+    "default_k": 4096,
+}
 _MAX_OTHER = 4096
+
+
+def config_from_json(cls, text: str, what: str, unknown_hint: str = ""):
+    """``cls(**fields)`` of a config dataclass from its JSON text; ValueError naming ``what`` when the text
+    is not a JSON object or has fields ``cls`` does not know (``unknown_hint`` is appended)."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} must be a JSON object")
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown {what} fields {unknown}{unknown_hint}")
+    return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -23,32 +46,32 @@ class TokFuseConfig:
     against a ``codebook_size`` × d l2-normalised codebook. π is a ViT decoder giving a base map.
     """
 
-    image_size: int = 128          # S: token pathway resolution
+    image_size: int = 128  # S: token pathway resolution
     patch_size: int = 16
-    num_tokens: int = 32           # K latent tokens per image
-    code_dim: int = 12             # d
+    num_tokens: int = 32  # K latent tokens per image
+    code_dim: int = 12  # d
     codebook_size: int = 4096
-    width: int = 128               # transformer width (encoder and decoder)
+    width: int = 128  # transformer width (encoder and decoder)
     enc_depth: int = 2
     dec_depth: int = 2
     heads: int = 4
     mlp_ratio: int = 2
-    mixer_hidden: int = 64         # token mixer hidden width
-    edit_hidden: int = 64          # STE edit MLP hidden width
-    score_hidden: int = 32         # STE score head hidden width
-    default_k: int = 4             # STE: tokens edited by default (0..K at run time)
-    detail_channels: int = 16      # detail pathway width
-    head_channels: int = 16        # fusion head width
-    head: str = "blend"            # "blend": per-pixel blend + residual (format-1 models);
-                                   # "tone": selection + additive layer under a token-predicted global tone
-    tone_hidden: int = 64          # tone head hidden width ("tone" only)
+    mixer_hidden: int = 64  # token mixer hidden width
+    edit_hidden: int = 64  # STE edit MLP hidden width
+    score_hidden: int = 32  # STE score head hidden width
+    default_k: int = 4  # STE: tokens edited by default (0..K at run time)
+    detail_channels: int = 16  # detail pathway width
+    head_channels: int = 16  # fusion head width
+    head: str = "blend"  # "blend": per-pixel blend + residual (format-1 models);
+    # "tone": selection + additive layer under a token-predicted global tone
+    tone_hidden: int = 64  # tone head hidden width ("tone" only)
     # Token pathway: "builtin" (the tokenizer above, trained in stage I) or "titok" (an official TiTok
     # tokenizer, frozen; its architecture as TiTokConfig JSON in tokenizer_config, see model/titok.py).
     tokenizer: str = "builtin"
     tokenizer_config: str = ""
 
     def __post_init__(self):
-        for f in dataclasses.fields(self):          # types and sane bounds first: nothing is allocated yet
+        for f in dataclasses.fields(self):  # types and sane bounds first: nothing is allocated yet
             v, default = getattr(self, f.name), f.default
             if isinstance(default, int) and not isinstance(default, bool):
                 if isinstance(v, bool) or not isinstance(v, int):
@@ -84,12 +107,5 @@ class TokFuseConfig:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "TokFuseConfig":
-        data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError("model config must be a JSON object")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown model config fields {unknown} (checkpoint from a newer tokfuse_rt?)")
-        return cls(**data)
+    def from_json(cls, text: str) -> TokFuseConfig:
+        return config_from_json(cls, text, "model config", " (checkpoint from a newer tokfuse_rt?)")

@@ -2,6 +2,7 @@
 
 Shapes: B batch, H×W full resolution, S token-pathway size, K tokens, d code dim.
 """
+
 from __future__ import annotations
 
 import torch
@@ -43,7 +44,7 @@ class TokFuse(nn.Module):
         super().__init__()
         self.cfg = cfg or TokFuseConfig()
         c = self.cfg
-        if c.tokenizer == "titok":         # an official TiTok tokenizer as the frozen token pathway
+        if c.tokenizer == "titok":  # an official TiTok tokenizer as the frozen token pathway
             from .titok import TiTokTokenizer, check_tokfuse_config
 
             self.tokenizer = TiTokTokenizer(check_tokfuse_config(c)).requires_grad_(False)
@@ -112,7 +113,7 @@ class TokFuse(nn.Module):
     # the sources and base_up within ``render_halo`` pixels, and on nothing else, for any crop whose
     # offset is a multiple of ``render_align`` -- so a large image can be rendered in overlapping
     # tiles, and a video frame can reuse the base map of an earlier frame.
-    render_halo = 3        # detail conv1 + conv2 + head conv1: three 3×3 convolutions
+    render_halo = 3  # detail conv1 + conv2 + head conv1: three 3×3 convolutions
     render_align = 1
 
     def token_pathway(self, ir: torch.Tensor, vis: torch.Tensor, k=None):

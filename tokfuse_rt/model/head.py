@@ -1,4 +1,5 @@
 """The convolutions every fusion head starts with (shared by the "blend" and "tone" heads)."""
+
 from __future__ import annotations
 
 import torch

@@ -3,9 +3,10 @@
 Backends for the nearest-codebook search (ids identical by contract, ties to the lowest index):
   "torch"  - plain PyTorch (argmax of z @ C.T); also what ONNX export traces.
   "ext"    - tokfuse_rt._C.nn_search (C++ AVX2/OpenMP) on CPU tensors.
-  "triton" - kernels.vq_lookup (Triton; CUDA, or the CPU interpreter with TRITON_INTERPRET=1).
+  "triton" - tokfuse_rt.kernels.vq_lookup (Triton; CUDA, or the CPU interpreter with TRITON_INTERPRET=1).
   "auto"   - triton on CUDA tensors when importable, ext on CPU when built, else torch.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -62,7 +63,7 @@ def _ext_available() -> bool:
 
 def _triton_available() -> bool:
     try:
-        import kernels
+        from .. import kernels
     except ImportError:
         return False
     return bool(getattr(kernels, "HAVE_TRITON", False))
@@ -88,7 +89,7 @@ def quantize(z_n: torch.Tensor, codebook_n: torch.Tensor) -> tuple[torch.Tensor,
         ids, _ = nn_search(flat, codebook_n.contiguous().float(), metric="ip")
         ids = ids.to(torch.int64).reshape(z_n.shape[:-1])
     elif backend == "triton":
-        from kernels.vq_lookup import vq_lookup
+        from ..kernels.vq_lookup import vq_lookup
 
         flat = z_n.reshape(-1, z_n.shape[-1]).contiguous()
         ids, _ = vq_lookup(flat, codebook_n.contiguous(), normalize=False)

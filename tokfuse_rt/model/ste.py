@@ -3,6 +3,7 @@
 Shapes: B batch, K tokens, d code dim. ``ctx`` is the sequence context [B, 2d]: the mean of the
 quantised infrared tokens and the mean of the quantised visible tokens, concatenated.
 """
+
 from __future__ import annotations
 
 import torch
@@ -41,10 +42,10 @@ def topk_mask(scores: torch.Tensor, k) -> torch.Tensor:
     k in [0, K], k may be a 0-d tensor, and it exports to plain ONNX comparisons.
     """
     n = scores.shape[-1]
-    si = scores.unsqueeze(-1)                                   # [B, K, 1]
-    sj = scores.unsqueeze(-2)                                   # [B, 1, K]
+    si = scores.unsqueeze(-1)  # [B, K, 1]
+    sj = scores.unsqueeze(-2)  # [B, 1, K]
     idx = torch.arange(n, device=scores.device)
-    earlier = idx.unsqueeze(0) < idx.unsqueeze(1)               # [K(i), K(j)]: j < i
+    earlier = idx.unsqueeze(0) < idx.unsqueeze(1)  # [K(i), K(j)]: j < i
     beats = (sj > si) | ((sj == si) & earlier)
     rank = beats.sum(dim=-1)
     return rank < k
@@ -80,7 +81,7 @@ class SelectiveTokenEditing(nn.Module):
         """z [B, K, d] quantised shared tokens, ids [B, K]; returns (z_out, ids_out, scores)."""
         s = self.scores(z, ctx)
         if self._use_kernel(z):
-            from kernels.token_edit import token_edit
+            from ..kernels.token_edit import token_edit
 
             z_out, ids_out = token_edit(z, ids, s, ctx, self, codebook_n, int(k))
             return z_out, ids_out.to(ids.dtype), s
@@ -88,7 +89,7 @@ class SelectiveTokenEditing(nn.Module):
         z_new = self.edit(z, ctx, s)
         new_ids, q_new = quantize(z_new, codebook_n)
         if self.training:
-            q_new = z_new + (q_new - z_new).detach()              # straight-through
+            q_new = z_new + (q_new - z_new).detach()  # straight-through
         m = sel.unsqueeze(-1)
         return torch.where(m, q_new, z), torch.where(sel, new_ids, ids), s
 

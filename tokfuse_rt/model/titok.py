@@ -27,6 +27,7 @@ tokenizers, non-legacy pixel heads) are refused with a clear error.
 
 Shapes: B batch, S image side (crop_size), P patch, G = S/P, K latent tokens, W width, d token size.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import CheckpointError
+from .config import config_from_json
 from .quant import l2norm, quantize
 from .titok_vqgan import PixelCodebook, PixelDecoder
 from .vit import attend
@@ -54,13 +56,25 @@ PRESETS = {
     "B-64": {"vit_enc_model_size": "base", "vit_dec_model_size": "base", "num_latent_tokens": 64},
     "S-128": {"vit_enc_model_size": "small", "vit_dec_model_size": "small", "num_latent_tokens": 128},
 }
-_PRESET_COMMON = {"codebook_size": 4096, "token_size": 12, "use_l2_norm": True, "commitment_cost": 0.25,
-                  "vit_enc_patch_size": 16, "vit_dec_patch_size": 16, "finetune_decoder": True}
+_PRESET_COMMON = {
+    "codebook_size": 4096,
+    "token_size": 12,
+    "use_l2_norm": True,
+    "commitment_cost": 0.25,
+    "vit_enc_patch_size": 16,
+    "vit_dec_patch_size": 16,
+    "finetune_decoder": True,
+}
 _ALIASES = {"l32": "L-32", "b64": "B-64", "s128": "S-128"}
 
 # MaskGIT-VQGAN pixel decoder of the first-generation checkpoints (fixed in the official code).
-PIXEL_DECODER = {"codes": 1024, "z_channels": 256, "hidden_channels": 128, "channel_mult": [1, 1, 2, 2, 4],
-                 "num_res_blocks": 2}
+PIXEL_DECODER = {
+    "codes": 1024,
+    "z_channels": 256,
+    "hidden_channels": 128,
+    "channel_mult": [1, 1, 2, 2, 4],
+    "num_res_blocks": 2,
+}
 
 # Rec. 601 luma weights (the same as tokfuse_rt.imageio's RGB -> Y).
 _LUMA = (0.299, 0.587, 0.114)
@@ -132,23 +146,16 @@ class TiTokConfig:
         return json.dumps(d, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "TiTokConfig":
-        data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError("TiTok config must be a JSON object")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TiTok config fields {unknown}")
-        return cls(**data)
+    def from_json(cls, text: str) -> TiTokConfig:
+        return config_from_json(cls, text, "TiTok config")
 
     @classmethod
-    def preset(cls, name: str) -> "TiTokConfig":
+    def preset(cls, name: str) -> TiTokConfig:
         """``"L-32"``, ``"B-64"`` or ``"S-128"`` (also ``titok_l32`` ...): the released tokenizers."""
         return cls.from_official(official_config(name))
 
     @classmethod
-    def from_official(cls, config: dict) -> "TiTokConfig":
+    def from_official(cls, config: dict) -> TiTokConfig:
         """From the official config (the content of a published ``config.json`` or of
         ``configs/infer/TiTok/*.yaml``): ``{"model": {"vq_model": {...}}, "dataset": {"preprocessing":
         {"crop_size": ...}}}``. Raises TiTokError naming a missing, invalid or unsupported field."""
@@ -164,17 +171,25 @@ class TiTokConfig:
             raise TiTokError("TiTok config has no dataset.preprocessing.crop_size (the image size)") from None
         mode = vq.get("quantize_mode", "vq")
         if mode != "vq":
-            raise TiTokError(f"TiTok quantize_mode {mode!r} is not supported: only VQ tokenizers (discrete "
-                             "tokens) can serve as a token pathway")
+            raise TiTokError(
+                f"TiTok quantize_mode {mode!r} is not supported: only VQ tokenizers (discrete "
+                "tokens) can serve as a token pathway"
+            )
         if not vq.get("use_l2_norm", False):
-            raise TiTokError("TiTok use_l2_norm false (the VQ-8k variants) is not supported: this runtime "
-                             "quantises by cosine against an l2-normalised codebook")
+            raise TiTokError(
+                "TiTok use_l2_norm false (the VQ-8k variants) is not supported: this runtime "
+                "quantises by cosine against an l2-normalised codebook"
+            )
         if not vq.get("is_legacy", True):
-            raise TiTokError("TiTok is_legacy false (direct RGB pixel head) is not supported: only the "
-                             "first-generation MaskGIT-VQGAN decoder (L-32, B-64, S-128) is implemented")
+            raise TiTokError(
+                "TiTok is_legacy false (direct RGB pixel head) is not supported: only the "
+                "first-generation MaskGIT-VQGAN decoder (L-32, B-64, S-128) is implemented"
+            )
         if not vq.get("finetune_decoder", True):
-            raise TiTokError("TiTok finetune_decoder false (a stage-1 checkpoint without the pixel decoder) "
-                             "is not supported: use the released stage-2 tokenizers")
+            raise TiTokError(
+                "TiTok finetune_decoder false (a stage-1 checkpoint without the pixel decoder) "
+                "is not supported: use the released stage-2 tokenizers"
+            )
 
         def need(key):
             if key not in vq:
@@ -195,13 +210,22 @@ class TiTokConfig:
         pix.update(vq.get("pixel_decoder") or {})
         try:
             return cls(
-                image_size=crop, codebook_size=need("codebook_size"), token_size=need("token_size"),
-                num_latent_tokens=need("num_latent_tokens"), enc_patch_size=need("vit_enc_patch_size"),
+                image_size=crop,
+                codebook_size=need("codebook_size"),
+                token_size=need("token_size"),
+                num_latent_tokens=need("num_latent_tokens"),
+                enc_patch_size=need("vit_enc_patch_size"),
                 dec_patch_size=need("vit_dec_patch_size"),
-                enc_width=sizes["enc"][0], enc_layers=sizes["enc"][1], enc_heads=sizes["enc"][2],
-                dec_width=sizes["dec"][0], dec_layers=sizes["dec"][1], dec_heads=sizes["dec"][2],
-                pixel_codes=pix["codes"], pixel_z_channels=pix["z_channels"],
-                pixel_hidden_channels=pix["hidden_channels"], pixel_channel_mult=tuple(pix["channel_mult"]),
+                enc_width=sizes["enc"][0],
+                enc_layers=sizes["enc"][1],
+                enc_heads=sizes["enc"][2],
+                dec_width=sizes["dec"][0],
+                dec_layers=sizes["dec"][1],
+                dec_heads=sizes["dec"][2],
+                pixel_codes=pix["codes"],
+                pixel_z_channels=pix["z_channels"],
+                pixel_hidden_channels=pix["hidden_channels"],
+                pixel_channel_mult=tuple(pix["channel_mult"]),
                 pixel_num_res_blocks=pix["num_res_blocks"],
             )
         except (ValueError, TypeError, KeyError) as e:
@@ -213,8 +237,10 @@ def official_config(name: str) -> dict:
     key = _ALIASES.get(str(name).lower().replace("titok_", "").replace("tokenizer_", "").replace("-", ""), name)
     if key not in PRESETS:
         raise TiTokError(f"unknown TiTok preset {name!r}: expected one of {sorted(PRESETS)}")
-    return {"model": {"vq_model": dict(_PRESET_COMMON, **PRESETS[key])},
-            "dataset": {"preprocessing": {"crop_size": 256}}}
+    return {
+        "model": {"vq_model": dict(_PRESET_COMMON, **PRESETS[key])},
+        "dataset": {"preprocessing": {"crop_size": 256}},
+    }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -260,7 +286,7 @@ class TiTokEncoder(nn.Module):
         super().__init__()
         w, g, k = c.enc_width, c.enc_grid, c.num_latent_tokens
         self.width, self.grid, self.num_latent_tokens = w, g, k
-        s = w ** -0.5
+        s = w**-0.5
         self.patch_embed = nn.Conv2d(3, w, c.enc_patch_size, stride=c.enc_patch_size)
         self.class_embedding = nn.Parameter(s * torch.randn(1, w))
         self.positional_embedding = nn.Parameter(s * torch.randn(g * g + 1, w))
@@ -272,17 +298,17 @@ class TiTokEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, latent_tokens: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
-        p = self.patch_embed(x).flatten(2).transpose(1, 2)                    # [B, G², W]
+        p = self.patch_embed(x).flatten(2).transpose(1, 2)  # [B, G², W]
         cls = self.class_embedding.unsqueeze(0).expand(b, -1, -1)
         p = torch.cat([cls, p], dim=1) + self.positional_embedding
         lat = (latent_tokens + self.latent_token_positional_embedding).unsqueeze(0).expand(b, -1, -1)
         x = self.ln_pre(torch.cat([p, lat], dim=1))
         for blk in self.transformer:
             x = blk(x)
-        lat = self.ln_post(x[:, 1 + self.grid * self.grid:])                  # [B, K, W]
-        lat = lat.reshape(b, self.width, self.num_latent_tokens, 1)             # legacy: reshape, not transpose
-        z = self.conv_out(lat)                                                  # [B, d, K, 1]
-        return z.flatten(2).transpose(1, 2)                                     # [B, K, d]
+        lat = self.ln_post(x[:, 1 + self.grid * self.grid :])  # [B, K, W]
+        lat = lat.reshape(b, self.width, self.num_latent_tokens, 1)  # legacy: reshape, not transpose
+        z = self.conv_out(lat)  # [B, d, K, 1]
+        return z.flatten(2).transpose(1, 2)  # [B, K, d]
 
 
 class TiTokDecoder(nn.Module):
@@ -292,7 +318,7 @@ class TiTokDecoder(nn.Module):
         super().__init__()
         w, g, k = c.dec_width, c.dec_grid, c.num_latent_tokens
         self.width, self.grid = w, g
-        s = w ** -0.5
+        s = w**-0.5
         self.decoder_embed = nn.Linear(c.token_size, w)
         self.class_embedding = nn.Parameter(s * torch.randn(1, w))
         self.positional_embedding = nn.Parameter(s * torch.randn(g * g + 1, w))
@@ -307,12 +333,14 @@ class TiTokDecoder(nn.Module):
         b, k, _ = q.shape
         g2 = self.grid * self.grid
         t = self.decoder_embed(q) + self.latent_token_positional_embedding[:k]
-        m = torch.cat([self.class_embedding.unsqueeze(0).expand(b, -1, -1),
-                       self.mask_token.expand(b, g2, -1)], dim=1) + self.positional_embedding
+        m = (
+            torch.cat([self.class_embedding.unsqueeze(0).expand(b, -1, -1), self.mask_token.expand(b, g2, -1)], dim=1)
+            + self.positional_embedding
+        )
         x = self.ln_pre(torch.cat([m, t], dim=1))
         for blk in self.transformer:
             x = blk(x)
-        x = self.ln_post(x[:, 1:1 + g2])                                       # [B, G², W]
+        x = self.ln_post(x[:, 1 : 1 + g2])  # [B, G², W]
         x = x.transpose(1, 2).reshape(b, self.width, self.grid, self.grid)
         return self.ffn(x)
 
@@ -337,11 +365,12 @@ class TiTokTokenizer(nn.Module):
         self.cfg = cfg
         self.encoder = TiTokEncoder(cfg)
         self.decoder = TiTokDecoder(cfg)
-        self.latent_tokens = nn.Parameter(cfg.enc_width ** -0.5 * torch.randn(cfg.num_latent_tokens, cfg.enc_width))
+        self.latent_tokens = nn.Parameter(cfg.enc_width**-0.5 * torch.randn(cfg.num_latent_tokens, cfg.enc_width))
         self.quantize = _Codebook(cfg.codebook_size, cfg.token_size)
         self.pixel_quantize = PixelCodebook(cfg.pixel_codes, cfg.pixel_z_channels)
-        self.pixel_decoder = PixelDecoder(cfg.pixel_z_channels, cfg.pixel_hidden_channels,
-                                          cfg.pixel_channel_mult, cfg.pixel_num_res_blocks)
+        self.pixel_decoder = PixelDecoder(
+            cfg.pixel_z_channels, cfg.pixel_hidden_channels, cfg.pixel_channel_mult, cfg.pixel_num_res_blocks
+        )
 
     # --- RGB API --------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -418,9 +447,11 @@ def read_state_dict(path) -> dict:
             raise TiTokError(f"TiTok weights {path} are corrupt or not a safetensors file: {e}") from None
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # UnpicklingError, RuntimeError (bad zip), EOFError, ...: all mean "unreadable"
-        raise TiTokError(f"TiTok weights {path} cannot be read as a PyTorch state dict "
-                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    except Exception as e:  # noqa: BLE001 - UnpicklingError, RuntimeError (bad zip), EOFError, ...: all mean unreadable
+        raise TiTokError(
+            f"TiTok weights {path} cannot be read as a PyTorch state dict "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -434,13 +465,16 @@ def _infer_preset(state: dict, path: Path) -> dict:
         w = state["encoder.patch_embed.weight"].shape[0]
         k = state["latent_tokens"].shape[0]
     except (KeyError, IndexError, AttributeError):
-        raise TiTokError(f"{path} is not a TiTok tokenizer (no encoder.patch_embed.weight / latent_tokens); "
-                         "pass its config.json") from None
+        raise TiTokError(
+            f"{path} is not a TiTok tokenizer (no encoder.patch_embed.weight / latent_tokens); pass its config.json"
+        ) from None
     for name, p in PRESETS.items():
         if MODEL_SIZES[p["vit_enc_model_size"]][0] == w and p["num_latent_tokens"] == k:
             return official_config(name)
-    raise TiTokError(f"{path}: encoder width {w} with {k} latent tokens matches none of the released "
-                     f"tokenizers {sorted(PRESETS)}; pass its config.json")
+    raise TiTokError(
+        f"{path}: encoder width {w} with {k} latent tokens matches none of the released "
+        f"tokenizers {sorted(PRESETS)}; pass its config.json"
+    )
 
 
 def resolve_files(path, config=None) -> tuple[Path, dict]:
@@ -475,12 +509,15 @@ def check_state_dict(model: nn.Module, state: dict, source) -> None:
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise TiTokError(f"TiTok weights {source} do not match the configured architecture: "
-                         f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}")
+        raise TiTokError(
+            f"TiTok weights {source} do not match the configured architecture: "
+            f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}"
+        )
     for k, t in state.items():
         if tuple(t.shape) != tuple(expected[k].shape):
-            raise TiTokError(f"TiTok weights {source}: {k} has shape {tuple(t.shape)}, the config expects "
-                             f"{tuple(expected[k].shape)}")
+            raise TiTokError(
+                f"TiTok weights {source}: {k} has shape {tuple(t.shape)}, the config expects {tuple(expected[k].shape)}"
+            )
         if not t.is_floating_point():
             raise TiTokError(f"TiTok weights {source}: {k} has dtype {t.dtype}, expected floating point")
         if not torch.isfinite(t).all():
@@ -517,8 +554,15 @@ def state_digest(model: nn.Module) -> str:
 # Fusion models on a TiTok token pathway
 # ---------------------------------------------------------------------------------------------------
 # TokFuseConfig fields set by the TiTok tokenizer (the others configure the fusion part).
-TOKENIZER_FIELDS = ("image_size", "patch_size", "num_tokens", "code_dim", "codebook_size", "tokenizer",
-                    "tokenizer_config")
+TOKENIZER_FIELDS = (
+    "image_size",
+    "patch_size",
+    "num_tokens",
+    "code_dim",
+    "codebook_size",
+    "tokenizer",
+    "tokenizer_config",
+)
 
 
 def tokfuse_config(tcfg: TiTokConfig, **fusion):
@@ -530,9 +574,16 @@ def tokfuse_config(tcfg: TiTokConfig, **fusion):
         if k in fusion:
             raise ValueError(f"{k} is fixed by the TiTok tokenizer")
     fusion.setdefault("default_k", min(4, tcfg.num_latent_tokens))
-    return TokFuseConfig(image_size=tcfg.image_size, patch_size=tcfg.enc_patch_size, num_tokens=tcfg.num_latent_tokens,
-                         code_dim=tcfg.token_size, codebook_size=tcfg.codebook_size, tokenizer="titok",
-                         tokenizer_config=tcfg.to_json(), **fusion)
+    return TokFuseConfig(
+        image_size=tcfg.image_size,
+        patch_size=tcfg.enc_patch_size,
+        num_tokens=tcfg.num_latent_tokens,
+        code_dim=tcfg.token_size,
+        codebook_size=tcfg.codebook_size,
+        tokenizer="titok",
+        tokenizer_config=tcfg.to_json(),
+        **fusion,
+    )
 
 
 def check_tokfuse_config(cfg) -> TiTokConfig:
@@ -541,8 +592,12 @@ def check_tokfuse_config(cfg) -> TiTokConfig:
         t = TiTokConfig.from_json(cfg.tokenizer_config)
     except (ValueError, TypeError) as e:
         raise ValueError(f"tokenizer_config is not a valid TiTok config: {e}") from None
-    pairs = {"image_size": t.image_size, "num_tokens": t.num_latent_tokens, "code_dim": t.token_size,
-             "codebook_size": t.codebook_size}
+    pairs = {
+        "image_size": t.image_size,
+        "num_tokens": t.num_latent_tokens,
+        "code_dim": t.token_size,
+        "codebook_size": t.codebook_size,
+    }
     for k, v in pairs.items():
         if getattr(cfg, k) != v:
             raise ValueError(f"{k} = {getattr(cfg, k)} disagrees with the TiTok tokenizer ({v})")

@@ -15,6 +15,7 @@ Behaviour the published weights depend on, kept exactly:
 
 Shapes: B batch, C channels, G grid, S = G · 2^(levels - 1) output side.
 """
+
 from __future__ import annotations
 
 import torch
@@ -88,7 +89,7 @@ class PixelDecoder(nn.Module):
         x = self.conv_in(x)
         for blk in self.mid:
             x = blk(x)
-        for j in reversed(range(len(self.up))):       # coarsest level first
+        for j in reversed(range(len(self.up))):  # coarsest level first
             x = self.up[j](x)
         return self.conv_out(F.silu(self.norm_out(x)))
 
@@ -104,6 +105,6 @@ class PixelCodebook(nn.Module):
         """[B, codes, G, G] logits -> [B, z_channels, G, G]: softmax over the codes, weighted sum of embeddings."""
         p = logits.softmax(dim=1)
         b, n, h, w = p.shape
-        e = self.embedding.weight                                   # [codes, z]
+        e = self.embedding.weight  # [codes, z]
         y = torch.matmul(p.reshape(b, n, h * w).transpose(1, 2), e)  # [B, G², z]
         return y.transpose(1, 2).reshape(b, e.shape[1], h, w)

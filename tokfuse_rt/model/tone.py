@@ -27,6 +27,7 @@ the rule the training target uses, with g, mu and c computed from the image (see
 ``tokfuse_rt.train.losses.contrast_target``). The tone is global, so it comes from the tokens, which
 see the whole image; the render half has only 3×3 context.
 """
+
 from __future__ import annotations
 
 import torch
@@ -48,7 +49,7 @@ def knee(x: torch.Tensor) -> torch.Tensor:
 
 
 def _logit(p: float) -> float:
-    return float(torch.logit(torch.tensor(p, device="cpu")))   # a number, also while a model is built on "meta"
+    return float(torch.logit(torch.tensor(p, device="cpu")))  # a number, also while a model is built on "meta"
 
 
 class ToneHead(nn.Module):

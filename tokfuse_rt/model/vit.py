@@ -3,6 +3,7 @@
 Shapes: B batch, S image_size, P patch_size, G = S/P grid, L = G² patches, K latent tokens,
 W width, d code dim.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,7 +34,7 @@ def attend(qkv: torch.Tensor, heads: int) -> torch.Tensor:
     w = w3 // 3
     h = heads
     qkv = qkv.reshape(b, t, 3, h, w // h).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv[0], qkv[1], qkv[2]                            # [B, h, T, W/h]
+    q, k, v = qkv[0], qkv[1], qkv[2]  # [B, h, T, W/h]
     att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(w // h))
     att = att.softmax(dim=-1)
     return (att @ v).transpose(1, 2).reshape(b, t, w)
@@ -47,9 +48,7 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(width)
         self.attn = Attention(width, heads)
         self.norm2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(
-            nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width)
-        )
+        self.mlp = nn.Sequential(nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
@@ -78,8 +77,8 @@ class TokenEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         w = cfg.width
-        self.patch_embed = nn.Linear(cfg.patch_size ** 2, w)
-        self.pos = nn.Parameter(torch.randn(1, cfg.grid ** 2, w) * 0.02)
+        self.patch_embed = nn.Linear(cfg.patch_size**2, w)
+        self.pos = nn.Parameter(torch.randn(1, cfg.grid**2, w) * 0.02)
         self.latents = nn.Parameter(torch.randn(1, cfg.num_tokens, w) * 0.02)
         self.blocks = nn.ModuleList(Block(w, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.enc_depth))
         self.norm = nn.LayerNorm(w)
@@ -91,7 +90,7 @@ class TokenEncoder(nn.Module):
         x = torch.cat([x, lat], dim=1)
         for blk in self.blocks:
             x = blk(x)
-        return self.to_code(self.norm(x[:, -self.cfg.num_tokens:]))
+        return self.to_code(self.norm(x[:, -self.cfg.num_tokens :]))
 
 
 class TokenDecoder(nn.Module):
@@ -104,17 +103,17 @@ class TokenDecoder(nn.Module):
         self.token_embed = nn.Linear(cfg.code_dim, w)
         self.token_pos = nn.Parameter(torch.randn(1, cfg.num_tokens, w) * 0.02)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, w))
-        self.pos = nn.Parameter(torch.randn(1, cfg.grid ** 2, w) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, cfg.grid**2, w) * 0.02)
         self.blocks = nn.ModuleList(Block(w, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.dec_depth))
         self.norm = nn.LayerNorm(w)
-        self.to_pixels = nn.Linear(w, cfg.patch_size ** 2)
+        self.to_pixels = nn.Linear(w, cfg.patch_size**2)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         b = z.shape[0]
         t = self.token_embed(z) + self.token_pos
-        m = self.mask_token.expand(b, self.cfg.grid ** 2, -1) + self.pos
+        m = self.mask_token.expand(b, self.cfg.grid**2, -1) + self.pos
         x = torch.cat([m, t], dim=1)
         for blk in self.blocks:
             x = blk(x)
-        pix = self.to_pixels(self.norm(x[:, : self.cfg.grid ** 2]))
+        pix = self.to_pixels(self.norm(x[:, : self.cfg.grid**2]))
         return unpatchify(pix, self.cfg.patch_size, self.cfg.grid) * 0.5 + 0.5

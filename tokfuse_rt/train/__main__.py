@@ -1,4 +1,5 @@
 """CLI entry: python -m tokfuse_rt.train (also ``tokfuse train``)."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,18 +7,20 @@ import dataclasses
 
 from .loop import TrainArgs, train
 
-
 _HELP = {
     "tokenizer": "official TiTok tokenizer: a folder with config.json + model.safetensors, or a weights file "
-                 "(.safetensors/.bin). Stage I is skipped; stage II trains the fusion part with it frozen",
+    "(.safetensors/.bin). Stage I is skipped; stage II trains the fusion part with it frozen",
     "tokenizer_config": "config.json or preset (L-32, B-64, S-128) for a --tokenizer weights file without "
-                        "config.json beside it (default: recognised from its shapes)",
+    "config.json beside it (default: recognised from its shapes)",
 }
 
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    p = p or argparse.ArgumentParser(prog="python -m tokfuse_rt.train",
-                                     description="Train a TokFuse model (stage I tokenizer, stage II fusion with STE; with --tokenizer, stage II only on an official TiTok tokenizer).")
+    p = p or argparse.ArgumentParser(
+        prog="python -m tokfuse_rt.train",
+        description="Train a TokFuse model (stage I tokenizer, stage II fusion with STE; with --tokenizer, "
+        "stage II only on an official TiTok tokenizer).",
+    )
     p.add_argument("--data", required=True, help="training root with <set>/ir and <set>/vi folders (never test/)")
     p.add_argument("--out", "-o", required=True, help="output checkpoint (.safetensors)")
     defaults = TrainArgs(data="", out="")
@@ -28,8 +31,9 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
         if isinstance(val, bool):
             p.add_argument(f"--{f.name.replace('_', '-')}", action="store_true", help=f"(default {val})")
         else:
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(val), default=val,
-                           help=_HELP.get(f.name, f"(default {val})"))
+            p.add_argument(
+                f"--{f.name.replace('_', '-')}", type=type(val), default=val, help=_HELP.get(f.name, f"(default {val})")
+            )
     return p
 
 

@@ -1,4 +1,5 @@
 """Training data: registered ir/vis pairs from ``shared/data/train`` held in memory as luminance."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -51,7 +52,7 @@ class PairBank:
             c = int(torch.randint(min(min_crop, hi), hi + 1, (1,), generator=gen))
             y = int(torch.randint(0, h - c + 1, (1,), generator=gen))
             x = int(torch.randint(0, w - c + 1, (1,), generator=gen))
-            pa, pb = a[:, y:y + c, x:x + c], b[:, y:y + c, x:x + c]
+            pa, pb = a[:, y : y + c, x : x + c], b[:, y : y + c, x : x + c]
             if torch.rand((), generator=gen) < 0.5:
                 pa, pb = pa.flip(-1), pb.flip(-1)
             irs.append(pa)
@@ -66,5 +67,3 @@ def single_images(bank: PairBank, gen: torch.Generator, batch: int, out: int):
     ir, vis = bank.sample(gen, batch, out)
     pick = torch.rand(batch, 1, 1, 1, generator=gen) < 0.5
     return torch.where(pick, ir, vis)
-
-

@@ -1,4 +1,5 @@
 """Two-stage training (§2): I tokenizer reconstruction warm-up, II fusion with STE (tokenizer frozen)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,30 +30,30 @@ class TrainArgs:
     crop2: int = 128
     lr1: float = 2e-3
     lr2: float = 2e-3
-    w_int: float = 1.0             # stage II loss weights: intensity, gradient, structure (SSIM), base
+    w_int: float = 1.0  # stage II loss weights: intensity, gradient, structure (SSIM), base
     w_grad: float = 10.0
     w_ssim: float = 1.0
     w_base: float = 0.5
-    w_vif: float = 0.0             # differentiable VIF and SCD terms (0 = not used; "blend" head)
+    w_vif: float = 0.0  # differentiable VIF and SCD terms (0 = not used; "blend" head)
     w_scd: float = 0.0
-    w_tone: float = 1.0            # "tone" head: L1 of the predicted tone to the target's
-    head: str = "tone"             # model head: "tone" or "blend" (TokFuseConfig.head)
-    num_tokens: int = 64           # K
-    image_size: int = 128          # S
-    gain: float = 1.0              # contrast gain of the stage II intensity and gradient targets ("blend")
-    alpha: float = 0.5             # share of the additive composite in the intensity target
-    target_sd: float = 0.2157      # "tone": target contrast, std of the target in [0, 1] units (55/255)
-    gain_max: float = 2.0          # "tone": largest contrast gain of the target
-    grad_target: str = "target"    # "tone": gradient loss to the target's Sobel map, or "max" of the sources' × g
-    vis_detail: float = 0.0        # "tone": weight of the visible 3×3 high-pass added to the target (losses.tone_rule)
-    detail_where: str = "all"      # "tone": where that detail is added: "all" or "ir" (where ir > vis)
-    random_k: bool = False         # stage II edits a random k in [0, 2·default_k] per step (else default_k)
+    w_tone: float = 1.0  # "tone" head: L1 of the predicted tone to the target's
+    head: str = "tone"  # model head: "tone" or "blend" (TokFuseConfig.head)
+    num_tokens: int = 64  # K
+    image_size: int = 128  # S
+    gain: float = 1.0  # contrast gain of the stage II intensity and gradient targets ("blend")
+    alpha: float = 0.5  # share of the additive composite in the intensity target
+    target_sd: float = 0.2157  # "tone": target contrast, std of the target in [0, 1] units (55/255)
+    gain_max: float = 2.0  # "tone": largest contrast gain of the target
+    grad_target: str = "target"  # "tone": gradient loss to the target's Sobel map, or "max" of the sources' × g
+    vis_detail: float = 0.5  # "tone": weight of the visible 3×3 high-pass added to the target (losses.tone_rule)
+    detail_where: str = "all"  # "tone": where that detail is added: "all" or "ir" (where ir > vis)
+    random_k: bool = False  # stage II edits a random k in [0, 2·default_k] per step (else default_k)
     threads: int = 2
     log_every: int = 50
     save_every: int = 250
     resume: bool = False
-    tokenizer: str = ""            # official TiTok tokenizer (folder or weights file): skip stage I, keep it frozen
-    tokenizer_config: str = ""     # its config.json or preset (L-32, B-64, S-128) when not beside the weights
+    tokenizer: str = ""  # official TiTok tokenizer (folder or weights file): skip stage I, keep it frozen
+    tokenizer_config: str = ""  # its config.json or preset (L-32, B-64, S-128) when not beside the weights
 
 
 def _log(msg: str, fh=None):
@@ -67,7 +68,7 @@ def tokenizer_step(model: TokFuse, y: torch.Tensor, beta: float = 0.25):
     cb = model.codebook_n()
     z = l2norm(model.encoder(y))
     ids, q = quantize(z.detach(), cb.detach())
-    q = cb[ids]                                     # gradient to the codebook
+    q = cb[ids]  # gradient to the codebook
     l_code = F.mse_loss(q, z.detach())
     l_commit = F.mse_loss(z, q.detach())
     zq = z + (q - z).detach()
@@ -97,8 +98,12 @@ def titok_model(path, config=None, cfg: TokFuseConfig | None = None):
     model = TokFuse(tokfuse_config(tok.cfg, **fusion))
     model.tokenizer.load_state_dict(tok.state_dict())
     model.tokenizer.requires_grad_(False)
-    info = {"kind": "titok", "source": Path(path).name, "sha256": state_digest(tok),
-            "params": sum(p.numel() for p in tok.parameters())}
+    info = {
+        "kind": "titok",
+        "source": Path(path).name,
+        "sha256": state_digest(tok),
+        "params": sum(p.numel() for p in tok.parameters()),
+    }
     return model, info
 
 
@@ -124,8 +129,18 @@ def _fast_forward(sched, steps: int) -> None:
 
 def _save_state(path: Path, model, opt, stage: int, step: int, gen: torch.Generator, log: dict):
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "stage": stage, "step": step,
-                "gen": gen.get_state(), "cfg": model.cfg.to_json(), "log": log}, tmp)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "opt": opt.state_dict(),
+            "stage": stage,
+            "step": step,
+            "gen": gen.get_state(),
+            "cfg": model.cfg.to_json(),
+            "log": log,
+        },
+        tmp,
+    )
     tmp.replace(path)
 
 
@@ -142,18 +157,32 @@ def train(args: TrainArgs, cfg: TokFuseConfig | None = None) -> Path:
 
         gen = torch.Generator().manual_seed(args.seed)
         stage, start = 1, 0
-        summary: dict = {"seed": args.seed, "pairs": len(bank), "steps1": args.steps1, "steps2": args.steps2,
-                         "recipe": {k: v for k, v in dataclasses.asdict(args).items()
-                                    if k not in ("data", "out", "work", "resume", "threads")}}
-        if args.tokenizer:          # S and K are the tokenizer's (--image-size, --num-tokens do not apply)
-            model, summary["tokenizer"] = titok_model(args.tokenizer, args.tokenizer_config or None,
-                                                      cfg or TokFuseConfig(head=args.head))
+        summary: dict = {
+            "seed": args.seed,
+            "pairs": len(bank),
+            "steps1": args.steps1,
+            "steps2": args.steps2,
+            "recipe": {
+                k: v
+                for k, v in dataclasses.asdict(args).items()
+                if k not in ("data", "out", "work", "resume", "threads")
+            },
+        }
+        if args.tokenizer:  # S and K are the tokenizer's (--image-size, --num-tokens do not apply)
+            model, summary["tokenizer"] = titok_model(
+                args.tokenizer, args.tokenizer_config or None, cfg or TokFuseConfig(head=args.head)
+            )
             summary["steps1"] = 0
             stage = 2
-            _log(f"[tokenizer] {args.tokenizer}: official TiTok, K={model.cfg.num_tokens}, "
-                 f"S={model.cfg.image_size}, frozen; stage I skipped", logf)
+            _log(
+                f"[tokenizer] {args.tokenizer}: official TiTok, K={model.cfg.num_tokens}, "
+                f"S={model.cfg.image_size}, frozen; stage I skipped",
+                logf,
+            )
         else:
-            model = TokFuse(cfg or TokFuseConfig(head=args.head, num_tokens=args.num_tokens, image_size=args.image_size))
+            model = TokFuse(
+                cfg or TokFuseConfig(head=args.head, num_tokens=args.num_tokens, image_size=args.image_size)
+            )
         opt = None
         if args.resume and state_path.exists():
             st = torch.load(state_path, weights_only=False)
@@ -186,7 +215,9 @@ def train(args: TrainArgs, cfg: TokFuseConfig | None = None) -> Path:
                 usage += torch.bincount(ids.flatten(), minlength=usage.numel())
                 recent.append(z.reshape(-1, z.shape[-1]))
                 if (step + 1) % 100 == 0:
-                    n_dead = _restart_dead_codes(model, usage, torch.cat(recent), gen) if step < 0.8 * args.steps1 else 0
+                    n_dead = (
+                        _restart_dead_codes(model, usage, torch.cat(recent), gen) if step < 0.8 * args.steps1 else 0
+                    )
                     summary["codes_used"] = int((usage > 0).sum())
                     usage.zero_()
                     recent.clear()
@@ -194,8 +225,11 @@ def train(args: TrainArgs, cfg: TokFuseConfig | None = None) -> Path:
                         _log(f"[I] step {step + 1}: restarted {n_dead} unused codes", logf)
                 if (step + 1) % args.log_every == 0:
                     rate = (step + 1 - start) / (time.perf_counter() - ts)
-                    _log(f"[I] step {step + 1}/{args.steps1} loss {loss.item():.4f} rec {parts['rec']:.4f} "
-                         f"code {parts['code']:.4f} ({rate:.2f} it/s, {time.perf_counter() - t0:.0f}s)", logf)
+                    _log(
+                        f"[I] step {step + 1}/{args.steps1} loss {loss.item():.4f} rec {parts['rec']:.4f} "
+                        f"code {parts['code']:.4f} ({rate:.2f} it/s, {time.perf_counter() - t0:.0f}s)",
+                        logf,
+                    )
                     summary["stage1_final_rec"] = parts["rec"]
                 if (step + 1) % args.save_every == 0:
                     _save_state(state_path, model, opt, 1, step + 1, gen, summary)
@@ -211,8 +245,17 @@ def train(args: TrainArgs, cfg: TokFuseConfig | None = None) -> Path:
         return out
 
 
-def stage2(model: TokFuse, bank: PairBank, args: TrainArgs, gen: torch.Generator, summary: dict,
-           start: int = 0, state_path: Path | None = None, logf=None, t0: float | None = None) -> None:
+def stage2(
+    model: TokFuse,
+    bank: PairBank,
+    args: TrainArgs,
+    gen: torch.Generator,
+    summary: dict,
+    start: int = 0,
+    state_path: Path | None = None,
+    logf=None,
+    t0: float | None = None,
+) -> None:
     """Stage II: fusion with STE, tokenizer (encoder, decoder, codebook) frozen."""
     t0 = time.perf_counter() if t0 is None else t0
     frozen = tokenizer_modules(model)
@@ -233,16 +276,33 @@ def stage2(model: TokFuse, bank: PairBank, args: TrainArgs, gen: torch.Generator
     ts = time.perf_counter()
     for step in range(start, args.steps2):
         ir, vis = bank.sample(gen, args.batch2, args.crop2)
-        k = int(torch.randint(0, min(K, 2 * model.cfg.default_k) + 1, (1,), generator=gen)) if args.random_k \
+        k = (
+            int(torch.randint(0, min(K, 2 * model.cfg.default_k) + 1, (1,), generator=gen))
+            if args.random_k
             else model.cfg.default_k
+        )
         fused, _, base = model(ir, vis, k=k)
         if model.cfg.head == "tone":
-            parts, target = tone_losses(fused, base[:, 1:, 0, 0], ir, vis, args.alpha, args.target_sd, args.gain_max,
-                                        args.w_int, args.w_grad, args.w_ssim, args.w_tone, args.grad_target,
-                                        args.vis_detail, args.detail_where)
+            parts, target = tone_losses(
+                fused,
+                base[:, 1:, 0, 0],
+                ir,
+                vis,
+                args.alpha,
+                args.target_sd,
+                args.gain_max,
+                args.w_int,
+                args.w_grad,
+                args.w_ssim,
+                args.w_tone,
+                args.grad_target,
+                args.vis_detail,
+                args.detail_where,
+            )
         else:
-            parts = fusion_losses(fused, ir, vis, args.w_int, args.w_grad, args.w_ssim, args.gain, args.alpha,
-                                  args.w_vif, args.w_scd)
+            parts = fusion_losses(
+                fused, ir, vis, args.w_int, args.w_grad, args.w_ssim, args.gain, args.alpha, args.w_vif, args.w_scd
+            )
             target = torch.maximum(ir, vis)
         target_base = F.interpolate(target, size=base.shape[-2:], mode="bilinear", align_corners=False)
         l_base = F.l1_loss(base[:, :1], target_base)
@@ -255,9 +315,14 @@ def stage2(model: TokFuse, bank: PairBank, args: TrainArgs, gen: torch.Generator
             rate = (step + 1 - start) / (time.perf_counter() - ts)
             loss, l_base, parts = loss.detach(), l_base.detach(), {k2: v.detach() for k2, v in parts.items()}
             terms = " ".join(f"{k2} {float(v):.4f}" for k2, v in parts.items() if k2 != "total")
-            _log(f"[II] step {step + 1}/{args.steps2} loss {float(loss):.4f} {terms} base {float(l_base):.4f} "
-                 f"({rate:.2f} it/s, {time.perf_counter() - t0:.0f}s)", logf)
-            summary["stage2_final"] = {k2: round(float(v), 5) for k2, v in parts.items()} | {"base": round(float(l_base), 5)}
+            _log(
+                f"[II] step {step + 1}/{args.steps2} loss {float(loss):.4f} {terms} base {float(l_base):.4f} "
+                f"({rate:.2f} it/s, {time.perf_counter() - t0:.0f}s)",
+                logf,
+            )
+            summary["stage2_final"] = {k2: round(float(v), 5) for k2, v in parts.items()} | {
+                "base": round(float(l_base), 5)
+            }
         if state_path is not None and (step + 1) % args.save_every == 0:
             _save_state(state_path, model, opt, 2, step + 1, gen, summary)
     summary["stage2_seconds"] = round(time.perf_counter() - ts, 1)

@@ -1,4 +1,6 @@
-"""Unsupervised fusion losses (intensity, gradient, structure) and tokenizer losses."""
+"""Unsupervised training losses: the fusion terms (intensity, gradient, SSIM, optional VIF and SCD) of the "blend"
+head and the tone-target terms of the "tone" head (:func:`fusion_losses`, :func:`tone_losses`)."""
+
 from __future__ import annotations
 
 import torch
@@ -14,26 +16,30 @@ def sobel_mag(x: torch.Tensor) -> torch.Tensor:
     return g.abs().sum(dim=1, keepdim=True)
 
 
-def ssim(x: torch.Tensor, y: torch.Tensor, win: int = 11, c1: float = 0.01 ** 2, c2: float = 0.03 ** 2):
+def ssim(x: torch.Tensor, y: torch.Tensor, win: int = 11, c1: float = 0.01**2, c2: float = 0.03**2):
     """Mean SSIM with a uniform window, images in [0, 1]."""
     mu_x = F.avg_pool2d(x, win, 1)
     mu_y = F.avg_pool2d(y, win, 1)
-    sxx = F.avg_pool2d(x * x, win, 1) - mu_x ** 2
-    syy = F.avg_pool2d(y * y, win, 1) - mu_y ** 2
+    sxx = F.avg_pool2d(x * x, win, 1) - mu_x**2
+    syy = F.avg_pool2d(y * y, win, 1) - mu_y**2
     sxy = F.avg_pool2d(x * y, win, 1) - mu_x * mu_y
-    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (sxx + syy + c2))
+    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
     return s.mean()
 
 
-def target_tone(ir: torch.Tensor, vis: torch.Tensor, alpha: float = 0.0, gain: float = 1.0, sd: float = 0.0,
-                gain_max: float = 2.0) -> torch.Tensor:
+def target_tone(
+    ir: torch.Tensor, vis: torch.Tensor, alpha: float = 0.0, gain: float = 1.0, sd: float = 0.0, gain_max: float = 2.0
+) -> torch.Tensor:
     """The tone [B, 4] = (g, a, mu, c) of :func:`tone_rule` that the training target uses, per image.
 
     c = (mean(ir) + mean(vis)) / 2; a = ``alpha``; mu = mean of m = (1 − a)·max(ir, vis) +
     a·clamp(ir + vis − c, 0, 1); g = ``gain``, or with ``sd`` > 0 the gain that brings m's standard
     deviation to ``sd``, clamped to [1, ``gain_max``].  ir, vis: [B, 1, H, W] in [0, 1].
     """
-    mean = lambda t: t.mean(dim=(-3, -2, -1))  # noqa: E731  (per image -> [B])
+
+    def mean(t):  # per image -> [B]
+        return t.mean(dim=(-3, -2, -1))
+
     c = 0.5 * (mean(ir) + mean(vis))
     m = torch.maximum(ir, vis)
     if alpha:
@@ -45,8 +51,14 @@ def target_tone(ir: torch.Tensor, vis: torch.Tensor, alpha: float = 0.0, gain: f
     return torch.stack([g, torch.full_like(c, alpha), mean(m), c], dim=1)
 
 
-def tone_rule(ir: torch.Tensor, vis: torch.Tensor, tone: torch.Tensor, roll_off: bool = True,
-              vis_detail: float = 0.0, detail_where: str = "all") -> torch.Tensor:
+def tone_rule(
+    ir: torch.Tensor,
+    vis: torch.Tensor,
+    tone: torch.Tensor,
+    roll_off: bool = True,
+    vis_detail: float = 0.0,
+    detail_where: str = "all",
+) -> torch.Tensor:
     """The pixel rule of the "tone" head with a hard max (``tokfuse_rt.model.tone``):
     knee(mu + g·(m − mu)), m = (1 − a)·max(ir, vis) + a·clamp(ir + vis − c, 0, 1); with
     ``roll_off=False`` clamp(·, 0, 1) instead of the knee.
@@ -114,8 +126,8 @@ def vifp(refs: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
             break
         r, d = x[:, :r_n], x[:, r_n:]
         f = _valid(torch.cat([x, x * x, r * d], dim=1), g)
-        mu1, mu2 = f[:, :r_n], f[:, r_n:r_n + 1]
-        e11, e22, e12 = f[:, r_n + 1:2 * r_n + 1], f[:, 2 * r_n + 1:2 * r_n + 2], f[:, 2 * r_n + 2:]
+        mu1, mu2 = f[:, :r_n], f[:, r_n : r_n + 1]
+        e11, e22, e12 = f[:, r_n + 1 : 2 * r_n + 1], f[:, 2 * r_n + 1 : 2 * r_n + 2], f[:, 2 * r_n + 2 :]
         s1 = (e11 - mu1 * mu1).clamp_min(0)
         s2 = (e22 - mu2 * mu2).clamp_min(0)
         s12 = e12 - mu1 * mu2
@@ -128,10 +140,14 @@ def vifp(refs: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
 
 def scd(fused: torch.Tensor, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
     """corr(ir, fused − vis) + corr(vis, fused − ir) per image ([B, 1, H, W] -> [B])."""
+
     def corr(a, b):
         a = a - a.mean(dim=(-2, -1), keepdim=True)
         b = b - b.mean(dim=(-2, -1), keepdim=True)
-        return (a * b).sum(dim=(1, 2, 3)) / ((a * a).sum(dim=(1, 2, 3)) * (b * b).sum(dim=(1, 2, 3))).clamp_min(1e-12).sqrt()
+        return (a * b).sum(dim=(1, 2, 3)) / ((a * a).sum(dim=(1, 2, 3)) * (b * b).sum(dim=(1, 2, 3))).clamp_min(
+            1e-12
+        ).sqrt()
+
     return corr(ir, fused - vis) + corr(vis, fused - ir)
 
 
@@ -156,12 +172,27 @@ def fusion_losses(fused, ir, vis, w_int=1.0, w_grad=10.0, w_ssim=1.0, gain=1.0, 
     return {"total": total} | out
 
 
-def tone_losses(fused, tone, ir, vis, alpha=0.5, sd=55 / 255, gain_max=2.0, w_int=1.0, w_grad=10.0, w_ssim=1.0,
-                w_tone=1.0, grad_target="target", vis_detail=0.0, detail_where="all"):
+def tone_losses(
+    fused,
+    tone,
+    ir,
+    vis,
+    alpha=0.5,
+    sd=55 / 255,
+    gain_max=2.0,
+    w_int=1.0,
+    w_grad=10.0,
+    w_ssim=1.0,
+    w_tone=1.0,
+    grad_target="target",
+    vis_detail=0.0,
+    detail_where="all",
+):
     """Loss terms of the "tone" head (dict, their weighted sum under 'total') and the target.
 
     The target is :func:`tone_rule` at the image's own tone (:func:`target_tone` with ``alpha``,
-    ``sd``, ``gain_max``; visible detail ``vis_detail``, ``detail_where``). int: L1 to it; grad: L1 of Sobel magnitudes to the target's
+    ``sd``, ``gain_max``; visible detail ``vis_detail``, ``detail_where``). int: L1 to it; grad: L1 of
+    Sobel magnitudes to the target's
     (``grad_target="target"``) or to the larger of the two sources' times the target's gain g
     (``"max"``: the strongest edge of either source, as the "blend" recipe); ssim:
     1 − SSIM to it; tone: L1 of the predicted tone [B, 4] to the target's.
@@ -173,8 +204,12 @@ def tone_losses(fused, tone, ir, vis, alpha=0.5, sd=55 / 255, gain_max=2.0, w_in
     target = tone_rule(ir, vis, t_true, vis_detail=vis_detail, detail_where=detail_where)
     out = {
         "int": F.l1_loss(fused, target),
-        "grad": F.l1_loss(sobel_mag(fused), sobel_mag(target) if grad_target == "target" else
-                          t_true[:, :1, None, None] * torch.maximum(sobel_mag(ir), sobel_mag(vis))),
+        "grad": F.l1_loss(
+            sobel_mag(fused),
+            sobel_mag(target)
+            if grad_target == "target"
+            else t_true[:, :1, None, None] * torch.maximum(sobel_mag(ir), sobel_mag(vis)),
+        ),
         "ssim": 1.0 - ssim(fused, target),
         "tone": F.l1_loss(tone, t_true),
     }

@@ -4,6 +4,7 @@ and ``Engine.stream`` (an iterable of frame pairs, fused lazily), with token reu
 Decoding and encoding use FFmpeg through PyAV, the optional extra ``tokfuse_rt[video]``; it is
 imported only when a video file is opened (``Engine.stream`` needs numpy and torch only).
 """
+
 from __future__ import annotations
 
 from .pipeline import VideoReport

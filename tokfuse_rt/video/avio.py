@@ -6,6 +6,7 @@ the usual yuv420p input; other pixel formats, full-range or BT.709 streams are c
 upright by the stream's display matrix (rotations by multiples of 90°). The luma plane maps to the
 BT.601 luminance that ``Engine.fuse`` computes from RGB by ``(Y - 16) / 219``.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,9 @@ def require_av():
     try:
         import av
     except ImportError as e:
-        raise ImportError("video support needs PyAV (FFmpeg): pip install 'tokfuse_rt[video]' "
-                          f"(or make, which installs it) [{e}]") from None
+        raise ImportError(
+            f"video support needs PyAV (FFmpeg): pip install 'tokfuse_rt[video]' (or make, which installs it) [{e}]"
+        ) from None
     return av
 
 
@@ -42,11 +44,11 @@ def float_to_luma(f: np.ndarray) -> np.ndarray:
 
 @dataclass
 class YuvFrame:
-    t: float            # presentation time (s)
-    pts: int | None     # presentation time in the source stream's time base
-    y: np.ndarray       # uint8 (H, W) luma, limited range
-    u: np.ndarray       # uint8 (ceil(H/2), ceil(W/2)) Cb
-    v: np.ndarray       # uint8 (ceil(H/2), ceil(W/2)) Cr
+    t: float  # presentation time (s)
+    pts: int | None  # presentation time in the source stream's time base
+    y: np.ndarray  # uint8 (H, W) luma, limited range
+    u: np.ndarray  # uint8 (ceil(H/2), ceil(W/2)) Cb
+    v: np.ndarray  # uint8 (ceil(H/2), ceil(W/2)) Cr
 
     @property
     def size(self) -> tuple:
@@ -61,7 +63,7 @@ class YuvFrame:
 
 
 def _plane(p) -> np.ndarray:
-    return np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[:p.height, :p.width]
+    return np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[: p.height, : p.width]
 
 
 class VideoSource:
@@ -80,18 +82,16 @@ class VideoSource:
         text = os.fspath(path)
         self.path = text
         if "://" not in text:
-            p = Path(text)
-            if not p.exists():
-                raise FileNotFoundError(f"{name}: file not found: {p}")
-            if p.is_dir():
-                raise ValueError(f"{name}: {p} is a directory, not a video file")
-            if p.stat().st_size == 0:
-                raise ValueError(f"{name}: file is empty: {p}")
+            from ..imageio import check_input_file
+
+            check_input_file(text, name, "a video")
         try:
             self.container = av.open(text, "r")
         except av.FFmpegError as e:
-            raise ValueError(f"{name}: not a readable video file (truncated, corrupt or not a video?): {text}: "
-                             f"{getattr(e, 'strerror', None) or e}") from None
+            raise ValueError(
+                f"{name}: not a readable video file (truncated, corrupt or not a video?): {text}: "
+                f"{getattr(e, 'strerror', None) or e}"
+            ) from None
         streams = self.container.streams
         if not streams.video:
             kinds = sorted({s.type for s in streams}) or ["none"]
@@ -111,7 +111,7 @@ class VideoSource:
         d = self.stream.duration
         self.duration = float(d * self.time_base) if d else None
         self.resize_to = resize_to
-        self.rotation = None            # from the first decoded frame
+        self.rotation = None  # from the first decoded frame
         self.error = None
         self.decoded = 0
         self._gen = None
@@ -148,13 +148,17 @@ class VideoSource:
             except StopIteration:
                 return
             except av.FFmpegError as e:
-                self.error = (f"decoding stopped after {self.decoded} frames: "
-                              f"{getattr(e, 'strerror', None) or e} (truncated or corrupt file)")
+                self.error = (
+                    f"decoding stopped after {self.decoded} frames: "
+                    f"{getattr(e, 'strerror', None) or e} (truncated or corrupt file)"
+                )
                 return
             rot = int(getattr(f, "rotation", 0) or 0)
             if rot % 90:
-                raise ValueError(f"{self.name}: {self.path}: display rotation of {rot} degrees is not supported "
-                                 "(multiples of 90 only)")
+                raise ValueError(
+                    f"{self.name}: {self.path}: display rotation of {rot} degrees is not supported "
+                    "(multiples of 90 only)"
+                )
             quarter = (rot // 90) % 4
             if self.rotation is None:
                 self.rotation = rot
@@ -164,17 +168,26 @@ class VideoSource:
                 if (w, h) == (f.width, f.height):
                     w = h = None
             cs = int(f.colorspace)
-            plain = (f.format.name == "yuv420p" and cs in (2, 5, 6) and int(f.color_range) in (0, 1) and w is None)
+            plain = f.format.name == "yuv420p" and cs in (2, 5, 6) and int(f.color_range) in (0, 1) and w is None
             if not plain:
                 interp = Interpolation.AREA if w is not None and w * h < f.width * f.height else Interpolation.BICUBIC
-                f = f.reformat(width=w, height=h, format="yuv420p", dst_colorspace=Colorspace.ITU601,
-                               src_color_range=int(f.color_range) or None, dst_color_range=ColorRange.MPEG,
-                               interpolation=interp)
+                f = f.reformat(
+                    width=w,
+                    height=h,
+                    format="yuv420p",
+                    dst_colorspace=Colorspace.ITU601,
+                    src_color_range=int(f.color_range) or None,
+                    dst_color_range=ColorRange.MPEG,
+                    interpolation=interp,
+                )
             y, u, v = (_plane(p) for p in f.planes)
             if quarter:
                 y, u, v = (np.rot90(a, quarter) for a in (y, u, v))
-            t = float(f.pts * f.time_base) if f.pts is not None and f.time_base else \
-                (self.decoded * self.frame_period if self.frame_period else float(self.decoded))
+            t = (
+                float(f.pts * f.time_base)
+                if f.pts is not None and f.time_base
+                else (self.decoded * self.frame_period if self.frame_period else float(self.decoded))
+            )
             self.decoded += 1
             yield YuvFrame(t, f.pts, y, u, v)
 
@@ -185,10 +198,17 @@ class VideoSource:
             self._gen = None
 
     def describe(self) -> dict:
-        return {"path": self.path, "codec": self.codec, "pix_fmt": self.pix_fmt,
-                "rate": float(self.rate) if self.rate else None, "frames_declared": self.frames_declared,
-                "frames_decoded": self.decoded, "duration_s": self.duration, "rotation": self.rotation,
-                "error": self.error}
+        return {
+            "path": self.path,
+            "codec": self.codec,
+            "pix_fmt": self.pix_fmt,
+            "rate": float(self.rate) if self.rate else None,
+            "frames_declared": self.frames_declared,
+            "frames_decoded": self.decoded,
+            "duration_s": self.duration,
+            "rotation": self.rotation,
+            "error": self.error,
+        }
 
 
 class VideoSink:
@@ -196,14 +216,17 @@ class VideoSink:
     ``commit()`` moves it into place, ``abort()`` deletes it. Odd frame sizes are padded to even
     (4:2:0 needs even sizes) by repeating the last row / column: ``padded`` tells."""
 
-    def __init__(self, path, width: int, height: int, rate, time_base, crf: int = 18, preset: str = "veryfast",
-                 threads: int = 0):
+    def __init__(
+        self, path, width: int, height: int, rate, time_base, crf: int = 18, preset: str = "veryfast", threads: int = 0
+    ):
         av = require_av()
         self.path = Path(os.fspath(path))
         fmt = OUTPUT_FORMATS.get(self.path.suffix.lower())
         if fmt is None:
-            raise ValueError(f"output {self.path}: unsupported extension {self.path.suffix!r}; "
-                             f"use one of {', '.join(sorted(OUTPUT_FORMATS))} (H.264 video)")
+            raise ValueError(
+                f"output {self.path}: unsupported extension {self.path.suffix!r}; "
+                f"use one of {', '.join(sorted(OUTPUT_FORMATS))} (H.264 video)"
+            )
         if self.path.is_dir():
             raise ValueError(f"output {self.path} is a directory")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -220,7 +243,7 @@ class VideoSink:
             s.codec_context.time_base = time_base
             s.time_base = time_base
             cc = s.codec_context
-            cc.colorspace, cc.color_range, cc.color_primaries, cc.color_trc = 6, 1, 6, 6   # smpte170m, tv
+            cc.colorspace, cc.color_range, cc.color_primaries, cc.color_trc = 6, 1, 6, 6  # smpte170m, tv
             if threads:
                 cc.thread_count = int(threads)
             s.options = {"crf": str(int(crf)), "preset": str(preset)}
@@ -259,7 +282,7 @@ class VideoSink:
         if self.container is not None:
             try:
                 self.container.close()
-            except Exception:
+            except Exception:  # noqa: BLE001 - closing a broken container must not hide the error being reported
                 pass
             self.container = None
         try:

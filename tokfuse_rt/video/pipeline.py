@@ -8,11 +8,11 @@ through from the visible frame (from the infrared frame when the visible one is 
 ``Engine.fuse`` does; neutral when both are gray). The output goes to a temporary file beside
 ``out`` and is moved into place only when every frame has been written.
 """
+
 from __future__ import annotations
 
 import os
 import queue
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..progress import progress_bar
 from .avio import CHROMA_NEUTRAL, VideoSink, VideoSource, float_to_luma, luma_to_float
 from .reuse import FrameFuser, ReusePolicy
 from .sync import SyncStats, pair_by_time
@@ -36,14 +37,14 @@ class VideoReport:
     vis: dict = field(default_factory=dict)
     width: int = 0
     height: int = 0
-    output_size: tuple = ()           # (width, height) encoded (odd sizes padded to even)
-    rate: float | None = None         # output frame rate (the visible stream's)
-    duration_s: float | None = None   # output duration: last fused frame - first + one visible frame
-    frames: int = 0                   # frames fused and written
+    output_size: tuple = ()  # (width, height) encoded (odd sizes padded to even)
+    rate: float | None = None  # output frame rate (the visible stream's)
+    duration_s: float | None = None  # output duration: last fused frame - first + one visible frame
+    frames: int = 0  # frames fused and written
     sync: dict = field(default_factory=dict)
     reuse: dict = field(default_factory=dict)
-    seconds: dict = field(default_factory=dict)   # busy time per stage + wall
-    fps: float = 0.0                  # frames / wall time
+    seconds: dict = field(default_factory=dict)  # busy time per stage + wall
+    fps: float = 0.0  # frames / wall time
     warnings: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -82,7 +83,7 @@ class _Stage(threading.Thread):
     def run(self):
         try:
             self.work(self)
-        except BaseException as e:  # handed to the main thread
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread, which re-raises it
             self.error = e
 
 
@@ -105,6 +106,7 @@ def _decoder(source: VideoSource, q):
             stage.busy += time.perf_counter() - t0
             if not _put(q, f, stage) or f is _END:
                 return
+
     return work
 
 
@@ -115,10 +117,10 @@ def _drain(q, stage):
             f = q.get(timeout=0.1)
         except queue.Empty:
             if stage.error is not None:
-                raise stage.error
+                raise stage.error from None  # the stage's own error, not the empty queue
             if not stage.is_alive() and q.empty():
                 if stage.error is not None:
-                    raise stage.error
+                    raise stage.error from None
                 return
             continue
         if f is _END:
@@ -140,11 +142,23 @@ def _encoder(sink: VideoSink, q):
             t0 = time.perf_counter()
             sink.write(*item)
             stage.busy += time.perf_counter() - t0
+
     return work
 
 
-def fuse_video(backend, ir, vis, out, k: int, reuse=None, resize: bool = False, progress: bool = True,
-               crf: int = 18, preset: str = "veryfast", queue_size: int = 8) -> VideoReport:
+def fuse_video(
+    backend,
+    ir,
+    vis,
+    out,
+    k: int,
+    reuse=None,
+    resize: bool = False,
+    progress: bool = True,
+    crf: int = 18,
+    preset: str = "veryfast",
+    queue_size: int = 8,
+) -> VideoReport:
     """See ``Engine.fuse_video``."""
     t_start = time.perf_counter()
     policy = ReusePolicy.parse(reuse)
@@ -170,7 +184,8 @@ def fuse_video(backend, ir, vis, out, k: int, reuse=None, resize: bool = False, 
                 raise ValueError(
                     f"ir and vis frame sizes differ: ir is {fi.size[0]}x{fi.size[1]}, vis is "
                     f"{fv.size[0]}x{fv.size[1]} (upright); register the streams, or pass resize=True "
-                    "(--resize) to scale the infrared frames to the visible size")
+                    "(--resize) to scale the infrared frames to the visible size"
+                )
             src_ir.close()
             src_ir = VideoSource(ir, "ir", resize_to=fv.size)
             fi = src_ir.first()
@@ -182,8 +197,10 @@ def fuse_video(backend, ir, vis, out, k: int, reuse=None, resize: bool = False, 
         sink = VideoSink(out, width, height, src_vis.rate or 30, src_vis.time_base, crf=crf, preset=preset)
         report.output_size = sink.padded
         if sink.padded != (width, height):
-            report.warnings.append(f"odd frame size {width}x{height} padded to {sink.padded[0]}x{sink.padded[1]} "
-                                   "(H.264 4:2:0 needs even sizes; the extra row/column repeats the edge)")
+            report.warnings.append(
+                f"odd frame size {width}x{height} padded to {sink.padded[0]}x{sink.padded[1]} "
+                "(H.264 4:2:0 needs even sizes; the extra row/column repeats the edge)"
+            )
         q_ir, q_vis, q_out = (queue.Queue(maxsize=queue_size) for _ in range(3))
         d_ir = _Stage("decode-ir", _decoder(src_ir, q_ir))
         d_vis = _Stage("decode-vis", _decoder(src_vis, q_vis))
@@ -194,11 +211,7 @@ def fuse_video(backend, ir, vis, out, k: int, reuse=None, resize: bool = False, 
         fuser = FrameFuser(backend, k, policy)
         period = src_ir.frame_period or src_vis.frame_period or 1 / 30
         stats = SyncStats()
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=src_vis.frames_declared or None, desc="fusing video", unit="frame", file=sys.stderr)
+        bar = progress_bar(enabled=progress, total=src_vis.frames_declared or None, desc="fusing video", unit="frame")
         t_fuse = t_pack = 0.0
         t_vis0, t_ir0 = fv.t, fi.t
         try:
@@ -214,18 +227,16 @@ def fuse_video(backend, ir, vis, out, k: int, reuse=None, resize: bool = False, 
                 else:
                     u = np.full(fv.u.shape, CHROMA_NEUTRAL, np.uint8)
                     v = u
-                pts = fv.pts if fv.pts is not None else stats.fused - 1      # the visible timeline, as is
+                pts = fv.pts if fv.pts is not None else stats.fused - 1  # the visible timeline, as is
                 item = (pts, float_to_luma(fused), u, v)
                 t2 = time.perf_counter()
                 t_fuse += t1 - t0
                 t_pack += t2 - t1
                 if not _put(q_out, item, enc):
                     break
-                if bar is not None:
-                    bar.update(1)
+                bar.update(1)
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
         _put(q_out, _END, enc)
         enc.join()
         if enc.error is not None:
@@ -237,7 +248,8 @@ def fuse_video(backend, ir, vis, out, k: int, reuse=None, resize: bool = False, 
         if stats.fused == 0:
             raise ValueError(
                 f"ir and vis do not overlap in time: the visible stream starts at {t_vis0:.3f} s, the "
-                f"infrared at {t_ir0:.3f} s ({stats.vis_frames} and {stats.ir_frames} frames); nothing to fuse")
+                f"infrared at {t_ir0:.3f} s ({stats.vis_frames} and {stats.ir_frames} frames); nothing to fuse"
+            )
         sink.commit()
         wall = time.perf_counter() - t_start
         report.frames = sink.frames
@@ -246,9 +258,14 @@ def fuse_video(backend, ir, vis, out, k: int, reuse=None, resize: bool = False, 
         report.duration_s = round(stats.t_last - stats.t_first + vp, 6)
         report.sync = stats.as_dict()
         report.reuse = fuser.stats()
-        report.seconds = {"decode_ir": round(d_ir.busy, 4), "decode_vis": round(d_vis.busy, 4),
-                          "fuse": round(t_fuse, 4), "colour": round(t_pack, 4), "encode": round(enc.busy, 4),
-                          "wall": round(wall, 4)}
+        report.seconds = {
+            "decode_ir": round(d_ir.busy, 4),
+            "decode_vis": round(d_vis.busy, 4),
+            "fuse": round(t_fuse, 4),
+            "colour": round(t_pack, 4),
+            "encode": round(enc.busy, 4),
+            "wall": round(wall, 4),
+        }
         report.fps = round(report.frames / wall, 2) if wall > 0 else 0.0
         report.ir, report.vis = src_ir.describe(), src_vis.describe()
         _sync_warnings(report, stats, src_ir, src_vis, fuser)
@@ -275,14 +292,20 @@ def _sync_warnings(report: VideoReport, st: SyncStats, src_ir: VideoSource, src_
         if src.error:
             w.append(f"{src.name}: {src.error}; fused the frames decoded before it")
         elif src.frames_declared and src.decoded < src.frames_declared:
-            w.append(f"{src.name}: the container declares {src.frames_declared} frames but {src.decoded} were "
-                     "decoded (truncated file?)")
+            w.append(
+                f"{src.name}: the container declares {src.frames_declared} frames but {src.decoded} were "
+                "decoded (truncated file?)"
+            )
     if st.vis_before or st.vis_after or st.ir_before or st.ir_after:
-        w.append(f"streams of different lengths: fused the overlap {st.t_first:.3f}-{st.t_last:.3f} s "
-                 f"(visible frames not fused: {st.vis_before} before, {st.vis_after} after the infrared stream; "
-                 f"infrared frames not used: {st.ir_before} before, {st.ir_after} after)")
+        w.append(
+            f"streams of different lengths: fused the overlap {st.t_first:.3f}-{st.t_last:.3f} s "
+            f"(visible frames not fused: {st.vis_before} before, {st.vis_after} after the infrared stream; "
+            f"infrared frames not used: {st.ir_before} before, {st.ir_after} after)"
+        )
     if st.ir_dropped or st.ir_duplicated:
-        w.append(f"to keep sync, {st.ir_dropped} infrared frames were dropped and {st.ir_duplicated} duplicated "
-                 "(different frame rates or missing frames)")
+        w.append(
+            f"to keep sync, {st.ir_dropped} infrared frames were dropped and {st.ir_duplicated} duplicated "
+            "(different frame rates or missing frames)"
+        )
     if fuser.note:
         w.append(fuser.note)

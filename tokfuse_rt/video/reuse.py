@@ -15,6 +15,7 @@ tokenised, mixed, edited by STE, decoded by π to the base map) need not run on 
 is exactly ``Engine.fuse``. Backends without the halves (a ``.onnx`` exported without its companion
 graphs, TensorRT) fall back to that too, and :attr:`FrameFuser.note` says so.
 """
+
 from __future__ import annotations
 
 import time
@@ -35,14 +36,18 @@ class ReusePolicy:
         if isinstance(self.interval, bool) or not isinstance(self.interval, (int, np.integer)) or self.interval < 1:
             raise ValueError(f"reuse interval must be an int >= 1, got {self.interval!r}")
         if self.scene_threshold is not None and not (0.0 <= float(self.scene_threshold) <= 1.0):
-            raise ValueError(f"reuse scene threshold must be in [0, 1] (mean |Δ| of luminance), "
-                             f"got {self.scene_threshold!r}")
-        if isinstance(self.thumb_stride, bool) or not isinstance(self.thumb_stride, (int, np.integer)) \
-                or self.thumb_stride < 1:
+            raise ValueError(
+                f"reuse scene threshold must be in [0, 1] (mean |Δ| of luminance), got {self.scene_threshold!r}"
+            )
+        if (
+            isinstance(self.thumb_stride, bool)
+            or not isinstance(self.thumb_stride, (int, np.integer))
+            or self.thumb_stride < 1
+        ):
             raise ValueError(f"reuse thumb_stride must be an int >= 1, got {self.thumb_stride!r}")
 
     @classmethod
-    def off(cls) -> "ReusePolicy":
+    def off(cls) -> ReusePolicy:
         return cls(interval=1, scene_threshold=None)
 
     @property
@@ -50,7 +55,7 @@ class ReusePolicy:
         return self.interval > 1
 
     @classmethod
-    def parse(cls, spec) -> "ReusePolicy":
+    def parse(cls, spec) -> ReusePolicy:
         """``None``/"auto"/"on" -> the default policy; "off"/"none"/"0"/"1" -> recompute every frame;
         an int N or "N" -> key frame every N frames (default scene check); "interval=N,scene=T"
         (either part optional, ``scene=off`` disables the scene check); a ReusePolicy as is."""
@@ -87,8 +92,9 @@ class ReusePolicy:
                 else:
                     raise ValueError
             except ValueError:
-                raise ValueError(f"reuse: cannot parse {spec!r}; expected auto, off, N or "
-                                 "interval=N,scene=T (T in [0, 1] or off)") from None
+                raise ValueError(
+                    f"reuse: cannot parse {spec!r}; expected auto, off, N or interval=N,scene=T (T in [0, 1] or off)"
+                ) from None
         return cls(**kw)
 
     def describe(self) -> str:
@@ -175,8 +181,12 @@ class FrameFuser:
         return fused[0, 0], reason is not None
 
     def stats(self) -> dict:
-        d = {"frames": self.frames, "key_frames": self.key_frames, "policy": self.policy.describe(),
-             "reuse": self.use_halves}
+        d = {
+            "frames": self.frames,
+            "key_frames": self.key_frames,
+            "policy": self.policy.describe(),
+            "reuse": self.use_halves,
+        }
         if self.use_halves:
             d["key_reasons"] = dict(self.key_reasons)
             d["seconds_tokens"] = round(self.t_tokens, 4)

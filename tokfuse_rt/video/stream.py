@@ -1,4 +1,5 @@
 """``Engine.stream``: fuse an iterable of (ir, vis) frame pairs lazily (live sources, SPEC §8)."""
+
 from __future__ import annotations
 
 from .reuse import FrameFuser, ReusePolicy

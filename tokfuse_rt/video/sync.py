@@ -7,25 +7,26 @@ outside the overlap and are not fused. Infrared frames never taken inside the ov
 (infrared faster than visible); infrared frames taken more than once are *duplicated* (infrared
 slower, or missing frames). Frames are any objects with a ``t`` attribute (seconds).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-TIE = 1e-9      # s: two infrared frames this close to equally near count as a tie (float timestamps)
+TIE = 1e-9  # s: two infrared frames this close to equally near count as a tie (float timestamps)
 
 
 @dataclass
 class SyncStats:
-    vis_frames: int = 0       # visible frames read
-    ir_frames: int = 0        # infrared frames read
-    fused: int = 0            # pairs produced
-    vis_before: int = 0       # visible frames before the infrared stream starts (not fused)
-    vis_after: int = 0        # visible frames after the infrared stream ends (not fused)
-    ir_before: int = 0        # infrared frames before the first fused visible frame (not used)
-    ir_after: int = 0         # infrared frames after the last fused visible frame (not used)
-    ir_dropped: int = 0       # infrared frames inside the overlap that no visible frame took
-    ir_duplicated: int = 0    # extra uses of an infrared frame already taken
-    t_first: float | None = None   # time of the first / last fused visible frame (s)
+    vis_frames: int = 0  # visible frames read
+    ir_frames: int = 0  # infrared frames read
+    fused: int = 0  # pairs produced
+    vis_before: int = 0  # visible frames before the infrared stream starts (not fused)
+    vis_after: int = 0  # visible frames after the infrared stream ends (not fused)
+    ir_before: int = 0  # infrared frames before the first fused visible frame (not used)
+    ir_after: int = 0  # infrared frames after the last fused visible frame (not used)
+    ir_dropped: int = 0  # infrared frames inside the overlap that no visible frame took
+    ir_duplicated: int = 0  # extra uses of an infrared frame already taken
+    t_first: float | None = None  # time of the first / last fused visible frame (s)
     t_last: float | None = None
 
     def as_dict(self) -> dict:

@@ -1,0 +1,53 @@
+"""``tokfuse bench``: Engine.fuse timed for several models side by side in one run."""
+
+import json
+
+import pytest
+
+from tokfuse_rt.cli import main
+
+
+def test_bench_two_models_side_by_side(tiny_ckpt, tiny_onnx, capsys):
+    assert (
+        main(
+            [
+                "bench",
+                "--model",
+                str(tiny_ckpt),
+                "--model",
+                str(tiny_onnx),
+                "--size",
+                "64x48",
+                "--rounds",
+                "3",
+                "--warmup",
+                "1",
+                "--k",
+                "2",
+                "--threads",
+                "1",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    res = json.loads(capsys.readouterr().out)
+    assert [r["backend"] for r in res] == ["pytorch", "onnxruntime"]
+    for r in res:
+        assert r["size"] == "64x48" and r["k"] == 2 and r["rounds"] == 3 and r["threads"] == 1
+        assert 0 < r["min_ms"] <= r["median_ms"] <= r["p90_ms"]
+        assert r["pairs_per_s"] == pytest.approx(1000.0 / r["median_ms"])
+
+
+def test_bench_text_output_and_errors(tiny_ckpt, tmp_path, capsys):
+    assert main(["bench", "--model", str(tiny_ckpt), "--rounds", "1", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny" in out and "pytorch" in out and "496x301" in out and "pairs/s" in out  # the bundled sample pair
+    assert main(["bench", "--model", str(tiny_ckpt), "--rounds", "0"]) == 1
+    assert "--rounds must be >= 1" in capsys.readouterr().err
+    assert main(["bench", "--model", str(tiny_ckpt), "--size", "8x8"]) == 1
+    assert "--size '8x8'" in capsys.readouterr().err
+    assert main(["bench", "--model", str(tiny_ckpt), "--ir", str(tmp_path / "a.png")]) == 1
+    assert "both --ir and --vis" in capsys.readouterr().err
+    assert main(["bench", "--model", str(tiny_ckpt), "--k", "99"]) == 1
+    assert "k must be in [0, 8]" in capsys.readouterr().err
