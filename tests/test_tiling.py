@@ -93,6 +93,22 @@ def test_tiled_equals_untiled_default_model_real_pairs(shared_data):
         assert _close(a, b) <= 1, rel
 
 
+@pytest.mark.parametrize("hw", [(100, 131), (40, 1000)])
+def test_tiled_equals_untiled_onnxruntime(tiny_onnx, hw):
+    """ONNX Runtime tiles through the exported halves: same ids, within 1 grey level of its untiled run."""
+    pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(hw[1])
+    ir = rng.integers(0, 256, hw, dtype=np.uint8)
+    vis = rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
+    whole, tiled = _engines(tiny_onnx, 16)
+    assert tiled._tiled(hw) and not whole._tiled(hw)
+    a, ia = whole.fuse_with_tokens(ir, vis)
+    b, ib = tiled.fuse_with_tokens(ir, vis)
+    assert np.array_equal(ia, ib) and a.shape == b.shape
+    # float32 convolutions over a window vs the whole image, in two graphs: below 1 grey level
+    assert _close(a, b) <= 1
+
+
 class _Aligned(TokFuse):
     """The default model declared with a coarser alignment and a larger halo (still true for it): tiles
     must start on multiples of render_align and carry render_halo of context."""
