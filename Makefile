@@ -27,7 +27,7 @@ demo: build
 	$(VPY) -m tokfuse_rt.demo
 
 test: build
-	$(VPY) -m pytest -q tests
+	$(VPY) -X faulthandler -m pytest -q tests
 
 # Everything but the interpreter-heavy Triton sweeps and the other tests marked slow (for local loops; CI runs
 # `make test`).

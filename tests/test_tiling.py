@@ -101,9 +101,10 @@ def test_tiled_equals_untiled_onnxruntime(tiny_onnx, hw):
     ir = rng.integers(0, 256, hw, dtype=np.uint8)
     vis = rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
     whole, tiled = _engines(tiny_onnx, 16)
-    assert tiled._tiled(hw) and not whole._tiled(hw)
-    a, ia = whole.fuse_with_tokens(ir, vis)
-    b, ib = tiled.fuse_with_tokens(ir, vis)
+    with whole, tiled:  # ONNX Runtime sessions released here, not at interpreter exit
+        assert tiled._tiled(hw) and not whole._tiled(hw)
+        a, ia = whole.fuse_with_tokens(ir, vis)
+        b, ib = tiled.fuse_with_tokens(ir, vis)
     assert np.array_equal(ia, ib) and a.shape == b.shape
     # float32 convolutions over a window vs the whole image, in two graphs: below 1 grey level
     assert _close(a, b) <= 1
