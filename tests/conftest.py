@@ -76,23 +76,12 @@ def tiny_ckpt(tmp_path_factory) -> Path:
     """A small, seeded, untrained TokFuse checkpoint for fast API tests (not for quality)."""
     import torch
 
-    from tokfuse_rt.model import TokFuse, TokFuseConfig, save_checkpoint
+    from tokfuse_rt.model import TokFuse, save_checkpoint
+
+    from tiny_model import tiny_config
 
     torch.manual_seed(0)
-    cfg = TokFuseConfig(
-        image_size=32,
-        patch_size=8,
-        num_tokens=8,
-        code_dim=12,
-        codebook_size=64,
-        width=32,
-        enc_depth=1,
-        dec_depth=1,
-        heads=2,
-        default_k=2,
-        detail_channels=4,
-        head_channels=4,
-    )
+    cfg = tiny_config()
     m = TokFuse(cfg).eval()
     with torch.no_grad():  # non-trivial head so outputs depend on both inputs
         m.head.conv2.weight.normal_(0, 0.1)

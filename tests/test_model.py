@@ -6,29 +6,13 @@ import torch
 from tokfuse_rt.model import TokFuse, TokFuseConfig, l2norm, quantize, topk_mask
 from tokfuse_rt.model.quant import kernel_backend
 
-
-def small_cfg(**kw):
-    base = dict(
-        image_size=32,
-        patch_size=8,
-        num_tokens=8,
-        codebook_size=64,
-        width=32,
-        enc_depth=1,
-        dec_depth=1,
-        heads=2,
-        default_k=2,
-        detail_channels=4,
-        head_channels=4,
-    )
-    base.update(kw)
-    return TokFuseConfig(**base)
+from tiny_model import tiny_config
 
 
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    m = TokFuse(small_cfg()).eval()
+    m = TokFuse(tiny_config()).eval()
     with torch.no_grad():
         m.head.conv2.weight.normal_(0, 0.1)
         m.ste.edit_fc2.weight.normal_(0, 0.5)  # edits large enough to change codes
@@ -127,7 +111,7 @@ def test_k_changes_output(model):
 
 
 def test_config_json_round_trip_and_validation():
-    cfg = small_cfg(default_k=3)
+    cfg = tiny_config(default_k=3)
     assert TokFuseConfig.from_json(cfg.to_json()) == cfg
     with pytest.raises(ValueError, match="multiple of patch_size"):
         TokFuseConfig(image_size=30, patch_size=8)
@@ -138,7 +122,7 @@ def test_config_json_round_trip_and_validation():
 
 
 def test_train_mode_straight_through_gradients_reach_mixer_and_score(model):
-    m = TokFuse(small_cfg())
+    m = TokFuse(tiny_config())
     m.train()
     g = torch.Generator().manual_seed(7)
     ir, vis = torch.rand(2, 1, 32, 32, generator=g), torch.rand(2, 1, 32, 32, generator=g)

@@ -16,6 +16,8 @@ from tokfuse_rt.inputs import Prepared
 from tokfuse_rt.model import TokFuse, TokFuseConfig
 from tokfuse_rt.tiling import ROW_BLOCK, tile_windows, token_inputs, upsample_window
 
+from tiny_model import tiny_config
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -123,20 +125,7 @@ def test_tiled_equals_untiled_tone_head(tmp_path):
     from tokfuse_rt.model import save_checkpoint
 
     torch.manual_seed(0)
-    cfg = TokFuseConfig(
-        image_size=32,
-        patch_size=8,
-        num_tokens=8,
-        codebook_size=64,
-        width=32,
-        enc_depth=1,
-        dec_depth=1,
-        heads=2,
-        default_k=2,
-        detail_channels=4,
-        head_channels=4,
-        head="tone",
-    )
+    cfg = tiny_config(head="tone")
     m = TokFuse(cfg).eval()
     with torch.no_grad():
         m.head.conv2.weight.normal_(0, 0.1)
