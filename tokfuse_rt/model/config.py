@@ -6,7 +6,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
-HEADS = ("blend", "tone")
+HEADS = ("blend", "tone", "layers")
 # Upper bounds checked before a model is built from a config (a corrupt or hostile checkpoint must not
 # allocate gigabytes); generous against the defaults below. Integer fields not listed: _MAX_OTHER.
 _MAX = {
@@ -64,7 +64,9 @@ class TokFuseConfig:
     head_channels: int = 16  # fusion head width
     head: str = "blend"  # "blend": per-pixel blend + residual (format-1 models);
     # "tone": selection + additive layer under a token-predicted global tone
-    tone_hidden: int = 64  # tone head hidden width ("tone" only)
+    # "layers": the tone over base/detail layers (box-blurred base, visible detail kept everywhere)
+    tone_hidden: int = 64  # tone head hidden width ("tone" and "layers")
+    base_radius: int = 4  # "layers": radius of the base layers' box filter (two passes of (2r+1)²)
     # Token pathway: "builtin" (the tokenizer above, trained in stage I) or "titok" (an official TiTok
     # tokenizer, frozen; its architecture as TiTokConfig JSON in tokenizer_config, see model/titok.py).
     tokenizer: str = "builtin"

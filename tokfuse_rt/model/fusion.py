@@ -13,6 +13,7 @@ from .config import TokFuseConfig
 from .head import HeadConvs
 from .quant import l2norm, quantize
 from .ste import SelectiveTokenEditing, TokenMixer
+from .layers import LayersRender
 from .tone import ToneHead, ToneRender
 from .vit import TokenDecoder, TokenEncoder
 
@@ -55,9 +56,9 @@ class TokFuse(nn.Module):
         self.mixer = TokenMixer(c)
         self.ste = SelectiveTokenEditing(c)
         self.detail = DetailNet(c)
-        if c.head == "tone":
+        if c.head in ("tone", "layers"):
             self.tone = ToneHead(c)
-            self.head = ToneRender(c)
+            self.head = ToneRender(c) if c.head == "tone" else LayersRender(c)
         else:
             self.head = FusionHead(c)
 
@@ -113,8 +114,13 @@ class TokFuse(nn.Module):
     # the sources and base_up within ``render_halo`` pixels, and on nothing else, for any crop whose
     # offset is a multiple of ``render_align`` -- so a large image can be rendered in overlapping
     # tiles, and a video frame can reuse the base map of an earlier frame.
-    render_halo = 3  # detail conv1 + conv2 + head conv1: three 3×3 convolutions
     render_align = 1
+
+    @property
+    def render_halo(self) -> int:
+        """Pixels of context per output pixel: three 3×3 convolutions (detail conv1 + conv2, head
+        conv1); for the "layers" head at least the base layers' two box passes (2·base_radius)."""
+        return max(3, 2 * self.cfg.base_radius) if self.cfg.head == "layers" else 3
 
     def token_pathway(self, ir: torch.Tensor, vis: torch.Tensor, k=None):
         """ir, vis [B, 1, H, W] in [0, 1] -> (base [B, C, S, S], ids [B, K] int64 shared ids after STE)."""
@@ -124,7 +130,7 @@ class TokFuse(nn.Module):
         _, _, q_vis = self.tokenize(self.to_token_input(vis), cb)
         z, ids = self.shared_tokens(q_ir, q_vis, cb, k)
         base = self.decode_tokens(z)
-        if self.cfg.head == "tone":
+        if self.cfg.head in ("tone", "layers"):
             tone = self.tone(z)[:, :, None, None].expand(-1, -1, *base.shape[-2:])
             base = torch.cat([base, tone], dim=1)
         return base, ids

@@ -37,16 +37,19 @@ class TrainArgs:
     w_vif: float = 0.0  # differentiable VIF and SCD terms (0 = not used; "blend" head)
     w_scd: float = 0.0
     w_tone: float = 1.0  # "tone" head: L1 of the predicted tone to the target's
-    head: str = "tone"  # model head: "tone" or "blend" (TokFuseConfig.head)
+    head: str = "layers"  # model head: "layers", "tone" or "blend" (TokFuseConfig.head)
     num_tokens: int = 64  # K
     image_size: int = 128  # S
     gain: float = 1.0  # contrast gain of the stage II intensity and gradient targets ("blend")
-    alpha: float = 0.5  # share of the additive composite in the intensity target
+    alpha: float = 0.4  # share of the additive composite in the intensity target
     target_sd: float = 0.2157  # "tone": target contrast, std of the target in [0, 1] units (55/255)
     gain_max: float = 2.0  # "tone": largest contrast gain of the target
     grad_target: str = "target"  # "tone": gradient loss to the target's Sobel map, or "max" of the sources' × g
-    vis_detail: float = 0.5  # "tone": weight of the visible 3×3 high-pass added to the target (losses.tone_rule)
+    vis_detail: float = 0.0  # "tone": weight of the visible 3×3 high-pass added to the target (losses.tone_rule)
     detail_where: str = "all"  # "tone": where that detail is added: "all" or "ir" (where ir > vis)
+    base_radius: int = 4  # "layers": radius of the base layers' box filter (TokFuseConfig.base_radius)
+    ir_detail: float = 0.48  # "layers": gain of the infrared detail layer in the target
+    vis_gain: float = 1.2  # "layers": gain of the visible detail layer in the target
     random_k: bool = False  # stage II edits a random k in [0, 2·default_k] per step (else default_k)
     threads: int = 2
     log_every: int = 50
@@ -181,7 +184,10 @@ def train(args: TrainArgs, cfg: TokFuseConfig | None = None) -> Path:
             )
         else:
             model = TokFuse(
-                cfg or TokFuseConfig(head=args.head, num_tokens=args.num_tokens, image_size=args.image_size)
+                cfg
+                or TokFuseConfig(
+                    head=args.head, num_tokens=args.num_tokens, image_size=args.image_size, base_radius=args.base_radius
+                )
             )
         opt = None
         if args.resume and state_path.exists():
@@ -282,7 +288,7 @@ def stage2(
             else model.cfg.default_k
         )
         fused, _, base = model(ir, vis, k=k)
-        if model.cfg.head == "tone":
+        if model.cfg.head in ("tone", "layers"):
             parts, target = tone_losses(
                 fused,
                 base[:, 1:, 0, 0],
@@ -298,6 +304,7 @@ def stage2(
                 args.grad_target,
                 args.vis_detail,
                 args.detail_where,
+                (model.cfg.base_radius, args.ir_detail, args.vis_gain) if model.cfg.head == "layers" else None,
             )
         else:
             parts = fusion_losses(

@@ -27,23 +27,46 @@ def ssim(x: torch.Tensor, y: torch.Tensor, win: int = 11, c1: float = 0.01**2, c
     return s.mean()
 
 
+def layers_mix(ir, vis, a, c, radius: int, ir_detail: float, vis_detail: float = 1.0) -> torch.Tensor:
+    """m of the "layers" rule (``tokfuse_rt.model.layers``) with a hard max: (1 − a)·max(L_ir, L_vis) +
+    a·clamp(L_ir + L_vis − c, 0, 1) + ``vis_detail``·D_vis + ``ir_detail``·D_ir, L = box_blur(·,
+    ``radius``) and D = source − L. a, c: numbers or [B, 1, 1, 1]; ir, vis [B, 1, H, W] in [0, 1]."""
+    from ..model.layers import box_blur
+
+    low = box_blur(torch.cat([ir, vis], dim=1), radius)
+    l_ir, l_vis = low[:, :1], low[:, 1:]
+    m = (1.0 - a) * torch.maximum(l_ir, l_vis) + a * (l_ir + l_vis - c).clamp(0.0, 1.0)
+    return m + vis_detail * (vis - l_vis) + ir_detail * (ir - l_ir)
+
+
 def target_tone(
-    ir: torch.Tensor, vis: torch.Tensor, alpha: float = 0.0, gain: float = 1.0, sd: float = 0.0, gain_max: float = 2.0
+    ir: torch.Tensor,
+    vis: torch.Tensor,
+    alpha: float = 0.0,
+    gain: float = 1.0,
+    sd: float = 0.0,
+    gain_max: float = 2.0,
+    layers: tuple[int, float, float] | None = None,
 ) -> torch.Tensor:
-    """The tone [B, 4] = (g, a, mu, c) of :func:`tone_rule` that the training target uses, per image.
+    """The tone [B, 4] = (g, a, mu, c) of :func:`tone_rule` (or, with ``layers`` = (radius,
+    ir_detail, vis_detail), of :func:`layers_rule`) that the training target uses, per image.
 
     c = (mean(ir) + mean(vis)) / 2; a = ``alpha``; mu = mean of m = (1 − a)·max(ir, vis) +
-    a·clamp(ir + vis − c, 0, 1); g = ``gain``, or with ``sd`` > 0 the gain that brings m's standard
-    deviation to ``sd``, clamped to [1, ``gain_max``].  ir, vis: [B, 1, H, W] in [0, 1].
+    a·clamp(ir + vis − c, 0, 1) (:func:`layers_mix` with ``layers``); g = ``gain``, or with ``sd`` > 0
+    the gain that brings m's standard deviation to ``sd``, clamped to [1, ``gain_max``].
+    ir, vis: [B, 1, H, W] in [0, 1].
     """
 
     def mean(t):  # per image -> [B]
         return t.mean(dim=(-3, -2, -1))
 
     c = 0.5 * (mean(ir) + mean(vis))
-    m = torch.maximum(ir, vis)
-    if alpha:
-        m = (1.0 - alpha) * m + alpha * (ir + vis - c[:, None, None, None]).clamp(0.0, 1.0)
+    if layers is not None:
+        m = layers_mix(ir, vis, alpha, c[:, None, None, None], *layers)
+    else:
+        m = torch.maximum(ir, vis)
+        if alpha:
+            m = (1.0 - alpha) * m + alpha * (ir + vis - c[:, None, None, None]).clamp(0.0, 1.0)
     if sd:
         g = (sd / m.flatten(1).std(dim=1, unbiased=False).clamp_min(1e-6)).clamp(1.0, gain_max)
     else:
@@ -80,6 +103,18 @@ def tone_rule(
         m = m + vis_detail * (hp if detail_where == "all" else hp * (ir > vis).to(hp.dtype))
     y = mu + g * (m - mu)
     return knee(y) if roll_off else y.clamp(0.0, 1.0)
+
+
+def layers_rule(
+    ir: torch.Tensor, vis: torch.Tensor, tone: torch.Tensor, radius: int, ir_detail: float, vis_detail: float = 1.0
+) -> torch.Tensor:
+    """The pixel rule of the "layers" head with a hard max (``tokfuse_rt.model.layers``):
+    knee(mu + g·(m − mu)), m = :func:`layers_mix` (detail gains ``vis_detail``, ``ir_detail``).
+    ir, vis [B, 1, H, W] in [0, 1]; tone [B, 4] = (g, a, mu, c)."""
+    from ..model.tone import knee
+
+    g, a, mu, c = (t[:, None, None, None] for t in tone.unbind(dim=1))
+    return knee(mu + g * (layers_mix(ir, vis, a, c, radius, ir_detail, vis_detail) - mu))
 
 
 def contrast_target(ir: torch.Tensor, vis: torch.Tensor, gain: float = 1.0, alpha: float = 0.0) -> torch.Tensor:
@@ -187,6 +222,7 @@ def tone_losses(
     grad_target="target",
     vis_detail=0.0,
     detail_where="all",
+    layers: tuple[int, float, float] | None = None,
 ):
     """Loss terms of the "tone" head (dict, their weighted sum under 'total') and the target.
 
@@ -196,12 +232,17 @@ def tone_losses(
     (``grad_target="target"``) or to the larger of the two sources' times the target's gain g
     (``"max"``: the strongest edge of either source, as the "blend" recipe); ssim:
     1 − SSIM to it; tone: L1 of the predicted tone [B, 4] to the target's.
+    With ``layers`` = (radius, ir_detail, vis_detail) the target is :func:`layers_rule` instead (the "layers"
+    head; ``vis_detail`` and ``detail_where`` do not apply).
     Returns (terms, target).
     """
-    t_true = target_tone(ir, vis, alpha, sd=sd, gain_max=gain_max)
+    t_true = target_tone(ir, vis, alpha, sd=sd, gain_max=gain_max, layers=layers)
     if grad_target not in ("target", "max"):
         raise ValueError(f"grad_target must be 'target' or 'max', got {grad_target!r}")
-    target = tone_rule(ir, vis, t_true, vis_detail=vis_detail, detail_where=detail_where)
+    if layers is not None:
+        target = layers_rule(ir, vis, t_true, *layers)
+    else:
+        target = tone_rule(ir, vis, t_true, vis_detail=vis_detail, detail_where=detail_where)
     out = {
         "int": F.l1_loss(fused, target),
         "grad": F.l1_loss(
