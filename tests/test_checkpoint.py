@@ -186,7 +186,7 @@ def test_checkpoint_of_an_earlier_release_loads_as_blend(tmp_path):
         assert torch.equal(m(ir, vis)[0], m2(ir, vis)[0])
 
 
-@pytest.mark.parametrize("head", ["blend", "tone"])
+@pytest.mark.parametrize("head", ["blend", "tone", "layers"])
 def test_every_head_loads_through_the_header_check(tmp_path, head):
     """load_checkpoint builds the config's model on the meta device first (no memory): every head's
     constructor must work there, and a config/file mismatch is caught there for every head."""

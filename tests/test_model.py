@@ -1,5 +1,6 @@
 """Model shapes, determinism and the STE / quantiser contracts, against plain reference computations."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -225,3 +226,77 @@ def test_tone_rule_visible_detail_by_hand():
     assert torch.equal(tone_rule(ir, vis, tone, vis_detail=0.0), tone_rule(ir, vis, tone))
     with pytest.raises(ValueError, match="detail_where"):
         tone_rule(ir, vis, tone, vis_detail=0.5, detail_where="edges")
+
+
+def test_box_blur_against_numpy_reference():
+    """box_blur = ``passes`` means over (2r+1)² windows with edge-replicated borders, checked against a
+    numpy reference on an odd size, r = 0 (identity), 1 and 4, one and two passes."""
+    from tokfuse_rt.model.layers import box_blur
+
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 3, 13, 21), dtype=np.float32)
+
+    def ref(a, r, passes):
+        for _ in range(passes):
+            p = np.pad(a, ((0, 0), (0, 0), (r, r), (r, r)), mode="edge").astype(np.float64)
+            out = np.zeros_like(a, dtype=np.float64)
+            for dy in range(2 * r + 1):
+                for dx in range(2 * r + 1):
+                    out += p[..., dy : dy + a.shape[-2], dx : dx + a.shape[-1]]
+            a = (out / (2 * r + 1) ** 2).astype(np.float32)
+        return a
+
+    for r in (0, 1, 4):
+        for passes in (1, 2):
+            got = box_blur(torch.from_numpy(x), r, passes).numpy()
+            # float32 sums of up to 81 values in [0, 1] against a float64 sum: ~1e-6
+            np.testing.assert_allclose(got, ref(x, r, passes), atol=2e-6, rtol=0)
+
+
+def test_layers_rule_by_hand():
+    """Flat sources have no detail: m is the tone rule's mix of the levels; a detail layer adds its
+    gain times the source minus its blur (a flat infrared level with one bright visible pixel, r = 1,
+    one 3×3 box pass twice: the pixel spreads to 1/9 then to a 5×5 pyramid)."""
+    from tokfuse_rt.model.layers import box_blur
+    from tokfuse_rt.train.losses import layers_mix, layers_rule
+
+    ir = torch.full((1, 1, 9, 9), 0.6)
+    vis = torch.full((1, 1, 9, 9), 0.2)
+    m = layers_mix(ir, vis, 0.25, 0.3, radius=1, ir_detail=0.5, vis_detail=1.0)
+    # (1 − a)·max(0.6, 0.2) + a·clamp(0.6 + 0.2 − 0.3) = 0.75·0.6 + 0.25·0.5; no detail
+    torch.testing.assert_close(m, torch.full_like(m, 0.575), atol=1e-6, rtol=0)
+    vis[..., 4, 4] = 1.0
+    m2 = layers_mix(ir, vis, 0.0, 0.3, radius=1, ir_detail=0.5, vis_detail=1.2)
+    d_vis = vis - box_blur(vis, 1)
+    low_max = torch.maximum(torch.full_like(ir, 0.6), box_blur(vis, 1))
+    # float32: blur sums of 9 values, then a few ops -> a few ulp
+    torch.testing.assert_close(m2, low_max + 1.2 * d_vis, atol=1e-6, rtol=0)
+    assert abs(float(d_vis[0, 0, 4, 4]) - 0.8 * (1 - 1 / 9) ) < 1e-6  # centre: 1 − (0.2 + 0.8/9)
+    tone = torch.tensor([[1.0, 0.0, 0.5, 0.3]])  # g = 1: F = knee(m)
+    from tokfuse_rt.model.tone import knee
+
+    torch.testing.assert_close(
+        layers_rule(ir, vis, tone, 1, 0.5, 1.2), knee(layers_mix(ir, vis, 0.0, 0.3, 1, 0.5, 1.2)), atol=0, rtol=0
+    )
+
+
+def test_layers_head_computes_the_documented_rule():
+    """With the corrections at their initial zero and a sharp selection, the "layers" render is
+    layers_rule at the predicted tone and the head's detail gains (initial 0.3 infrared, 1 visible)."""
+    from tokfuse_rt.model.layers import box_blur
+    from tokfuse_rt.train.losses import layers_rule
+
+    torch.manual_seed(0)
+    m = TokFuse(TokFuseConfig(head="layers", base_radius=2)).eval()
+    assert m.render_halo == 4
+    with torch.no_grad():
+        m.head.tau.fill_(1e5)
+    g = torch.Generator().manual_seed(1)
+    ir, vis = torch.rand(2, 1, 33, 47, generator=g), torch.rand(2, 1, 33, 47, generator=g)
+    with torch.no_grad():
+        fused, _, base = m(ir, vis)
+    tone = base[:, 1:, 0, 0]
+    clear = (box_blur(ir, 2) - box_blur(vis, 2)).abs() > 1e-3  # sigmoid(1e5 · 1e-3) = 1: a hard max there
+    want = layers_rule(ir, vis, tone, 2, m.head.gain_ir.item(), m.head.gain_vis.item())
+    # float32: the same formula in a different order -> a few ulp of values <= ~2
+    torch.testing.assert_close(fused[clear], want[clear], atol=2e-6, rtol=0)

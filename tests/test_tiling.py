@@ -120,16 +120,18 @@ class _Aligned(TokFuse):
     render_align = 4
 
 
-def test_tiled_equals_untiled_tone_head(tmp_path):
-    """The "tone" head's base map has 5 channels (base + 4 tone values): windows of all of them."""
+@pytest.mark.parametrize("head", ["tone", "layers"])
+def test_tiled_equals_untiled_tone_head(tmp_path, head):
+    """The "tone" and "layers" heads' base map has 5 channels (base + 4 tone values): windows of all of
+    them; the "layers" head's box-filtered base layers need its larger halo (2·base_radius)."""
     from tokfuse_rt.model import save_checkpoint
 
     torch.manual_seed(0)
-    cfg = tiny_config(head="tone")
+    cfg = tiny_config(head=head)
     m = TokFuse(cfg).eval()
     with torch.no_grad():
         m.head.conv2.weight.normal_(0, 0.1)
-    ckpt = save_checkpoint(m, tmp_path / "tone.safetensors")
+    ckpt = save_checkpoint(m, tmp_path / f"{head}.safetensors")
     rng = np.random.default_rng(5)
     ir, vis = rng.integers(0, 256, (70, 90), dtype=np.uint8), rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)
     whole, tiled = _engines(ckpt, 16)

@@ -225,10 +225,30 @@ def test_resume_after_a_crash_in_stage_two_matches_an_uninterrupted_run(data_roo
 
 
 def test_cli_exposes_the_recipe():
-    a = build_parser().parse_args(["--data", "d", "--out", "o.safetensors", "--gain", "1.2", "--resume"])
+    from tokfuse_rt.train.__main__ import train_args
+
+    a = train_args(build_parser().parse_args(["--data", "d", "--out", "o.safetensors", "--gain", "1.2", "--resume"]))
     assert a.gain == 1.2 and a.resume and a.alpha == TrainArgs("", "").alpha and a.seed == 0
+    assert a == TrainArgs("d", "o.safetensors", gain=1.2, resume=True)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--out", "o.safetensors"])  # --data is required
+
+
+def test_presets_fill_what_is_not_given():
+    """The defaults are the bundled recipe; --preset replaces its own fields; explicit options win."""
+    from tokfuse_rt.train.__main__ import train_args
+    from tokfuse_rt.train.loop import PRESETS
+
+    base = ["--data", "d", "-o", "o.safetensors"]
+    assert train_args(build_parser().parse_args(base)) == TrainArgs("d", "o.safetensors")
+    blend = train_args(build_parser().parse_args(base + ["--preset", "blend", "--steps2", "7"]))
+    assert (blend.head, blend.num_tokens, blend.steps1, blend.random_k) == ("blend", 32, 2000, True)
+    assert blend.steps2 == 7 and blend.seed == 0
+    tone = train_args(build_parser().parse_args(base + ["--preset", "tone"]))
+    assert (tone.head, tone.alpha, tone.vis_detail) == ("tone", 0.5, 0.0)
+    assert all(set(p) - {"about"} <= set(TrainArgs.__dataclass_fields__) for p in PRESETS.values())
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(base + ["--preset", "nope"])
 
 
 def test_missing_or_empty_data_dir(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from .loop import TrainArgs, train
+from .loop import PRESETS, TrainArgs, train
 
 _HELP = {
     "tokenizer": "official TiTok tokenizer: a folder with config.json + model.safetensors, or a weights file "
@@ -23,24 +23,47 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     )
     p.add_argument("--data", required=True, help="training root with <set>/ir and <set>/vi folders (never test/)")
     p.add_argument("--out", "-o", required=True, help="output checkpoint (.safetensors)")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=argparse.SUPPRESS,
+        help="a named recipe other than the default (the bundled model's): "
+        + "; ".join(f"{k}: {v['about']}" for k, v in sorted(PRESETS.items()))
+        + ". Options given explicitly override it",
+    )
     defaults = TrainArgs(data="", out="")
     for f in dataclasses.fields(TrainArgs):
         if f.name in ("data", "out"):
             continue
         val = getattr(defaults, f.name)
+        # SUPPRESS: only what is given lands in the namespace, so a --preset can fill the rest (train_args)
         if isinstance(val, bool):
-            p.add_argument(f"--{f.name.replace('_', '-')}", action="store_true", help=f"(default {val})")
+            p.add_argument(
+                f"--{f.name.replace('_', '-')}", action="store_true", default=argparse.SUPPRESS, help=f"(default {val})"
+            )
         else:
             p.add_argument(
-                f"--{f.name.replace('_', '-')}", type=type(val), default=val, help=_HELP.get(f.name, f"(default {val})")
+                f"--{f.name.replace('_', '-')}",
+                type=type(val),
+                default=argparse.SUPPRESS,
+                help=_HELP.get(f.name, f"(default {val})"),
             )
     return p
 
 
-def run(a: argparse.Namespace) -> int:
-    """Train from parsed arguments (extra attributes of ``a``, such as a sub-command's, are ignored)."""
+def train_args(a: argparse.Namespace) -> TrainArgs:
+    """TrainArgs from parsed arguments: the defaults (the bundled model's recipe), then the fields of
+    ``--preset``, then every option given explicitly. Attributes of ``a`` that are no TrainArgs field
+    (a sub-command's) are ignored."""
     names = {f.name for f in dataclasses.fields(TrainArgs)}
-    train(TrainArgs(**{k: v for k, v in vars(a).items() if k in names}))
+    given = {k: v for k, v in vars(a).items() if k in names}
+    preset = {k: v for k, v in PRESETS.get(getattr(a, "preset", None), {}).items() if k != "about"}
+    return TrainArgs(**(preset | given))
+
+
+def run(a: argparse.Namespace) -> int:
+    """Train from parsed arguments (see :func:`train_args`)."""
+    train(train_args(a))
     return 0
 
 

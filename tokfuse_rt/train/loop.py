@@ -59,6 +59,27 @@ class TrainArgs:
     tokenizer_config: str = ""  # its config.json or preset (L-32, B-64, S-128) when not beside the weights
 
 
+# Named recipes other than the defaults above (``--preset NAME``): earlier bundled or candidate models,
+# each reproducible by name. The defaults of TrainArgs are the bundled model's recipe.
+PRESETS: dict[str, dict] = {
+    "blend": {
+        "about": "the earlier bundled model (blend head, K = 32)",
+        "head": "blend",
+        "num_tokens": 32,
+        "steps1": 2000,
+        "steps2": 2500,
+        "alpha": 0.0,
+        "random_k": True,
+    },
+    "tone": {
+        "about": "the tone head without detail layers (first on val by mean rank, loses visible texture)",
+        "head": "tone",
+        "alpha": 0.5,
+        "vis_detail": 0.0,
+    },
+}
+
+
 def _log(msg: str, fh=None):
     print(msg, flush=True)
     if fh:
