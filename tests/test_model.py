@@ -271,7 +271,7 @@ def test_layers_rule_by_hand():
     low_max = torch.maximum(torch.full_like(ir, 0.6), box_blur(vis, 1))
     # float32: blur sums of 9 values, then a few ops -> a few ulp
     torch.testing.assert_close(m2, low_max + 1.2 * d_vis, atol=1e-6, rtol=0)
-    assert abs(float(d_vis[0, 0, 4, 4]) - 0.8 * (1 - 1 / 9) ) < 1e-6  # centre: 1 − (0.2 + 0.8/9)
+    assert abs(float(d_vis[0, 0, 4, 4]) - 0.8 * (1 - 1 / 9)) < 1e-6  # centre: 1 − (0.2 + 0.8/9)
     tone = torch.tensor([[1.0, 0.0, 0.5, 0.3]])  # g = 1: F = knee(m)
     from tokfuse_rt.model.tone import knee
 

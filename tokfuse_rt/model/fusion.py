@@ -11,9 +11,9 @@ from torch import nn
 
 from .config import TokFuseConfig
 from .head import HeadConvs
+from .layers import LayersRender
 from .quant import l2norm, quantize
 from .ste import SelectiveTokenEditing, TokenMixer
-from .layers import LayersRender
 from .tone import ToneHead, ToneRender
 from .vit import TokenDecoder, TokenEncoder
 
