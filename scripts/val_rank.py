@@ -37,10 +37,12 @@ def load_set(root: Path):
 
 
 def score(fuse, pairs):
-    """Mean of the 8 metrics and thermal_kept over ``pairs`` fused by ``fuse(a, b)`` (float [0, 1] in/out)."""
-    from tokfuse_rt.metrics import evaluate, thermal_kept
+    """Mean of the 8 metrics and thermal_kept over ``pairs`` fused by ``fuse(a, b)`` (float [0, 1] in/out),
+    and the visible texture kept (``texture``: mean of tokfuse_rt.metrics.texture_kept against the visible
+    image; ``texture_low``: share of images at or below 0.6)."""
+    from tokfuse_rt.metrics import evaluate, texture_kept, thermal_kept
 
-    rows, kept = [], []
+    rows, kept, tex = [], [], []
     for _, A, B in pairs:
         a, b = A / 255.0, B / 255.0
         F = np.clip(np.round(fuse(a, b) * 255.0), 0, 255)
@@ -48,7 +50,12 @@ def score(fuse, pairs):
         k, n_hot = thermal_kept(F / 255.0, a, b, margin=0.25)
         if n_hot >= 500:
             kept.append(k)
-    return {m: float(np.mean([r[m] for r in rows])) for m in M8} | {"kept": float(np.mean(kept))}
+        tex.append(texture_kept(F, B))
+    return {m: float(np.mean([r[m] for r in rows])) for m in M8} | {
+        "kept": float(np.mean(kept)),
+        "texture": float(np.nanmean(tex)),
+        "texture_low": float(np.mean(np.array(tex) <= 0.6)),
+    }
 
 
 def mean_rank(ours: dict, peers: dict) -> tuple[float, dict]:
@@ -140,7 +147,8 @@ def main(argv=None) -> int:
             print(
                 f"{name:24s} #{pos} {mr:.3f} (best peer {best:.3f}) | "
                 + " ".join(f"{m} {r[m]:.3f}({ranks[m]:g})" for m in M8)
-                + f" | kept {r['kept']:.3f} ({time.time() - t0:.0f}s)",
+                + f" | kept {r['kept']:.3f} texture {r['texture']:.3f} ({100 * r['texture_low']:.0f} % <= 0.6)"
+                + f" ({time.time() - t0:.0f}s)",
                 flush=True,
             )
     save_json(a.json, out)

@@ -281,23 +281,32 @@ def _evaluate_and_write(
 
 
 def _thermal_kept(rows, fused_dir: Path, ir_dir: Path, vis_dir: Path):
-    """Mean thermal share kept (margin 0.25, images with >= 500 hot pixels) and how many images count."""
+    """Mean thermal share kept (margin 0.25, images with >= 500 hot pixels), how many images count, and
+    the visible texture kept (:func:`tokfuse_rt.metrics.texture_kept` against B): its mean over all
+    images and the share of images at or below 0.6."""
     import numpy as np
 
-    from .metrics import read_gray, thermal_kept
+    from .metrics import read_gray, texture_kept, thermal_kept
     from .pairing import match_outputs, pair_dirs
 
     paths = {
         pair.stem: (fused, pair.ir, pair.vis)
         for pair, fused in match_outputs(pair_dirs(ir_dir, vis_dir), fused_dir).found
     }
-    kept = []
+    kept, tex = [], []
     for r in rows:
         f, ir, vis = (read_gray(p) / 255.0 for p in paths[r["name"]])
         k, n = thermal_kept(f, ir, vis, margin=0.25)
         if n >= 500:
             kept.append(k)
-    return (float(np.mean(kept)) if kept else float("nan")), len(kept)
+        tex.append(texture_kept(f, vis))
+    tex = np.array(tex)
+    return (
+        (float(np.mean(kept)) if kept else float("nan")),
+        len(kept),
+        float(np.nanmean(tex)),
+        float(np.mean(tex <= 0.6)),
+    )
 
 
 def _append_rank(a, rows, report: Path, fused_dir: Path, ir_dir: Path, vis_dir: Path) -> str:
@@ -308,12 +317,13 @@ def _append_rank(a, rows, report: Path, fused_dir: Path, ir_dir: Path, vis_dir: 
     stats = summarize(rows)
     table = dict(a.peer_table)
     table[a.name] = {m: stats[m][0] for m in RANK_METRICS if m in stats}
-    kept, n = _thermal_kept(rows, fused_dir, ir_dir, vis_dir)
+    kept, n, tex, low = _thermal_kept(rows, fused_dir, ir_dir, vis_dir)
     pos = place(table, a.name)
     text = (
         f"\n## Mean rank against {Path(a.peers).name}\n\n{rank_markdown(table, highlight=a.name)}\n\n"
         f"{a.name}: place {pos} of {len(table)} by mean rank. Thermal share kept: {kept:.3f} "
-        f"(mean over {n} images with >= 500 pixels where ir > vis + 0.25).\n"
+        f"(mean over {n} images with >= 500 pixels where ir > vis + 0.25). Visible texture kept "
+        f"(corr of Sobel magnitudes of fused and B): mean {tex:.3f}, {100 * low:.0f} % of images <= 0.6.\n"
     )
     with open(report, "a", encoding="utf-8") as fh:
         fh.write(text)

@@ -14,7 +14,7 @@ optical flow imports OpenCV when called).
 
 from __future__ import annotations
 
-from .basic import ag, cc, en, mse, psnr, scd, sd, sf, thermal_kept
+from .basic import ag, cc, en, mse, psnr, scd, sd, sf, sobel_magnitude, texture_kept, thermal_kept
 from .core import (
     CONVENTIONS,
     HIGHER_IS_BETTER,
@@ -60,6 +60,8 @@ __all__ = [
     "mse",
     "nabf",
     "thermal_kept",
+    "texture_kept",
+    "sobel_magnitude",
     "BiSWE",
     "biswe",
 ]

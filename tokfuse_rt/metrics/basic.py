@@ -10,7 +10,20 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["en", "sd", "sf", "ag", "scd", "cc", "mse", "psnr", "corr", "thermal_kept"]
+__all__ = [
+    "en",
+    "sd",
+    "sf",
+    "ag",
+    "scd",
+    "cc",
+    "mse",
+    "psnr",
+    "corr",
+    "thermal_kept",
+    "sobel_magnitude",
+    "texture_kept",
+]
 
 
 def _as_float(img: np.ndarray) -> np.ndarray:
@@ -131,3 +144,24 @@ def thermal_kept(F: np.ndarray, A: np.ndarray, B: np.ndarray, margin: float) -> 
     if n == 0:
         return float("nan"), 0
     return float(np.mean(F[hot] - B[hot]) / np.mean(A[hot] - B[hot])), n
+
+
+def sobel_magnitude(y: np.ndarray) -> np.ndarray:
+    """hypot of the 3×3 Sobel responses of a 2-D image, zero on the one-pixel border (float64)."""
+    y = _as_float(y).astype(np.float64)
+    gx = np.zeros_like(y)
+    gy = np.zeros_like(y)
+    gx[1:-1, 1:-1] = (y[:-2, 2:] + 2 * y[1:-1, 2:] + y[2:, 2:]) - (y[:-2, :-2] + 2 * y[1:-1, :-2] + y[2:, :-2])
+    gy[1:-1, 1:-1] = (y[2:, :-2] + 2 * y[2:, 1:-1] + y[2:, 2:]) - (y[:-2, :-2] + 2 * y[:-2, 1:-1] + y[:-2, 2:])
+    return np.hypot(gx, gy)
+
+
+def texture_kept(F: np.ndarray, S: np.ndarray) -> float:
+    """How much of a source's texture the fused image shows: the correlation of the Sobel magnitude
+    maps of F and S (:func:`sobel_magnitude`). Not a CDDFuse metric; scale-free, so F and S may be in
+    any units. Against the visible image it is the "visible texture" guard: the strong learned
+    peers keep >= 0.6 on about 85 % of RoadScene images. NaN for a flat image."""
+    a, b = sobel_magnitude(F).ravel(), sobel_magnitude(S).ravel()
+    a, b = a - a.mean(), b - b.mean()
+    den = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / den) if den > 0 else float("nan")
