@@ -11,7 +11,7 @@ scripts/val_rank.py):
 - ``constant base``: the token pathway replaced by one constant base map, the mean of the model's
   base maps over the training pairs (so the 2D half sees the same typical tone and base layout
   for every image, none of this image's);
-- ``no tokens, tone from pixels``: for a "tone" model, the tone computed from the image itself by
+- ``no tokens, tone from pixels``: for a "tone" or "layers" model, the tone computed from the image itself by
   the training target's formula (tokfuse_rt.train.losses.target_tone) instead of predicted by the
   tokens -- how close the tokens come to the rule they were trained towards.
 
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
 
     def pixel_tone(ir, vis):
         bm = model.token_pathway(ir, vis)[0].clone()
-        tone = target_tone(ir, vis, cfg_alpha, sd=cfg_sd, gain_max=cfg_gmax)
+        tone = target_tone(ir, vis, cfg_alpha, sd=cfg_sd, gain_max=cfg_gmax, layers=cfg_layers)
         bm[:, 1:] = tone[:, :, None, None]
         return bm
 
@@ -80,12 +80,17 @@ def main(argv=None) -> int:
         f"k = {cfg.num_tokens} (= K)": fuser(cfg.num_tokens),
         "constant base": fuser(base=lambda ir, vis: const),
     }
-    if cfg.head == "tone":
+    if cfg.head in ("tone", "layers"):
         recipe = meta.get("extra", {}).get("train", {}).get("recipe", {})
         cfg_alpha, cfg_sd, cfg_gmax = (
             recipe.get("alpha", 0.5),
             recipe.get("target_sd", 0.2157),
             recipe.get("gain_max", 2.0),
+        )
+        cfg_layers = (
+            (cfg.base_radius, recipe.get("ir_detail", 0.3), recipe.get("vis_gain", 1.0))
+            if cfg.head == "layers"
+            else None
         )
         rows["no tokens, tone from pixels"] = fuser(base=pixel_tone)
     out = {}

@@ -37,9 +37,12 @@ from .tone import knee
 
 
 def box_blur(x: torch.Tensor, radius: int, passes: int = 2) -> torch.Tensor:
-    """``passes`` × mean over a (2·radius+1)² window, replicate padding; [B, C, H, W] -> same shape."""
+    """``passes`` × mean over a (2·radius+1)² window, replicate padding; [B, C, H, W] -> same shape.
+    Separable (a row mean, then a column mean): 2·(2r+1) reads per pixel and pass instead of (2r+1)²."""
+    n = 2 * radius + 1
     for _ in range(passes):
-        x = F.avg_pool2d(F.pad(x, (radius,) * 4, mode="replicate"), 2 * radius + 1, 1)
+        x = F.avg_pool2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), (1, n), 1)
+        x = F.avg_pool2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), (n, 1), 1)
     return x
 
 
