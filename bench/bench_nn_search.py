@@ -1,4 +1,4 @@
-"""Benchmarks of the codebook nearest-neighbour search (SPEC §3 and §6).
+"""Benchmarks of the codebook nearest-neighbour search.
 
 Run:  .venv/bin/python -m pytest bench/bench_nn_search.py --benchmark-only
 

@@ -1,4 +1,4 @@
-// tokfuse_rt._C: pybind11 bindings of the codebook nearest-neighbour search (SPEC §3).
+// tokfuse_rt._C: pybind11 bindings of the codebook nearest-neighbour search.
 //
 //   nn_search(queries, codebook, metric="ip", num_threads=0, impl="auto") -> (ids, scores)
 //
@@ -527,7 +527,7 @@ bool has_cuda() {
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
-    m.doc() = "tokfuse_rt native extension: codebook nearest-neighbour search (SPEC section 3)";
+    m.doc() = "tokfuse_rt native extension: codebook nearest-neighbour search";
 
     m.def("nn_search", &nn_search_py, py::arg("queries"), py::arg("codebook"),
           py::arg("metric") = "ip", py::arg("num_threads") = 0, py::arg("impl") = "auto",

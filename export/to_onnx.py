@@ -1,4 +1,4 @@
-"""Export a TokFuse checkpoint to ONNX (shared/SPEC.md §4).
+"""Export a TokFuse checkpoint to ONNX.
 
     python -m export.to_onnx CKPT -o model.onnx [--opset 18] [--no-graph-opt] [--no-verify] [--no-halves]
 

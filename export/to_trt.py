@@ -1,4 +1,4 @@
-"""Build a TensorRT engine (``.plan``) from a TokFuse checkpoint (shared/SPEC.md §4).
+"""Build a TensorRT engine (``.plan``) from a TokFuse checkpoint.
 
     python -m export.to_trt CKPT -o model.plan [--fp16] [--min-shape 1x16x16] [--opt-shape 1x480x640]
                             [--max-shape 4x2048x2048] [--workspace 4]

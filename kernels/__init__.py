@@ -1,4 +1,4 @@
-"""Triton kernels of tokfuse_rt (shared/SPEC.md §3), imported as ``tokfuse_rt.kernels``.
+"""Triton kernels of tokfuse_rt, imported as ``tokfuse_rt.kernels``.
 
 The source stays in the repository's top-level ``kernels/`` folder; it is installed as the
 ``tokfuse_rt.kernels`` package (never as a top-level ``kernels``, a PyPI package of its own), and a

@@ -8,7 +8,7 @@ can only call device functions of its own mode. :func:`jit` therefore builds eve
 in the kernel modules in the mode triton was imported in (:func:`interpret`), whatever
 ``TRITON_INTERPRET`` says later. Nothing is compiled or interpreted at import.
 
-Tie rule (SPEC §3): the nearest code is the one with the highest score, the lowest index among equal
+Tie rule: the nearest code is the one with the highest score, the lowest index among equal
 scores. Within a tile :func:`keep_best` takes the lowest column index among the maxima explicitly;
 across tiles (and across the codebook chunks of vq_lookup's split search) :func:`merge_best` keeps
 the earlier candidate unless the later one is strictly better. Callers visit the codebook in

@@ -1,4 +1,4 @@
-"""Fused Selective Token Editing (shared/SPEC.md §2-§3).
+"""Fused Selective Token Editing.
 
     z_out, ids_out = token_edit(z, ids, scores, ctx, ste_module, codebook_n, k)            # Triton
     z_out, ids_out = token_edit_weights(z, ids, scores, ctx, w1, b1, w2, b2, codebook_n, k)

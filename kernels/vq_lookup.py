@@ -1,4 +1,4 @@
-"""Fused VQ lookup (shared/SPEC.md §3): l2-normalise -> nearest codebook entry by cosine -> gather.
+"""Fused VQ lookup: l2-normalise -> nearest codebook entry by cosine -> gather.
 
     ids, q = vq_lookup(z, codebook_n, normalize=True)      # Triton: ids int32 [N], q [N, d] (codebook dtype)
     ids, q = vq_lookup_ref(z, codebook_n, normalize=True)  # pure PyTorch: oracle, baseline and fallback

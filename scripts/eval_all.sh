@@ -3,7 +3,7 @@
 #   bash scripts/eval_all.sh [MODEL] [SHARED_DATA] [OUT_DIR]
 # Writes, under OUT_DIR (default docs):
 #   eval_<set>.md/.png        every test set at the default k, with the mean-rank table against the
-#                             SPEC §7 rows (docs/quality/peers_test.json) and the thermal share kept
+#                             peer rows (docs/quality/peers_test.json) and the thermal share kept
 #   quality/val_<set>.md      both val sets, mean rank against val/peer_scores.json
 #   ablation/k<k>_<set>.md    STE ablation k = 0 and k = K on the test TNO and RoadScene sets
 #   quality/ablation.md       k sweep, constant base map, tone from pixels, on val and test

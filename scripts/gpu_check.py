@@ -33,7 +33,7 @@ cores while other tests use the GPU); engine_parity and the benchmarks then run 
   triton_engine     pytest tests/test_triton_engine.py: model forward and Engine on the Triton kernels
   engine_parity     ``Engine(device="cuda")`` against ``Engine(device="cpu")`` (bundled model) on the
                     real pairs: token ids identical and fused uint8 max |diff| <= 1 per pair, the
-                    parity rule of SPEC section 4; on a miss the CUDA run is repeated with TF32 off
+                    the parity rule; on a miss the CUDA run is repeated with TF32 off
                     to tell TF32 convolution rounding from a kernel fault
   bench_kernels     pytest-benchmark bench/bench_vq_lookup.py and bench/bench_token_edit.py
   bench_engine      pytest-benchmark bench/bench_engine.py, the CUDA cases (needs an MSRS pair)
@@ -797,7 +797,7 @@ def worker_env() -> dict:
 
 def worker_engine(pairs_dir: str, max_pairs: int, device: str) -> dict:
     """Engine(device=device) against Engine(device="cpu") on up to ``max_pairs`` real pairs, spread over
-    the sets (round-robin). Parity rule of SPEC section 4: ids identical and uint8 max |diff| <= 1."""
+    the sets (round-robin). Parity rule: ids identical and uint8 max |diff| <= 1."""
     import numpy as np
     import torch
 
@@ -853,7 +853,7 @@ def worker_engine(pairs_dir: str, max_pairs: int, device: str) -> dict:
         "pairs": rows,
         "max_abs_diff": max(r["max_abs_diff"] for r in rows),
         "all_ids_equal": all(r["ids_equal"] for r in rows),
-        "rule": "per pair: token ids identical and fused uint8 max |diff| <= 1 (SPEC section 4)",
+        "rule": "per pair: token ids identical and fused uint8 max |diff| <= 1",
     }
     if device.startswith("cuda"):
         out["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32

@@ -1,4 +1,4 @@
-"""Score fusion models on shared/data/val and rank them against the peers (SPEC §7 mean rank).
+"""Score fusion models on shared/data/val and rank them against the peers.
 
     python scripts/val_rank.py MODEL.safetensors [MODEL2 ...] [--formulas] [--sets TNO RoadScene]
         [--threads 2] [--json out.json]

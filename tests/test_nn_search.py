@@ -1,4 +1,4 @@
-"""Codebook nearest-neighbour search: tokfuse_rt._C.nn_search and tokfuse_rt.nn (SPEC §3).
+"""Codebook nearest-neighbour search: tokfuse_rt._C.nn_search and tokfuse_rt.nn.
 
 Oracle: ``nn_search_ref`` (pure PyTorch, float32) and float64 scores.
 

@@ -1,4 +1,4 @@
-"""Packaging (SPEC §1): the Triton kernels import as ``tokfuse_rt.kernels`` (installed, or from a source tree
+"""Packaging: the Triton kernels import as ``tokfuse_rt.kernels`` (installed, or from a source tree
 used without installing) and never as a top-level ``kernels``; ``export`` runs as ``python -m export.to_trt``
 away from the repository; one version number."""
 

@@ -1,4 +1,4 @@
-"""Mean rank (SPEC §7) by hand, peer tables, and ``tokfuse eval --peers``."""
+"""Mean rank by hand, peer tables, and ``tokfuse eval --peers``."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_mean_ranks_by_hand():
 
 
 def test_spec_tno_table_by_hand():
-    """SPEC §7 TNO table (docs/quality/peers_test.json), ranks worked out by hand for CDDFuse:
+    """The published TNO table (docs/quality/peers_test.json), ranks worked out by hand for CDDFuse:
     EN 7.12 1, SD 46.0 1, SF 13.15 1, MI 2.19 4 (SFDFusion 2.99, teacher 2.61, LUT-Fuse 2.53 above),
     SCD 1.76 1, VIF 0.77 3 (SFDFusion, teacher above), Qabf 0.54 3 (teacher 0.572, SFDFusion 0.556),
     SSIM 1.03 1 -> 15 / 8."""

@@ -1,5 +1,5 @@
-"""``fuse_dir_ray`` / ``tokfuse fuse-dir --ray`` on a real local Ray instance (shared/SPEC.md §9 Batch,
-Faults): outputs equal ``Engine.fuse`` bit for bit, names, formats, quality, report and resume as
+"""``fuse_dir_ray`` / ``tokfuse fuse-dir --ray`` on a real local Ray instance: outputs equal ``Engine.fuse``
+bit for bit, names, formats, quality, report and resume as
 ``Engine.fuse_dir``, bad pairs and ambiguous stems reported, --overwrite, an actor killed mid-job, a
 driver killed mid-job and re-run. One Ray instance (2 logical
 CPUs) serves the whole module; the tiny session model keeps each job to a few seconds."""

@@ -1,5 +1,5 @@
-"""``tokfuse serve`` (Ray Serve) tested over real HTTP on 127.0.0.1 with httpx (shared/SPEC.md §9
-Online, Faults): responses equal ``Engine.fuse``, every bad request gets a 4xx with a JSON reason,
+"""``tokfuse serve`` (Ray Serve) tested over real HTTP on 127.0.0.1 with httpx: responses equal
+``Engine.fuse``, every bad request gets a 4xx with a JSON reason,
 a bounded load run has no error, requests are batched, a replica killed during load leaves the
 service answering. One Ray instance and one service (2 replicas, tiny model) for the module."""
 

@@ -1,4 +1,4 @@
-"""Engine.fuse_video / Engine.stream / tokfuse fuse-video on the real M3SVD clips (SPEC §8)."""
+"""Engine.fuse_video / Engine.stream / tokfuse fuse-video on the real M3SVD clips."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""fuse_video on bad input (SPEC §8): each case made with PyAV/FFmpeg at test time from real frames.
+"""fuse_video on bad input: each case made with PyAV/FFmpeg at test time from real frames.
 A clear error or a report, never a half-written output (nor a temporary file left behind)."""
 
 from __future__ import annotations

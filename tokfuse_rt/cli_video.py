@@ -1,4 +1,4 @@
-"""``tokfuse fuse-video``: fuse an infrared and a visible video into one H.264 MP4 (SPEC §8).
+"""``tokfuse fuse-video``: fuse an infrared and a visible video into one H.264 MP4.
 
     tokfuse fuse-video IR VIS -o OUT.mp4 [--k K] [--model M] [--reuse auto|off|N|interval=N,scene=T]
                       [--resize] [--crf 18] [--preset veryfast] [--report report.json] [-q]

@@ -384,7 +384,7 @@ class Engine:
                 )
         return report
 
-    # --- video and live streams (SPEC §8) ----------------------------------------------------------
+    # --- video and live streams ----------------------------------------------------------
     def stream(
         self,
         frames: Iterable[tuple[ImageInput, ImageInput]],

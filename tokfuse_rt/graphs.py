@@ -45,7 +45,7 @@ DIM_NAMES = {
     "base": ["batch", None, None, None],
     "base_up": ["batch", None, "height", "width"],
 }
-#: smallest height and width of an image input (SPEC §2)
+#: smallest height and width of an image input
 MIN_SIDE = MIN_SIZE
 
 META_PREFIX = "tokfuse_rt."

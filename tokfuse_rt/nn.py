@@ -1,4 +1,4 @@
-"""Codebook nearest-neighbour search (SPEC §3).
+"""Codebook nearest-neighbour search.
 
 ``nn_search(queries, codebook, metric="ip", num_threads=None) -> (ids, scores)``
 

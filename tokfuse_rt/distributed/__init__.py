@@ -1,4 +1,4 @@
-"""Scale-out and serving on Ray (shared/SPEC.md §9): ``fuse_dir_ray`` (Ray Data batch job) and
+"""Scale-out and serving on Ray: ``fuse_dir_ray`` (Ray Data batch job) and
 ``tokfuse_rt.distributed.serve`` (HTTP service on Ray Serve). Ray is imported only when used."""
 
 from __future__ import annotations

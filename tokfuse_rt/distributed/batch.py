@@ -1,4 +1,4 @@
-"""Fuse a folder tree of pairs on Ray (shared/SPEC.md §9 "Batch").
+"""Fuse a folder tree of pairs on Ray.
 
     from tokfuse_rt.distributed import fuse_dir_ray
     rep = fuse_dir_ray("data/ir", "data/vi", "fused/", actors=2)   # local Ray, or the running cluster

@@ -1,4 +1,4 @@
-"""HTTP fusion service on Ray Serve (shared/SPEC.md §9 "Online").
+"""HTTP fusion service on Ray Serve.
 
     tokfuse serve [--host 127.0.0.1] [--port 8000] [--model PATH] [--replicas N]
 

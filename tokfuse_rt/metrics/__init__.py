@@ -1,4 +1,4 @@
-"""Image-fusion quality metrics (SPEC §5).
+"""Image-fusion quality metrics.
 
 ``evaluate(fused, ir, vis, convention="cddfuse", metrics=None)`` returns EN, SD, SF, AG, MI, SCD,
 VIF, Qabf, SSIM, PSNR, CC, MSE, Nabf (plus the named ``SSIM_2`` / ``SSIM_255``).  The default

@@ -1,4 +1,4 @@
-"""Mean rank against other methods (shared/SPEC.md §7): the quality measure the project steers by.
+"""Mean rank against other methods: the quality measure the project steers by.
 
 For a set, every method is ranked on each of the 8 metrics EN, SD, SF, MI, SCD, VIF, Qabf, SSIM
 (1 = best; higher is better for all 8; tied values share the average of their ranks; a missing or

@@ -1,4 +1,4 @@
-"""Reference TokFuse model (shared/SPEC.md §2)."""
+"""Reference TokFuse model."""
 
 from .checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
 from .config import TokFuseConfig

@@ -39,7 +39,7 @@ def config_from_json(cls, text: str, what: str, unknown_hint: str = ""):
 
 @dataclass(frozen=True)
 class TokFuseConfig:
-    """Hyper-parameters of the TokFuse model (shared/SPEC.md §2).
+    """Hyper-parameters of the TokFuse model.
 
     Token pathway: luminance resized to ``image_size``² -> ViT encoder over ``patch_size`` patches
     with ``num_tokens`` (K) latent tokens -> projection to ``code_dim`` (d) -> l2-normalised VQ

@@ -1,4 +1,4 @@
-"""Video and live streams (SPEC §8): ``Engine.fuse_video`` (two video files -> one fused H.264 MP4)
+"""Video and live streams: ``Engine.fuse_video`` (two video files -> one fused H.264 MP4)
 and ``Engine.stream`` (an iterable of frame pairs, fused lazily), with token reuse across frames.
 
 Decoding and encoding use FFmpeg through PyAV, the optional extra ``tokfuse_rt[video]``; it is

@@ -1,4 +1,4 @@
-"""``Engine.fuse_video``: two video files -> one fused H.264 MP4 (SPEC §8).
+"""``Engine.fuse_video``: two video files -> one fused H.264 MP4.
 
 Four stages overlap in threads, linked by bounded queues: decode infrared, decode visible (FFmpeg
 through PyAV), pair by time + fuse (this thread; the backend releases the GIL), encode (libx264).

@@ -1,4 +1,4 @@
-"""Token reuse across video frames (SPEC §8).
+"""Token reuse across video frames.
 
 Global appearance changes slowly, so the token pathway (``run_tokens``: both frames resized to S×S,
 tokenised, mixed, edited by STE, decoded by π to the base map) need not run on every frame: a

@@ -1,4 +1,4 @@
-"""``Engine.stream``: fuse an iterable of (ir, vis) frame pairs lazily (live sources, SPEC §8)."""
+"""``Engine.stream``: fuse an iterable of (ir, vis) frame pairs lazily (live sources)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pair two frame streams by presentation time (SPEC §8).
+"""Pair two frame streams by presentation time.
 
 The visible stream sets the output timeline: each visible frame at time t takes the infrared frame
 whose time is nearest to t (a tie, within 1 ns, goes to the earlier infrared frame). Visible frames more than
