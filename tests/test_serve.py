@@ -7,12 +7,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import io
-import os
-import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
 
 import numpy as np
@@ -27,17 +21,13 @@ httpx = pytest.importorskip("httpx")
 from tokfuse_rt import Engine
 from tokfuse_rt.imageio import ImageReadWarning
 
+from serve_common import tokfuse_serve
+
 pytestmark = pytest.mark.timeout(600)  # per test, set-up included: a bound for a busy 2-core machine
 TOKEN = "test-token-7f3a"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAX_BODY = 2 * 1024 * 1024
 MAX_PIXELS = 500_000  # the test pairs (up to TNO 768x576 = 442368 px) pass, 1000x1000 does not
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -47,52 +37,10 @@ def service(tiny_onnx):
     from ray import serve
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    port = _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "tokfuse_rt",
-        "serve",
-        "--port",
-        str(port),
-        "--model",
-        str(tiny_onnx),
-        "--replicas",
-        "2",
-        "--threads",
-        "1",
-        "--max-batch-size",
-        "4",
-        "--batch-wait-ms",
-        "10",
-        "--max-body-mb",
-        str(MAX_BODY / 2**20),
-        "--max-pixels",
-        str(MAX_PIXELS),
-        "--ray",
-        ray.get_runtime_context().gcs_address,
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "TOKFUSE_SERVE_TOKEN": TOKEN},
-    )
-    lines, url = [], None
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 180 and url is None:
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
-            break
-        lines.append(line)
-        if line.startswith("tokfuse serve: http://"):
-            url = line.split()[2]
-    assert url == f"http://127.0.0.1:{port}", "".join(lines)
-    threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep draining its output
-    yield url
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0
+    args = ["--replicas", "2", "--threads", "1", "--max-batch-size", "4", "--batch-wait-ms", "10"]
+    args += ["--max-body-mb", str(MAX_BODY / 2**20), "--max-pixels", str(MAX_PIXELS)]
+    with tokfuse_serve(tiny_onnx, args, token=TOKEN, ray_address=ray.get_runtime_context().gcs_address) as url:
+        yield url
     assert "tokfuse" not in serve.status().applications, "the application outlived tokfuse serve"
     serve.shutdown()
     ray.shutdown()
