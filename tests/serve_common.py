@@ -22,10 +22,13 @@ def free_port() -> int:
 @contextlib.contextmanager
 def tokfuse_serve(model, args=(), token: str | None = None, ray_address: str | None = None, start_s: float = 180):
     """Run ``tokfuse serve --port <free> --model <model> <args>`` in a subprocess (the token, if any,
-    from the environment variable a user sets), joined to the Ray cluster at ``ray_address``; yield its
-    URL once it says it is ready. At the end SIGTERM stops it; it must exit with status 0."""
+    from the environment variable a user sets), joined to the Ray cluster at ``ray_address`` (None: its
+    own); yield its URL once it says it is ready. ``model`` None: the bundled one. At the end SIGTERM
+    stops it; it must exit with status 0."""
     port = free_port()
-    cmd = [sys.executable, "-m", "tokfuse_rt", "serve", "--port", str(port), "--model", str(model), *args]
+    cmd = [sys.executable, "-m", "tokfuse_rt", "serve", "--port", str(port), *args]
+    if model is not None:
+        cmd += ["--model", str(model)]
     if ray_address:
         cmd += ["--ray", ray_address]
     env = {k: v for k, v in os.environ.items() if k != "TOKFUSE_SERVE_TOKEN"}
