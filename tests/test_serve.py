@@ -7,12 +7,8 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import io
-import os
-import signal
-import socket
-import subprocess
-import sys
-import threading
+import math
+import re
 import time
 
 import numpy as np
@@ -27,17 +23,13 @@ httpx = pytest.importorskip("httpx")
 from tokfuse_rt import Engine
 from tokfuse_rt.imageio import ImageReadWarning
 
+from serve_common import tokfuse_serve
+
 pytestmark = pytest.mark.timeout(600)  # per test, set-up included: a bound for a busy 2-core machine
 TOKEN = "test-token-7f3a"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAX_BODY = 2 * 1024 * 1024
 MAX_PIXELS = 500_000  # the test pairs (up to TNO 768x576 = 442368 px) pass, 1000x1000 does not
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -47,52 +39,10 @@ def service(tiny_onnx):
     from ray import serve
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    port = _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "tokfuse_rt",
-        "serve",
-        "--port",
-        str(port),
-        "--model",
-        str(tiny_onnx),
-        "--replicas",
-        "2",
-        "--threads",
-        "1",
-        "--max-batch-size",
-        "4",
-        "--batch-wait-ms",
-        "10",
-        "--max-body-mb",
-        str(MAX_BODY / 2**20),
-        "--max-pixels",
-        str(MAX_PIXELS),
-        "--ray",
-        ray.get_runtime_context().gcs_address,
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "TOKFUSE_SERVE_TOKEN": TOKEN},
-    )
-    lines, url = [], None
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 180 and url is None:
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
-            break
-        lines.append(line)
-        if line.startswith("tokfuse serve: http://"):
-            url = line.split()[2]
-    assert url == f"http://127.0.0.1:{port}", "".join(lines)
-    threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep draining its output
-    yield url
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0
+    args = ["--replicas", "2", "--threads", "1", "--max-batch-size", "4", "--batch-wait-ms", "10"]
+    args += ["--max-body-mb", str(MAX_BODY / 2**20), "--max-pixels", str(MAX_PIXELS)]
+    with tokfuse_serve(tiny_onnx, args, token=TOKEN, ray_address=ray.get_runtime_context().gcs_address) as url:
+        yield url
     assert "tokfuse" not in serve.status().applications, "the application outlived tokfuse serve"
     serve.shutdown()
     ray.shutdown()
@@ -214,6 +164,89 @@ def test_bad_requests_get_4xx_with_json_reason(service, pairs):
         assert r.status_code == status and "error" in r.json(), (method, path, r.text)
     r = httpx.get(f"{service}/info", timeout=30)
     assert r.status_code == 401 and r.headers.get("www-authenticate") == "Bearer"
+
+
+def test_page_and_samples(service):
+    """GET / is the web page (tokfuse_rt/web/index.html, marked for a service with a token): under 50 KB,
+    no URL off the service, a Content-Security-Policy without 'unsafe-inline' (the browser tests in
+    tests/test_web.py show that it admits the page's own script and style); the sample pair is the
+    bundled files' bytes. Neither needs the token."""
+    from tokfuse_rt import web
+    from tokfuse_rt.demo import ASSETS
+
+    r = httpx.get(f"{service}/", timeout=30)
+    assert r.status_code == 200 and r.headers["content-type"] == "text/html; charset=utf-8"
+    assert r.content == web.page(auth=True) and b'<body data-auth="on">' in r.content
+    assert web.page(auth=False).count(b'<body data-auth="off">') == 1
+    assert len(r.content) < 50_000, len(r.content)
+    assert re.findall(rb"(?:[a-z]+:)?//[\w-]+(?:\.[\w-]+)+", r.content) == []  # no absolute URL
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "script-src 'sha256-" in csp and "unsafe-inline" not in csp, csp
+    for side in ("ir", "vis"):
+        r = httpx.get(f"{service}/samples/bundled/{side}.png", timeout=30)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        assert r.content == (ASSETS / f"sample_{side}.png").read_bytes()
+    for path in ("/samples/bundled/x.png", "/samples/nope/ir.png", "/samples/bundled/ir.jpg", "/samples/"):
+        r = httpx.get(f"{service}{path}", timeout=30)
+        assert r.status_code == 404 and r.json()["error"], (path, r.text)
+    r = httpx.post(f"{service}/", timeout=30)
+    assert r.status_code == 405 and r.json()["error"] == "/ takes GET, not POST"
+
+
+def test_metrics_equal_the_evaluator(service, pairs, tmp_path):
+    """POST /metrics on a real pair and its fused PNG from /fuse answers the values ``evaluate_dirs`` (the
+    code behind ``tokfuse eval``) computes from the same three files: equal, since both read the bytes
+    with the same reader and JSON carries a double exactly; undefined values are null."""
+    from tokfuse_rt.metrics import HIGHER_IS_BETTER
+    from tokfuse_rt.metrics.report import evaluate_dirs
+
+    ir, vis = pairs[0]  # RoadScene: a JPEG pair, colour visible
+    fused = _post(service, ir.read_bytes(), vis.read_bytes()).content
+    dirs = {role: tmp_path / role for role in ("ir", "vis", "fused")}
+    for role, name, data in (("ir", ir.name, ir.read_bytes()), ("vis", vis.name, vis.read_bytes())):
+        dirs[role].mkdir()
+        (dirs[role] / name).write_bytes(data)
+    dirs["fused"].mkdir()
+    (dirs["fused"] / f"{ir.stem}.png").write_bytes(fused)
+    files = {"ir": ("a.jpg", ir.read_bytes()), "vis": ("b.jpg", vis.read_bytes()), "fused": ("f.png", fused)}
+    for conv in (None, "vifb"):
+        r = httpx.post(
+            f"{service}/metrics", files=files, data={"convention": conv} if conv else None, headers=AUTH, timeout=120
+        )
+        assert r.status_code == 200, r.text
+        rows, failures = evaluate_dirs(
+            dirs["fused"], dirs["ir"], dirs["vis"], progress=False, convention=conv or "cddfuse"
+        )
+        assert failures == [] and len(rows) == 1
+        expect = {k: (v if math.isfinite(v) else None) for k, v in rows[0].items() if k != "name"}
+        got = r.json()
+        assert got["convention"] == (conv or "cddfuse")
+        assert got["metrics"] == expect and list(got["metrics"]) == list(expect)
+        assert got["higher_is_better"] == {k: HIGHER_IS_BETTER[k.split("_")[0]] for k in expect}
+        assert got["ms"] > 0 and r.headers["x-tokfuse-ms"] == f"{got['ms']:.1f}"
+
+
+def test_metrics_bad_requests(service, pairs):
+    ir, vis = pairs[0][0].read_bytes(), pairs[0][1].read_bytes()
+    fused = _post(service, ir, vis).content
+    other = pairs[1][1].read_bytes()  # another size
+    big = _png(np.zeros((1000, 1000), np.uint8))
+    ok = {"ir": ("a", ir), "vis": ("b", vis), "fused": ("f", fused)}
+    cases = {
+        "missing fused": (400, dict(files={"ir": ("a", ir), "vis": ("b", vis)}), "missing multipart part 'fused'"),
+        "fused not an image": (400, dict(files={**ok, "fused": ("f", b"nope")}), "fused:"),
+        "sizes differ": (400, dict(files={**ok, "fused": ("f", other)}), "sizes differ: ir is "),
+        "too many pixels": (413, dict(files={**ok, "fused": ("f", big)}), "fused"),
+        "unknown convention": (400, dict(files=ok, data={"convention": "nope"}), "convention: unknown convention"),
+        "no token": (401, dict(files=ok, headers={}), "missing bearer token"),
+    }
+    for case, (status, kw, start) in cases.items():
+        headers = kw.pop("headers", AUTH)
+        r = httpx.post(f"{service}/metrics", headers=headers, timeout=60, **kw)
+        assert r.status_code == status and r.headers["content-type"] == "application/json", (case, r.text[:300])
+        assert start in r.json()["error"], (case, r.json())
+    r = httpx.get(f"{service}/metrics", headers=AUTH, timeout=30)
+    assert r.status_code == 405
 
 
 def _load(url, jobs, concurrency: int, on_done=None):

@@ -9,9 +9,10 @@ def register(sub) -> None:
     s = sub.add_parser(
         "serve",
         help="HTTP fusion service on Ray Serve",
-        description="Serve POST /fuse (multipart ir, vis, optional k -> PNG), GET /healthz and "
-        "GET /info on Ray Serve. With the environment variable TOKFUSE_SERVE_TOKEN set, "
-        "/fuse and /info need 'Authorization: Bearer <token>'.",
+        description="Serve a web page at GET / (try fusion in a browser), POST /fuse (multipart ir, vis, "
+        "optional k -> PNG), POST /metrics (multipart ir, vis, fused -> quality metrics as JSON), GET /healthz "
+        "and GET /info on Ray Serve. With the environment variable TOKFUSE_SERVE_TOKEN set, /fuse, /metrics "
+        "and /info need 'Authorization: Bearer <token>'.",
     )
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8000, help="port (default 8000)")

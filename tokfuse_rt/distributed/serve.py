@@ -3,15 +3,19 @@
     tokfuse serve [--host 127.0.0.1] [--port 8000] [--model PATH] [--replicas N]
 
     POST /fuse    multipart parts ``ir``, ``vis`` (image files) and optional ``k`` -> the fused PNG
+    POST /metrics multipart parts ``ir``, ``vis``, ``fused`` and optional ``convention`` -> the quality
+                  metrics of ``tokfuse_rt.metrics`` as JSON
     GET  /healthz -> {"status": "ok"}
     GET  /info    -> model, backend, limits, batching
+    GET  /        -> the web page (tokfuse_rt/web), GET /samples/<pair>/<ir|vis>.png its sample pair
 
 Each replica holds one ``Engine`` (ONNX Runtime by default: the bundled model exported once with
 ``export.to_onnx``). Requests are batched dynamically (``serve.batch``): concurrent requests reach
 ``Engine.fuse_batch`` together and pairs of the same size share a backend call. The body size and the
 pixels of each image are limited (checked before decoding). With a bearer token (the environment
 variable ``TOKFUSE_SERVE_TOKEN`` when the service starts), ``/fuse`` and ``/info`` need the header
-``Authorization: Bearer <token>``; replicas only see its SHA-256. Every bad request gets a 4xx with a
+``Authorization: Bearer <token>`` (and so does ``/metrics``; the page, its samples and ``/healthz`` do not);
+replicas only see its SHA-256. Every bad request gets a 4xx with a
 JSON body ``{"error": reason}``.
 
 This module imports Ray at import time: import it only to serve.
@@ -102,23 +106,46 @@ class TokFuseService:
         self._fuse_many.set_batch_wait_timeout_s(batch_wait_s)
         self.batching = {"max_batch_size": max_batch_size, "batch_wait_s": batch_wait_s}
         self.batches = self.pairs = 0
+        from .. import web
+
+        self._page_html = web.page(auth=bool(token_sha256))
+        self._page_headers = {
+            "Content-Security-Policy": web.content_security_policy(self._page_html),
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-cache",
+        }
 
     # --- HTTP ------------------------------------------------------------------------------------
+    #: path -> (method, handler name, needs the bearer token when the service has one)
+    ROUTES = {
+        "/fuse": ("POST", "_fuse", True),
+        "/metrics": ("POST", "_metrics", True),
+        "/healthz": ("GET", "_healthz", False),
+        "/info": ("GET", "_info", True),
+        "/": ("GET", "_page", False),
+    }
+    SAMPLES_PREFIX = "/samples/"
+
     async def __call__(self, request):
         from starlette.responses import JSONResponse, Response
 
         path, method = request.url.path.rstrip("/") or "/", request.method
-        routes = {"/fuse": ("POST", self._fuse), "/healthz": ("GET", None), "/info": ("GET", self._info)}
         try:
-            if path not in routes:
-                raise BadRequest(404, f"no route {path}; routes: POST /fuse, GET /healthz, GET /info")
-            want, handler = routes[path]
+            if path.startswith(self.SAMPLES_PREFIX):
+                want, handler, auth = "GET", "_sample", False
+            elif path in self.ROUTES:
+                want, handler, auth = self.ROUTES[path]
+            else:
+                listed = ", ".join(f"{m} {p}" for p, (m, _, _) in self.ROUTES.items())
+                raise BadRequest(
+                    404, f"no route {path}; routes: {listed}, GET {self.SAMPLES_PREFIX}<pair>/<ir|vis>.png"
+                )
             if method != want:
                 raise BadRequest(405, f"{path} takes {want}, not {method}")
-            if handler is None:
-                return JSONResponse({"status": "ok"})
-            self._check_auth(request)
-            return await handler(request)
+            if auth:
+                self._check_auth(request)
+            return await getattr(self, handler)(request)
         except BadRequest as e:
             headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
             return JSONResponse({"error": e.reason}, status_code=e.status, headers=headers)
@@ -128,6 +155,28 @@ class TokFuseService:
                 status_code=500,
                 media_type="application/json",
             )
+
+    async def _healthz(self, request):
+        from starlette.responses import JSONResponse
+
+        return JSONResponse({"status": "ok"})
+
+    async def _page(self, request):
+        from starlette.responses import Response
+
+        return Response(self._page_html, media_type="text/html; charset=utf-8", headers=self._page_headers)
+
+    async def _sample(self, request):
+        from starlette.responses import Response
+
+        from .. import web
+
+        pair, _, file = request.url.path[len(self.SAMPLES_PREFIX) :].partition("/")
+        side = file[: -len(".png")] if file.endswith(".png") else None
+        data = web.sample(pair, side) if side else None
+        if data is None:
+            raise BadRequest(404, f"no sample {request.url.path}; samples: {', '.join(sorted(web.SAMPLES))}")
+        return Response(data, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
     def _check_auth(self, request) -> None:
         if not self.token_sha256:
@@ -176,6 +225,24 @@ class TokFuseService:
         png = await asyncio.to_thread(_encode_png, fused)
         ms = (time.perf_counter() - t0) * 1000.0
         return Response(png, media_type="image/png", headers={"X-Tokfuse-Ms": f"{ms:.1f}"})
+
+    async def _metrics(self, request):
+        from starlette.responses import JSONResponse
+
+        t0 = time.perf_counter()
+        parts = await self._read_form(request)
+        for need in ("ir", "vis", "fused"):
+            if need not in parts:
+                raise BadRequest(
+                    400, f"missing multipart part {need!r} (send parts 'ir', 'vis', 'fused', optional 'convention')"
+                )
+        conv = parts.get("convention")
+        conv = conv.decode(errors="replace") if isinstance(conv, bytes) else conv
+        out = await asyncio.to_thread(
+            upload_metrics, parts["ir"], parts["vis"], parts["fused"], self.limits.max_pixels, conv or None
+        )
+        out["ms"] = round((time.perf_counter() - t0) * 1000.0, 1)
+        return JSONResponse(out, headers={"X-Tokfuse-Ms": f"{out['ms']:.1f}"})
 
     async def _read_form(self, request) -> dict:
         """Multipart body -> {part name: bytes}, read with the body-size limit enforced as it streams."""
@@ -252,6 +319,39 @@ class TokFuseService:
         self.batches += 1
         self.pairs += len(items)
         return out
+
+
+def upload_metrics(ir: bytes, vis: bytes, fused: bytes, max_pixels: int, convention: str | None = None) -> dict:
+    """The quality metrics of ``tokfuse_rt.metrics.evaluate`` for uploaded ``fused`` against ``ir`` and
+    ``vis``, each read as ``tokfuse eval`` reads files (``read_gray``, or ``read_rgb`` for a per-channel
+    convention) after the upload checks of ``decode_upload``. Returns ``{"convention", "metrics":
+    {name: value or None where undefined}, "higher_is_better": {name: bool}}``. Raises BadRequest (400
+    for a bad image, sizes that differ or an unknown convention, 413 over the pixel limit, 501 without
+    scipy)."""
+    import math
+
+    from ..metrics import HIGHER_IS_BETTER, evaluate, get_convention, read_gray, read_rgb
+
+    try:
+        conv = get_convention(convention)
+    except ValueError as e:
+        raise BadRequest(400, f"convention: {e}") from None
+    sizes = {}
+    for name, data in (("ir", ir), ("vis", vis), ("fused", fused)):
+        sizes[name] = decode_upload(data, name, max_pixels).size
+    if len(set(sizes.values())) != 1:
+        raise BadRequest(400, "sizes differ: " + ", ".join(f"{n} is {w}x{h}" for n, (w, h) in sizes.items()))
+    reader = read_rgb if conv.per_channel else read_gray
+    F, A, B = (reader(io.BytesIO(data)) for data in (fused, ir, vis))
+    try:
+        values = evaluate(F, A, B, convention=conv)
+    except ImportError as e:
+        raise BadRequest(501, f"the metrics need scipy on the service (install tokfuse_rt[eval]): {e}") from None
+    return {
+        "convention": conv.name,
+        "metrics": {k: (float(v) if math.isfinite(v) else None) for k, v in values.items()},
+        "higher_is_better": {k: HIGHER_IS_BETTER.get(k.split("_")[0], True) for k in values},
+    }
 
 
 def _encode_png(img) -> bytes:
@@ -337,7 +437,8 @@ def serve_forever(
         )
         url = start(app, host, port)
         ready(
-            f"tokfuse serve: {url} (POST /fuse, GET /healthz, GET /info), {replicas} replica(s), "
+            f"tokfuse serve: {url} (web page at /; POST /fuse, POST /metrics, GET /healthz, GET /info), "
+            f"{replicas} replica(s), "
             f"auth {'on' if token else 'off'}; Ctrl-C stops"
         )
         signal.signal(signal.SIGTERM, _interrupt)

@@ -75,11 +75,12 @@ def to_gray_cv(img: np.ndarray) -> np.ndarray:
     raise ValueError(f"expected HxW, HxWx1, HxWx3 or HxWx4 image, got shape {img.shape}")
 
 
-def _open_rgb_uint8(path: PathLike) -> np.ndarray:
-    """Decode ``path`` to an 8-bit ``HxWx3`` RGB array the way ``cv2.imread(IMREAD_COLOR)`` does."""
+def _open_rgb_uint8(path) -> np.ndarray:
+    """Decode ``path`` (or a binary file object holding a file's bytes) to an 8-bit ``HxWx3`` RGB array
+    the way ``cv2.imread(IMREAD_COLOR)`` does."""
     from PIL import Image, ImageOps
 
-    with Image.open(os.fspath(path), formats=READ_FORMATS) as im:
+    with Image.open(path if hasattr(path, "read") else os.fspath(path), formats=READ_FORMATS) as im:
         im.load()
         # cv2.imread applies the EXIF orientation tag unless IMREAD_IGNORE_ORIENTATION is given.
         im = ImageOps.exif_transpose(im)
@@ -99,13 +100,15 @@ def _open_rgb_uint8(path: PathLike) -> np.ndarray:
         return np.array(im, dtype=np.uint8)
 
 
-def read_rgb(path: PathLike) -> np.ndarray:
-    """Read an image as float32 ``HxWx3`` RGB in [0, 255] (gray files replicated to 3 channels)."""
+def read_rgb(path) -> np.ndarray:
+    """Read an image (a path, or a binary file object such as ``io.BytesIO``) as float32 ``HxWx3`` RGB in
+    [0, 255] (gray files replicated to 3 channels)."""
     return _open_rgb_uint8(path).astype(np.float32)
 
 
-def read_gray(path: PathLike) -> np.ndarray:
-    """Read an image exactly like the reference ``image_read_cv2(path, 'GRAY')``.
+def read_gray(path) -> np.ndarray:
+    """Read an image (a path, or a binary file object such as ``io.BytesIO``) exactly like the reference
+    ``image_read_cv2(path, 'GRAY')``.
 
     Returns a float32 ``HxW`` array of integer grey levels in [0, 255]:
     8-bit RGB decode -> float32 -> ``Y = 0.299 R + 0.587 G + 0.114 B`` with OpenCV's float32
