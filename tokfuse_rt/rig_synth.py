@@ -1,7 +1,7 @@
 """Synthetic camera rigs drawn on registered pairs, to measure calibration and alignment against a
 known truth (tests, ``bench/bench_rig.py``, ``scripts/rig_accuracy.py``).
 
-:func:`draw_rig`: an infrared camera ``ir_width`` px wide (320–640) whose frame covers 70–95 % of
+:func:`draw_rig`: an infrared camera ``ir_width`` px wide (320–640, even sizes) whose frame covers 70–95 % of
 the visible frame's width, with the visible frame's aspect ratio, shifted (the frame stays inside the
 visible frame), rotated by up to ±4 degrees and with mild perspective (the corners move by up to 2 %
 of the visible width). :func:`render_ir`: the infrared image that camera would see, rendered from the
@@ -24,8 +24,8 @@ def draw_rig(
     cv2 = require_cv2()
     wv, hv = vis_size
     for _ in range(1000):
-        wi = int(rng.integers(ir_width[0], ir_width[1] + 1))
-        hi = max(16, round(wi * hv / wv))
+        wi = 2 * int(rng.integers(ir_width[0] // 2, ir_width[1] // 2 + 1))  # even sizes, as sensors have
+        hi = max(16, 2 * round(wi * hv / wv / 2))
         c = float(rng.uniform(*cover))
         ang = math.radians(float(rng.uniform(-max_deg, max_deg)))
         s = c * wv / wi
