@@ -180,8 +180,8 @@ class Rig:
         if self._maps is None:
             d = self.depth_inside()
             t = np.clip(d / np.float32(FEATHER_PX), 0.0, 1.0)
-            self._maps = (d > 0, (t * t * (3.0 - 2.0 * t)).astype(np.float32))
-        return self._maps
+            self._maps = (d > 0, (t * t * (3.0 - 2.0 * t)).astype(np.float32), d <= 0)
+        return self._maps[:2]
 
     def depth_inside(self) -> np.ndarray:
         """float32 (H_vis, W_vis): how far inside the infrared frame each visible pixel maps, in infrared
@@ -205,13 +205,17 @@ class Rig:
     def model_input(self, y_ir_on_vis: np.ndarray, y_vis: np.ndarray, rows=slice(None), cols=slice(None)):
         """The infrared luminance the model sees in the window ``rows`` x ``cols`` of the visible grid:
         the warped infrared inside the frame, the visible luminance outside."""
-        inside = self.maps()[0][rows, cols]
-        return np.where(inside, y_ir_on_vis, y_vis).astype(np.float32, copy=False)
+        out = np.array(y_ir_on_vis, dtype=np.float32)  # a copy: the caller's array is left as is
+        self.maps()
+        np.copyto(out, y_vis, where=self._maps[2][rows, cols])
+        return out
 
     def blend(self, fused_y: np.ndarray, y_vis: np.ndarray, rows=slice(None), cols=slice(None)) -> np.ndarray:
         """The fused luminance of a window, feathered into the visible luminance outside the frame."""
-        w = self.maps()[1][rows, cols]
-        return (y_vis + w * (fused_y - y_vis)).astype(np.float32, copy=False)
+        out = np.subtract(fused_y, y_vis, dtype=np.float32)
+        out *= self.maps()[1][rows, cols]
+        out += y_vis
+        return out
 
     def coverage(self) -> float:
         """Fraction of the visible frame that sees the infrared frame."""
