@@ -15,7 +15,7 @@ $(VPY):
 $(STAMP): $(VPY) pyproject.toml setup.py $(wildcard csrc/*)
 	$(PIP) install -q --upgrade pip setuptools wheel pybind11
 	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[dev,lint,onnx,eval,triton,ray,video]" --no-build-isolation
+	$(PIP) install -q -e ".[dev,lint,onnx,eval,triton,ray,video,rig]" --no-build-isolation
 	touch $(STAMP)
 
 install: $(STAMP)

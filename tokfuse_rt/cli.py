@@ -13,6 +13,8 @@ EPILOG = """examples:
   tokfuse fuse ir.png vis.png -o fused.png
   tokfuse fuse-dir --ir data/ir --vis data/vi -o out/
   tokfuse fuse-dir --ir data/ir --vis data/vi -o out/ --ray        # on Ray: local, or the running cluster
+  tokfuse calibrate --ir ir.png --vis vis.png -o rig.json --preview check.png
+  tokfuse fuse ir.png vis.png -o fused.png --align rig.json        # unregistered cameras of any sizes
   tokfuse info --model model.onnx
   tokfuse eval --engine default --set ../shared/data/test/TNO --out tno.md
   tokfuse export onnx tokfuse_rt/assets/default.safetensors -o model.onnx
@@ -67,6 +69,17 @@ def add_model_args(p: argparse.ArgumentParser, inputs: bool = True) -> None:
     )
 
 
+def add_align(p: argparse.ArgumentParser) -> None:
+    """--align RIG: a camera rig file (``tokfuse calibrate``) for unregistered infrared and visible cameras."""
+    p.add_argument(
+        "--align",
+        default=None,
+        metavar="RIG",
+        help="camera rig JSON (tokfuse calibrate): warp the infrared image onto the visible grid first; "
+        "the output has the visible size (default: the pair must be registered)",
+    )
+
+
 def _add_write_args(p):
     p.add_argument("--quality", type=int, default=None, help="JPEG/WebP quality 1..100 (default: 95)")
 
@@ -84,6 +97,7 @@ def _engine_options(a) -> dict:
         "depth": a.depth,
         "max_pixels": int(a.max_pixels) if a.max_pixels else None,
         "tile_size": a.tile_size or None,
+        **({"align": a.align} if getattr(a, "align", None) else {}),
     }
 
 
@@ -178,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_k(f)
     _add_write_args(f)
+    add_align(f)
     add_model_args(f)
     f.set_defaults(func=cmd_fuse)
 
@@ -197,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_k(d)
     _add_write_args(d)
+    add_align(d)
     add_model_args(d)
     from .distributed.cli import add_ray_args
 
@@ -219,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser(t)
     t.set_defaults(func=cmd_train)
 
-    for extra in ("eval", "export", "bench", "serve", "video"):
+    for extra in ("eval", "export", "bench", "serve", "video", "calibrate"):
         _register_optional(sub, extra)
     return p
 

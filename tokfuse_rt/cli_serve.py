@@ -37,10 +37,19 @@ def register(sub) -> None:
         help="Ray cluster: 'auto' joins the running one or starts a local instance (default), "
         "or a cluster address HOST:PORT",
     )
+    s.add_argument(
+        "--align",
+        default=None,
+        metavar="RIG",
+        help="camera rig JSON (tokfuse calibrate) applied to every request; a request's 'rig' part wins",
+    )
     s.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(a) -> int:
+    from .rig import as_rig
+
+    rig = as_rig(a.align)  # a bad rig file fails before Ray starts
     from .distributed.serve import Limits, serve_forever
 
     limits = Limits(max_body_bytes=int(a.max_body_mb * 1024 * 1024), max_pixels=a.max_pixels)
@@ -54,6 +63,7 @@ def cmd_serve(a) -> int:
         max_batch_size=a.max_batch_size,
         batch_wait_s=a.batch_wait_ms / 1000.0,
         limits=limits,
+        align=rig,
         ready=lambda msg: print(msg, flush=True, file=sys.stdout),
     )
     return 0

@@ -17,11 +17,12 @@ EPILOG = """examples:
   tokfuse fuse-video ir.mp4 vis.mp4 -o fused.mp4
   tokfuse fuse-video ir.mp4 vis.mp4 -o fused.mp4 --model model.onnx --threads 2 --reuse interval=10,scene=0.05
   tokfuse fuse-video ir.mp4 vis.mp4 -o fused.mp4 --reuse off --resize --crf 12
+  tokfuse fuse-video ir.mp4 vis.mp4 -o fused.mp4 --align rig.json      # unregistered cameras (tokfuse calibrate)
 """
 
 
 def register(subparsers) -> None:
-    from .cli import add_k, add_model_args
+    from .cli import add_align, add_k, add_model_args
 
     v = subparsers.add_parser(
         "fuse-video",
@@ -52,6 +53,7 @@ def register(subparsers) -> None:
     v.add_argument("--report", default=None, metavar="JSON", help="also write the report as JSON")
     v.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_k(v)
+    add_align(v)
     add_model_args(v)
     v.set_defaults(func=cmd_fuse_video)
 

@@ -125,7 +125,10 @@ class Engine:
     None: no limit). ``depth``: how files with more than 8 bits per sample are scaled to [0, 1]
     ("auto", "range", "full"; see ``tokfuse_rt.imageio.scale_to_unit``). ``tile_size``: images of
     more than 2 × tile_size² pixels are fused in tiles of about tile_size² (bounded memory) where
-    the backend runs the model's halves (see ``tokfuse_rt.tiling``); None: never tile.
+    the backend runs the model's halves (see ``tokfuse_rt.tiling``); None: never tile. ``align``: a
+    camera rig (a rig file path or a ``tokfuse_rt.rig.Rig``) for unregistered cameras: the infrared
+    image is warped onto the visible grid and the result has the visible image's size (see
+    ``tokfuse_rt.rig``); every fuse call uses it unless the call passes its own.
     """
 
     def __init__(
@@ -138,9 +141,13 @@ class Engine:
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         depth: str = "auto",
         tile_size: int | None = DEFAULT_TILE,
+        align=None,
     ) -> None:
         from .backends import OutputGuard, backend_class
         from .devices import parse_device
+        from .rig import as_rig
+
+        self.align = as_rig(align)  # before the model loads: a bad rig file fails fast
 
         if path is None:
             path = DEFAULT_MODEL
@@ -194,8 +201,11 @@ class Engine:
         if self._backend is None:
             raise RuntimeError("this Engine has been closed")
 
-    def _prepare(self, ir: ImageInput, vis: ImageInput) -> Prepared:
-        return Prepared(ir, vis, max_pixels=self.max_pixels, depth=self.depth)
+    def _prepare(self, ir: ImageInput, vis: ImageInput, align=None) -> Prepared:
+        from .rig import as_rig
+
+        rig = as_rig(align) if align is not None else self.align
+        return Prepared(ir, vis, max_pixels=self.max_pixels, depth=self.depth, align=rig)
 
     def _tiled(self, shape) -> bool:
         from .tiling import supports_tiles
@@ -246,15 +256,18 @@ class Engine:
         self._guard.ids(ids, a.shape[0])
         return fused, ids
 
-    def fuse(self, ir: ImageInput, vis: ImageInput, k: int | None = None) -> ImageOutput:
-        """Fuse one pair. Returns the same kind as ``vis`` (uint8 numpy for file paths)."""
-        return self.fuse_with_tokens(ir, vis, k)[0]
+    def fuse(self, ir: ImageInput, vis: ImageInput, k: int | None = None, align=None) -> ImageOutput:
+        """Fuse one pair. Returns the same kind as ``vis`` (uint8 numpy for file paths). ``align``: a
+        camera rig for this call (path or Rig; None: the engine's)."""
+        return self.fuse_with_tokens(ir, vis, k, align)[0]
 
-    def fuse_with_tokens(self, ir: ImageInput, vis: ImageInput, k: int | None = None) -> tuple[ImageOutput, np.ndarray]:
+    def fuse_with_tokens(
+        self, ir: ImageInput, vis: ImageInput, k: int | None = None, align=None
+    ) -> tuple[ImageOutput, np.ndarray]:
         """Like ``fuse`` but also returns the K shared token ids (int64 numpy [K]) after STE."""
         self._require_open()
         k = self.resolve_k(k)
-        return self._fuse_prepared(self._prepare(ir, vis), k)
+        return self._fuse_prepared(self._prepare(ir, vis, align), k)
 
     def _fuse_prepared(self, p: Prepared, k: int):
         if self._tiled(p.shape):
@@ -265,18 +278,18 @@ class Engine:
         fused, ids = self._run(y_ir[None, None], y_vis[None, None], k)
         return p.finish(fused[0, 0]), ids[0]
 
-    def prepare(self, ir: ImageInput, vis: ImageInput) -> Prepared:
+    def prepare(self, ir: ImageInput, vis: ImageInput, align=None) -> Prepared:
         """Read and check one pair as ``fuse`` does before the model runs (decoding, limits, sizes,
         colour decision). ``fuse_batch`` takes the result in place of an (ir, vis) pair, so a caller
         can read pairs one by one (to attribute errors and warnings) and still fuse them together."""
         self._require_open()
-        return self._prepare(ir, vis)
+        return self._prepare(ir, vis, align)
 
     def fuse_batch(
-        self, pairs: Iterable[tuple[ImageInput, ImageInput] | Prepared], k: int | None = None
+        self, pairs: Iterable[tuple[ImageInput, ImageInput] | Prepared], k: int | None = None, align=None
     ) -> list[ImageOutput]:
         """Fuse a sequence of (ir, vis) pairs (or ``prepare`` results); same-size pairs share backend
-        calls. Returns a list."""
+        calls. Returns a list. ``align``: a camera rig for the (ir, vis) pairs (None: the engine's)."""
         self._require_open()
         k = self.resolve_k(k)
         prepared = []
@@ -289,7 +302,7 @@ class Engine:
             except (TypeError, ValueError):
                 raise TypeError(f"pairs[{i}]: expected an (ir, vis) pair") from None
             try:
-                prepared.append(self._prepare(ir, vis))
+                prepared.append(self._prepare(ir, vis, align))
             except (ValueError, TypeError, FileNotFoundError) as e:
                 raise type(e)(f"pairs[{i}]: {e}") from None
         out = [None] * len(prepared)
@@ -423,7 +436,8 @@ class Engine:
         with the infrared frame nearest in presentation time; colour comes from the visible stream;
         audio is dropped. Streams of different lengths are fused over their overlap (reported);
         frames of different sizes are an error unless ``resize`` scales the infrared frames to the
-        visible size. ``reuse`` as in ``stream``. ``crf``/``preset``: libx264 quality and speed.
+        visible size, or the engine has a camera rig (``align``: the infrared frames are warped onto
+        the visible grid). ``reuse`` as in ``stream``. ``crf``/``preset``: libx264 quality and speed.
         The output is written to a temporary file and moved into place only when complete. Needs
         PyAV (``pip install 'tokfuse_rt[video]'``). Returns a ``VideoReport`` (frames, sync, time
         per stage, fps, warnings)."""
@@ -441,6 +455,7 @@ class Engine:
             progress=progress,
             crf=crf,
             preset=preset,
+            rig=self.align,
         )
 
     def info(self) -> dict:
@@ -456,6 +471,9 @@ class Engine:
             "tile_size": self.tile_size,
             "tiles": supports_tiles(self._backend),
         }
+        if self.align is not None:
+            rig = self.align.to_dict()
+            d["align"] = {k: rig[k] for k in ("model", "matrix", "ir_size", "vis_size")}
         return d
 
     def close(self) -> None:

@@ -188,17 +188,20 @@ class Prepared:
     return the result. Luminance is computed on demand, for the whole image or a window, so large
     images can be processed in tiles without full-size float copies."""
 
-    __slots__ = ("ir", "vis", "colour", "spec")
+    __slots__ = ("ir", "vis", "colour", "spec", "rig")
 
-    def __init__(self, ir, vis, max_pixels=DEFAULT_MAX_PIXELS, depth: str = "auto"):
+    def __init__(self, ir, vis, max_pixels=DEFAULT_MAX_PIXELS, depth: str = "auto", align=None):
         a, _ = to_array(ir, "ir", max_pixels, depth)
         b, spec = to_array(vis, "vis", max_pixels, depth)
-        if a.shape[:2] != b.shape[:2]:
+        if align is not None:  # a camera rig (tokfuse_rt.rig.Rig): the infrared goes onto the visible grid
+            align.check_sizes((a.shape[1], a.shape[0]), (b.shape[1], b.shape[0]))
+            a = align.warp(a)
+        elif a.shape[:2] != b.shape[:2]:
             raise ValueError(
                 f"ir and vis sizes differ: ir is {a.shape[1]}x{a.shape[0]}, vis is {b.shape[1]}x{b.shape[0]} "
-                "(the pair must be registered and of the same size)"
+                "(the pair must be registered and of the same size, or pass a camera rig: --align RIG)"
             )
-        self.ir, self.vis, self.spec = a, b, spec
+        self.ir, self.vis, self.spec, self.rig = a, b, spec, align
         self.colour = is_colour(b)
 
     @property
@@ -206,8 +209,12 @@ class Prepared:
         return self.ir.shape[:2]
 
     def luminance(self, rows: slice = slice(None), cols: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
-        """(Y_ir, Y_vis) float32 of the window ``rows`` x ``cols`` (default: the whole image)."""
-        return luminance(self.ir[rows, cols]), luminance(self.vis[rows, cols])
+        """(Y_ir, Y_vis) float32 of the window ``rows`` x ``cols`` (default: the whole image); with a rig,
+        Y_ir is what the model sees (``Rig.model_input``)."""
+        y_ir, y_vis = luminance(self.ir[rows, cols]), luminance(self.vis[rows, cols])
+        if self.rig is not None:
+            y_ir = self.rig.model_input(y_ir, y_vis, rows, cols)
+        return y_ir, y_vis
 
     def output(self) -> OutputBuilder:
         return OutputBuilder(self)
@@ -238,6 +245,8 @@ class OutputBuilder:
         """Write the fused luminance window whose top-left corner is (y0, x0)."""
         h, w = fused_y.shape
         win = (slice(y0, y0 + h), slice(x0, x0 + w))
+        if self.p.rig is not None:  # feathered into the visible image outside the infrared field of view
+            fused_y = self.p.rig.blend(fused_y, luminance(self.p.vis[win]), *win)
         if self.p.colour:
             ycc = rgb_to_ycbcr(self.p.vis[win])
             ycc[..., 0] = fused_y

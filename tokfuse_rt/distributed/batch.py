@@ -269,6 +269,7 @@ def fuse_dir_ray(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     depth: str = "auto",
     tile_size: int | None = DEFAULT_TILE,
+    align=None,
     report_path=None,
     progress: bool = True,
     max_attempts: int = 3,
@@ -284,7 +285,8 @@ def fuse_dir_ray(
     when Ray is already initialised in this process. ``actors``: size of the actor pool (default: the
     cluster's CPUs divided by ``threads_per_actor``). ``batch_size``: pairs per actor call.
     ``max_attempts``: a pair whose worker process died this many times while fusing it is reported
-    as failed (``AttemptGuard``). Everything is checked before Ray starts.
+    as failed (``AttemptGuard``). ``align``: a camera rig (path or ``Rig``) every actor applies, as
+    ``Engine(align=...)``. Everything is checked before Ray starts.
     """
     for nm, v, lo in (
         ("threads_per_actor", threads_per_actor, 1),
@@ -301,6 +303,10 @@ def fuse_dir_ray(
     out_dir = check_output_dir(out_dir, ir_dir, vis_dir)
     model_path = resolve_model(model)
     engine_options = {"max_pixels": max_pixels, "depth": depth, "tile_size": tile_size}
+    if align is not None:
+        from ..rig import as_rig
+
+        engine_options["align"] = as_rig(align)
     backend, k = _check_model(model_path, k, engine_options)
     if address not in (None, "", "auto", "local") and not import_ray().is_initialized():
         check_address(address)  # fail fast, before anything is written

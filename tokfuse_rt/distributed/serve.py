@@ -2,7 +2,7 @@
 
     tokfuse serve [--host 127.0.0.1] [--port 8000] [--model PATH] [--replicas N]
 
-    POST /fuse    multipart parts ``ir``, ``vis`` (image files) and optional ``k`` -> the fused PNG
+    POST /fuse    multipart parts ``ir``, ``vis`` (image files), optional ``k`` and ``rig`` -> the fused PNG
     POST /metrics multipart parts ``ir``, ``vis``, ``fused`` and optional ``convention`` -> the quality
                   metrics of ``tokfuse_rt.metrics`` as JSON
     GET  /healthz -> {"status": "ok"}
@@ -15,8 +15,10 @@ Each replica holds one ``Engine`` (ONNX Runtime by default: the bundled model ex
 pixels of each image are limited (checked before decoding). With a bearer token (the environment
 variable ``TOKFUSE_SERVE_TOKEN`` when the service starts), ``/fuse`` and ``/info`` need the header
 ``Authorization: Bearer <token>`` (and so does ``/metrics``; the page, its samples and ``/healthz`` do not);
-replicas only see its SHA-256. Every bad request gets a 4xx with a
-JSON body ``{"error": reason}``.
+replicas only see its SHA-256. Every bad request gets a 4xx with a JSON body ``{"error": reason}``.
+Unregistered cameras: a deployment-wide camera rig (``align``, see ``tokfuse_rt.rig``) and/or a
+per-request ``rig`` part (the rig file's JSON) warp the infrared image onto the visible grid; the
+request's rig wins.
 
 This module imports Ray at import time: import it only to serve.
 """
@@ -90,8 +92,10 @@ class TokFuseService:
         token_sha256: str | None = None,
         max_batch_size: int = 8,
         batch_wait_s: float = 0.005,
+        align: dict | None = None,
     ):
         from ..engine import Engine
+        from ..rig import as_rig
 
         self.limits = Limits(**(limits or {}))
         self.engine = Engine(
@@ -99,6 +103,7 @@ class TokFuseService:
             threads=threads,
             batch_size=max_batch_size,
             max_pixels=max(self.limits.max_pixels, MIN_PIXELS),
+            align=as_rig(align),
         )
         self.token_sha256 = token_sha256
         self.model_name = model.name
@@ -209,17 +214,18 @@ class TokFuseService:
             if need not in parts:
                 raise BadRequest(400, f"missing multipart part {need!r} (send parts 'ir' and 'vis', optional 'k')")
         k = self._parse_k(parts.get("k"))
+        rig = _parse_rig(parts.get("rig")) or self.engine.align
         ir, vis = await asyncio.gather(
             asyncio.to_thread(decode_upload, parts["ir"], "ir", self.limits.max_pixels),
             asyncio.to_thread(decode_upload, parts["vis"], "vis", self.limits.max_pixels),
         )
-        if ir.size != vis.size:
+        if rig is None and ir.size != vis.size:
             raise BadRequest(
                 400,
                 f"ir and vis sizes differ: ir is {ir.size[0]}x{ir.size[1]}, vis is "
-                f"{vis.size[0]}x{vis.size[1]} (the pair must be registered and of the same size)",
+                f"{vis.size[0]}x{vis.size[1]} (the pair must be registered and of the same size, or send a 'rig' part)",
             )
-        fused = await self._fuse_many((ir, vis, k))
+        fused = await self._fuse_many((ir, vis, k, rig))
         if isinstance(fused, Exception):
             raise BadRequest(400, str(fused))
         png = await asyncio.to_thread(_encode_png, fused)
@@ -298,20 +304,21 @@ class TokFuseService:
         return await asyncio.to_thread(self._fuse_sync, items)
 
     def _fuse_sync(self, items: list) -> list:
-        """[(ir, vis, k)] (PIL images) -> [fused PIL image, or the exception of that pair]; one
-        ``fuse_batch`` per k (pairs of the same size share backend calls)."""
+        """[(ir, vis, k, rig)] (PIL images) -> [fused PIL image, or the exception of that pair]; one
+        ``fuse_batch`` per k and rig (pairs of the same size share backend calls)."""
         out = [None] * len(items)
         by_k: dict = {}
-        for i, (_, _, k) in enumerate(items):
-            by_k.setdefault(k, []).append(i)
-        for k, idx in by_k.items():
+        for i, (_, _, k, rig) in enumerate(items):
+            by_k.setdefault((k, id(rig)), []).append(i)
+        for idx in by_k.values():
+            k, rig = items[idx[0]][2:]
             try:
-                res = self.engine.fuse_batch([items[i][:2] for i in idx], k=k)
+                res = self.engine.fuse_batch([items[i][:2] for i in idx], k=k, align=rig)
             except (ValueError, TypeError):
                 res = []
                 for i in idx:
                     try:
-                        res.append(self.engine.fuse(items[i][0], items[i][1], k=k))
+                        res.append(self.engine.fuse(items[i][0], items[i][1], k=k, align=rig))
                     except (ValueError, TypeError) as e:
                         res.append(e)
             for i, r in zip(idx, res):
@@ -354,6 +361,20 @@ def upload_metrics(ir: bytes, vis: bytes, fused: bytes, max_pixels: int, convent
     }
 
 
+def _parse_rig(raw):
+    """The optional ``rig`` part (a rig file's JSON) -> a Rig, or None; BadRequest 400 naming what is wrong."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    from ..rig import Rig
+
+    try:
+        return Rig.from_dict(json.loads(raw), source="(request part 'rig')")
+    except json.JSONDecodeError as e:
+        raise BadRequest(400, f"rig: not JSON ({e})") from None
+    except (ValueError, TypeError) as e:
+        raise BadRequest(400, str(e)) from None
+
+
 def _encode_png(img) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
@@ -369,9 +390,13 @@ def build_app(
     batch_wait_s: float = 0.005,
     limits: Limits | None = None,
     token: str | None = None,
+    align=None,
 ):
     """The Serve application (not yet running). ``model``: a model file, None for the bundled default
-    exported to ONNX; ``token``: bearer token required by /fuse and /info (None: no auth)."""
+    exported to ONNX; ``token``: bearer token required by /fuse and /info (None: no auth); ``align``:
+    a deployment-wide camera rig (path or Rig, checked here)."""
+    from ..rig import as_rig
+
     for nm, v in (("replicas", replicas), ("max_batch_size", max_batch_size)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{nm} must be a positive int, got {v!r}")
@@ -382,6 +407,7 @@ def build_app(
     limits = limits or Limits()
     if limits.max_body_bytes < 1 or limits.max_pixels < 1:
         raise ValueError(f"limits must be positive, got {limits}")
+    rig = as_rig(align)
     blob = ModelBlob.put(resolve_model(model))
     dep = TokFuseService.options(
         num_replicas=replicas,
@@ -395,6 +421,7 @@ def build_app(
         token_sha256=token_digest(token),
         max_batch_size=max_batch_size,
         batch_wait_s=float(batch_wait_s),
+        align=rig.to_dict() if rig is not None else None,
     )
 
 
@@ -420,6 +447,7 @@ def serve_forever(
     limits: Limits | None = None,
     token_env: str = TOKEN_ENV,
     ready=print,
+    align=None,
 ) -> None:
     """``tokfuse serve``: run the service until interrupted (Ctrl-C / SIGTERM), then remove it."""
     import signal
@@ -434,6 +462,7 @@ def serve_forever(
             batch_wait_s=batch_wait_s,
             limits=limits,
             token=token,
+            align=align,
         )
         url = start(app, host, port)
         ready(

@@ -158,8 +158,10 @@ def fuse_video(
     crf: int = 18,
     preset: str = "veryfast",
     queue_size: int = 8,
+    rig=None,
 ) -> VideoReport:
-    """See ``Engine.fuse_video``."""
+    """See ``Engine.fuse_video``. ``rig``: a ``tokfuse_rt.rig.Rig`` (the infrared frames are warped onto
+    the visible grid, ``Rig.model_input`` / ``Rig.blend``)."""
     t_start = time.perf_counter()
     policy = ReusePolicy.parse(reuse)
     if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= int(crf) <= 51:
@@ -179,12 +181,17 @@ def fuse_video(
         src_ir = VideoSource(ir, "ir")
         fv = src_vis.first()
         fi = src_ir.first()
-        if fv.size != fi.size:
+        if rig is not None:
+            if resize:
+                raise ValueError("resize=True (--resize) and a camera rig (--align) exclude each other")
+            rig.check_sizes(fi.size, fv.size)
+            report.warnings.append(f"infrared frames aligned onto the visible grid with {rig}")
+        elif fv.size != fi.size:
             if not resize:
                 raise ValueError(
                     f"ir and vis frame sizes differ: ir is {fi.size[0]}x{fi.size[1]}, vis is "
                     f"{fv.size[0]}x{fv.size[1]} (upright); register the streams, or pass resize=True "
-                    "(--resize) to scale the infrared frames to the visible size"
+                    "(--resize) to scale the infrared frames to the visible size, or pass a camera rig (--align RIG)"
                 )
             src_ir.close()
             src_ir = VideoSource(ir, "ir", resize_to=fv.size)
@@ -219,9 +226,14 @@ def fuse_video(
                 if enc.error is not None:
                     raise enc.error
                 t0 = time.perf_counter()
-                fused, _ = fuser.fuse(luma_to_float(fi.y), luma_to_float(fv.y))
+                y_ir, y_vis = luma_to_float(fi.y), luma_to_float(fv.y)
+                if rig is not None:
+                    y_ir = rig.model_input(rig.warp(y_ir), y_vis)
+                fused, _ = fuser.fuse(y_ir, y_vis)
+                if rig is not None:
+                    fused = rig.blend(fused, y_vis)
                 t1 = time.perf_counter()
-                src = fv if fv.colourful() else (fi if fi.colourful() else None)
+                src = fv if fv.colourful() else (fi if fi.colourful() and rig is None else None)
                 if src is not None:
                     u, v = src.u, src.v
                 else:
