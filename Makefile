@@ -62,7 +62,8 @@ GPU_PY ?= $(if $(wildcard $(VPY)),$(VPY),$(PY))
 gpu-check:
 	$(GPU_PY) scripts/gpu_check.py --out "$(OUT)" $(if $(PAIRS),--pairs "$(PAIRS)")
 
-# Reproduce the bundled default model (the trainer's defaults; about 40 min on 2 cores) and its quality reports under docs/.
+# Train the bundled default model's recipe (the trainer's defaults; about 20-30 min on 2 cores); eval-docs regenerates
+# its quality reports under docs/.
 train: build
 	$(VPY) -m tokfuse_rt.train --data ../shared/data/train --out tokfuse_rt/assets/default.safetensors
 

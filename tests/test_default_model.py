@@ -90,7 +90,6 @@ def test_medical_fusion_keeps_both_modalities(eng, shared_data, set_name):
 
 def test_default_model_metadata(eng):
     info = eng.info()
-    assert info["config"]["num_tokens"] == 64 and info["config"]["codebook_size"] == 4096
-    assert info["config"]["head"] == "layers"
+    assert info["config"]["num_tokens"] == 32 and info["config"]["codebook_size"] == 4096
     assert info["train"]["pairs"] == 306 and info["train"]["seed"] == 0
     assert default_model_path().stat().st_size <= 25 * 2**20
