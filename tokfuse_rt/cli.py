@@ -95,9 +95,10 @@ def open_engine(a: argparse.Namespace):
 
 
 def cmd_fuse(a) -> int:
-    from .outputs import check_output_path, check_quality, save_image
+    from .outputs import check_not_input, check_output_path, check_quality, save_image
 
     check_output_path(a.output)  # before any work
+    check_not_input(a.output, "output", {"ir": a.ir, "vis": a.vis})
     check_quality(a.quality)
     with open_engine(a) as eng:
         img = eng.fuse(a.ir, a.vis, k=a.k)
@@ -108,7 +109,7 @@ def cmd_fuse(a) -> int:
 
 def cmd_fuse_dir(a) -> int:
     from .engine import REPORT_NAME
-    from .outputs import check_output_dir, check_output_ext, check_quality
+    from .outputs import check_output_dir, check_output_ext, check_quality, check_report_path
     from .pairing import image_files
 
     check_output_ext(a.ext)  # everything the user got wrong, before the model loads
@@ -116,6 +117,7 @@ def cmd_fuse_dir(a) -> int:
     image_files(a.ir, "ir"), image_files(a.vis, "vis")
     check_output_dir(a.output, a.ir, a.vis)
     report = Path(a.report) if a.report else Path(a.output) / REPORT_NAME
+    check_report_path(report, a.ir, a.vis)
     if a.ray is not None:
         from .distributed.cli import fuse_dir_ray_args
 

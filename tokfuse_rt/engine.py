@@ -342,9 +342,11 @@ class Engine:
         quality = outputs.check_quality(quality)
         pairing = pair_dirs(ir_dir, vis_dir)
         out_dir = outputs.check_output_dir(out_dir, ir_dir, vis_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         if report_path is None:
             report_path = out_dir / REPORT_NAME
+        if report_path is not False:
+            outputs.check_report_path(report_path, ir_dir, vis_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
         report = FuseReport(unpaired=list(pairing.unpaired), ambiguous=list(pairing.ambiguous))
         report.removed_temps = outputs.remove_stale_temps(out_dir)
         started = _dt.datetime.now().isoformat(timespec="seconds")

@@ -9,8 +9,8 @@
 - :func:`output_ok`: the output exists, is a regular file and decodes (what resuming checks).
 - :func:`remove_stale_temps`: temporaries left by killed runs (this project's names only, owned by
   this user, from a process that is gone or older than a day).
-- :func:`check_output_ext`, :func:`check_output_path`, :func:`check_output_dir`, :func:`check_quality`:
-  validate before any work is done.
+- :func:`check_output_ext`, :func:`check_output_path`, :func:`check_output_dir`, :func:`check_quality`,
+  :func:`check_not_input`: validate before any work is done (never write onto an input).
 """
 
 from __future__ import annotations
@@ -86,6 +86,26 @@ def check_output_dir(out_dir, *input_dirs) -> Path:
     if out.exists() and not out.is_dir():
         raise ValueError(f"output folder {out} exists and is not a folder")
     return out
+
+
+def check_not_input(path, what: str = "output", files: dict | None = None, dirs: dict | None = None) -> Path:
+    """Refuse to write ``path`` onto an input: ValueError when it is (by any name: links, hard links)
+    one of ``files`` ({label: path}; non-path inputs such as arrays are ignored) or lies inside one of
+    ``dirs`` ({label: folder}). Returns ``path`` as a Path."""
+    out = Path(os.fspath(path))
+    for label, src in (files or {}).items():
+        if isinstance(src, (str, os.PathLike)) and os.path.exists(src) and out.exists() and out.samefile(src):
+            raise ValueError(f"{what} {out} is an input (the {label} file {src}); choose another path")
+    real = Path(os.path.realpath(out))
+    for label, d in (dirs or {}).items():
+        if Path(os.path.realpath(d)) in real.parents:
+            raise ValueError(f"{what} {out} is inside the {label} input folder {d}; choose a path outside the inputs")
+    return out
+
+
+def check_report_path(report, ir_dir, vis_dir) -> Path:
+    """A fuse-dir report path: not an input file, not inside an input folder (ValueError otherwise)."""
+    return check_not_input(report, "report", dirs={"ir": ir_dir, "vis": vis_dir})
 
 
 def _umask() -> int:
