@@ -186,6 +186,8 @@ def _bad_cases(pairs):
         "too small": (400, dict(files={"ir": ("a.png", tiny), "vis": ("b.png", tiny)})),
         "too many pixels": (413, dict(files={"ir": ("a.png", big), "vis": ("b.png", big)})),
         "body too large": (413, dict(files={"ir": ("a.png", b"\0" * (MAX_BODY + 1)), "vis": ("b.png", vis)})),
+        "ir as a text field": (400, dict(data={"ir": "ir.png"}, files={"vis": ("b.png", vis)})),  # curl -F ir=ir.png
+        "both text fields": (400, dict(files={"ir": (None, "ir.png"), "vis": (None, "vis.png")})),
         "k not int": (400, dict(files={"ir": ("a", ir), "vis": ("b", vis)}, data={"k": "two"})),
         "k negative": (400, dict(files={"ir": ("a", ir), "vis": ("b", vis)}, data={"k": "-1"})),
         "k over K": (400, dict(files={"ir": ("a", ir), "vis": ("b", vis)}, data={"k": "9"})),
@@ -306,3 +308,22 @@ def test_replica_killed_during_load(service, crops):
         pytest.fail(f"Serve did not restore 2 running replicas: {st}")
     r = _post(service, ir, vis)
     assert r.status_code == 200
+
+
+@pytest.mark.parametrize("case", ["out of range", "in use"])
+def test_bad_or_busy_port_is_one_clear_line(case):
+    """``--port 99999`` and a port in use: one line naming the port, no traceback, before Ray starts."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = 99999 if case == "out of range" else busy.getsockname()[1]
+        t0 = time.monotonic()
+        r = subprocess.run(
+            [sys.executable, "-m", "tokfuse_rt", "serve", "--port", str(port), "--ray", "local"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert r.returncode in (1, 2) and "Traceback" not in r.stderr, r.stderr
+    assert str(port) in r.stderr and ("in use" in r.stderr or "1..65535" in r.stderr), r.stderr
+    assert time.monotonic() - t0 < 60

@@ -5,6 +5,19 @@ from __future__ import annotations
 import sys
 
 
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port 1..65535 (a clear usage error otherwise)."""
+    import argparse
+
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be an integer in 1..65535, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be in 1..65535, got {port}")
+    return port
+
+
 def register(sub) -> None:
     s = sub.add_parser(
         "serve",
@@ -14,7 +27,7 @@ def register(sub) -> None:
         "/fuse and /info need 'Authorization: Bearer <token>'.",
     )
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    s.add_argument("--port", type=port_number, default=8000, help="port, 1..65535 (default 8000)")
     s.add_argument(
         "--model",
         "-m",

@@ -208,6 +208,11 @@ class TokFuseService:
         for key, val in form.multi_items():
             if key in parts:
                 raise BadRequest(400, f"multipart part {key!r} given twice")
+            if key in ("ir", "vis") and not isinstance(val, UploadFile):
+                raise BadRequest(
+                    400,
+                    f"multipart part {key!r} is a text field, not a file (with curl: -F {key}=@FILE, note the @)",
+                )
             parts[key] = await val.read() if isinstance(val, UploadFile) else val
         await form.close()
         return parts
@@ -298,6 +303,27 @@ def build_app(
     )
 
 
+def check_port(host: str, port: int) -> None:
+    """ValueError naming ``host:port`` when the port is out of range or cannot be listened on (in use,
+    no permission, unknown host), checked as the HTTP proxy will bind it (SO_REUSEADDR)."""
+    import socket
+
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"port must be an int in 1..65535, got {port!r}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise ValueError(f"cannot listen on {host}:{port}: unknown host ({e.strerror or e})") from None
+    fam, _, _, _, addr = infos[0]
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            why = "it is in use" if e.errno == 98 else (e.strerror or str(e))
+            raise ValueError(f"cannot listen on {host}:{port}: {why}; choose another --port") from None
+
+
 def start(app, host: str = "127.0.0.1", port: int = 8000) -> str:
     """Start Serve's HTTP proxy on ``host:port`` and run ``app`` at ``/``; returns the base URL."""
     serve.start(
@@ -325,6 +351,7 @@ def serve_forever(
     import signal
 
     token = os.environ.get(token_env) or None
+    check_port(host, port)  # before Ray starts: a clear error naming the port
     with connected(address):
         app = build_app(
             model,
