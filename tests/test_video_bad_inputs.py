@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tokfuse_rt import Engine
+from tokfuse_rt.outputs import TEMP_SUFFIX
 
 av = pytest.importorskip("av")
 
@@ -37,7 +38,7 @@ def good(real, tmp_path):
 
 
 def leftovers(d):
-    return sorted(p.name for p in d.iterdir() if ".tmp" in p.name)
+    return sorted(p.name for p in d.iterdir() if ".tmp" in p.name or p.name.endswith(TEMP_SUFFIX))
 
 
 def fuse(eng, ir, vis, out, **kw):
@@ -235,3 +236,24 @@ def test_failure_keeps_an_existing_output(eng, real, tmp_path):
     with pytest.raises(ValueError, match="k must be in"):
         fuse(eng, never, tmp_path / "vis.mp4", out, k=999)
     assert out.read_bytes() == b"previous result"
+
+
+def test_names_with_a_colon_are_local_files_never_ffmpeg_urls(eng, good, tmp_path, monkeypatch):
+    """``cam1:12:00.mp4`` in, ``12:00.mp4`` out, and ``file:vis.mp4`` (beside a ``vis.mp4`` that is no
+    video): each name is the local file of that name, as the plain names give."""
+    import shutil
+
+    ir, vis = good
+    ref = tmp_path / "ref.mp4"
+    fuse(eng, ir, vis, ref)
+    d = tmp_path / "c"
+    d.mkdir()
+    shutil.copy(ir, d / "cam1:12:00.mp4")
+    shutil.copy(vis, d / "file:vis.mp4")
+    (d / "vis.mp4").write_text("not a video\n" * 20)  # what FFmpeg's file: protocol would read instead
+    monkeypatch.chdir(d)
+    fuse(eng, "cam1:12:00.mp4", "file:vis.mp4", "12:00.mp4")
+    assert (d / "12:00.mp4").is_file()
+    got, want = decode_planes(d / "12:00.mp4"), decode_planes(ref)
+    assert len(got) == len(want) and all(np.array_equal(a[0], b[0]) for a, b in zip(got, want))
+    assert leftovers(d) == []

@@ -116,27 +116,57 @@ def _umask() -> int:
         return 0o022
 
 
-def atomic_write(path, write) -> Path:
-    """Create ``path`` atomically: ``write(fileobj)`` fills a temporary file in the same folder,
-    which is flushed, fsync'ed, given the usual permissions (0666 & ~umask) and renamed to ``path``.
-    On any failure the temporary is removed and the exception propagates; ``path`` is untouched."""
+def open_temp(path):
+    """``(file object "w+b", temporary path)``: a new temporary for ``path`` in its folder, created
+    exclusively (O_CREAT|O_EXCL|O_NOFOLLOW, unpredictable name, mode 0600) under a name that
+    :func:`remove_stale_temps` recognises. Finish with :func:`commit_temp` or :func:`discard_temp`."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name[:100]}.{_HOST}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=p.parent)
+    return os.fdopen(fd, "w+b"), Path(tmp)
+
+
+def commit_temp(f, tmp, path) -> Path:
+    """Flush, fsync and close ``f`` (from :func:`open_temp`), give ``tmp`` the usual permissions
+    (0666 & ~umask) and rename it to ``path`` (a link at ``path`` is replaced, never followed).
+    On failure the temporary is removed and the exception propagates."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
+        if not f.closed:
             f.flush()
             os.fsync(f.fileno())
+            f.close()
         os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, p)
+        os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        discard_temp(f, tmp)
         raise
-    return p
+    return Path(path)
+
+
+def discard_temp(f, tmp) -> None:
+    """Close ``f`` and remove the temporary ``tmp`` (never raises)."""
+    try:
+        f.close()
+    except Exception:  # noqa: BLE001 - closing a broken file must not hide the error being handled
+        pass
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+
+
+def atomic_write(path, write) -> Path:
+    """Create ``path`` atomically: ``write(fileobj)`` fills a temporary file in the same folder
+    (:func:`open_temp`), which is flushed, fsync'ed, given the usual permissions (0666 & ~umask) and
+    renamed to ``path``. On any failure the temporary is removed and the exception propagates;
+    ``path`` is untouched."""
+    f, tmp = open_temp(path)
+    try:
+        write(f)
+    except BaseException:
+        discard_temp(f, tmp)
+        raise
+    return commit_temp(f, tmp, path)
 
 
 def save_image(arr: np.ndarray, path, quality: int | None = None) -> Path:

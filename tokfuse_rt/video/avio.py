@@ -81,12 +81,16 @@ class VideoSource:
             raise TypeError(f"{name}: expected a video file path, got {type(path).__name__}")
         text = os.fspath(path)
         self.path = text
-        if "://" not in text:
+        url = text
+        if "://" not in text or os.path.lexists(text):
             from ..imageio import check_input_file
 
             check_input_file(text, name, "a video")
+            # a local file is opened as a file: FFmpeg's file protocol on the absolute path, so a name with
+            # ':' ("cam1:12:00.mp4", "file:x.mp4") is never taken for a protocol or URL
+            url = "file:" + os.path.abspath(text)
         try:
-            self.container = av.open(text, "r")
+            self.container = av.open(url, "r")
         except av.FFmpegError as e:
             raise ValueError(
                 f"{name}: not a readable video file (truncated, corrupt or not a video?): {text}: "
@@ -230,13 +234,18 @@ class VideoSink:
         if self.path.is_dir():
             raise ValueError(f"output {self.path} is a directory")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.stem}.tmp-{os.getpid()}-{id(self):x}{self.path.suffix}")
+        from ..outputs import open_temp
+
         self.width, self.height = int(width), int(height)
         self.padded = (self.width + self.width % 2, self.height + self.height % 2)
         self.time_base = time_base
         self.frames = 0
-        self.container = av.open(str(self.tmp), "w", format=fmt)
+        self.container = None
+        # an exclusive temporary (no link followed, removed by outputs.remove_stale_temps after a kill),
+        # handed to FFmpeg as an open file: the output name is never parsed as a URL
+        self.file, self.tmp = open_temp(self.path)
         try:
+            self.container = av.open(self.file, "w", format=fmt)
             s = self.container.add_stream("libx264", rate=rate)
             s.width, s.height = self.padded
             s.pix_fmt = "yuv420p"
@@ -267,12 +276,14 @@ class VideoSink:
         self.frames += 1
 
     def commit(self) -> Path:
+        from ..outputs import commit_temp
+
         try:
             for pkt in self.stream.encode():
                 self.container.mux(pkt)
             self.container.close()
             self.container = None
-            os.replace(self.tmp, self.path)
+            commit_temp(self.file, self.tmp, self.path)
         except BaseException:
             self.abort()
             raise
@@ -285,7 +296,6 @@ class VideoSink:
             except Exception:  # noqa: BLE001 - closing a broken container must not hide the error being reported
                 pass
             self.container = None
-        try:
-            self.tmp.unlink()
-        except FileNotFoundError:
-            pass
+        from ..outputs import discard_temp
+
+        discard_temp(self.file, self.tmp)

@@ -46,6 +46,7 @@ class VideoReport:
     seconds: dict = field(default_factory=dict)  # busy time per stage + wall
     fps: float = 0.0  # frames / wall time
     warnings: list = field(default_factory=list)
+    removed_temps: list = field(default_factory=list)  # temporaries of killed runs removed beside the output
 
     def as_dict(self) -> dict:
         from dataclasses import asdict
@@ -166,11 +167,12 @@ def fuse_video(
         raise ValueError(f"crf must be an int in [0, 51] (x264 quality, lower is better), got {crf!r}")
     if isinstance(out, (bytes, bytearray)) or not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"out: expected an output file path, got {type(out).__name__}")
-    out = Path(out)
-    for name, src in (("ir", ir), ("vis", vis)):
-        if isinstance(src, (str, os.PathLike)) and Path(src).exists() and out.exists() and out.samefile(src):
-            raise ValueError(f"output {out} is the {name} input file; choose another output path")
+    from ..outputs import check_not_input, remove_stale_temps
+
+    out = check_not_input(out, "output", {"ir": ir, "vis": vis})
     report = VideoReport(output=str(out))
+    if out.parent.is_dir():
+        report.removed_temps = [str(p) for p in remove_stale_temps(out.parent)]  # left by killed runs
     src_vis = VideoSource(vis, "vis")
     src_ir = None
     stages = []
