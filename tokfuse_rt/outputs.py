@@ -95,7 +95,7 @@ def check_not_input(path, what: str = "output", files: dict | None = None, dirs:
     out = Path(os.fspath(path))
     for label, src in (files or {}).items():
         if isinstance(src, (str, os.PathLike)) and os.path.exists(src) and out.exists() and out.samefile(src):
-            raise ValueError(f"{what} {out} is an input (the {label} file {src}); choose another path")
+            raise ValueError(f"{what} {out} is the {label} input file ({src}); choose another path")
     real = Path(os.path.realpath(out))
     for label, d in (dirs or {}).items():
         if Path(os.path.realpath(d)) in real.parents:
