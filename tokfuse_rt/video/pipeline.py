@@ -25,6 +25,7 @@ from .reuse import FrameFuser, ReusePolicy
 from .sync import SyncStats, pair_by_time
 
 _END = object()
+QUEUE_BYTES = 64 * 2**20  # frames held by each queue between the stages, at most (large frames: fewer)
 
 
 @dataclass
@@ -158,8 +159,16 @@ def fuse_video(
     crf: int = 18,
     preset: str = "veryfast",
     queue_size: int = 8,
+    guard=None,
+    max_pixels: int | None = None,
+    tile: int | None = None,
 ) -> VideoReport:
-    """See ``Engine.fuse_video``."""
+    """See ``Engine.fuse_video``. ``guard``, ``max_pixels`` and ``tile`` are the engine's: every backend
+    output checked, frames over the pixel limit refused (from the stream header, before decoding),
+    frames over 2 × tile² pixels rendered in tiles. The queues between the stages hold at most
+    QUEUE_BYTES of frames each (at least 2 frames)."""
+    from ..imageio import check_pixels
+
     t_start = time.perf_counter()
     policy = ReusePolicy.parse(reuse)
     if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= int(crf) <= 51:
@@ -178,6 +187,9 @@ def fuse_video(
     sink = None
     try:
         src_ir = VideoSource(ir, "ir")
+        for src in (src_vis, src_ir):
+            cc = src.stream.codec_context
+            check_pixels(cc.width, cc.height, f"{src.name} video {src.path}", max_pixels)
         fv = src_vis.first()
         fi = src_ir.first()
         if fv.size != fi.size:
@@ -202,6 +214,8 @@ def fuse_video(
                 f"odd frame size {width}x{height} padded to {sink.padded[0]}x{sink.padded[1]} "
                 "(H.264 4:2:0 needs even sizes; the extra row/column repeats the edge)"
             )
+        frame_bytes = 3 * width * height // 2  # one yuv420p frame
+        queue_size = max(2, min(queue_size, QUEUE_BYTES // max(frame_bytes, 1)))
         q_ir, q_vis, q_out = (queue.Queue(maxsize=queue_size) for _ in range(3))
         d_ir = _Stage("decode-ir", _decoder(src_ir, q_ir))
         d_vis = _Stage("decode-vis", _decoder(src_vis, q_vis))
@@ -209,7 +223,7 @@ def fuse_video(
         stages = [d_ir, d_vis, enc]
         for s in stages:
             s.start()
-        fuser = FrameFuser(backend, k, policy)
+        fuser = FrameFuser(backend, k, policy, guard=guard, tile=tile)
         period = src_ir.frame_period or src_vis.frame_period or 1 / 30
         stats = SyncStats()
         bar = progress_bar(enabled=progress, total=src_vis.frames_declared or None, desc="fusing video", unit="frame")
