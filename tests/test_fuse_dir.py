@@ -369,3 +369,33 @@ def test_report_and_fuse_output_never_overwrite_an_input(eng, tmp_path, capsys):
     assert {p: p.read_bytes() for p in before} == before
     with pytest.raises(ValueError, match="input"):
         eng.fuse_dir(ird, visd, out, progress=False, report_path=visd / "a.png")
+
+
+def test_sigterm_writes_the_report_and_exits_143(tiny_ckpt, tmp_path):
+    """SIGTERM mid-run (as a service manager stops a job): the report is written (interrupted), every
+    output present decodes, no temporary is left, and the exit status is the documented 143."""
+    ird, visd = _folders(tmp_path, names=[f"{i}.png" for i in range(5)])
+    out = tmp_path / "out"
+    code = f"""
+import os, signal, sys
+import tokfuse_rt.outputs as o
+from tokfuse_rt.cli import main
+real, n = o.atomic_write, []
+def terminated(path, write):
+    n.append(path)
+    if len(n) == 3:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real(path, write)
+o.atomic_write = terminated
+sys.exit(main(["fuse-dir", "--ir", {str(ird)!r}, "--vis", {str(visd)!r}, "-o", {str(out)!r}, "-q",
+               "-m", {str(tiny_ckpt)!r}]))
+"""
+    r = subprocess.run(
+        [sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True
+    )
+    assert r.returncode == 143, (r.returncode, r.stderr)
+    assert "terminated" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    d = json.loads((out / "tokfuse-report.json").read_text())
+    assert d["interrupted"] is True and 1 <= d["counts"]["fused"] <= 3
+    assert not [p for p in out.iterdir() if p.name.endswith(TEMP_SUFFIX)]
+    assert all(output_ok(p) for p in out.glob("*.png"))

@@ -257,3 +257,42 @@ def test_names_with_a_colon_are_local_files_never_ffmpeg_urls(eng, good, tmp_pat
     got, want = decode_planes(d / "12:00.mp4"), decode_planes(ref)
     assert len(got) == len(want) and all(np.array_equal(a[0], b[0]) for a, b in zip(got, want))
     assert leftovers(d) == []
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_killed_fuse_video_leaves_no_temporary(tiny_ckpt, good, tmp_path, sig):
+    """SIGTERM mid-encode: exit 143 and the temporary removed at once; SIGKILL: the next run removes
+    the temporary it left. Never an output file from an unfinished run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ir, vis = good
+    out = tmp_path / "o" / "fused.mp4"
+    code = f"""
+import os, signal, sys
+import tokfuse_rt.video.avio as avio
+from tokfuse_rt.cli import main
+real = avio.VideoSink.write
+def write(self, *a):
+    if self.frames == 3:
+        os.kill(os.getpid(), signal.{sig})
+    return real(self, *a)
+avio.VideoSink.write = write
+sys.exit(main(["fuse-video", {str(ir)!r}, {str(vis)!r}, "-o", {str(out)!r}, "-q", "-m", {str(tiny_ckpt)!r}]))
+"""
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run(
+        [sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(root)), capture_output=True, text=True
+    )
+    left = sorted(p.name for p in out.parent.iterdir())
+    if sig == "SIGTERM":
+        assert r.returncode == 143 and "Traceback" not in r.stderr, (r.returncode, r.stderr)
+        assert left == [], left
+    else:
+        assert r.returncode == -signal.SIGKILL and len(left) == 1 and left[0].endswith(TEMP_SUFFIX), left
+        with Engine(tiny_ckpt, device="cpu", threads=1) as eng:
+            rep = fuse(eng, ir, vis, out)
+        assert len(rep.removed_temps) == 1 and sorted(p.name for p in out.parent.iterdir()) == ["fused.mp4"]

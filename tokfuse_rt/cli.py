@@ -26,6 +26,7 @@ exit status:
   2    command-line usage error
   3    export trt: TensorRT or a GPU is missing (the ONNX file and the compatibility report are written)
   130  interrupted (Ctrl-C); fuse-dir still writes its report, re-running resumes
+  143  terminated (SIGTERM): the same clean-up as Ctrl-C (fuse-dir report, fuse-video temporary removed)
 """
 
 
@@ -248,8 +249,12 @@ def main(argv=None) -> int:
         print(f"tokfuse {a.command}: warning: {message}", file=file or sys.stderr)
 
     shown, warnings.showwarning = warnings.showwarning, one_line_warning
+    old_term = _on_sigterm()
     try:
         return a.func(a)
+    except Terminated:
+        print(f"tokfuse {a.command}: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"tokfuse {a.command}: interrupted", file=sys.stderr)
         return 130
@@ -263,6 +268,30 @@ def main(argv=None) -> int:
         return 1
     finally:
         warnings.showwarning = shown
+        if old_term is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, old_term)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C so every command cleans up the same way (fuse-dir
+    writes its report, fuse-video removes its temporary); the command exits with 143."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def _on_sigterm():
+    """Turn SIGTERM into :class:`Terminated` while a command runs (main thread only); returns the old
+    handler (None when not installed)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def _os_error(e: OSError) -> str:
