@@ -8,6 +8,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import io
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +34,7 @@ TOKEN = "test-token-7f3a"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAX_BODY = 2 * 1024 * 1024
 MAX_PIXELS = 500_000  # the test pairs (up to TNO 768x576 = 442368 px) pass, 1000x1000 does not
+READ_TIMEOUT_S = 3.0  # short, so the stalled-upload test ends soon
 
 
 def _free_port() -> int:
@@ -69,6 +72,8 @@ def service(tiny_onnx):
         str(MAX_BODY / 2**20),
         "--max-pixels",
         str(MAX_PIXELS),
+        "--read-timeout-s",
+        str(READ_TIMEOUT_S),
         "--ray",
         ray.get_runtime_context().gcs_address,
     ]
@@ -138,7 +143,8 @@ def test_health_and_info(service):
     r = httpx.get(f"{service}/info", headers=AUTH, timeout=30)
     info = r.json()
     assert r.status_code == 200 and info["backend"] == "onnxruntime" and info["auth"] is True
-    assert info["limits"] == {"max_body_bytes": MAX_BODY, "max_pixels": MAX_PIXELS}
+    lim = info["limits"]
+    assert (lim["max_body_bytes"], lim["max_pixels"], lim["read_timeout_s"]) == (MAX_BODY, MAX_PIXELS, READ_TIMEOUT_S)
     assert info["config"]["num_tokens"] == 8
 
 
@@ -327,3 +333,123 @@ def test_bad_or_busy_port_is_one_clear_line(case):
     assert r.returncode in (1, 2) and "Traceback" not in r.stderr, r.stderr
     assert str(port) in r.stderr and ("in use" in r.stderr or "1..65535" in r.stderr), r.stderr
     assert time.monotonic() - t0 < 60
+
+
+def _stall(url, n: int):
+    """``n`` uploads that send their headers and a few body bytes, then nothing (sockets kept open)."""
+    host, port = url.split("//")[1].split(":")
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection((host, int(port)), timeout=10)
+        s.sendall(
+            (
+                f"POST /fuse HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
+                "Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: 100000\r\n\r\n--xyz\r\n"
+            ).encode()
+        )
+        socks.append(s)
+    return socks
+
+
+def test_stalled_uploads_starve_no_one(service, engine, crops):
+    """64 uploads stall after a few body bytes (on 127.0.0.1): /healthz still answers within 1 s, a good
+    request still succeeds, and every stalled upload gets 408 once the read timeout has passed."""
+    ir, vis = (p.read_bytes() for p in crops[0])
+    want = engine.fuse(*crops[0])
+    socks = _stall(service, 64)
+    try:
+        time.sleep(1.0)  # let them all reach the replicas
+        for _ in range(3):
+            t0 = time.perf_counter()
+            r = httpx.get(f"{service}/healthz", timeout=5)
+            assert r.status_code == 200 and time.perf_counter() - t0 < 1.0, time.perf_counter() - t0
+        r = _post(service, ir, vis)
+        assert r.status_code == 200, r.text
+        assert np.array_equal(_decode(r), want)
+        t_end = time.monotonic() + READ_TIMEOUT_S + 30
+        answers = []
+        for s in socks:
+            s.settimeout(max(0.1, t_end - time.monotonic()))
+            try:
+                answers.append(s.recv(200).split(b"\r\n", 1)[0])
+            except OSError as e:
+                answers.append(type(e).__name__.encode())
+        assert all(a.startswith(b"HTTP/1.1 408") for a in answers), set(answers)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _listening(pids) -> list:
+    """(address, pid) of the TCP sockets listening in processes ``pids``, from ``ss -ltnpH``."""
+    import re
+
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    found = []
+    for line in out.splitlines():
+        cols = line.split()
+        for pid in re.findall(r"pid=(\d+)", line):
+            if int(pid) in pids:
+                found.append((cols[3], int(pid)))
+    return found
+
+
+def _descendants(pid: int) -> set:
+    kids: dict = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            kids.setdefault(ppid, []).append(int(d))
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        out.add(p)
+        todo += kids.get(p, [])
+    return out
+
+
+@pytest.mark.skipif(not shutil.which("ss"), reason="needs ss (iproute2) to list listening sockets")
+def test_local_ray_instance_listens_on_the_http_host_only(tiny_onnx):
+    """``tokfuse serve`` on 127.0.0.1 with a Ray instance of its own: every socket its processes (Ray's
+    GCS, raylet, agents, metrics, workers, the HTTP proxy) listen on is a loopback address."""
+    port = _free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "tokfuse_rt",
+        "serve",
+        "--port",
+        str(port),
+        "--model",
+        str(tiny_onnx),
+        "--ray",
+        "local",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        lines, t0 = [], time.monotonic()
+        while time.monotonic() - t0 < 240:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                break
+            lines.append(line)
+            if line.startswith("tokfuse serve: http://"):
+                break
+        assert lines and lines[-1].startswith("tokfuse serve: http://127.0.0.1:"), "".join(lines)
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30).status_code == 200
+        found = _listening(_descendants(proc.pid))
+        assert any(addr.endswith(f":{port}") for addr, _ in found), found
+        wild = [(a, p) for a, p in found if not re.match(r"^(127\.|\[::ffff:127\.|\[::1\]|localhost)", a)]
+        assert len(found) > 3 and not wild, wild
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

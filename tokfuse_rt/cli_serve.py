@@ -43,6 +43,19 @@ def register(sub) -> None:
     s.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body in MiB (default 32)")
     s.add_argument("--max-pixels", type=int, default=16_000_000, help="largest image in pixels (default 16000000)")
     s.add_argument(
+        "--read-timeout-s",
+        type=float,
+        default=10.0,
+        help="a request body with no data for this long gets 408; the whole body must arrive within 6x this "
+        "(default 10)",
+    )
+    s.add_argument(
+        "--max-uploads",
+        type=int,
+        default=128,
+        help="requests reading a body at once, per replica; 503 beyond (default 128)",
+    )
+    s.add_argument(
         "--ray",
         default="auto",
         metavar="auto|ADDRESS",
@@ -55,7 +68,15 @@ def register(sub) -> None:
 def cmd_serve(a) -> int:
     from .distributed.serve import Limits, serve_forever
 
-    limits = Limits(max_body_bytes=int(a.max_body_mb * 1024 * 1024), max_pixels=a.max_pixels)
+    body = int(a.max_body_mb * 1024 * 1024)
+    limits = Limits(
+        max_body_bytes=body,
+        max_pixels=a.max_pixels,
+        read_timeout_s=a.read_timeout_s,
+        body_timeout_s=6 * a.read_timeout_s,
+        max_uploads=a.max_uploads,
+        max_upload_bytes=max(4 * body, Limits.max_upload_bytes),
+    )
     serve_forever(
         a.model,
         host=a.host,

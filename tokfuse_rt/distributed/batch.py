@@ -322,7 +322,7 @@ def fuse_dir_ray(
     t0 = time.perf_counter()
     try:
         if pairing.pairs:  # nothing to fuse: no Ray needed
-            with connected(address) as ray:
+            with connected(address, host="127.0.0.1") as ray:  # a local instance: loopback only
                 rep.actors = actors or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads_per_actor)
                 options = {
                     "attempts_dir": str(attempts_dir),

@@ -47,8 +47,56 @@ def import_ray():
     return ray
 
 
+#: Ray's switch (read when ``ray`` is imported, and by every Ray process it starts) that makes a local
+#: instance use the loopback address as its node address: its servers then listen on 127.0.0.1 only.
+_RAY_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def is_loopback(host: str | None) -> bool:
+    import ipaddress
+
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _starts_local(ray, addr) -> bool:
+    """True when ``ray.init(address=addr)`` would start a new local instance (no cluster to join)."""
+    if addr == "local":
+        return True
+    if addr is not None:
+        return False
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        return canonicalize_bootstrap_address(None) is None
+    except Exception:  # noqa: BLE001 - cannot tell: leave Ray's own choice alone
+        return False
+
+
 @contextlib.contextmanager
-def connected(address: str | None = "auto", num_cpus: int | None = None):
+def _loopback_ray(ray):
+    """Start a local Ray instance whose processes listen on 127.0.0.1 only (GCS, raylet, agents, metrics)."""
+    from ray._private import ray_constants
+
+    old_env, old_flag = os.environ.get(_RAY_LOOPBACK_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_RAY_LOOPBACK_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = old_flag
+        if old_env is None:
+            os.environ.pop(_RAY_LOOPBACK_ENV, None)
+        else:
+            os.environ[_RAY_LOOPBACK_ENV] = old_env
+
+
+@contextlib.contextmanager
+def connected(address: str | None = "auto", num_cpus: int | None = None, host: str | None = None):
     """Use Ray for the duration of the block.
 
     Already initialised in this process: used as is. ``address`` "auto" (or None): the running
@@ -56,6 +104,8 @@ def connected(address: str | None = "auto", num_cpus: int | None = None):
     local Ray instance started for this block (``num_cpus`` logical CPUs, default all cores) and
     shut down after it. "local": a new local instance in any case. Any other value: the address of
     a running cluster (``HOST:PORT`` or ``ray://HOST:PORT``); RayConnectError if nothing answers.
+    ``host``: the address the caller serves on; when it is a loopback address, a local instance started
+    here listens on 127.0.0.1 only (a joined cluster is as it was started).
     """
     ray = import_ray()
     if ray.is_initialized():
@@ -67,11 +117,16 @@ def connected(address: str | None = "auto", num_cpus: int | None = None):
     kwargs = dict(logging_level=logging.WARNING, configure_logging=True)
     if addr is None:
         kwargs.update(num_cpus=num_cpus, include_dashboard=False)
-    ray.init(address=addr, **kwargs)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
+    loopback = host is not None and is_loopback(host) and _starts_local(ray, addr)
+    with _loopback_ray(ray) if loopback else contextlib.nullcontext():
+        if loopback:
+            addr = "local"
+            kwargs.update(num_cpus=num_cpus, include_dashboard=False)
+        ray.init(address=addr, **kwargs)
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
 
 
 def cache_dir() -> Path:

@@ -42,6 +42,10 @@ DEPLOYMENT = "TokFuseService"
 class Limits:
     max_body_bytes: int = 32 * 1024 * 1024  # whole multipart body
     max_pixels: int = 16_000_000  # per image, checked from the header before decoding
+    read_timeout_s: float = 10.0  # a request body with no data for this long gets 408 (slow or stalled client)
+    body_timeout_s: float = 60.0  # a whole request body must arrive within this (408 otherwise)
+    max_uploads: int = 128  # /fuse requests reading or holding a body at once, per replica (503 beyond)
+    max_upload_bytes: int = 128 * 1024 * 1024  # body bytes held by those requests together, per replica (503 beyond)
 
 
 class BadRequest(Exception):
@@ -102,6 +106,7 @@ class TokFuseService:
         self._fuse_many.set_batch_wait_timeout_s(batch_wait_s)
         self.batching = {"max_batch_size": max_batch_size, "batch_wait_s": batch_wait_s}
         self.batches = self.pairs = 0
+        self.uploads = self.upload_bytes = 0  # bodies being read or held now (Limits.max_uploads / max_upload_bytes)
 
     # --- HTTP ------------------------------------------------------------------------------------
     async def __call__(self, request):
@@ -121,6 +126,8 @@ class TokFuseService:
             return await handler(request)
         except BadRequest as e:
             headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+            if e.status in (408, 503):
+                headers = {"Retry-After": "1"} if e.status == 503 else {"Connection": "close"}
             return JSONResponse({"error": e.reason}, status_code=e.status, headers=headers)
         except Exception as e:  # noqa: BLE001 - a server fault, not the client's: say so, never an HTML page
             return Response(
@@ -152,10 +159,22 @@ class TokFuseService:
         return JSONResponse(json.loads(json.dumps(info, default=str)))
 
     async def _fuse(self, request):
+        lim = self.limits
+        if self.uploads >= lim.max_uploads:
+            raise BadRequest(503, f"too many uploads in progress ({lim.max_uploads}); retry shortly")
+        self.uploads += 1
+        held = [0]
+        try:
+            return await self._fuse_upload(request, held)
+        finally:
+            self.uploads -= 1
+            self.upload_bytes -= held[0]
+
+    async def _fuse_upload(self, request, held: list):
         from starlette.responses import Response
 
         t0 = time.perf_counter()
-        parts = await self._read_form(request)
+        parts = await self._read_form(request, held)
         for need in ("ir", "vis"):
             if need not in parts:
                 raise BadRequest(400, f"missing multipart part {need!r} (send parts 'ir' and 'vis', optional 'k')")
@@ -177,8 +196,38 @@ class TokFuseService:
         ms = (time.perf_counter() - t0) * 1000.0
         return Response(png, media_type="image/png", headers={"X-Tokfuse-Ms": f"{ms:.1f}"})
 
-    async def _read_form(self, request) -> dict:
-        """Multipart body -> {part name: bytes}, read with the body-size limit enforced as it streams."""
+    async def _read_body(self, request, held: list) -> bytearray:
+        """The request body, read with the limits enforced as it streams: its size, the bytes all uploads
+        of this replica hold together (503), a read timeout between chunks and a deadline for the
+        whole body (408: a slow or stalled client never holds a replica)."""
+        lim, loop = self.limits, asyncio.get_running_loop()
+        deadline = loop.time() + lim.body_timeout_s
+        body = bytearray()
+        chunks = request.stream().__aiter__()
+        while True:
+            wait = min(lim.read_timeout_s, deadline - loop.time())
+            try:
+                if wait <= 0:
+                    raise asyncio.TimeoutError
+                chunk = await asyncio.wait_for(chunks.__anext__(), wait)
+            except StopAsyncIteration:
+                return body
+            except asyncio.TimeoutError:
+                raise BadRequest(
+                    408,
+                    f"request body not received in time (read timeout {lim.read_timeout_s:g} s between chunks, "
+                    f"{lim.body_timeout_s:g} s for the whole body)",
+                ) from None
+            body += chunk
+            held[0] += len(chunk)
+            self.upload_bytes += len(chunk)
+            if len(body) > lim.max_body_bytes:
+                raise BadRequest(413, f"request body is over the limit of {lim.max_body_bytes} bytes")
+            if self.upload_bytes > lim.max_upload_bytes:
+                raise BadRequest(503, "the service holds too many upload bytes now; retry shortly")
+
+    async def _read_form(self, request, held: list) -> dict:
+        """Multipart body -> {part name: bytes}, read by :meth:`_read_body` (limits enforced as it streams)."""
         from starlette.datastructures import UploadFile
         from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -189,11 +238,7 @@ class TokFuseService:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise BadRequest(413, f"request body of {length} bytes is over the limit of {limit}")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise BadRequest(413, f"request body is over the limit of {limit} bytes")
+        body = await self._read_body(request, held)
 
         async def one_chunk():
             yield bytes(body)
@@ -285,12 +330,15 @@ def build_app(
     if not (isinstance(batch_wait_s, (int, float)) and 0 <= batch_wait_s <= 10):
         raise ValueError(f"batch_wait_s must be in [0, 10] seconds, got {batch_wait_s!r}")
     limits = limits or Limits()
-    if limits.max_body_bytes < 1 or limits.max_pixels < 1:
-        raise ValueError(f"limits must be positive, got {limits}")
+    if min(limits.max_body_bytes, limits.max_pixels, limits.max_uploads, limits.max_upload_bytes) < 1 or not (
+        0 < limits.read_timeout_s <= limits.body_timeout_s
+    ):
+        raise ValueError(f"limits must be positive (read_timeout_s <= body_timeout_s), got {limits}")
     blob = ModelBlob.put(resolve_model(model))
     dep = TokFuseService.options(
         num_replicas=replicas,
-        max_ongoing_requests=max(16, 2 * max_batch_size),
+        # room for every upload allowed plus /healthz and /info: a replica full of slow uploads still answers
+        max_ongoing_requests=limits.max_uploads + max(16, 2 * max_batch_size),
         ray_actor_options={"num_cpus": threads or 1},
     )
     return dep.bind(
@@ -352,7 +400,7 @@ def serve_forever(
 
     token = os.environ.get(token_env) or None
     check_port(host, port)  # before Ray starts: a clear error naming the port
-    with connected(address):
+    with connected(address, host=host):
         app = build_app(
             model,
             replicas=replicas,

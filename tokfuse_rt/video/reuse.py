@@ -143,6 +143,7 @@ class FrameFuser:
                 why = getattr(backend, "halves_note", None) or f"the {backend.name} backend cannot run the halves"
                 self.note = f"token reuse unavailable, every frame recomputed: {why}"
         self.frames = 0
+        self.tiled_frames = 0  # frames rendered in tiles
         self.key_frames = 0
         self.key_reasons = {"first": 0, "size": 0, "interval": 0, "scene": 0}
         self.t_tokens = self.t_render = self.t_full = 0.0
@@ -180,6 +181,7 @@ class FrameFuser:
         g = self.guard
         self.frames += 1
         tiled = self._tiled(y_ir.shape)
+        self.tiled_frames += tiled
         if not self.use_halves and not tiled:
             t0 = time.perf_counter()
             fused, ids = self.backend.run(a, b, self.k)
@@ -246,6 +248,7 @@ class FrameFuser:
             "key_frames": self.key_frames,
             "policy": self.policy.describe(),
             "reuse": self.use_halves,
+            "tiled_frames": self.tiled_frames,
         }
         if self.use_halves:
             d["key_reasons"] = dict(self.key_reasons)
