@@ -391,6 +391,10 @@ def export_onnx(
         raise ValueError(f"exporter must be auto, dynamo or torchscript, got {exporter!r}")
     t0 = time.perf_counter()
     ckpt, output = Path(ckpt), Path(output)
+    from tokfuse_rt.outputs import check_not_input
+
+    for p in (output, *half_paths(output).values()):
+        check_not_input(p, "output", {"checkpoint": ckpt})
     model, meta = load_checkpoint(ckpt, map_location="cpu")
     cfg = model.cfg
     proto, used = _trace(

@@ -248,3 +248,16 @@ def test_export_never_writes_through_a_planted_link(tiny_ckpt, tmp_path):
     assert victim.read_text() == "keep"
     for p in [out, *half_paths(out).values()]:
         assert p.is_file() and not p.is_symlink() and p.stat().st_size > 1000, p
+
+
+def test_export_refuses_to_write_onto_its_checkpoint(tiny_ckpt, tmp_path):
+    import shutil
+
+    from export.to_onnx import export_onnx
+
+    ck = tmp_path / "m.onnx"  # a checkpoint under the name the output would take
+    shutil.copy(tiny_ckpt, ck)
+    before = ck.read_bytes()
+    with pytest.raises(ValueError, match="checkpoint input file"):
+        export_onnx(ck, ck, verify=False)
+    assert ck.read_bytes() == before
