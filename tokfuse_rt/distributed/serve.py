@@ -90,8 +90,12 @@ class TokFuseService:
         token_sha256: str | None = None,
         max_batch_size: int = 8,
         batch_wait_s: float = 0.005,
+        loopback: bool = False,
     ):
         from ..engine import Engine
+
+        if loopback:
+            _replica_grpc_on_loopback()
 
         self.limits = Limits(**(limits or {}))
         self.engine = Engine(
@@ -304,6 +308,25 @@ class TokFuseService:
         return out
 
 
+def _replica_grpc_on_loopback() -> None:
+    """Ray Serve starts every replica's inter-deployment gRPC server on ``[::]:0`` (all interfaces, hard-coded
+    in ``ray.serve._private.replica``); on a Ray instance that listens on 127.0.0.1 only, bind it there too.
+    Runs in the replica process before Serve starts that server; without the hook it is a no-op."""
+    try:
+        from ray.serve._private import replica
+    except ImportError:
+        return
+    real = getattr(replica, "add_port_to_grpc_server", None)
+    if real is None or getattr(real, "tokfuse_loopback", False):
+        return
+
+    def on_loopback(server, address: str):
+        return real(server, "127.0.0.1:" + address[len("[::]:") :] if address.startswith("[::]:") else address)
+
+    on_loopback.tokfuse_loopback = True
+    replica.add_port_to_grpc_server = on_loopback
+
+
 def _encode_png(img) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
@@ -319,9 +342,11 @@ def build_app(
     batch_wait_s: float = 0.005,
     limits: Limits | None = None,
     token: str | None = None,
+    loopback: bool = False,
 ):
     """The Serve application (not yet running). ``model``: a model file, None for the bundled default
-    exported to ONNX; ``token``: bearer token required by /fuse and /info (None: no auth)."""
+    exported to ONNX; ``token``: bearer token required by /fuse and /info (None: no auth); ``loopback``:
+    the Ray instance listens on 127.0.0.1 only, so do the replicas' own servers."""
     for nm, v in (("replicas", replicas), ("max_batch_size", max_batch_size)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{nm} must be a positive int, got {v!r}")
@@ -348,6 +373,7 @@ def build_app(
         token_sha256=token_digest(token),
         max_batch_size=max_batch_size,
         batch_wait_s=float(batch_wait_s),
+        loopback=bool(loopback),
     )
 
 
@@ -400,9 +426,10 @@ def serve_forever(
 
     token = os.environ.get(token_env) or None
     check_port(host, port)  # before Ray starts: a clear error naming the port
-    with connected(address, host=host):
+    with connected(address, host=host) as ray:
         app = build_app(
             model,
+            loopback=ray.util.get_node_ip_address() == "127.0.0.1",
             replicas=replicas,
             threads=threads,
             max_batch_size=max_batch_size,
