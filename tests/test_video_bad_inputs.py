@@ -296,3 +296,13 @@ sys.exit(main(["fuse-video", {str(ir)!r}, {str(vis)!r}, "-o", {str(out)!r}, "-q"
         with Engine(tiny_ckpt, device="cpu", threads=1) as eng:
             rep = fuse(eng, ir, vis, out)
         assert len(rep.removed_temps) == 1 and sorted(p.name for p in out.parent.iterdir()) == ["fused.mp4"]
+
+
+def test_report_never_onto_an_input(tiny_ckpt, good, tmp_path, capsys):
+    from tokfuse_rt.cli import main
+
+    ir, vis = good
+    before = vis.read_bytes()
+    code = main(["fuse-video", str(ir), str(vis), "-o", str(tmp_path / "o.mp4"), "--report", str(vis), "-q"])
+    assert code == 1 and "is the vis input file" in capsys.readouterr().err
+    assert vis.read_bytes() == before and not (tmp_path / "o.mp4").exists()
