@@ -187,6 +187,7 @@ class TokFuseService:
             asyncio.to_thread(decode_upload, parts["ir"], "ir", self.limits.max_pixels),
             asyncio.to_thread(decode_upload, parts["vis"], "vis", self.limits.max_pixels),
         )
+        del parts  # the encoded bytes are not needed any more (memory: large uploads)
         if ir.size != vis.size:
             raise BadRequest(
                 400,
@@ -200,13 +201,13 @@ class TokFuseService:
         ms = (time.perf_counter() - t0) * 1000.0
         return Response(png, media_type="image/png", headers={"X-Tokfuse-Ms": f"{ms:.1f}"})
 
-    async def _read_body(self, request, held: list) -> bytearray:
-        """The request body, read with the limits enforced as it streams: its size, the bytes all uploads
-        of this replica hold together (503), a read timeout between chunks and a deadline for the
+    async def _body_chunks(self, request, held: list):
+        """The request body's chunks, with the limits enforced as it streams: its size, the bytes all
+        uploads of this replica take together (503), a read timeout between chunks and a deadline for the
         whole body (408: a slow or stalled client never holds a replica)."""
         lim, loop = self.limits, asyncio.get_running_loop()
         deadline = loop.time() + lim.body_timeout_s
-        body = bytearray()
+        size = 0
         chunks = request.stream().__aiter__()
         while True:
             wait = min(lim.read_timeout_s, deadline - loop.time())
@@ -215,23 +216,24 @@ class TokFuseService:
                     raise asyncio.TimeoutError
                 chunk = await asyncio.wait_for(chunks.__anext__(), wait)
             except StopAsyncIteration:
-                return body
+                return
             except asyncio.TimeoutError:
                 raise BadRequest(
                     408,
                     f"request body not received in time (read timeout {lim.read_timeout_s:g} s between chunks, "
                     f"{lim.body_timeout_s:g} s for the whole body)",
                 ) from None
-            body += chunk
+            size += len(chunk)
             held[0] += len(chunk)
             self.upload_bytes += len(chunk)
-            if len(body) > lim.max_body_bytes:
+            if size > lim.max_body_bytes:
                 raise BadRequest(413, f"request body is over the limit of {lim.max_body_bytes} bytes")
             if self.upload_bytes > lim.max_upload_bytes:
                 raise BadRequest(503, "the service holds too many upload bytes now; retry shortly")
+            yield chunk
 
     async def _read_form(self, request, held: list) -> dict:
-        """Multipart body -> {part name: bytes}, read by :meth:`_read_body` (limits enforced as it streams)."""
+        """Multipart body -> {part name: bytes}, read by :meth:`_body_chunks` (limits enforced as it streams)."""
         from starlette.datastructures import UploadFile
         from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -242,14 +244,9 @@ class TokFuseService:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise BadRequest(413, f"request body of {length} bytes is over the limit of {limit}")
-        body = await self._read_body(request, held)
-
-        async def one_chunk():
-            yield bytes(body)
-
-        try:
+        try:  # parsed as it streams: file parts spool to disk past 1 MB, the body is never held whole
             form = await MultiPartParser(
-                request.headers, one_chunk(), max_files=4, max_fields=4, max_part_size=limit
+                request.headers, self._body_chunks(request, held), max_files=4, max_fields=4, max_part_size=limit
             ).parse()
         except MultiPartException as e:
             raise BadRequest(400, f"malformed multipart body: {e.message}") from None

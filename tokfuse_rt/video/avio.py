@@ -20,6 +20,9 @@ import numpy as np
 LUMA_LUT = np.clip((np.arange(256, dtype=np.float32) - 16.0) / 219.0, 0.0, 1.0).astype(np.float32)
 CHROMA_NEUTRAL = 128
 OUTPUT_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}
+#: Frames with more pixels are decoded with slice threads only and encoded without x264's lookahead and
+#: B-frames (``VideoSink.low_memory``): frame threads and x264's queues would hold ~1 GB at 4096x3072.
+LOW_MEMORY_PIXELS = 1 << 23
 
 
 def require_av():
@@ -102,11 +105,12 @@ class VideoSource:
             self.container.close()
             raise ValueError(f"{name}: {text} has no video stream (streams: {', '.join(kinds)})")
         self.stream = streams.video[0]
-        self.stream.thread_type = "AUTO"
         cc = self.stream.codec_context
         if not cc.width or not cc.height:
             self.container.close()
             raise ValueError(f"{name}: {text}: the video stream has no frame size (corrupt header?)")
+        # frame threads each hold frames in flight; large frames are decoded with slice threads (bounded memory)
+        self.stream.thread_type = "SLICE" if cc.width * cc.height > LOW_MEMORY_PIXELS else "AUTO"
         self.codec = cc.name
         self.pix_fmt = cc.pix_fmt
         self.time_base = self.stream.time_base or Fraction(1, 90000)
@@ -218,7 +222,8 @@ class VideoSource:
 class VideoSink:
     """H.264 (libx264, yuv420p, BT.601 limited range tags) into a temporary file beside ``path``;
     ``commit()`` moves it into place, ``abort()`` deletes it. Odd frame sizes are padded to even
-    (4:2:0 needs even sizes) by repeating the last row / column: ``padded`` tells."""
+    (4:2:0 needs even sizes) by repeating the last row / column: ``padded`` tells. Frames over
+    LOW_MEMORY_PIXELS are encoded without lookahead and B-frames (bounded memory; ``low_memory``)."""
 
     def __init__(
         self, path, width: int, height: int, rate, time_base, crf: int = 18, preset: str = "veryfast", threads: int = 0
@@ -238,6 +243,7 @@ class VideoSink:
 
         self.width, self.height = int(width), int(height)
         self.padded = (self.width + self.width % 2, self.height + self.height % 2)
+        self.low_memory = self.width * self.height > LOW_MEMORY_PIXELS
         self.time_base = time_base
         self.frames = 0
         self.container = None
@@ -256,6 +262,8 @@ class VideoSink:
             if threads:
                 cc.thread_count = int(threads)
             s.options = {"crf": str(int(crf)), "preset": str(preset)}
+            if self.low_memory:  # x264's lookahead and B-frame queues hold ~40 frames: ~0.8 GB at 4096x3072
+                s.options["x264-params"] = "rc-lookahead=0:sync-lookahead=0:bframes=0"
             self.stream = s
         except Exception:
             self.abort()

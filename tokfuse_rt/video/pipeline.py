@@ -25,7 +25,7 @@ from .reuse import FrameFuser, ReusePolicy
 from .sync import SyncStats, pair_by_time
 
 _END = object()
-QUEUE_BYTES = 64 * 2**20  # frames held by each queue between the stages, at most (large frames: fewer)
+QUEUE_BYTES = 32 * 2**20  # frames held by each queue between the stages, at most (large frames: fewer)
 
 
 @dataclass
@@ -209,6 +209,10 @@ def fuse_video(
             raise ValueError(f"frames of {width}x{height} are too small: the model needs at least 16x16")
         sink = VideoSink(out, width, height, src_vis.rate or 30, src_vis.time_base, crf=crf, preset=preset)
         report.output_size = sink.padded
+        if sink.low_memory:
+            report.warnings.append(
+                f"frames of {width}x{height}: encoded without x264 lookahead and B-frames (bounded memory)"
+            )
         if sink.padded != (width, height):
             report.warnings.append(
                 f"odd frame size {width}x{height} padded to {sink.padded[0]}x{sink.padded[1]} "
