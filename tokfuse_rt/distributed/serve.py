@@ -194,7 +194,13 @@ class TokFuseService:
                 f"ir and vis sizes differ: ir is {ir.size[0]}x{ir.size[1]}, vis is "
                 f"{vis.size[0]}x{vis.size[1]} (the pair must be registered and of the same size)",
             )
-        fused = await self._fuse_many((ir, vis, k))
+        # read as fuse reads them now, so the decoded PIL images are not held while the pair waits and fuses
+        try:
+            pair = await asyncio.to_thread(self.engine.prepare, ir, vis)
+        except (ValueError, TypeError) as e:
+            raise BadRequest(400, str(e)) from None
+        del ir, vis
+        fused = await self._fuse_many((pair, k))
         if isinstance(fused, Exception):
             raise BadRequest(400, str(fused))
         png = await asyncio.to_thread(_encode_png, fused)
@@ -282,20 +288,20 @@ class TokFuseService:
         return await asyncio.to_thread(self._fuse_sync, items)
 
     def _fuse_sync(self, items: list) -> list:
-        """[(ir, vis, k)] (PIL images) -> [fused PIL image, or the exception of that pair]; one
-        ``fuse_batch`` per k (pairs of the same size share backend calls)."""
+        """[(pair, k)] (``Engine.prepare`` results of PIL images) -> [fused PIL image, or the exception of
+        that pair]; one ``fuse_batch`` per k (pairs of the same size share backend calls)."""
         out = [None] * len(items)
         by_k: dict = {}
-        for i, (_, _, k) in enumerate(items):
+        for i, (_, k) in enumerate(items):
             by_k.setdefault(k, []).append(i)
         for k, idx in by_k.items():
             try:
-                res = self.engine.fuse_batch([items[i][:2] for i in idx], k=k)
+                res = self.engine.fuse_batch([items[i][0] for i in idx], k=k)
             except (ValueError, TypeError):
                 res = []
                 for i in idx:
                     try:
-                        res.append(self.engine.fuse(items[i][0], items[i][1], k=k))
+                        res.append(self.engine.fuse_batch([items[i][0]], k=k)[0])
                     except (ValueError, TypeError) as e:
                         res.append(e)
             for i, r in zip(idx, res):

@@ -26,6 +26,7 @@ from .sync import SyncStats, pair_by_time
 
 _END = object()
 QUEUE_BYTES = 32 * 2**20  # frames held by each queue between the stages, at most (large frames: fewer)
+VIDEO_TILE = 512  # largest tile side for frames (beside two decoders and the encoder: ~1.3 GiB at 4096x3072)
 
 
 @dataclass
@@ -165,8 +166,8 @@ def fuse_video(
 ) -> VideoReport:
     """See ``Engine.fuse_video``. ``guard``, ``max_pixels`` and ``tile`` are the engine's: every backend
     output checked, frames over the pixel limit refused (from the stream header, before decoding),
-    frames over 2 × tile² pixels rendered in tiles. The queues between the stages hold at most
-    QUEUE_BYTES of frames each (at least 2 frames)."""
+    frames over 2 × tile² pixels rendered in tiles of at most VIDEO_TILE² pixels. The queues between the
+    stages hold at most QUEUE_BYTES of frames each (at least 2 frames)."""
     from ..imageio import check_pixels
 
     t_start = time.perf_counter()
@@ -227,7 +228,7 @@ def fuse_video(
         stages = [d_ir, d_vis, enc]
         for s in stages:
             s.start()
-        fuser = FrameFuser(backend, k, policy, guard=guard, tile=tile)
+        fuser = FrameFuser(backend, k, policy, guard=guard, tile=tile, render_tile=VIDEO_TILE)
         period = src_ir.frame_period or src_vis.frame_period or 1 / 30
         stats = SyncStats()
         bar = progress_bar(enabled=progress, total=src_vis.frames_declared or None, desc="fusing video", unit="frame")

@@ -122,11 +122,14 @@ class FrameFuser:
     ``key`` tells whether the token pathway ran for this frame. ``guard`` (a ``backends.OutputGuard``)
     checks every backend output, as ``Engine.fuse`` does. ``tile``: frames of more than 2 × tile²
     pixels are rendered in tiles (``tokfuse_rt.tiling``: the base map is kept at S×S, never upsampled to
-    the whole frame) where the backend runs the halves; None: never. Counters: ``frames``,
+    the whole frame) where the backend runs the halves, tiles of at most ``render_tile`` (default ``tile``)
+    on a side; None: never. Counters: ``frames``,
     ``key_frames``, ``key_reasons`` (first / size / interval / scene); seconds in ``t_tokens`` and
     ``t_render`` (halves) or ``t_full`` (whole model)."""
 
-    def __init__(self, backend, k: int, policy: ReusePolicy, guard=None, tile: int | None = None):
+    def __init__(
+        self, backend, k: int, policy: ReusePolicy, guard=None, tile: int | None = None, render_tile: int | None = None
+    ):
         from ..tiling import supports_tiles
 
         self.backend = backend
@@ -136,6 +139,7 @@ class FrameFuser:
         self.note = None
         self.use_halves = False
         self.tile = tile if tile and supports_tiles(backend) else None
+        self.render_tile = min(self.tile, render_tile or self.tile) if self.tile else None
         if policy.enabled:
             if getattr(backend, "has_halves", False):
                 self.use_halves = True
@@ -234,7 +238,7 @@ class FrameFuser:
         h, w = y_ir.shape
         out = np.empty((h, w), np.float32)
         halo, align = int(self.backend.render_halo), int(self.backend.render_align)
-        for y0, y1, x0, x1, wy0, wy1, wx0, wx1 in tile_windows(h, w, self.tile, halo, align):
+        for y0, y1, x0, x1, wy0, wy1, wx0, wx1 in tile_windows(h, w, self.render_tile, halo, align):
             a = y_ir[None, None, wy0:wy1, wx0:wx1]
             b = y_vis[None, None, wy0:wy1, wx0:wx1]
             base_up = upsample_window(self._base, (h, w), wy0, wy1, wx0, wx1)
