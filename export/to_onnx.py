@@ -357,16 +357,10 @@ def _finish(proto, graph: str, props: dict, dynamic_batch: bool, graph_opt: bool
 
 
 def _save_atomic(proto, path: Path) -> None:
-    import onnx
+    """``proto`` to ``path`` through an exclusive, unpredictable temporary (never a planted link)."""
+    from tokfuse_rt.outputs import atomic_write
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        onnx.save_model(proto, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda f: f.write(proto.SerializeToString()))
 
 
 def export_onnx(
@@ -397,6 +391,10 @@ def export_onnx(
         raise ValueError(f"exporter must be auto, dynamo or torchscript, got {exporter!r}")
     t0 = time.perf_counter()
     ckpt, output = Path(ckpt), Path(output)
+    from tokfuse_rt.outputs import check_not_input
+
+    for p in (output, *half_paths(output).values()):
+        check_not_input(p, "output", {"checkpoint": ckpt})
     model, meta = load_checkpoint(ckpt, map_location="cpu")
     cfg = model.cfg
     proto, used = _trace(
@@ -425,9 +423,9 @@ def export_onnx(
                 p, part, dict(props, exporter=f"torch {torch.__version__} ({used_p})"), dynamic_batch, graph_opt
             )
             parts[part] = (p, path, rw)
-    _save_atomic(proto, output)
-    for p, path, _ in parts.values():
+    for p, path, _ in parts.values():  # the halves first: a complete MODEL.onnx means its halves are there
         _save_atomic(p, path)
+    _save_atomic(proto, output)
     summary = {
         "path": str(output),
         "exporter": used,

@@ -187,11 +187,13 @@ def build_engine(
         raise TrtBuildError("TensorRT failed to build the engine: " + " | ".join(logger.errors or ["no message"]))
     plan_path = Path(plan_path)
     plan_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = plan_path.with_name(plan_path.name + ".tmp")
-    tmp.write_bytes(bytes(blob))
-    tmp.replace(plan_path)
+    from tokfuse_rt.outputs import atomic_write
+
+    data = bytes(blob)
+    atomic_write(plan_path, lambda f: f.write(data))  # exclusive temporary, no link followed
     side = sidecar_path(plan_path)
-    side.write_text(
+    _write_text(
+        side,
         json.dumps(
             {
                 "format": "tokfuse_rt.trt",
@@ -202,7 +204,7 @@ def build_engine(
                 "config": config or {},
             },
             indent=2,
-        )
+        ),
     )
     return {
         "plan": str(plan_path),
@@ -335,3 +337,9 @@ def onnx_config(onnx_path: PathLike) -> dict:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _write_text(path, text: str) -> None:
+    from tokfuse_rt.outputs import atomic_write
+
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))

@@ -492,9 +492,12 @@ def write_report(report: CompatReport, path: str | os.PathLike) -> tuple[Path, P
     """Write ``path`` (Markdown) and ``path`` with suffix .json. Returns both paths."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(report.to_markdown())
+    from tokfuse_rt.outputs import atomic_write
+
+    md, js = report.to_markdown().encode(), json.dumps(report.to_dict(), indent=2).encode()
+    atomic_write(path, lambda f: f.write(md))
     jpath = path.with_suffix(".json")
-    jpath.write_text(json.dumps(report.to_dict(), indent=2))
+    atomic_write(jpath, lambda f: f.write(js))
     return path, jpath
 
 

@@ -109,3 +109,27 @@ def test_bad_engine_arguments(tiny_ckpt, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="device='cuda'.*CUDA is not available"):
             Engine(tiny_ckpt, device="cuda")
+
+
+def test_meta_tensor_is_a_clear_error_naming_the_input(eng):
+    import torch
+
+    good = torch.zeros(20, 24)
+    with pytest.raises(ValueError, match=r"^ir: .*meta"):
+        eng.fuse(torch.empty(20, 24, device="meta"), good)
+    with pytest.raises(ValueError, match=r"^vis: .*meta"):
+        eng.fuse(good, torch.empty(3, 20, 24, device="meta"))
+
+
+def test_pil_la_image_is_read_like_its_la_conversion(eng):
+    """Mode 'La' (gray with premultiplied alpha) is read as gray like 'LA'; the result equals fusing
+    the image's own LA -> L conversion (the reference)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    la = Image.fromarray(rng.integers(0, 256, (20, 24, 2), dtype=np.uint8), "LA")
+    pre = la.convert("La")
+    ref_gray = np.asarray(pre.convert("LA").convert("L"))
+    vis = rng.integers(0, 256, (20, 24), dtype=np.uint8)
+    got = eng.fuse(pre, vis)
+    np.testing.assert_array_equal(np.asarray(got), eng.fuse(ref_gray, vis))

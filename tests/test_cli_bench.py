@@ -51,3 +51,16 @@ def test_bench_text_output_and_errors(tiny_ckpt, tmp_path, capsys):
     assert "both --ir and --vis" in capsys.readouterr().err
     assert main(["bench", "--model", str(tiny_ckpt), "--k", "99"]) == 1
     assert "k must be in [0, 8]" in capsys.readouterr().err
+
+
+def test_bench_size_over_the_pixel_limit_is_refused_before_any_work(tiny_ckpt, capsys):
+    """--size 60000x60000 (3.6 GP): one line naming the size and the limit, nothing allocated."""
+    import time
+
+    t0 = time.monotonic()
+    assert main(["bench", "--model", str(tiny_ckpt), "--size", "60000x60000", "--rounds", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "60000x60000" in err and "max-pixels" in err, err
+    assert time.monotonic() - t0 < 10
+    assert main(["bench", "--model", str(tiny_ckpt), "--size", "64x48", "--max-pixels", "1000", "--rounds", "1"]) == 1
+    assert "64x48" in capsys.readouterr().err

@@ -230,3 +230,34 @@ def test_split_concat_conv_rewrite_is_exact():
     bound = 2 * (19 * 9) * 2.0**-24 * mag
     assert np.all(np.abs(run[0].astype(np.float64) - run[1]) <= bound)
     assert split_concat_convs(m) == []  # idempotent: nothing left to split
+
+
+def test_export_never_writes_through_a_planted_link(tiny_ckpt, tmp_path):
+    """A symlink planted at any predictable temporary name (OUT.onnx.tmp and the halves') is neither
+    followed nor left as the output: the outputs are regular files, the link's target is untouched."""
+    pytest.importorskip("onnxscript")
+    from export.to_onnx import export_onnx
+    from tokfuse_rt.graphs import half_paths
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    out = tmp_path / "model.onnx"
+    for p in [out, *half_paths(out).values()]:
+        p.with_name(p.name + ".tmp").symlink_to(victim)
+    export_onnx(tiny_ckpt, out, verify=False)
+    assert victim.read_text() == "keep"
+    for p in [out, *half_paths(out).values()]:
+        assert p.is_file() and not p.is_symlink() and p.stat().st_size > 1000, p
+
+
+def test_export_refuses_to_write_onto_its_checkpoint(tiny_ckpt, tmp_path):
+    import shutil
+
+    from export.to_onnx import export_onnx
+
+    ck = tmp_path / "m.onnx"  # a checkpoint under the name the output would take
+    shutil.copy(tiny_ckpt, ck)
+    before = ck.read_bytes()
+    with pytest.raises(ValueError, match="checkpoint input file"):
+        export_onnx(ck, ck, verify=False)
+    assert ck.read_bytes() == before

@@ -327,3 +327,75 @@ def test_cli_quality_and_depth_reach_the_output(tiny_ckpt, tmp_path):
         )
     # 12-bit data: 'full' (/65535) is nearly black, 'auto' (/4095) is not
     assert np.asarray(Image.open(outs["full"])).mean() < 20 < np.asarray(Image.open(outs["auto"])).mean()
+
+
+def test_pairs_whose_output_names_clash_are_reported_not_fused(eng, tmp_path, capsys):
+    """x.png, x.jpg and x.png.png in both folders: x.png and x.png.png would both be written as
+    x.png.png, so neither is fused (reported, exit 1); no output holds another pair's image."""
+    ird, visd = _folders(tmp_path, names=("x.png", "x.jpg", "x.png.png", "y.png"))
+    out = tmp_path / "out"
+    rep = eng.fuse_dir(ird, visd, out, progress=False)
+    clash = {s for s, _ in rep.ambiguous}
+    assert clash == {"x.png"}, rep.ambiguous
+    assert "x.png.png" in rep.ambiguous[0][1] and "x.png" in rep.ambiguous[0][1]
+    written = sorted(p.name for p in rep.written)
+    assert written == ["x.jpg.png", "y.png"] and not rep.skipped
+    for name, src in (("x.jpg.png", "x.jpg"), ("y.png", "y.png")):  # each output is its own pair's fusion
+        np.testing.assert_array_equal(np.asarray(Image.open(out / name)), eng.fuse(ird / src, visd / src))
+    # a re-run still reports the clash (never "already done" for another pair's image)
+    rep2 = eng.fuse_dir(ird, visd, out, progress=False)
+    assert {s for s, _ in rep2.ambiguous} == {"x.png"} and sorted(p.name for p in rep2.skipped) == written
+    assert main(["fuse-dir", "--ir", str(ird), "--vis", str(visd), "-o", str(out), "-q", "-m", str(eng.path)]) == 1
+
+
+def test_report_and_fuse_output_never_overwrite_an_input(eng, tmp_path, capsys):
+    ird, visd = _folders(tmp_path, names=("a.png", "b.png"))
+    before = {p: p.read_bytes() for p in [*ird.iterdir(), *visd.iterdir()]}
+    out = tmp_path / "out"
+    m = ["-m", str(eng.path)]
+    for rep in (ird / "a.png", visd / "b.png", ird / "new.json"):
+        code = main(["fuse-dir", "--ir", str(ird), "--vis", str(visd), "-o", str(out), "--report", str(rep), "-q", *m])
+        assert code == 1
+        err = capsys.readouterr().err
+        assert "report" in err and "input" in err and str(rep.parent) in err, err
+        assert not out.exists()  # refused before any work
+    for target in (ird / "a.png", visd / "a.png"):
+        assert main(["fuse", str(ird / "a.png"), str(visd / "a.png"), "-o", str(target), *m]) == 1
+        err = capsys.readouterr().err
+        assert "input file" in err and str(target) in err, err
+    link = tmp_path / "link.png"
+    link.symlink_to(ird / "a.png")  # the same file under another name
+    assert main(["fuse", str(ird / "a.png"), str(visd / "a.png"), "-o", str(link), *m]) == 1
+    assert {p: p.read_bytes() for p in before} == before
+    with pytest.raises(ValueError, match="input"):
+        eng.fuse_dir(ird, visd, out, progress=False, report_path=visd / "a.png")
+
+
+def test_sigterm_writes_the_report_and_exits_143(tiny_ckpt, tmp_path):
+    """SIGTERM mid-run (as a service manager stops a job): the report is written (interrupted), every
+    output present decodes, no temporary is left, and the exit status is the documented 143."""
+    ird, visd = _folders(tmp_path, names=[f"{i}.png" for i in range(5)])
+    out = tmp_path / "out"
+    code = f"""
+import os, signal, sys
+import tokfuse_rt.outputs as o
+from tokfuse_rt.cli import main
+real, n = o.atomic_write, []
+def terminated(path, write):
+    n.append(path)
+    if len(n) == 3:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real(path, write)
+o.atomic_write = terminated
+sys.exit(main(["fuse-dir", "--ir", {str(ird)!r}, "--vis", {str(visd)!r}, "-o", {str(out)!r}, "-q",
+               "-m", {str(tiny_ckpt)!r}]))
+"""
+    r = subprocess.run(
+        [sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True
+    )
+    assert r.returncode == 143, (r.returncode, r.stderr)
+    assert "terminated" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    d = json.loads((out / "tokfuse-report.json").read_text())
+    assert d["interrupted"] is True and 1 <= d["counts"]["fused"] <= 3
+    assert not [p for p in out.iterdir() if p.name.endswith(TEMP_SUFFIX)]
+    assert all(output_ok(p) for p in out.glob("*.png"))

@@ -1,6 +1,8 @@
 """Model outputs are checked (§10): a foreign ONNX file returning NaN or a wrong shape gets a clear
 error naming the model, never a black image; backend failures name the model and the input size."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -112,3 +114,99 @@ def test_untiled_call_larger_than_memory_is_refused(tiny_ckpt, monkeypatch):
             eng.fuse(a, a)
     with Engine(tiny_ckpt) as eng:  # the PyTorch backend tiles: it runs
         assert eng.fuse(a, a).shape == (2000, 2000)
+
+
+def _nan_fused(src, dst):
+    """Copy of ONNX graph ``src`` whose output 'fused' is multiplied by NaN (metadata kept)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    m = onnx.load(str(src))
+    for n in m.graph.node:
+        n.output[:] = ["fused_raw" if o == "fused" else o for o in n.output]
+    m.graph.initializer.append(helper.make_tensor("nan_c", TensorProto.FLOAT, [], [float("nan")]))
+    m.graph.node.append(helper.make_node("Mul", ["fused_raw", "nan_c"], ["fused"]))
+    onnx.save(m, str(dst))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def nan_onnx(tiny_onnx, tmp_path_factory):
+    """The tiny session model exported to ONNX with its halves, its model and render graphs giving
+    NaN: video and stream reuse the token pathway through the halves."""
+    import shutil
+
+    from tokfuse_rt.graphs import half_paths
+
+    d = tmp_path_factory.mktemp("nan")
+    out = d / "nan.onnx"
+    _nan_fused(tiny_onnx, out)
+    src, dst = half_paths(tiny_onnx), half_paths(out)
+    shutil.copy(src["tokens"], dst["tokens"])
+    _nan_fused(src["render"], dst["render"])
+    with Engine(out) as eng:
+        assert eng.info()["halves"] == "tokens+render"
+    return out
+
+
+def _nan_models(tmp_path, nan_onnx):
+    return [nan_onnx, _foreign_onnx(tmp_path / "foreign_nan.onnx", "nan")]
+
+
+@pytest.mark.requires_ort
+def test_stream_checks_every_output_and_the_engine_limits(tmp_path, nan_onnx):
+    """``stream`` refuses a NaN model's frames as ``fuse`` does (every reuse policy), and applies the
+    engine's max_pixels and depth."""
+    rng = np.random.default_rng(0)
+    frames = [(rng.integers(0, 256, (20, 24), dtype=np.uint8),) * 2 for _ in range(3)]
+    for model in _nan_models(tmp_path, nan_onnx):
+        with Engine(model, device="cpu") as eng:
+            with pytest.raises(ModelOutputError, match="contains NaN"):
+                eng.fuse(*frames[0])
+            for reuse in ("off", "auto"):
+                with pytest.raises(ModelOutputError, match=rf"model file .*{model.name}: output 'fused' contains NaN"):
+                    list(eng.stream(frames, reuse=reuse))
+    from tokfuse_rt.imageio import ImageTooLargeError
+
+    with Engine(nan_onnx, device="cpu", max_pixels=400) as eng:
+        with pytest.raises(ImageTooLargeError, match=r"frames\[0\]: ir"):
+            next(eng.stream(frames))
+
+
+def test_stream_uses_the_engine_depth(tiny_ckpt, tmp_path):
+    """12-bit data in 16-bit PNG files: ``stream`` scales them by the engine's ``depth`` as ``fuse`` does."""
+    from PIL import Image
+
+    a = (np.arange(20 * 24).reshape(20, 24) * 7 + 100).astype(np.uint16)
+    Image.fromarray(a).save(tmp_path / "a.png")
+    res = {}
+    for depth in ("auto", "full"):
+        with Engine(tiny_ckpt, device="cpu", depth=depth) as eng, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the bit-depth note of "auto"
+            want = eng.fuse(tmp_path / "a.png", tmp_path / "a.png")
+            res[depth] = next(eng.stream([(tmp_path / "a.png", tmp_path / "a.png")], reuse="off"))
+        np.testing.assert_array_equal(res[depth], want)
+    assert not np.array_equal(res["auto"], res["full"])  # the option matters for these data
+
+
+@pytest.mark.requires_ort
+def test_fuse_video_checks_every_output_and_the_pixel_limit(tmp_path, nan_onnx, shared_data):
+    """A NaN model gives an error naming it, not an all-black video; frames over max_pixels are refused;
+    nothing is left at the output path."""
+    pytest.importorskip("av")
+    from tokfuse_rt.imageio import ImageTooLargeError
+
+    from video_cases import small_frames, write_video
+
+    ir = write_video(tmp_path / "ir.mp4", small_frames(shared_data, "ir.mp4")[:4])
+    vis = write_video(tmp_path / "vis.mp4", small_frames(shared_data, "vis.mp4")[:4])
+    out = tmp_path / "out.mp4"
+    for model in _nan_models(tmp_path, nan_onnx):
+        with Engine(model, device="cpu") as eng:
+            for reuse in ("off", "auto"):
+                with pytest.raises(ModelOutputError, match="contains NaN"):
+                    eng.fuse_video(ir, vis, out, reuse=reuse, progress=False)
+    with Engine(nan_onnx, device="cpu", max_pixels=1000) as eng:
+        with pytest.raises(ImageTooLargeError, match="vis"):
+            eng.fuse_video(ir, vis, out, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign_nan.onnx", "ir.mp4", "vis.mp4"]

@@ -350,3 +350,41 @@ def test_default_model_is_exported_once(tiny_ckpt, tmp_path):
     assert a == b and b.stat().st_mtime_ns == stamp and a.suffix == ".onnx"
     with Engine(a) as eng:
         assert eng.info()["backend"] == "onnxruntime"
+
+
+def test_default_export_leaves_no_orphans_and_keeps_its_halves(tiny_ckpt, tmp_path):
+    """The cached default export has its token/render halves beside it (so Ray and serve can tile) and
+    leaves no hidden per-process files behind."""
+    from tokfuse_rt.graphs import half_paths
+
+    a = default_onnx(tiny_ckpt, cache=tmp_path)
+    assert all(p.is_file() for p in half_paths(a).values())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([a.name, *(p.name for p in half_paths(a).values())])
+    with Engine(a) as eng:
+        assert eng.info()["halves"] == "tokens+render"
+
+
+def test_model_blob_ignores_a_planted_cache_file_and_ships_the_halves(ray_address, tiny_ckpt, tmp_path):
+    """A file planted where a node caches the model (the old shared-temp name, or the new one) never
+    runs instead of the model given: the node's copy always has the SHA-256 of the model shipped."""
+    import hashlib
+    import tempfile
+
+    from tokfuse_rt.graphs import half_paths
+
+    model = default_onnx(tiny_ckpt, cache=tmp_path / "cache")
+    blob = ModelBlob.put(model)
+    want = hashlib.sha256(model.read_bytes()).hexdigest()
+    old = Path(tempfile.gettempdir()) / "tokfuse_rt-models" / f"{want[:16]}-{model.name}"
+    old.parent.mkdir(exist_ok=True)
+    old.write_bytes(b"planted")
+    first = blob.local_path()
+    assert hashlib.sha256(first.read_bytes()).hexdigest() == want
+    first.chmod(0o644)
+    first.write_bytes(b"planted")  # tampered with after the first use
+    again = blob.local_path()
+    assert hashlib.sha256(again.read_bytes()).hexdigest() == want
+    assert all(p.is_file() for p in half_paths(again).values())
+    with Engine(again) as eng:
+        assert eng.info()["halves"] == "tokens+render"
+    old.unlink()

@@ -8,7 +8,14 @@ from __future__ import annotations
 import concurrent.futures as cf
 import io
 import math
+import os
 import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
 
 import numpy as np
@@ -23,13 +30,14 @@ httpx = pytest.importorskip("httpx")
 from tokfuse_rt import Engine
 from tokfuse_rt.imageio import ImageReadWarning
 
-from serve_common import tokfuse_serve
+from serve_common import free_port, tokfuse_serve
 
 pytestmark = pytest.mark.timeout(600)  # per test, set-up included: a bound for a busy 2-core machine
 TOKEN = "test-token-7f3a"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAX_BODY = 2 * 1024 * 1024
 MAX_PIXELS = 500_000  # the test pairs (up to TNO 768x576 = 442368 px) pass, 1000x1000 does not
+READ_TIMEOUT_S = 3.0  # short, so the stalled-upload test ends soon
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +49,7 @@ def service(tiny_onnx):
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     args = ["--replicas", "2", "--threads", "1", "--max-batch-size", "4", "--batch-wait-ms", "10"]
     args += ["--max-body-mb", str(MAX_BODY / 2**20), "--max-pixels", str(MAX_PIXELS)]
+    args += ["--read-timeout-s", str(READ_TIMEOUT_S)]
     with tokfuse_serve(tiny_onnx, args, token=TOKEN, ray_address=ray.get_runtime_context().gcs_address) as url:
         yield url
     assert "tokfuse" not in serve.status().applications, "the application outlived tokfuse serve"
@@ -88,7 +97,8 @@ def test_health_and_info(service):
     r = httpx.get(f"{service}/info", headers=AUTH, timeout=30)
     info = r.json()
     assert r.status_code == 200 and info["backend"] == "onnxruntime" and info["auth"] is True
-    assert info["limits"] == {"max_body_bytes": MAX_BODY, "max_pixels": MAX_PIXELS}
+    lim = info["limits"]
+    assert (lim["max_body_bytes"], lim["max_pixels"], lim["read_timeout_s"]) == (MAX_BODY, MAX_PIXELS, READ_TIMEOUT_S)
     assert info["config"]["num_tokens"] == 8
 
 
@@ -136,6 +146,8 @@ def _bad_cases(pairs):
         "too small": (400, dict(files={"ir": ("a.png", tiny), "vis": ("b.png", tiny)})),
         "too many pixels": (413, dict(files={"ir": ("a.png", big), "vis": ("b.png", big)})),
         "body too large": (413, dict(files={"ir": ("a.png", b"\0" * (MAX_BODY + 1)), "vis": ("b.png", vis)})),
+        "ir as a text field": (400, dict(data={"ir": "ir.png"}, files={"vis": ("b.png", vis)})),  # curl -F ir=ir.png
+        "both text fields": (400, dict(files={"ir": (None, "ir.png"), "vis": (None, "vis.png")})),
         "k not int": (400, dict(files={"ir": ("a", ir), "vis": ("b", vis)}, data={"k": "two"})),
         "k negative": (400, dict(files={"ir": ("a", ir), "vis": ("b", vis)}, data={"k": "-1"})),
         "k over K": (400, dict(files={"ir": ("a", ir), "vis": ("b", vis)}, data={"k": "9"})),
@@ -339,3 +351,142 @@ def test_replica_killed_during_load(service, crops):
         pytest.fail(f"Serve did not restore 2 running replicas: {st}")
     r = _post(service, ir, vis)
     assert r.status_code == 200
+
+
+@pytest.mark.parametrize("case", ["out of range", "in use"])
+def test_bad_or_busy_port_is_one_clear_line(case):
+    """``--port 99999`` and a port in use: one line naming the port, no traceback, before Ray starts."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = 99999 if case == "out of range" else busy.getsockname()[1]
+        t0 = time.monotonic()
+        r = subprocess.run(
+            [sys.executable, "-m", "tokfuse_rt", "serve", "--port", str(port), "--ray", "local"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert r.returncode in (1, 2) and "Traceback" not in r.stderr, r.stderr
+    assert str(port) in r.stderr and ("in use" in r.stderr or "1..65535" in r.stderr), r.stderr
+    assert time.monotonic() - t0 < 60
+
+
+def _stall(url, n: int):
+    """``n`` uploads that send their headers and a few body bytes, then nothing (sockets kept open)."""
+    host, port = url.split("//")[1].split(":")
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection((host, int(port)), timeout=10)
+        s.sendall(
+            (
+                f"POST /fuse HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
+                "Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: 100000\r\n\r\n--xyz\r\n"
+            ).encode()
+        )
+        socks.append(s)
+    return socks
+
+
+def test_stalled_uploads_starve_no_one(service, engine, crops):
+    """64 uploads stall after a few body bytes (on 127.0.0.1): /healthz still answers within 1 s, a good
+    request still succeeds, and every stalled upload gets 408 once the read timeout has passed."""
+    ir, vis = (p.read_bytes() for p in crops[0])
+    want = engine.fuse(*crops[0])
+    socks = _stall(service, 64)
+    try:
+        time.sleep(1.0)  # let them all reach the replicas
+        for _ in range(3):
+            t0 = time.perf_counter()
+            r = httpx.get(f"{service}/healthz", timeout=5)
+            assert r.status_code == 200 and time.perf_counter() - t0 < 1.0, time.perf_counter() - t0
+        r = _post(service, ir, vis)
+        assert r.status_code == 200, r.text
+        assert np.array_equal(_decode(r), want)
+        t_end = time.monotonic() + READ_TIMEOUT_S + 30
+        answers = []
+        for s in socks:
+            s.settimeout(max(0.1, t_end - time.monotonic()))
+            try:
+                answers.append(s.recv(200).split(b"\r\n", 1)[0])
+            except OSError as e:
+                answers.append(type(e).__name__.encode())
+        assert all(a.startswith(b"HTTP/1.1 408") for a in answers), set(answers)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _listening(pids) -> list:
+    """(address, pid) of the TCP sockets listening in processes ``pids``, from ``ss -ltnpH``."""
+    import re
+
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    found = []
+    for line in out.splitlines():
+        cols = line.split()
+        for pid in re.findall(r"pid=(\d+)", line):
+            if int(pid) in pids:
+                found.append((cols[3], int(pid)))
+    return found
+
+
+def _descendants(pid: int) -> set:
+    kids: dict = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            kids.setdefault(ppid, []).append(int(d))
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        out.add(p)
+        todo += kids.get(p, [])
+    return out
+
+
+@pytest.mark.skipif(not shutil.which("ss"), reason="needs ss (iproute2) to list listening sockets")
+def test_local_ray_instance_listens_on_the_http_host_only(tiny_onnx):
+    """``tokfuse serve`` on 127.0.0.1 with a Ray instance of its own: every socket its processes (Ray's
+    GCS, raylet, agents, metrics, workers, the HTTP proxy) listen on is a loopback address."""
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "tokfuse_rt",
+        "serve",
+        "--port",
+        str(port),
+        "--model",
+        str(tiny_onnx),
+        "--ray",
+        "local",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        lines, t0 = [], time.monotonic()
+        while time.monotonic() - t0 < 240:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                break
+            lines.append(line)
+            if line.startswith("tokfuse serve: http://"):
+                break
+        assert lines and lines[-1].startswith("tokfuse serve: http://127.0.0.1:"), "".join(lines)
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30).status_code == 200
+        found = _listening(_descendants(proc.pid))
+        assert any(addr.endswith(f":{port}") for addr, _ in found), found
+        wild = [(a, p) for a, p in found if not re.match(r"^(127\.|\[::ffff:127\.|\[::1\]|localhost)", a)]
+        assert len(found) > 3 and not wild, wild
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

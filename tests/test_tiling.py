@@ -188,3 +188,22 @@ def test_tiled_peak_memory_is_bounded():
     grew_mib = (d["peak_kib"] - d["before_kib"]) / 1024
     # sources 24 MiB (ir 6, vis 18) + output 18 MiB + tiles; untiled would need ~1.8 GiB more
     assert grew_mib < 400, grew_mib
+
+
+@pytest.mark.parametrize("reuse", ["off", "auto"])
+def test_stream_frames_are_tiled_like_fuse(tiny_ckpt, reuse):
+    """``stream`` renders large frames in tiles from the S x S base map (bounded memory, no frame-size
+    base map): each frame equals ``fuse`` of the same tiled engine, and is within 1 grey level of the
+    untiled stream."""
+    rng = np.random.default_rng(1)
+    frames = [(rng.integers(0, 256, (100, 131), dtype=np.uint8),) * 2 for _ in range(3)]
+    whole, tiled = _engines(tiny_ckpt, 16)
+    got = list(tiled.stream(frames, reuse="off"))
+    it = tiled.stream(frames, reuse=reuse)
+    got_reuse = list(it)
+    assert it.stats()["tiled_frames"] == 3
+    ref = list(whole.stream(frames, reuse="off"))
+    for (ir, vis), g, gr, r in zip(frames, got, got_reuse, ref):
+        assert np.array_equal(g, tiled.fuse(ir, vis))
+        assert np.array_equal(gr, g)  # the same frame repeated: the reused base map is the frame's own
+        assert _close(g, r) <= 1  # float32 sums in another order (window vs whole frame)

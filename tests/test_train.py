@@ -215,7 +215,7 @@ def test_resume_after_a_crash_in_stage_two_matches_an_uninterrupted_run(data_roo
     with pytest.raises(KeyboardInterrupt):
         train(args, cfg=TINY)
     monkeypatch.setattr(loop, "fusion_losses", real)
-    st = torch.load(tmp_path / "run" / "work" / "state.pt", weights_only=False)
+    st = torch.load(tmp_path / "run" / "work" / "state.pt", weights_only=True)
     assert (st["stage"], st["step"]) == (2, 4)
     args.resume = True
     out = train(args, cfg=TINY)
@@ -271,3 +271,36 @@ def test_missing_or_empty_data_dir(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no image pairs"):
         train(_args(tmp_path / "empty", tmp_path), cfg=TINY)
+
+
+class _Plant:
+    """A pickle payload that creates a marker file when unpickled (what a hostile state.pt does)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_resume_refuses_a_hostile_pickle_in_the_state_file(data_root, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    marker = tmp_path / "pwned"
+    torch.save({"stage": 2, "step": 1, "x": _Plant(marker)}, work / "state.pt")
+    with pytest.raises(ValueError, match="state.pt"):
+        train(_args(data_root, tmp_path, resume=True), cfg=TINY)
+    assert not marker.exists()  # the payload never ran
+
+
+def test_state_file_is_written_without_following_a_planted_link(data_root, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    for name in ("state.tmp", "state.pt.tmp"):  # the old predictable temporary names
+        (work / name).symlink_to(victim)
+    train(_args(data_root, tmp_path, steps1=2, steps2=2), cfg=TINY)
+    assert victim.read_text() == "keep"
+    st = torch.load(work / "state.pt", weights_only=True)  # loadable without unpickling code
+    assert (st["stage"], st["step"]) == (2, 2) and not (work / "state.pt").is_symlink()

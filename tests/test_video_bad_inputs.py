@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tokfuse_rt import Engine
+from tokfuse_rt.outputs import TEMP_SUFFIX
 
 av = pytest.importorskip("av")
 
@@ -37,7 +38,7 @@ def good(real, tmp_path):
 
 
 def leftovers(d):
-    return sorted(p.name for p in d.iterdir() if ".tmp" in p.name)
+    return sorted(p.name for p in d.iterdir() if ".tmp" in p.name or p.name.endswith(TEMP_SUFFIX))
 
 
 def fuse(eng, ir, vis, out, **kw):
@@ -235,3 +236,73 @@ def test_failure_keeps_an_existing_output(eng, real, tmp_path):
     with pytest.raises(ValueError, match="k must be in"):
         fuse(eng, never, tmp_path / "vis.mp4", out, k=999)
     assert out.read_bytes() == b"previous result"
+
+
+def test_names_with_a_colon_are_local_files_never_ffmpeg_urls(eng, good, tmp_path, monkeypatch):
+    """``cam1:12:00.mp4`` in, ``12:00.mp4`` out, and ``file:vis.mp4`` (beside a ``vis.mp4`` that is no
+    video): each name is the local file of that name, as the plain names give."""
+    import shutil
+
+    ir, vis = good
+    ref = tmp_path / "ref.mp4"
+    fuse(eng, ir, vis, ref)
+    d = tmp_path / "c"
+    d.mkdir()
+    shutil.copy(ir, d / "cam1:12:00.mp4")
+    shutil.copy(vis, d / "file:vis.mp4")
+    (d / "vis.mp4").write_text("not a video\n" * 20)  # what FFmpeg's file: protocol would read instead
+    monkeypatch.chdir(d)
+    fuse(eng, "cam1:12:00.mp4", "file:vis.mp4", "12:00.mp4")
+    assert (d / "12:00.mp4").is_file()
+    got, want = decode_planes(d / "12:00.mp4"), decode_planes(ref)
+    assert len(got) == len(want) and all(np.array_equal(a[0], b[0]) for a, b in zip(got, want))
+    assert leftovers(d) == []
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_killed_fuse_video_leaves_no_temporary(tiny_ckpt, good, tmp_path, sig):
+    """SIGTERM mid-encode: exit 143 and the temporary removed at once; SIGKILL: the next run removes
+    the temporary it left. Never an output file from an unfinished run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ir, vis = good
+    out = tmp_path / "o" / "fused.mp4"
+    code = f"""
+import os, signal, sys
+import tokfuse_rt.video.avio as avio
+from tokfuse_rt.cli import main
+real = avio.VideoSink.write
+def write(self, *a):
+    if self.frames == 3:
+        os.kill(os.getpid(), signal.{sig})
+    return real(self, *a)
+avio.VideoSink.write = write
+sys.exit(main(["fuse-video", {str(ir)!r}, {str(vis)!r}, "-o", {str(out)!r}, "-q", "-m", {str(tiny_ckpt)!r}]))
+"""
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run(
+        [sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(root)), capture_output=True, text=True
+    )
+    left = sorted(p.name for p in out.parent.iterdir())
+    if sig == "SIGTERM":
+        assert r.returncode == 143 and "Traceback" not in r.stderr, (r.returncode, r.stderr)
+        assert left == [], left
+    else:
+        assert r.returncode == -signal.SIGKILL and len(left) == 1 and left[0].endswith(TEMP_SUFFIX), left
+        with Engine(tiny_ckpt, device="cpu", threads=1) as eng:
+            rep = fuse(eng, ir, vis, out)
+        assert len(rep.removed_temps) == 1 and sorted(p.name for p in out.parent.iterdir()) == ["fused.mp4"]
+
+
+def test_report_never_onto_an_input(tiny_ckpt, good, tmp_path, capsys):
+    from tokfuse_rt.cli import main
+
+    ir, vis = good
+    before = vis.read_bytes()
+    code = main(["fuse-video", str(ir), str(vis), "-o", str(tmp_path / "o.mp4"), "--report", str(vis), "-q"])
+    assert code == 1 and "is the vis input file" in capsys.readouterr().err
+    assert vis.read_bytes() == before and not (tmp_path / "o.mp4").exists()

@@ -28,6 +28,7 @@ exit status:
   2    command-line usage error
   3    export trt: TensorRT or a GPU is missing (the ONNX file and the compatibility report are written)
   130  interrupted (Ctrl-C); fuse-dir still writes its report, re-running resumes
+  143  terminated (SIGTERM): the same clean-up as Ctrl-C (fuse-dir report, fuse-video temporary removed)
 """
 
 
@@ -109,9 +110,10 @@ def open_engine(a: argparse.Namespace):
 
 
 def cmd_fuse(a) -> int:
-    from .outputs import check_output_path, check_quality, save_image
+    from .outputs import check_not_input, check_output_path, check_quality, save_image
 
     check_output_path(a.output)  # before any work
+    check_not_input(a.output, "output", {"ir": a.ir, "vis": a.vis})
     check_quality(a.quality)
     with open_engine(a) as eng:
         img = eng.fuse(a.ir, a.vis, k=a.k)
@@ -122,7 +124,7 @@ def cmd_fuse(a) -> int:
 
 def cmd_fuse_dir(a) -> int:
     from .engine import REPORT_NAME
-    from .outputs import check_output_dir, check_output_ext, check_quality
+    from .outputs import check_output_dir, check_output_ext, check_quality, check_report_path
     from .pairing import image_files
 
     check_output_ext(a.ext)  # everything the user got wrong, before the model loads
@@ -130,6 +132,7 @@ def cmd_fuse_dir(a) -> int:
     image_files(a.ir, "ir"), image_files(a.vis, "vis")
     check_output_dir(a.output, a.ir, a.vis)
     report = Path(a.report) if a.report else Path(a.output) / REPORT_NAME
+    check_report_path(report, a.ir, a.vis)
     if a.ray is not None:
         from .distributed.cli import fuse_dir_ray_args
 
@@ -262,8 +265,12 @@ def main(argv=None) -> int:
         print(f"tokfuse {a.command}: warning: {message}", file=file or sys.stderr)
 
     shown, warnings.showwarning = warnings.showwarning, one_line_warning
+    old_term = _on_sigterm()
     try:
         return a.func(a)
+    except Terminated:
+        print(f"tokfuse {a.command}: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"tokfuse {a.command}: interrupted", file=sys.stderr)
         return 130
@@ -277,6 +284,30 @@ def main(argv=None) -> int:
         return 1
     finally:
         warnings.showwarning = shown
+        if old_term is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, old_term)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C so every command cleans up the same way (fuse-dir
+    writes its report, fuse-video removes its temporary); the command exits with 143."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def _on_sigterm():
+    """Turn SIGTERM into :class:`Terminated` while a command runs (main thread only); returns the old
+    handler (None when not installed)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def _os_error(e: OSError) -> str:

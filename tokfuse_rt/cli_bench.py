@@ -1,7 +1,7 @@
 """``tokfuse bench``: time ``Engine.fuse`` on one pair, for one or more models side by side.
 
     tokfuse bench [--model M [--model M2 ...]] [--ir IR --vis VIS] [--size WxH] [--rounds 20] [--warmup 3]
-                  [--k K] [--device D] [--threads N] [--json]
+                  [--k K] [--device D] [--threads N] [--max-pixels N] [--json]
 
 Each model's engine fuses the same pair (default: the bundled sample pair, ``--size`` resizes it) ``--warmup``
 times untimed, then ``--rounds`` times, each call timed alone (``time.perf_counter``). The pair is decoded once
@@ -44,6 +44,14 @@ def register(subparsers) -> None:
     b.add_argument("--ir", default=None, help="infrared image (default: the bundled sample pair)")
     b.add_argument("--vis", default=None, help="visible image (with --ir)")
     b.add_argument("--size", default=None, metavar="WxH", help="resize the pair to WxH first (bilinear)")
+    from .imageio import DEFAULT_MAX_PIXELS
+
+    b.add_argument(
+        "--max-pixels",
+        type=float,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"refuse a pair (or --size) with more pixels, before any work (default: {DEFAULT_MAX_PIXELS:.0e})",
+    )
     b.add_argument("--rounds", type=int, default=20, help="timed calls per model (default 20)")
     b.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
     b.add_argument("--k", type=int, default=None, help="tokens edited by STE (default: each model's)")
@@ -53,8 +61,8 @@ def register(subparsers) -> None:
     b.set_defaults(func=cmd_bench)
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'640x480' -> (640, 480); ValueError naming --size otherwise."""
+def parse_size(text: str, max_pixels: int | None = None) -> tuple[int, int]:
+    """'640x480' -> (640, 480); ValueError naming --size otherwise (also over ``max_pixels``)."""
     from .graphs import MIN_SIDE
 
     parts = str(text).lower().replace("×", "x").split("x")
@@ -64,11 +72,14 @@ def parse_size(text: str) -> tuple[int, int]:
         raise ValueError(f"--size {text!r}: expected WxH, e.g. 640x480") from None
     if min(w, h) < MIN_SIDE:
         raise ValueError(f"--size {text!r}: width and height must be >= {MIN_SIDE}")
+    if max_pixels is not None and w * h > max_pixels:
+        raise ValueError(f"--size {text}: {w * h} pixels is over the limit of {int(max_pixels)} (--max-pixels)")
     return w, h
 
 
-def load_pair(ir, vis, size):
-    """(ir, vis) decoded as arrays (uint8), resized to ``size`` = (W, H) when given."""
+def load_pair(ir, vis, size, max_pixels=None):
+    """(ir, vis) decoded as arrays (uint8; files over ``max_pixels`` refused from the header), resized to
+    ``size`` = (W, H) when given."""
     from PIL import Image
 
     from .engine import DEFAULT_MODEL
@@ -78,7 +89,7 @@ def load_pair(ir, vis, size):
         raise ValueError("give both --ir and --vis, or neither (the bundled sample pair)")
     if ir is None:
         ir, vis = (DEFAULT_MODEL.parent / f"sample_{n}.png" for n in ("ir", "vis"))
-    arrays = [load_image(p, name) for p, name in ((ir, "ir"), (vis, "vis"))]
+    arrays = [load_image(p, name, max_pixels=max_pixels) for p, name in ((ir, "ir"), (vis, "vis"))]
     if size is not None:
         import numpy as np
 
@@ -116,12 +127,13 @@ def cmd_bench(a) -> int:
 
     if a.rounds < 1 or a.warmup < 0:
         raise ValueError(f"--rounds must be >= 1 and --warmup >= 0, got {a.rounds} and {a.warmup}")
-    size = parse_size(a.size) if a.size else None
-    ir, vis = load_pair(a.ir, a.vis, size)
+    max_pixels = int(a.max_pixels) if a.max_pixels else None
+    size = parse_size(a.size, max_pixels) if a.size else None
+    ir, vis = load_pair(a.ir, a.vis, size, max_pixels)
     results = []
     for model in a.model or ["default"]:
         path = None if model.lower() == "default" else model
-        with Engine(path, device=a.device, threads=a.threads) as eng:
+        with Engine(path, device=a.device, threads=a.threads, max_pixels=max_pixels) as eng:
             info = eng.info()
             r = {
                 "model": str(eng.path),

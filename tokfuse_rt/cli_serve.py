@@ -5,6 +5,19 @@ from __future__ import annotations
 import sys
 
 
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port 1..65535 (a clear usage error otherwise)."""
+    import argparse
+
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be an integer in 1..65535, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be in 1..65535, got {port}")
+    return port
+
+
 def register(sub) -> None:
     s = sub.add_parser(
         "serve",
@@ -15,7 +28,7 @@ def register(sub) -> None:
         "and /info need 'Authorization: Bearer <token>'.",
     )
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    s.add_argument("--port", type=port_number, default=8000, help="port, 1..65535 (default 8000)")
     s.add_argument(
         "--model",
         "-m",
@@ -30,6 +43,19 @@ def register(sub) -> None:
     )
     s.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body in MiB (default 32)")
     s.add_argument("--max-pixels", type=int, default=16_000_000, help="largest image in pixels (default 16000000)")
+    s.add_argument(
+        "--read-timeout-s",
+        type=float,
+        default=10.0,
+        help="a request body with no data for this long gets 408; the whole body must arrive within 6x this "
+        "(default 10)",
+    )
+    s.add_argument(
+        "--max-uploads",
+        type=int,
+        default=128,
+        help="requests reading a body at once, per replica; 503 beyond (default 128)",
+    )
     s.add_argument(
         "--ray",
         default="auto",
@@ -52,7 +78,15 @@ def cmd_serve(a) -> int:
     rig = as_rig(a.align)  # a bad rig file fails before Ray starts
     from .distributed.serve import Limits, serve_forever
 
-    limits = Limits(max_body_bytes=int(a.max_body_mb * 1024 * 1024), max_pixels=a.max_pixels)
+    body = int(a.max_body_mb * 1024 * 1024)
+    limits = Limits(
+        max_body_bytes=body,
+        max_pixels=a.max_pixels,
+        read_timeout_s=a.read_timeout_s,
+        body_timeout_s=6 * a.read_timeout_s,
+        max_uploads=a.max_uploads,
+        max_upload_bytes=max(4 * body, Limits.max_upload_bytes),
+    )
     serve_forever(
         a.model,
         host=a.host,

@@ -60,7 +60,10 @@ def register(subparsers) -> None:
 
 def cmd_fuse_video(a) -> int:
     from .cli import open_engine
+    from .outputs import atomic_write, check_not_input
 
+    if a.report:
+        check_not_input(a.report, "report", {"ir": a.ir, "vis": a.vis, "output": a.output})
     with open_engine(a) as eng:
         rep = eng.fuse_video(
             a.ir,
@@ -78,7 +81,7 @@ def cmd_fuse_video(a) -> int:
     print(f"  backend: {backend}")
     if a.report:
         p = Path(a.report)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(rep.as_dict(), indent=2, default=str) + "\n", encoding="utf-8")
+        data = (json.dumps(rep.as_dict(), indent=2, default=str) + "\n").encode("utf-8")
+        atomic_write(p, lambda f: f.write(data))
         print(f"report: {p.resolve()}")
     return 0

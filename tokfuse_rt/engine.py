@@ -355,9 +355,11 @@ class Engine:
         quality = outputs.check_quality(quality)
         pairing = pair_dirs(ir_dir, vis_dir)
         out_dir = outputs.check_output_dir(out_dir, ir_dir, vis_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         if report_path is None:
             report_path = out_dir / REPORT_NAME
+        if report_path is not False:
+            outputs.check_report_path(report_path, ir_dir, vis_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
         report = FuseReport(unpaired=list(pairing.unpaired), ambiguous=list(pairing.ambiguous))
         report.removed_temps = outputs.remove_stale_temps(out_dir)
         started = _dt.datetime.now().isoformat(timespec="seconds")
@@ -411,12 +413,22 @@ class Engine:
         :class:`tokfuse_rt.video.ReusePolicy`: None/"auto" the default policy, "off" recompute every
         frame, an int N, or "interval=N,scene=T") lets later frames reuse the token pathway of a key
         frame; with ``reuse="off"`` every frame equals ``fuse`` of its pair. The iterator's
-        ``stats()`` counts frames and key frames."""
+        ``stats()`` counts frames and key frames. The engine's ``max_pixels``, ``depth``, ``tile_size`` and
+        output checks apply to every frame as to ``fuse``."""
         self._require_open()
         from .video.reuse import ReusePolicy
         from .video.stream import FrameStream
 
-        return FrameStream(self._backend, frames, self.resolve_k(k), ReusePolicy.parse(reuse))
+        return FrameStream(
+            self._backend,
+            frames,
+            self.resolve_k(k),
+            ReusePolicy.parse(reuse),
+            guard=self._guard,
+            max_pixels=self.max_pixels,
+            depth=self.depth,
+            tile=self.tile_size,
+        )
 
     def fuse_video(
         self,
@@ -440,7 +452,8 @@ class Engine:
         the visible grid). ``reuse`` as in ``stream``. ``crf``/``preset``: libx264 quality and speed.
         The output is written to a temporary file and moved into place only when complete. Needs
         PyAV (``pip install 'tokfuse_rt[video]'``). Returns a ``VideoReport`` (frames, sync, time
-        per stage, fps, warnings)."""
+        per stage, fps, warnings). The engine's ``max_pixels`` (from the stream headers), ``tile_size``
+        (bounded memory for large frames) and output checks apply to every frame."""
         self._require_open()
         from .video.pipeline import fuse_video
 
@@ -456,6 +469,9 @@ class Engine:
             crf=crf,
             preset=preset,
             rig=self.align,
+            guard=self._guard,
+            max_pixels=self.max_pixels,
+            tile=self.tile_size,
         )
 
     def info(self) -> dict:

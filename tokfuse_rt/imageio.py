@@ -212,10 +212,15 @@ def pil_to_array(im, name: str = "image", depth: str = "auto", max_pixels=DEFAUL
         return scale_to_unit(np.asarray(im), name, depth, container_bits=31)
     if mode == "F":
         return scale_to_unit(np.asarray(im), name, depth)
-    if mode in ("1", "L", "LA", "La"):
-        return np.asarray(im.convert("L") if mode != "L" else im, dtype=np.uint8)
-    if mode in ("RGB", "RGBA", "RGBa", "RGBX", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
-        return np.asarray(im.convert("RGB") if mode != "RGB" else im, dtype=np.uint8)
+    try:
+        if mode in ("1", "L", "LA", "La"):
+            if mode == "La":  # premultiplied alpha: Pillow converts it only to LA
+                im = im.convert("LA")
+            return np.asarray(im.convert("L") if mode != "L" else im, dtype=np.uint8)
+        if mode in ("RGB", "RGBA", "RGBa", "RGBX", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+            return np.asarray(im.convert("RGB") if mode != "RGB" else im, dtype=np.uint8)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{name}: cannot convert image mode {mode!r} to gray or RGB: {e}") from None
     raise ValueError(f"{name}: unsupported image mode {mode!r}")
 
 

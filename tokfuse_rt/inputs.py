@@ -118,11 +118,18 @@ def _from_torch(t, name: str) -> tuple[np.ndarray, Spec]:
         raise ValueError(f"{name}: expected a (H, W), (1, H, W) or (3, H, W) tensor, got shape {tuple(t.shape)}")
     else:
         raise ValueError(f"{name}: expected a (H, W), (1, H, W) or (3, H, W) tensor, got shape {tuple(t.shape)}")
+    if t.device.type == "meta" or t.is_sparse:
+        raise ValueError(
+            f"{name}: a torch tensor on the {t.device.type} device (layout {t.layout}) holds no readable data"
+        )
     spec = Spec("torch", layout, t.dtype, t.device)
     t = t.detach()
     if t.dtype in (torch.float16, torch.bfloat16, torch.float64):
         t = t.float()
-    a = t.cpu().numpy()
+    try:
+        a = t.cpu().numpy()
+    except (RuntimeError, NotImplementedError, TypeError) as e:
+        raise ValueError(f"{name}: cannot read the torch tensor on {t.device}: {str(e).splitlines()[0]}") from None
     if layout == "1hw":
         a = a[0]
     elif layout == "3hw":

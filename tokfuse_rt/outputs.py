@@ -9,8 +9,8 @@
 - :func:`output_ok`: the output exists, is a regular file and decodes (what resuming checks).
 - :func:`remove_stale_temps`: temporaries left by killed runs (this project's names only, owned by
   this user, from a process that is gone or older than a day).
-- :func:`check_output_ext`, :func:`check_output_path`, :func:`check_output_dir`, :func:`check_quality`:
-  validate before any work is done.
+- :func:`check_output_ext`, :func:`check_output_path`, :func:`check_output_dir`, :func:`check_quality`,
+  :func:`check_not_input`: validate before any work is done (never write onto an input).
 """
 
 from __future__ import annotations
@@ -88,6 +88,26 @@ def check_output_dir(out_dir, *input_dirs) -> Path:
     return out
 
 
+def check_not_input(path, what: str = "output", files: dict | None = None, dirs: dict | None = None) -> Path:
+    """Refuse to write ``path`` onto an input: ValueError when it is (by any name: links, hard links)
+    one of ``files`` ({label: path}; non-path inputs such as arrays are ignored) or lies inside one of
+    ``dirs`` ({label: folder}). Returns ``path`` as a Path."""
+    out = Path(os.fspath(path))
+    for label, src in (files or {}).items():
+        if isinstance(src, (str, os.PathLike)) and os.path.exists(src) and out.exists() and out.samefile(src):
+            raise ValueError(f"{what} {out} is the {label} input file ({src}); choose another path")
+    real = Path(os.path.realpath(out))
+    for label, d in (dirs or {}).items():
+        if Path(os.path.realpath(d)) in real.parents:
+            raise ValueError(f"{what} {out} is inside the {label} input folder {d}; choose a path outside the inputs")
+    return out
+
+
+def check_report_path(report, ir_dir, vis_dir) -> Path:
+    """A fuse-dir report path: not an input file, not inside an input folder (ValueError otherwise)."""
+    return check_not_input(report, "report", dirs={"ir": ir_dir, "vis": vis_dir})
+
+
 def _umask() -> int:
     try:
         with open("/proc/self/status") as f:
@@ -96,27 +116,57 @@ def _umask() -> int:
         return 0o022
 
 
-def atomic_write(path, write) -> Path:
-    """Create ``path`` atomically: ``write(fileobj)`` fills a temporary file in the same folder,
-    which is flushed, fsync'ed, given the usual permissions (0666 & ~umask) and renamed to ``path``.
-    On any failure the temporary is removed and the exception propagates; ``path`` is untouched."""
+def open_temp(path):
+    """``(file object "w+b", temporary path)``: a new temporary for ``path`` in its folder, created
+    exclusively (O_CREAT|O_EXCL|O_NOFOLLOW, unpredictable name, mode 0600) under a name that
+    :func:`remove_stale_temps` recognises. Finish with :func:`commit_temp` or :func:`discard_temp`."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name[:100]}.{_HOST}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=p.parent)
+    return os.fdopen(fd, "w+b"), Path(tmp)
+
+
+def commit_temp(f, tmp, path) -> Path:
+    """Flush, fsync and close ``f`` (from :func:`open_temp`), give ``tmp`` the usual permissions
+    (0666 & ~umask) and rename it to ``path`` (a link at ``path`` is replaced, never followed).
+    On failure the temporary is removed and the exception propagates."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
+        if not f.closed:
             f.flush()
             os.fsync(f.fileno())
+            f.close()
         os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, p)
+        os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        discard_temp(f, tmp)
         raise
-    return p
+    return Path(path)
+
+
+def discard_temp(f, tmp) -> None:
+    """Close ``f`` and remove the temporary ``tmp`` (never raises)."""
+    try:
+        f.close()
+    except Exception:  # noqa: BLE001 - closing a broken file must not hide the error being handled
+        pass
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+
+
+def atomic_write(path, write) -> Path:
+    """Create ``path`` atomically: ``write(fileobj)`` fills a temporary file in the same folder
+    (:func:`open_temp`), which is flushed, fsync'ed, given the usual permissions (0666 & ~umask) and
+    renamed to ``path``. On any failure the temporary is removed and the exception propagates;
+    ``path`` is untouched."""
+    f, tmp = open_temp(path)
+    try:
+        write(f)
+    except BaseException:
+        discard_temp(f, tmp)
+        raise
+    return commit_temp(f, tmp, path)
 
 
 def save_image(arr: np.ndarray, path, quality: int | None = None) -> Path:

@@ -13,7 +13,9 @@ and the scripts. The rules:
   e.g. ``ir/x.png`` + ``ir/x.tif`` with ``vis/x.jpg``) are reported and not paired.
 - **Unpaired** files (no partner) are reported.
 - Pairs are ordered by the infrared file name. A pair's output stem is its stem, or its full
-  infrared file name where two pairs share a stem (``x.png`` -> ``x.png.png``).
+  infrared file name where two pairs share a stem (``x.png`` -> ``x.png.png``). Pairs whose output
+  stems still clash (``x.png`` and ``x.png.png`` beside ``x.jpg``; any case) are reported as
+  ambiguous and not paired: no output can hold another pair's image.
 - **Folder trees** (:func:`pair_trees`, for ``fuse-dir --ray``): folder by folder at the same
   relative path, each pair of folders by the rules above.
 - **Set folders**: ``<set>/ir`` + ``<set>/vi``, ``<set>/ir`` + ``<set>/vis`` (IVIF), ``<set>/a`` +
@@ -82,6 +84,13 @@ def by_stem(files) -> dict[str, list[Path]]:
     return out
 
 
+def by_key(items, key) -> dict:
+    out: dict = {}
+    for x in items:
+        out.setdefault(key(x), []).append(x)
+    return out
+
+
 def pair_files(ir_files, vis_files, labels=("ir", "vis")) -> Pairing:
     """Pair two lists of files by the rules above (the files need not share a folder)."""
     a, b = by_stem(ir_files), by_stem(vis_files)
@@ -112,7 +121,19 @@ def pair_files(ir_files, vis_files, labels=("ir", "vis")) -> Pairing:
             left_b += cb
     found.sort(key=lambda ab: ab[0])
     stems = by_stem(ir for ir, _ in found)
-    res.pairs = [Pair(ir.name, ir, vis, ir.stem if len(stems[ir.stem]) == 1 else ir.name) for ir, vis in found]
+    pairs = [Pair(ir.name, ir, vis, ir.stem if len(stems[ir.stem]) == 1 else ir.name) for ir, vis in found]
+    outs = by_key(pairs, lambda q: q.stem.casefold())  # case-insensitive file systems too
+    for q in pairs:
+        same = outs[q.stem.casefold()]
+        if len(same) > 1 and q is same[0]:
+            res.ambiguous.append(
+                (
+                    q.stem,
+                    f"output name clash: {labels[0]} {', '.join(x.name for x in same)} would all be written as "
+                    f"{q.stem}.<ext> (rename one)",
+                )
+            )
+    res.pairs = [q for q in pairs if len(outs[q.stem.casefold()]) == 1]
     res.unpaired = [f"{labels[0]}/{p.name}" for p in sorted(left_a)] + [f"{labels[1]}/{p.name}" for p in sorted(left_b)]
     return res
 

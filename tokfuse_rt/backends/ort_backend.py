@@ -82,6 +82,14 @@ class OrtBackend:
             ) from None
         used = self.session.get_providers()
         self._so = so
+        # the halves run large images tile by tile (and video frames): without the CPU arena, their working
+        # memory goes back after each call instead of staying reserved (~230 MB less at 8000x6000)
+        self._so_halves = ort.SessionOptions()
+        for attr in ("graph_optimization_level", "execution_mode", "log_severity_level"):
+            setattr(self._so_halves, attr, getattr(so, attr))
+        if threads is not None:
+            self._so_halves.intra_op_num_threads, self._so_halves.inter_op_num_threads = int(threads), 1
+        self._so_halves.enable_cpu_mem_arena = False
         self._halves = None  # {"tokens": session, "render": session} once opened
         self.halves_note = None  # why the halves are unavailable (None: not checked yet / ok)
         self._halves_lock = threading.Lock()
@@ -190,7 +198,9 @@ class OrtBackend:
             for part in HALVES:
                 p = paths[part]
                 try:
-                    sess = ort.InferenceSession(str(p), sess_options=self._so, providers=self.session.get_providers())
+                    sess = ort.InferenceSession(
+                        str(p), sess_options=self._so_halves, providers=self.session.get_providers()
+                    )
                 except Exception as e:  # noqa: BLE001 - any load failure makes the halves unavailable, with the reason
                     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                     self.halves_note = f"companion graph {p.name} cannot be loaded ({msg})"

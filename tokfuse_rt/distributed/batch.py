@@ -37,6 +37,7 @@ from ..outputs import (
     check_output_dir,
     check_output_ext,
     check_quality,
+    check_report_path,
     output_ok,
     remove_stale_temps,
     save_image,
@@ -310,9 +311,11 @@ def fuse_dir_ray(
     backend, k = _check_model(model_path, k, engine_options)
     if address not in (None, "", "auto", "local") and not import_ray().is_initialized():
         check_address(address)  # fail fast, before anything is written
-    out_dir.mkdir(parents=True, exist_ok=True)
     if report_path is None:
         report_path = out_dir / REPORT_NAME
+    if report_path is not False:
+        check_report_path(report_path, ir_dir, vis_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     targets = {p.name: out_dir / (p.stem + ext) for p in pairing}
     folders = sorted({out_dir} | {t.parent for t in targets.values()})
     attempts_dir = out_dir / ATTEMPTS_DIR
@@ -325,7 +328,7 @@ def fuse_dir_ray(
     t0 = time.perf_counter()
     try:
         if pairing.pairs:  # nothing to fuse: no Ray needed
-            with connected(address) as ray:
+            with connected(address, host="127.0.0.1") as ray:  # a local instance: loopback only
                 rep.actors = actors or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads_per_actor)
                 options = {
                     "attempts_dir": str(attempts_dir),

@@ -48,6 +48,10 @@ DEPLOYMENT = "TokFuseService"
 class Limits:
     max_body_bytes: int = 32 * 1024 * 1024  # whole multipart body
     max_pixels: int = 16_000_000  # per image, checked from the header before decoding
+    read_timeout_s: float = 10.0  # a request body with no data for this long gets 408 (slow or stalled client)
+    body_timeout_s: float = 60.0  # a whole request body must arrive within this (408 otherwise)
+    max_uploads: int = 128  # /fuse requests reading or holding a body at once, per replica (503 beyond)
+    max_upload_bytes: int = 128 * 1024 * 1024  # body bytes held by those requests together, per replica (503 beyond)
 
 
 class BadRequest(Exception):
@@ -93,9 +97,13 @@ class TokFuseService:
         max_batch_size: int = 8,
         batch_wait_s: float = 0.005,
         align: dict | None = None,
+        loopback: bool = False,
     ):
         from ..engine import Engine
         from ..rig import as_rig
+
+        if loopback:
+            _replica_grpc_on_loopback()
 
         self.limits = Limits(**(limits or {}))
         self.engine = Engine(
@@ -120,6 +128,7 @@ class TokFuseService:
             "Referrer-Policy": "no-referrer",
             "Cache-Control": "no-cache",
         }
+        self.uploads = self.upload_bytes = 0  # bodies being read or held now (Limits.max_uploads / max_upload_bytes)
 
     # --- HTTP ------------------------------------------------------------------------------------
     #: path -> (method, handler name, needs the bearer token when the service has one)
@@ -153,6 +162,8 @@ class TokFuseService:
             return await getattr(self, handler)(request)
         except BadRequest as e:
             headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+            if e.status in (408, 503):
+                headers = {"Retry-After": "1"} if e.status == 503 else {"Connection": "close"}
             return JSONResponse({"error": e.reason}, status_code=e.status, headers=headers)
         except Exception as e:  # noqa: BLE001 - a server fault, not the client's: say so, never an HTML page
             return Response(
@@ -206,10 +217,27 @@ class TokFuseService:
         return JSONResponse(json.loads(json.dumps(info, default=str)))
 
     async def _fuse(self, request):
+        return await self._with_upload(request, self._fuse_upload)
+
+    async def _with_upload(self, request, handler):
+        """``handler(request, held)`` counted as one upload (Limits.max_uploads, 503 beyond it); the body
+        bytes it holds (``held[0]``) are released when it returns."""
+        lim = self.limits
+        if self.uploads >= lim.max_uploads:
+            raise BadRequest(503, f"too many uploads in progress ({lim.max_uploads}); retry shortly")
+        self.uploads += 1
+        held = [0]
+        try:
+            return await handler(request, held)
+        finally:
+            self.uploads -= 1
+            self.upload_bytes -= held[0]
+
+    async def _fuse_upload(self, request, held: list):
         from starlette.responses import Response
 
         t0 = time.perf_counter()
-        parts = await self._read_form(request)
+        parts = await self._read_form(request, held)
         for need in ("ir", "vis"):
             if need not in parts:
                 raise BadRequest(400, f"missing multipart part {need!r} (send parts 'ir' and 'vis', optional 'k')")
@@ -219,13 +247,21 @@ class TokFuseService:
             asyncio.to_thread(decode_upload, parts["ir"], "ir", self.limits.max_pixels),
             asyncio.to_thread(decode_upload, parts["vis"], "vis", self.limits.max_pixels),
         )
+        del parts  # the encoded bytes are not needed any more (memory: large uploads)
         if rig is None and ir.size != vis.size:
             raise BadRequest(
                 400,
                 f"ir and vis sizes differ: ir is {ir.size[0]}x{ir.size[1]}, vis is "
                 f"{vis.size[0]}x{vis.size[1]} (the pair must be registered and of the same size, or send a 'rig' part)",
             )
-        fused = await self._fuse_many((ir, vis, k, rig))
+        # read as fuse reads them now (the rig applied), so the decoded PIL images are not held while the pair
+        # waits and fuses
+        try:
+            pair = await asyncio.to_thread(self.engine.prepare, ir, vis, rig)
+        except (ValueError, TypeError) as e:
+            raise BadRequest(400, str(e)) from None
+        del ir, vis
+        fused = await self._fuse_many((pair, k))
         if isinstance(fused, Exception):
             raise BadRequest(400, str(fused))
         png = await asyncio.to_thread(_encode_png, fused)
@@ -233,10 +269,13 @@ class TokFuseService:
         return Response(png, media_type="image/png", headers={"X-Tokfuse-Ms": f"{ms:.1f}"})
 
     async def _metrics(self, request):
+        return await self._with_upload(request, self._metrics_upload)
+
+    async def _metrics_upload(self, request, held: list):
         from starlette.responses import JSONResponse
 
         t0 = time.perf_counter()
-        parts = await self._read_form(request)
+        parts = await self._read_form(request, held)
         for need in ("ir", "vis", "fused"):
             if need not in parts:
                 raise BadRequest(
@@ -250,8 +289,39 @@ class TokFuseService:
         out["ms"] = round((time.perf_counter() - t0) * 1000.0, 1)
         return JSONResponse(out, headers={"X-Tokfuse-Ms": f"{out['ms']:.1f}"})
 
-    async def _read_form(self, request) -> dict:
-        """Multipart body -> {part name: bytes}, read with the body-size limit enforced as it streams."""
+    async def _body_chunks(self, request, held: list):
+        """The request body's chunks, with the limits enforced as it streams: its size, the bytes all
+        uploads of this replica take together (503), a read timeout between chunks and a deadline for the
+        whole body (408: a slow or stalled client never holds a replica)."""
+        lim, loop = self.limits, asyncio.get_running_loop()
+        deadline = loop.time() + lim.body_timeout_s
+        size = 0
+        chunks = request.stream().__aiter__()
+        while True:
+            wait = min(lim.read_timeout_s, deadline - loop.time())
+            try:
+                if wait <= 0:
+                    raise asyncio.TimeoutError
+                chunk = await asyncio.wait_for(chunks.__anext__(), wait)
+            except StopAsyncIteration:
+                return
+            except asyncio.TimeoutError:
+                raise BadRequest(
+                    408,
+                    f"request body not received in time (read timeout {lim.read_timeout_s:g} s between chunks, "
+                    f"{lim.body_timeout_s:g} s for the whole body)",
+                ) from None
+            size += len(chunk)
+            held[0] += len(chunk)
+            self.upload_bytes += len(chunk)
+            if size > lim.max_body_bytes:
+                raise BadRequest(413, f"request body is over the limit of {lim.max_body_bytes} bytes")
+            if self.upload_bytes > lim.max_upload_bytes:
+                raise BadRequest(503, "the service holds too many upload bytes now; retry shortly")
+            yield chunk
+
+    async def _read_form(self, request, held: list) -> dict:
+        """Multipart body -> {part name: bytes}, read by :meth:`_body_chunks` (limits enforced as it streams)."""
         from starlette.datastructures import UploadFile
         from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -262,18 +332,9 @@ class TokFuseService:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise BadRequest(413, f"request body of {length} bytes is over the limit of {limit}")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise BadRequest(413, f"request body is over the limit of {limit} bytes")
-
-        async def one_chunk():
-            yield bytes(body)
-
-        try:
+        try:  # parsed as it streams: file parts spool to disk past 1 MB, the body is never held whole
             form = await MultiPartParser(
-                request.headers, one_chunk(), max_files=4, max_fields=4, max_part_size=limit
+                request.headers, self._body_chunks(request, held), max_files=4, max_fields=4, max_part_size=limit
             ).parse()
         except MultiPartException as e:
             raise BadRequest(400, f"malformed multipart body: {e.message}") from None
@@ -281,6 +342,11 @@ class TokFuseService:
         for key, val in form.multi_items():
             if key in parts:
                 raise BadRequest(400, f"multipart part {key!r} given twice")
+            if key in ("ir", "vis") and not isinstance(val, UploadFile):
+                raise BadRequest(
+                    400,
+                    f"multipart part {key!r} is a text field, not a file (with curl: -F {key}=@FILE, note the @)",
+                )
             parts[key] = await val.read() if isinstance(val, UploadFile) else val
         await form.close()
         return parts
@@ -304,21 +370,20 @@ class TokFuseService:
         return await asyncio.to_thread(self._fuse_sync, items)
 
     def _fuse_sync(self, items: list) -> list:
-        """[(ir, vis, k, rig)] (PIL images) -> [fused PIL image, or the exception of that pair]; one
-        ``fuse_batch`` per k and rig (pairs of the same size share backend calls)."""
+        """[(pair, k)] (``Engine.prepare`` results of PIL images) -> [fused PIL image, or the exception of
+        that pair]; one ``fuse_batch`` per k (pairs of the same size share backend calls)."""
         out = [None] * len(items)
         by_k: dict = {}
-        for i, (_, _, k, rig) in enumerate(items):
-            by_k.setdefault((k, id(rig)), []).append(i)
-        for idx in by_k.values():
-            k, rig = items[idx[0]][2:]
+        for i, (_, k) in enumerate(items):
+            by_k.setdefault(k, []).append(i)
+        for k, idx in by_k.items():
             try:
-                res = self.engine.fuse_batch([items[i][:2] for i in idx], k=k, align=rig)
+                res = self.engine.fuse_batch([items[i][0] for i in idx], k=k)
             except (ValueError, TypeError):
                 res = []
                 for i in idx:
                     try:
-                        res.append(self.engine.fuse(items[i][0], items[i][1], k=k, align=rig))
+                        res.append(self.engine.fuse_batch([items[i][0]], k=k)[0])
                     except (ValueError, TypeError) as e:
                         res.append(e)
             for i, r in zip(idx, res):
@@ -375,6 +440,25 @@ def _parse_rig(raw):
         raise BadRequest(400, str(e)) from None
 
 
+def _replica_grpc_on_loopback() -> None:
+    """Ray Serve starts every replica's inter-deployment gRPC server on ``[::]:0`` (all interfaces, hard-coded
+    in ``ray.serve._private.replica``); on a Ray instance that listens on 127.0.0.1 only, bind it there too.
+    Runs in the replica process before Serve starts that server; without the hook it is a no-op."""
+    try:
+        from ray.serve._private import replica
+    except ImportError:
+        return
+    real = getattr(replica, "add_port_to_grpc_server", None)
+    if real is None or getattr(real, "tokfuse_loopback", False):
+        return
+
+    def on_loopback(server, address: str):
+        return real(server, "127.0.0.1:" + address[len("[::]:") :] if address.startswith("[::]:") else address)
+
+    on_loopback.tokfuse_loopback = True
+    replica.add_port_to_grpc_server = on_loopback
+
+
 def _encode_png(img) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
@@ -391,10 +475,12 @@ def build_app(
     limits: Limits | None = None,
     token: str | None = None,
     align=None,
+    loopback: bool = False,
 ):
     """The Serve application (not yet running). ``model``: a model file, None for the bundled default
-    exported to ONNX; ``token``: bearer token required by /fuse and /info (None: no auth); ``align``:
-    a deployment-wide camera rig (path or Rig, checked here)."""
+    exported to ONNX; ``token``: bearer token required by /fuse, /metrics and /info (None: no auth);
+    ``align``: a deployment-wide camera rig (path or Rig, checked here); ``loopback``: the Ray instance
+    listens on 127.0.0.1 only, so do the replicas' own servers."""
     from ..rig import as_rig
 
     for nm, v in (("replicas", replicas), ("max_batch_size", max_batch_size)):
@@ -405,13 +491,16 @@ def build_app(
     if not (isinstance(batch_wait_s, (int, float)) and 0 <= batch_wait_s <= 10):
         raise ValueError(f"batch_wait_s must be in [0, 10] seconds, got {batch_wait_s!r}")
     limits = limits or Limits()
-    if limits.max_body_bytes < 1 or limits.max_pixels < 1:
-        raise ValueError(f"limits must be positive, got {limits}")
+    if min(limits.max_body_bytes, limits.max_pixels, limits.max_uploads, limits.max_upload_bytes) < 1 or not (
+        0 < limits.read_timeout_s <= limits.body_timeout_s
+    ):
+        raise ValueError(f"limits must be positive (read_timeout_s <= body_timeout_s), got {limits}")
     rig = as_rig(align)
     blob = ModelBlob.put(resolve_model(model))
     dep = TokFuseService.options(
         num_replicas=replicas,
-        max_ongoing_requests=max(16, 2 * max_batch_size),
+        # room for every upload allowed plus /healthz and /info: a replica full of slow uploads still answers
+        max_ongoing_requests=limits.max_uploads + max(16, 2 * max_batch_size),
         ray_actor_options={"num_cpus": threads or 1},
     )
     return dep.bind(
@@ -422,7 +511,29 @@ def build_app(
         max_batch_size=max_batch_size,
         batch_wait_s=float(batch_wait_s),
         align=rig.to_dict() if rig is not None else None,
+        loopback=bool(loopback),
     )
+
+
+def check_port(host: str, port: int) -> None:
+    """ValueError naming ``host:port`` when the port is out of range or cannot be listened on (in use,
+    no permission, unknown host), checked as the HTTP proxy will bind it (SO_REUSEADDR)."""
+    import socket
+
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"port must be an int in 1..65535, got {port!r}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise ValueError(f"cannot listen on {host}:{port}: unknown host ({e.strerror or e})") from None
+    fam, _, _, _, addr = infos[0]
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            why = "it is in use" if e.errno == 98 else (e.strerror or str(e))
+            raise ValueError(f"cannot listen on {host}:{port}: {why}; choose another --port") from None
 
 
 def start(app, host: str = "127.0.0.1", port: int = 8000) -> str:
@@ -453,9 +564,11 @@ def serve_forever(
     import signal
 
     token = os.environ.get(token_env) or None
-    with connected(address):
+    check_port(host, port)  # before Ray starts: a clear error naming the port
+    with connected(address, host=host) as ray:
         app = build_app(
             model,
+            loopback=ray.util.get_node_ip_address() == "127.0.0.1",
             replicas=replicas,
             threads=threads,
             max_batch_size=max_batch_size,

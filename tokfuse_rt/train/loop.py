@@ -160,20 +160,43 @@ def _fast_forward(sched, steps: int) -> None:
 
 
 def _save_state(path: Path, model, opt, stage: int, step: int, gen: torch.Generator, log: dict):
-    tmp = path.with_suffix(".tmp")
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "opt": opt.state_dict(),
-            "stage": stage,
-            "step": step,
-            "gen": gen.get_state(),
-            "cfg": model.cfg.to_json(),
-            "log": log,
-        },
-        tmp,
-    )
-    tmp.replace(path)
+    """Tensors, numbers and strings only (the log and config as JSON), so :func:`_load_state` can read it
+    with ``weights_only=True``; written through an exclusive temporary, never through a planted link."""
+    from ..outputs import atomic_write
+
+    state = {
+        "model": model.state_dict(),
+        "opt": opt.state_dict(),
+        "stage": int(stage),
+        "step": int(step),
+        "gen": gen.get_state(),
+        "cfg": model.cfg.to_json(),
+        "log": json.dumps(log),
+    }
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def _load_state(path: Path) -> dict:
+    """The trainer's state file, read without running code from it (``weights_only=True``); ValueError
+    naming the file for a link, a pickle with anything but tensors/numbers/strings, or a wrong layout."""
+    import os
+    import pickle
+    import stat
+
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+        raise ValueError(f"resume state {path} is not a regular file (a link or special file is refused)")
+    try:
+        st = torch.load(path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+        raise ValueError(
+            f"resume state {path} is not a tokfuse_rt state file (refused to load it: only tensors, numbers "
+            f"and strings are read, never code): {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
+    keys = {"model", "opt", "stage", "step", "gen", "cfg", "log"}
+    if not isinstance(st, dict) or not keys <= set(st) or not all(isinstance(st[k], str) for k in ("cfg", "log")):
+        raise ValueError(f"resume state {path} does not have the tokfuse_rt state layout ({', '.join(sorted(keys))})")
+    st["log"] = json.loads(st["log"])
+    return st
 
 
 def train(args: TrainArgs, cfg: TokFuseConfig | None = None) -> Path:
@@ -220,7 +243,7 @@ def train(args: TrainArgs, cfg: TokFuseConfig | None = None) -> Path:
             )
         opt = None
         if args.resume and state_path.exists():
-            st = torch.load(state_path, weights_only=False)
+            st = _load_state(state_path)
             model = TokFuse(TokFuseConfig.from_json(st["cfg"]))
             model.load_state_dict(st["model"])
             stage, start = st["stage"], st["step"]
@@ -301,7 +324,7 @@ def stage2(
     params = [p for n, p in model.named_parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr2, weight_decay=1e-4)
     if state_path is not None and args.resume and state_path.exists() and start > 0:
-        opt.load_state_dict(torch.load(state_path, weights_only=False)["opt"])
+        opt.load_state_dict(_load_state(state_path)["opt"])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr2, total_steps=max(args.steps2, 1), pct_start=0.1)
     _fast_forward(sched, start)
     model.train()

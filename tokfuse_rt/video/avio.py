@@ -20,6 +20,9 @@ import numpy as np
 LUMA_LUT = np.clip((np.arange(256, dtype=np.float32) - 16.0) / 219.0, 0.0, 1.0).astype(np.float32)
 CHROMA_NEUTRAL = 128
 OUTPUT_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}
+#: Frames with more pixels are decoded with slice threads only and encoded without x264's lookahead and
+#: B-frames (``VideoSink.low_memory``): frame threads and x264's queues would hold ~1 GB at 4096x3072.
+LOW_MEMORY_PIXELS = 1 << 23
 
 
 def require_av():
@@ -81,12 +84,16 @@ class VideoSource:
             raise TypeError(f"{name}: expected a video file path, got {type(path).__name__}")
         text = os.fspath(path)
         self.path = text
-        if "://" not in text:
+        url = text
+        if "://" not in text or os.path.lexists(text):
             from ..imageio import check_input_file
 
             check_input_file(text, name, "a video")
+            # a local file is opened as a file: FFmpeg's file protocol on the absolute path, so a name with
+            # ':' ("cam1:12:00.mp4", "file:x.mp4") is never taken for a protocol or URL
+            url = "file:" + os.path.abspath(text)
         try:
-            self.container = av.open(text, "r")
+            self.container = av.open(url, "r")
         except av.FFmpegError as e:
             raise ValueError(
                 f"{name}: not a readable video file (truncated, corrupt or not a video?): {text}: "
@@ -98,11 +105,12 @@ class VideoSource:
             self.container.close()
             raise ValueError(f"{name}: {text} has no video stream (streams: {', '.join(kinds)})")
         self.stream = streams.video[0]
-        self.stream.thread_type = "AUTO"
         cc = self.stream.codec_context
         if not cc.width or not cc.height:
             self.container.close()
             raise ValueError(f"{name}: {text}: the video stream has no frame size (corrupt header?)")
+        # frame threads each hold frames in flight; large frames are decoded with slice threads (bounded memory)
+        self.stream.thread_type = "SLICE" if cc.width * cc.height > LOW_MEMORY_PIXELS else "AUTO"
         self.codec = cc.name
         self.pix_fmt = cc.pix_fmt
         self.time_base = self.stream.time_base or Fraction(1, 90000)
@@ -214,7 +222,8 @@ class VideoSource:
 class VideoSink:
     """H.264 (libx264, yuv420p, BT.601 limited range tags) into a temporary file beside ``path``;
     ``commit()`` moves it into place, ``abort()`` deletes it. Odd frame sizes are padded to even
-    (4:2:0 needs even sizes) by repeating the last row / column: ``padded`` tells."""
+    (4:2:0 needs even sizes) by repeating the last row / column: ``padded`` tells. Frames over
+    LOW_MEMORY_PIXELS are encoded without lookahead and B-frames (bounded memory; ``low_memory``)."""
 
     def __init__(
         self, path, width: int, height: int, rate, time_base, crf: int = 18, preset: str = "veryfast", threads: int = 0
@@ -230,13 +239,19 @@ class VideoSink:
         if self.path.is_dir():
             raise ValueError(f"output {self.path} is a directory")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.stem}.tmp-{os.getpid()}-{id(self):x}{self.path.suffix}")
+        from ..outputs import open_temp
+
         self.width, self.height = int(width), int(height)
         self.padded = (self.width + self.width % 2, self.height + self.height % 2)
+        self.low_memory = self.width * self.height > LOW_MEMORY_PIXELS
         self.time_base = time_base
         self.frames = 0
-        self.container = av.open(str(self.tmp), "w", format=fmt)
+        self.container = None
+        # an exclusive temporary (no link followed, removed by outputs.remove_stale_temps after a kill),
+        # handed to FFmpeg as an open file: the output name is never parsed as a URL
+        self.file, self.tmp = open_temp(self.path)
         try:
+            self.container = av.open(self.file, "w", format=fmt)
             s = self.container.add_stream("libx264", rate=rate)
             s.width, s.height = self.padded
             s.pix_fmt = "yuv420p"
@@ -247,6 +262,8 @@ class VideoSink:
             if threads:
                 cc.thread_count = int(threads)
             s.options = {"crf": str(int(crf)), "preset": str(preset)}
+            if self.low_memory:  # x264's lookahead and B-frame queues hold ~40 frames: ~0.8 GB at 4096x3072
+                s.options["x264-params"] = "rc-lookahead=0:sync-lookahead=0:bframes=0"
             self.stream = s
         except Exception:
             self.abort()
@@ -267,12 +284,14 @@ class VideoSink:
         self.frames += 1
 
     def commit(self) -> Path:
+        from ..outputs import commit_temp
+
         try:
             for pkt in self.stream.encode():
                 self.container.mux(pkt)
             self.container.close()
             self.container = None
-            os.replace(self.tmp, self.path)
+            commit_temp(self.file, self.tmp, self.path)
         except BaseException:
             self.abort()
             raise
@@ -285,7 +304,6 @@ class VideoSink:
             except Exception:  # noqa: BLE001 - closing a broken container must not hide the error being reported
                 pass
             self.container = None
-        try:
-            self.tmp.unlink()
-        except FileNotFoundError:
-            pass
+        from ..outputs import discard_temp
+
+        discard_temp(self.file, self.tmp)

@@ -16,7 +16,6 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -26,6 +25,8 @@ from .reuse import FrameFuser, ReusePolicy
 from .sync import SyncStats, pair_by_time
 
 _END = object()
+QUEUE_BYTES = 32 * 2**20  # frames held by each queue between the stages, at most (large frames: fewer)
+VIDEO_TILE = 512  # largest tile side for frames (beside two decoders and the encoder: ~1.3 GiB at 4096x3072)
 
 
 @dataclass
@@ -46,6 +47,7 @@ class VideoReport:
     seconds: dict = field(default_factory=dict)  # busy time per stage + wall
     fps: float = 0.0  # frames / wall time
     warnings: list = field(default_factory=list)
+    removed_temps: list = field(default_factory=list)  # temporaries of killed runs removed beside the output
 
     def as_dict(self) -> dict:
         from dataclasses import asdict
@@ -159,26 +161,38 @@ def fuse_video(
     preset: str = "veryfast",
     queue_size: int = 8,
     rig=None,
+    guard=None,
+    max_pixels: int | None = None,
+    tile: int | None = None,
 ) -> VideoReport:
     """See ``Engine.fuse_video``. ``rig``: a ``tokfuse_rt.rig.Rig`` (the infrared frames are warped onto
-    the visible grid, ``Rig.model_input`` / ``Rig.blend``)."""
+    the visible grid, ``Rig.model_input`` / ``Rig.blend``). ``guard``, ``max_pixels`` and ``tile`` are
+    the engine's: every backend output checked, frames over the pixel limit refused (from the stream
+    header, before decoding), frames over 2 × tile² pixels rendered in tiles of at most VIDEO_TILE²
+    pixels. The queues between the stages hold at most QUEUE_BYTES of frames each (at least 2 frames)."""
+    from ..imageio import check_pixels
+
     t_start = time.perf_counter()
     policy = ReusePolicy.parse(reuse)
     if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= int(crf) <= 51:
         raise ValueError(f"crf must be an int in [0, 51] (x264 quality, lower is better), got {crf!r}")
     if isinstance(out, (bytes, bytearray)) or not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"out: expected an output file path, got {type(out).__name__}")
-    out = Path(out)
-    for name, src in (("ir", ir), ("vis", vis)):
-        if isinstance(src, (str, os.PathLike)) and Path(src).exists() and out.exists() and out.samefile(src):
-            raise ValueError(f"output {out} is the {name} input file; choose another output path")
+    from ..outputs import check_not_input, remove_stale_temps
+
+    out = check_not_input(out, "output", {"ir": ir, "vis": vis})
     report = VideoReport(output=str(out))
+    if out.parent.is_dir():
+        report.removed_temps = [str(p) for p in remove_stale_temps(out.parent)]  # left by killed runs
     src_vis = VideoSource(vis, "vis")
     src_ir = None
     stages = []
     sink = None
     try:
         src_ir = VideoSource(ir, "ir")
+        for src in (src_vis, src_ir):
+            cc = src.stream.codec_context
+            check_pixels(cc.width, cc.height, f"{src.name} video {src.path}", max_pixels)
         fv = src_vis.first()
         fi = src_ir.first()
         if rig is not None:
@@ -203,11 +217,17 @@ def fuse_video(
             raise ValueError(f"frames of {width}x{height} are too small: the model needs at least 16x16")
         sink = VideoSink(out, width, height, src_vis.rate or 30, src_vis.time_base, crf=crf, preset=preset)
         report.output_size = sink.padded
+        if sink.low_memory:
+            report.warnings.append(
+                f"frames of {width}x{height}: encoded without x264 lookahead and B-frames (bounded memory)"
+            )
         if sink.padded != (width, height):
             report.warnings.append(
                 f"odd frame size {width}x{height} padded to {sink.padded[0]}x{sink.padded[1]} "
                 "(H.264 4:2:0 needs even sizes; the extra row/column repeats the edge)"
             )
+        frame_bytes = 3 * width * height // 2  # one yuv420p frame
+        queue_size = max(2, min(queue_size, QUEUE_BYTES // max(frame_bytes, 1)))
         q_ir, q_vis, q_out = (queue.Queue(maxsize=queue_size) for _ in range(3))
         d_ir = _Stage("decode-ir", _decoder(src_ir, q_ir))
         d_vis = _Stage("decode-vis", _decoder(src_vis, q_vis))
@@ -215,7 +235,7 @@ def fuse_video(
         stages = [d_ir, d_vis, enc]
         for s in stages:
             s.start()
-        fuser = FrameFuser(backend, k, policy)
+        fuser = FrameFuser(backend, k, policy, guard=guard, tile=tile, render_tile=VIDEO_TILE)
         period = src_ir.frame_period or src_vis.frame_period or 1 / 30
         stats = SyncStats()
         bar = progress_bar(enabled=progress, total=src_vis.frames_declared or None, desc="fusing video", unit="frame")

@@ -105,20 +105,41 @@ class ReusePolicy:
         return f"key frame every {self.interval} frames or on scene change (threshold {self.scene_threshold:g})"
 
 
+class _Lums:
+    """Two luminance planes as ``tiling`` reads a pair: ``shape`` and ``luminance(rows, cols)``."""
+
+    def __init__(self, y_ir, y_vis):
+        self.y_ir, self.y_vis, self.shape = y_ir, y_vis, y_ir.shape
+
+    def luminance(self, rows=slice(None), cols=slice(None)):
+        return self.y_ir[rows, cols], self.y_vis[rows, cols]
+
+
 class FrameFuser:
     """Fuses successive frames (luminance float32 (H, W) in [0, 1]) with a backend under a reuse policy.
 
     Not thread-safe: one per stream. ``fuse`` returns (fused luminance float32 (H, W), key) where
-    ``key`` tells whether the token pathway ran for this frame. Counters: ``frames``, ``key_frames``,
-    ``key_reasons`` (first / size / interval / scene); seconds in ``t_tokens`` and ``t_render`` (with
-    reuse) or ``t_full`` (without)."""
+    ``key`` tells whether the token pathway ran for this frame. ``guard`` (a ``backends.OutputGuard``)
+    checks every backend output, as ``Engine.fuse`` does. ``tile``: frames of more than 2 × tile²
+    pixels are rendered in tiles (``tokfuse_rt.tiling``: the base map is kept at S×S, never upsampled to
+    the whole frame) where the backend runs the halves, tiles of at most ``render_tile`` (default ``tile``)
+    on a side; None: never. Counters: ``frames``,
+    ``key_frames``, ``key_reasons`` (first / size / interval / scene); seconds in ``t_tokens`` and
+    ``t_render`` (halves) or ``t_full`` (whole model)."""
 
-    def __init__(self, backend, k: int, policy: ReusePolicy):
+    def __init__(
+        self, backend, k: int, policy: ReusePolicy, guard=None, tile: int | None = None, render_tile: int | None = None
+    ):
+        from ..tiling import supports_tiles
+
         self.backend = backend
         self.k = int(k)
         self.policy = policy
+        self.guard = guard
         self.note = None
         self.use_halves = False
+        self.tile = tile if tile and supports_tiles(backend) else None
+        self.render_tile = min(self.tile, render_tile or self.tile) if self.tile else None
         if policy.enabled:
             if getattr(backend, "has_halves", False):
                 self.use_halves = True
@@ -126,10 +147,12 @@ class FrameFuser:
                 why = getattr(backend, "halves_note", None) or f"the {backend.name} backend cannot run the halves"
                 self.note = f"token reuse unavailable, every frame recomputed: {why}"
         self.frames = 0
+        self.tiled_frames = 0  # frames rendered in tiles
         self.key_frames = 0
         self.key_reasons = {"first": 0, "size": 0, "interval": 0, "scene": 0}
         self.t_tokens = self.t_render = self.t_full = 0.0
-        self._base_up = None
+        self._base = None  # [1, C, S, S] of the key frame
+        self._base_up = None  # the same upsampled to the frame (untiled frames only)
         self._size = None
         self._since_key = 0
         self._thumbs = None
@@ -139,7 +162,7 @@ class FrameFuser:
         return y_ir[::s, ::s], y_vis[::s, ::s]
 
     def _key_reason(self, y_ir, y_vis):
-        if self._base_up is None:
+        if self._base is None:
             return "first"
         if y_ir.shape != self._size:
             return "size"
@@ -153,32 +176,75 @@ class FrameFuser:
                 return "scene"
         return None
 
+    def _tiled(self, shape) -> bool:
+        return self.tile is not None and shape[0] * shape[1] > 2 * self.tile**2
+
     def fuse(self, y_ir: np.ndarray, y_vis: np.ndarray):
         a = y_ir[None, None]
         b = y_vis[None, None]
+        g = self.guard
         self.frames += 1
-        if not self.use_halves:
+        tiled = self._tiled(y_ir.shape)
+        self.tiled_frames += tiled
+        if not self.use_halves and not tiled:
             t0 = time.perf_counter()
-            fused, _ = self.backend.run(a, b, self.k)
+            fused, ids = self.backend.run(a, b, self.k)
+            if g is not None:
+                g.fused(fused, a.shape)
+                g.ids(ids, 1)
             self.t_full += time.perf_counter() - t0
             self.key_frames += 1
             return fused[0, 0], True
-        reason = self._key_reason(y_ir, y_vis)
+        reason = self._key_reason(y_ir, y_vis) if self.use_halves else "first"
         if reason is not None:
             t0 = time.perf_counter()
-            base, _ = self.backend.run_tokens(a, b, self.k)
-            self._base_up = self.backend.upsample_base(base, y_ir.shape)
+            if tiled:
+                from ..tiling import token_inputs
+
+                base, ids = self.backend.run_tokens(
+                    *token_inputs(_Lums(y_ir, y_vis), int(self.backend.token_size)), self.k
+                )
+            else:
+                base, ids = self.backend.run_tokens(a, b, self.k)
+            if g is not None:
+                g.base(base)
+                g.ids(ids, 1)
+            self._base = base
+            self._base_up = None if tiled else self.backend.upsample_base(base, y_ir.shape)
             self.t_tokens += time.perf_counter() - t0
             self._size = y_ir.shape
             self._since_key = 0
-            self._thumbs = tuple(np.array(t) for t in self._thumbs_of(y_ir, y_vis))
-            self.key_frames += 1
-            self.key_reasons[reason] += 1
+            if self.use_halves:
+                self._thumbs = tuple(np.array(t) for t in self._thumbs_of(y_ir, y_vis))
+                self.key_frames += 1
+                self.key_reasons[reason] += 1
+            else:
+                self.key_frames += 1
         self._since_key += 1
         t0 = time.perf_counter()
-        fused = self.backend.run_render(a, b, self._base_up)
+        fused = self._render_tiles(y_ir, y_vis) if tiled else self._render(a, b, self._base_up, a.shape)
         self.t_render += time.perf_counter() - t0
-        return fused[0, 0], reason is not None
+        return fused, reason is not None
+
+    def _render(self, a, b, base_up, shape):
+        fused = self.backend.run_render(a, b, base_up)
+        if self.guard is not None:
+            self.guard.fused(fused, shape)
+        return fused[0, 0]
+
+    def _render_tiles(self, y_ir, y_vis) -> np.ndarray:
+        from ..tiling import tile_windows, upsample_window
+
+        h, w = y_ir.shape
+        out = np.empty((h, w), np.float32)
+        halo, align = int(self.backend.render_halo), int(self.backend.render_align)
+        for y0, y1, x0, x1, wy0, wy1, wx0, wx1 in tile_windows(h, w, self.render_tile, halo, align):
+            a = y_ir[None, None, wy0:wy1, wx0:wx1]
+            b = y_vis[None, None, wy0:wy1, wx0:wx1]
+            base_up = upsample_window(self._base, (h, w), wy0, wy1, wx0, wx1)
+            f = self._render(np.ascontiguousarray(a), np.ascontiguousarray(b), base_up, a.shape)
+            out[y0:y1, x0:x1] = f[y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0]
+        return out
 
     def stats(self) -> dict:
         d = {
@@ -186,6 +252,7 @@ class FrameFuser:
             "key_frames": self.key_frames,
             "policy": self.policy.describe(),
             "reuse": self.use_halves,
+            "tiled_frames": self.tiled_frames,
         }
         if self.use_halves:
             d["key_reasons"] = dict(self.key_reasons)
