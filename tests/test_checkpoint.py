@@ -214,3 +214,21 @@ def test_every_head_loads_through_the_header_check(tmp_path, head):
     bigger = dict(json.loads(cfg.to_json()), width=4096, heads=64, enc_depth=64)
     with pytest.raises(CheckpointError, match="does not match the model"):
         load_checkpoint(_rewrite_meta(p, tmp_path / "bigger.safetensors", config=json.dumps(bigger)))
+
+
+def test_save_never_writes_through_a_planted_link(tmp_path):
+    """The old predictable ``OUT.tmp`` is ignored: a link planted there (or at the output name) is never
+    followed; the checkpoint lands at its name as a regular file and the link's target is untouched."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    out = tmp_path / "m.safetensors"
+    (tmp_path / "m.safetensors.tmp").symlink_to(victim)
+    torch.manual_seed(0)
+    m = TokFuse(TokFuseConfig(width=32, enc_depth=1, dec_depth=1, codebook_size=64)).eval()
+    save_checkpoint(m, out)
+    out.unlink()
+    out.symlink_to(victim)  # a link at the output name itself is replaced, not written through
+    save_checkpoint(m, out)
+    assert victim.read_text() == "keep me"
+    assert out.is_file() and not out.is_symlink()
+    assert load_checkpoint(out)[0].cfg == m.cfg

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -19,8 +18,11 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(model, path, extra: dict | None = None) -> Path:
-    """Write ``model`` (a TokFuse) to ``path`` atomically; ``extra`` goes into metadata as JSON."""
-    from safetensors.torch import save_file
+    """Write ``model`` (a TokFuse) to ``path`` atomically (an exclusive temporary in the same folder,
+    never through a link planted there, renamed into place); ``extra`` goes into metadata as JSON."""
+    from safetensors.torch import save
+
+    from ..outputs import atomic_write
 
     path = Path(path)
     meta = {
@@ -30,10 +32,8 @@ def save_checkpoint(model, path, extra: dict | None = None) -> Path:
         "extra": json.dumps(extra or {}, sort_keys=True),
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    data = save(tensors, metadata=meta)  # bytes: a model is a few MB
+    atomic_write(path, lambda f: f.write(data))
     return path
 
 
