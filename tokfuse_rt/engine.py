@@ -126,6 +126,10 @@ class Engine:
     ("auto", "range", "full"; see ``tokfuse_rt.imageio.scale_to_unit``). ``tile_size``: images of
     more than 2 × tile_size² pixels are fused in tiles of about tile_size² (bounded memory) where
     the backend runs the model's halves (see ``tokfuse_rt.tiling``); None: never tile.
+    ``backend``: "auto" (by file suffix: PyTorch for .safetensors, ONNX Runtime for .onnx, TensorRT for
+    .plan/.engine) or one of "pytorch", "native" (.safetensors: token pathway in PyTorch, render half
+    in the fused C++ kernel, CPU only; see ``tokfuse_rt.backends.native_backend``), "onnxruntime",
+    "tensorrt".
     """
 
     def __init__(
@@ -138,6 +142,7 @@ class Engine:
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         depth: str = "auto",
         tile_size: int | None = DEFAULT_TILE,
+        backend: str = "auto",
     ) -> None:
         from .backends import OutputGuard, backend_class
         from .devices import parse_device
@@ -158,11 +163,11 @@ class Engine:
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo):
                 raise ValueError(f"{nm} must be an int >= {lo} or None, got {v!r}")
         self.max_pixels, self.depth, self.tile_size = max_pixels, check_depth(depth), tile_size
-        cls = backend_class(path)
+        cls = backend_class(path, backend)
         kwargs = {"device": device, "threads": threads}
         if kernels != "auto":
-            if cls.name != "pytorch":
-                raise ValueError(f"kernels={kernels!r} applies to the PyTorch backend only, not {cls.name}")
+            if cls.name not in ("pytorch", "native"):
+                raise ValueError(f"kernels={kernels!r} applies to the PyTorch and native backends only, not {cls.name}")
             kwargs["kernels"] = kernels
         self.path = path
         self.batch_size = batch_size

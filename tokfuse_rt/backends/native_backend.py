@@ -1,0 +1,147 @@
+"""Native backend: the token pathway in PyTorch on the CPU, the render half (DetailNet, HeadConvs and
+the head's per-pixel rule, "blend", "tone" or "layers") in the fused C++ kernel
+``tokfuse_rt._C.NativeRender`` (csrc/render_*.cpp: all layers over row tiles, AVX2/FMA or scalar
+chosen at run time, OpenMP over tiles). Same halves as the PyTorch backend, so tiling and video
+reuse run the native render too. ``Engine(ckpt, backend="native")`` selects it.
+
+Outputs equal the PyTorch render up to float rounding (different accumulation order and FMA;
+``tests/test_native_render.py`` bounds the difference at 1e-5); token ids are PyTorch's own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .torch_backend import TorchBackend
+
+IMPLS = ("auto", "avx2", "scalar")
+
+
+def _native_module():
+    """tokfuse_rt._C when it has the fused render; ImportError saying how to build it otherwise."""
+    try:
+        from .. import _C
+    except ImportError as e:
+        raise ImportError(
+            f"the native backend needs the compiled extension tokfuse_rt._C ({e}); build it with "
+            "`python setup.py build_ext --inplace` or `pip install -e .`"
+        ) from None
+    if not hasattr(_C, "NativeRender"):
+        raise ImportError(
+            "the compiled extension tokfuse_rt._C predates the native render (no NativeRender); rebuild it with "
+            "`python setup.py build_ext --inplace`"
+        )
+    return _C
+
+
+def native_available() -> bool:
+    """True when the compiled extension has the fused render (no model is checked)."""
+    try:
+        _native_module()
+    except ImportError:
+        return False
+    return True
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to("cpu", torch.float32).contiguous().numpy()
+
+
+def native_render(model):
+    """``tokfuse_rt._C.NativeRender`` for the render half of a ``TokFuse`` model; ValueError naming
+    what does not match when the model's render half is not one the kernel implements."""
+    from ..model.fusion import DetailNet, FusionHead
+    from ..model.layers import LayersRender
+    from ..model.tone import ToneRender
+
+    _C = _native_module()
+    cfg = model.cfg
+    kinds = {FusionHead: "blend", ToneRender: "tone", LayersRender: "layers"}
+    kind = kinds.get(type(model.head))
+    if kind is None or kind != cfg.head:
+        raise ValueError(
+            f"the native render implements the heads {sorted(set(kinds.values()))}; this model's head is "
+            f"{type(model.head).__name__} (config head={cfg.head!r})"
+        )
+    if type(model.detail) is not DetailNet:
+        raise ValueError(f"the native render implements DetailNet; this model has {type(model.detail).__name__}")
+    for name, conv in (
+        ("detail.conv1", model.detail.conv1),
+        ("detail.conv2", model.detail.conv2),
+        ("head.conv1", model.head.conv1),
+    ):
+        if conv.kernel_size != (3, 3) or conv.padding != (1, 1) or conv.stride != (1, 1) or conv.dilation != (1, 1):
+            raise ValueError(f"the native render implements 3x3 convolutions with padding 1; {name} is {conv}")
+        if conv.groups != 1 or conv.bias is None or conv.padding_mode != "zeros":
+            raise ValueError(f"the native render implements plain biased convolutions; {name} is {conv}")
+    scalars = {}
+    if kind in ("tone", "layers"):
+        scalars["tau"] = float(model.head.tau.detach())
+    if kind == "layers":
+        scalars["gain_vis"] = float(model.head.gain_vis.detach())
+        scalars["gain_ir"] = float(model.head.gain_ir.detach())
+    d, h = model.detail, model.head
+    return _C.NativeRender(
+        kind,
+        int(cfg.base_radius) if kind == "layers" else 0,
+        *(_numpy(t) for t in (d.conv1.weight, d.conv1.bias, d.conv2.weight, d.conv2.bias)),
+        *(_numpy(t) for t in (h.conv1.weight, h.conv1.bias, h.conv2.weight, h.conv2.bias)),
+        **scalars,
+    )
+
+
+class NativeBackend(TorchBackend):
+    """A ``.safetensors`` checkpoint with the render half in C++ (CPU only). ``impl``: "auto" (AVX2/FMA
+    when the CPU has it, else scalar), "avx2" or "scalar"."""
+
+    name = "native"
+
+    def __init__(
+        self, path: Path, device: str = "auto", threads: int | None = None, kernels: str = "auto", impl: str = "auto"
+    ):
+        from ..devices import parse_device
+
+        if parse_device(device)[0] not in ("auto", "cpu"):
+            raise ValueError(f"device={device!r}: the native backend runs on the CPU only (use device='cpu')")
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+        _native_module()  # a missing or stale extension fails before the checkpoint loads
+        super().__init__(path, device="cpu", threads=threads, kernels=kernels)
+        self.render_kernel = native_render(self.model)
+        self.impl = impl
+        self._check_impl()
+
+    def _check_impl(self):
+        """impl="avx2" on a CPU without AVX2+FMA: the kernel's ValueError now, not at the first pair."""
+        one, up = np.zeros((1, 1, 1, 1), np.float32), np.zeros((1, self.render_kernel.base_channels, 1, 1), np.float32)
+        self.render_kernel.run(one, one, up, 1, self.impl)
+
+    def run(self, ir: np.ndarray, vis: np.ndarray, k: int):
+        """ir, vis: float32 [B, 1, H, W] in [0, 1] -> (fused float32 [B, 1, H, W], ids int64 [B, K])."""
+        base, ids = self.run_tokens(ir, vis, k)
+        return self.run_render(ir, vis, self.upsample_base(base, ir.shape[-2:])), ids
+
+    def run_render(self, ir: np.ndarray, vis: np.ndarray, base_up: np.ndarray) -> np.ndarray:
+        """ir, vis [B, 1, H, W] and base_up [B, C, H, W], float32 -> fused float32 [B, 1, H, W] (C++)."""
+        return self.render_kernel.run(
+            np.ascontiguousarray(ir, dtype=np.float32),
+            np.ascontiguousarray(vis, dtype=np.float32),
+            np.ascontiguousarray(base_up, dtype=np.float32),
+            torch.get_num_threads(),
+            self.impl,
+        )
+
+    def info(self) -> dict:
+        from .. import _C
+
+        d = super().info()
+        bi = _C.build_info()
+        d["render"] = {
+            "kernel": "native",
+            "impl": bi["default_impl"] if self.impl == "auto" else self.impl,
+            "head": self.render_kernel.head,
+        }
+        return d
