@@ -3,12 +3,14 @@
     python -m export.to_onnx CKPT -o model.onnx --int8 --calib DIR [--calib-pairs N]
 
 What is quantised: the ``Conv`` nodes of the render half (DetailNet, HeadConvs: the convolutions of
-``MODEL.render.onnx``, found under the same node names in ``MODEL.onnx``), with ONNX Runtime's
-``quantize_static``: QDQ format, int8 weights per output channel, int8 activations with ranges from
-MinMax calibration. Everything else stays float32 -- the whole token pathway (so the token ids equal
-those of the float32 model), the resizes, the head's per-pixel rule. ``MODEL.tokens.onnx`` is the
-float32 graph unchanged. The graphs carry ``tokfuse_rt.quant`` metadata (JSON: scheme, quantised
-nodes, calibration pairs), which ``tokfuse info`` reports as ``precision: int8``.
+``MODEL.render.onnx``, found under the same node names in ``MODEL.onnx``) and the ``Relu`` / ``Add``
+nodes that only join their outputs (so ONNX Runtime runs the chain in int8 without float round trips
+between the convolutions), with ONNX Runtime's ``quantize_static``: QDQ format, int8 weights per
+output channel, int8 activations with ranges from MinMax calibration. Everything else stays float32
+-- the whole token pathway (so the token ids equal those of the float32 model), the resizes, the
+head's per-pixel rule. ``MODEL.tokens.onnx`` is the float32 graph unchanged. The graphs carry
+``tokfuse_rt.quant`` metadata (JSON: scheme, quantised nodes, calibration pairs), which ``tokfuse
+info`` reports as ``precision: int8``.
 
 Calibration: the (ir, vis) pairs of every set folder under DIR (``tokfuse_rt.pairing.find_pairs``),
 ``n`` of them evenly spaced in that order, each the luminance as ``Engine`` reads it, centre-cropped
@@ -61,6 +63,19 @@ def render_conv_names(render_path) -> list[str]:
     return [n.name for n in onnx.load(str(render_path)).graph.node if n.op_type == "Conv"]
 
 
+def conv_chain(graph, convs: list[str]) -> list[str]:
+    """``convs`` plus the Relu and Add nodes whose inputs all come from them (or from such nodes),
+    in graph order."""
+    chain, produced = set(convs), set()
+    out = []
+    for n in graph.node:
+        if n.name in chain or (n.op_type in ("Relu", "Add") and n.input and all(i in produced for i in n.input)):
+            chain.add(n.name)
+            produced.update(n.output)
+            out.append(n.name)
+    return out
+
+
 class _Reader:
     """onnxruntime.quantization.CalibrationDataReader over a list of input dicts."""
 
@@ -103,6 +118,7 @@ def quantize_graph(model, src: Path, dst: Path, graph: str, nodes: list[str], pa
     present = [n.name for n in proto.graph.node if n.op_type == "Conv" and n.name in set(nodes)]
     if not present:
         raise ValueError(f"{src.name}: none of the render convolutions {nodes} is in the graph")
+    present = conv_chain(proto.graph, present)
     tmp = dst.with_name(dst.name + f".q{os.getpid()}.tmp")
     try:
         quantize_static(
@@ -110,7 +126,7 @@ def quantize_graph(model, src: Path, dst: Path, graph: str, nodes: list[str], pa
             str(tmp),
             _Reader(_feeds(model, pairs, graph)),
             quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["Conv"],
+            op_types_to_quantize=["Conv", "Relu", "Add"],
             nodes_to_quantize=present,
             per_channel=True,
             activation_type=QuantType.QInt8,

@@ -676,7 +676,8 @@ def run(a: argparse.Namespace, prog: str = "export.to_onnx") -> int:
     if "int8" in s:
         q = s["int8"]
         print(
-            f"int8: {', '.join(f'{g}: {len(n)} convolutions' for g, n in q['nodes'].items())} quantised, calibrated on "
+            f"int8: {', '.join(f'{g}: {len(n)} nodes' for g, n in q['nodes'].items())} of the render half "
+            f"quantised, calibrated on "
             f"{q['calibration']['pairs']} pairs of {q['calibration']['dir']}; the token pathway is float32"
         )
     for key, what, diffs in (
