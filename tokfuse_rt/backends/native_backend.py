@@ -4,6 +4,11 @@ the head's per-pixel rule, "blend", "tone" or "layers") in the fused C++ kernel
 chosen at run time, OpenMP over tiles). Same halves as the PyTorch backend, so tiling and video
 reuse run the native render too. ``Engine(ckpt, backend="native")`` selects it.
 
+The token pathway runs on one PyTorch thread (``token_threads``): its ops are small (S×S = 128²) and
+each multi-threaded op ends in a thread barrier; with 2 threads on a busy 2-core machine those
+barriers dominate (measured: 5 ms per 640×480 pair on 1 thread, 100-300 ms on 2 with a training run
+beside it). The render uses ``threads`` OpenMP threads.
+
 Outputs equal the PyTorch render up to float rounding (different accumulation order and FMA;
 ``tests/test_native_render.py`` bounds the difference at 1e-5); token ids are PyTorch's own.
 """
@@ -95,12 +100,19 @@ def native_render(model):
 
 class NativeBackend(TorchBackend):
     """A ``.safetensors`` checkpoint with the render half in C++ (CPU only). ``impl``: "auto" (AVX2/FMA
-    when the CPU has it, else scalar), "avx2" or "scalar"."""
+    when the CPU has it, else scalar), "avx2" or "scalar". ``token_threads``: PyTorch threads of the
+    token pathway (see the module docstring)."""
 
     name = "native"
 
     def __init__(
-        self, path: Path, device: str = "auto", threads: int | None = None, kernels: str = "auto", impl: str = "auto"
+        self,
+        path: Path,
+        device: str = "auto",
+        threads: int | None = None,
+        kernels: str = "auto",
+        impl: str = "auto",
+        token_threads: int = 1,
     ):
         from ..devices import parse_device
 
@@ -108,16 +120,28 @@ class NativeBackend(TorchBackend):
             raise ValueError(f"device={device!r}: the native backend runs on the CPU only (use device='cpu')")
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+        if isinstance(token_threads, bool) or not isinstance(token_threads, int) or token_threads < 1:
+            raise ValueError(f"token_threads must be a positive int, got {token_threads!r}")
         _native_module()  # a missing or stale extension fails before the checkpoint loads
         super().__init__(path, device="cpu", threads=threads, kernels=kernels)
         self.render_kernel = native_render(self.model)
-        self.impl = impl
+        self.impl, self.token_threads = impl, token_threads
+        self.render_threads = torch.get_num_threads()
         self._check_impl()
 
     def _check_impl(self):
         """impl="avx2" on a CPU without AVX2+FMA: the kernel's ValueError now, not at the first pair."""
         one, up = np.zeros((1, 1, 1, 1), np.float32), np.zeros((1, self.render_kernel.base_channels, 1, 1), np.float32)
         self.render_kernel.run(one, one, up, 1, self.impl)
+
+    def run_tokens(self, ir: np.ndarray, vis: np.ndarray, k: int):
+        """The token pathway (PyTorch) on ``token_threads`` threads."""
+        old = torch.get_num_threads()
+        torch.set_num_threads(self.token_threads)
+        try:
+            return super().run_tokens(ir, vis, k)
+        finally:
+            torch.set_num_threads(old)
 
     def run(self, ir: np.ndarray, vis: np.ndarray, k: int):
         """ir, vis: float32 [B, 1, H, W] in [0, 1] -> (fused float32 [B, 1, H, W], ids int64 [B, K])."""
@@ -130,7 +154,7 @@ class NativeBackend(TorchBackend):
             np.ascontiguousarray(ir, dtype=np.float32),
             np.ascontiguousarray(vis, dtype=np.float32),
             np.ascontiguousarray(base_up, dtype=np.float32),
-            torch.get_num_threads(),
+            self.render_threads,
             self.impl,
         )
 
@@ -143,5 +167,7 @@ class NativeBackend(TorchBackend):
             "kernel": "native",
             "impl": bi["default_impl"] if self.impl == "auto" else self.impl,
             "head": self.render_kernel.head,
+            "threads": self.render_threads,
+            "token_threads": self.token_threads,
         }
         return d
