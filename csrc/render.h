@@ -51,6 +51,16 @@ void conv_row_avx2(const float* const* in, int istride, const int* off, int nin,
 void rule_row_avx2(const RuleRow& r);
 bool render_avx2_compiled();
 
+// Defined in render_avx512.cpp (the convolution only; the rule runs the AVX2 kernel). Only call
+// when cpu_has_avx512f() && render_avx512_compiled().
+void conv_row_avx512(const float* const* in, int istride, const int* off, int nin, const float* w,
+                     const float* bias, float* out, int ostride, int W, int cop, int relu);
+bool render_avx512_compiled();
+bool cpu_has_avx512f();  // render_cpu.cpp; false under TOKFUSE_NO_AVX2=1 too
+
+// Instruction paths of the render (IMPL_SCALAR and IMPL_AVX2 as in nn_search.h, plus this one).
+enum : int { RENDER_IMPL_AVX512 = 3 };
+
 // A model's render half, packed for the kernels (render_cpu.cpp). Built by the Python binding.
 struct RenderModel {
     int head = HEAD_BLEND;
@@ -70,8 +80,8 @@ struct RenderModel {
 };
 
 // ir, vis [B][H][W], base [B][nbase][H][W] -> out [B][H][W]. OpenMP over tiles of about
-// tile_rows rows (<= 0: chosen from H and the thread count); impl: IMPL_SCALAR or IMPL_AVX2
-// (nn_search.h's Impl, resolved by the caller). No Python, re-entrant.
+// tile_rows rows (<= 0: chosen from H and the thread count); impl: IMPL_SCALAR, IMPL_AVX2 or
+// RENDER_IMPL_AVX512 (resolved and checked by the caller). No Python, re-entrant.
 void render_cpu(const RenderModel& m, const float* ir, const float* vis, const float* base, int64_t B, int H,
                 int W, float* out, int num_threads, int impl, int tile_rows);
 

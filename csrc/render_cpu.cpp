@@ -26,6 +26,19 @@
 
 namespace tokfuse {
 
+bool cpu_has_avx512f() {
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+    static const bool ok = [] {
+        if (!cpu_has_avx2_fma()) return false;  // also honours TOKFUSE_NO_AVX2=1
+        __builtin_cpu_init();
+        return (bool)__builtin_cpu_supports("avx512f");
+    }();
+    return ok;
+#else
+    return false;
+#endif
+}
+
 void conv_row_scalar(const float* const* in, int istride, const int* off, int nin, const float* w,
                      const float* bias, float* out, int ostride, int W, int cop, int relu) {
     std::vector<float> acc(cop);
@@ -215,8 +228,8 @@ void render_tile(const RenderModel& m, ConvRowFn conv, RuleRowFn rule, const flo
 
 void render_cpu(const RenderModel& m, const float* ir, const float* vis, const float* base, int64_t B, int H,
                 int W, float* out, int num_threads, int impl, int tile_rows) {
-    const bool avx2 = impl == IMPL_AVX2;
-    const ConvRowFn conv = avx2 ? conv_row_avx2 : conv_row_scalar;
+    const bool avx2 = impl == IMPL_AVX2 || impl == RENDER_IMPL_AVX512;
+    const ConvRowFn conv = impl == RENDER_IMPL_AVX512 ? conv_row_avx512 : avx2 ? conv_row_avx2 : conv_row_scalar;
     const RuleRowFn rule = avx2 ? rule_row_avx2 : rule_row_scalar;
     int nt = num_threads;
 #ifdef _OPENMP

@@ -115,17 +115,7 @@ class NativeRender {
 
     py::array_t<float> run(py::handle ir_, py::handle vis_, py::handle base_, int num_threads, const std::string& impl_s,
                            int tile_rows) const {
-        Impl impl;
-        if (impl_s == "auto")
-            impl = resolve_impl(IMPL_AUTO);
-        else if (impl_s == "scalar")
-            impl = IMPL_SCALAR;
-        else if (impl_s == "avx2")
-            impl = IMPL_AVX2;
-        else
-            throw py::value_error("impl must be \"auto\", \"avx2\" or \"scalar\", got \"" + impl_s + "\"");
-        if (impl == IMPL_AVX2 && !(cpu_has_avx2_fma() && render_avx2_compiled()))
-            throw py::value_error("impl=\"avx2\" requested but this CPU (or build) has no AVX2+FMA kernel");
+        const int impl = resolve(impl_s);
         Arr ir = as_f32(ir_, "ir"), vis = as_f32(vis_, "vis"), base = as_f32(base_, "base_up");
         if (ir.ndim() != 4 || ir.shape(1) != 1)
             throw py::value_error("ir must have shape (B, 1, H, W), got " + shape_of(ir));
@@ -146,6 +136,27 @@ class NativeRender {
             render_cpu(m_, pi, pv, pb, B, (int)H, (int)W, po, num_threads, impl, tile_rows);
         }
         return out;
+    }
+
+    // "auto" -> the widest path this CPU and build have; a named path is checked.
+    static int resolve(const std::string& s) {
+        const bool avx2 = cpu_has_avx2_fma() && render_avx2_compiled();
+        const bool avx512 = avx2 && cpu_has_avx512f() && render_avx512_compiled();
+        if (s == "auto") return avx512 ? RENDER_IMPL_AVX512 : avx2 ? IMPL_AVX2 : IMPL_SCALAR;
+        if (s == "scalar") return IMPL_SCALAR;
+        if (s == "avx2") {
+            if (!avx2) throw py::value_error("impl=\"avx2\" requested but this CPU (or build) has no AVX2+FMA kernel");
+            return IMPL_AVX2;
+        }
+        if (s == "avx512") {
+            if (!avx512) throw py::value_error("impl=\"avx512\" requested but this CPU (or build) has no AVX-512F kernel");
+            return RENDER_IMPL_AVX512;
+        }
+        throw py::value_error("impl must be \"auto\", \"avx512\", \"avx2\" or \"scalar\", got \"" + s + "\"");
+    }
+    static std::string resolved_name(const std::string& s) {
+        const int i = resolve(s);
+        return i == RENDER_IMPL_AVX512 ? "avx512" : i == IMPL_AVX2 ? "avx2" : "scalar";
     }
 
     const std::string& head() const { return head_; }
@@ -173,8 +184,12 @@ void bind_render(py::module_& m) {
         .def("run", &NativeRender::run, py::arg("ir"), py::arg("vis"), py::arg("base_up"), py::arg("num_threads") = 0,
              py::arg("impl") = "auto", py::arg("tile_rows") = 0,
              "ir, vis float32 (B, 1, H, W), base_up float32 (B, nbase, H, W) -> fused float32 (B, 1, H, W). "
-             "num_threads: OpenMP threads (0 = OpenMP default); impl: \"auto\", \"avx2\" or \"scalar\"; "
+             "num_threads: OpenMP threads (0 = OpenMP default); impl: \"auto\" (widest available), \"avx512\" "
+             "(AVX-512F convolutions, AVX2 rule), \"avx2\" or \"scalar\"; "
              "tile_rows: rows per tile (0 = chosen from H and the threads).")
+        .def_static("resolve_impl", &NativeRender::resolved_name, py::arg("impl") = "auto",
+                    "The instruction path impl runs on this CPU (\"avx512\", \"avx2\" or \"scalar\"); "
+                    "ValueError when a named path is not available.")
         .def_property_readonly("head", &NativeRender::head)
         .def_property_readonly("radius", &NativeRender::radius)
         .def_property_readonly("channels", &NativeRender::channels, "(detail channels, head channels)")

@@ -62,9 +62,17 @@ def _torch_render(m, ir, vis, base_up):
 
 
 def _impls():
+    """Every instruction path this CPU and build can run (the others are refused, tested below)."""
     from tokfuse_rt import _C
 
-    return ["scalar", "avx2"] if _C.build_info()["cpu_avx2_fma"] else ["scalar"]
+    out = ["scalar"]
+    for impl in ("avx2", "avx512"):
+        try:
+            _C.NativeRender.resolve_impl(impl)
+        except ValueError:
+            continue
+        out.append(impl)
+    return out
 
 
 @pytest.mark.parametrize("head", HEADS)
@@ -195,6 +203,7 @@ def test_engine_picks_backends_as_documented(tiny_ckpt, tiny_onnx):
         assert e.backend.name == "pytorch"  # auto: by file type
     with Engine(tiny_ckpt, backend="native") as e:
         assert e.backend.name == "native" and e.info()["render"]["kernel"] == "native"
+        assert e.info()["render"]["impl"] == _impls()[-1]  # auto: the widest path available
     with Engine(tiny_onnx, backend="onnxruntime") as e:
         assert e.backend.name == "onnxruntime"
     with pytest.raises(ValueError, match="native backend runs .safetensors"):
@@ -232,24 +241,25 @@ def test_native_refuses_what_it_cannot_run(tiny_ckpt):
 
 
 def test_scalar_fallback_when_the_cpu_has_no_avx2(tmp_path):
-    """TOKFUSE_NO_AVX2=1 makes the process behave as on a CPU without AVX2: "auto" runs the scalar
-    kernels (still within TOL of PyTorch) and "avx2" is refused with a clear error."""
+    """TOKFUSE_NO_AVX2=1 makes the process behave as on a CPU without AVX2 (nor AVX-512): "auto" runs
+    the scalar kernels (still within TOL of PyTorch), "avx2" and "avx512" are refused clearly."""
     code = f"""
 import numpy as np, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from test_native_render import _model, _inputs, _torch_render, TOL
 from tokfuse_rt import _C
 from tokfuse_rt.backends.native_backend import native_render
-assert _C.build_info()["default_impl"] == "scalar"
+assert _C.NativeRender.resolve_impl("auto") == "scalar"
 m = _model("layers")
 ir, vis, up = _inputs(np.random.default_rng(3), 1, 19, 29, 5)
 assert np.abs(native_render(m).run(ir, vis, up) - _torch_render(m, ir, vis, up)).max() <= TOL
-try:
-    native_render(m).run(ir, vis, up, 1, "avx2")
-except ValueError as e:
-    assert "no AVX2+FMA" in str(e)
-else:
-    raise SystemExit("avx2 was not refused")
+for impl, why in (("avx2", "no AVX2+FMA"), ("avx512", "no AVX-512F")):
+    try:
+        native_render(m).run(ir, vis, up, 1, impl)
+    except ValueError as e:
+        assert why in str(e), e
+    else:
+        raise SystemExit(impl + " was not refused")
 print("ok")
 """
     env = dict(os.environ, TOKFUSE_NO_AVX2="1")

@@ -1,7 +1,7 @@
 """Native backend: the token pathway in PyTorch on the CPU, the render half (DetailNet, HeadConvs and
 the head's per-pixel rule, "blend", "tone" or "layers") in the fused C++ kernel
-``tokfuse_rt._C.NativeRender`` (csrc/render_*.cpp: all layers over row tiles, AVX2/FMA or scalar
-chosen at run time, OpenMP over tiles). Same halves as the PyTorch backend, so tiling and video
+``tokfuse_rt._C.NativeRender`` (csrc/render_*.cpp: all layers over row tiles, AVX-512F, AVX2/FMA or
+scalar convolutions chosen at run time, OpenMP over tiles). Same halves as the PyTorch backend, so tiling and video
 reuse run the native render too. ``Engine(ckpt, backend="native")`` selects it.
 
 The token pathway runs on one PyTorch thread (``token_threads``): its ops are small (S×S = 128²) and
@@ -22,7 +22,7 @@ import torch
 
 from .torch_backend import TorchBackend
 
-IMPLS = ("auto", "avx2", "scalar")
+IMPLS = ("auto", "avx512", "avx2", "scalar")
 
 
 def _native_module():
@@ -99,9 +99,9 @@ def native_render(model):
 
 
 class NativeBackend(TorchBackend):
-    """A ``.safetensors`` checkpoint with the render half in C++ (CPU only). ``impl``: "auto" (AVX2/FMA
-    when the CPU has it, else scalar), "avx2" or "scalar". ``token_threads``: PyTorch threads of the
-    token pathway (see the module docstring)."""
+    """A ``.safetensors`` checkpoint with the render half in C++ (CPU only). ``impl``: "auto" (the widest
+    path the CPU has: AVX-512F, AVX2/FMA, else scalar), "avx512", "avx2" or "scalar".
+    ``token_threads``: PyTorch threads of the token pathway (see the module docstring)."""
 
     name = "native"
 
@@ -162,10 +162,9 @@ class NativeBackend(TorchBackend):
         from .. import _C
 
         d = super().info()
-        bi = _C.build_info()
         d["render"] = {
             "kernel": "native",
-            "impl": bi["default_impl"] if self.impl == "auto" else self.impl,
+            "impl": _C.NativeRender.resolve_impl(self.impl),
             "head": self.render_kernel.head,
             "threads": self.render_threads,
             "token_threads": self.token_threads,
