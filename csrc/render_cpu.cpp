@@ -13,7 +13,9 @@
 // "layers": the two separable box passes of ir and vis (replicate padding) for the tile's rows,
 // from the 4r source rows around it, in tile-sized buffers.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <new>
 #include <cstring>
 #include <vector>
 
@@ -245,6 +247,7 @@ void render_cpu(const RenderModel& m, const float* ir, const float* vis, const f
     const int tiles = (H + T - 1) / T;
     const int64_t items = B * tiles;
     const size_t HW = (size_t)H * W;
+    std::atomic<bool> failed(false);
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
 #endif
@@ -254,12 +257,18 @@ void render_cpu(const RenderModel& m, const float* ir, const float* vis, const f
 #pragma omp for schedule(dynamic, 1)
 #endif
         for (int64_t it = 0; it < items; ++it) {
-            const int64_t b = it / tiles;
-            const int y0 = (int)(it % tiles) * T, y1 = std::min(H, y0 + T);
-            render_tile(m, conv, rule, ir + b * HW, vis + b * HW, base + b * m.nbase * HW, H, W, y0, y1,
-                        out + b * HW, s);
+            if (failed.load(std::memory_order_relaxed)) continue;
+            try {  // an exception must not leave an OpenMP region
+                const int64_t b = it / tiles;
+                const int y0 = (int)(it % tiles) * T, y1 = std::min(H, y0 + T);
+                render_tile(m, conv, rule, ir + b * HW, vis + b * HW, base + b * m.nbase * HW, H, W, y0, y1,
+                            out + b * HW, s);
+            } catch (...) {
+                failed.store(true);
+            }
         }
     }
+    if (failed.load()) throw std::bad_alloc();  // the only exception render_tile can raise
 }
 
 }  // namespace tokfuse
