@@ -8,7 +8,8 @@ package), and the top-level ``export`` package (``python -m export.to_onnx`` / `
   TOKFUSE_CUDA=1               CUDA required: fail if nvcc is missing
   TOKFUSE_CUDA_ARCH="80;90"    override the GPU architectures (default: sm_75 ... sm_120 + PTX)
 
-csrc/nn_search_avx2.cpp is compiled with -mavx2 -mfma (x86-64 only) and entered only after a
+csrc/nn_search_avx2.cpp and csrc/render_avx2.cpp are compiled with -mavx2 -mfma, csrc/render_avx512.cpp with
+-mavx512f -mavx2 -mfma (x86-64 only); each is entered only after a
 run-time CPU check; every other C++ file targets the baseline ISA. All C++ is built with
 -ffp-contract=off so that the kernels' rounding is exactly what the source says.
 """
@@ -120,8 +121,12 @@ sources = [
     f"{CSRC}/nn_search_cpu.cpp",
     f"{CSRC}/nn_search_avx2.cpp",
     f"{CSRC}/nn_search_emulated.cpp",
+    f"{CSRC}/render_cpu.cpp",
+    f"{CSRC}/render_avx2.cpp",
+    f"{CSRC}/render_avx512.cpp",
+    f"{CSRC}/render_py.cpp",
 ]
-depends = [f"{CSRC}/{f}" for f in ("nn_search.h", "nn_search_kernel.cuh", "dlpack_min.h")]
+depends = [f"{CSRC}/{f}" for f in ("nn_search.h", "nn_search_kernel.cuh", "dlpack_min.h", "render.h")]
 define_macros = []
 libraries = []
 library_dirs = []
@@ -213,6 +218,8 @@ class BuildExt(build_ext):
             post = list(extra_postargs or [])
             if src.endswith("_avx2.cpp") and IS_X86 and not IS_MSVC:
                 post += ["-mavx2", "-mfma"]
+            if src.endswith("_avx512.cpp") and IS_X86 and not IS_MSVC:
+                post += ["-mavx512f", "-mavx2", "-mfma"]
             default_compile(obj, src, ext_, cc_args, post, pp_opts)
 
         compiler._compile = _compile

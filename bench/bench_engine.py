@@ -2,9 +2,15 @@
 
     pytest bench/bench_engine.py --benchmark-only
 
-Group ``engine-640x480``: one real MSRS test pair (640×480, colour visible), ``Engine.fuse`` on
-numpy uint8 arrays (decode excluded; colour conversion, model and uint8 output included), default
-model, 2 threads. Each backend also runs once, in a fresh subprocess, on the same pair resized to
+Groups ``engine-640x480`` and ``engine-1280x1024``: one real MSRS test pair (640×480, colour
+visible; resized to 1280×1024 for the second group), ``Engine.fuse`` on numpy uint8 arrays (decode
+excluded; colour conversion, model and uint8 output included), default model, 2 threads. Backends:
+PyTorch, the native backend (PyTorch token pathway + the fused C++ render), ONNX Runtime float32
+and ONNX Runtime int8 (``export.to_onnx --int8``, calibrated on train/), plus the CUDA cases where
+a GPU is present. ``extra_info``: ms and pairs/s (median), and GFLOP/s = the render half's
+convolution FLOPs per pair (2 × multiply-adds of DetailNet and HeadConvs at full resolution, from
+the model config: :func:`render_gflop`) / median time -- the full-resolution work, which dominates.
+In the 640×480 group each backend also runs once, in a fresh subprocess, on the pair resized to
 1280×1024 and reports its peak RSS (VmHWM of /proc/self/status; ru_maxrss is recorded too but can carry
 the forking parent's size across exec), which must stay <= 1 GiB.
 
@@ -15,6 +21,8 @@ assert them too (timings on a shared machine are noisy, RSS is always asserted).
 ``TOKFUSE_BENCH_BASELINE=CKPT`` adds the CPU cases of a second checkpoint (e.g. an earlier default
 model) to the same run, each case right after its counterpart, for a side-by-side ratio: ids
 ``*-baseline``, its name in ``extra_info["model"]``.
+``TOKFUSE_BENCH_ONNX`` / ``TOKFUSE_BENCH_ONNX_INT8``: use these exported graphs instead of exporting
+the checkpoint in the run (float32 / ``--int8``; their halves beside them).
 """
 
 from __future__ import annotations
@@ -26,10 +34,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-GROUP = "engine-640x480"
+SIZES = {"640x480": (640, 480), "1280x1024": (1280, 1024)}
 THREADS = 2
 ROUNDS = int(os.environ.get("TOKFUSE_BENCH_ROUNDS", "20"))
 RSS_LIMIT_MIB = 1024
@@ -102,20 +111,40 @@ def baseline_ckpt():
     return Path(m)
 
 
-def _export(ckpt: Path, tmp_path_factory) -> Path:
+def _export(ckpt: Path, tmp_path_factory, **kw) -> Path:
     for mod in ("onnx", "onnxscript", "onnxruntime"):
         if not _has(mod):
             pytest.skip(f"ONNX Runtime benchmark needs {mod}")
     from export.to_onnx import export_onnx
 
-    out = tmp_path_factory.mktemp("bench_onnx") / (ckpt.stem + ".onnx")
-    export_onnx(ckpt, out, verify=False)
+    out = tmp_path_factory.mktemp("bench_onnx") / (ckpt.stem + (".int8" if kw.get("int8") else "") + ".onnx")
+    export_onnx(ckpt, out, verify=False, **kw)
     return out
 
 
 @pytest.fixture(scope="module")
 def onnx_model(ckpt, tmp_path_factory):
-    return _export(ckpt, tmp_path_factory)
+    given = os.environ.get("TOKFUSE_BENCH_ONNX")
+    return Path(given) if given else _export(ckpt, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def onnx_int8(ckpt, tmp_path_factory):
+    given = os.environ.get("TOKFUSE_BENCH_ONNX_INT8")
+    if given:
+        return Path(given)
+    data = _shared_data()
+    if data is None:
+        pytest.skip("int8 calibration needs shared/data/train")
+    return _export(ckpt, tmp_path_factory, int8=True, calib=data / "train")
+
+
+def render_gflop(cfg, h: int, w: int) -> float:
+    """GFLOP (2 per multiply-add) of the render half's convolutions for one h×w pair: DetailNet's
+    3×3 2->C and C->C, HeadConvs' 3×3 (C+3)->Ch and 1×1 Ch->2."""
+    c, ch = int(cfg["detail_channels"]), int(cfg["head_channels"])
+    macs = 9 * 2 * c + 9 * c * c + 9 * (c + 3) * ch + ch * 2
+    return 2 * macs * h * w / 1e9
 
 
 @pytest.fixture(scope="module")
@@ -141,11 +170,11 @@ _RSS_SCRIPT = textwrap.dedent("""
     from PIL import Image
     from tokfuse_rt import Engine
     from tokfuse_rt.imageio import load_image
-    model, device, threads, ir_p, vis_p, w, h = sys.argv[1:]
+    model, backend, device, threads, ir_p, vis_p, w, h = sys.argv[1:]
     w, h = int(w), int(h)
     ir = np.asarray(Image.fromarray(load_image(ir_p, "ir")).resize((w, h), Image.BILINEAR))
     vis = np.asarray(Image.fromarray(load_image(vis_p, "vis")).resize((w, h), Image.BILINEAR))
-    with Engine(model, device=device, threads=int(threads)) as eng:
+    with Engine(model, device=device, threads=int(threads), backend=backend) as eng:
         out = eng.fuse(ir, vis)
         backend = eng.info()["backend"]
     assert out.shape[:2] == (h, w), out.shape
@@ -158,7 +187,7 @@ _RSS_SCRIPT = textwrap.dedent("""
 """)
 
 
-def peak_rss(model: Path, device: str, pair_paths, size=(1280, 1024)) -> dict:
+def peak_rss(model: Path, device: str, pair_paths, size=(1280, 1024), backend: str = "auto") -> dict:
     """Fuse one pair of ``size`` in a fresh interpreter; return its peak resident memory."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     r = subprocess.run(
@@ -167,6 +196,7 @@ def peak_rss(model: Path, device: str, pair_paths, size=(1280, 1024)) -> dict:
             "-c",
             _RSS_SCRIPT,
             str(model),
+            backend,
             device,
             str(THREADS),
             str(pair_paths[0]),
@@ -191,6 +221,8 @@ def peak_rss(model: Path, device: str, pair_paths, size=(1280, 1024)) -> dict:
 
 CASES = [
     pytest.param("onnxruntime", "cpu", id="onnxruntime-cpu"),
+    pytest.param("onnxruntime-int8", "cpu", id="onnxruntime-int8-cpu"),
+    pytest.param("native", "cpu", id="native-cpu"),
     pytest.param("onnxruntime-baseline", "cpu", id="onnxruntime-cpu-baseline"),
     pytest.param("pytorch", "cpu", id="pytorch-cpu"),
     pytest.param("pytorch-baseline", "cpu", id="pytorch-cpu-baseline"),
@@ -200,8 +232,16 @@ CASES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def pair_1280(pair):
+    from PIL import Image
+
+    return tuple(np.asarray(Image.fromarray(x).resize(SIZES["1280x1024"], Image.BILINEAR)) for x in pair)
+
+
+@pytest.mark.parametrize("size", list(SIZES))
 @pytest.mark.parametrize("backend,device", CASES)
-def test_engine_640x480(benchmark, request, backend, device, ckpt, pair, pair_paths):
+def test_engine(benchmark, request, backend, device, size, ckpt, pair, pair_paths):
     from tokfuse_rt import Engine
 
     if device == "cuda":
@@ -212,49 +252,70 @@ def test_engine_640x480(benchmark, request, backend, device, ckpt, pair, pair_pa
                 pytest.skip("onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
         elif not _cuda():
             pytest.skip("needs a CUDA GPU visible to torch")
+    if backend == "native":
+        from tokfuse_rt.backends.native_backend import native_available
+
+        if not native_available():
+            pytest.skip("tokfuse_rt._C built without the native render")
     model = {
         "pytorch": lambda: ckpt,
+        "native": lambda: ckpt,
         "onnxruntime": lambda: request.getfixturevalue("onnx_model"),
+        "onnxruntime-int8": lambda: request.getfixturevalue("onnx_int8"),
         "pytorch-baseline": lambda: request.getfixturevalue("baseline_ckpt"),
         "onnxruntime-baseline": lambda: request.getfixturevalue("baseline_onnx"),
         "tensorrt": lambda: request.getfixturevalue("trt_plan"),
     }[backend]()
     backend = backend.removesuffix("-baseline")
-    ir, vis = pair
-    with Engine(model, device=device, threads=THREADS) as eng:
+    engine_backend = {"native": "native", "pytorch": "pytorch"}.get(backend, "auto")
+    ir, vis = pair if size == "640x480" else request.getfixturevalue("pair_1280")
+    w, h = SIZES[size]
+    with Engine(model, device=device, threads=THREADS, backend=engine_backend) as eng:
         info = eng.info()
-        assert info["backend"] == backend
+        assert info["backend"] == backend.removesuffix("-int8")
+        assert (info.get("precision") == "int8") == backend.endswith("-int8")
         for _ in range(3):  # warm-up: allocator, kernel selection, caches
             eng.fuse(ir, vis)
-        benchmark.group = GROUP
+        benchmark.group = f"engine-{size}"
         benchmark.pedantic(eng.fuse, args=(ir, vis), rounds=ROUNDS, warmup_rounds=1, iterations=1)
     stats = getattr(benchmark, "stats", None)
     median_s = stats.stats.median if stats is not None else float("nan")
-    rss = peak_rss(model, device, pair_paths)
+    rss = peak_rss(model, device, pair_paths, backend=engine_backend) if size == "640x480" else None
     ms = 1e3 * median_s
-    target = TARGET_MS.get((backend, device))
+    target = TARGET_MS.get((backend, device)) if size == "640x480" else None
+    gflop = render_gflop(info["config"], h, w) if "detail_channels" in (info.get("config") or {}) else None
     benchmark.extra_info.update(
         {
             "backend": backend,
             "device": info["device"],
             "threads": info.get("threads"),
-            "kernels": info.get("kernels") or info.get("providers"),
+            "kernels": info.get("render") or info.get("kernels") or info.get("providers"),
+            "precision": info.get("precision", "float32"),
             "model": model.name,
-            "pair": f"MSRS/{pair_paths[0].name} 640x480",
+            "pair": f"MSRS/{pair_paths[0].name} {size}",
             "ms_per_pair": round(ms, 2),
             "pairs_per_s": round(1e3 / ms, 2) if ms == ms and ms > 0 else None,
+            "render_gflop_per_pair": round(gflop, 3) if gflop else None,
+            "gflop_per_s": round(gflop / median_s, 1) if gflop and ms == ms and ms > 0 else None,
             "target_ms": target,
             "meets_target": (ms <= target) if target and ms == ms else None,
-            "peak_rss_mib_1280x1024": round(rss["peak_mib"], 1),
-            "vmhwm_kib_1280x1024": rss["vmhwm_kib"],
-            "ru_maxrss_kib_1280x1024": rss["ru_maxrss_kib"],
-            "rss_limit_mib": RSS_LIMIT_MIB,
         }
     )
+    if rss is not None:
+        benchmark.extra_info.update(
+            {
+                "peak_rss_mib_1280x1024": round(rss["peak_mib"], 1),
+                "vmhwm_kib_1280x1024": rss["vmhwm_kib"],
+                "ru_maxrss_kib_1280x1024": rss["ru_maxrss_kib"],
+                "rss_limit_mib": RSS_LIMIT_MIB,
+            }
+        )
     print(
-        f"\n{backend}/{info['device']}: {ms:.1f} ms per 640x480 pair (median of {ROUNDS}), "
-        f"peak RSS {rss['peak_mib']:.0f} MiB at 1280x1024"
+        f"\n{backend}/{info['device']}: {ms:.1f} ms per {size} pair (median of {ROUNDS})"
+        + (f", {gflop / median_s:.1f} GFLOP/s" if gflop and ms == ms else "")
+        + (f", peak RSS {rss['peak_mib']:.0f} MiB at 1280x1024" if rss else "")
     )
-    assert rss["peak_mib"] <= RSS_LIMIT_MIB, f"peak RSS {rss['peak_mib']:.0f} MiB > {RSS_LIMIT_MIB} MiB"
+    if rss is not None:
+        assert rss["peak_mib"] <= RSS_LIMIT_MIB, f"peak RSS {rss['peak_mib']:.0f} MiB > {RSS_LIMIT_MIB} MiB"
     if STRICT and target and ms == ms:
         assert ms <= target, f"{backend} median {ms:.1f} ms > target {target} ms"

@@ -34,6 +34,8 @@
 namespace py = pybind11;
 using namespace tokfuse;
 
+void bind_render(py::module_& m);  // render_py.cpp
+
 namespace {
 
 std::string fmt(const char* f, ...) {
@@ -527,7 +529,8 @@ bool has_cuda() {
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
-    m.doc() = "tokfuse_rt native extension: codebook nearest-neighbour search";
+    m.doc() = "tokfuse_rt native extension: codebook nearest-neighbour search and the fused render";
+    bind_render(m);
 
     m.def("nn_search", &nn_search_py, py::arg("queries"), py::arg("codebook"),
           py::arg("metric") = "ip", py::arg("num_threads") = 0, py::arg("impl") = "auto",

@@ -1,6 +1,7 @@
 """Export a TokFuse checkpoint to ONNX.
 
     python -m export.to_onnx CKPT -o model.onnx [--opset 18] [--no-graph-opt] [--no-verify] [--no-halves]
+                             [--int8 --calib DIR [--calib-pairs N]]
 
 Graph interface (all axes of the images dynamic):
 
@@ -34,6 +35,10 @@ TorchScript exporter is deprecated in torch 2.x); falls back to the TorchScript 
 (onnxscript: constant folding, dead-code removal) runs; then one exact rewrite of ours,
 ``split_concat_convs`` (a conv over a 19-channel concat becomes a 16-channel conv plus a 3-channel
 conv, which ONNX Runtime's blocked kernels run ~20% faster end to end); ``--no-graph-opt`` skips it.
+
+``--int8 --calib DIR``: the render half's full-resolution convolutions of ``MODEL.onnx`` and
+``MODEL.render.onnx`` are quantised to int8 (static, calibrated on the pairs under DIR; the token
+pathway stays float32, so the token ids are the float32 model's); see :mod:`export.quantize`.
 """
 
 from __future__ import annotations
@@ -373,12 +378,17 @@ def export_onnx(
     quiet: bool = True,
     graph_opt: bool = True,
     halves: bool = True,
+    int8: bool = False,
+    calib: PathLike | None = None,
+    calib_pairs: int | None = None,
 ) -> dict:
     """Export checkpoint ``ckpt`` to ONNX file ``output``. Returns a summary dict
     (path, exporter, opset, ops {op: count}, config, seconds). Raises ExportError / CheckpointError.
     ``graph_opt``: apply the exact graph rewrites of this module (``split_concat_convs``).
     ``halves``: also write the token and render halves beside ``output`` (:func:`half_paths`); every
-    graph is traced and checked before any file is written."""
+    graph is traced and checked before any file is written.
+    ``int8``: quantise the render half's convolutions, calibrated on ``calib_pairs`` pairs under
+    ``calib`` (:mod:`export.quantize`); every graph is quantised before any file is written."""
     import hashlib
 
     import torch
@@ -395,6 +405,16 @@ def export_onnx(
 
     for p in (output, *half_paths(output).values()):
         check_not_input(p, "output", {"checkpoint": ckpt})
+
+    pairs = None
+    if int8:
+        from .quantize import DEFAULT_CALIB_PAIRS, calibration_pairs
+
+        if calib is None:
+            raise ValueError("--int8 needs --calib DIR: a folder of train/ pairs to calibrate the int8 ranges on")
+        pairs = calibration_pairs(calib, calib_pairs or DEFAULT_CALIB_PAIRS)  # bad inputs fail before tracing
+    elif calib is not None or calib_pairs is not None:
+        raise ValueError("--calib and --calib-pairs apply to --int8 exports only")
     model, meta = load_checkpoint(ckpt, map_location="cpu")
     cfg = model.cfg
     proto, used = _trace(
@@ -415,17 +435,25 @@ def export_onnx(
     }
     rewritten, ops = _finish(proto, "fused", props, dynamic_batch, graph_opt)
     parts = {}
-    if halves:
+    if halves or int8:  # an int8 export needs the render graph's convolutions, written or not
         examples = {"tokens": _example_inputs(cfg), "render": _render_example_inputs(model)}
         for part, path in half_paths(output).items():
+            if not halves and part != "render":
+                continue
             p, used_p = _trace(_graph_module(model, part), examples[part], part, opset, dynamic_batch, exporter, quiet)
             rw, _ = _finish(
                 p, part, dict(props, exporter=f"torch {torch.__version__} ({used_p})"), dynamic_batch, graph_opt
             )
             parts[part] = (p, path, rw)
-    for p, path, _ in parts.values():  # the halves first: a complete MODEL.onnx means its halves are there
-        _save_atomic(p, path)
-    _save_atomic(proto, output)
+    quant = None
+    if int8:
+        quant = _save_int8(model, proto, output, parts, pairs, calib, write_halves=halves)
+        if not halves:
+            parts = {}
+    else:
+        for p, path, _ in parts.values():  # the halves first: a complete MODEL.onnx means its halves are there
+            _save_atomic(p, path)
+        _save_atomic(proto, output)
     summary = {
         "path": str(output),
         "exporter": used,
@@ -440,12 +468,48 @@ def export_onnx(
             for part, (_, path, rw) in parts.items()
         },
     }
+    if quant is not None:
+        summary["int8"] = quant
     if verify:
         summary["verify"] = verify_against_torch(model, output)
         if parts:
             summary["verify_halves"] = verify_halves(model, output)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     return summary
+
+
+def _save_int8(model, proto, output: Path, parts: dict, pairs, calib, write_halves: bool) -> dict:
+    """Write the float32 graphs to a private folder beside ``output``, quantise the fused and render
+    graphs there, then move the finished files into place (never a half-written output)."""
+    import shutil
+    import tempfile
+
+    from .quantize import quantize_graph, render_conv_names
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmpdir = Path(tempfile.mkdtemp(prefix=".tokfuse-int8-", dir=output.parent))
+    try:
+        src = {"fused": (proto, output)} | {part: (p, path) for part, (p, path, _) in parts.items()}
+        fp32 = {}
+        for part, (p, _) in src.items():
+            fp32[part] = tmpdir / f"{part}.fp32.onnx"
+            _save_atomic(p, fp32[part])
+        nodes = render_conv_names(fp32["render"])
+        info = {"dir": str(calib), "pairs": len(pairs), "crop": max(max(a.shape[-2:]) for a, _ in pairs)}
+        done, quantised = {}, {}
+        for part, path in fp32.items():
+            if part == "tokens" or (part == "render" and not write_halves):
+                done[part] = path
+                continue
+            done[part] = tmpdir / f"{part}.int8.onnx"
+            quantised[part] = quantize_graph(model, path, done[part], part, nodes, pairs, info)
+        for part in [*(k for k in src if k != "fused"), "fused"]:  # the halves first, the model last
+            if part in ("tokens", "render") and not write_halves:
+                continue
+            os.replace(done[part], src[part][1])
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return {"nodes": quantised, "calibration": info}
 
 
 def _opset(proto) -> int:
@@ -545,6 +609,20 @@ def add_options(p) -> list[argparse.Action]:
             help="do not write the companion halves MODEL.tokens.onnx and MODEL.render.onnx "
             "(without them token reuse recomputes every video frame)",
         ),
+        p.add_argument(
+            "--int8",
+            action="store_true",
+            help="quantise the render half's full-resolution convolutions to int8 (static, needs --calib; "
+            "the token pathway stays float32)",
+        ),
+        p.add_argument("--calib", metavar="DIR", default=None, help="int8 calibration pairs: a train/ folder of sets"),
+        p.add_argument(
+            "--calib-pairs",
+            metavar="N",
+            type=int,
+            default=None,
+            help="int8: calibration pairs, evenly spaced over DIR (default 24)",
+        ),
         p.add_argument("--json", action="store_true", help="print the summary as JSON"),
     ]
 
@@ -575,6 +653,9 @@ def run(a: argparse.Namespace, prog: str = "export.to_onnx") -> int:
             verify=not a.no_verify,
             graph_opt=not a.no_graph_opt,
             halves=not a.no_halves,
+            int8=a.int8,
+            calib=a.calib,
+            calib_pairs=a.calib_pairs,
         )
     except (ExportError, ValueError, FileNotFoundError, ImportError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
@@ -591,8 +672,19 @@ def run(a: argparse.Namespace, prog: str = "export.to_onnx") -> int:
         print("graph rewrites: split_concat_convs on " + ", ".join(s["graph_opt"]))
     for part, h in s["halves"].items():
         print(f"wrote {h['path']} ({h['bytes'] / 1e6:.1f} MB, {part} half)")
+    if "int8" in s:
+        q = s["int8"]
+        print(
+            f"int8: {', '.join(f'{g}: {len(n)} nodes' for g, n in q['nodes'].items())} of the render half "
+            f"quantised, calibrated on "
+            f"{q['calibration']['pairs']} pairs of {q['calibration']['dir']}; the token pathway is float32"
+        )
     for key, what, diffs in (
-        ("verify", "self-check vs PyTorch", {"fused": "max_abs_diff"}),
+        (
+            "verify",
+            "self-check vs PyTorch" + (" (float32; this graph is int8)" if "int8" in s else ""),
+            {"fused": "max_abs_diff"},
+        ),
         (
             "verify_halves",
             "self-check of the halves vs PyTorch",

@@ -569,7 +569,7 @@ def bench_engine(ck: Check) -> dict:
         "bench": True,
         "env": {"TOKFUSE_SHARED": str(root)} if root else None,
         "note": None if msrs else f"no test/MSRS pair under {root}: the engine benchmark will skip",
-        "expect": ["bench/bench_engine.py::test_engine_640x480[pytorch-cuda]"],
+        "expect": ["bench/bench_engine.py::test_engine[pytorch-cuda-640x480]"],
     }
 
 

@@ -43,6 +43,13 @@ def add_model_args(p: argparse.ArgumentParser, inputs: bool = True) -> None:
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the backend (default: library default)")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "pytorch", "native", "onnxruntime", "tensorrt"),
+        help="auto (by model file type) | pytorch | native (.safetensors, fused C++ render on the CPU) | "
+        "onnxruntime | tensorrt (default: auto)",
+    )
     if not inputs:
         return
     from .engine import DEFAULT_TILE
@@ -106,7 +113,7 @@ def open_engine(a: argparse.Namespace):
     """The Engine of a command's options (:func:`add_model_args`)."""
     from .engine import Engine
 
-    return Engine(a.model, device=a.device, threads=a.threads, **_engine_options(a))
+    return Engine(a.model, device=a.device, threads=a.threads, backend=a.backend, **_engine_options(a))
 
 
 def cmd_fuse(a) -> int:

@@ -129,6 +129,10 @@ class Engine:
     camera rig (a rig file path or a ``tokfuse_rt.rig.Rig``) for unregistered cameras: the infrared
     image is warped onto the visible grid and the result has the visible image's size (see
     ``tokfuse_rt.rig``); every fuse call uses it unless the call passes its own.
+    ``backend``: "auto" (by file suffix: PyTorch for .safetensors, ONNX Runtime for .onnx, TensorRT for
+    .plan/.engine) or one of "pytorch", "native" (.safetensors: token pathway in PyTorch, render half
+    in the fused C++ kernel, CPU only; see ``tokfuse_rt.backends.native_backend``), "onnxruntime",
+    "tensorrt".
     """
 
     def __init__(
@@ -142,6 +146,7 @@ class Engine:
         depth: str = "auto",
         tile_size: int | None = DEFAULT_TILE,
         align=None,
+        backend: str = "auto",
     ) -> None:
         from .backends import OutputGuard, backend_class
         from .devices import parse_device
@@ -165,11 +170,11 @@ class Engine:
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo):
                 raise ValueError(f"{nm} must be an int >= {lo} or None, got {v!r}")
         self.max_pixels, self.depth, self.tile_size = max_pixels, check_depth(depth), tile_size
-        cls = backend_class(path)
+        cls = backend_class(path, backend)
         kwargs = {"device": device, "threads": threads}
         if kernels != "auto":
-            if cls.name != "pytorch":
-                raise ValueError(f"kernels={kernels!r} applies to the PyTorch backend only, not {cls.name}")
+            if cls.name not in ("pytorch", "native"):
+                raise ValueError(f"kernels={kernels!r} applies to the PyTorch and native backends only, not {cls.name}")
             kwargs["kernels"] = kernels
         self.path = path
         self.batch_size = batch_size

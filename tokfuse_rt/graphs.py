@@ -15,7 +15,8 @@ ONNX metadata (``metadata_props``; keys :data:`META_PREFIX` + one of :data:`META
 model config as JSON), ``format_version``, ``source`` (checkpoint file name), ``checkpoint_sha256`` (the
 same in all three graphs: it ties the halves to their model), ``exporter``, ``train`` (JSON),
 ``render_halo`` and ``render_align`` (what tiles of the render graph need), ``graph_opt`` (rewrites
-applied), ``part`` (``tokens``/``render``, halves only). TensorRT plans carry no metadata: the exporter
+applied), ``part`` (``tokens``/``render``, halves only), ``quant`` (JSON, int8 graphs only: precision,
+scheme, quantised nodes, calibration; see ``export/quantize.py``). TensorRT plans carry no metadata: the exporter
 writes ``MODEL.plan.json`` beside the plan (:func:`sidecar_path`) with the config and build settings.
 """
 
@@ -60,6 +61,7 @@ META_KEYS = (
     "render_align",
     "graph_opt",
     "part",
+    "quant",
 )
 
 

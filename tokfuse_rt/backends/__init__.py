@@ -25,11 +25,33 @@ REGISTRY = {
 }
 
 
-def backend_class(path: Path):
+# backend name -> (module, class, the model files it runs); "auto" picks by file suffix (REGISTRY)
+NAMED = {
+    "pytorch": ("tokfuse_rt.backends.torch_backend", "TorchBackend", (".safetensors",)),
+    "native": ("tokfuse_rt.backends.native_backend", "NativeBackend", (".safetensors",)),
+    "onnxruntime": ("tokfuse_rt.backends.ort_backend", "OrtBackend", (".onnx",)),
+    "tensorrt": ("tokfuse_rt.backends.trt_backend", "TrtBackend", (".plan", ".engine")),
+}
+BACKEND_NAMES = ("auto", *NAMED)
+
+
+def backend_class(path: Path, backend: str = "auto"):
+    """The backend class for model file ``path``: by its suffix (``backend="auto"``), or the named
+    backend (:data:`NAMED`), which must run that kind of file."""
     suffix = path.suffix.lower()
-    if suffix not in REGISTRY:
+    if backend not in BACKEND_NAMES:
+        raise ValueError(f"backend must be one of {BACKEND_NAMES}, got {backend!r}")
+    if backend != "auto":
+        mod_name, cls_name, suffixes = NAMED[backend]
+        if suffix not in suffixes:
+            raise ValueError(
+                f"model path {path}: the {backend} backend runs {' / '.join(suffixes)} files, not {suffix!r}"
+            )
+        needs = "the compiled extension tokfuse_rt._C" if backend == "native" else REGISTRY[suffix][2]
+    elif suffix not in REGISTRY:
         raise ValueError(f"model path {path}: unknown file type {suffix!r}; expected one of {sorted(REGISTRY)}")
-    mod_name, cls_name, needs = REGISTRY[suffix]
+    else:
+        mod_name, cls_name, needs = REGISTRY[suffix]
     try:
         mod = importlib.import_module(mod_name)
     except ModuleNotFoundError as e:

@@ -251,6 +251,14 @@ class OrtBackend:
         }
         return sess.run(None, feed)[0]
 
+    @property
+    def precision(self) -> str:
+        """ "int8" for graphs written by ``export.to_onnx --int8`` (``tokfuse_rt.quant`` metadata), else "float32"."""
+        try:
+            return json.loads(self._meta.get("quant") or "{}").get("precision", "float32")
+        except (json.JSONDecodeError, AttributeError):
+            return "float32"
+
     def info(self) -> dict:
         if self.session is None:
             raise RuntimeError("this ONNX Runtime backend has been closed")
@@ -276,6 +284,7 @@ class OrtBackend:
             "onnxruntime": ort.__version__,
             "opset": opset,
             "exporter": self._meta.get("exporter"),
+            "precision": self.precision,
             "config": dict(self.cfg) if self.cfg else {"num_tokens": self.num_tokens, "default_k": self.default_k},
             "train": train,
             "halves": "tokens+render" if self.has_halves else f"unavailable: {self.halves_note}",

@@ -1,0 +1,88 @@
+// Internal C++ API of the fused native render (tokfuse_rt._C.NativeRender): the full-resolution
+// half of a TokFuse model (DetailNet, HeadConvs and the head's per-pixel rule) in one pass over
+// row tiles.
+//
+// NOTE: included by render_avx2.cpp, which is compiled with -mavx2 -mfma. Plain declarations
+// only (no standard library, no inline functions the linker could merge across ISAs).
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+namespace tokfuse {
+
+enum RenderHead : int { HEAD_BLEND = 0, HEAD_TONE = 1, HEAD_LAYERS = 2 };
+
+// One 3x3 convolution (zero padding) for one output row of W pixels, channel-last layout.
+//   in[ky] (ky = 0, 1, 2): the input rows y-1, y, y+1, each pointing at padded column -1 (the
+//     rows hold W + 2 pixels of `istride` floats; padded columns and rows outside the image are 0).
+//   off[j] (j < nin): the float offset of input channel j inside a pixel.
+//   w: packed weights [ky][kx][j][cop], bias[cop]; cop a multiple of 8 (padding weights are 0).
+//   out: pixel 0 of the output row, `ostride` floats per pixel (cop of them written).
+// Accumulation per output value: bias, then ky, kx, j in that order.
+typedef void (*ConvRowFn)(const float* const* in, int istride, const int* off, int nin, const float* w,
+                          const float* bias, float* out, int ostride, int W, int cop, int relu);
+
+// The head's final 1x1 convolution and its per-pixel rule for one row of W pixels.
+struct RuleRow {
+    int head;                  // RenderHead
+    int W;
+    const float* h;            // [W][hstride] head features after ReLU
+    int hstride;
+    int nh;                    // head channels used
+    const float* w2;           // [2][nh] 1x1 convolution weights
+    const float* b2;           // [2]
+    const float* ir;           // [W] sources
+    const float* vis;
+    const float* l_ir;         // [W] base layers ("layers" head only)
+    const float* l_vis;
+    const float* tone[4];      // [W] each: g, a, mu, c ("tone" / "layers")
+    float tau, gain_vis, gain_ir;
+    float* out;                // [W]
+};
+typedef void (*RuleRowFn)(const RuleRow& r);
+
+void conv_row_scalar(const float* const* in, int istride, const int* off, int nin, const float* w,
+                     const float* bias, float* out, int ostride, int W, int cop, int relu);
+void rule_row_scalar(const RuleRow& r);
+
+// Defined in render_avx2.cpp. Only call when cpu_has_avx2_fma() && avx2_kernel_compiled().
+void conv_row_avx2(const float* const* in, int istride, const int* off, int nin, const float* w,
+                   const float* bias, float* out, int ostride, int W, int cop, int relu);
+void rule_row_avx2(const RuleRow& r);
+bool render_avx2_compiled();
+
+// Defined in render_avx512.cpp (the convolution only; the rule runs the AVX2 kernel). Only call
+// when cpu_has_avx512f() && render_avx512_compiled().
+void conv_row_avx512(const float* const* in, int istride, const int* off, int nin, const float* w,
+                     const float* bias, float* out, int ostride, int W, int cop, int relu);
+bool render_avx512_compiled();
+bool cpu_has_avx512f();  // render_cpu.cpp; false under TOKFUSE_NO_AVX2=1 too
+
+// Instruction paths of the render (IMPL_SCALAR and IMPL_AVX2 as in nn_search.h, plus this one).
+enum : int { RENDER_IMPL_AVX512 = 3 };
+
+// A model's render half, packed for the kernels (render_cpu.cpp). Built by the Python binding.
+struct RenderModel {
+    int head = HEAD_BLEND;
+    int C = 0, Cp = 0;    // detail channels (Cp: rounded up to a multiple of 8)
+    int Ch = 0, Chp = 0;  // head channels
+    int radius = 0;       // "layers": box radius of the base layers
+    int nbase = 1;        // channels of base_up: 1 ("blend") or 5 (base map, g, a, mu, c)
+    const float* w1 = nullptr;  // detail conv1 packed [3][3][2][Cp], bias b1[Cp]
+    const float* b1 = nullptr;
+    const float* w2 = nullptr;  // detail conv2 packed [3][3][C][Cp], b2[Cp]
+    const float* b2 = nullptr;
+    const float* w3 = nullptr;  // head conv1 packed [3][3][C + 3][Chp], b3[Chp]
+    const float* b3 = nullptr;
+    const float* w4 = nullptr;  // head conv2 [2][Ch], b4[2]
+    const float* b4 = nullptr;
+    float tau = 0.f, gain_vis = 0.f, gain_ir = 0.f;
+};
+
+// ir, vis [B][H][W], base [B][nbase][H][W] -> out [B][H][W]. OpenMP over tiles of about
+// tile_rows rows (<= 0: chosen from H and the thread count); impl: IMPL_SCALAR, IMPL_AVX2 or
+// RENDER_IMPL_AVX512 (resolved and checked by the caller). No Python, re-entrant.
+void render_cpu(const RenderModel& m, const float* ir, const float* vis, const float* base, int64_t B, int H,
+                int W, float* out, int num_threads, int impl, int tile_rows);
+
+}  // namespace tokfuse

@@ -1,0 +1,274 @@
+// The fused native render: driver (row tiles, OpenMP, the base layers' box filter) and the scalar
+// kernels (portable C++, separate multiply and add). See render.h; AVX2 kernels in render_avx2.cpp.
+//
+// Per tile of output rows [y0, y1) of one image, everything stays in per-thread buffers a few rows
+// high, never a full-size intermediate:
+//   X  ring of 3 rows: (ir, vis) channel-last, zero outside the image (the convolutions' padding)
+//   H1 ring of 3 rows: relu(detail conv1(X))                  C channels
+//   D  ring of 3 rows: relu(detail conv2(H1)), base_up[0], ir, vis     C + 3 channels
+//   h  one row:        relu(head conv1(D))                    Ch channels
+//   then head conv2 (1x1) and the head's rule, written to the output row.
+// Rows are produced on demand as the output row advances (each D row needs H1 rows r-1..r+1, each
+// H1 row X rows r-1..r+1), so a tile computes 2 extra D rows and 4 extra H1 rows at its top edge.
+// "layers": the two separable box passes of ir and vis (replicate padding) for the tile's rows,
+// from the 4r source rows around it, in tile-sized buffers.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <new>
+#include <cstring>
+#include <vector>
+
+#include "nn_search.h"
+#include "render.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace tokfuse {
+
+bool cpu_has_avx512f() {
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+    static const bool ok = [] {
+        if (!cpu_has_avx2_fma()) return false;  // also honours TOKFUSE_NO_AVX2=1
+        __builtin_cpu_init();
+        return (bool)__builtin_cpu_supports("avx512f");
+    }();
+    return ok;
+#else
+    return false;
+#endif
+}
+
+void conv_row_scalar(const float* const* in, int istride, const int* off, int nin, const float* w,
+                     const float* bias, float* out, int ostride, int W, int cop, int relu) {
+    std::vector<float> acc(cop);
+    for (int x = 0; x < W; ++x) {
+        for (int co = 0; co < cop; ++co) acc[co] = bias[co];
+        for (int ky = 0; ky < 3; ++ky)
+            for (int kx = 0; kx < 3; ++kx) {
+                const float* px = in[ky] + (ptrdiff_t)(x + kx) * istride;
+                const float* wt = w + (ptrdiff_t)(ky * 3 + kx) * nin * cop;
+                for (int j = 0; j < nin; ++j, wt += cop) {
+                    const float v = px[off[j]];
+                    for (int co = 0; co < cop; ++co) acc[co] += wt[co] * v;
+                }
+            }
+        float* o = out + (ptrdiff_t)x * ostride;
+        for (int co = 0; co < cop; ++co) o[co] = relu ? std::max(acc[co], 0.0f) : acc[co];
+    }
+}
+
+namespace {
+
+inline float sigmoid1(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+inline float clamp01(float x) { return std::min(std::max(x, 0.0f), 1.0f); }
+inline float knee1(float x) {  // tone.py's knee: KNEE = 0.9, 1 - KNEE = 0.1 (float32)
+    return x > 0.9f ? 0.9f + 0.1f * std::tanh((x - 0.9f) / 0.1f) : std::max(x, 0.0f);
+}
+
+}  // namespace
+
+void rule_row_scalar(const RuleRow& r) {
+    for (int x = 0; x < r.W; ++x) {
+        const float* h = r.h + (ptrdiff_t)x * r.hstride;
+        float y0 = r.b2[0], y1 = r.b2[1];
+        for (int c = 0; c < r.nh; ++c) {
+            y0 += r.w2[c] * h[c];
+            y1 += r.w2[r.nh + c] * h[c];
+        }
+        const float A = r.ir[x], Bv = r.vis[x];
+        float f;
+        if (r.head == HEAD_BLEND) {
+            const float w = sigmoid1(y0);
+            f = clamp01(w * A + (1.0f - w) * Bv + y1);
+        } else {
+            const float g = r.tone[0][x], a = r.tone[1][x], mu = r.tone[2][x], c = r.tone[3][x];
+            float la = A, lb = Bv;
+            if (r.head == HEAD_LAYERS) la = r.l_ir[x], lb = r.l_vis[x];
+            const float w = sigmoid1(r.tau * (la - lb) + y0);
+            const float sel = w * la + (1.0f - w) * lb;
+            const float add = clamp01(la + lb - c);
+            float m = (1.0f - a) * sel + a * add;
+            if (r.head == HEAD_LAYERS) {
+                m = m + r.gain_vis * (Bv - lb);
+                m = m + r.gain_ir * (A - la);
+            }
+            f = knee1(mu + g * (m - mu) + y1);
+        }
+        r.out[x] = f;
+    }
+}
+
+namespace {
+
+// dst[x] = mean of src[clamp(x - r .. x + r)] (replicate padding), summed left to right.
+void hmean(const float* src, int W, int r, float* tmp, float* dst) {
+    for (int i = 0; i < W + 2 * r; ++i) tmp[i] = src[std::min(std::max(i - r, 0), W - 1)];
+    const float n = float(2 * r + 1);
+    for (int x = 0; x < W; ++x) dst[x] = tmp[x];
+    for (int j = 1; j <= 2 * r; ++j)
+        for (int x = 0; x < W; ++x) dst[x] += tmp[x + j];
+    for (int x = 0; x < W; ++x) dst[x] /= n;
+}
+
+// dst = mean of rows clamp(y - r .. y + r) of an image of H rows, of which rows [lo, ...) are
+// stored from `rows` (row stride W); summed top to bottom.
+void vmean(const float* rows, int lo, int H, int W, int y, int r, float* dst) {
+    const float n = float(2 * r + 1);
+    for (int j = 0; j <= 2 * r; ++j) {
+        const float* s = rows + (ptrdiff_t)(std::min(std::max(y - r + j, 0), H - 1) - lo) * W;
+        if (j == 0)
+            std::memcpy(dst, s, sizeof(float) * W);
+        else
+            for (int x = 0; x < W; ++x) dst[x] += s[x];
+    }
+    for (int x = 0; x < W; ++x) dst[x] /= n;
+}
+
+struct Scratch {
+    std::vector<float> x, h1, d, h, b1, b2, b3, lo, tmp;
+};
+
+inline int ring(int r) { return ((r % 3) + 3) % 3; }
+
+void render_tile(const RenderModel& m, ConvRowFn conv, RuleRowFn rule, const float* ir, const float* vis,
+                 const float* base, int H, int W, int y0, int y1, float* out, Scratch& s) {
+    const int Wp = W + 2, C = m.C, Cp = m.Cp, Chp = m.Chp, Dst = Cp + 8, R = m.radius;
+    const size_t HW = (size_t)H * W;
+    // channel offsets inside a pixel of X, H1 and D
+    int off1[2] = {0, 1};
+    std::vector<int> off2(C), off3(C + 3);
+    for (int c = 0; c < C; ++c) off2[c] = off3[c] = c;
+    off3[C] = Cp, off3[C + 1] = Cp + 1, off3[C + 2] = Cp + 2;
+    s.x.assign((size_t)3 * Wp * 2, 0.f);
+    s.h1.assign((size_t)3 * Wp * Cp, 0.f);
+    s.d.assign((size_t)3 * Wp * Dst, 0.f);
+    s.h.assign((size_t)W * Chp + 8, 0.f);
+    auto xrow = [&](int r) { return s.x.data() + (size_t)ring(r) * Wp * 2; };
+    auto h1row = [&](int r) { return s.h1.data() + (size_t)ring(r) * Wp * Cp; };
+    auto drow = [&](int r) { return s.d.data() + (size_t)ring(r) * Wp * Dst; };
+
+    // base layers of the tile ("layers")
+    const int T = y1 - y0;
+    const float* l_ir = nullptr;
+    const float* l_vis = nullptr;
+    if (m.head == HEAD_LAYERS) {
+        const int a1 = std::max(0, y0 - 2 * R), a2 = std::min(H, y1 + 2 * R);
+        const int c1 = std::max(0, y0 - R), c2 = std::min(H, y1 + R);
+        const int na = a2 - a1, nc = c2 - c1;
+        s.b1.resize((size_t)na * W);
+        s.b2.resize((size_t)nc * W);
+        s.b3.resize((size_t)nc * W);
+        s.lo.resize((size_t)2 * T * W);
+        s.tmp.resize((size_t)W + 2 * R);
+        for (int ch = 0; ch < 2; ++ch) {
+            const float* src = ch == 0 ? ir : vis;
+            for (int i = 0; i < na; ++i) hmean(src + (size_t)(a1 + i) * W, W, R, s.tmp.data(), s.b1.data() + (size_t)i * W);
+            for (int i = 0; i < nc; ++i) vmean(s.b1.data(), a1, H, W, c1 + i, R, s.b2.data() + (size_t)i * W);
+            for (int i = 0; i < nc; ++i) hmean(s.b2.data() + (size_t)i * W, W, R, s.tmp.data(), s.b3.data() + (size_t)i * W);
+            for (int t = 0; t < T; ++t) vmean(s.b3.data(), c1, H, W, y0 + t, R, s.lo.data() + ((size_t)ch * T + t) * W);
+        }
+        l_ir = s.lo.data();
+        l_vis = s.lo.data() + (size_t)T * W;
+    }
+
+    int x_next = y0 - 3, h_next = y0 - 2, d_next = y0 - 1;
+    auto make_x = [&](int r) {
+        float* o = xrow(r);
+        if (r < 0 || r >= H) {
+            std::fill(o, o + (size_t)Wp * 2, 0.f);
+            return;
+        }
+        const float* a = ir + (size_t)r * W;
+        const float* b = vis + (size_t)r * W;
+        for (int x = 0; x < W; ++x) o[(x + 1) * 2] = a[x], o[(x + 1) * 2 + 1] = b[x];
+    };
+    auto make_h1 = [&](int r) {
+        while (x_next <= r + 1) make_x(x_next++);
+        float* o = h1row(r);
+        if (r < 0 || r >= H) {
+            std::fill(o, o + (size_t)Wp * Cp, 0.f);
+            return;
+        }
+        const float* in[3] = {xrow(r - 1), xrow(r), xrow(r + 1)};
+        conv(in, 2, off1, 2, m.w1, m.b1, o + Cp, Cp, W, Cp, 1);
+    };
+    auto make_d = [&](int r) {
+        while (h_next <= r + 1) make_h1(h_next++);
+        float* o = drow(r);
+        if (r < 0 || r >= H) {
+            std::fill(o, o + (size_t)Wp * Dst, 0.f);
+            return;
+        }
+        const float* in[3] = {h1row(r - 1), h1row(r), h1row(r + 1)};
+        conv(in, Cp, off2.data(), C, m.w2, m.b2, o + Dst, Dst, W, Cp, 1);
+        const float* b0 = base + (size_t)r * W;
+        const float* a = ir + (size_t)r * W;
+        const float* b = vis + (size_t)r * W;
+        for (int x = 0; x < W; ++x) {
+            float* p = o + (size_t)(x + 1) * Dst + Cp;
+            p[0] = b0[x], p[1] = a[x], p[2] = b[x];
+        }
+    };
+    RuleRow rr{};
+    rr.head = m.head, rr.W = W, rr.h = s.h.data(), rr.hstride = Chp, rr.nh = m.Ch, rr.w2 = m.w4, rr.b2 = m.b4;
+    rr.tau = m.tau, rr.gain_vis = m.gain_vis, rr.gain_ir = m.gain_ir;
+    for (int y = y0; y < y1; ++y) {
+        while (d_next <= y + 1) make_d(d_next++);
+        const float* in[3] = {drow(y - 1), drow(y), drow(y + 1)};
+        conv(in, Dst, off3.data(), C + 3, m.w3, m.b3, s.h.data(), Chp, W, Chp, 1);
+        rr.ir = ir + (size_t)y * W, rr.vis = vis + (size_t)y * W, rr.out = out + (size_t)y * W;
+        if (l_ir) rr.l_ir = l_ir + (size_t)(y - y0) * W, rr.l_vis = l_vis + (size_t)(y - y0) * W;
+        for (int k = 0; k < 4; ++k) rr.tone[k] = m.nbase == 5 ? base + (k + 1) * HW + (size_t)y * W : nullptr;
+        rule(rr);
+    }
+}
+
+}  // namespace
+
+void render_cpu(const RenderModel& m, const float* ir, const float* vis, const float* base, int64_t B, int H,
+                int W, float* out, int num_threads, int impl, int tile_rows) {
+    const bool avx2 = impl == IMPL_AVX2 || impl == RENDER_IMPL_AVX512;
+    const ConvRowFn conv = impl == RENDER_IMPL_AVX512 ? conv_row_avx512 : avx2 ? conv_row_avx2 : conv_row_scalar;
+    const RuleRowFn rule = avx2 ? rule_row_avx2 : rule_row_scalar;
+    int nt = num_threads;
+#ifdef _OPENMP
+    if (nt <= 0) nt = omp_get_max_threads();
+#else
+    nt = 1;
+#endif
+    int T = tile_rows;
+    if (T <= 0) {  // about 32 rows per tile, a multiple of the thread count per image
+        const int per_image = nt * std::max(1, (int)std::lround((double)H / (32.0 * nt)));
+        T = std::max(1, (H + per_image - 1) / per_image);
+    }
+    const int tiles = (H + T - 1) / T;
+    const int64_t items = B * tiles;
+    const size_t HW = (size_t)H * W;
+    std::atomic<bool> failed(false);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+    {
+        Scratch s;
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (int64_t it = 0; it < items; ++it) {
+            if (failed.load(std::memory_order_relaxed)) continue;
+            try {  // an exception must not leave an OpenMP region
+                const int64_t b = it / tiles;
+                const int y0 = (int)(it % tiles) * T, y1 = std::min(H, y0 + T);
+                render_tile(m, conv, rule, ir + b * HW, vis + b * HW, base + b * m.nbase * HW, H, W, y0, y1,
+                            out + b * HW, s);
+            } catch (...) {
+                failed.store(true);
+            }
+        }
+    }
+    if (failed.load()) throw std::bad_alloc();  // the only exception render_tile can raise
+}
+
+}  // namespace tokfuse

@@ -1,0 +1,197 @@
+// pybind11 binding of the fused native render: tokfuse_rt._C.NativeRender (see render.h).
+//
+//   r = NativeRender(head, radius, detail_w1, detail_b1, detail_w2, detail_b2,
+//                    head_w1, head_b1, head_w2, head_b2, tau=0, gain_vis=0, gain_ir=0)
+//   fused = r.run(ir, vis, base_up, num_threads=0, impl="auto", tile_rows=0)
+//
+// Weights are PyTorch's Conv2d tensors as float32 numpy arrays; they are validated and packed
+// once. run() reads ir, vis [B, 1, H, W] and base_up [B, nbase, H, W] (float32, C-contiguous;
+// nbase = 1 for "blend", 5 for "tone" and "layers") and returns fused float32 [B, 1, H, W].
+// Wrong types, shapes or options raise TypeError / ValueError naming the argument.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+#include <vector>
+
+#include "nn_search.h"
+#include "render.h"
+
+namespace py = pybind11;
+using namespace tokfuse;
+
+namespace {
+
+using Arr = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+std::string shape_of(const py::array& a) {
+    std::string s = "(";
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+    return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+Arr as_f32(py::handle obj, const char* name) {
+    if (!py::isinstance<py::array>(obj))
+        throw py::type_error(std::string(name) + " must be a numpy array, got " +
+                             std::string(py::str(py::type::of(obj).attr("__name__"))));
+    py::array a = py::reinterpret_borrow<py::array>(obj);
+    if (a.dtype().kind() != 'f')
+        throw py::type_error(std::string(name) + " must be a float array, got dtype " + std::string(py::str(a.dtype())));
+    return Arr::ensure(a);
+}
+
+Arr weight(py::handle obj, const char* name, std::vector<py::ssize_t> shape) {
+    Arr a = as_f32(obj, name);
+    bool ok = a.ndim() == (py::ssize_t)shape.size();
+    for (size_t i = 0; ok && i < shape.size(); ++i) ok = a.shape(i) == shape[i];
+    if (!ok) {
+        std::string want = "(";
+        for (size_t i = 0; i < shape.size(); ++i) want += (i ? ", " : "") + std::to_string(shape[i]);
+        throw py::value_error(std::string(name) + " must have shape " + want + "), got " + shape_of(a));
+    }
+    return a;
+}
+
+int round8(int c) { return (c + 7) / 8 * 8; }
+
+// torch Conv2d weight [co][ci][3][3] -> [ky][kx][ci][cop] (cop >= co, zero padded)
+std::vector<float> pack3x3(const Arr& w, int co, int ci, int cop) {
+    std::vector<float> p((size_t)9 * ci * cop, 0.f);
+    const float* s = w.data();
+    for (int o = 0; o < co; ++o)
+        for (int i = 0; i < ci; ++i)
+            for (int k = 0; k < 9; ++k) p[((size_t)k * ci + i) * cop + o] = s[((size_t)o * ci + i) * 9 + k];
+    return p;
+}
+
+std::vector<float> padded(const Arr& b, int n) {
+    std::vector<float> p(n, 0.f);
+    for (py::ssize_t i = 0; i < b.shape(0); ++i) p[i] = b.data()[i];
+    return p;
+}
+
+class NativeRender {
+  public:
+    NativeRender(const std::string& head, int radius, py::handle dw1, py::handle db1, py::handle dw2,
+                 py::handle db2, py::handle hw1, py::handle hb1, py::handle hw2, py::handle hb2, float tau,
+                 float gain_vis, float gain_ir) {
+        if (head == "blend")
+            m_.head = HEAD_BLEND;
+        else if (head == "tone")
+            m_.head = HEAD_TONE;
+        else if (head == "layers")
+            m_.head = HEAD_LAYERS;
+        else
+            throw py::value_error("head must be \"blend\", \"tone\" or \"layers\", got \"" + head + "\"");
+        if (radius < 0 || radius > 4096) throw py::value_error("radius must be in [0, 4096], got " + std::to_string(radius));
+        head_ = head;
+        Arr a = as_f32(dw1, "detail_w1");
+        if (a.ndim() != 4 || a.shape(0) < 1 || a.shape(0) > 4096)
+            throw py::value_error("detail_w1 must have shape (C, 2, 3, 3), got " + shape_of(a));
+        const int C = (int)a.shape(0);
+        a = weight(dw1, "detail_w1", {C, 2, 3, 3});
+        Arr b = weight(db1, "detail_b1", {C});
+        Arr c = weight(dw2, "detail_w2", {C, C, 3, 3});
+        Arr d = weight(db2, "detail_b2", {C});
+        Arr e = as_f32(hw1, "head_w1");
+        if (e.ndim() != 4 || e.shape(0) < 1 || e.shape(0) > 4096)
+            throw py::value_error("head_w1 must have shape (Ch, C + 3, 3, 3), got " + shape_of(e));
+        const int Ch = (int)e.shape(0);
+        e = weight(hw1, "head_w1", {Ch, C + 3, 3, 3});
+        Arr f = weight(hb1, "head_b1", {Ch});
+        Arr g = as_f32(hw2, "head_w2");
+        g = g.ndim() == 4 ? weight(hw2, "head_w2", {2, Ch, 1, 1}) : weight(hw2, "head_w2", {2, Ch});
+        Arr h = weight(hb2, "head_b2", {2});
+        m_.C = C, m_.Cp = round8(C), m_.Ch = Ch, m_.Chp = round8(Ch), m_.radius = radius;
+        m_.nbase = m_.head == HEAD_BLEND ? 1 : 5;
+        w1_ = pack3x3(a, C, 2, m_.Cp), b1_ = padded(b, m_.Cp);
+        w2_ = pack3x3(c, C, C, m_.Cp), b2_ = padded(d, m_.Cp);
+        w3_ = pack3x3(e, Ch, C + 3, m_.Chp), b3_ = padded(f, m_.Chp);
+        w4_.assign(g.data(), g.data() + 2 * Ch), b4_.assign(h.data(), h.data() + 2);
+        m_.w1 = w1_.data(), m_.b1 = b1_.data(), m_.w2 = w2_.data(), m_.b2 = b2_.data();
+        m_.w3 = w3_.data(), m_.b3 = b3_.data(), m_.w4 = w4_.data(), m_.b4 = b4_.data();
+        m_.tau = tau, m_.gain_vis = gain_vis, m_.gain_ir = gain_ir;
+    }
+
+    py::array_t<float> run(py::handle ir_, py::handle vis_, py::handle base_, int num_threads, const std::string& impl_s,
+                           int tile_rows) const {
+        const int impl = resolve(impl_s);
+        Arr ir = as_f32(ir_, "ir"), vis = as_f32(vis_, "vis"), base = as_f32(base_, "base_up");
+        if (ir.ndim() != 4 || ir.shape(1) != 1)
+            throw py::value_error("ir must have shape (B, 1, H, W), got " + shape_of(ir));
+        const py::ssize_t B = ir.shape(0), H = ir.shape(2), W = ir.shape(3);
+        if (B < 1 || H < 1 || W < 1) throw py::value_error("ir must not be empty, got shape " + shape_of(ir));
+        if (H > (1 << 20) || W > (1 << 20)) throw py::value_error("ir is too large: shape " + shape_of(ir));
+        if (vis.ndim() != 4 || vis.shape(0) != B || vis.shape(1) != 1 || vis.shape(2) != H || vis.shape(3) != W)
+            throw py::value_error("vis must have the shape of ir " + shape_of(ir) + ", got " + shape_of(vis));
+        if (base.ndim() != 4 || base.shape(0) != B || base.shape(1) != m_.nbase || base.shape(2) != H || base.shape(3) != W)
+            throw py::value_error("base_up must have shape (" + std::to_string(B) + ", " + std::to_string(m_.nbase) +
+                                  ", " + std::to_string(H) + ", " + std::to_string(W) + ") for the \"" + head_ +
+                                  "\" head, got " + shape_of(base));
+        py::array_t<float> out({B, (py::ssize_t)1, H, W});
+        const float *pi = ir.data(), *pv = vis.data(), *pb = base.data();
+        float* po = out.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            render_cpu(m_, pi, pv, pb, B, (int)H, (int)W, po, num_threads, impl, tile_rows);
+        }
+        return out;
+    }
+
+    // "auto" -> the widest path this CPU and build have; a named path is checked.
+    static int resolve(const std::string& s) {
+        const bool avx2 = cpu_has_avx2_fma() && render_avx2_compiled();
+        const bool avx512 = avx2 && cpu_has_avx512f() && render_avx512_compiled();
+        if (s == "auto") return avx512 ? RENDER_IMPL_AVX512 : avx2 ? IMPL_AVX2 : IMPL_SCALAR;
+        if (s == "scalar") return IMPL_SCALAR;
+        if (s == "avx2") {
+            if (!avx2) throw py::value_error("impl=\"avx2\" requested but this CPU (or build) has no AVX2+FMA kernel");
+            return IMPL_AVX2;
+        }
+        if (s == "avx512") {
+            if (!avx512) throw py::value_error("impl=\"avx512\" requested but this CPU (or build) has no AVX-512F kernel");
+            return RENDER_IMPL_AVX512;
+        }
+        throw py::value_error("impl must be \"auto\", \"avx512\", \"avx2\" or \"scalar\", got \"" + s + "\"");
+    }
+    static std::string resolved_name(const std::string& s) {
+        const int i = resolve(s);
+        return i == RENDER_IMPL_AVX512 ? "avx512" : i == IMPL_AVX2 ? "avx2" : "scalar";
+    }
+
+    const std::string& head() const { return head_; }
+    int radius() const { return m_.radius; }
+    py::tuple channels() const { return py::make_tuple(m_.C, m_.Ch); }
+    int base_channels() const { return m_.nbase; }
+
+  private:
+    RenderModel m_;
+    std::string head_;
+    std::vector<float> w1_, b1_, w2_, b2_, w3_, b3_, w4_, b4_;
+};
+
+}  // namespace
+
+void bind_render(py::module_& m) {
+    py::class_<NativeRender>(m, "NativeRender",
+                             "The render half of a TokFuse model (DetailNet, HeadConvs, the head's rule) "
+                             "as one fused CPU kernel over row tiles (AVX2/FMA or scalar, OpenMP).")
+        .def(py::init<const std::string&, int, py::handle, py::handle, py::handle, py::handle, py::handle, py::handle,
+                      py::handle, py::handle, float, float, float>(),
+             py::arg("head"), py::arg("radius"), py::arg("detail_w1"), py::arg("detail_b1"), py::arg("detail_w2"),
+             py::arg("detail_b2"), py::arg("head_w1"), py::arg("head_b1"), py::arg("head_w2"), py::arg("head_b2"),
+             py::arg("tau") = 0.0f, py::arg("gain_vis") = 0.0f, py::arg("gain_ir") = 0.0f)
+        .def("run", &NativeRender::run, py::arg("ir"), py::arg("vis"), py::arg("base_up"), py::arg("num_threads") = 0,
+             py::arg("impl") = "auto", py::arg("tile_rows") = 0,
+             "ir, vis float32 (B, 1, H, W), base_up float32 (B, nbase, H, W) -> fused float32 (B, 1, H, W). "
+             "num_threads: OpenMP threads (0 = OpenMP default); impl: \"auto\" (widest available), \"avx512\" "
+             "(AVX-512F convolutions, AVX2 rule), \"avx2\" or \"scalar\"; "
+             "tile_rows: rows per tile (0 = chosen from H and the threads).")
+        .def_static("resolve_impl", &NativeRender::resolved_name, py::arg("impl") = "auto",
+                    "The instruction path impl runs on this CPU (\"avx512\", \"avx2\" or \"scalar\"); "
+                    "ValueError when a named path is not available.")
+        .def_property_readonly("head", &NativeRender::head)
+        .def_property_readonly("radius", &NativeRender::radius)
+        .def_property_readonly("channels", &NativeRender::channels, "(detail channels, head channels)")
+        .def_property_readonly("base_channels", &NativeRender::base_channels);
+}

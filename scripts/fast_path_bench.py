@@ -1,0 +1,89 @@
+"""Every CPU backend side by side, interleaved: one ``Engine.fuse`` per backend in turn, round after
+round, so a busy machine slows every backend alike (bench/bench_engine.py runs them one after the
+other, which is fairer on a quiet machine and records memory).
+
+    python scripts/fast_path_bench.py FP32.onnx INT8.onnx [--model CKPT] [--rounds 9] [--threads 2]
+        [--json out.json]
+
+One real MSRS test pair (640×480, colour visible; resized to 1280×1024 for the second size), numpy
+uint8 in -> uint8 out. Backends: PyTorch and native (the checkpoint), ONNX Runtime float32 and int8
+(the exported graphs of that checkpoint). Reported per size and backend: median ms, pairs/s and
+GFLOP/s of the render half's convolutions (bench_engine.render_gflop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main(argv=None) -> int:
+    from PIL import Image
+
+    from bench.bench_engine import render_gflop
+    from tokfuse_rt import Engine
+    from tokfuse_rt.datasets import find_shared_data
+    from tokfuse_rt.engine import DEFAULT_MODEL
+    from tokfuse_rt.imageio import load_image
+    from tokfuse_rt.pairing import pair_set
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("fp32")
+    ap.add_argument("int8")
+    ap.add_argument("--model", default=str(DEFAULT_MODEL))
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+    p = pair_set(find_shared_data(start=ROOT) / "test" / "MSRS").pairs[0]
+    pair = (load_image(p.ir, "ir"), load_image(p.vis, "vis"))
+    specs = {
+        "pytorch": (a.model, "pytorch"),
+        "native": (a.model, "native"),
+        "onnxruntime": (a.fp32, "auto"),
+        "onnxruntime-int8": (a.int8, "auto"),
+    }
+    engines = {k: Engine(m, device="cpu", threads=a.threads, backend=b) for k, (m, b) in specs.items()}
+    cfg = engines["pytorch"].info()["config"]
+    out = {}
+    for w, h in ((640, 480), (1280, 1024)):
+        ir, vis = (np.asarray(Image.fromarray(x).resize((w, h), Image.BILINEAR)) for x in pair)
+        times = {k: [] for k in engines}
+        for e in engines.values():
+            for _ in range(2):
+                e.fuse(ir, vis)
+        for _ in range(a.rounds):
+            for k, e in engines.items():
+                t = time.perf_counter()
+                e.fuse(ir, vis)
+                times[k].append(time.perf_counter() - t)
+        g = render_gflop(cfg, h, w)
+        res = {}
+        for k, ts in times.items():
+            med = float(np.median(ts))
+            res[k] = {"ms": round(1e3 * med, 1), "pairs_per_s": round(1 / med, 2), "gflop_per_s": round(g / med, 1)}
+        base = res["onnxruntime"]["ms"]
+        for k, r in res.items():
+            r["speedup_vs_ort_fp32"] = round(base / r["ms"], 2)
+            print(
+                f"{w}x{h} {k:17s} {r['ms']:8.1f} ms  {r['pairs_per_s']:6.2f} pairs/s  {r['gflop_per_s']:6.1f} GFLOP/s  "
+                f"x{r['speedup_vs_ort_fp32']:.2f} vs ORT fp32"
+            )
+        out[f"{w}x{h}"] = res
+    for e in engines.values():
+        e.close()
+    if a.json:
+        Path(a.json).write_text(json.dumps({"rounds": a.rounds, "threads": a.threads, "results": out}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,172 @@
+"""Native backend: the token pathway in PyTorch on the CPU, the render half (DetailNet, HeadConvs and
+the head's per-pixel rule, "blend", "tone" or "layers") in the fused C++ kernel
+``tokfuse_rt._C.NativeRender`` (csrc/render_*.cpp: all layers over row tiles, AVX-512F, AVX2/FMA or
+scalar convolutions chosen at run time, OpenMP over tiles). Same halves as the PyTorch backend, so tiling and video
+reuse run the native render too. ``Engine(ckpt, backend="native")`` selects it.
+
+The token pathway runs on one PyTorch thread (``token_threads``): its ops are small (S×S = 128²) and
+each multi-threaded op ends in a thread barrier; with 2 threads on a busy 2-core machine those
+barriers dominate (measured: 5 ms per 640×480 pair on 1 thread, 100-300 ms on 2 with a training run
+beside it). The render uses ``threads`` OpenMP threads.
+
+Outputs equal the PyTorch render up to float rounding (different accumulation order and FMA;
+``tests/test_native_render.py`` bounds the difference at 1e-5); token ids are PyTorch's own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .torch_backend import TorchBackend
+
+IMPLS = ("auto", "avx512", "avx2", "scalar")
+
+
+def _native_module():
+    """tokfuse_rt._C when it has the fused render; ImportError saying how to build it otherwise."""
+    try:
+        from .. import _C
+    except ImportError as e:
+        raise ImportError(
+            f"the native backend needs the compiled extension tokfuse_rt._C ({e}); build it with "
+            "`python setup.py build_ext --inplace` or `pip install -e .`"
+        ) from None
+    if not hasattr(_C, "NativeRender"):
+        raise ImportError(
+            "the compiled extension tokfuse_rt._C predates the native render (no NativeRender); rebuild it with "
+            "`python setup.py build_ext --inplace`"
+        )
+    return _C
+
+
+def native_available() -> bool:
+    """True when the compiled extension has the fused render (no model is checked)."""
+    try:
+        _native_module()
+    except ImportError:
+        return False
+    return True
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to("cpu", torch.float32).contiguous().numpy()
+
+
+def native_render(model):
+    """``tokfuse_rt._C.NativeRender`` for the render half of a ``TokFuse`` model; ValueError naming
+    what does not match when the model's render half is not one the kernel implements."""
+    from ..model.fusion import DetailNet, FusionHead
+    from ..model.layers import LayersRender
+    from ..model.tone import ToneRender
+
+    _C = _native_module()
+    cfg = model.cfg
+    kinds = {FusionHead: "blend", ToneRender: "tone", LayersRender: "layers"}
+    kind = kinds.get(type(model.head))
+    if kind is None or kind != cfg.head:
+        raise ValueError(
+            f"the native render implements the heads {sorted(set(kinds.values()))}; this model's head is "
+            f"{type(model.head).__name__} (config head={cfg.head!r})"
+        )
+    if type(model.detail) is not DetailNet:
+        raise ValueError(f"the native render implements DetailNet; this model has {type(model.detail).__name__}")
+    for name, conv in (
+        ("detail.conv1", model.detail.conv1),
+        ("detail.conv2", model.detail.conv2),
+        ("head.conv1", model.head.conv1),
+    ):
+        if conv.kernel_size != (3, 3) or conv.padding != (1, 1) or conv.stride != (1, 1) or conv.dilation != (1, 1):
+            raise ValueError(f"the native render implements 3x3 convolutions with padding 1; {name} is {conv}")
+        if conv.groups != 1 or conv.bias is None or conv.padding_mode != "zeros":
+            raise ValueError(f"the native render implements plain biased convolutions; {name} is {conv}")
+    scalars = {}
+    if kind in ("tone", "layers"):
+        scalars["tau"] = float(model.head.tau.detach())
+    if kind == "layers":
+        scalars["gain_vis"] = float(model.head.gain_vis.detach())
+        scalars["gain_ir"] = float(model.head.gain_ir.detach())
+    d, h = model.detail, model.head
+    return _C.NativeRender(
+        kind,
+        int(cfg.base_radius) if kind == "layers" else 0,
+        *(_numpy(t) for t in (d.conv1.weight, d.conv1.bias, d.conv2.weight, d.conv2.bias)),
+        *(_numpy(t) for t in (h.conv1.weight, h.conv1.bias, h.conv2.weight, h.conv2.bias)),
+        **scalars,
+    )
+
+
+class NativeBackend(TorchBackend):
+    """A ``.safetensors`` checkpoint with the render half in C++ (CPU only). ``impl``: "auto" (the widest
+    path the CPU has: AVX-512F, AVX2/FMA, else scalar), "avx512", "avx2" or "scalar".
+    ``token_threads``: PyTorch threads of the token pathway (see the module docstring)."""
+
+    name = "native"
+
+    def __init__(
+        self,
+        path: Path,
+        device: str = "auto",
+        threads: int | None = None,
+        kernels: str = "auto",
+        impl: str = "auto",
+        token_threads: int = 1,
+    ):
+        from ..devices import parse_device
+
+        if parse_device(device)[0] not in ("auto", "cpu"):
+            raise ValueError(f"device={device!r}: the native backend runs on the CPU only (use device='cpu')")
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+        if isinstance(token_threads, bool) or not isinstance(token_threads, int) or token_threads < 1:
+            raise ValueError(f"token_threads must be a positive int, got {token_threads!r}")
+        _native_module()  # a missing or stale extension fails before the checkpoint loads
+        super().__init__(path, device="cpu", threads=threads, kernels=kernels)
+        self.render_kernel = native_render(self.model)
+        self.impl, self.token_threads = impl, token_threads
+        self.render_threads = torch.get_num_threads()
+        self._check_impl()
+
+    def _check_impl(self):
+        """impl="avx2" on a CPU without AVX2+FMA: the kernel's ValueError now, not at the first pair."""
+        one, up = np.zeros((1, 1, 1, 1), np.float32), np.zeros((1, self.render_kernel.base_channels, 1, 1), np.float32)
+        self.render_kernel.run(one, one, up, 1, self.impl)
+
+    def run_tokens(self, ir: np.ndarray, vis: np.ndarray, k: int):
+        """The token pathway (PyTorch) on ``token_threads`` threads."""
+        old = torch.get_num_threads()
+        torch.set_num_threads(self.token_threads)
+        try:
+            return super().run_tokens(ir, vis, k)
+        finally:
+            torch.set_num_threads(old)
+
+    def run(self, ir: np.ndarray, vis: np.ndarray, k: int):
+        """ir, vis: float32 [B, 1, H, W] in [0, 1] -> (fused float32 [B, 1, H, W], ids int64 [B, K])."""
+        base, ids = self.run_tokens(ir, vis, k)
+        return self.run_render(ir, vis, self.upsample_base(base, ir.shape[-2:])), ids
+
+    def run_render(self, ir: np.ndarray, vis: np.ndarray, base_up: np.ndarray) -> np.ndarray:
+        """ir, vis [B, 1, H, W] and base_up [B, C, H, W], float32 -> fused float32 [B, 1, H, W] (C++)."""
+        return self.render_kernel.run(
+            np.ascontiguousarray(ir, dtype=np.float32),
+            np.ascontiguousarray(vis, dtype=np.float32),
+            np.ascontiguousarray(base_up, dtype=np.float32),
+            self.render_threads,
+            self.impl,
+        )
+
+    def info(self) -> dict:
+        from .. import _C
+
+        d = super().info()
+        d["render"] = {
+            "kernel": "native",
+            "impl": _C.NativeRender.resolve_impl(self.impl),
+            "head": self.render_kernel.head,
+            "threads": self.render_threads,
+            "token_threads": self.token_threads,
+        }
+        return d
