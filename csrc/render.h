@@ -19,25 +19,26 @@ enum RenderHead : int { HEAD_BLEND = 0, HEAD_TONE = 1, HEAD_LAYERS = 2 };
 //   w: packed weights [ky][kx][j][cop], bias[cop]; cop a multiple of 8 (padding weights are 0).
 //   out: pixel 0 of the output row, `ostride` floats per pixel (cop of them written).
 // Accumulation per output value: bias, then ky, kx, j in that order.
-typedef void (*ConvRowFn)(const float* const* in, int istride, const int* off, int nin, const float* w,
-                          const float* bias, float* out, int ostride, int W, int cop, int relu);
+typedef void (*ConvRowFn)(const float* const* in, int istride, const int* off, int nin,
+                          const float* w, const float* bias, float* out, int ostride, int W,
+                          int cop, int relu);
 
 // The head's final 1x1 convolution and its per-pixel rule for one row of W pixels.
 struct RuleRow {
-    int head;                  // RenderHead
+    int head;  // RenderHead
     int W;
-    const float* h;            // [W][hstride] head features after ReLU
+    const float* h;  // [W][hstride] head features after ReLU
     int hstride;
-    int nh;                    // head channels used
-    const float* w2;           // [2][nh] 1x1 convolution weights
-    const float* b2;           // [2]
-    const float* ir;           // [W] sources
+    int nh;           // head channels used
+    const float* w2;  // [2][nh] 1x1 convolution weights
+    const float* b2;  // [2]
+    const float* ir;  // [W] sources
     const float* vis;
-    const float* l_ir;         // [W] base layers ("layers" head only)
+    const float* l_ir;  // [W] base layers ("layers" head only)
     const float* l_vis;
-    const float* tone[4];      // [W] each: g, a, mu, c ("tone" / "layers")
+    const float* tone[4];  // [W] each: g, a, mu, c ("tone" / "layers")
     float tau, gain_vis, gain_ir;
-    float* out;                // [W]
+    float* out;  // [W]
 };
 typedef void (*RuleRowFn)(const RuleRow& r);
 
@@ -64,10 +65,10 @@ enum : int { RENDER_IMPL_AVX512 = 3 };
 // A model's render half, packed for the kernels (render_cpu.cpp). Built by the Python binding.
 struct RenderModel {
     int head = HEAD_BLEND;
-    int C = 0, Cp = 0;    // detail channels (Cp: rounded up to a multiple of 8)
-    int Ch = 0, Chp = 0;  // head channels
-    int radius = 0;       // "layers": box radius of the base layers
-    int nbase = 1;        // channels of base_up: 1 ("blend") or 5 (base map, g, a, mu, c)
+    int C = 0, Cp = 0;          // detail channels (Cp: rounded up to a multiple of 8)
+    int Ch = 0, Chp = 0;        // head channels
+    int radius = 0;             // "layers": box radius of the base layers
+    int nbase = 1;              // channels of base_up: 1 ("blend") or 5 (base map, g, a, mu, c)
     const float* w1 = nullptr;  // detail conv1 packed [3][3][2][Cp], bias b1[Cp]
     const float* b1 = nullptr;
     const float* w2 = nullptr;  // detail conv2 packed [3][3][C][Cp], b2[Cp]
@@ -82,7 +83,7 @@ struct RenderModel {
 // ir, vis [B][H][W], base [B][nbase][H][W] -> out [B][H][W]. OpenMP over tiles of about
 // tile_rows rows (<= 0: chosen from H and the thread count); impl: IMPL_SCALAR, IMPL_AVX2 or
 // RENDER_IMPL_AVX512 (resolved and checked by the caller). No Python, re-entrant.
-void render_cpu(const RenderModel& m, const float* ir, const float* vis, const float* base, int64_t B, int H,
-                int W, float* out, int num_threads, int impl, int tile_rows);
+void render_cpu(const RenderModel& m, const float* ir, const float* vis, const float* base,
+                int64_t B, int H, int W, float* out, int num_threads, int impl, int tile_rows);
 
 }  // namespace tokfuse

@@ -23,7 +23,8 @@ namespace {
 
 template <int G, int P>
 inline void conv_block(const float* const* in, int istride, const int* off, int nin, const float* w,
-                       const float* bias, float* out, int ostride, int x, int cop, int g0, int relu) {
+                       const float* bias, float* out, int ostride, int x, int cop, int g0,
+                       int relu) {
     __m256 acc[P][G];
     for (int g = 0; g < G; ++g) {
         const __m256 b = _mm256_loadu_ps(bias + (g0 + g) * 8);
@@ -53,8 +54,10 @@ inline void conv_block(const float* const* in, int istride, const int* off, int 
 
 // exp(x), Cephes single-precision polynomial (relative error ~2e-7); x clamped to +-88.38.
 inline __m256 exp256(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-88.3762626647949f)), _mm256_set1_ps(88.3762626647949f));
-    __m256 fx = _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _mm256_set1_ps(0.5f));
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-88.3762626647949f)),
+                      _mm256_set1_ps(88.3762626647949f));
+    __m256 fx =
+        _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _mm256_set1_ps(0.5f));
     fx = _mm256_floor_ps(fx);
     x = _mm256_sub_ps(x, _mm256_mul_ps(fx, _mm256_set1_ps(0.693359375f)));
     x = _mm256_sub_ps(x, _mm256_mul_ps(fx, _mm256_set1_ps(-2.12194440e-4f)));
@@ -87,9 +90,11 @@ inline __m256 knee256(__m256 x) {
     const __m256 k = _mm256_set1_ps(0.9f), s = _mm256_set1_ps(0.1f), one = _mm256_set1_ps(1.0f);
     const __m256 t = _mm256_div_ps(_mm256_sub_ps(x, k), s);
     const __m256 e = exp256(_mm256_add_ps(t, t));
-    const __m256 th = _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, one)));
+    const __m256 th =
+        _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, one)));
     const __m256 hi = _mm256_add_ps(k, _mm256_mul_ps(s, th));
-    return _mm256_blendv_ps(_mm256_max_ps(x, _mm256_setzero_ps()), hi, _mm256_cmp_ps(x, k, _CMP_GT_OQ));
+    return _mm256_blendv_ps(_mm256_max_ps(x, _mm256_setzero_ps()), hi,
+                            _mm256_cmp_ps(x, k, _CMP_GT_OQ));
 }
 
 }  // namespace
@@ -102,21 +107,27 @@ void conv_row_avx2(const float* const* in, int istride, const int* off, int nin,
     int g = 0;
     for (; g + 2 <= ng; g += 2) {
         int x = 0;
-        for (; x + 4 <= W; x += 4) conv_block<2, 4>(in, istride, off, nin, w, bias, out, ostride, x, cop, g, relu);
-        for (; x < W; ++x) conv_block<2, 1>(in, istride, off, nin, w, bias, out, ostride, x, cop, g, relu);
+        for (; x + 4 <= W; x += 4)
+            conv_block<2, 4>(in, istride, off, nin, w, bias, out, ostride, x, cop, g, relu);
+        for (; x < W; ++x)
+            conv_block<2, 1>(in, istride, off, nin, w, bias, out, ostride, x, cop, g, relu);
     }
     if (g < ng) {
         int x = 0;
-        for (; x + 8 <= W; x += 8) conv_block<1, 8>(in, istride, off, nin, w, bias, out, ostride, x, cop, g, relu);
-        for (; x < W; ++x) conv_block<1, 1>(in, istride, off, nin, w, bias, out, ostride, x, cop, g, relu);
+        for (; x + 8 <= W; x += 8)
+            conv_block<1, 8>(in, istride, off, nin, w, bias, out, ostride, x, cop, g, relu);
+        for (; x < W; ++x)
+            conv_block<1, 1>(in, istride, off, nin, w, bias, out, ostride, x, cop, g, relu);
     }
 }
 
 void rule_row_avx2(const RuleRow& r) {
     const int W = r.W, hs = r.hstride, nh = r.nh;
-    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(hs));
+    const __m256i idx =
+        _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(hs));
     const __m256 one = _mm256_set1_ps(1.0f);
-    const __m256 tau = _mm256_set1_ps(r.tau), gv = _mm256_set1_ps(r.gain_vis), gi = _mm256_set1_ps(r.gain_ir);
+    const __m256 tau = _mm256_set1_ps(r.tau), gv = _mm256_set1_ps(r.gain_vis),
+                 gi = _mm256_set1_ps(r.gain_ir);
     int x = 0;
     for (; x + 8 <= W; x += 8) {
         __m256 y0 = _mm256_set1_ps(r.b2[0]), y1 = _mm256_set1_ps(r.b2[1]);
@@ -136,16 +147,21 @@ void rule_row_avx2(const RuleRow& r) {
             const __m256 g = _mm256_loadu_ps(r.tone[0] + x), a = _mm256_loadu_ps(r.tone[1] + x);
             const __m256 mu = _mm256_loadu_ps(r.tone[2] + x), c = _mm256_loadu_ps(r.tone[3] + x);
             __m256 la = a_, lb = b_;
-            if (r.head == HEAD_LAYERS) la = _mm256_loadu_ps(r.l_ir + x), lb = _mm256_loadu_ps(r.l_vis + x);
-            const __m256 w = sigmoid256(_mm256_add_ps(_mm256_mul_ps(tau, _mm256_sub_ps(la, lb)), y0));
-            const __m256 sel = _mm256_add_ps(_mm256_mul_ps(w, la), _mm256_mul_ps(_mm256_sub_ps(one, w), lb));
+            if (r.head == HEAD_LAYERS)
+                la = _mm256_loadu_ps(r.l_ir + x), lb = _mm256_loadu_ps(r.l_vis + x);
+            const __m256 w =
+                sigmoid256(_mm256_add_ps(_mm256_mul_ps(tau, _mm256_sub_ps(la, lb)), y0));
+            const __m256 sel =
+                _mm256_add_ps(_mm256_mul_ps(w, la), _mm256_mul_ps(_mm256_sub_ps(one, w), lb));
             const __m256 add = clamp01(_mm256_sub_ps(_mm256_add_ps(la, lb), c));
-            __m256 m = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(one, a), sel), _mm256_mul_ps(a, add));
+            __m256 m =
+                _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(one, a), sel), _mm256_mul_ps(a, add));
             if (r.head == HEAD_LAYERS) {
                 m = _mm256_add_ps(m, _mm256_mul_ps(gv, _mm256_sub_ps(b_, lb)));
                 m = _mm256_add_ps(m, _mm256_mul_ps(gi, _mm256_sub_ps(a_, la)));
             }
-            f = knee256(_mm256_add_ps(_mm256_add_ps(mu, _mm256_mul_ps(g, _mm256_sub_ps(m, mu))), y1));
+            f = knee256(
+                _mm256_add_ps(_mm256_add_ps(mu, _mm256_mul_ps(g, _mm256_sub_ps(m, mu))), y1));
         }
         _mm256_storeu_ps(r.out + x, f);
     }
@@ -167,7 +183,8 @@ void rule_row_avx2(const RuleRow& r) {
 
 namespace tokfuse {
 bool render_avx2_compiled() { return false; }
-void conv_row_avx2(const float* const*, int, const int*, int, const float*, const float*, float*, int, int, int, int) {}
+void conv_row_avx2(const float* const*, int, const int*, int, const float*, const float*, float*,
+                   int, int, int, int) {}
 void rule_row_avx2(const RuleRow&) {}
 }  // namespace tokfuse
 

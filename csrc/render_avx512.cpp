@@ -14,8 +14,8 @@ namespace tokfuse {
 namespace {
 
 template <int P>
-inline void block16(const float* const* in, int istride, const int* off, int nin, const float* w, const float* bias,
-                    float* out, int ostride, int x, int cop, int c0, int relu) {
+inline void block16(const float* const* in, int istride, const int* off, int nin, const float* w,
+                    const float* bias, float* out, int ostride, int x, int cop, int c0, int relu) {
     __m512 acc[P];
     const __m512 b = _mm512_loadu_ps(bias + c0);
     for (int p = 0; p < P; ++p) acc[p] = b;
@@ -27,17 +27,19 @@ inline void block16(const float* const* in, int istride, const int* off, int nin
                 const __m512 wv = _mm512_loadu_ps(wt);
                 const float* px = px0 + off[j];
                 for (int p = 0; p < P; ++p)
-                    acc[p] = _mm512_fmadd_ps(wv, _mm512_set1_ps(px[(ptrdiff_t)p * istride]), acc[p]);
+                    acc[p] =
+                        _mm512_fmadd_ps(wv, _mm512_set1_ps(px[(ptrdiff_t)p * istride]), acc[p]);
             }
         }
     const __m512 zero = _mm512_setzero_ps();
     for (int p = 0; p < P; ++p)
-        _mm512_storeu_ps(out + (ptrdiff_t)(x + p) * ostride + c0, relu ? _mm512_max_ps(acc[p], zero) : acc[p]);
+        _mm512_storeu_ps(out + (ptrdiff_t)(x + p) * ostride + c0,
+                         relu ? _mm512_max_ps(acc[p], zero) : acc[p]);
 }
 
 template <int P>
-inline void block8(const float* const* in, int istride, const int* off, int nin, const float* w, const float* bias,
-                   float* out, int ostride, int x, int cop, int c0, int relu) {
+inline void block8(const float* const* in, int istride, const int* off, int nin, const float* w,
+                   const float* bias, float* out, int ostride, int x, int cop, int c0, int relu) {
     __m256 acc[P];
     const __m256 b = _mm256_loadu_ps(bias + c0);
     for (int p = 0; p < P; ++p) acc[p] = b;
@@ -49,12 +51,14 @@ inline void block8(const float* const* in, int istride, const int* off, int nin,
                 const __m256 wv = _mm256_loadu_ps(wt);
                 const float* px = px0 + off[j];
                 for (int p = 0; p < P; ++p)
-                    acc[p] = _mm256_fmadd_ps(wv, _mm256_broadcast_ss(px + (ptrdiff_t)p * istride), acc[p]);
+                    acc[p] = _mm256_fmadd_ps(wv, _mm256_broadcast_ss(px + (ptrdiff_t)p * istride),
+                                             acc[p]);
             }
         }
     const __m256 zero = _mm256_setzero_ps();
     for (int p = 0; p < P; ++p)
-        _mm256_storeu_ps(out + (ptrdiff_t)(x + p) * ostride + c0, relu ? _mm256_max_ps(acc[p], zero) : acc[p]);
+        _mm256_storeu_ps(out + (ptrdiff_t)(x + p) * ostride + c0,
+                         relu ? _mm256_max_ps(acc[p], zero) : acc[p]);
 }
 
 }  // namespace
@@ -66,13 +70,17 @@ void conv_row_avx512(const float* const* in, int istride, const int* off, int ni
     int c0 = 0;
     for (; c0 + 16 <= cop; c0 += 16) {
         int x = 0;
-        for (; x + 12 <= W; x += 12) block16<12>(in, istride, off, nin, w, bias, out, ostride, x, cop, c0, relu);
-        for (; x < W; ++x) block16<1>(in, istride, off, nin, w, bias, out, ostride, x, cop, c0, relu);
+        for (; x + 12 <= W; x += 12)
+            block16<12>(in, istride, off, nin, w, bias, out, ostride, x, cop, c0, relu);
+        for (; x < W; ++x)
+            block16<1>(in, istride, off, nin, w, bias, out, ostride, x, cop, c0, relu);
     }
     if (c0 < cop) {
         int x = 0;
-        for (; x + 8 <= W; x += 8) block8<8>(in, istride, off, nin, w, bias, out, ostride, x, cop, c0, relu);
-        for (; x < W; ++x) block8<1>(in, istride, off, nin, w, bias, out, ostride, x, cop, c0, relu);
+        for (; x + 8 <= W; x += 8)
+            block8<8>(in, istride, off, nin, w, bias, out, ostride, x, cop, c0, relu);
+        for (; x < W; ++x)
+            block8<1>(in, istride, off, nin, w, bias, out, ostride, x, cop, c0, relu);
     }
 }
 
@@ -82,8 +90,8 @@ void conv_row_avx512(const float* const* in, int istride, const int* off, int ni
 
 namespace tokfuse {
 bool render_avx512_compiled() { return false; }
-void conv_row_avx512(const float* const*, int, const int*, int, const float*, const float*, float*, int, int, int,
-                     int) {}
+void conv_row_avx512(const float* const*, int, const int*, int, const float*, const float*, float*,
+                     int, int, int, int) {}
 }  // namespace tokfuse
 
 #endif

@@ -15,8 +15,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <new>
 #include <cstring>
+#include <new>
 #include <vector>
 
 #include "nn_search.h"
@@ -133,8 +133,9 @@ struct Scratch {
 
 inline int ring(int r) { return ((r % 3) + 3) % 3; }
 
-void render_tile(const RenderModel& m, ConvRowFn conv, RuleRowFn rule, const float* ir, const float* vis,
-                 const float* base, int H, int W, int y0, int y1, float* out, Scratch& s) {
+void render_tile(const RenderModel& m, ConvRowFn conv, RuleRowFn rule, const float* ir,
+                 const float* vis, const float* base, int H, int W, int y0, int y1, float* out,
+                 Scratch& s) {
     const int Wp = W + 2, C = m.C, Cp = m.Cp, Chp = m.Chp, Dst = Cp + 8, R = m.radius;
     const size_t HW = (size_t)H * W;
     // channel offsets inside a pixel of X, H1 and D
@@ -165,10 +166,14 @@ void render_tile(const RenderModel& m, ConvRowFn conv, RuleRowFn rule, const flo
         s.tmp.resize((size_t)W + 2 * R);
         for (int ch = 0; ch < 2; ++ch) {
             const float* src = ch == 0 ? ir : vis;
-            for (int i = 0; i < na; ++i) hmean(src + (size_t)(a1 + i) * W, W, R, s.tmp.data(), s.b1.data() + (size_t)i * W);
-            for (int i = 0; i < nc; ++i) vmean(s.b1.data(), a1, H, W, c1 + i, R, s.b2.data() + (size_t)i * W);
-            for (int i = 0; i < nc; ++i) hmean(s.b2.data() + (size_t)i * W, W, R, s.tmp.data(), s.b3.data() + (size_t)i * W);
-            for (int t = 0; t < T; ++t) vmean(s.b3.data(), c1, H, W, y0 + t, R, s.lo.data() + ((size_t)ch * T + t) * W);
+            for (int i = 0; i < na; ++i)
+                hmean(src + (size_t)(a1 + i) * W, W, R, s.tmp.data(), s.b1.data() + (size_t)i * W);
+            for (int i = 0; i < nc; ++i)
+                vmean(s.b1.data(), a1, H, W, c1 + i, R, s.b2.data() + (size_t)i * W);
+            for (int i = 0; i < nc; ++i)
+                hmean(s.b2.data() + (size_t)i * W, W, R, s.tmp.data(), s.b3.data() + (size_t)i * W);
+            for (int t = 0; t < T; ++t)
+                vmean(s.b3.data(), c1, H, W, y0 + t, R, s.lo.data() + ((size_t)ch * T + t) * W);
         }
         l_ir = s.lo.data();
         l_vis = s.lo.data() + (size_t)T * W;
@@ -213,7 +218,8 @@ void render_tile(const RenderModel& m, ConvRowFn conv, RuleRowFn rule, const flo
         }
     };
     RuleRow rr{};
-    rr.head = m.head, rr.W = W, rr.h = s.h.data(), rr.hstride = Chp, rr.nh = m.Ch, rr.w2 = m.w4, rr.b2 = m.b4;
+    rr.head = m.head, rr.W = W, rr.h = s.h.data(), rr.hstride = Chp, rr.nh = m.Ch, rr.w2 = m.w4,
+    rr.b2 = m.b4;
     rr.tau = m.tau, rr.gain_vis = m.gain_vis, rr.gain_ir = m.gain_ir;
     for (int y = y0; y < y1; ++y) {
         while (d_next <= y + 1) make_d(d_next++);
@@ -221,17 +227,20 @@ void render_tile(const RenderModel& m, ConvRowFn conv, RuleRowFn rule, const flo
         conv(in, Dst, off3.data(), C + 3, m.w3, m.b3, s.h.data(), Chp, W, Chp, 1);
         rr.ir = ir + (size_t)y * W, rr.vis = vis + (size_t)y * W, rr.out = out + (size_t)y * W;
         if (l_ir) rr.l_ir = l_ir + (size_t)(y - y0) * W, rr.l_vis = l_vis + (size_t)(y - y0) * W;
-        for (int k = 0; k < 4; ++k) rr.tone[k] = m.nbase == 5 ? base + (k + 1) * HW + (size_t)y * W : nullptr;
+        for (int k = 0; k < 4; ++k)
+            rr.tone[k] = m.nbase == 5 ? base + (k + 1) * HW + (size_t)y * W : nullptr;
         rule(rr);
     }
 }
 
 }  // namespace
 
-void render_cpu(const RenderModel& m, const float* ir, const float* vis, const float* base, int64_t B, int H,
-                int W, float* out, int num_threads, int impl, int tile_rows) {
+void render_cpu(const RenderModel& m, const float* ir, const float* vis, const float* base,
+                int64_t B, int H, int W, float* out, int num_threads, int impl, int tile_rows) {
     const bool avx2 = impl == IMPL_AVX2 || impl == RENDER_IMPL_AVX512;
-    const ConvRowFn conv = impl == RENDER_IMPL_AVX512 ? conv_row_avx512 : avx2 ? conv_row_avx2 : conv_row_scalar;
+    const ConvRowFn conv = impl == RENDER_IMPL_AVX512 ? conv_row_avx512
+                           : avx2                     ? conv_row_avx2
+                                                      : conv_row_scalar;
     const RuleRowFn rule = avx2 ? rule_row_avx2 : rule_row_scalar;
     int nt = num_threads;
 #ifdef _OPENMP
@@ -261,8 +270,8 @@ void render_cpu(const RenderModel& m, const float* ir, const float* vis, const f
             try {  // an exception must not leave an OpenMP region
                 const int64_t b = it / tiles;
                 const int y0 = (int)(it % tiles) * T, y1 = std::min(H, y0 + T);
-                render_tile(m, conv, rule, ir + b * HW, vis + b * HW, base + b * m.nbase * HW, H, W, y0, y1,
-                            out + b * HW, s);
+                render_tile(m, conv, rule, ir + b * HW, vis + b * HW, base + b * m.nbase * HW, H, W,
+                            y0, y1, out + b * HW, s);
             } catch (...) {
                 failed.store(true);
             }

@@ -36,7 +36,8 @@ Arr as_f32(py::handle obj, const char* name) {
                              std::string(py::str(py::type::of(obj).attr("__name__"))));
     py::array a = py::reinterpret_borrow<py::array>(obj);
     if (a.dtype().kind() != 'f')
-        throw py::type_error(std::string(name) + " must be a float array, got dtype " + std::string(py::str(a.dtype())));
+        throw py::type_error(std::string(name) + " must be a float array, got dtype " +
+                             std::string(py::str(a.dtype())));
     return Arr::ensure(a);
 }
 
@@ -46,8 +47,10 @@ Arr weight(py::handle obj, const char* name, std::vector<py::ssize_t> shape) {
     for (size_t i = 0; ok && i < shape.size(); ++i) ok = a.shape(i) == shape[i];
     if (!ok) {
         std::string want = "(";
-        for (size_t i = 0; i < shape.size(); ++i) want += (i ? ", " : "") + std::to_string(shape[i]);
-        throw py::value_error(std::string(name) + " must have shape " + want + "), got " + shape_of(a));
+        for (size_t i = 0; i < shape.size(); ++i)
+            want += (i ? ", " : "") + std::to_string(shape[i]);
+        throw py::value_error(std::string(name) + " must have shape " + want + "), got " +
+                              shape_of(a));
     }
     return a;
 }
@@ -60,7 +63,8 @@ std::vector<float> pack3x3(const Arr& w, int co, int ci, int cop) {
     const float* s = w.data();
     for (int o = 0; o < co; ++o)
         for (int i = 0; i < ci; ++i)
-            for (int k = 0; k < 9; ++k) p[((size_t)k * ci + i) * cop + o] = s[((size_t)o * ci + i) * 9 + k];
+            for (int k = 0; k < 9; ++k)
+                p[((size_t)k * ci + i) * cop + o] = s[((size_t)o * ci + i) * 9 + k];
     return p;
 }
 
@@ -71,10 +75,10 @@ std::vector<float> padded(const Arr& b, int n) {
 }
 
 class NativeRender {
-  public:
-    NativeRender(const std::string& head, int radius, py::handle dw1, py::handle db1, py::handle dw2,
-                 py::handle db2, py::handle hw1, py::handle hb1, py::handle hw2, py::handle hb2, float tau,
-                 float gain_vis, float gain_ir) {
+public:
+    NativeRender(const std::string& head, int radius, py::handle dw1, py::handle db1,
+                 py::handle dw2, py::handle db2, py::handle hw1, py::handle hb1, py::handle hw2,
+                 py::handle hb2, float tau, float gain_vis, float gain_ir) {
         if (head == "blend")
             m_.head = HEAD_BLEND;
         else if (head == "tone")
@@ -82,8 +86,10 @@ class NativeRender {
         else if (head == "layers")
             m_.head = HEAD_LAYERS;
         else
-            throw py::value_error("head must be \"blend\", \"tone\" or \"layers\", got \"" + head + "\"");
-        if (radius < 0 || radius > 4096) throw py::value_error("radius must be in [0, 4096], got " + std::to_string(radius));
+            throw py::value_error("head must be \"blend\", \"tone\" or \"layers\", got \"" + head +
+                                  "\"");
+        if (radius < 0 || radius > 4096)
+            throw py::value_error("radius must be in [0, 4096], got " + std::to_string(radius));
         head_ = head;
         Arr a = as_f32(dw1, "detail_w1");
         if (a.ndim() != 4 || a.shape(0) < 1 || a.shape(0) > 4096)
@@ -113,21 +119,27 @@ class NativeRender {
         m_.tau = tau, m_.gain_vis = gain_vis, m_.gain_ir = gain_ir;
     }
 
-    py::array_t<float> run(py::handle ir_, py::handle vis_, py::handle base_, int num_threads, const std::string& impl_s,
-                           int tile_rows) const {
+    py::array_t<float> run(py::handle ir_, py::handle vis_, py::handle base_, int num_threads,
+                           const std::string& impl_s, int tile_rows) const {
         const int impl = resolve(impl_s);
         Arr ir = as_f32(ir_, "ir"), vis = as_f32(vis_, "vis"), base = as_f32(base_, "base_up");
         if (ir.ndim() != 4 || ir.shape(1) != 1)
             throw py::value_error("ir must have shape (B, 1, H, W), got " + shape_of(ir));
         const py::ssize_t B = ir.shape(0), H = ir.shape(2), W = ir.shape(3);
-        if (B < 1 || H < 1 || W < 1) throw py::value_error("ir must not be empty, got shape " + shape_of(ir));
-        if (H > (1 << 20) || W > (1 << 20)) throw py::value_error("ir is too large: shape " + shape_of(ir));
-        if (vis.ndim() != 4 || vis.shape(0) != B || vis.shape(1) != 1 || vis.shape(2) != H || vis.shape(3) != W)
-            throw py::value_error("vis must have the shape of ir " + shape_of(ir) + ", got " + shape_of(vis));
-        if (base.ndim() != 4 || base.shape(0) != B || base.shape(1) != m_.nbase || base.shape(2) != H || base.shape(3) != W)
-            throw py::value_error("base_up must have shape (" + std::to_string(B) + ", " + std::to_string(m_.nbase) +
-                                  ", " + std::to_string(H) + ", " + std::to_string(W) + ") for the \"" + head_ +
-                                  "\" head, got " + shape_of(base));
+        if (B < 1 || H < 1 || W < 1)
+            throw py::value_error("ir must not be empty, got shape " + shape_of(ir));
+        if (H > (1 << 20) || W > (1 << 20))
+            throw py::value_error("ir is too large: shape " + shape_of(ir));
+        if (vis.ndim() != 4 || vis.shape(0) != B || vis.shape(1) != 1 || vis.shape(2) != H ||
+            vis.shape(3) != W)
+            throw py::value_error("vis must have the shape of ir " + shape_of(ir) + ", got " +
+                                  shape_of(vis));
+        if (base.ndim() != 4 || base.shape(0) != B || base.shape(1) != m_.nbase ||
+            base.shape(2) != H || base.shape(3) != W)
+            throw py::value_error("base_up must have shape (" + std::to_string(B) + ", " +
+                                  std::to_string(m_.nbase) + ", " + std::to_string(H) + ", " +
+                                  std::to_string(W) + ") for the \"" + head_ + "\" head, got " +
+                                  shape_of(base));
         py::array_t<float> out({B, (py::ssize_t)1, H, W});
         const float *pi = ir.data(), *pv = vis.data(), *pb = base.data();
         float* po = out.mutable_data();
@@ -145,14 +157,19 @@ class NativeRender {
         if (s == "auto") return avx512 ? RENDER_IMPL_AVX512 : avx2 ? IMPL_AVX2 : IMPL_SCALAR;
         if (s == "scalar") return IMPL_SCALAR;
         if (s == "avx2") {
-            if (!avx2) throw py::value_error("impl=\"avx2\" requested but this CPU (or build) has no AVX2+FMA kernel");
+            if (!avx2)
+                throw py::value_error(
+                    "impl=\"avx2\" requested but this CPU (or build) has no AVX2+FMA kernel");
             return IMPL_AVX2;
         }
         if (s == "avx512") {
-            if (!avx512) throw py::value_error("impl=\"avx512\" requested but this CPU (or build) has no AVX-512F kernel");
+            if (!avx512)
+                throw py::value_error(
+                    "impl=\"avx512\" requested but this CPU (or build) has no AVX-512F kernel");
             return RENDER_IMPL_AVX512;
         }
-        throw py::value_error("impl must be \"auto\", \"avx512\", \"avx2\" or \"scalar\", got \"" + s + "\"");
+        throw py::value_error("impl must be \"auto\", \"avx512\", \"avx2\" or \"scalar\", got \"" +
+                              s + "\"");
     }
     static std::string resolved_name(const std::string& s) {
         const int i = resolve(s);
@@ -164,7 +181,7 @@ class NativeRender {
     py::tuple channels() const { return py::make_tuple(m_.C, m_.Ch); }
     int base_channels() const { return m_.nbase; }
 
-  private:
+private:
     RenderModel m_;
     std::string head_;
     std::vector<float> w1_, b1_, w2_, b2_, w3_, b3_, w4_, b4_;
@@ -173,25 +190,31 @@ class NativeRender {
 }  // namespace
 
 void bind_render(py::module_& m) {
-    py::class_<NativeRender>(m, "NativeRender",
-                             "The render half of a TokFuse model (DetailNet, HeadConvs, the head's rule) "
-                             "as one fused CPU kernel over row tiles (AVX2/FMA or scalar, OpenMP).")
-        .def(py::init<const std::string&, int, py::handle, py::handle, py::handle, py::handle, py::handle, py::handle,
-                      py::handle, py::handle, float, float, float>(),
-             py::arg("head"), py::arg("radius"), py::arg("detail_w1"), py::arg("detail_b1"), py::arg("detail_w2"),
-             py::arg("detail_b2"), py::arg("head_w1"), py::arg("head_b1"), py::arg("head_w2"), py::arg("head_b2"),
-             py::arg("tau") = 0.0f, py::arg("gain_vis") = 0.0f, py::arg("gain_ir") = 0.0f)
-        .def("run", &NativeRender::run, py::arg("ir"), py::arg("vis"), py::arg("base_up"), py::arg("num_threads") = 0,
-             py::arg("impl") = "auto", py::arg("tile_rows") = 0,
-             "ir, vis float32 (B, 1, H, W), base_up float32 (B, nbase, H, W) -> fused float32 (B, 1, H, W). "
-             "num_threads: OpenMP threads (0 = OpenMP default); impl: \"auto\" (widest available), \"avx512\" "
+    py::class_<NativeRender>(
+        m, "NativeRender",
+        "The render half of a TokFuse model (DetailNet, HeadConvs, the head's rule) "
+        "as one fused CPU kernel over row tiles (AVX2/FMA or scalar, OpenMP).")
+        .def(py::init<const std::string&, int, py::handle, py::handle, py::handle, py::handle,
+                      py::handle, py::handle, py::handle, py::handle, float, float, float>(),
+             py::arg("head"), py::arg("radius"), py::arg("detail_w1"), py::arg("detail_b1"),
+             py::arg("detail_w2"), py::arg("detail_b2"), py::arg("head_w1"), py::arg("head_b1"),
+             py::arg("head_w2"), py::arg("head_b2"), py::arg("tau") = 0.0f,
+             py::arg("gain_vis") = 0.0f, py::arg("gain_ir") = 0.0f)
+        .def("run", &NativeRender::run, py::arg("ir"), py::arg("vis"), py::arg("base_up"),
+             py::arg("num_threads") = 0, py::arg("impl") = "auto", py::arg("tile_rows") = 0,
+             "ir, vis float32 (B, 1, H, W), base_up float32 (B, nbase, H, W) -> fused float32 (B, "
+             "1, H, W). "
+             "num_threads: OpenMP threads (0 = OpenMP default); impl: \"auto\" (widest available), "
+             "\"avx512\" "
              "(AVX-512F convolutions, AVX2 rule), \"avx2\" or \"scalar\"; "
              "tile_rows: rows per tile (0 = chosen from H and the threads).")
-        .def_static("resolve_impl", &NativeRender::resolved_name, py::arg("impl") = "auto",
-                    "The instruction path impl runs on this CPU (\"avx512\", \"avx2\" or \"scalar\"); "
-                    "ValueError when a named path is not available.")
+        .def_static(
+            "resolve_impl", &NativeRender::resolved_name, py::arg("impl") = "auto",
+            "The instruction path impl runs on this CPU (\"avx512\", \"avx2\" or \"scalar\"); "
+            "ValueError when a named path is not available.")
         .def_property_readonly("head", &NativeRender::head)
         .def_property_readonly("radius", &NativeRender::radius)
-        .def_property_readonly("channels", &NativeRender::channels, "(detail channels, head channels)")
+        .def_property_readonly("channels", &NativeRender::channels,
+                               "(detail channels, head channels)")
         .def_property_readonly("base_channels", &NativeRender::base_channels);
 }
