@@ -131,7 +131,16 @@ def test_cli_export(tiny_onnx, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(to_onnx, "export_onnx", spy)
     assert main(["export", "onnx", "m.safetensors", "-o", "o.onnx", "--opset", "18"]) == 1
     assert seen == dict(
-        ckpt="m.safetensors", output=Path("o.onnx"), opset=18, exporter="auto", verify=True, graph_opt=True, halves=True
+        ckpt="m.safetensors",
+        output=Path("o.onnx"),
+        opset=18,
+        exporter="auto",
+        verify=True,
+        graph_opt=True,
+        halves=True,
+        int8=False,
+        calib=None,
+        calib_pairs=None,
     )
     assert "tokfuse export onnx: error: stop here" in capsys.readouterr().err
     assert (
@@ -158,6 +167,9 @@ def test_cli_export(tiny_onnx, tmp_path, capsys, monkeypatch):
         verify=False,
         graph_opt=False,
         halves=False,
+        int8=False,
+        calib=None,
+        calib_pairs=None,
     )
     assert main(["export", "trt", "m.safetensors", "-o", "o.plan", "--no-halves"]) == 1
     assert "--no-halves applies to ONNX export only" in capsys.readouterr().err
