@@ -1,4 +1,4 @@
-"""Engine speed and memory, backends side by side (§6).
+"""Engine speed and memory, backends side by side.
 
     pytest bench/bench_engine.py --benchmark-only
 

@@ -1,4 +1,4 @@
-"""Peak memory and speed on a large pair (§10): ``tokfuse fuse`` on an 8000×6000 pair, fresh process.
+"""Peak memory and speed on a large pair: ``tokfuse fuse`` on an 8000×6000 pair, fresh process.
 
     pytest bench/bench_large_image.py --benchmark-only
 

@@ -13,7 +13,7 @@ by side in the same run:
 
 ``ours`` records in ``extra_info``: GFLOP/s (2 N K D flops / median time; also from the min),
 the fraction of the CPU's FMA peak, the device name from /proc/cpuinfo, threads, the speedups vs
-torch and faiss (ratio of medians and ratio of mins of this run) and whether the §6 targets
+torch and faiss (ratio of medians and ratio of mins of this run) and whether the speed targets
 (>= 5x torch, >= 10x faiss at N = 256) are met. Peak = cores x 2 FMA units x 8 fp32 lanes x 2 flops
 x GHz, with GHz the "cpu MHz" of /proc/cpuinfo. Assumption: that is the nominal clock (2.45 GHz
 on the project's VM); under sustained FMA load the cores run at their boost clock, so the single-

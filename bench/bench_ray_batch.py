@@ -1,4 +1,4 @@
-"""``fuse-dir`` plain vs on Ray (``--ray``), side by side on one folder (§9 Batch).
+"""``fuse-dir`` plain vs on Ray (``--ray``), side by side on one folder.
 
     pytest bench/bench_ray_batch.py --benchmark-only
 

@@ -1,4 +1,4 @@
-"""HTTP service throughput and latency (§9 Online), Ray Serve replicas side by side with the same
+"""HTTP service throughput and latency, Ray Serve replicas side by side with the same
 work done in-process.
 
     pytest bench/bench_serve.py --benchmark-only

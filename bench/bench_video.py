@@ -1,4 +1,4 @@
-"""Video fusion end to end (decode both, fuse, encode), backends and token reuse side by side (§8).
+"""Video fusion end to end (decode both, fuse, encode), backends and token reuse side by side.
 
     pytest bench/bench_video.py --benchmark-only
 

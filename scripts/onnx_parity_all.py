@@ -1,4 +1,4 @@
-"""ONNX Runtime vs PyTorch parity on every pair of shared/data/test (§4).
+"""ONNX Runtime vs PyTorch parity on every pair of shared/data/test.
 
 For each pair: ``Engine(ckpt).fuse_with_tokens`` vs ``Engine(model.onnx).fuse_with_tokens`` — the final
 uint8 images (max |Δ| must be <= 1 grey level) and the K shared token ids (must be identical).

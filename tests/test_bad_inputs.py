@@ -1,4 +1,4 @@
-"""§4: every kind of bad input gets a clear error that names the input."""
+"""Every kind of bad input gets a clear error that names the input."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Colour handling (§2): BT.601 full-range YCbCr as OpenCV's YCrCb, round trip, gray in gray out."""
+"""Colour handling: BT.601 full-range YCbCr as OpenCV's YCrCb, round trip, gray in gray out."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Engine API (§4): input kinds, output kinds, sizes, batches, folders, info, context manager, threads."""
+"""Engine API: input kinds, output kinds, sizes, batches, folders, info, context manager, threads."""
 
 import threading
 

@@ -1,4 +1,4 @@
-"""ONNX export (§4): standard ops, dynamic batch/H/W, checker + shape inference, parity with PyTorch
+"""ONNX export: standard ops, dynamic batch/H/W, checker + shape inference, parity with PyTorch
 on random inputs (tiny model) and on real pairs of every test set (default model, via Engine)."""
 
 from __future__ import annotations

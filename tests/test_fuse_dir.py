@@ -1,4 +1,4 @@
-"""fuse-dir reliability (§10): no pair stops a run, reports always written, resume, safe outputs;
+"""fuse-dir reliability: no pair stops a run, reports always written, resume, safe outputs;
 the CLI's exit codes and one-line errors."""
 
 import json

@@ -1,4 +1,4 @@
-"""Bounded, seeded fuzz test (§4, §10): mutated PNG/JPEG/TIFF/BMP/WebP/GIF bytes and headers.
+"""Bounded, seeded fuzz test: mutated PNG/JPEG/TIFF/BMP/WebP/GIF bytes and headers.
 
 Only the documented exception types may escape ``Engine.fuse`` (ValueError, including
 ImageTooLargeError, TypeError, FileNotFoundError), and ``fuse_dir`` always finishes with a report.

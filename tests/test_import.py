@@ -1,4 +1,4 @@
-"""``import tokfuse_rt`` needs only numpy and torch (§ How we build)."""
+"""``import tokfuse_rt`` needs only numpy and torch."""
 
 import subprocess
 import sys

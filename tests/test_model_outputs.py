@@ -1,4 +1,4 @@
-"""Model outputs are checked (§10): a foreign ONNX file returning NaN or a wrong shape gets a clear
+"""Model outputs are checked: a foreign ONNX file returning NaN or a wrong shape gets a clear
 error naming the model, never a black image; backend failures name the model and the input size."""
 
 import warnings

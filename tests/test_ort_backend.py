@@ -1,4 +1,4 @@
-"""Engine("model.onnx"): the ONNX Runtime backend has the PyTorch backend's API and results (§4)."""
+"""Engine("model.onnx"): the ONNX Runtime backend has the PyTorch backend's API and results."""
 
 from __future__ import annotations
 

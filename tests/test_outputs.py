@@ -1,4 +1,4 @@
-"""tokfuse_rt.outputs (§10): atomic writes, no symlink followed, resume checks, stale temporaries."""
+"""tokfuse_rt.outputs: atomic writes, no symlink followed, resume checks, stale temporaries."""
 
 import os
 import stat

@@ -1,4 +1,4 @@
-"""Reading files (§10): pixel limit from the header, bit depth rules, EXIF orientation, multi-frame,
+"""Reading files: pixel limit from the header, bit depth rules, EXIF orientation, multi-frame,
 palette and alpha. References are hand-built arrays, never the reader itself."""
 
 import time

@@ -1,4 +1,4 @@
-"""Tiles (§10): tiled output equals untiled output within 1 grey level, token ids identical; the
+"""Tiles: tiled output equals untiled output within 1 grey level, token ids identical; the
 pieces against the model's own whole-image operations; bounded peak memory on a large pair."""
 
 import json

@@ -440,7 +440,7 @@ def test_titok_onnx_is_standard_and_trt_report_is_written(titok_trt_export):
 
 @pytest.mark.requires_ort
 def test_titok_onnx_parity_random_and_real_pairs(titok_trt_export, titok_ckpt, shared_data):
-    """§4 parity: ONNX Runtime vs PyTorch, ids identical, fused uint8 within 1 (= 1/255), on random inputs
+    """Parity: ONNX Runtime vs PyTorch, ids identical, fused uint8 within 1 (= 1/255), on random inputs
     of untraced shapes for k in {0, default, K} and on a real pair of every test set."""
     from export.to_onnx import verify_against_torch
     from tokfuse_rt import Engine

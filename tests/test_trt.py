@@ -1,4 +1,4 @@
-"""TensorRT export (§4): the no-TensorRT path (ONNX + compatibility report + one clear line, non-zero
+"""TensorRT export: the no-TensorRT path (ONNX + compatibility report + one clear line, non-zero
 exit), the operator-list checker, shape profiles, the CLI, and TensorRT vs ONNX Runtime on a GPU."""
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
     tokfuse eval --engine PATH|default --ir ir.mp4 --vis vis.mp4 [--keep fused.mp4] [--k K] [--reuse R]
 
 Frames pair by presentation time: each fused frame with the visible frame of the same time and the
-infrared frame nearest to it (as ``Engine.fuse_video`` paired them). The §5 metrics are computed on
+infrared frame nearest to it (as ``Engine.fuse_video`` paired them). The image metrics are computed on
 every ``--stride``-th frame (luminance, the chosen convention) and reported per frame with a
 ``mean ± std`` row; BiSWE (:mod:`tokfuse_rt.metrics.temporal`, lower = more stable) is computed on
 all paired frames for the fused video and, on the same occlusion masks, for both sources.

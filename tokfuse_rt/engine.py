@@ -1,4 +1,4 @@
-"""``tokfuse_rt.Engine``: one API over the PyTorch, ONNX Runtime and TensorRT backends (§4)."""
+"""``tokfuse_rt.Engine``: one API over the PyTorch, ONNX Runtime and TensorRT backends."""
 
 from __future__ import annotations
 

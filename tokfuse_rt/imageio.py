@@ -1,4 +1,4 @@
-"""Reading image files (bounded, §10) and BT.601 full-range YCbCr colour handling (§2).
+"""Reading image files (bounded) and BT.601 full-range YCbCr colour handling.
 
 Internal image convention: uint8, or float32 in [0, 1]; (H, W) gray or (H, W, 3) RGB.
 

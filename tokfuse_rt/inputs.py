@@ -1,7 +1,7 @@
-"""Input preparation, in one place: accept the input kinds of §4 (paths, PIL images, numpy, torch),
+"""Input preparation, in one place: accept the input kinds (paths, PIL images, numpy, torch),
 validate once, decide the colour of the result, and build it in the kind of the visible input.
 
-Colour rule (§2): the fused luminance takes the chroma of the visible (second) image when that image
+Colour rule: the fused luminance takes the chroma of the visible (second) image when that image
 is colour (an RGB photo, a pseudo-colour PET/SPECT image); a gray visible image gives a gray result,
 whatever the infrared (first) image is. Gray stored as RGB with equal channels counts as gray.
 """

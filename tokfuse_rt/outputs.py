@@ -1,4 +1,4 @@
-"""Writing results safely (§10), shared by every writer (``tokfuse fuse``, ``fuse_dir``, batch jobs).
+"""Writing results safely, shared by every writer (``tokfuse fuse``, ``fuse_dir``, batch jobs).
 
 - :func:`atomic_write`: the data go to a temporary file created exclusively (``O_CREAT|O_EXCL|
   O_NOFOLLOW``, unpredictable name, mode 0600 while written) in the target's own folder, are

@@ -1,4 +1,4 @@
-"""Large images in overlapping tiles, with a bounded peak memory (§10).
+"""Large images in overlapping tiles, with a bounded peak memory.
 
 The model is two halves: the token pathway (1D tokens on an S×S resize of the whole image -> a base
 map [B, C, S, S] and the token ids) and the 2D render (sources + base map upsampled to H×W -> fused

@@ -1,4 +1,4 @@
-"""Two-stage training (§2): I tokenizer reconstruction warm-up, II fusion with STE (tokenizer frozen)."""
+"""Two-stage training: I tokenizer reconstruction warm-up, II fusion with STE (tokenizer frozen)."""
 
 from __future__ import annotations
 
