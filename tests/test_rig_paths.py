@@ -6,13 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -24,6 +17,7 @@ from tokfuse_rt.imageio import load_image
 from tokfuse_rt.outputs import save_image
 from tokfuse_rt.rig_synth import draw_rig, render_ir
 
+from serve_common import tokfuse_serve
 from video_cases import clip_dir, decode, psnr, write_video
 
 pytest.importorskip("cv2", reason="needs the extra tokfuse_rt[rig] (opencv-python-headless)")
@@ -124,12 +118,6 @@ def test_fuse_video_with_align_other_size_and_rate(shared_data, tiny_onnx, tmp_p
             assert psnr(fo[i], ref) > 35.0, i
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _png(arr) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
@@ -141,55 +129,40 @@ def test_serve_with_deployment_and_request_rigs(rig_pairs, tiny_onnx, shared_dat
     pytest.importorskip("ray.serve")
     httpx = pytest.importorskip("httpx")
     root, rig_path, rig, names = rig_pairs
-    port = _free_port()
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    cmd = [sys.executable, "-m", "tokfuse_rt", "serve", "--port", str(port), "--model", str(tiny_onnx)]
-    cmd += ["--replicas", "1", "--align", str(rig_path), "--ray", ray.get_runtime_context().gcs_address]
-    env = {k: v for k, v in os.environ.items() if k != "TOKFUSE_SERVE_TOKEN"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    args = ["--replicas", "1", "--align", str(rig_path)]
     try:
-        url, lines, t0 = None, [], time.monotonic()
-        while time.monotonic() - t0 < 180 and url is None:
-            line = proc.stdout.readline()
-            if not line and proc.poll() is not None:
-                break
-            lines.append(line)
-            if line.startswith("tokfuse serve: http://"):
-                url = line.split()[2]
-        assert url, "".join(lines)
-        threading.Thread(target=proc.stdout.read, daemon=True).start()
-        ir_b = (root / "ir" / f"{names[0]}.png").read_bytes()
-        vis_b = (root / "vis" / f"{names[0]}.png").read_bytes()
+        with tokfuse_serve(tiny_onnx, args, ray_address=ray.get_runtime_context().gcs_address) as url:
+            ir_b = (root / "ir" / f"{names[0]}.png").read_bytes()
+            vis_b = (root / "vis" / f"{names[0]}.png").read_bytes()
 
-        def post(ir, vis, rig_part=None):
-            files = {"ir": ("ir.png", ir), "vis": ("vis.png", vis)}
-            data = {"rig": rig_part} if rig_part is not None else None
-            return httpx.post(f"{url}/fuse", files=files, data=data, timeout=120)
+            def post(ir, vis, rig_part=None):
+                files = {"ir": ("ir.png", ir), "vis": ("vis.png", vis)}
+                data = {"rig": rig_part} if rig_part is not None else None
+                return httpx.post(f"{url}/fuse", files=files, data=data, timeout=120)
 
-        with Engine(tiny_onnx, threads=1) as e:
-            r = post(ir_b, vis_b)
-            assert r.status_code == 200, r.text
-            want = e.fuse(root / "ir" / f"{names[0]}.png", root / "vis" / f"{names[0]}.png", align=rig)
-            assert np.array_equal(np.asarray(Image.open(io.BytesIO(r.content))), want)
-            # a per-request rig for another camera pair wins over the deployment's
-            d = shared_data / "test" / "MSRS"
-            ir2 = load_image(sorted((d / "ir").iterdir())[0], "ir")
-            vis2 = load_image(sorted((d / "vi").iterdir())[0], "vis")
-            rig2 = draw_rig((vis2.shape[1], vis2.shape[0]), np.random.default_rng(2))
-            cam2 = render_ir(ir2, rig2)
-            r = post(_png(cam2), _png(vis2), json.dumps(rig2.to_dict()))
-            assert r.status_code == 200, r.text
-            assert np.array_equal(np.asarray(Image.open(io.BytesIO(r.content))), e.fuse(cam2, vis2, align=rig2))
-        # the deployment's rig does not fit these sizes; a bad rig part: 400 with a JSON reason
-        r = post(_png(cam2), _png(vis2))
-        assert r.status_code == 400 and "but the rig" in r.json()["error"]
-        bad = rig2.to_dict()
-        bad["matrix"] = [[1, 2, 0], [2, 4, 0], [0, 0, 1]]
-        r = post(_png(cam2), _png(vis2), json.dumps(bad))
-        assert r.status_code == 400 and "singular" in r.json()["error"]
-        r = post(_png(cam2), _png(vis2), "{oops")
-        assert r.status_code == 400 and "not JSON" in r.json()["error"]
+            with Engine(tiny_onnx, threads=1) as e:
+                r = post(ir_b, vis_b)
+                assert r.status_code == 200, r.text
+                want = e.fuse(root / "ir" / f"{names[0]}.png", root / "vis" / f"{names[0]}.png", align=rig)
+                assert np.array_equal(np.asarray(Image.open(io.BytesIO(r.content))), want)
+                # a per-request rig for another camera pair wins over the deployment's
+                d = shared_data / "test" / "MSRS"
+                ir2 = load_image(sorted((d / "ir").iterdir())[0], "ir")
+                vis2 = load_image(sorted((d / "vi").iterdir())[0], "vis")
+                rig2 = draw_rig((vis2.shape[1], vis2.shape[0]), np.random.default_rng(2))
+                cam2 = render_ir(ir2, rig2)
+                r = post(_png(cam2), _png(vis2), json.dumps(rig2.to_dict()))
+                assert r.status_code == 200, r.text
+                assert np.array_equal(np.asarray(Image.open(io.BytesIO(r.content))), e.fuse(cam2, vis2, align=rig2))
+            # the deployment's rig does not fit these sizes; a bad rig part: 400 with a JSON reason
+            r = post(_png(cam2), _png(vis2))
+            assert r.status_code == 400 and "but the rig" in r.json()["error"]
+            bad = rig2.to_dict()
+            bad["matrix"] = [[1, 2, 0], [2, 4, 0], [0, 0, 1]]
+            r = post(_png(cam2), _png(vis2), json.dumps(bad))
+            assert r.status_code == 400 and "singular" in r.json()["error"]
+            r = post(_png(cam2), _png(vis2), "{oops")
+            assert r.status_code == 400 and "not JSON" in r.json()["error"]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
         ray.shutdown()
