@@ -280,7 +280,7 @@ def _evaluate_and_write(
     return 0
 
 
-def _thermal_kept(rows, fused_dir: Path, ir_dir: Path, vis_dir: Path):
+def _guard_shares(rows, fused_dir: Path, ir_dir: Path, vis_dir: Path):
     """Mean thermal share kept (margin 0.25, images with >= 500 hot pixels), how many images count, and
     the visible texture kept (:func:`tokfuse_rt.metrics.texture_kept` against B): its mean over all
     images and the share of images at or below 0.6."""
@@ -317,7 +317,7 @@ def _append_rank(a, rows, report: Path, fused_dir: Path, ir_dir: Path, vis_dir: 
     stats = summarize(rows)
     table = dict(a.peer_table)
     table[a.name] = {m: stats[m][0] for m in RANK_METRICS if m in stats}
-    kept, n, tex, low = _thermal_kept(rows, fused_dir, ir_dir, vis_dir)
+    kept, n, tex, low = _guard_shares(rows, fused_dir, ir_dir, vis_dir)
     pos = place(table, a.name)
     text = (
         f"\n## Mean rank against {Path(a.peers).name}\n\n{rank_markdown(table, highlight=a.name)}\n\n"
