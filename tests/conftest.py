@@ -100,6 +100,41 @@ def tiny_onnx(tiny_ckpt, tmp_path_factory) -> Path:
     return out
 
 
+def _nan_fused(src, dst):
+    """Copy of ONNX graph ``src`` whose output 'fused' is multiplied by NaN (metadata kept)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    m = onnx.load(str(src))
+    for n in m.graph.node:
+        n.output[:] = ["fused_raw" if o == "fused" else o for o in n.output]
+    m.graph.initializer.append(helper.make_tensor("nan_c", TensorProto.FLOAT, [], [float("nan")]))
+    m.graph.node.append(helper.make_node("Mul", ["fused_raw", "nan_c"], ["fused"]))
+    onnx.save(m, str(dst))
+    return dst
+
+
+@pytest.fixture(scope="session")
+def nan_onnx(tiny_onnx, tmp_path_factory):
+    """The tiny session model exported to ONNX with its halves, its model and render graphs giving
+    NaN: video and stream reuse the token pathway through the halves."""
+    import shutil
+
+    from tokfuse_rt.graphs import half_paths
+
+    d = tmp_path_factory.mktemp("nan")
+    out = d / "nan.onnx"
+    _nan_fused(tiny_onnx, out)
+    src, dst = half_paths(tiny_onnx), half_paths(out)
+    shutil.copy(src["tokens"], dst["tokens"])
+    _nan_fused(src["render"], dst["render"])
+    from tokfuse_rt import Engine
+
+    with Engine(out) as eng:
+        assert eng.info()["halves"] == "tokens+render"
+    return out
+
+
 @pytest.fixture(scope="module")
 def engines(tiny_ckpt, tiny_onnx):
     """(PyTorch Engine of ``tiny_ckpt``, ONNX Runtime Engine of ``tiny_onnx``), one thread each: tiny graphs

@@ -104,49 +104,16 @@ def test_ids_out_of_range_and_backend_failures_name_the_model(tiny_ckpt, monkeyp
 
 
 def test_untiled_call_larger_than_memory_is_refused(tiny_ckpt, monkeypatch):
-    from tokfuse_rt import engine as engine_mod
+    from tokfuse_rt import runner as runner_mod
     from tokfuse_rt.imageio import ImageTooLargeError
 
-    monkeypatch.setattr(engine_mod, "_mem_available", lambda: 2**30)
+    monkeypatch.setattr(runner_mod, "mem_available", lambda: 2**30)
     a = np.zeros((2000, 2000), np.uint8)  # 4 MP x 320 B/px = 1.2 GiB > 1 GiB "available"
     with Engine(tiny_ckpt, tile_size=None) as eng:
         with pytest.raises(ImageTooLargeError, match="needs about 1.2 GiB untiled, 1.0 GiB are available"):
             eng.fuse(a, a)
     with Engine(tiny_ckpt) as eng:  # the PyTorch backend tiles: it runs
         assert eng.fuse(a, a).shape == (2000, 2000)
-
-
-def _nan_fused(src, dst):
-    """Copy of ONNX graph ``src`` whose output 'fused' is multiplied by NaN (metadata kept)."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    m = onnx.load(str(src))
-    for n in m.graph.node:
-        n.output[:] = ["fused_raw" if o == "fused" else o for o in n.output]
-    m.graph.initializer.append(helper.make_tensor("nan_c", TensorProto.FLOAT, [], [float("nan")]))
-    m.graph.node.append(helper.make_node("Mul", ["fused_raw", "nan_c"], ["fused"]))
-    onnx.save(m, str(dst))
-    return dst
-
-
-@pytest.fixture(scope="module")
-def nan_onnx(tiny_onnx, tmp_path_factory):
-    """The tiny session model exported to ONNX with its halves, its model and render graphs giving
-    NaN: video and stream reuse the token pathway through the halves."""
-    import shutil
-
-    from tokfuse_rt.graphs import half_paths
-
-    d = tmp_path_factory.mktemp("nan")
-    out = d / "nan.onnx"
-    _nan_fused(tiny_onnx, out)
-    src, dst = half_paths(tiny_onnx), half_paths(out)
-    shutil.copy(src["tokens"], dst["tokens"])
-    _nan_fused(src["render"], dst["render"])
-    with Engine(out) as eng:
-        assert eng.info()["halves"] == "tokens+render"
-    return out
 
 
 def _nan_models(tmp_path, nan_onnx):

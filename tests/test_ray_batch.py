@@ -182,6 +182,19 @@ def test_cli_overwrite_ext_and_quality_as_plain(ray_address, tree, tiny_onnx, tm
     assert all(after[n][0] != before[n][0] for n in before if n.endswith(".jpg"))  # each replaced
 
 
+def test_actors_apply_the_engine_limits_and_output_checks(ray_address, tree, nan_onnx, tmp_path):
+    """The Ray path runs each pair through an Engine as plain fuse-dir does: the pixel limit refuses
+    every good pair, a model giving NaN fails every pair naming the model, and no output is written."""
+    n_good = len(_good_pairs(tree))
+    rep = fuse_dir_ray(tree / "ir", tree / "vis", tmp_path / "small", model=nan_onnx, max_pixels=300, progress=False)
+    limit = [m for _, m in rep.failed if "over the limit of" in m]
+    assert len(limit) >= n_good and not rep.written, rep.failed  # + bad.png: its ir half is a real image
+    rep = fuse_dir_ray(tree / "ir", tree / "vis", tmp_path / "nan", model=nan_onnx, actors=1, progress=False)
+    nan = [m for _, m in rep.failed if "nan.onnx: output 'fused' contains NaN" in m]
+    assert len(nan) == n_good and not rep.written, rep.failed  # bad.png fails on decoding
+    assert _listing(tmp_path / "nan") == {REPORT_NAME}
+
+
 def test_actor_killed_mid_job(ray_address, tree, tiny_onnx, tmp_path, monkeypatch):
     """The fault hook makes one actor process exit (leaving a half-written temporary file) when it
     is about to write its 2nd output; Ray restarts it and retries its batch. The job completes:

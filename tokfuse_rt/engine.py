@@ -17,6 +17,7 @@ import numpy as np
 from .imageio import DEFAULT_MAX_PIXELS, check_depth
 from .inputs import ImageInput, ImageOutput, Prepared
 from .outputs import atomic_write
+from .runner import UNTILED_BYTES_PER_PIXEL, Runner, one_line  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     from .video.pipeline import VideoReport
@@ -27,10 +28,6 @@ PathLike = Union[str, os.PathLike]
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default.safetensors"
 DEFAULT_TILE = 1024
 MIN_PIXELS = 16 * 16
-# Working memory of an untiled backend call per input pixel (ONNX Runtime CPU measured ~280 B/px on
-# the default model, 1.3 -> 3 MP; PyTorch similar). Calls estimated above the memory available are
-# refused before they start, instead of being killed by the kernel's OOM killer mid-batch.
-UNTILED_BYTES_PER_PIXEL = 320
 REPORT_NAME = "tokfuse-report.json"
 
 
@@ -101,16 +98,6 @@ class FuseReport:
             print(f"tokfuse: could not write the JSON report {path}: {e}", file=sys.stderr)
 
 
-def one_line(e: BaseException) -> str:
-    """An exception as one line: its message (first line), prefixed by its type unless it is an input error."""
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if isinstance(e, MemoryError):
-        return f"out of memory (MemoryError{': ' + msg if msg != 'MemoryError' else ''})"
-    if not isinstance(e, (ValueError, TypeError, FileNotFoundError)):
-        return f"{type(e).__name__}: {msg}"
-    return msg
-
-
 class Engine:
     """Fuse registered image pairs.
 
@@ -152,7 +139,7 @@ class Engine:
         from .devices import parse_device
         from .rig import as_rig
 
-        self.align = as_rig(align)  # before the model loads: a bad rig file fails fast
+        rig = as_rig(align)  # before the model loads: a bad rig file fails fast
 
         if path is None:
             path = DEFAULT_MODEL
@@ -169,7 +156,7 @@ class Engine:
         for nm, v, lo in (("max_pixels", max_pixels, MIN_PIXELS), ("tile_size", tile_size, 16)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo):
                 raise ValueError(f"{nm} must be an int >= {lo} or None, got {v!r}")
-        self.max_pixels, self.depth, self.tile_size = max_pixels, check_depth(depth), tile_size
+        depth = check_depth(depth)
         cls = backend_class(path, backend)
         kwargs = {"device": device, "threads": threads}
         if kernels != "auto":
@@ -182,6 +169,14 @@ class Engine:
         cfg = getattr(self._backend, "cfg", None)
         cb = cfg.get("codebook_size") if isinstance(cfg, dict) else getattr(cfg, "codebook_size", None)
         self._guard = OutputGuard(path, self._backend.num_tokens, cb)
+        # the one way the model runs (limits, memory check, error wrapping, output checks): every path uses it
+        self._runner = Runner(self._backend, path, self._guard, max_pixels, depth, tile_size, rig)
+
+    # the engine's settings live in its runner, so that every path reads the same values
+    max_pixels = property(lambda self: self._runner.max_pixels, lambda self, v: setattr(self._runner, "max_pixels", v))
+    depth = property(lambda self: self._runner.depth, lambda self, v: setattr(self._runner, "depth", check_depth(v)))
+    tile_size = property(lambda self: self._runner.tile_size, lambda self, v: setattr(self._runner, "tile_size", v))
+    align = property(lambda self: self._runner.align, lambda self, v: setattr(self._runner, "align", _as_rig(v)))
 
     # --- API -----------------------------------------------------------------------------------
     def resolve_k(self, k: int | None) -> int:
@@ -207,59 +202,13 @@ class Engine:
             raise RuntimeError("this Engine has been closed")
 
     def _prepare(self, ir: ImageInput, vis: ImageInput, align=None) -> Prepared:
-        from .rig import as_rig
-
-        rig = as_rig(align) if align is not None else self.align
-        return Prepared(ir, vis, max_pixels=self.max_pixels, depth=self.depth, align=rig)
+        return self._runner.prepare(ir, vis, align)
 
     def _tiled(self, shape) -> bool:
-        from .tiling import supports_tiles
-
-        return (
-            self.tile_size is not None and shape[0] * shape[1] > 2 * self.tile_size**2 and supports_tiles(self._backend)
-        )
-
-    def _call(self, fn, shape, *args):
-        """Run a backend step; failures other than input errors become BackendError naming the model."""
-        from .backends import BackendError, ModelOutputError
-
-        try:
-            return fn(*args)
-        except (ValueError, TypeError, MemoryError, ModelOutputError):
-            raise
-        except Exception as e:
-            raise BackendError(
-                f"model file {self.path}: the {self._backend.name} backend failed on a "
-                f"{shape[1]}x{shape[0]} input: {one_line(e)}"
-            ) from e
-
-    def _check_memory(self, shape) -> None:
-        """Refuse an untiled call whose working memory would exceed the memory available."""
-        need = UNTILED_BYTES_PER_PIXEL * int(np.prod(shape))
-        if need < 2**30:
-            return
-        avail = _mem_available()
-        if avail is not None and need > avail:
-            from .imageio import ImageTooLargeError
-            from .tiling import supports_tiles
-
-            why = (
-                "tiles are off (tile_size=None)"
-                if supports_tiles(self._backend)
-                else f"the {self._backend.name} backend of {self.path.name} cannot run in tiles; use a smaller image "
-                "or a model that tiles (.safetensors)"
-            )
-            raise ImageTooLargeError(
-                f"a {shape[-1]}x{shape[-2]} input (batch {shape[0]}) needs about {need / 2**30:.1f} GiB untiled, "
-                f"{avail / 2**30:.1f} GiB are available, and {why}"
-            )
+        return self._runner.tiled(shape)
 
     def _run(self, a: np.ndarray, b: np.ndarray, k: int):
-        self._check_memory(a.shape)
-        fused, ids = self._call(self._backend.run, a.shape[2:], a, b, k)
-        self._guard.fused(fused, a.shape)
-        self._guard.ids(ids, a.shape[0])
-        return fused, ids
+        return self._runner.run(a, b, k)
 
     def fuse(self, ir: ImageInput, vis: ImageInput, k: int | None = None, align=None) -> ImageOutput:
         """Fuse one pair. Returns the same kind as ``vis`` (uint8 numpy for file paths). ``align``: a
@@ -275,13 +224,7 @@ class Engine:
         return self._fuse_prepared(self._prepare(ir, vis, align), k)
 
     def _fuse_prepared(self, p: Prepared, k: int):
-        if self._tiled(p.shape):
-            from .tiling import fuse_tiled
-
-            return self._call(fuse_tiled, p.shape, self._backend, p, k, self.tile_size, self._guard)
-        y_ir, y_vis = p.luminance()
-        fused, ids = self._run(y_ir[None, None], y_vis[None, None], k)
-        return p.finish(fused[0, 0]), ids[0]
+        return self._runner.fuse(p, k)
 
     def prepare(self, ir: ImageInput, vis: ImageInput, align=None) -> Prepared:
         """Read and check one pair as ``fuse`` does before the model runs (decoding, limits, sizes,
@@ -424,16 +367,7 @@ class Engine:
         from .video.reuse import ReusePolicy
         from .video.stream import FrameStream
 
-        return FrameStream(
-            self._backend,
-            frames,
-            self.resolve_k(k),
-            ReusePolicy.parse(reuse),
-            guard=self._guard,
-            max_pixels=self.max_pixels,
-            depth=self.depth,
-            tile=self.tile_size,
-        )
+        return FrameStream(self._runner, frames, self.resolve_k(k), ReusePolicy.parse(reuse))
 
     def fuse_video(
         self,
@@ -463,7 +397,7 @@ class Engine:
         from .video.pipeline import fuse_video
 
         return fuse_video(
-            self._backend,
+            self._runner,
             ir,
             vis,
             out,
@@ -473,16 +407,10 @@ class Engine:
             progress=progress,
             crf=crf,
             preset=preset,
-            rig=self.align,
-            guard=self._guard,
-            max_pixels=self.max_pixels,
-            tile=self.tile_size,
         )
 
     def info(self) -> dict:
         """What runs: backend, device, model path, config and training summary."""
-        from .tiling import supports_tiles
-
         self._require_open()
         d = {"model": str(self.path)}
         d.update(self._backend.info())
@@ -490,7 +418,7 @@ class Engine:
             "max_pixels": self.max_pixels,
             "depth": self.depth,
             "tile_size": self.tile_size,
-            "tiles": supports_tiles(self._backend),
+            "tiles": self._runner.tiles,
         }
         if self.align is not None:
             rig = self.align.to_dict()
@@ -515,19 +443,7 @@ class Engine:
         return f"Engine({str(self.path)!r}, backend={self._backend.name})"
 
 
-def _mem_available() -> int | None:
-    """Bytes of memory available: MemAvailable of /proc/meminfo, or less under a cgroup v2 memory
-    limit (containers). None where unknown."""
-    vals = []
-    try:
-        with open("/proc/meminfo") as f:
-            vals.append(next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("MemAvailable:")))
-    except (OSError, StopIteration, ValueError):
-        pass
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit != "max":
-            vals.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
-    except (OSError, ValueError):
-        pass
-    return min(vals) if vals else None
+def _as_rig(v):
+    from .rig import as_rig
+
+    return as_rig(v)

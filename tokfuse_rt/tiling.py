@@ -10,7 +10,7 @@ luminance). The render has no global operation: an output pixel depends only on 
    block, then the height pass on the H×S intermediate. This gives the same bits as resizing the
    whole image at once (``tests/test_tiling.py`` checks it against the model's own resize), so the
    token ids equal those of an untiled run.
-2. **Base map** once: ``backend.run_tokens(ir_s, vis_s, k)``.
+2. **Base map** once: ``runner.run_tokens(ir_s, vis_s, k)``.
 3. **Tiles**: the image is cut into tiles of about ``tile`` × ``tile`` pixels (edges on multiples of
    ``render_align``); each is rendered from a window ``render_halo`` pixels larger on every side
    (clipped to the image), with the exact window of the upsampled base map (never the whole H×W
@@ -105,23 +105,16 @@ def upsample_window(base: np.ndarray, size, y0: int, y1: int, x0: int, x1: int) 
     return np.ascontiguousarray(rows[..., c0] * b0 + rows[..., c1] * b1, dtype=np.float32)
 
 
-def fuse_tiled(backend, p, k: int, tile: int, guard=None):
-    """Fuse a Prepared pair in tiles. Returns (result in the kind of ``vis``, ids int64 [K]).
-
-    ``guard`` (a ``backends.OutputGuard``, optional) validates every backend output."""
+def fuse_tiled(runner, p, k: int, tile: int):
+    """Fuse a Prepared pair in tiles through ``runner`` (a :class:`tokfuse_rt.runner.Runner`: every step is
+    checked and its failures named as in an untiled call). Returns (result in the kind of ``vis``, ids int64 [K])."""
     h, w = p.shape
-    ir_s, vis_s = token_inputs(p, int(backend.token_size))
-    base, ids = backend.run_tokens(ir_s, vis_s, k)
-    if guard is not None:
-        guard.base(base)
-        guard.ids(ids, 1)
+    ir_s, vis_s = token_inputs(p, runner.token_size)
+    base, ids = runner.run_tokens(ir_s, vis_s, k)
     out = p.output()
-    halo, align = int(backend.render_halo), int(backend.render_align)
-    for y0, y1, x0, x1, wy0, wy1, wx0, wx1 in tile_windows(h, w, tile, halo, align):
+    for y0, y1, x0, x1, wy0, wy1, wx0, wx1 in tile_windows(h, w, tile, runner.render_halo, runner.render_align):
         y_ir, y_vis = p.luminance(rows=slice(wy0, wy1), cols=slice(wx0, wx1))
         base_up = upsample_window(base, (h, w), wy0, wy1, wx0, wx1)
-        fused = backend.run_render(y_ir[None, None], y_vis[None, None], base_up)
-        if guard is not None:
-            guard.fused(fused, (1, 1, wy1 - wy0, wx1 - wx0))
+        fused = runner.render(y_ir[None, None], y_vis[None, None], base_up)
         out.put(y0, x0, fused[0, 0, y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0])
     return out.result(), np.asarray(ids)[0]

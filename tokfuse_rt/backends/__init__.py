@@ -13,8 +13,48 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What every backend implements (the Engine's runner, ``tokfuse_rt.runner.Runner``, calls nothing else).
+
+    ``run``: float32 numpy ir, vis [B, 1, H, W] in [0, 1], ``k`` edited tokens -> (fused float32 [B, 1, H, W],
+    ids int64 [B, K]). ``has_halves`` says whether the two halves below run separately (``halves_note``:
+    why not, when known)."""
+
+    name: str
+    num_tokens: int
+    default_k: int
+    has_halves: bool
+
+    def run(self, ir: np.ndarray, vis: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def info(self) -> dict: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class HalvesBackend(Backend, Protocol):
+    """A backend that also runs the model's halves (video token reuse, tiles): ``run_tokens`` -> (base map
+    float32 [B, C, S, S], ids [B, K]); ``upsample_base(base, (H, W))`` -> base_up [B, C, H, W];
+    ``run_render(ir, vis, base_up)`` -> fused [B, 1, H, W]. ``token_size`` is S; an output pixel of the
+    render depends only on inputs within ``render_halo`` pixels, for windows whose offset is a multiple of
+    ``render_align``."""
+
+    token_size: int
+    render_halo: int
+    render_align: int
+
+    def run_tokens(self, ir: np.ndarray, vis: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def upsample_base(self, base: np.ndarray, size) -> np.ndarray: ...
+
+    def run_render(self, ir: np.ndarray, vis: np.ndarray, base_up: np.ndarray) -> np.ndarray: ...
 
 # suffix -> (module, class, what must be installed)
 REGISTRY = {

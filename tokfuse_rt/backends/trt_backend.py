@@ -45,6 +45,8 @@ def _torch_dtype(trt, dt):
 
 class TrtBackend:
     name = "tensorrt"
+    has_halves = False  # an engine is built from the whole graph
+    halves_note = "a TensorRT engine runs the whole model only"
 
     def __init__(self, path: Path, device: str = "auto", threads: int | None = None):
         trt = _import_trt()

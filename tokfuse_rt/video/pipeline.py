@@ -149,7 +149,7 @@ def _encoder(sink: VideoSink, q):
 
 
 def fuse_video(
-    backend,
+    runner,
     ir,
     vis,
     out,
@@ -160,19 +160,16 @@ def fuse_video(
     crf: int = 18,
     preset: str = "veryfast",
     queue_size: int = 8,
-    rig=None,
-    guard=None,
-    max_pixels: int | None = None,
-    tile: int | None = None,
 ) -> VideoReport:
-    """See ``Engine.fuse_video``. ``rig``: a ``tokfuse_rt.rig.Rig`` (the infrared frames are warped onto
-    the visible grid, ``Rig.model_input`` / ``Rig.blend``). ``guard``, ``max_pixels`` and ``tile`` are
-    the engine's: every backend output checked, frames over the pixel limit refused (from the stream
-    header, before decoding), frames over 2 × tile² pixels rendered in tiles of at most VIDEO_TILE²
-    pixels. The queues between the stages hold at most QUEUE_BYTES of frames each (at least 2 frames)."""
+    """See ``Engine.fuse_video``. ``runner``: the engine's (:class:`tokfuse_rt.runner.Runner`): every model
+    call checked as in ``Engine.fuse``; its camera rig (``align``: the infrared frames are warped onto the
+    visible grid, ``Rig.model_input`` / ``Rig.blend``), its pixel limit (from the stream headers, before
+    decoding) and its ``tile_size`` (frames over 2 × tile² pixels rendered in tiles of at most VIDEO_TILE²
+    pixels) apply. The queues between the stages hold at most QUEUE_BYTES of frames each (at least 2 frames)."""
     from ..imageio import check_pixels
 
     t_start = time.perf_counter()
+    rig, max_pixels, tile = runner.align, runner.max_pixels, runner.tile_size
     policy = ReusePolicy.parse(reuse)
     if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= int(crf) <= 51:
         raise ValueError(f"crf must be an int in [0, 51] (x264 quality, lower is better), got {crf!r}")
@@ -235,7 +232,7 @@ def fuse_video(
         stages = [d_ir, d_vis, enc]
         for s in stages:
             s.start()
-        fuser = FrameFuser(backend, k, policy, guard=guard, tile=tile, render_tile=VIDEO_TILE)
+        fuser = FrameFuser(runner, k, policy, tile=tile, render_tile=VIDEO_TILE)
         period = src_ir.frame_period or src_vis.frame_period or 1 / 30
         stats = SyncStats()
         bar = progress_bar(enabled=progress, total=src_vis.frames_declared or None, desc="fusing video", unit="frame")

@@ -116,35 +116,31 @@ class _Lums:
 
 
 class FrameFuser:
-    """Fuses successive frames (luminance float32 (H, W) in [0, 1]) with a backend under a reuse policy.
+    """Fuses successive frames (luminance float32 (H, W) in [0, 1]) through an engine's runner
+    (:class:`tokfuse_rt.runner.Runner`) under a reuse policy.
 
     Not thread-safe: one per stream. ``fuse`` returns (fused luminance float32 (H, W), key) where
-    ``key`` tells whether the token pathway ran for this frame. ``guard`` (a ``backends.OutputGuard``)
-    checks every backend output, as ``Engine.fuse`` does. ``tile``: frames of more than 2 × tile²
-    pixels are rendered in tiles (``tokfuse_rt.tiling``: the base map is kept at S×S, never upsampled to
-    the whole frame) where the backend runs the halves, tiles of at most ``render_tile`` (default ``tile``)
-    on a side; None: never. Counters: ``frames``,
+    ``key`` tells whether the token pathway ran for this frame. Every model call goes through the
+    runner, so its memory check, error wrapping and output checks are those of ``Engine.fuse``.
+    ``tile``: frames of more than 2 × tile² pixels are rendered in tiles (``tokfuse_rt.tiling``: the base
+    map is kept at S×S, never upsampled to the whole frame) where the backend runs the halves, tiles of
+    at most ``render_tile`` (default ``tile``) on a side; None: never. Counters: ``frames``,
     ``key_frames``, ``key_reasons`` (first / size / interval / scene); seconds in ``t_tokens`` and
     ``t_render`` (halves) or ``t_full`` (whole model)."""
 
-    def __init__(
-        self, backend, k: int, policy: ReusePolicy, guard=None, tile: int | None = None, render_tile: int | None = None
-    ):
-        from ..tiling import supports_tiles
-
-        self.backend = backend
+    def __init__(self, runner, k: int, policy: ReusePolicy, tile: int | None = None, render_tile: int | None = None):
+        self.runner = runner
         self.k = int(k)
         self.policy = policy
-        self.guard = guard
         self.note = None
         self.use_halves = False
-        self.tile = tile if tile and supports_tiles(backend) else None
+        self.tile = tile if tile and runner.tiles else None
         self.render_tile = min(self.tile, render_tile or self.tile) if self.tile else None
         if policy.enabled:
-            if getattr(backend, "has_halves", False):
+            if runner.has_halves:
                 self.use_halves = True
             else:
-                why = getattr(backend, "halves_note", None) or f"the {backend.name} backend cannot run the halves"
+                why = runner.halves_note or f"the {runner.name} backend cannot run the halves"
                 self.note = f"token reuse unavailable, every frame recomputed: {why}"
         self.frames = 0
         self.tiled_frames = 0  # frames rendered in tiles
@@ -182,16 +178,12 @@ class FrameFuser:
     def fuse(self, y_ir: np.ndarray, y_vis: np.ndarray):
         a = y_ir[None, None]
         b = y_vis[None, None]
-        g = self.guard
         self.frames += 1
         tiled = self._tiled(y_ir.shape)
         self.tiled_frames += tiled
         if not self.use_halves and not tiled:
             t0 = time.perf_counter()
-            fused, ids = self.backend.run(a, b, self.k)
-            if g is not None:
-                g.fused(fused, a.shape)
-                g.ids(ids, 1)
+            fused, _ = self.runner.run(a, b, self.k)
             self.t_full += time.perf_counter() - t0
             self.key_frames += 1
             return fused[0, 0], True
@@ -201,16 +193,11 @@ class FrameFuser:
             if tiled:
                 from ..tiling import token_inputs
 
-                base, ids = self.backend.run_tokens(
-                    *token_inputs(_Lums(y_ir, y_vis), int(self.backend.token_size)), self.k
-                )
+                base, _ = self.runner.run_tokens(*token_inputs(_Lums(y_ir, y_vis), self.runner.token_size), self.k)
             else:
-                base, ids = self.backend.run_tokens(a, b, self.k)
-            if g is not None:
-                g.base(base)
-                g.ids(ids, 1)
+                base, _ = self.runner.run_tokens(a, b, self.k)
             self._base = base
-            self._base_up = None if tiled else self.backend.upsample_base(base, y_ir.shape)
+            self._base_up = None if tiled else self.runner.upsample_base(base, y_ir.shape)
             self.t_tokens += time.perf_counter() - t0
             self._size = y_ir.shape
             self._since_key = 0
@@ -222,27 +209,24 @@ class FrameFuser:
                 self.key_frames += 1
         self._since_key += 1
         t0 = time.perf_counter()
-        fused = self._render_tiles(y_ir, y_vis) if tiled else self._render(a, b, self._base_up, a.shape)
+        fused = self._render_tiles(y_ir, y_vis) if tiled else self._render(a, b, self._base_up)
         self.t_render += time.perf_counter() - t0
         return fused, reason is not None
 
-    def _render(self, a, b, base_up, shape):
-        fused = self.backend.run_render(a, b, base_up)
-        if self.guard is not None:
-            self.guard.fused(fused, shape)
-        return fused[0, 0]
+    def _render(self, a, b, base_up):
+        return self.runner.render(a, b, base_up)[0, 0]
 
     def _render_tiles(self, y_ir, y_vis) -> np.ndarray:
         from ..tiling import tile_windows, upsample_window
 
         h, w = y_ir.shape
         out = np.empty((h, w), np.float32)
-        halo, align = int(self.backend.render_halo), int(self.backend.render_align)
+        halo, align = self.runner.render_halo, self.runner.render_align
         for y0, y1, x0, x1, wy0, wy1, wx0, wx1 in tile_windows(h, w, self.render_tile, halo, align):
             a = y_ir[None, None, wy0:wy1, wx0:wx1]
             b = y_vis[None, None, wy0:wy1, wx0:wx1]
             base_up = upsample_window(self._base, (h, w), wy0, wy1, wx0, wx1)
-            f = self._render(np.ascontiguousarray(a), np.ascontiguousarray(b), base_up, a.shape)
+            f = self._render(np.ascontiguousarray(a), np.ascontiguousarray(b), base_up)
             out[y0:y1, x0:x1] = f[y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0]
         return out
 
