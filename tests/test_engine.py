@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from tokfuse_rt import Engine
+from tokfuse_rt.engine import FuseReport
 from tokfuse_rt.imageio import load_image, luminance
 
 
@@ -114,7 +115,13 @@ def test_fuse_dir_reports_bad_pairs_and_carries_on(eng, tmp_path):
     assert sorted(p.name for p in rep.written) == ["0.png", "3.png"]
     failed = dict(rep.failed)
     assert "empty" in failed["1.png"] and "sizes differ" in failed["2.png"]
-    assert rep.unpaired == ["ir/lonely.png"] and not rep.ok
+    assert rep.unpaired == ["ir/lonely.png"] and not rep.ok  # two pairs failed
+    # one rule for the report and the CLI: a file without a partner is listed, not an error
+    from tokfuse_rt.jobs import exit_code
+
+    only_unpaired = FuseReport(written=rep.written, unpaired=rep.unpaired)
+    assert only_unpaired.ok and exit_code(only_unpaired) == 0 and exit_code(rep) == 1
+    assert exit_code(FuseReport(interrupted=True)) == 130 and exit_code(FuseReport(ambiguous=[("a", "b")])) == 1
     assert (out / "keep.txt").read_text() == "already here"
     assert load_image(out / "0.png").shape == (24, 32, 3)
     with pytest.raises(FileNotFoundError, match="vis directory not found"):

@@ -57,6 +57,7 @@ def test_any_failure_of_one_pair_is_reported_and_the_run_goes_on(eng, tmp_path, 
         return real(a, b, k)
 
     monkeypatch.setattr(eng._backend, "run", flaky)
+    monkeypatch.setattr(eng, "batch_size", 1)  # one backend call per pair: the 1st and 2nd calls fail
     rep = eng.fuse_dir(ird, visd, out, progress=False)
     failed = dict(rep.failed)
     assert sorted(failed) == ["0.png", "1.png", "2.png", "3.png", "5.png"] and [p.name for p in rep.written] == [
@@ -70,6 +71,29 @@ def test_any_failure_of_one_pair_is_reported_and_the_run_goes_on(eng, tmp_path, 
     d = json.loads((out / "tokfuse-report.json").read_text())
     assert d["counts"] == {"fused": 1, "failed": 5, "unpaired": 0, "already_done": 0, "ambiguous": 0}
     assert not [p for p in out.iterdir() if p.name.endswith(TEMP_SUFFIX)]
+
+
+def test_pairs_go_in_batches_and_a_failed_batch_is_retried_pair_by_pair(eng, tmp_path, monkeypatch):
+    """Same-size pairs share backend calls (batch_size 4); a call that fails because of one pair is
+    retried pair by pair, so only that pair fails and the others equal ``fuse`` of their pair."""
+    ird, visd = _folders(tmp_path, names=["a.png", "b.png", "c.png", "d.png"])
+    bad = eng.prepare(ird / "b.png", visd / "b.png").luminance()[0]
+    real, sizes = eng._backend.run, []
+
+    def fails_on_b(a, b, k):
+        sizes.append(a.shape[0])
+        if any(np.array_equal(x[0], bad) for x in a):
+            raise RuntimeError("this pair breaks the kernel")
+        return real(a, b, k)
+
+    monkeypatch.setattr(eng._backend, "run", fails_on_b)
+    rep = eng.fuse_dir(ird, visd, tmp_path / "out", progress=False)
+    assert sizes == [4, 1, 1, 1, 1]  # one call for the batch, then one per pair
+    assert [n for n, _ in rep.failed] == ["b.png"] and "this pair breaks the kernel" in rep.failed[0][1]
+    monkeypatch.setattr(eng._backend, "run", real)
+    for n in ("a.png", "c.png", "d.png"):
+        got = np.asarray(Image.open(tmp_path / "out" / n))
+        np.testing.assert_array_equal(got, eng.fuse(ird / n, visd / n))
 
 
 def test_resume_skips_outputs_that_decode_and_overwrite_redoes(eng, tmp_path):
@@ -124,15 +148,16 @@ Engine({str(tiny_ckpt)!r}).fuse_dir({str(ird)!r}, {str(visd)!r}, {str(out)!r}, p
 def test_interrupt_still_writes_the_report(eng, tmp_path, monkeypatch):
     ird, visd = _folders(tmp_path)
     n = []
-    real = eng.fuse
+    real = eng.fuse_batch
 
-    def fuse(*a, **k):
+    def fuse_batch(*a, **k):
         n.append(1)
         if len(n) == 2:
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(eng, "fuse", fuse)
+    monkeypatch.setattr(eng, "fuse_batch", fuse_batch)
+    monkeypatch.setattr(eng, "batch_size", 1)
     with pytest.raises(KeyboardInterrupt):
         eng.fuse_dir(ird, visd, tmp_path / "out", progress=False)
     d = json.loads((tmp_path / "out" / "tokfuse-report.json").read_text())
@@ -263,7 +288,7 @@ def test_cli_interrupt_exit_130(tiny_ckpt, tmp_path, capsys, monkeypatch):
     def stop(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Engine, "fuse", stop)
+    monkeypatch.setattr(Engine, "fuse_batch", stop)
     rc = main(
         ["fuse-dir", "--ir", str(ird), "--vis", str(visd), "-o", str(tmp_path / "o"), "--model", str(tiny_ckpt), "-q"]
     )

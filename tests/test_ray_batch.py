@@ -195,15 +195,18 @@ def test_actors_apply_the_engine_limits_and_output_checks(ray_address, tree, nan
     assert _listing(tmp_path / "nan") == {REPORT_NAME}
 
 
-def test_actor_killed_mid_job(ray_address, tree, tiny_onnx, tmp_path, monkeypatch):
-    """The fault hook makes one actor process exit (leaving a half-written temporary file) when it
+def test_actor_killed_mid_job(ray_address, tree, tiny_onnx, tmp_path):
+    """An injected hook makes one actor process exit (leaving a half-written temporary file) when it
     is about to write its 2nd output; Ray restarts it and retries its batch. The job completes:
     every output exactly once, whole, equal to Engine.fuse; no temporary file left."""
+    from ray_faults import DieWhileWriting, injectable
+
     marker = tmp_path / "fault-fired"
-    monkeypatch.setenv("TOKFUSE_FAULT_EXIT_AT", "2")
-    monkeypatch.setenv("TOKFUSE_FAULT_MARKER", str(marker))
     out = tmp_path / "out"
-    rep = fuse_dir_ray(tree / "ir", tree / "vis", out, model=tiny_onnx, actors=2, batch_size=2, progress=False)
+    hook = injectable(DieWhileWriting(2, marker))
+    rep = fuse_dir_ray(
+        tree / "ir", tree / "vis", out, model=tiny_onnx, actors=2, batch_size=2, progress=False, before_write=hook
+    )
     assert marker.exists(), "the fault hook did not fire"
     dead = int(marker.read_text())
     with pytest.raises(ProcessLookupError):

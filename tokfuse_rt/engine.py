@@ -6,7 +6,6 @@ import datetime as _dt
 import json
 import os
 import sys
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 
 from .imageio import DEFAULT_MAX_PIXELS, check_depth
 from .inputs import ImageInput, ImageOutput, Prepared
+from .jobs import REPORT_NAME  # noqa: F401 - re-exported
 from .outputs import atomic_write
 from .runner import UNTILED_BYTES_PER_PIXEL, Runner, one_line  # noqa: F401 - re-exported
 
@@ -28,7 +28,6 @@ PathLike = Union[str, os.PathLike]
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default.safetensors"
 DEFAULT_TILE = 1024
 MIN_PIXELS = 16 * 16
-REPORT_NAME = "tokfuse-report.json"
 
 
 @dataclass
@@ -47,7 +46,9 @@ class FuseReport:
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.unpaired and not self.ambiguous and not self.interrupted
+        """The CLI's rule (``jobs.exit_code`` 0): nothing failed, no ambiguous stem, not interrupted. Files
+        without a partner are listed, not an error."""
+        return not self.failed and not self.ambiguous and not self.interrupted
 
     def summary(self) -> str:
         s = (
@@ -282,69 +283,66 @@ class Engine:
         overwrite: bool = False,
         quality: int | None = None,
         report_path: PathLike | Literal[False] | None = None,
+        recursive: bool = False,
     ) -> FuseReport:
         """Fuse every pair of ``ir_dir`` and ``vis_dir`` (paired by ``tokfuse_rt.pairing``: exact file
-        name, then stem; ambiguous stems are reported and not fused) into ``out_dir/<stem><ext>``.
+        name, then stem; ambiguous stems are reported and not fused) into ``out_dir/<stem><ext>``;
+        ``recursive``: the folder trees, sub-folders mirrored (as ``fuse_dir_ray`` does on Ray).
 
         Never stops on a pair: any failure (decoding, size limit, backend error, out of memory,
-        writing) is reported in the returned FuseReport and the run goes on. Outputs are written
-        atomically; a pair whose output already exists and decodes is skipped (a re-run resumes)
-        unless ``overwrite``; stale temporaries of killed runs are removed. ``out_dir`` must not be,
-        or lie inside, an input folder. The report is also written as JSON to ``report_path``
-        (default ``out_dir/tokfuse-report.json``; False: not written), even when interrupted.
+        writing) is reported in the returned FuseReport and the run goes on. Pairs go to the backend
+        ``batch_size`` at a time (same-size pairs share a call; a failed call is retried pair by pair).
+        Outputs are written atomically; a pair whose output already exists and decodes is skipped (a
+        re-run resumes) unless ``overwrite``; stale temporaries of killed runs are removed. ``out_dir``
+        must not be, or lie inside, an input folder. The report is also written as JSON to
+        ``report_path`` (default ``out_dir/tokfuse-report.json``; False: not written), even when
+        interrupted. The job's steps are those of :mod:`tokfuse_rt.jobs`.
         """
-        from . import outputs
-        from .pairing import pair_dirs
+        from . import jobs
         from .progress import progress_bar
 
         self._require_open()
         k = self.resolve_k(k)
-        ext = outputs.check_output_ext(ext)
-        quality = outputs.check_quality(quality)
-        pairing = pair_dirs(ir_dir, vis_dir)
-        out_dir = outputs.check_output_dir(out_dir, ir_dir, vis_dir)
-        if report_path is None:
-            report_path = out_dir / REPORT_NAME
-        if report_path is not False:
-            outputs.check_report_path(report_path, ir_dir, vis_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        report = FuseReport(unpaired=list(pairing.unpaired), ambiguous=list(pairing.ambiguous))
-        report.removed_temps = outputs.remove_stale_temps(out_dir)
+        job = jobs.plan(
+            ir_dir,
+            vis_dir,
+            out_dir,
+            ext=ext,
+            quality=quality,
+            overwrite=overwrite,
+            report_path=report_path,
+            recursive=recursive,
+        ).start()
+        report = FuseReport(unpaired=list(job.unpaired), ambiguous=list(job.ambiguous))
         started = _dt.datetime.now().isoformat(timespec="seconds")
-        bar = progress_bar(pairing.pairs, enabled=progress, desc="fusing", unit="pair")
+        bar = progress_bar(enabled=progress, desc="fusing", unit="pair", total=len(job.pairs))
+
+        def done(name, st):
+            jobs.record(report, job, name, st)
+            for w in st[2]:
+                bar.write(f"warning {name}: {w}", file=sys.stderr)
+            if st[0] == jobs.FAILED:
+                bar.write(f"skipped {name}: {st[1]}", file=sys.stderr)
+            bar.update(1)
+
         try:
-            for pair in bar:
-                target = out_dir / (pair.stem + ext)
-                if not overwrite and outputs.output_ok(target):
-                    report.skipped.append(target)
-                    continue
-                try:
-                    with warnings.catch_warnings(record=True) as caught:
-                        warnings.simplefilter("always")
-                        img = self.fuse(pair.ir, pair.vis, k)
-                    for w in caught:
-                        report.warnings.append((pair.name, str(w.message)))
-                        bar.write(f"warning {pair.name}: {w.message}", file=sys.stderr)
-                    report.written.append(outputs.save_image(img, target, quality))
-                except Exception as e:  # noqa: BLE001 - one pair never stops the batch; reported below
-                    report.failed.append((pair.name, one_line(e)))
-                    bar.write(f"skipped {pair.name}: {one_line(e)}", file=sys.stderr)
+            for s in range(0, len(job.pairs), self.batch_size):
+                rows = job.rows(job.pairs[s : s + self.batch_size])
+                jobs.fuse_and_write(self, rows, k, overwrite=overwrite, quality=job.quality, on_done=done)
         except BaseException:
             report.interrupted = True
             raise
         finally:
-            if report_path is not False:
-                report.save_json(
-                    report_path,
-                    ir_dir=Path(ir_dir),
-                    vis_dir=Path(vis_dir),
-                    out_dir=out_dir,
-                    model=self.path,
-                    backend=self._backend.name,
-                    k=k,
-                    started=started,
-                    finished=_dt.datetime.now().isoformat(timespec="seconds"),
-                )
+            bar.close()
+            jobs.finish(
+                job,
+                report,
+                model=self.path,
+                backend=self._backend.name,
+                k=k,
+                started=started,
+                finished=_dt.datetime.now().isoformat(timespec="seconds"),
+            )
         return report
 
     # --- video and live streams ----------------------------------------------------------

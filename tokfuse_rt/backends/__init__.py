@@ -56,6 +56,7 @@ class HalvesBackend(Backend, Protocol):
 
     def run_render(self, ir: np.ndarray, vis: np.ndarray, base_up: np.ndarray) -> np.ndarray: ...
 
+
 # suffix -> (module, class, what must be installed)
 REGISTRY = {
     ".safetensors": ("tokfuse_rt.backends.torch_backend", "TorchBackend", "torch"),

@@ -26,63 +26,17 @@ import math
 import os
 import shutil
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..engine import DEFAULT_TILE, REPORT_NAME, FuseReport, one_line
+from .. import jobs
+from ..engine import DEFAULT_TILE, FuseReport
 from ..imageio import DEFAULT_MAX_PIXELS
-from ..outputs import (
-    atomic_write,
-    check_output_dir,
-    check_output_ext,
-    check_quality,
-    check_report_path,
-    output_ok,
-    remove_stale_temps,
-    save_image,
-)
-from ..pairing import pair_trees
+from ..outputs import atomic_write, output_ok
 from ..progress import progress_bar
-from .cluster import ModelBlob, check_address, connected, import_ray, resolve_model, worker_env
+from .cluster import ModelBlob, check_address, connected, import_ray, resolve_model
 
-STATUS_WRITTEN, STATUS_SKIPPED, STATUS_FAILED = "written", "skipped", "failed"
 ATTEMPTS_DIR = ".tokfuse-attempts"
-
-
-class FaultHook:
-    """Test hook: ``TOKFUSE_FAULT_EXIT_AT=N`` makes a worker process die (``os._exit``) when it is
-    about to write its N-th output, in the middle of ``outputs.atomic_write`` (its temporary file
-    created and half written), as a process killed mid-write would. With ``TOKFUSE_FAULT_MARKER=PATH``
-    only the first process to create ``PATH`` dies (once per job, whatever Ray restarts); it writes
-    its pid there. Unset: does nothing."""
-
-    def __init__(self):
-        at = os.environ.get("TOKFUSE_FAULT_EXIT_AT", "")
-        self.at = int(at) if at.strip() else 0
-        self.marker = os.environ.get("TOKFUSE_FAULT_MARKER") or None
-        self.count = 0
-
-    def before_write(self, out_path: Path) -> None:
-        if not self.at:
-            return
-        self.count += 1
-        if self.count != self.at:
-            return
-        if self.marker:
-            try:
-                fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                return
-            os.write(fd, str(os.getpid()).encode())
-            os.close(fd)
-
-        def die_half_written(f):
-            f.write(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
-            f.flush()
-            os._exit(70)
-
-        atomic_write(out_path, die_half_written)
 
 
 class AttemptGuard:
@@ -125,13 +79,14 @@ class AttemptGuard:
 
 
 class PairFuser:
-    """Ray Data actor: one Engine; fuses a batch of rows {name, ir, vis, out} and writes the outputs.
+    """Ray Data actor: one Engine; fuses a batch of rows {name, ir, vis, out} and writes the outputs
+    with ``jobs.fuse_and_write`` (the step plain ``fuse-dir`` runs), after ``AttemptGuard`` has set
+    aside the pairs whose worker died too often. A batch retried after its worker died is fused one
+    pair at a time so that only the bad pair fails.
 
     Returns one status row per input row: name, status (written | skipped | failed), error,
-    warnings (JSON list of the pair's reading warnings), pid. Each pair is read alone
-    (``Engine.prepare``: its errors and warnings are its own), then the batch is fused together
-    (pairs of the same size share backend calls). A failed call, or a batch retried after its worker
-    died, is fused one pair at a time so that only the bad pair fails.
+    warnings (JSON list of the pair's reading warnings), pid. ``before_write(path)``: called before
+    each output is written (fault-injection tests hand one in; None in use).
     """
 
     def __init__(
@@ -146,6 +101,7 @@ class PairFuser:
         overwrite: bool = False,
         quality: int | None = None,
         engine_options: dict | None = None,
+        before_write=None,
     ):
         from ..engine import Engine
 
@@ -153,7 +109,7 @@ class PairFuser:
             model.local_path(), device=device, threads=threads, batch_size=engine_batch, **(engine_options or {})
         )
         self.k, self.overwrite, self.quality = k, overwrite, quality
-        self.fault = FaultHook()
+        self.before_write = before_write
         self.guard = AttemptGuard(attempts_dir, max_attempts)
         self.pid = os.getpid()
 
@@ -162,9 +118,9 @@ class PairFuser:
             dict(name=str(n), ir=str(a), vis=str(b), out=Path(str(o)))
             for n, a, b, o in zip(batch["name"], batch["ir"], batch["vis"], batch["out"])
         ]
-        status, warns = {}, {}
+        status = {}
         if not self.overwrite:
-            status = {r["name"]: (STATUS_SKIPPED, "") for r in rows if output_ok(r["out"])}
+            status = {r["name"]: (jobs.SKIPPED, "", []) for r in rows if output_ok(r["out"])}
         retried = False
         todo = []
         for r in rows:
@@ -173,52 +129,31 @@ class PairFuser:
             before = self.guard.begin(r["name"])
             retried |= before > 0
             if before >= self.guard.max_attempts:
-                status[r["name"]] = (STATUS_FAILED, f"its worker process died {before} times while fusing it")
+                status[r["name"]] = (jobs.FAILED, f"its worker process died {before} times while fusing it", [])
                 self.guard.end(r["name"])
             else:
                 todo.append(r)
-        ready = []
+        status.update(
+            jobs.fuse_and_write(
+                self.engine,
+                todo,
+                self.k,
+                overwrite=True,  # outputs already whole were set aside above
+                quality=self.quality,
+                one_by_one=retried,
+                before_write=self.before_write,
+            )
+        )
         for r in todo:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                try:
-                    ready.append((r, self.engine.prepare(r["ir"], r["vis"])))
-                except Exception as e:  # noqa: BLE001 - one pair never stops the batch
-                    status[r["name"]] = (STATUS_FAILED, one_line(e))
-                    self.guard.end(r["name"])
-            warns[r["name"]] = [str(w.message) for w in caught]
-        groups = [[x] for x in ready] if retried else [ready]
-        for group in groups:
-            for (r, _), res in zip(group, self._fuse(group)):
-                status[r["name"]] = res if isinstance(res, tuple) else self._write(r["out"], res)
-                self.guard.end(r["name"])
+            self.guard.end(r["name"])
         names = [r["name"] for r in rows]
         return {
             "name": names,
             "status": [status[n][0] for n in names],
             "error": [status[n][1] for n in names],
-            "warnings": [json.dumps(warns.get(n, [])) for n in names],
+            "warnings": [json.dumps(status[n][2]) for n in names],
             "pid": [self.pid] * len(names),
         }
-
-    def _fuse(self, group) -> list:
-        """Fused uint8 image, or a (failed, message) status, for each (row, prepared pair)."""
-        if not group:
-            return []
-        try:
-            return self.engine.fuse_batch([p for _, p in group], k=self.k)
-        except Exception as e:  # noqa: BLE001 - name the bad pair: fuse one by one
-            if len(group) == 1:
-                return [(STATUS_FAILED, one_line(e))]
-        return [self._fuse([x])[0] for x in group]
-
-    def _write(self, out: Path, img) -> tuple:
-        try:
-            self.fault.before_write(out)
-            save_image(img, out, self.quality)
-        except Exception as e:  # noqa: BLE001 - a write error fails this pair only
-            return STATUS_FAILED, one_line(e)
-        return STATUS_WRITTEN, ""
 
 
 @dataclass
@@ -274,6 +209,7 @@ def fuse_dir_ray(
     report_path=None,
     progress: bool = True,
     max_attempts: int = 3,
+    before_write=None,
 ) -> RayFuseReport:
     """Fuse every pair of the folder trees ``ir_dir`` / ``vis_dir`` into ``out_dir`` on Ray.
 
@@ -287,7 +223,9 @@ def fuse_dir_ray(
     cluster's CPUs divided by ``threads_per_actor``). ``batch_size``: pairs per actor call.
     ``max_attempts``: a pair whose worker process died this many times while fusing it is reported
     as failed (``AttemptGuard``). ``align``: a camera rig (path or ``Rig``) every actor applies, as
-    ``Engine(align=...)``. Everything is checked before Ray starts.
+    ``Engine(align=...)``. ``before_write(path)``: a picklable callable each actor runs before writing an
+    output (fault-injection tests). Everything is checked before Ray starts; the job's steps are those
+    of :mod:`tokfuse_rt.jobs`, as plain ``fuse_dir`` with ``recursive``.
     """
     for nm, v, lo in (
         ("threads_per_actor", threads_per_actor, 1),
@@ -298,10 +236,16 @@ def fuse_dir_ray(
             raise ValueError(f"{nm} must be an int >= {lo}, got {v!r}")
     if actors is not None and (isinstance(actors, bool) or not isinstance(actors, int) or actors < 1):
         raise ValueError(f"actors must be a positive int or None, got {actors!r}")
-    ext = check_output_ext(ext)
-    quality = check_quality(quality)
-    pairing = pair_trees(ir_dir, vis_dir)
-    out_dir = check_output_dir(out_dir, ir_dir, vis_dir)
+    job = jobs.plan(
+        ir_dir,
+        vis_dir,
+        out_dir,
+        ext=ext,
+        quality=quality,
+        overwrite=overwrite,
+        report_path=report_path,
+        recursive=True,
+    )
     model_path = resolve_model(model)
     engine_options = {"max_pixels": max_pixels, "depth": depth, "tile_size": tile_size}
     if align is not None:
@@ -311,23 +255,16 @@ def fuse_dir_ray(
     backend, k = _check_model(model_path, k, engine_options)
     if address not in (None, "", "auto", "local") and not import_ray().is_initialized():
         check_address(address)  # fail fast, before anything is written
-    if report_path is None:
-        report_path = out_dir / REPORT_NAME
-    if report_path is not False:
-        check_report_path(report_path, ir_dir, vis_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    targets = {p.name: out_dir / (p.stem + ext) for p in pairing}
-    folders = sorted({out_dir} | {t.parent for t in targets.values()})
-    attempts_dir = out_dir / ATTEMPTS_DIR
+    job.start()
+    attempts_dir = job.out_dir / ATTEMPTS_DIR
     AttemptGuard.reset(attempts_dir)
-    rep = RayFuseReport(unpaired=list(pairing.unpaired), ambiguous=list(pairing.ambiguous))
-    rep.removed_temps = [p for d in folders for p in remove_stale_temps(d)]
+    rep = RayFuseReport(unpaired=list(job.unpaired), ambiguous=list(job.ambiguous))
     started = _dt.datetime.now().isoformat(timespec="seconds")
-    existed = {n for n, t in targets.items() if t.exists()}
+    existed = {n for n, t in job.targets.items() if t.exists()}
     rows: list = []
     t0 = time.perf_counter()
     try:
-        if pairing.pairs:  # nothing to fuse: no Ray needed
+        if job.pairs:  # nothing to fuse: no Ray needed
             with connected(address, host="127.0.0.1") as ray:  # a local instance: loopback only
                 rep.actors = actors or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads_per_actor)
                 options = {
@@ -337,42 +274,29 @@ def fuse_dir_ray(
                     "k": k,
                     "engine_batch": batch_size,
                     "max_attempts": max_attempts,
-                    "overwrite": overwrite,
-                    "quality": quality,
+                    "overwrite": job.overwrite,
+                    "quality": job.quality,
                     "engine_options": engine_options,
+                    "before_write": before_write,
                 }
-                _run(
-                    ray,
-                    pairing.pairs,
-                    targets,
-                    ModelBlob.put(model_path),
-                    options,
-                    rep.actors,
-                    batch_size,
-                    progress,
-                    rows,
-                )
+                _run(ray, job, ModelBlob.put(model_path), options, rep.actors, batch_size, progress, rows)
     except BaseException:
         rep.interrupted = True
         raise
     finally:
         rep.seconds = time.perf_counter() - t0
-        _collect(rep, pairing.pairs, targets, rows, existed, overwrite)
-        rep.removed_temps += [p for d in folders for p in remove_stale_temps(d)]
+        _collect(rep, job, rows, existed)
         AttemptGuard.reset(attempts_dir)
-        if report_path is not False:
-            rep.report_path = str(report_path)
-            rep.save_json(
-                report_path,
-                ir_dir=Path(ir_dir),
-                vis_dir=Path(vis_dir),
-                out_dir=out_dir,
-                model=model_path,
-                backend=backend,
-                k=k,
-                started=started,
-                finished=_dt.datetime.now().isoformat(timespec="seconds"),
-            )
+        rep.report_path = str(job.report_path) if job.report_path else None
+        jobs.finish(
+            job,
+            rep,
+            model=model_path,
+            backend=backend,
+            k=k,
+            started=started,
+            finished=_dt.datetime.now().isoformat(timespec="seconds"),
+        )
     return rep
 
 
@@ -385,11 +309,11 @@ def _check_model(model_path: Path, k, engine_options: dict):
         return eng.info()["backend"], eng.resolve_k(k)
 
 
-def _run(ray, pairs, targets, blob, options, n_actors, batch_size, progress, rows) -> None:
+def _run(ray, job, blob, options, n_actors, batch_size, progress, rows) -> None:
     """Run the job, appending the status rows to ``rows`` as they come (kept if interrupted)."""
     import ray.data
 
-    items = [{"name": p.name, "ir": str(p.ir), "vis": str(p.vis), "out": str(targets[p.name])} for p in pairs]
+    items = [dict(r, out=str(r["out"])) for r in job.rows()]
     ctx = ray.data.DataContext.get_current()
     saved = (ctx.enable_progress_bars, ctx.print_on_execution_start, ctx.max_errored_blocks)
     log = logging.getLogger("ray.data")  # our own progress bar and summary replace its chatter
@@ -408,7 +332,6 @@ def _run(ray, pairs, targets, blob, options, n_actors, batch_size, progress, row
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=n_actors),
             num_cpus=options["threads"],
-            runtime_env=worker_env() or None,
             fn_constructor_kwargs={"model": blob, **options},
         )
         for row in ds.iter_rows():
@@ -420,11 +343,11 @@ def _run(ray, pairs, targets, blob, options, n_actors, batch_size, progress, row
         log.setLevel(saved_level)
 
 
-def _collect(rep: RayFuseReport, pairs, targets, rows, existed: set, overwrite: bool) -> None:
-    """Fold the status rows into ``rep``. A pair skipped because its output was whole counts as
-    already done only if that output ``existed`` before the job (else an earlier attempt of this
-    job, whose worker then died, wrote it). A pair without a status row: after an interruption it was
-    not reached (left out); otherwise its batch failed for good (e.g. an error Ray does not retry)
+def _collect(rep: RayFuseReport, job, rows, existed: set) -> None:
+    """Fold the status rows into ``rep`` (``jobs.record``). A pair skipped because its output was whole
+    counts as already done only if that output ``existed`` before the job (else an earlier attempt of
+    this job, whose worker then died, wrote it). A pair without a status row: after an interruption it
+    was not reached (left out); otherwise its batch failed for good (e.g. an error Ray does not retry)
     and it counts as written if its output is whole and new, already done if it was whole before
     (not with ``overwrite``), else as failed."""
     seen, pids = {}, set()
@@ -432,23 +355,17 @@ def _collect(rep: RayFuseReport, pairs, targets, rows, existed: set, overwrite: 
         seen[str(r["name"])] = (str(r["status"]), str(r["error"]), json.loads(str(r["warnings"])))
         pids.add(int(r["pid"]))
     rep.worker_pids = sorted(pids)
-    for pair in pairs:
-        out = targets[pair.name]
-        st, err, warns = seen.get(pair.name, (None, "", []))
+    for pair in job.pairs:
+        st = seen.get(pair.name)
         if st is None:
             if rep.interrupted:
                 continue
-            if output_ok(out) and (pair.name not in existed or not overwrite):
-                st = STATUS_SKIPPED
+            out = job.targets[pair.name]
+            if output_ok(out) and (pair.name not in existed or not job.overwrite):
+                st = (jobs.SKIPPED, "", [])
             else:
-                st, err = STATUS_FAILED, "its batch failed on the worker (see the Ray logs)"
-        rep.warnings += [(pair.name, w) for w in warns]
-        if st == STATUS_WRITTEN or (st == STATUS_SKIPPED and pair.name not in existed):
-            rep.written.append(out)
-        elif st == STATUS_SKIPPED:
-            rep.skipped.append(out)
-        else:
-            rep.failed.append((pair.name, err))
+                st = (jobs.FAILED, "its batch failed on the worker (see the Ray logs)", [])
+        jobs.record(rep, job, pair.name, st, existed=pair.name in existed)
 
 
-__all__ = ["fuse_dir_ray", "RayFuseReport", "PairFuser", "FaultHook", "AttemptGuard"]
+__all__ = ["fuse_dir_ray", "RayFuseReport", "PairFuser", "AttemptGuard"]

@@ -14,9 +14,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-# Environment variables a worker process reads (fault injection for tests; see batch.FaultHook).
-FORWARDED_ENV = ("TOKFUSE_FAULT_EXIT_AT", "TOKFUSE_FAULT_MARKER")
-
 
 class RayConnectError(ConnectionError, RuntimeError):
     """No Ray cluster answers at the address given."""
@@ -255,9 +252,3 @@ def resolve_model(model) -> Path:
     if not p.is_file():
         raise FileNotFoundError(f"model file not found: {p}")
     return p
-
-
-def worker_env() -> dict:
-    """Ray runtime_env forwarding the fault-injection variables set in this process (empty if none)."""
-    env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
-    return {"env_vars": env} if env else {}
