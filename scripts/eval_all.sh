@@ -21,15 +21,15 @@ K=$($PY -c 'import json, sys; from tokfuse_rt.model.checkpoint import read_metad
 print(json.loads(read_metadata(sys.argv[1])["config"])["num_tokens"])' "$CKPT")
 mkdir -p "$OUT/ablation" "$OUT/quality"
 for s in TNO RoadScene MSRS Harvard_MRI_CT Harvard_MRI_PET Harvard_MRI_SPECT; do
-  $PY -m tokfuse_rt.cli eval --engine "$MODEL" --set "$DATA/test/$s" -q --out "$OUT/eval_$s.md" \
+  $PY -m tokfuse_rt eval --model "$MODEL" --set "$DATA/test/$s" -q -o "$OUT/eval_$s.md" \
     --peers docs/quality/peers_test.json
 done
 for s in TNO RoadScene; do
-  $PY -m tokfuse_rt.cli eval --engine "$MODEL" --set "$DATA/val/$s" -q --no-figure --out "$OUT/quality/val_$s.md" \
+  $PY -m tokfuse_rt eval --model "$MODEL" --set "$DATA/val/$s" -q --no-figure -o "$OUT/quality/val_$s.md" \
     --peers "$DATA/val/peer_scores.json"
   for k in 0 "$K"; do
-    $PY -m tokfuse_rt.cli eval --engine "$MODEL" --set "$DATA/test/$s" --k "$k" -q --no-figure \
-      --out "$OUT/ablation/k${k}_$s.md"
+    $PY -m tokfuse_rt eval --model "$MODEL" --set "$DATA/test/$s" --k "$k" -q --no-figure \
+      -o "$OUT/ablation/k${k}_$s.md"
   done
 done
 $PY scripts/ablation.py --ckpt "$CKPT" --json "$OUT/quality/ablation.json" > "$OUT/quality/ablation.md"

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tokfuse_rt.cli import main
-from tokfuse_rt.cli_eval import find_set_dirs, parse_metrics
+from tokfuse_rt.cli.eval import find_set_dirs, parse_metrics
 from tokfuse_rt.metrics import METRICS, evaluate, read_gray
 
 SIZE = (64, 64)  # large enough for every VIF scale and the 7x7 SSIM window
@@ -64,7 +64,7 @@ def _table(text):
 def test_eval_dirs_report_figure_and_skips(dirs, tmp_path, capsys):
     out = tmp_path / "rep" / "report.md"
     rc = main(
-        ["eval", "--fused", str(dirs["fused"]), "--ir", str(dirs["ir"]), "--vis", str(dirs["vi"]), "--out", str(out)]
+        ["eval", "--fused", str(dirs["fused"]), "--ir", str(dirs["ir"]), "--vis", str(dirs["vi"]), "-o", str(out)]
     )
     cap = capsys.readouterr()
     assert rc == 0
@@ -108,7 +108,7 @@ def test_eval_values_match_evaluate(dirs, tmp_path, capsys):
             str(dirs["ir"]),
             "--vis",
             str(dirs["vi"]),
-            "--out",
+            "-o",
             str(out),
             "--metrics",
             "mi, en,SD",
@@ -147,7 +147,7 @@ def test_eval_no_figure_and_nothing_to_evaluate(dirs, tmp_path, capsys):
                 str(dirs["ir"]),
                 "--vis",
                 str(dirs["vi"]),
-                "--out",
+                "-o",
                 str(out),
                 "--metrics",
                 "EN",
@@ -163,9 +163,7 @@ def test_eval_no_figure_and_nothing_to_evaluate(dirs, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     out2 = tmp_path / "r2.md"
-    rc = main(
-        ["eval", "--fused", str(empty), "--ir", str(dirs["ir"]), "--vis", str(dirs["vi"]), "--out", str(out2), "-q"]
-    )
+    rc = main(["eval", "--fused", str(empty), "--ir", str(dirs["ir"]), "--vis", str(dirs["vi"]), "-o", str(out2), "-q"])
     cap = capsys.readouterr()
     assert rc == 1
     assert "tokfuse eval: error: no image could be evaluated" in cap.err
@@ -178,8 +176,8 @@ def test_eval_no_figure_and_nothing_to_evaluate(dirs, tmp_path, capsys):
     [
         (["--metrics", "EN,BOGUS"], "unknown metric 'BOGUS'"),
         (["--convention", "nope"], "unknown convention"),
-        (["--k", "1"], "--k needs --engine"),
-        (["--engine", "default"], "--fused cannot be combined with --engine"),
+        (["--k", "1"], "--k needs --model"),
+        (["--model", "default"], "--fused cannot be combined with --model"),
     ],
 )
 def test_eval_bad_arguments_one_line(dirs, tmp_path, capsys, argv, msg):
@@ -192,7 +190,7 @@ def test_eval_bad_arguments_one_line(dirs, tmp_path, capsys, argv, msg):
             str(dirs["ir"]),
             "--vis",
             str(dirs["vi"]),
-            "--out",
+            "-o",
             str(tmp_path / "r.md"),
             "-q",
             *argv,
@@ -210,9 +208,9 @@ def test_eval_missing_inputs(dirs, tmp_path, capsys):
     assert "missing --fused" in capsys.readouterr().err
     flat = tmp_path / "flat"
     flat.mkdir()
-    assert main(["eval", "--engine", "default", "--set", str(flat)]) == 1
+    assert main(["eval", "--model", "default", "--set", str(flat)]) == 1
     assert "none of the sub-folder pairs" in capsys.readouterr().err
-    assert main(["eval", "--engine", str(tmp_path / "nope.safetensors"), "--set", str(tmp_path)]) == 1
+    assert main(["eval", "--model", str(tmp_path / "nope.safetensors"), "--set", str(tmp_path)]) == 1
     assert "not found" in capsys.readouterr().err
 
 
@@ -244,7 +242,7 @@ def test_eval_engine_on_tno_pairs(shared_data, tiny_ckpt, tmp_path, capsys):
     rc = main(
         [
             "eval",
-            "--engine",
+            "--model",
             str(tiny_ckpt),
             "--set",
             str(s),
@@ -254,7 +252,7 @@ def test_eval_engine_on_tno_pairs(shared_data, tiny_ckpt, tmp_path, capsys):
             "1",
             "--device",
             "cpu",
-            "--out",
+            "-o",
             str(out),
         ]
     )
@@ -291,7 +289,7 @@ def test_eval_engine_temp_dir_ab_layout_and_failures(tiny_ckpt, tmp_path, capsys
     _save(_img(21), s / "a" / "bad.png")
     (s / "b" / "bad.png").write_bytes(b"junk")
     out = tmp_path / "med.md"
-    rc = main(["eval", "--engine", str(tiny_ckpt), "--set", str(s), "--out", str(out), "-q", "--metrics", "EN,SD,Qabf"])
+    rc = main(["eval", "--model", str(tiny_ckpt), "--set", str(s), "-o", str(out), "-q", "--metrics", "EN,SD,Qabf"])
     cap = capsys.readouterr()
     assert rc == 0
     assert "fused 2 pairs" in cap.out and "1 failed, 1 unpaired" in cap.out
@@ -313,13 +311,39 @@ def test_eval_help_lists_options(capsys):
         "--fused",
         "--ir",
         "--vis",
-        "--out",
+        "-o",
         "--figure",
         "--convention",
         "--metrics",
-        "--engine",
+        "--model",
         "--set",
         "--keep",
         "--k",
     ):
         assert opt in text
+
+
+def test_old_spellings_engine_and_out_still_work_with_a_warning(dirs, tmp_path, capsys):
+    """--out and --engine (the names before -o/--output and -m/--model): same result, a deprecation warning,
+    not in the help."""
+    new, old = tmp_path / "new.md", tmp_path / "old.md"
+    common = ["eval", "--fused", str(dirs["fused"]), "--ir", str(dirs["ir"]), "--vis", str(dirs["vi"])]
+    common += ["--metrics", "EN,SD", "--no-figure", "-q"]
+    assert main([*common, "-o", str(new)]) == 0
+    assert "deprecated" not in capsys.readouterr().err
+    assert main([*common, "--out", str(old)]) == 0
+    err = capsys.readouterr().err
+    assert "--out is deprecated" in err and "use -o/--output" in err
+    table = _table(new.read_text(encoding="utf-8"))
+    assert table and table == _table(old.read_text(encoding="utf-8"))
+    rc = main([*common, "-o", str(tmp_path / "x.md"), "--engine", "default"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "--engine is deprecated" in err and "--fused cannot be combined with --model" in err
+
+
+def test_eval_help_shows_the_new_names_only(capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    text = capsys.readouterr().out
+    assert "-m [PATH|default], --model" in text and "-o OUTPUT, --output" in text
+    assert "--engine" not in text and "--out " not in text

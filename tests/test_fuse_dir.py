@@ -299,7 +299,7 @@ def test_cli_interrupt_exit_130(tiny_ckpt, tmp_path, capsys, monkeypatch):
 def test_cli_train_accepts_the_readme_arguments():
     from tokfuse_rt.cli import build_parser
 
-    a = build_parser().parse_args(
+    a = build_parser("train").parse_args(
         ["train", "--data", "../shared/data/train", "-o", "model.safetensors", "--steps1", "3", "--seed", "1"]
     )
     assert a.func.__name__ == "cmd_train" and a.data == "../shared/data/train" and a.out == "model.safetensors"

@@ -105,7 +105,7 @@ def test_eval_appends_mean_rank_and_thermal_share(tmp_path):
             str(d["ir"]),
             "--vis",
             str(d["vi"]),
-            "--out",
+            "-o",
             str(out),
             "--no-figure",
             "-q",
@@ -139,7 +139,7 @@ def test_eval_peers_needs_a_set_name(tmp_path, capsys):
             str(tmp_path),
             "--peers",
             str(pj),
-            "--out",
+            "-o",
             str(tmp_path / "r.md"),
         ]
     )

@@ -114,7 +114,7 @@ def test_shape_profiles():
 
 def test_cli_export(tiny_onnx, tmp_path, capsys, monkeypatch):
     from tokfuse_rt.cli import main
-    from tokfuse_rt.cli_export import resolve
+    from tokfuse_rt.cli.export import resolve
 
     assert resolve(["onnx", "m.safetensors"], None) == ("onnx", "m.safetensors")
     assert resolve(["m.safetensors"], "x.plan") == ("trt", "m.safetensors")

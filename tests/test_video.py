@@ -240,7 +240,7 @@ def test_cli_fuse_video_and_eval(tiny_onnx, shared_data, tmp_path, capsys):
                 str(ir),
                 "--vis",
                 str(vis),
-                "--out",
+                "-o",
                 str(md),
                 "--metrics",
                 "EN,MI,SSIM",
@@ -260,7 +260,7 @@ def test_cli_fuse_video_and_eval(tiny_onnx, shared_data, tmp_path, capsys):
         main(
             [
                 "eval",
-                "--engine",
+                "--model",
                 str(tiny_onnx),
                 "--ir",
                 str(ir),
@@ -270,7 +270,7 @@ def test_cli_fuse_video_and_eval(tiny_onnx, shared_data, tmp_path, capsys):
                 "off",
                 "--keep",
                 str(keep),
-                "--out",
+                "-o",
                 str(md2),
                 "--metrics",
                 "SSIM",

@@ -1,5 +1,5 @@
 """``tokfuse fuse-dir --ray``: the Ray options and the call (the parser, the checks done before any
-work, the summary and the exit status live in ``tokfuse_rt.cli``, shared with plain fuse-dir)."""
+work, the summary and the exit status live in ``tokfuse_rt.cli.fuse_dir``, shared with plain fuse-dir)."""
 
 from __future__ import annotations
 

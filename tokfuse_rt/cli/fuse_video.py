@@ -13,6 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .options import add_align, add_engine_args, add_k, add_output, open_engine
+
 EPILOG = """examples:
   tokfuse fuse-video ir.mp4 vis.mp4 -o fused.mp4
   tokfuse fuse-video ir.mp4 vis.mp4 -o fused.mp4 --model model.onnx --threads 2 --reuse interval=10,scene=0.05
@@ -21,12 +23,10 @@ EPILOG = """examples:
 """
 
 
-def register(subparsers) -> None:
-    from .cli import add_align, add_k, add_model_args
-
+def register(subparsers, help: str) -> None:
     v = subparsers.add_parser(
         "fuse-video",
-        help="fuse an infrared and a visible video into one H.264 MP4",
+        help=help,
         description="Fuse two video files frame by frame: the visible stream sets the output's frame rate and "
         "timeline, each visible frame takes the infrared frame nearest in time, colour comes from "
         "the visible stream, audio is dropped. The token pathway is reused across frames "
@@ -36,7 +36,7 @@ def register(subparsers) -> None:
     )
     v.add_argument("ir", help="infrared video file")
     v.add_argument("vis", help="visible video file (sets the timeline and the colour)")
-    v.add_argument("-o", "--output", required=True, help="output video (.mp4, .m4v or .mov)")
+    add_output(v, required=True, help="output video (.mp4, .m4v or .mov)")
     v.add_argument(
         "--reuse",
         default="auto",
@@ -54,13 +54,12 @@ def register(subparsers) -> None:
     v.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_k(v)
     add_align(v)
-    add_model_args(v)
+    add_engine_args(v)
     v.set_defaults(func=cmd_fuse_video)
 
 
 def cmd_fuse_video(a) -> int:
-    from .cli import open_engine
-    from .outputs import atomic_write, check_not_input
+    from ..outputs import atomic_write, check_not_input
 
     if a.report:
         check_not_input(a.report, "report", {"ir": a.ir, "vis": a.vis, "output": a.output})

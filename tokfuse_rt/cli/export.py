@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 
+from .options import add_output
+
 FORMATS = {"onnx": "onnx", "trt": "trt", "tensorrt": "trt"}
 SUFFIXES = {".onnx": "onnx", ".plan": "trt", ".engine": "trt"}
 
@@ -34,10 +36,10 @@ def _exporters():
     return {"onnx": to_onnx, "trt": to_trt}
 
 
-def register(subparsers) -> None:
+def register(subparsers, help: str) -> None:
     p = subparsers.add_parser(
         "export",
-        help="export a checkpoint to ONNX or a TensorRT engine",
+        help=help,
         usage="tokfuse export [onnx|trt] CKPT -o OUTPUT [options]",
         description="Export a TokFuse checkpoint to ONNX (for ONNX Runtime) or build a TensorRT engine.",
         epilog=EPILOG,
@@ -50,7 +52,7 @@ def register(subparsers) -> None:
         help="optional format (onnx | trt), then the checkpoint (.safetensors; trt: or an .onnx file); "
         "without FORMAT the suffix of -o decides",
     )
-    p.add_argument("-o", "--output", default=None, help="output file: .onnx, .plan or .engine")
+    add_output(p, help="output file: .onnx, .plan or .engine")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (>= 17)")
     try:
         exporters = _exporters()

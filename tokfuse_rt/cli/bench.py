@@ -18,6 +18,8 @@ import json
 import time
 from pathlib import Path
 
+from .options import DEFAULT_MODEL_WORD, add_device, add_k, add_model, add_threads, model_path
+
 EPILOG = """examples:
   tokfuse bench                                              # bundled model, bundled sample pair
   tokfuse bench --model default --model model.onnx --size 640x480 --threads 2
@@ -25,26 +27,24 @@ EPILOG = """examples:
 """
 
 
-def register(subparsers) -> None:
+def register(subparsers, help: str) -> None:
     b = subparsers.add_parser(
         "bench",
-        help="time Engine.fuse on one pair for one or more models",
+        help=help,
         description="Time Engine.fuse on one pair for each model given, side by side in one run.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    b.add_argument(
-        "--model",
-        "-m",
-        action="append",
-        default=None,
+    add_model(
+        b,
+        multiple=True,
         help="model file (.safetensors, .onnx, .plan) or 'default' (the bundled model); repeat to "
         "compare (default: the bundled model)",
     )
     b.add_argument("--ir", default=None, help="infrared image (default: the bundled sample pair)")
     b.add_argument("--vis", default=None, help="visible image (with --ir)")
     b.add_argument("--size", default=None, metavar="WxH", help="resize the pair to WxH first (bilinear)")
-    from .imageio import DEFAULT_MAX_PIXELS
+    from ..imageio import DEFAULT_MAX_PIXELS
 
     b.add_argument(
         "--max-pixels",
@@ -54,16 +54,16 @@ def register(subparsers) -> None:
     )
     b.add_argument("--rounds", type=int, default=20, help="timed calls per model (default 20)")
     b.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
-    b.add_argument("--k", type=int, default=None, help="tokens edited by STE (default: each model's)")
-    b.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    b.add_argument("--threads", type=int, default=None, help="CPU threads for the backend (default: library default)")
+    add_k(b)
+    add_device(b)
+    add_threads(b)
     b.add_argument("--json", action="store_true", help="print the results as JSON")
     b.set_defaults(func=cmd_bench)
 
 
 def parse_size(text: str, max_pixels: int | None = None) -> tuple[int, int]:
     """'640x480' -> (640, 480); ValueError naming --size otherwise (also over ``max_pixels``)."""
-    from .graphs import MIN_SIDE
+    from ..graphs import MIN_SIDE
 
     parts = str(text).lower().replace("×", "x").split("x")
     try:
@@ -82,8 +82,8 @@ def load_pair(ir, vis, size, max_pixels=None):
     ``size`` = (W, H) when given."""
     from PIL import Image
 
-    from .engine import DEFAULT_MODEL
-    from .imageio import load_image, to_uint8
+    from ..engine import DEFAULT_MODEL
+    from ..imageio import load_image, to_uint8
 
     if (ir is None) != (vis is None):
         raise ValueError("give both --ir and --vis, or neither (the bundled sample pair)")
@@ -123,7 +123,7 @@ def time_engine(eng, ir, vis, rounds: int, warmup: int, k=None) -> dict:
 
 
 def cmd_bench(a) -> int:
-    from .engine import Engine
+    from ..engine import Engine
 
     if a.rounds < 1 or a.warmup < 0:
         raise ValueError(f"--rounds must be >= 1 and --warmup >= 0, got {a.rounds} and {a.warmup}")
@@ -131,9 +131,8 @@ def cmd_bench(a) -> int:
     size = parse_size(a.size, max_pixels) if a.size else None
     ir, vis = load_pair(a.ir, a.vis, size, max_pixels)
     results = []
-    for model in a.model or ["default"]:
-        path = None if model.lower() == "default" else model
-        with Engine(path, device=a.device, threads=a.threads, max_pixels=max_pixels) as eng:
+    for model in a.model or [DEFAULT_MODEL_WORD]:
+        with Engine(model_path(model), device=a.device, threads=a.threads, max_pixels=max_pixels) as eng:
             info = eng.info()
             r = {
                 "model": str(eng.path),

@@ -1,7 +1,7 @@
 """``tokfuse eval`` for videos: per-frame fusion metrics and the temporal metric BiSWE.
 
-    tokfuse eval --fused fused.mp4 --ir ir.mp4 --vis vis.mp4 [--out report.md] [--stride N]
-    tokfuse eval --engine PATH|default --ir ir.mp4 --vis vis.mp4 [--keep fused.mp4] [--k K] [--reuse R]
+    tokfuse eval --fused fused.mp4 --ir ir.mp4 --vis vis.mp4 [-o report.md] [--stride N]
+    tokfuse eval --model PATH|default --ir ir.mp4 --vis vis.mp4 [--keep fused.mp4] [--k K] [--reuse R]
 
 Frames pair by presentation time: each fused frame with the visible frame of the same time and the
 infrared frame nearest to it (as ``Engine.fuse_video`` paired them). The image metrics are computed on
@@ -17,6 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from .eval_report import mean_lines, write_report
+from .options import model_path
+
 VIDEO_EXTS = {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".nut"}
 
 
@@ -26,7 +29,7 @@ def add_video_args(parser) -> None:
     vid.add_argument(
         "--reuse",
         default=None,
-        help="with --engine: token reuse policy of fuse-video (auto, off, N, interval=N,scene=T)",
+        help="with --model: token reuse policy of fuse-video (auto, off, N, interval=N,scene=T)",
     )
 
 
@@ -65,8 +68,8 @@ class _T:
 
 def pair_video_frames(fused_path, ir_path, vis_path):
     """(fused, ir, vis) lists of RGB frames paired by time (see the module docstring)."""
-    from .video.avio import VideoSource
-    from .video.sync import pair_by_time
+    from ..video.avio import VideoSource
+    from ..video.sync import pair_by_time
 
     frames = {}
     srcs = {}
@@ -104,12 +107,12 @@ def evaluate_videos(
     fused_path, ir_path, vis_path, convention="cddfuse", metrics=None, stride: int = 1, progress: bool = True
 ):
     """(rows, temporal, info): per-frame metric rows, {"fused", "ir", "vis"} BiSWE, and counts."""
-    from .metrics import BiSWE, evaluate
+    from ..metrics import BiSWE, evaluate
 
     if stride < 1:
         raise ValueError(f"--stride must be >= 1, got {stride}")
     F, A, B, skipped = pair_video_frames(fused_path, ir_path, vis_path)
-    from .progress import progress_bar
+    from ..progress import progress_bar
 
     rows = []
     for i in progress_bar(range(0, len(F), stride), enabled=progress, desc="metrics", unit="frame"):
@@ -125,31 +128,29 @@ def evaluate_videos(
 
 
 def cmd_eval_video(a, conv, metrics, report: Path, figure) -> int:
-    from .cli_eval import mean_lines, write_report
-    from .metrics.report import write_figure
+    from ..metrics.report import write_figure
 
     info = {}
     stride = getattr(a, "stride", 1) or 1
-    if a.engine is None:
+    if a.model is None:
         missing = [o for o, v in (("--fused", a.fused), ("--ir", a.ir), ("--vis", a.vis)) if v is None]
         if missing:
             raise ValueError(
                 f"missing {' '.join(missing)} (video mode: give --fused --ir --vis video files, "
-                "or --engine with --ir and --vis)"
+                "or --model with --ir and --vis)"
             )
         rows, temporal, counts = evaluate_videos(a.fused, a.ir, a.vis, conv, metrics, stride, not a.quiet)
         info["fused"] = str(a.fused)
     else:
         if a.fused is not None or a.set_dir is not None:
-            raise ValueError("video mode with --engine takes --ir and --vis video files (not --fused or --set)")
+            raise ValueError("video mode with --model takes --ir and --vis video files (not --fused or --set)")
         if a.ir is None or a.vis is None:
-            raise ValueError("video mode with --engine needs both --ir and --vis")
-        from .engine import Engine
+            raise ValueError("video mode with --model needs both --ir and --vis")
+        from ..engine import Engine
 
-        model = None if a.engine.lower() == "default" else a.engine
         with tempfile.TemporaryDirectory(prefix="tokfuse_eval_") as tmp:
             out = Path(tmp) / "fused.mp4"
-            with Engine(model, device=a.device, threads=a.threads) as eng:
+            with Engine(model_path(a.model), device=a.device, threads=a.threads) as eng:
                 t0 = time.perf_counter()
                 rep = eng.fuse_video(a.ir, a.vis, out, k=a.k, reuse=getattr(a, "reuse", None), progress=not a.quiet)
                 dt = time.perf_counter() - t0
@@ -163,7 +164,7 @@ def cmd_eval_video(a, conv, metrics, report: Path, figure) -> int:
                 keep.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(out, keep)
                 print(f"fused video in {keep.resolve()}")
-        info["engine"] = f"{a.engine} -> {desc}, token reuse: {rep.reuse.get('policy')}"
+        info["engine"] = f"{a.model} -> {desc}, token reuse: {rep.reuse.get('policy')}"
         info["fused"] = str(a.keep) if a.keep is not None else "(temporary file, deleted)"
     info = {
         "ir": str(a.ir),

@@ -2,8 +2,8 @@
 
 Two modes::
 
-    tokfuse eval --fused DIR --ir DIR --vis DIR [--out report.md] [--figure report.png]
-    tokfuse eval --engine PATH|default --set DIR [--keep DIR] [--k K] [--out report.md]
+    tokfuse eval --fused DIR --ir DIR --vis DIR [-o report.md] [--figure report.png]
+    tokfuse eval --model PATH|default --set DIR [--keep DIR] [--k K] [-o report.md]
 
 ir and vis files pair up as in ``fuse-dir`` (exact file name, then stem: :mod:`tokfuse_rt.pairing`),
 fused images by stem; every format ``fuse`` reads, gray or RGB, read as luminance under the default
@@ -18,32 +18,33 @@ Exit status: 0 when at least one image was evaluated (even if others were skippe
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from .pairing import find_set_dirs
+from ..pairing import find_set_dirs
+from .eval_report import mean_lines, write_report
+from .options import add_deprecated_alias, add_device, add_k, add_model, add_output, add_threads, model_path
 
 EPILOG = """examples:
-  tokfuse eval --fused out/TNO --ir ../shared/data/test/TNO/ir --vis ../shared/data/test/TNO/vi --out tno.md
-  tokfuse eval --engine default --set ../shared/data/test/TNO --out tno.md --keep out/TNO
-  tokfuse eval --engine model.onnx --set ../shared/data/test/Harvard_MRI_PET --k 4 --metrics EN,SD,VIF,Qabf,SSIM
-  tokfuse eval --fused fused.mp4 --ir ir.mp4 --vis vis.mp4 --out video.md        (videos: + BiSWE)
-  tokfuse eval --engine model.onnx --ir ir.mp4 --vis vis.mp4 --reuse off --out video.md
+  tokfuse eval --fused out/TNO --ir ../shared/data/test/TNO/ir --vis ../shared/data/test/TNO/vi -o tno.md
+  tokfuse eval --model default --set ../shared/data/test/TNO -o tno.md --keep out/TNO
+  tokfuse eval --model model.onnx --set ../shared/data/test/Harvard_MRI_PET --k 4 --metrics EN,SD,VIF,Qabf,SSIM
+  tokfuse eval --fused fused.mp4 --ir ir.mp4 --vis vis.mp4 -o video.md        (videos: + BiSWE)
+  tokfuse eval --model model.onnx --ir ir.mp4 --vis vis.mp4 --reuse off -o video.md
 """
 
 
-def register(subparsers) -> None:
-    from .metrics import CONVENTIONS, METRICS
+def register(subparsers, help: str) -> None:
+    from ..metrics import CONVENTIONS, METRICS
 
     e = subparsers.add_parser(
         "eval",
-        help="fusion metrics (Markdown table + PNG figure) for fused images or an engine run",
+        help=help,
         description="Evaluate fused images against their sources (EN, SD, SF, AG, MI, SCD, VIF, Qabf, SSIM, "
-        "PSNR, CC, MSE, Nabf). Either give --fused/--ir/--vis folders, or --engine and --set to "
+        "PSNR, CC, MSE, Nabf). Either give --fused/--ir/--vis folders, or --model and --set to "
         "fuse a test set on the fly. Files pair up by name (stem); unpaired or unreadable files "
         "are reported and skipped.",
         epilog=EPILOG,
@@ -54,12 +55,10 @@ def register(subparsers) -> None:
     src.add_argument("--ir", default=None, help="folder of infrared (or MRI) images")
     src.add_argument("--vis", default=None, help="folder of visible (or second-modality) images")
     eng = e.add_argument_group("fuse on the fly (mode 2)")
-    eng.add_argument(
-        "--engine",
-        default=None,
-        metavar="PATH|default",
-        help="model file (.safetensors, .onnx, .plan) or 'default' for the bundled model",
+    model = add_model(
+        eng, help="model file (.safetensors, .onnx, .plan) or 'default' (the bundled model; also -m alone) to fuse with"
     )
+    add_deprecated_alias(eng, "--engine", model)
     eng.add_argument(
         "--set",
         dest="set_dir",
@@ -73,14 +72,15 @@ def register(subparsers) -> None:
         metavar="DIR",
         help="also write the fused images here (default: a temporary folder, deleted)",
     )
-    eng.add_argument("--k", type=int, default=None, help="tokens edited by STE, 0..K (default: the model's)")
-    eng.add_argument("--device", default="auto", help="engine device: auto | cpu | cuda | cuda:N (default: auto)")
-    eng.add_argument("--threads", type=int, default=None, help="CPU threads for the engine backend")
-    from .cli_eval_video import add_video_args
+    add_k(eng)
+    add_device(eng)
+    add_threads(eng)
+    from .eval_video import add_video_args
 
     add_video_args(e)
     out = e.add_argument_group("output")
-    out.add_argument("--out", "-o", default="report.md", help="Markdown report (default: ./report.md)")
+    output = add_output(out, default="report.md", help="Markdown report (default: ./report.md)")
+    add_deprecated_alias(out, "--out", output)
     out.add_argument("--figure", default=None, help="PNG figure (default: beside the report, same name with .png)")
     out.add_argument("--no-figure", action="store_true", help="do not write the figure")
     out.add_argument(
@@ -113,7 +113,7 @@ def register(subparsers) -> None:
 # --- argument checks -------------------------------------------------------------------------------
 def parse_metrics(text: str | None) -> list[str] | None:
     """'EN, sd,SSIM_255' -> ['EN', 'SD', 'SSIM_255'] (canonical names); None/'' or 'all' -> None."""
-    from .metrics import METRICS
+    from ..metrics import METRICS
 
     if text is None or not text.strip() or text.strip().lower() == "all":
         return None
@@ -150,44 +150,44 @@ def _figure_path(a, report: Path) -> Path | None:
 
 # --- the command ------------------------------------------------------------------------------------
 def cmd_eval(a) -> int:
-    from .metrics import get_convention
+    from ..metrics import get_convention
 
     conv = get_convention(a.convention)  # ValueError for unknown names, before any work
     metrics = parse_metrics(a.metrics)
     if a.peers is not None:
-        from .metrics.rank import load_peers
+        from ..metrics.rank import load_peers
 
         peer_set = a.peer_set or (Path(a.set_dir).name if a.set_dir else None)
         if peer_set is None:
             raise ValueError("--peers needs --peer-set NAME (or --set DIR, whose folder name is the set)")
         a.peer_table = load_peers(a.peers, peer_set)  # FileNotFoundError / ValueError before any work
-    report = Path(a.out)
+    report = Path(a.output)
     if report.exists() and report.is_dir():
-        raise ValueError(f"--out must be a file, not a directory: {report}")
+        raise ValueError(f"--output must be a file, not a directory: {report}")
     figure = _figure_path(a, report)
-    from .cli_eval_video import is_video_args
+    from .eval_video import is_video_args
 
     if is_video_args(a):
-        from .cli_eval_video import cmd_eval_video
+        from .eval_video import cmd_eval_video
 
         return cmd_eval_video(a, conv, metrics, report, figure)
     info: dict[str, str] = {}
     pre_failures: list[dict[str, str]] = []
 
-    if a.engine is None:
+    if a.model is None:
         for opt, val in (("--set", a.set_dir), ("--keep", a.keep), ("--k", a.k)):
             if val is not None:
-                raise ValueError(f"{opt} needs --engine")
+                raise ValueError(f"{opt} needs --model")
         missing = [o for o, v in (("--fused", a.fused), ("--ir", a.ir), ("--vis", a.vis)) if v is None]
         if missing:
-            raise ValueError(f"missing {' '.join(missing)} (give --fused --ir --vis, or --engine with --set)")
+            raise ValueError(f"missing {' '.join(missing)} (give --fused --ir --vis, or --model with --set)")
         fused_dir, ir_dir, vis_dir = (_need_dir(p, w) for p, w in ((a.fused, "fused"), (a.ir, "ir"), (a.vis, "vis")))
         info["fused"] = str(fused_dir)
         return _evaluate_and_write(a, conv, metrics, fused_dir, ir_dir, vis_dir, report, figure, info, pre_failures)
 
     # --- mode 2: fuse on the fly --------------------------------------------------------------------
     if a.fused is not None:
-        raise ValueError("--fused cannot be combined with --engine (use --keep DIR to keep the fused images)")
+        raise ValueError("--fused cannot be combined with --model (use --keep DIR to keep the fused images)")
     if a.set_dir is not None:
         if a.ir is not None or a.vis is not None:
             raise ValueError("give either --set or --ir/--vis, not both")
@@ -195,20 +195,19 @@ def cmd_eval(a) -> int:
         info["set"] = str(Path(a.set_dir))
     else:
         if a.ir is None or a.vis is None:
-            raise ValueError("--engine needs --set DIR (or both --ir and --vis)")
+            raise ValueError("--model needs --set DIR (or both --ir and --vis)")
         ir_dir, vis_dir = _need_dir(a.ir, "ir"), _need_dir(a.vis, "vis")
     keep = Path(a.keep) if a.keep is not None else None
     if keep is not None and keep.exists() and not keep.is_dir():
         raise ValueError(f"--keep must be a directory: {keep}")
 
-    from .engine import Engine
+    from ..engine import Engine
 
-    model = None if a.engine.lower() == "default" else a.engine
     with tempfile.TemporaryDirectory(prefix="tokfuse_eval_") as tmp:
         # Fuse into a fresh folder so that only this run's outputs are evaluated (never stale files
         # left in --keep); copy them to --keep right after fusing.
         fused_dir = Path(tmp) / "fused"
-        with Engine(model, device=a.device, threads=a.threads) as eng:
+        with Engine(model_path(a.model), device=a.device, threads=a.threads) as eng:
             k = eng.resolve_k(a.k)  # validates --k before fusing anything
             desc = f"{eng.path.name} ({eng.info().get('backend', '?')}, k={k})"
             t0 = time.perf_counter()
@@ -231,7 +230,7 @@ def cmd_eval(a) -> int:
             for p in rep.written:
                 shutil.copy2(p, keep / Path(p).name)
             print(f"fused images in {keep.resolve()}")
-        info["engine"] = f"{a.engine} -> {desc}"
+        info["engine"] = f"{a.model} -> {desc}"
         info["fused"] = str(keep) if keep is not None else "(temporary folder, deleted)"
         return _evaluate_and_write(a, conv, metrics, fused_dir, ir_dir, vis_dir, report, figure, info, pre_failures)
 
@@ -248,7 +247,7 @@ def _evaluate_and_write(
     info: dict[str, str],
     pre_failures: list[dict[str, str]],
 ) -> int:
-    from .metrics.report import evaluate_dirs, write_figure
+    from ..metrics.report import evaluate_dirs, write_figure
 
     rows, failures = evaluate_dirs(fused_dir, ir_dir, vis_dir, progress=not a.quiet, convention=conv, metrics=metrics)
     # in engine mode a pair that failed to fuse also shows up as "no fused image": report it once
@@ -286,8 +285,8 @@ def _guard_shares(rows, fused_dir: Path, ir_dir: Path, vis_dir: Path):
     images and the share of images at or below 0.6."""
     import numpy as np
 
-    from .metrics import read_gray, texture_kept, thermal_kept
-    from .pairing import match_outputs, pair_dirs
+    from ..metrics import read_gray, texture_kept, thermal_kept
+    from ..pairing import match_outputs, pair_dirs
 
     paths = {
         pair.stem: (fused, pair.ir, pair.vis)
@@ -311,8 +310,8 @@ def _guard_shares(rows, fused_dir: Path, ir_dir: Path, vis_dir: Path):
 
 def _append_rank(a, rows, report: Path, fused_dir: Path, ir_dir: Path, vis_dir: Path) -> str:
     """Append the mean-rank table (this model among ``a.peer_table``) and the thermal share kept."""
-    from .metrics.rank import RANK_METRICS, place, rank_markdown
-    from .metrics.report import summarize
+    from ..metrics.rank import RANK_METRICS, place, rank_markdown
+    from ..metrics.report import summarize
 
     stats = summarize(rows)
     table = dict(a.peer_table)
@@ -328,27 +327,3 @@ def _append_rank(a, rows, report: Path, fused_dir: Path, ir_dir: Path, vis_dir: 
     with open(report, "a", encoding="utf-8") as fh:
         fh.write(text)
     return text.strip()
-
-
-def mean_lines(rows) -> str:
-    """Markdown header + mean ± std row (plain, for the terminal)."""
-    from .metrics.report import mean_row, metric_columns
-
-    return "| image | " + " | ".join(metric_columns(rows)) + " |\n" + mean_row(rows, f"mean ± std (n={len(rows)})")
-
-
-def write_report(rows, failures, report: Path, info: dict[str, str]) -> Path:
-    """Markdown: title, run info, the per-image table with its mean ± std row, then the skip list."""
-    from .metrics.report import write_markdown
-
-    write_markdown(rows, report)  # the table (creates parent folders)
-    table = report.read_text(encoding="utf-8") if rows else "_no image could be evaluated_\n"
-    when = _dt.datetime.now().isoformat(timespec="seconds")
-    lines = ["# tokfuse eval", ""]
-    lines += [f"- {k}: `{v}`" if k in ("ir", "vis", "fused", "set") else f"- {k}: {v}" for k, v in info.items()]
-    lines += [f"- date: {when}", "", table.rstrip("\n")]
-    if failures:
-        lines += ["", f"## Skipped ({len(failures)})", ""]
-        lines += [f"- `{f['name']}`: {f['reason']} ({f['path']})" for f in failures]
-    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return report

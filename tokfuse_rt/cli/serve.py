@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from .options import add_model, add_threads, model_path
+
 
 def port_number(text: str) -> int:
     """An argparse type: a TCP port 1..65535 (a clear usage error otherwise)."""
@@ -18,10 +20,10 @@ def port_number(text: str) -> int:
     return port
 
 
-def register(sub) -> None:
+def register(sub, help: str) -> None:
     s = sub.add_parser(
         "serve",
-        help="HTTP fusion service on Ray Serve",
+        help=help,
         description="Serve a web page at GET / (try fusion in a browser), POST /fuse (multipart ir, vis, "
         "optional k -> PNG), POST /metrics (multipart ir, vis, fused -> quality metrics as JSON), GET /healthz "
         "and GET /info on Ray Serve. With the environment variable TOKFUSE_SERVE_TOKEN set, /fuse, /metrics "
@@ -29,14 +31,9 @@ def register(sub) -> None:
     )
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=port_number, default=8000, help="port, 1..65535 (default 8000)")
-    s.add_argument(
-        "--model",
-        "-m",
-        default=None,
-        help="model file (.onnx recommended); default: the bundled model exported to ONNX once",
-    )
+    add_model(s, help="model file (.onnx recommended) or 'default': the bundled model exported to ONNX once (default)")
     s.add_argument("--replicas", type=int, default=1, help="replicas, one engine each (default 1)")
-    s.add_argument("--threads", type=int, default=1, help="backend threads per replica (default 1)")
+    add_threads(s, default=1, help="backend threads per replica (default 1)")
     s.add_argument("--max-batch-size", type=int, default=8, help="most requests fused together (default 8)")
     s.add_argument(
         "--batch-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests (default 5 ms)"
@@ -73,10 +70,10 @@ def register(sub) -> None:
 
 
 def cmd_serve(a) -> int:
-    from .rig import as_rig
+    from ..rig import as_rig
 
     rig = as_rig(a.align)  # a bad rig file fails before Ray starts
-    from .distributed.serve import Limits, serve_forever
+    from ..distributed.serve import Limits, serve_forever
 
     body = int(a.max_body_mb * 1024 * 1024)
     limits = Limits(
@@ -88,7 +85,7 @@ def cmd_serve(a) -> int:
         max_upload_bytes=max(4 * body, Limits.max_upload_bytes),
     )
     serve_forever(
-        a.model,
+        model_path(a.model),
         host=a.host,
         port=a.port,
         address=a.ray,

@@ -1,6 +1,6 @@
 """``tokfuse calibrate``: estimate a camera rig file from image pairs of one rig, or from hand-picked points.
 
-    tokfuse calibrate --ir IR --vis VIS [--ir IR2 --vis VIS2 ...] -o rig.json [--model homography]
+    tokfuse calibrate --ir IR --vis VIS [--ir IR2 --vis VIS2 ...] -o rig.json [--transform homography]
                       [--points points.csv] [--preview check.png]
 
 Prints each pair's correlation and residual and the confidence. Exit 1 with a one-line reason, and
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from .options import add_deprecated_alias, add_output
+
 EPILOG = """examples:
   tokfuse calibrate --ir ir.png --vis vis.png -o rig.json --preview check.png
   tokfuse calibrate --ir a_ir.png --vis a_vis.png --ir b_ir.png --vis b_vis.png -o rig.json
@@ -19,12 +21,12 @@ then: tokfuse fuse ir.png vis.png -o fused.png --align rig.json
 """
 
 
-def register(sub) -> None:
-    from .rig import MODELS
+def register(sub, help: str) -> None:
+    from ..rig import MODELS
 
     c = sub.add_parser(
         "calibrate",
-        help="estimate a camera rig (infrared -> visible) for unregistered cameras",
+        help=help,
         description="Estimate the matrix that maps infrared pixels onto visible pixels from one or more pairs "
         "taken by the same two cameras (edges and structure are matched: a global search over scale, "
         "rotation and shift, then ECC refinement with OpenCV), or from hand-picked correspondences "
@@ -34,8 +36,11 @@ def register(sub) -> None:
     )
     c.add_argument("--ir", action="append", required=True, help="infrared image (repeat for more pairs)")
     c.add_argument("--vis", action="append", required=True, help="visible image of the same scene (repeat)")
-    c.add_argument("-o", "--output", required=True, help="rig file to write (JSON, written atomically)")
-    c.add_argument("--model", default="homography", choices=MODELS, help="form of the matrix (default homography)")
+    add_output(c, required=True, help="rig file to write (JSON, written atomically)")
+    transform = c.add_argument(
+        "--transform", default="homography", choices=MODELS, help="form of the matrix (default homography)"
+    )
+    add_deprecated_alias(c, "--model", transform)  # --model names the fusion model everywhere else
     c.add_argument(
         "--points",
         default=None,
@@ -52,10 +57,10 @@ def register(sub) -> None:
 
 
 def cmd_calibrate(a) -> int:
-    from . import calibrate as cal
-    from .imageio import load_image
-    from .outputs import check_output_path, save_image
-    from .rig import require_cv2
+    from .. import calibrate as cal
+    from ..imageio import load_image
+    from ..outputs import check_output_path, save_image
+    from ..rig import require_cv2
 
     if len(a.ir) != len(a.vis):
         raise ValueError(f"give as many --ir as --vis images ({len(a.ir)} --ir, {len(a.vis)} --vis)")
@@ -69,12 +74,12 @@ def cmd_calibrate(a) -> int:
     if a.points:
         pts = cal.read_points(a.points)
         ir, vis = pairs[0]
-        res = cal.fit_points(pts, (ir.shape[1], ir.shape[0]), (vis.shape[1], vis.shape[0]), a.model, a.points)
+        res = cal.fit_points(pts, (ir.shape[1], ir.shape[0]), (vis.shape[1], vis.shape[0]), a.transform, a.points)
         r = res.point_residuals
         print(f"{len(pts)} correspondences: residual rms {float((r**2).mean() ** 0.5):.2f} px, max {r.max():.2f} px")
     else:
         try:
-            res = cal.calibrate_images(pairs, a.model)
+            res = cal.calibrate_images(pairs, a.transform)
         except cal.CalibrationError as e:
             raise ValueError(f"no rig written: {e}") from None
         print(res.report())
