@@ -39,10 +39,11 @@ def load_set(root: Path):
 def score(fuse, pairs):
     """Mean of the 8 metrics and thermal_kept over ``pairs`` fused by ``fuse(a, b)`` (float [0, 1] in/out),
     and the visible texture kept (``texture``: mean of tokfuse_rt.metrics.texture_kept against the visible
-    image; ``texture_low``: share of images at or below 0.6)."""
+    image; ``texture_low``: share of images at or below 0.6; ``ir_structure`` and ``ir_structure_low``: the same
+    against the infrared image, share at or below 0.2)."""
     from tokfuse_rt.metrics import evaluate, texture_kept, thermal_kept
 
-    rows, kept, tex = [], [], []
+    rows, kept, tex, irs = [], [], [], []
     for _, A, B in pairs:
         a, b = A / 255.0, B / 255.0
         F = np.clip(np.round(fuse(a, b) * 255.0), 0, 255)
@@ -51,10 +52,13 @@ def score(fuse, pairs):
         if n_hot >= 500:
             kept.append(k)
         tex.append(texture_kept(F, B))
+        irs.append(texture_kept(F, A))
     return {m: float(np.mean([r[m] for r in rows])) for m in M8} | {
         "kept": float(np.mean(kept)),
         "texture": float(np.nanmean(tex)),
         "texture_low": float(np.mean(np.array(tex) <= 0.6)),
+        "ir_structure": float(np.nanmean(irs)),
+        "ir_structure_low": float(np.mean(np.array(irs) <= 0.2)),
     }
 
 
@@ -148,6 +152,7 @@ def main(argv=None) -> int:
                 f"{name:24s} #{pos} {mr:.3f} (best peer {best:.3f}) | "
                 + " ".join(f"{m} {r[m]:.3f}({ranks[m]:g})" for m in M8)
                 + f" | kept {r['kept']:.3f} texture {r['texture']:.3f} ({100 * r['texture_low']:.0f} % <= 0.6)"
+                + f" ir structure {r['ir_structure']:.3f} ({100 * r['ir_structure_low']:.0f} % <= 0.2)"
                 + f" ({time.time() - t0:.0f}s)",
                 flush=True,
             )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -201,3 +203,29 @@ def test_cli_with_onnx_model(tiny_onnx, tmp_path, capsys):
         == 0
     )
     assert Image.open(tmp_path / "f.png").size == (24, 20)
+
+
+@pytest.mark.requires_ort
+def test_sessions_left_open_are_closed_at_exit(tiny_onnx):
+    """An Engine nobody closed: its ONNX Runtime sessions are released by an atexit hook before the
+    interpreter tears ONNX Runtime down (a session outliving ONNX Runtime's environment is a crash at exit)."""
+    code = (
+        "import atexit\n"
+        "import numpy as np\n"
+        "from tokfuse_rt import Engine\n"
+        "from tokfuse_rt.backends import ort_backend\n"
+        # atexit runs the hooks last-registered first: this one runs after the one the first session registers
+        "atexit.register(lambda: print('at exit:', len(ort_backend._LIVE), eng._backend.session))\n"
+        f"eng = Engine({str(tiny_onnx)!r}, threads=1)\n"
+        "eng.fuse(np.zeros((20, 24), np.uint8), np.zeros((20, 24), np.uint8))\n"
+        "print('running:', len(ort_backend._LIVE))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "running: 1\nat exit: 0 None" in r.stdout, r.stdout
+    from tokfuse_rt.backends import ort_backend
+
+    with Engine(tiny_onnx, threads=1) as eng:
+        backend = eng._backend
+        assert backend in ort_backend._LIVE
+    assert backend not in ort_backend._LIVE and backend.session is None

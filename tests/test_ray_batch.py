@@ -103,7 +103,9 @@ def _stamps(out: Path) -> dict:
 
 def test_matches_engine_names_report_and_resume(ray_address, tree, tiny_onnx, tmp_path):
     out = tmp_path / "out"
-    rep = fuse_dir_ray(tree / "ir", tree / "vis", out, model=tiny_onnx, actors=2, batch_size=3, progress=False)
+    rep = fuse_dir_ray(
+        tree / "ir", tree / "vis", out, model=tiny_onnx, actors=2, batch_size=3, progress=False, recursive=True
+    )
     assert (len(rep.written), len(rep.skipped), rep.unpaired) == (11, 0, ["ir/only_ir.png"])
     assert [n for n, _ in rep.failed] == ["bad.png"] and "vis" in rep.failed[0][1]
     assert [s for s, _ in rep.ambiguous] == ["sub/amb"] and "amb.bmp, amb.png" in rep.ambiguous[0][1]
@@ -130,13 +132,17 @@ def test_matches_engine_names_report_and_resume(ray_address, tree, tiny_onnx, tm
 
     # resume: nothing redone; then a missing and a truncated output are redone, the rest skipped
     before = _stamps(out)
-    rep2 = fuse_dir_ray(tree / "ir", tree / "vis", out, model=tiny_onnx, actors=2, batch_size=3, progress=False)
+    rep2 = fuse_dir_ray(
+        tree / "ir", tree / "vis", out, model=tiny_onnx, actors=2, batch_size=3, progress=False, recursive=True
+    )
     assert (len(rep2.written), len(rep2.skipped), len(rep2.failed)) == (0, 11, 1)
     assert _stamps(out) == before
     names = sorted(before)
     (out / names[0]).unlink()
     (out / names[1]).write_bytes((out / names[1]).read_bytes()[:500])
-    rep3 = fuse_dir_ray(tree / "ir", tree / "vis", out, model=tiny_onnx, actors=1, batch_size=4, progress=False)
+    rep3 = fuse_dir_ray(
+        tree / "ir", tree / "vis", out, model=tiny_onnx, actors=1, batch_size=4, progress=False, recursive=True
+    )
     assert sorted(str(p.relative_to(out)) for p in rep3.written) == names[:2]
     assert len(rep3.skipped) == 9
     after = _stamps(out)
@@ -163,15 +169,20 @@ def test_cli_overwrite_ext_and_quality_as_plain(ray_address, tree, tiny_onnx, tm
         "--quality",
         "60",
         "-q",
+        "--recursive",
     ]
     assert main([*args, "-o", str(plain)]) == 1
+    printed = capsys.readouterr().out
+    assert printed.startswith("11 fused, 1 failed, 1 unpaired, 0 already done, 1 ambiguous\n"), printed
     assert main([*args, "-o", str(ray_out), "--ray", ray_address, "--actors", "2"]) == 1
     printed = capsys.readouterr().out
     assert "11 fused, 1 failed, 1 unpaired, 0 already done, 1 ambiguous in " in printed
-    top = sorted(p.name for p in plain.glob("*.jpg"))
-    assert len(top) == 5 and sorted(p.name for p in ray_out.glob("*.jpg")) == top
-    assert all((ray_out / n).read_bytes() == (plain / n).read_bytes() for n in top)
-    assert len(list(ray_out.rglob("*.jpg"))) == 11
+    made = sorted(str(p.relative_to(plain)) for p in plain.rglob("*.jpg"))
+    assert len(made) == 11 and sorted(str(p.relative_to(ray_out)) for p in ray_out.rglob("*.jpg")) == made
+    assert all((ray_out / n).read_bytes() == (plain / n).read_bytes() for n in made)
+    top_only = tmp_path / "top"  # without --recursive: the top folders only, with or without --ray
+    assert main([*args[:-1], "-o", str(top_only), "--ray", ray_address, "--actors", "1"]) == 1
+    assert sorted(p.name for p in top_only.rglob("*.jpg")) == sorted(p.name for p in plain.glob("*.jpg"))
     before = _stamps(ray_out)
     assert (
         main([*args, "-o", str(ray_out), "--ray", ray_address, "--overwrite", "--report", str(tmp_path / "r.json")])
@@ -186,10 +197,14 @@ def test_actors_apply_the_engine_limits_and_output_checks(ray_address, tree, nan
     """The Ray path runs each pair through an Engine as plain fuse-dir does: the pixel limit refuses
     every good pair, a model giving NaN fails every pair naming the model, and no output is written."""
     n_good = len(_good_pairs(tree))
-    rep = fuse_dir_ray(tree / "ir", tree / "vis", tmp_path / "small", model=nan_onnx, max_pixels=300, progress=False)
+    rep = fuse_dir_ray(
+        tree / "ir", tree / "vis", tmp_path / "small", model=nan_onnx, max_pixels=300, progress=False, recursive=True
+    )
     limit = [m for _, m in rep.failed if "over the limit of" in m]
     assert len(limit) >= n_good and not rep.written, rep.failed  # + bad.png: its ir half is a real image
-    rep = fuse_dir_ray(tree / "ir", tree / "vis", tmp_path / "nan", model=nan_onnx, actors=1, progress=False)
+    rep = fuse_dir_ray(
+        tree / "ir", tree / "vis", tmp_path / "nan", model=nan_onnx, actors=1, progress=False, recursive=True
+    )
     nan = [m for _, m in rep.failed if "nan.onnx: output 'fused' contains NaN" in m]
     assert len(nan) == n_good and not rep.written, rep.failed  # bad.png fails on decoding
     assert _listing(tmp_path / "nan") == {REPORT_NAME}
@@ -205,7 +220,15 @@ def test_actor_killed_mid_job(ray_address, tree, tiny_onnx, tmp_path):
     out = tmp_path / "out"
     hook = injectable(DieWhileWriting(2, marker))
     rep = fuse_dir_ray(
-        tree / "ir", tree / "vis", out, model=tiny_onnx, actors=2, batch_size=2, progress=False, before_write=hook
+        tree / "ir",
+        tree / "vis",
+        out,
+        model=tiny_onnx,
+        actors=2,
+        batch_size=2,
+        progress=False,
+        before_write=hook,
+        recursive=True,
     )
     assert marker.exists(), "the fault hook did not fire"
     dead = int(marker.read_text())

@@ -13,9 +13,11 @@ writes beside ``MODEL.onnx``. They are opened on first use and only when their
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +57,28 @@ def pick_providers(device: str, available: list[str]) -> tuple[list, str]:
         )
     index = index or 0
     return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"], f"cuda:{index}"
+
+
+# Backends whose sessions are still open. At interpreter exit they are closed by an atexit hook, before
+# the interpreter finalises its modules: an InferenceSession still alive while ONNX Runtime's static
+# environment (and its thread pools) is destroyed is a use-after-free at exit.
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+_ATEXIT: list = []
+
+
+def close_live_sessions() -> int:
+    """Close every OrtBackend still open (run at interpreter exit). Returns how many were open."""
+    live = list(_LIVE)
+    for b in live:
+        b.close()
+    return len(live)
+
+
+def _track(backend) -> None:
+    if not _ATEXIT:
+        atexit.register(close_live_sessions)
+        _ATEXIT.append(True)
+    _LIVE.add(backend)
 
 
 class OrtBackend:
@@ -111,6 +135,7 @@ class OrtBackend:
             self.path,
             "no tokfuse_rt config in the ONNX metadata and the token count cannot be inferred from the graph",
         )
+        _track(self)
 
     def _check_io(self) -> None:
         ins = {i.name: i for i in self.session.get_inputs()}
@@ -293,3 +318,4 @@ class OrtBackend:
     def close(self) -> None:
         self.session = None
         self._halves = None
+        _LIVE.discard(self)

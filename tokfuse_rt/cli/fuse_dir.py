@@ -20,6 +20,12 @@ def register(sub, help: str) -> None:
     add_output(d, required=True, help="output folder (not inside an input folder)")
     d.add_argument("--ext", default=".png", help="output file extension: .png, .jpg, .webp, .tif, .bmp (default .png)")
     d.add_argument("--overwrite", action="store_true", help="fuse again pairs whose output already exists")
+    d.add_argument(
+        "-r",
+        "--recursive",
+        action="store_true",
+        help="also the pairs of sub-folders (the same relative path under --ir and --vis), mirrored under OUTPUT",
+    )
     d.add_argument("--report", default=None, help="JSON report path (default: OUTPUT/tokfuse-report.json)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_k(d)
@@ -33,21 +39,24 @@ def register(sub, help: str) -> None:
 
 
 def cmd_fuse_dir(a) -> int:
-    from ..engine import REPORT_NAME
-    from ..outputs import check_output_dir, check_output_ext, check_quality, check_report_path
-    from ..pairing import image_files
+    from .. import jobs
 
-    check_output_ext(a.ext)  # everything the user got wrong, before the model loads
-    check_quality(a.quality)
-    image_files(a.ir, "ir"), image_files(a.vis, "vis")
-    check_output_dir(a.output, a.ir, a.vis)
-    report = Path(a.report) if a.report else Path(a.output) / REPORT_NAME
-    check_report_path(report, a.ir, a.vis)
+    # everything the user got wrong, before the model loads (the same plan the job then runs)
+    job = jobs.plan(
+        a.ir,
+        a.vis,
+        a.output,
+        ext=a.ext,
+        quality=a.quality,
+        overwrite=a.overwrite,
+        report_path=a.report,
+        recursive=a.recursive,
+    )
     if a.ray is not None:
         from ..distributed.cli import fuse_dir_ray_args
 
         a.model = model_path(a.model)
-        rep = fuse_dir_ray_args(a, report, engine_options(a))
+        rep = fuse_dir_ray_args(a, job.report_path, engine_options(a))
     else:
         with open_engine(a) as eng:
             rep = eng.fuse_dir(
@@ -59,9 +68,10 @@ def cmd_fuse_dir(a) -> int:
                 ext=a.ext,
                 overwrite=a.overwrite,
                 quality=a.quality,
-                report_path=report,
+                report_path=job.report_path,
+                recursive=a.recursive,
             )
     print(rep.summary())
     print(f"outputs in {Path(a.output).resolve()}")
-    print(f"report: {report.resolve()}")
-    return 0 if not (rep.failed or rep.ambiguous) else 1
+    print(f"report: {job.report_path.resolve()}")
+    return jobs.exit_code(rep)

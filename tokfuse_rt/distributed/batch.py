@@ -207,11 +207,13 @@ def fuse_dir_ray(
     tile_size: int | None = DEFAULT_TILE,
     align=None,
     report_path=None,
+    recursive: bool = False,
     progress: bool = True,
     max_attempts: int = 3,
     before_write=None,
 ) -> RayFuseReport:
-    """Fuse every pair of the folder trees ``ir_dir`` / ``vis_dir`` into ``out_dir`` on Ray.
+    """Fuse every pair of the folders ``ir_dir`` / ``vis_dir`` (with ``recursive``: the folder trees,
+    sub-folders mirrored) into ``out_dir`` on Ray.
 
     Outputs, resume (``overwrite``), ``ext``, ``quality``, the reading options (``max_pixels``,
     ``depth``, ``tile_size``) and the report (``report_path``: default
@@ -225,7 +227,7 @@ def fuse_dir_ray(
     as failed (``AttemptGuard``). ``align``: a camera rig (path or ``Rig``) every actor applies, as
     ``Engine(align=...)``. ``before_write(path)``: a picklable callable each actor runs before writing an
     output (fault-injection tests). Everything is checked before Ray starts; the job's steps are those
-    of :mod:`tokfuse_rt.jobs`, as plain ``fuse_dir`` with ``recursive``.
+    of :mod:`tokfuse_rt.jobs`, as in plain ``Engine.fuse_dir``.
     """
     for nm, v, lo in (
         ("threads_per_actor", threads_per_actor, 1),
@@ -244,7 +246,7 @@ def fuse_dir_ray(
         quality=quality,
         overwrite=overwrite,
         report_path=report_path,
-        recursive=True,
+        recursive=recursive,
     )
     model_path = resolve_model(model)
     engine_options = {"max_pixels": max_pixels, "depth": depth, "tile_size": tile_size}

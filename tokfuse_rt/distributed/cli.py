@@ -13,8 +13,8 @@ def add_ray_args(p) -> None:
         default=None,
         metavar="auto|ADDRESS",
         help="fuse on Ray: 'auto' (the default when the flag has no value) joins the running cluster "
-        "or starts a local Ray instance; ADDRESS joins that cluster (HOST:PORT). Sub-folders of "
-        "--ir/--vis are fused too (mirrored under OUTPUT)",
+        "or starts a local Ray instance; ADDRESS joins that cluster (HOST:PORT). The job is the same as without --ray "
+        "(sub-folders with --recursive)",
     )
     g.add_argument(
         "--actors",
@@ -51,6 +51,7 @@ def fuse_dir_ray_args(a, report_path, engine_options: dict):
         overwrite=a.overwrite,
         quality=a.quality,
         report_path=report_path,
+        recursive=a.recursive,
         progress=not a.quiet,
         **engine_options,
     )
