@@ -90,6 +90,19 @@ def test_medical_fusion_keeps_both_modalities(eng, shared_data, set_name):
 
 def test_default_model_metadata(eng):
     info = eng.info()
-    assert info["config"]["num_tokens"] == 32 and info["config"]["codebook_size"] == 4096
+    assert info["config"]["num_tokens"] == 64 and info["config"]["codebook_size"] == 4096
+    assert info["config"]["head"] == "layers"
     assert info["train"]["pairs"] == 306 and info["train"]["seed"] == 0
     assert default_model_path().stat().st_size <= 25 * 2**20
+
+
+def test_the_trainer_defaults_are_the_bundled_recipe(eng):
+    """``python -m tokfuse_rt.train --data ... -o ...`` trains what ships: its defaults equal the recipe
+    stored in the bundled checkpoint."""
+    import dataclasses
+
+    from tokfuse_rt.train.__main__ import build_parser, train_args
+
+    recipe = eng.info()["train"]["recipe"]
+    defaults = dataclasses.asdict(train_args(build_parser().parse_args(["--data", "d", "-o", "o.safetensors"])))
+    assert {k: defaults[k] for k in recipe} == recipe

@@ -243,21 +243,16 @@ def test_presets_fill_what_is_not_given():
     assert train_args(build_parser().parse_args(base)) == TrainArgs("d", "o.safetensors")
     default = train_args(build_parser().parse_args(base))
     assert (default.head, default.num_tokens, default.steps1, default.steps2, default.random_k) == (
-        "blend",
-        32,
-        2000,
-        2500,
-        True,
-    )
-    layers = train_args(build_parser().parse_args(base + ["--preset", "layers", "--steps2", "7"]))
-    assert (layers.head, layers.num_tokens, layers.steps1, layers.random_k, layers.ir_detail) == (
         "layers",
         64,
         3000,
+        3000,
         False,
-        0.48,
     )
-    assert layers.steps2 == 7 and layers.seed == 0
+    assert (default.alpha, default.base_radius, default.ir_detail, default.vis_gain) == (0.4, 3, 0.7, 1.2)
+    blend = train_args(build_parser().parse_args(base + ["--preset", "blend", "--steps2", "7"]))
+    assert (blend.head, blend.num_tokens, blend.steps1, blend.random_k, blend.alpha) == ("blend", 32, 2000, True, 0.0)
+    assert blend.steps2 == 7 and blend.seed == 0
     tone = train_args(build_parser().parse_args(base + ["--preset", "tone"]))
     assert (tone.head, tone.num_tokens, tone.alpha, tone.vis_detail) == ("tone", 64, 0.5, 0.0)
     assert all(set(p) - {"about"} <= set(TrainArgs.__dataclass_fields__) for p in PRESETS.values())

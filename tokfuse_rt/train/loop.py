@@ -23,8 +23,8 @@ class TrainArgs:
     out: str
     work: str = "runs/train"
     seed: int = 0
-    steps1: int = 2000
-    steps2: int = 2500
+    steps1: int = 3000
+    steps2: int = 3000
     batch1: int = 32
     batch2: int = 8
     crop2: int = 128
@@ -37,20 +37,20 @@ class TrainArgs:
     w_vif: float = 0.0  # differentiable VIF and SCD terms (0 = not used; "blend" head)
     w_scd: float = 0.0
     w_tone: float = 1.0  # "tone" head: L1 of the predicted tone to the target's
-    head: str = "blend"  # model head: "blend", "tone" or "layers" (TokFuseConfig.head)
-    num_tokens: int = 32  # K
+    head: str = "layers"  # model head: "layers", "blend" or "tone" (TokFuseConfig.head)
+    num_tokens: int = 64  # K
     image_size: int = 128  # S
     gain: float = 1.0  # contrast gain of the stage II intensity and gradient targets ("blend")
-    alpha: float = 0.0  # share of the additive composite in the intensity target
+    alpha: float = 0.4  # share of the additive composite in the intensity target
     target_sd: float = 0.2157  # "tone": target contrast, std of the target in [0, 1] units (55/255)
     gain_max: float = 2.0  # "tone": largest contrast gain of the target
     grad_target: str = "target"  # "tone": gradient loss to the target's Sobel map, or "max" of the sources' × g
     vis_detail: float = 0.0  # "tone": weight of the visible 3×3 high-pass added to the target (losses.tone_rule)
     detail_where: str = "all"  # "tone": where that detail is added: "all" or "ir" (where ir > vis)
-    base_radius: int = 4  # "layers": radius of the base layers' box filter (TokFuseConfig.base_radius)
-    ir_detail: float = 0.48  # "layers": gain of the infrared detail layer in the target
+    base_radius: int = 3  # "layers": radius of the base layers' box filter (TokFuseConfig.base_radius)
+    ir_detail: float = 0.7  # "layers": gain of the infrared detail layer in the target
     vis_gain: float = 1.2  # "layers": gain of the visible detail layer in the target
-    random_k: bool = True  # stage II edits a random k in [0, 2·default_k] per step (else default_k)
+    random_k: bool = False  # stage II edits a random k in [0, 2·default_k] per step (else default_k)
     threads: int = 2
     log_every: int = 50
     save_every: int = 250
@@ -60,20 +60,17 @@ class TrainArgs:
 
 
 # Named recipes other than the defaults above (``--preset NAME``), each reproducible by name. The
-# defaults of TrainArgs are the bundled model's recipe ("blend" head, K = 32).
+# defaults of TrainArgs are the bundled model's recipe ("layers" head, K = 64, docs/model.md).
 PRESETS: dict[str, dict] = {
-    "layers": {
-        "about": "the layers head (tone over base/detail layers; keeps visible texture, loses infrared "
-        "edges on TNO; docs/model.md)",
-        "head": "layers",
-        "num_tokens": 64,
-        "steps1": 3000,
-        "steps2": 3000,
-        "alpha": 0.4,
-        "random_k": False,
-        "base_radius": 4,
-        "ir_detail": 0.48,
-        "vis_gain": 1.2,
+    "blend": {
+        "about": "the previous bundled model: the blend head, K = 32 (per-pixel blend of the sources plus a "
+        "residual; keeps less visible texture and fewer thermal targets)",
+        "head": "blend",
+        "num_tokens": 32,
+        "steps1": 2000,
+        "steps2": 2500,
+        "alpha": 0.0,
+        "random_k": True,
     },
     "tone": {
         "about": "the tone head without detail layers (first on val by mean rank, loses visible texture)",
