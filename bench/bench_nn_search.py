@@ -6,9 +6,9 @@ One pytest-benchmark group per shape, N in {32, 256, 2048, 16384}, K = 4096, D =
 product, l2-normalised random rows (the quantiser's setting), 2 threads everywhere, measured side
 by side in the same run:
 
-* ``torch``  the baseline from ``tokfuse_rt.nn.nn_search_ref``: ``(q @ C.T).argmax(1)``;
+* ``torch``  the baseline from ``tokfuse_rt.nn_search.nn_search_ref``: ``(q @ C.T).argmax(1)``;
 * ``faiss``  ``faiss.IndexFlatIP.search(q, 1)`` (skipped cleanly when faiss is not importable);
-* ``ours``   ``tokfuse_rt.nn.nn_search`` on torch tensors (-> ``tokfuse_rt._C.nn_search``, the
+* ``ours``   ``tokfuse_rt.nn_search.nn_search`` on torch tensors (-> ``tokfuse_rt._C.nn_search``, the
   AVX2/FMA + OpenMP kernel), i.e. what the quantiser calls, Python overhead included.
 
 ``ours`` records in ``extra_info``: GFLOP/s (2 N K D flops / median time; also from the min),
@@ -38,7 +38,7 @@ import torch
 
 pytest.importorskip("pytest_benchmark")
 
-from tokfuse_rt import nn as tnn
+from tokfuse_rt import nn_search as tnn
 
 try:
     import faiss  # type: ignore

@@ -55,7 +55,7 @@ def setup(tmp_path_factory):
 @pytest.mark.parametrize("name,actors,threads", CASES, ids=[c[0] for c in CASES])
 def test_fuse_dir(benchmark, setup, name, actors, threads):
     from tokfuse_rt import Engine
-    from tokfuse_rt.distributed import fuse_dir_ray
+    from tokfuse_rt.serving import fuse_dir_ray
 
     folder, model, init_s, work = setup
     n = len(list((folder / "ir").iterdir()))

@@ -69,7 +69,7 @@ def test_serve(benchmark, setup, name, replicas, threads):
     from PIL import Image
 
     from tokfuse_rt import Engine
-    from tokfuse_rt.distributed.serve import _encode_png, build_app, decode_upload, start
+    from tokfuse_rt.serving.serve import _encode_png, build_app, decode_upload, start
 
     ir, vis, model, init_s, port = setup
     ir_b, vis_b = ir.read_bytes(), vis.read_bytes()
@@ -145,7 +145,7 @@ def test_serve(benchmark, setup, name, replicas, threads):
     if replicas:
         from ray import serve
 
-        from tokfuse_rt.distributed.serve import APP_NAME
+        from tokfuse_rt.serving.serve import APP_NAME
 
         info["one_replica_served"] = httpx.get(f"http://127.0.0.1:{port}/info", timeout=30).json()["served"]
         serve.delete(APP_NAME)  # free its CPUs: the next case's replicas could not be placed

@@ -43,7 +43,7 @@ def shared_data() -> Path:
 
 def bench_model() -> Path:
     """``TOKFUSE_BENCH_MODEL`` if set, else the bundled default exported to ONNX (cached)."""
-    from tokfuse_rt.distributed.cluster import default_onnx
+    from tokfuse_rt.serving.cluster import default_onnx
 
     env = os.environ.get("TOKFUSE_BENCH_MODEL")
     return Path(env) if env else default_onnx()

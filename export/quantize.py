@@ -112,7 +112,7 @@ def quantize_graph(model, src: Path, dst: Path, graph: str, nodes: list[str], pa
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from tokfuse_rt.graphs import meta_key
+    from tokfuse_rt.onnx_contract import meta_key
 
     proto = onnx.load(str(src))
     present = [n.name for n in proto.graph.node if n.op_type == "Conv" and n.name in set(nodes)]

@@ -22,7 +22,7 @@ tokens of a key frame; tiles of a large image sharing one token pass):
 C and S come from the model (``TokFuse.token_pathway`` / ``render``). All three graphs carry the
 same ``tokfuse_rt.checkpoint_sha256`` metadata, so a runtime can tell companions that belong to the
 model from stale ones. The names, metadata keys and minimum size are the contract of
-:mod:`tokfuse_rt.graphs`, which the runtime backends read too.
+:mod:`tokfuse_rt.onnx_contract`, which the runtime backends read too.
 
 The model is traced with ``kernel_backend("torch")`` so only plain PyTorch ops (hence standard
 ONNX ops) end up in the graph: the nearest-code search is an ArgMax over a MatMul, top-k is the
@@ -55,7 +55,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
-from tokfuse_rt.graphs import DIM_NAMES, GRAPHS, IMAGE_INPUTS, MIN_SIDE, half_paths, meta_key
+from tokfuse_rt.onnx_contract import DIM_NAMES, GRAPHS, IMAGE_INPUTS, MIN_SIDE, half_paths, meta_key
 
 if TYPE_CHECKING:
     import onnx

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Union
 
-from tokfuse_rt.graphs import INPUTS, MIN_SIDE, read_config, read_meta, sidecar_path
+from tokfuse_rt.onnx_contract import INPUTS, MIN_SIDE, read_config, read_meta, sidecar_path
 
 DEFAULT_MIN, DEFAULT_OPT, DEFAULT_MAX = f"1x{MIN_SIDE}x{MIN_SIDE}", "1x480x640", "4x2048x2048"
 EXIT_NO_TRT = 3

@@ -120,7 +120,7 @@ def nan_onnx(tiny_onnx, tmp_path_factory):
     NaN: video and stream reuse the token pathway through the halves."""
     import shutil
 
-    from tokfuse_rt.graphs import half_paths
+    from tokfuse_rt.onnx_contract import half_paths
 
     d = tmp_path_factory.mktemp("nan")
     out = d / "nan.onnx"

@@ -237,7 +237,7 @@ def test_export_never_writes_through_a_planted_link(tiny_ckpt, tmp_path):
     followed nor left as the output: the outputs are regular files, the link's target is untouched."""
     pytest.importorskip("onnxscript")
     from export.to_onnx import export_onnx
-    from tokfuse_rt.graphs import half_paths
+    from tokfuse_rt.onnx_contract import half_paths
 
     victim = tmp_path / "victim.txt"
     victim.write_text("keep")

@@ -61,7 +61,7 @@ def test_int8_model_is_a_normal_onnx_model(int8_model):
     import onnx
 
     from tokfuse_rt import Engine
-    from tokfuse_rt.graphs import half_paths, read_meta
+    from tokfuse_rt.onnx_contract import half_paths, read_meta
 
     with Engine(int8_model, threads=2) as e:
         info = e.info()

@@ -1,4 +1,4 @@
-"""Codebook nearest-neighbour search: tokfuse_rt._C.nn_search and tokfuse_rt.nn.
+"""Codebook nearest-neighbour search: tokfuse_rt._C.nn_search and tokfuse_rt.nn_search.
 
 Oracle: ``nn_search_ref`` (pure PyTorch, float32) and float64 scores.
 
@@ -36,8 +36,8 @@ import numpy as np
 import pytest
 import torch
 
-from tokfuse_rt import nn as tnn
-from tokfuse_rt.nn import HAVE_EXT, nn_search_ref
+from tokfuse_rt import nn_search as tnn
+from tokfuse_rt.nn_search import HAVE_EXT, nn_search_ref
 
 _C = tnn._C
 needs_ext = pytest.mark.skipif(
@@ -362,7 +362,7 @@ def test_runtime_dispatch_falls_back_to_scalar_without_avx2():
     import sys
 
     code = (
-        "import numpy as np; from tokfuse_rt import _C, nn\n"
+        "import numpy as np; from tokfuse_rt import _C, nn_search as nn\n"
         "info = _C.build_info(); assert info['default_impl'] == 'scalar', info\n"
         "g = np.random.default_rng(0); q = g.standard_normal((40, 12), dtype=np.float32)\n"
         "C = g.standard_normal((500, 12), dtype=np.float32)\n"
@@ -519,7 +519,7 @@ class TestInputValidation:
 
 
 # ---------------------------------------------------------------------------------------------
-# the python wrapper tokfuse_rt.nn.nn_search
+# the python wrapper tokfuse_rt.nn_search.nn_search
 
 
 def test_wrapper_torch_in_torch_out_and_numpy_in_numpy_out():

@@ -7,7 +7,7 @@ import torch
 from tokfuse_rt import Engine, default_model_path
 from tokfuse_rt.model import TokFuse, TokFuseConfig, kernel_backend, l2norm, quantize
 from tokfuse_rt.model.quant import resolve_backend
-from tokfuse_rt.nn import HAVE_EXT
+from tokfuse_rt.nn_search import HAVE_EXT
 
 pytestmark = pytest.mark.skipif(not HAVE_EXT, reason="tokfuse_rt._C.nn_search not built")
 

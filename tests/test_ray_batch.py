@@ -25,11 +25,11 @@ pytest.importorskip("ray.data", reason="needs ray[data]")
 pytest.importorskip("onnxruntime")
 
 from tokfuse_rt import Engine
-from tokfuse_rt.distributed.batch import ATTEMPTS_DIR, AttemptGuard, PairFuser, fuse_dir_ray
-from tokfuse_rt.distributed.cluster import ModelBlob, default_onnx
 from tokfuse_rt.engine import REPORT_NAME
 from tokfuse_rt.outputs import TEMP_SUFFIX
 from tokfuse_rt.pairing import pair_dirs
+from tokfuse_rt.serving.batch import ATTEMPTS_DIR, AttemptGuard, PairFuser, fuse_dir_ray
+from tokfuse_rt.serving.cluster import ModelBlob, default_onnx
 
 pytestmark = pytest.mark.timeout(600)  # per test, set-up included: a bound for a busy 2-core machine
 
@@ -394,7 +394,7 @@ def test_default_model_is_exported_once(tiny_ckpt, tmp_path):
 def test_default_export_leaves_no_orphans_and_keeps_its_halves(tiny_ckpt, tmp_path):
     """The cached default export has its token/render halves beside it (so Ray and serve can tile) and
     leaves no hidden per-process files behind."""
-    from tokfuse_rt.graphs import half_paths
+    from tokfuse_rt.onnx_contract import half_paths
 
     a = default_onnx(tiny_ckpt, cache=tmp_path)
     assert all(p.is_file() for p in half_paths(a).values())
@@ -409,7 +409,7 @@ def test_model_blob_ignores_a_planted_cache_file_and_ships_the_halves(ray_addres
     import hashlib
     import tempfile
 
-    from tokfuse_rt.graphs import half_paths
+    from tokfuse_rt.onnx_contract import half_paths
 
     model = default_onnx(tiny_ckpt, cache=tmp_path / "cache")
     blob = ModelBlob.put(model)

@@ -73,7 +73,7 @@ def test_cli_fuse_and_fuse_dir_with_align(rig_pairs, eng, tiny_ckpt, tmp_path, c
 def test_fuse_dir_ray_with_align(rig_pairs, tiny_onnx, tmp_path):
     ray = pytest.importorskip("ray", reason="needs the extra tokfuse_rt[ray]")
     pytest.importorskip("ray.data")
-    from tokfuse_rt.distributed.batch import fuse_dir_ray
+    from tokfuse_rt.serving.batch import fuse_dir_ray
 
     root, rig_path, rig, names = rig_pairs
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")

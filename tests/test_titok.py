@@ -93,7 +93,7 @@ def test_cpp_and_triton_search_serve_the_titok_codebook(tok, official, kernels):
     from tokfuse_rt.model.quant import kernel_backend, resolve_backend
 
     if kernels == "ext":
-        from tokfuse_rt import nn as tnn
+        from tokfuse_rt import nn_search as tnn
 
         if not tnn.HAVE_EXT:
             pytest.skip("tokfuse_rt._C not built")
@@ -281,7 +281,7 @@ def test_titok_model_same_with_every_kernel_backend(titok_ckpt, kernels):
     from tokfuse_rt.model.quant import kernel_backend
 
     if kernels == "ext":
-        from tokfuse_rt import nn as tnn
+        from tokfuse_rt import nn_search as tnn
 
         if not tnn.HAVE_EXT:
             pytest.skip("tokfuse_rt._C not built")

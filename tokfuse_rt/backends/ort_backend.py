@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..devices import parse_device
-from ..graphs import GRAPHS, HALVES, INPUTS, OUTPUTS, half_paths, read_config, read_meta
+from ..onnx_contract import GRAPHS, HALVES, INPUTS, OUTPUTS, half_paths, read_config, read_meta
 from . import token_counts
 
 

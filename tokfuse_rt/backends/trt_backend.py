@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..devices import parse_device
-from ..graphs import INPUTS, OUTPUTS, sidecar_path
+from ..onnx_contract import INPUTS, OUTPUTS, sidecar_path
 from . import token_counts
 
 

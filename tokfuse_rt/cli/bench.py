@@ -63,7 +63,7 @@ def register(subparsers, help: str) -> None:
 
 def parse_size(text: str, max_pixels: int | None = None) -> tuple[int, int]:
     """'640x480' -> (640, 480); ValueError naming --size otherwise (also over ``max_pixels``)."""
-    from ..graphs import MIN_SIDE
+    from ..onnx_contract import MIN_SIDE
 
     parts = str(text).lower().replace("×", "x").split("x")
     try:

@@ -32,7 +32,7 @@ def register(sub, help: str) -> None:
     add_quality(d)
     add_align(d)
     add_engine_args(d)
-    from ..distributed.cli import add_ray_args
+    from ..serving.cli import add_ray_args
 
     add_ray_args(d)
     d.set_defaults(func=cmd_fuse_dir)
@@ -53,7 +53,7 @@ def cmd_fuse_dir(a) -> int:
         recursive=a.recursive,
     )
     if a.ray is not None:
-        from ..distributed.cli import fuse_dir_ray_args
+        from ..serving.cli import fuse_dir_ray_args
 
         a.model = model_path(a.model)
         rep = fuse_dir_ray_args(a, job.report_path, engine_options(a))

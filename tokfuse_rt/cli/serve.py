@@ -1,4 +1,4 @@
-"""``tokfuse serve``: the HTTP fusion service on Ray Serve (see tokfuse_rt.distributed.serve)."""
+"""``tokfuse serve``: the HTTP fusion service on Ray Serve (see tokfuse_rt.serving.serve)."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def cmd_serve(a) -> int:
     from ..rig import as_rig
 
     rig = as_rig(a.align)  # a bad rig file fails before Ray starts
-    from ..distributed.serve import Limits, serve_forever
+    from ..serving.serve import Limits, serve_forever
 
     body = int(a.max_body_mb * 1024 * 1024)
     limits = Limits(

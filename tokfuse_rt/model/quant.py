@@ -55,7 +55,7 @@ def resolve_backend(device: torch.device, requires_grad: bool = False) -> str:
 
 def _ext_available() -> bool:
     try:
-        from .. import nn as _nn
+        from .. import nn_search as _nn
     except ImportError:
         return False
     return bool(getattr(_nn, "HAVE_EXT", False))
@@ -83,7 +83,7 @@ def quantize(z_n: torch.Tensor, codebook_n: torch.Tensor) -> tuple[torch.Tensor,
     """Nearest code by cosine for l2-normalised ``z_n`` [..., d]; returns (ids int64 [...], q [..., d])."""
     backend = resolve_backend(z_n.device, z_n.requires_grad or codebook_n.requires_grad)
     if backend == "ext":
-        from ..nn import nn_search
+        from ..nn_search import nn_search
 
         flat = z_n.reshape(-1, z_n.shape[-1]).contiguous().float()
         ids, _ = nn_search(flat, codebook_n.contiguous().float(), metric="ip")

@@ -1,5 +1,5 @@
 """Scale-out and serving on Ray: ``fuse_dir_ray`` (Ray Data batch job) and
-``tokfuse_rt.distributed.serve`` (HTTP service on Ray Serve). Ray is imported only when used."""
+``tokfuse_rt.serving.serve`` (HTTP service on Ray Serve). Ray is imported only when used."""
 
 from __future__ import annotations
 

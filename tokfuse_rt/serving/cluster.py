@@ -151,7 +151,7 @@ def default_onnx(ckpt=None, cache=None) -> Path:
     import torch
 
     from ..engine import DEFAULT_MODEL
-    from ..graphs import half_paths
+    from ..onnx_contract import half_paths
 
     ckpt = Path(ckpt or DEFAULT_MODEL)
     if not ckpt.is_file():
@@ -208,7 +208,7 @@ class ModelBlob:
 
     @classmethod
     def put(cls, path) -> ModelBlob:
-        from ..graphs import half_paths
+        from ..onnx_contract import half_paths
 
         ray = import_ray()
         path = Path(path)

@@ -1,6 +1,6 @@
 """Fuse a folder tree of pairs on Ray.
 
-    from tokfuse_rt.distributed import fuse_dir_ray
+    from tokfuse_rt.serving import fuse_dir_ray
     rep = fuse_dir_ray("data/ir", "data/vi", "fused/", actors=2)   # local Ray, or the running cluster
     print(rep.summary())
 
