@@ -151,4 +151,9 @@ class TokFuse(nn.Module):
         Returns (fused [B, 1, H, W] in [0, 1], ids [B, K] int64 shared token ids after STE, base [B, C, S, S]).
         """
         base, ids = self.token_pathway(ir, vis, k)
-        return self.render(ir, vis, self.upsample_base(base, ir.shape[-2:])), ids, base
+        size = ir.shape[-2:]
+        if self.cfg.head in ("tone", "layers"):
+            # the four tone channels are constant over the map: broadcast them instead of upsampling them
+            # (the same values as render(ir, vis, upsample_base(base, size)) up to float rounding)
+            return self.render(ir, vis, (self.upsample_base(base[:, :1], size), base[:, 1:, :1, :1])), ids, base
+        return self.render(ir, vis, self.upsample_base(base, size)), ids, base

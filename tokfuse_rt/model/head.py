@@ -8,6 +8,16 @@ from torch import nn
 from .config import TokFuseConfig
 
 
+def split_base(base_up):
+    """(b, g, a, mu, c) of a "tone"/"layers" head's base input: a tensor [B, 5, H, W] (the render half's
+    input: the base map and the four tone values upsampled), or a pair (base map [B, 1, H, W], tone
+    [B, 4, 1, 1]) that broadcasts the tone instead of upsampling four constant maps (the whole model)."""
+    if isinstance(base_up, (tuple, list)):
+        b, tone = base_up
+        return (b, *tone.split(1, dim=1))
+    return base_up.split(1, dim=1)
+
+
 class HeadConvs(nn.Module):
     """[D, base, ir, vis] -> two correction maps [B, 2, H, W]: a 3×3 convolution over the detail
     features, one base-map channel and the sources, ReLU, a 1×1 convolution (zero at initialisation,

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import TokFuseConfig
-from .head import HeadConvs
+from .head import HeadConvs, split_base
 from .tone import knee
 
 
@@ -61,7 +61,7 @@ class LayersRender(HeadConvs):
         self.gain_ir = nn.Parameter(torch.tensor(0.3))
 
     def forward(self, d, base_up, ir, vis):
-        b, g, a, mu, c = base_up.split(1, dim=1)
+        b, g, a, mu, c = split_base(base_up)
         y = self.corrections(d, b, ir, vis)
         low = box_blur(torch.cat([ir, vis], dim=1), self.radius)
         l_ir, l_vis = low[:, :1], low[:, 1:]

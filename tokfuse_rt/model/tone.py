@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .config import TokFuseConfig
-from .head import HeadConvs
+from .head import HeadConvs, split_base
 
 TONE_CHANNELS = ("g", "a", "mu", "c")
 KNEE = 0.9
@@ -81,7 +81,7 @@ class ToneRender(HeadConvs):
         self.tau = nn.Parameter(torch.tensor(40.0))
 
     def forward(self, d, base_up, ir, vis):
-        b, g, a, mu, c = base_up.split(1, dim=1)
+        b, g, a, mu, c = split_base(base_up)
         y = self.corrections(d, b, ir, vis)
         w = torch.sigmoid(self.tau * (ir - vis) + y[:, :1])
         sel = w * ir + (1.0 - w) * vis
