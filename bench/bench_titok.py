@@ -37,7 +37,8 @@ def _model(name: str):
     import torch
 
     from tokfuse_rt.model import TokFuse
-    from tokfuse_rt.model.titok import TiTokConfig, tokfuse_config
+    from tokfuse_rt.model.config import tokfuse_config
+    from tokfuse_rt.model.titok import TiTokConfig
 
     torch.manual_seed(0)
     return TokFuse(tokfuse_config(TiTokConfig.preset(name))).eval()

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from tokfuse_rt.model import TokFuse, TokFuseConfig, load_checkpoint, save_checkpoint
+from tokfuse_rt.model.config import tokfuse_config
 from tokfuse_rt.model.titok import (
     PRESETS,
     TiTokConfig,
@@ -22,7 +23,6 @@ from tokfuse_rt.model.titok import (
     load_titok,
     official_config,
     read_state_dict,
-    tokfuse_config,
 )
 
 DATA = Path(__file__).parent / "data"

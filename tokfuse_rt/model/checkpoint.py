@@ -8,13 +8,10 @@ from pathlib import Path
 import torch
 
 from .config import TokFuseConfig
+from .errors import CheckpointError
 
 FORMAT_TAG = "tokfuse_rt"
 FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is corrupt, truncated or incompatible with this version of tokfuse_rt."""
 
 
 def save_checkpoint(model, path, extra: dict | None = None) -> Path:

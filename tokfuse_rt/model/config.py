@@ -6,6 +6,8 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
+from .config_json import config_from_json
+
 HEADS = ("blend", "tone", "layers")
 # Upper bounds checked before a model is built from a config (a corrupt or hostile checkpoint must not
 # allocate gigabytes); generous against the defaults below. Integer fields not listed: _MAX_OTHER.
@@ -23,18 +25,6 @@ _MAX = {
     "default_k": 4096,
 }
 _MAX_OTHER = 4096
-
-
-def config_from_json(cls, text: str, what: str, unknown_hint: str = ""):
-    """``cls(**fields)`` of a config dataclass from its JSON text; ValueError naming ``what`` when the text
-    is not a JSON object or has fields ``cls`` does not know (``unknown_hint`` is appended)."""
-    data = json.loads(text)
-    if not isinstance(data, dict):
-        raise ValueError(f"{what} must be a JSON object")
-    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
-    if unknown:
-        raise ValueError(f"unknown {what} fields {unknown}{unknown_hint}")
-    return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -84,7 +74,7 @@ class TokFuseConfig:
         if self.tokenizer not in ("builtin", "titok"):
             raise ValueError(f"tokenizer must be 'builtin' or 'titok', got {self.tokenizer!r}")
         if self.tokenizer == "titok":
-            from .titok import check_tokfuse_config
+            from .titok_config import check_tokfuse_config
 
             check_tokfuse_config(self)
         elif self.tokenizer_config:
@@ -111,3 +101,25 @@ class TokFuseConfig:
     @classmethod
     def from_json(cls, text: str) -> TokFuseConfig:
         return config_from_json(cls, text, "model config", " (checkpoint from a newer tokfuse_rt?)")
+
+
+def tokfuse_config(tcfg, **fusion) -> TokFuseConfig:
+    """A TokFuseConfig whose token pathway is the TiTok tokenizer ``tcfg`` (its native S, K, d and
+    codebook; a ``tokfuse_rt.model.titok.TiTokConfig``); ``fusion`` sets the other fields (mixer, STE,
+    detail and head widths, default_k)."""
+    from .titok_config import TOKENIZER_FIELDS
+
+    for k in TOKENIZER_FIELDS:
+        if k in fusion:
+            raise ValueError(f"{k} is fixed by the TiTok tokenizer")
+    fusion.setdefault("default_k", min(4, tcfg.num_latent_tokens))
+    return TokFuseConfig(
+        image_size=tcfg.image_size,
+        patch_size=tcfg.enc_patch_size,
+        num_tokens=tcfg.num_latent_tokens,
+        code_dim=tcfg.token_size,
+        codebook_size=tcfg.codebook_size,
+        tokenizer="titok",
+        tokenizer_config=tcfg.to_json(),
+        **fusion,
+    )

@@ -118,7 +118,8 @@ def titok_model(path, config=None, cfg: TokFuseConfig | None = None):
     fusion part from ``cfg`` (default TokFuseConfig). Returns (model, provenance dict)."""
     import dataclasses
 
-    from ..model.titok import TOKENIZER_FIELDS, load_titok, state_digest, tokfuse_config
+    from ..model.config import tokfuse_config
+    from ..model.titok import TOKENIZER_FIELDS, load_titok, state_digest
 
     tok = load_titok(path, config)
     base = cfg or TokFuseConfig()
