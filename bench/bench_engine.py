@@ -53,7 +53,7 @@ def _model() -> Path:
 
 
 def _shared_data() -> Path | None:
-    from tokfuse_rt.datasets import find_shared_data
+    from workspace import find_shared_data
 
     return find_shared_data(start=ROOT)
 

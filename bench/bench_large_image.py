@@ -28,8 +28,8 @@ LIMIT_MIB = 1536
 @pytest.fixture(scope="module")
 def big_pair(tmp_path_factory):
     from PIL import Image
+    from workspace import find_shared_data
 
-    from tokfuse_rt.datasets import find_shared_data
     from tokfuse_rt.pairing import pair_set
 
     data = find_shared_data(start=ROOT)

@@ -36,8 +36,8 @@ ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 
 def _pair(d: Path, size) -> tuple[Path, Path]:
     from PIL import Image
+    from workspace import find_shared_data
 
-    from tokfuse_rt.datasets import find_shared_data
     from tokfuse_rt.pairing import pair_set
 
     data = find_shared_data(start=ROOT)

@@ -29,7 +29,7 @@ import tokfuse_rt.metrics as M
 
 
 def _shared_data_dir():
-    from tokfuse_rt.datasets import find_shared_data
+    from workspace import find_shared_data
 
     return find_shared_data("test/MSRS", start=Path(__file__))
 

@@ -61,8 +61,9 @@ def test_align_640x480(benchmark):
 
 
 def test_calibrate_one_pair(benchmark):
+    from workspace import find_shared_data
+
     from tokfuse_rt.calibrate import calibrate_images
-    from tokfuse_rt.datasets import find_shared_data
     from tokfuse_rt.imageio import load_image, luminance
     from tokfuse_rt.rig_synth import draw_rig, frame_error, render_ir
 

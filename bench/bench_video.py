@@ -61,8 +61,7 @@ def _model() -> Path:
 def clips(tmp_path_factory):
     """(ir.mp4, vis.mp4, frames): the M3SVD sequences joined, re-encoded at CRF 12."""
     import av
-
-    from tokfuse_rt.datasets import find_shared_data
+    from workspace import find_shared_data
 
     data = find_shared_data(start=ROOT)
     if data is None:

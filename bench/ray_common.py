@@ -33,7 +33,7 @@ def load_average() -> str:
 
 
 def shared_data() -> Path:
-    from tokfuse_rt.datasets import find_shared_data
+    from workspace import find_shared_data
 
     d = find_shared_data(start=ROOT)
     if d is None:

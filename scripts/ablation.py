@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 def main(argv=None) -> int:
     import torch
     from val_rank import as_tensor, load_set, mean_rank, peer_table, save_json, score
+    from workspace import find_shared_data
 
-    from tokfuse_rt.datasets import find_shared_data
     from tokfuse_rt.engine import DEFAULT_MODEL
     from tokfuse_rt.imageio import load_image, luminance
     from tokfuse_rt.metrics.rank import RANK_METRICS

@@ -27,10 +27,10 @@ sys.path.insert(0, str(ROOT))
 
 def main(argv=None) -> int:
     from PIL import Image
+    from workspace import find_shared_data
 
     from bench.bench_engine import render_gflop
     from tokfuse_rt import Engine
-    from tokfuse_rt.datasets import find_shared_data
     from tokfuse_rt.engine import DEFAULT_MODEL
     from tokfuse_rt.imageio import load_image
     from tokfuse_rt.pairing import pair_set

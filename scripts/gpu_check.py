@@ -249,7 +249,7 @@ def resolve_pairs(arg):
         return Path(p).resolve()
     sys.path.insert(0, str(ROOT))
     try:
-        from tokfuse_rt.datasets import find_shared_data
+        from workspace import find_shared_data
     except ImportError:  # the package needs numpy: the environment step will say more
         return None
     data = find_shared_data(start=ROOT)
@@ -870,7 +870,7 @@ def worker_engine(pairs_dir: str, max_pairs: int, device: str) -> dict:
 def make_pairs(dest: Path) -> int:
     """Copy a handful of real test pairs (PAIR_SETS) from shared/data/test into ``dest/test/<set>/``."""
     sys.path.insert(0, str(ROOT))
-    from tokfuse_rt.datasets import find_shared_data
+    from workspace import find_shared_data
 
     data = find_shared_data(start=ROOT)
     if data is None:

@@ -55,7 +55,7 @@ def parity(fp32, int8, set_dir: Path, limit: int | None = None, threads: int | N
 
 
 def main(argv=None) -> int:
-    from tokfuse_rt.datasets import find_shared_data
+    from workspace import find_shared_data
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("fp32")

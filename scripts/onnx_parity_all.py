@@ -32,8 +32,9 @@ def pairs_of(root: Path, name: str):
 
 
 def main(argv=None) -> int:
+    from workspace import find_shared_data
+
     from tokfuse_rt import Engine
-    from tokfuse_rt.datasets import find_shared_data
     from tokfuse_rt.engine import DEFAULT_MODEL
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

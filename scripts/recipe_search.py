@@ -98,8 +98,8 @@ def model_fuse(model):
 
 def main(argv=None) -> int:
     import torch
+    from workspace import find_shared_data
 
-    from tokfuse_rt.datasets import find_shared_data
     from tokfuse_rt.engine import DEFAULT_MODEL
     from tokfuse_rt.imageio import load_image, luminance
     from tokfuse_rt.model import TokFuse, TokFuseConfig, save_checkpoint

@@ -43,10 +43,11 @@ def label(tile: np.ndarray, text: str) -> np.ndarray:
 
 
 def main(argv=None) -> int:
+    from montage import as_rgb, fit_height
+
     from tokfuse_rt import Engine
     from tokfuse_rt.imageio import load_image, luminance
     from tokfuse_rt.metrics import texture_kept, thermal_kept
-    from tokfuse_rt.montage import as_rgb, fit_height
     from tokfuse_rt.outputs import save_image
     from tokfuse_rt.pairing import pair_set
 

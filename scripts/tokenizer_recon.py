@@ -41,7 +41,8 @@ def recon_scores(model, images) -> dict:
 
 
 def main(argv=None) -> int:
-    from tokfuse_rt.datasets import find_shared_data
+    from workspace import find_shared_data
+
     from tokfuse_rt.engine import DEFAULT_MODEL
     from tokfuse_rt.imageio import load_image, luminance
     from tokfuse_rt.model.checkpoint import load_checkpoint

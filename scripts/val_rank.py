@@ -117,7 +117,7 @@ def model_fuse(path, threads: int):
 
 
 def main(argv=None) -> int:
-    from tokfuse_rt.datasets import find_shared_data
+    from workspace import find_shared_data
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="*")

@@ -182,7 +182,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-biswe", action="store_true", help="skip the temporal metric (drift and time only)")
     p.add_argument("--out", default=str(ROOT / "docs" / "video_reuse.md"))
     a = p.parse_args(argv)
-    from tokfuse_rt.datasets import data_option
+    from workspace import data_option
 
     a.data = str(data_option(p, a.data, "video/M3SVD", start=ROOT))
     from tokfuse_rt import Engine

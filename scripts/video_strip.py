@@ -26,13 +26,13 @@ def main(argv=None) -> int:
     p.add_argument("--height", type=int, default=150)
     p.add_argument("-o", "--output", default=str(ROOT / "docs" / "video_strip.png"))
     a = p.parse_args(argv)
-    from tokfuse_rt.datasets import data_option
+    from workspace import data_option
 
     a.data = str(data_option(p, a.data, "video/M3SVD", start=ROOT))
     import av
+    from montage import as_rgb, fit_height
 
     from tokfuse_rt import Engine
-    from tokfuse_rt.montage import as_rgb, fit_height
     from tokfuse_rt.outputs import save_image
 
     def frames(path):

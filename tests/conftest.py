@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ def pytest_configure(config):
             os.environ["TRITON_INTERPRET"] = "1"
 
 
-from tokfuse_rt.datasets import find_shared_data
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # workspace helpers (not the package)
+from workspace import find_shared_data
 
 SHARED_DATA = find_shared_data(start=Path(__file__))
 

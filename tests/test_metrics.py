@@ -33,7 +33,7 @@ REL_TOL = 1e-4
 
 
 def _shared_data_dir():
-    from tokfuse_rt.datasets import find_shared_data
+    from workspace import find_shared_data
 
     return find_shared_data("metric_reference.json", start=Path(__file__))
 

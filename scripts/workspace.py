@@ -1,4 +1,5 @@
-"""Where the project's registered image pairs live (``shared/data`` beside the repository)."""
+"""Workspace helper of the scripts, benchmarks and tests (not part of the package): where the project's
+registered image pairs live (``shared/data`` beside the repository)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 def find_shared_data(marker: str = "test", start: Path | None = None) -> Path | None:
     """The ``shared/data`` folder: ``$TOKFUSE_SHARED`` (the shared folder or its data folder), else
-    ``shared/data`` beside any ancestor of ``start`` (default: this package; the repo is
+    ``shared/data`` beside any ancestor of ``start`` (default: this file; the repo is
     ``<X>/main`` and the data ``<X>/shared/data``). ``marker`` must exist inside it. None if absent."""
     env = os.environ.get("TOKFUSE_SHARED")
     cands = [Path(env) / "data", Path(env)] if env else []

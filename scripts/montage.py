@@ -1,4 +1,4 @@
-"""Montage of inputs and fused outputs: ``python -m tokfuse_rt.montage --data ../shared/data/test -o docs/montage.png``.
+"""Montage of inputs and fused outputs: ``python scripts/montage.py --data ../shared/data/test -o docs/montage.png``.
 
 Each row: infrared (or MRI) | visible (or CT/PET/SPECT) | fused, for a few pairs of each test set.
 """
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine import Engine
-from .imageio import load_image
-from .outputs import save_image
-from .pairing import pair_set
+from tokfuse_rt.engine import Engine
+from tokfuse_rt.imageio import load_image
+from tokfuse_rt.outputs import save_image
+from tokfuse_rt.pairing import pair_set
 
 DEFAULT_PICKS = [
     ("TNO", "01.png"),
@@ -53,7 +53,7 @@ def build(engine: Engine, root: Path, picks=DEFAULT_PICKS, row_h: int = 200, k=N
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tokfuse_rt.montage", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python scripts/montage.py", description=__doc__.splitlines()[0])
     p.add_argument("--data", default="../shared/data/test", help="test root with the set folders")
     p.add_argument("--model", default=None, help="model file (default: bundled)")
     p.add_argument("--k", type=int, default=None)

@@ -7,8 +7,7 @@ import argparse
 from pathlib import Path
 
 import pytest
-
-from tokfuse_rt.datasets import data_option, find_shared_data, shared_dir
+from workspace import data_option, find_shared_data, shared_dir
 
 
 @pytest.fixture
