@@ -11,18 +11,17 @@ import torch
 from tokfuse_rt import Engine
 from tokfuse_rt.engine import DEFAULT_MODEL
 
-from video_cases import clip_dir, decode, decode_planes, psnr, small_frames, write_video
+from video_cases import clip_dir, decode, decode_planes, encode_planes, psnr, small_frames, write_video
 
 pytest.importorskip("av")
 
 SEQ = "0111_1716"  # the sequence with all four files (ir, vis, vis_blur, ir_noise)
 
 # "Within the codec's loss": the codec's loss is measured on the reference itself -- Engine.fuse of
-# every decoded source pair, encoded with the same x264 settings (CRF 18, veryfast) and decoded. Each
-# output frame must be at most 0.5 dB PSNR and 0.25 grey levels mean |Δ| worse than that (measured:
-# the output is 0.1-1.2 dB *better*, its chroma coming straight from the visible stream; the codec
-# alone gives 38-41 dB on ir+vis, 33-37 dB with the noisy infrared). With CRF 0 (lossless 4:2:0) the
-# luma plane is exact (tested below).
+# every decoded pair of luma planes, written as the luma plane of a yuv420p stream with the visible
+# chroma, encoded with the same x264 settings (CRF 18, veryfast) and decoded. Each output frame's luma
+# must be at most 0.5 dB PSNR and 0.25 grey levels mean |Δ| worse than that. With CRF 0 (lossless 4:2:0)
+# the luma plane is exact (tested below).
 SLACK_DB, SLACK_MAE, FLOOR_DB = 0.5, 0.25, 30.0
 
 
@@ -61,16 +60,24 @@ def test_real_clip_matches_engine_fuse(default_engine, shared_data, tmp_path, ir
     assert io_["duration"] == pytest.approx(iv["duration"], abs=1 / 30)
     assert rep.rate == 30 and rep.duration_s == pytest.approx(20 / 30) and not rep.warnings
     assert rep.sync["ir_dropped"] == rep.sync["ir_duplicated"] == 0
-    # every frame: Engine.fuse of the same decoded pair, within the codec's loss
-    refs = [default_engine.fuse(a, b) for a, b in zip(fi, fv)]
-    fc, _ = decode(write_video(tmp_path / "ref.mp4", refs, options={"crf": "18", "preset": "veryfast"}))
-    for k, (o, ref, c) in enumerate(zip(fo, refs, fc)):
-        assert ref.shape == o.shape == (480, 640, 3)
-        p, mae = psnr(o, ref), float(np.abs(o.astype(float) - ref).mean())
-        pc, mc = psnr(c, ref), float(np.abs(c.astype(float) - ref).mean())
+    # every frame: Engine.fuse of the same decoded luma planes, within the codec's loss (on luma, where the
+    # model acts; the lossless test below shows the luma path exact, the chroma check below the colour)
+    from tokfuse_rt.video.avio import float_to_luma, luma_to_float
+
+    pi, pv = decode_planes(d / ir_name), decode_planes(d / vis_name)
+    refs = [float_to_luma(default_engine.fuse(luma_to_float(a[0]), luma_to_float(b[0]))) for a, b in zip(pi, pv)]
+    codec = encode_planes(tmp_path / "ref.mp4", [(r, u, v) for r, (_, u, v) in zip(refs, pv)], crf=18)
+    for k, (o, ref, c) in enumerate(zip(decode_planes(out), refs, decode_planes(codec))):
+        assert ref.shape == o[0].shape == (480, 640)
+        p, mae = psnr(o[0], ref), float(np.abs(o[0].astype(float) - ref).mean())
+        pc, mc = psnr(c[0], ref), float(np.abs(c[0].astype(float) - ref).mean())
         assert p >= max(pc - SLACK_DB, FLOOR_DB) and mae <= mc + SLACK_MAE, (
             f"frame {k}: {p:.2f} dB, mean |Δ| {mae:.2f} (codec alone: {pc:.2f} dB, {mc:.2f})"
         )
+    # and through RGB: Engine.fuse of the RGB-decoded frames, whose luminance is about 1 level off the
+    # planes (PyAV's rgb24 path), a difference the model's detail and contrast gains amplify
+    for o, a, b in list(zip(fo, fi, fv))[::5]:
+        assert psnr(o, default_engine.fuse(a, b)) > 30.0
     # colour kept: the output's chroma is the visible stream's (within the codec's loss), not gray
     po, pv = decode_planes(out), decode_planes(d / vis_name)
     for (_, uo, vo), (_, uv, vv) in zip(po, pv):

@@ -90,6 +90,30 @@ def write_video(
     return path
 
 
+def encode_planes(path, planes, fps=30, crf=18, preset="veryfast"):
+    """Encode [(y, u, v)] uint8 yuv420p planes into ``path`` with libx264 (no colour conversion on the way)."""
+    import av
+
+    path = Path(path)
+    h, w = planes[0][0].shape
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.options = {"crf": str(crf), "preset": preset}
+        for i, ps in enumerate(planes):
+            f = av.VideoFrame(w, h, "yuv420p")
+            for plane, a in zip(f.planes, ps):
+                buf = np.zeros((plane.height, plane.line_size), np.uint8)
+                buf[:, : a.shape[1]] = a
+                plane.update(buf.tobytes())
+            f.pts = i
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
 def small_frames(shared_data: Path, name: str, n: int = 20, size=(64, 48), seq: str = "0111_1716"):
     """The first ``n`` frames of a real clip, resized (PIL bilinear) to ``size`` = (w, h)."""
     from PIL import Image
