@@ -24,7 +24,7 @@ Score tile, two interchangeable forms of the same sum (``score_mode``):
               same fma chain for every (query, code) pair (the GPU's FMA dot computes the same kind of chain).
               Default under the interpreter, where ``tl.dot`` is emulated by a NumPy/BLAS sgemm that does
               NOT give identical columns identical results (nor does ``torch.matmul`` - see
-              tests/test_vq_lookup.py), so only this form makes duplicate-row ties exact there. It is slow
+              tests/kernels/test_vq_lookup.py), so only this form makes duplicate-row ties exact there. It is slow
               on a GPU (register pressure), hence not used there. Both forms are tested under the
               interpreter.
 
@@ -100,7 +100,7 @@ def _check_vq_args(z, codebook_n):
 # (cp.async) while the current one is consumed (10-30 KiB of the 228 KiB per SM). Each config was
 # compiled for sm_90 with this Triton (all four NORMALIZE x FINAL variants, d = 12) and uses 96-204
 # registers/thread with no local-memory stack (candidates that spilled - 32x128/4 warps, 128x128/16 warps,
-# 64x256/16 warps on some variants, 64x128/4 warps - are left out); tests/test_vq_lookup.py recompiles
+# 64x256/16 warps on some variants, 64x128/4 warps - are left out); tests/kernels/test_vq_lookup.py recompiles
 # them. Small tiles (16-32 rows) keep more programs in flight for mid-size N; 64-128 row tiles with 8-16
 # warps reuse each codebook tile across more queries for large N. Small N is handled by codebook splits
 # (NSPLIT) rather than by tiny tiles, so the autotune key carries NSPLIT.

@@ -27,10 +27,10 @@ cores while other tests use the GPU); engine_parity and the benchmarks then run 
   cuda_tests        pytest: every test marked requires_cuda / requires_cuda_ext (the CUDA ``nn_search``
                     kernel against its host-emulated body and the exact checker: ids identical)
   trt_tests         pytest: every test marked requires_trt; skipped when TensorRT is not installed
-  triton_vq_lookup  pytest tests/test_vq_lookup.py with TRITON_INTERPRET=0: the compiled kernel on the
+  triton_vq_lookup  pytest tests/kernels/test_vq_lookup.py with TRITON_INTERPRET=0: the compiled kernel on the
                     GPU against vq_lookup_ref (ids identical)
-  triton_token_edit pytest tests/test_token_edit.py, the same for the fused STE kernel
-  triton_engine     pytest tests/test_triton_engine.py: model forward and Engine on the Triton kernels
+  triton_token_edit pytest tests/kernels/test_token_edit.py, the same for the fused STE kernel
+  triton_engine     pytest tests/kernels/test_triton_engine.py: model forward and Engine on the Triton kernels
   engine_parity     ``Engine(device="cuda")`` against ``Engine(device="cpu")`` (bundled model) on the
                     real pairs: token ids identical and fused uint8 max |diff| <= 1 per pair, the
                     the parity rule; on a miss the CUDA run is repeated with TF32 off
@@ -47,7 +47,7 @@ Without a GPU (or with ``--dry-run``) the check verifies its own plumbing instea
 step runs, every command resolves, each pytest selection is collected (``--collect-only``) and must
 contain its known GPU tests, the engine-parity worker runs end to end on one pair with the CPU on both
 sides, and every other step is recorded as "skip" (no GPU) with its planned command. CI runs this
-dry run (tests/test_gpu_check.py).
+dry run (tests/backends/test_gpu_check.py).
 """
 
 from __future__ import annotations
@@ -274,7 +274,7 @@ def marked_files(markers) -> list:
     pat = re.compile(r"\bmark\.({})\b".format("|".join(map(re.escape, markers))))
     return [
         f.relative_to(ROOT).as_posix()
-        for f in sorted((ROOT / "tests").glob("test_*.py"))
+        for f in sorted((ROOT / "tests").rglob("test_*.py"))
         if pat.search(f.read_text(encoding="utf-8", errors="replace"))
     ]
 
@@ -513,8 +513,8 @@ def cuda_tests(ck: Check) -> dict:
         "selection": marked_files(GPU_MARKERS) + ["-m", " or ".join(GPU_MARKERS)],
         "strict": True,
         "expect": [
-            "tests/test_nn_search.py::test_cuda_kernel_matches_cpu_bit_for_bit",
-            "tests/test_nn_search.py::test_wrapper_on_cuda_tensors",
+            "tests/kernels/test_nn_search.py::test_cuda_kernel_matches_cpu_bit_for_bit",
+            "tests/kernels/test_nn_search.py::test_wrapper_on_cuda_tensors",
         ],
     }
 
@@ -524,7 +524,7 @@ def trt_tests(ck: Check) -> dict:
     return {
         "selection": marked_files(["requires_trt"]) + ["-m", "requires_trt"],
         "strict": True,
-        "expect": ["tests/test_trt.py::test_tensorrt_matches_onnxruntime"],
+        "expect": ["tests/backends/test_trt.py::test_tensorrt_matches_onnxruntime"],
         "skip": "TensorRT is not installed here (the requires_trt tests need it)" if no_trt else None,
     }
 
@@ -535,16 +535,16 @@ def _test_module(path: str, *expect: str) -> dict:
 
 
 def triton_vq_lookup(ck: Check) -> dict:
-    return _test_module("tests/test_vq_lookup.py", "test_sweep_matches_reference", "test_compiles_for_hopper")
+    return _test_module("tests/kernels/test_vq_lookup.py", "test_sweep_matches_reference", "test_compiles_for_hopper")
 
 
 def triton_token_edit(ck: Check) -> dict:
-    return _test_module("tests/test_token_edit.py", "test_sweep_matches_reference", "test_matches_model_ste")
+    return _test_module("tests/kernels/test_token_edit.py", "test_sweep_matches_reference", "test_matches_model_ste")
 
 
 def triton_engine(ck: Check) -> dict:
     return _test_module(
-        "tests/test_triton_engine.py",
+        "tests/kernels/test_triton_engine.py",
         "test_model_forward_triton_matches_torch",
         "test_engine_fuse_triton_matches_torch",
     )

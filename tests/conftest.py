@@ -61,7 +61,35 @@ _CAPS = {
 }
 
 
-def pytest_collection_modifyitems(config, items):
+# Modules whose tests start Ray, a browser, an ONNX export, FFmpeg pipelines or subprocess builds (each
+# test seconds to tens of seconds on 2 cores): marked slow, so `make test-fast` (-m "not slow and not
+# sweep") stays a quick loop; `make test` runs everything.
+SLOW_MODULES = {
+    "test_ray_batch",
+    "test_serve",
+    "test_web",
+    "test_rig_paths",
+    "test_int8",
+    "test_export_onnx",
+    "test_backend_halves",
+    "test_trt",
+    "test_gpu_check",
+    "test_video",
+    "test_video_bad_inputs",
+    "test_packaging",
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session, config, items):
+    """Mark the tests of SLOW_MODULES slow (before -m selects); skip what this machine cannot run."""
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+    _skip_by_capability(config, items)
+
+
+def _skip_by_capability(config, items):
     cache: dict = {}
     for item in items:
         for name, (probe, why) in _CAPS.items():
@@ -170,28 +198,3 @@ def _png_header_only(path, w, h):
 def png_header_only():
     """``png_header_only(path, w, h)`` writes a PNG header claiming w x h pixels (a decompression bomb)."""
     return _png_header_only
-
-
-# The suite's exit status, kept for pytest_unconfigure below.
-_EXIT_STATUS: list[int] = []
-
-
-def pytest_sessionfinish(session, exitstatus):
-    _EXIT_STATUS.append(int(exitstatus))
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_unconfigure(config):
-    """Leave without the interpreter's teardown, with pytest's own exit status.
-
-    After a full run (every test passed, summary printed) the interpreter once crashed with SIGSEGV
-    while tearing down the native thread pools that the suite leaves behind (ONNX Runtime sessions,
-    a local Ray instance, torch); the crash was not reproducible in smaller runs. Results are final
-    by now, so the process exits directly (faulthandler is on in ``make test`` to trace any crash
-    that happens earlier)."""
-    if _EXIT_STATUS:
-        import sys
-
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(_EXIT_STATUS[-1])

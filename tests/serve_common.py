@@ -1,5 +1,5 @@
-"""``tokfuse serve`` started as a user runs it, for the tests over HTTP (tests/test_serve.py) and in a
-browser (tests/test_web.py)."""
+"""``tokfuse serve`` started as a user runs it, for the tests over HTTP (tests/serving/test_serve.py) and in a
+browser (tests/serving/test_web.py)."""
 
 from __future__ import annotations
 

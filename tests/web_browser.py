@@ -1,5 +1,5 @@
 """Headless Chromium (Debian's ``chromium`` and ``chromium-driver`` packages) driven by Selenium, for the
-browser tests (tests/test_web.py) and the page's screenshot (scripts/web_screenshot.py)."""
+browser tests (tests/serving/test_web.py) and the page's screenshot (scripts/web_screenshot.py)."""
 
 from __future__ import annotations
 

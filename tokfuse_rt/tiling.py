@@ -8,7 +8,7 @@ luminance). The render has no global operation: an output pixel depends only on 
 1. **Token input**: each luminance is resized to S×S exactly as the model resizes it (bilinear,
    half-pixel centres, no antialiasing), but from the sources in row blocks: the width pass on each
    block, then the height pass on the H×S intermediate. This gives the same bits as resizing the
-   whole image at once (``tests/test_tiling.py`` checks it against the model's own resize), so the
+   whole image at once (``tests/engine/test_tiling.py`` checks it against the model's own resize), so the
    token ids equal those of an untiled run.
 2. **Base map** once: ``runner.run_tokens(ir_s, vis_s, k)``.
 3. **Tiles**: the image is cut into tiles of about ``tile`` × ``tile`` pixels (edges on multiples of

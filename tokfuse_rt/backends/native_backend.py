@@ -10,7 +10,7 @@ barriers dominate (measured: 5 ms per 640×480 pair on 1 thread, 100-300 ms on 2
 beside it). The render uses ``threads`` OpenMP threads.
 
 Outputs equal the PyTorch render up to float rounding (different accumulation order and FMA;
-``tests/test_native_render.py`` bounds the difference at 1e-5); token ids are PyTorch's own.
+``tests/backends/test_native_render.py`` bounds the difference at 1e-5); token ids are PyTorch's own.
 """
 
 from __future__ import annotations

@@ -283,7 +283,7 @@ def write(self, *a):
 avio.VideoSink.write = write
 sys.exit(main(["fuse-video", {str(ir)!r}, {str(vis)!r}, "-o", {str(out)!r}, "-q", "-m", {str(tiny_ckpt)!r}]))
 """
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     r = subprocess.run(
         [sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(root)), capture_output=True, text=True
     )

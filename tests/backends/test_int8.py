@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.requires_ort]
 pytest.importorskip("onnxruntime.quantization")
 pytest.importorskip("onnxscript")
 
-BUNDLED = Path(__file__).resolve().parents[1] / "tokfuse_rt" / "assets" / "default.safetensors"
+BUNDLED = Path(__file__).resolve().parents[2] / "tokfuse_rt" / "assets" / "default.safetensors"
 PAIRS_PER_SET = 4
 
 

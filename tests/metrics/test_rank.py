@@ -50,7 +50,7 @@ def test_spec_tno_table_by_hand():
 def _repo_file(rel):
     from pathlib import Path
 
-    return Path(__file__).resolve().parents[1] / rel
+    return Path(__file__).resolve().parents[2] / rel
 
 
 def test_load_peers_errors(tmp_path):

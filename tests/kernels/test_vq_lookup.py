@@ -48,7 +48,7 @@ from tokfuse_rt.kernels.vq_lookup import l2norm_ref, vq_lookup, vq_lookup_ref
 import triton_cases
 from triton_cases import canon_map, dyadic_rows, kernel_test, seed_of
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ULP1 = 2.0**-23  # ulp(1.0) in float32
 
 

@@ -559,7 +559,7 @@ def test_import_is_light():
         "assert 'scipy' not in sys.modules, 'scipy imported eagerly'; "
         "assert 'matplotlib' not in sys.modules"
     )
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
 
 

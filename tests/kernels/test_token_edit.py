@@ -11,7 +11,7 @@ What is compared:
 * ids: identical. Re-quantised ids are compared through ``canon`` (each id mapped to the lowest index of its
   group of identical codebook rows) where the sweep's codebooks carry duplicated random rows: the
   reference's BLAS matmul may score two identical rows differently in the last bit and so pick a later
-  copy (see tests/test_vq_lookup.py), while the kernel's ids must be canonical themselves. Ties that are
+  copy (see tests/kernels/test_vq_lookup.py), while the kernel's ids must be canonical themselves. Ties that are
   exact in any summation order (one-hot and +-1/2 rows, equal scores) are compared as they are.
 * vectors: z_out must be bit-identical (re-quantised tokens are gathered codebook rows, unselected tokens
   are copied bit-for-bit, also NaN payloads, -0.0 and denormals).
@@ -20,7 +20,7 @@ What is compared:
   float32 error, with the torch error floored at ulp(1.0) = 2^-23 (z' has entries of magnitude <= 1, where
   float32 values are 2^-24..2^-23 apart; over a few tokens torch's max error can fall below that spacing
   by luck). Both compute fc1, fc2, the sigmoid gate and the l2 norm in float32 in different summation
-  orders, so their errors are of the same size (tests/test_vq_lookup.py has the measurement).
+  orders, so their errors are of the same size (tests/kernels/test_vq_lookup.py has the measurement).
 """
 
 import os
@@ -49,7 +49,7 @@ from tokfuse_rt.kernels.vq_lookup import l2norm_ref
 import triton_cases
 from triton_cases import canon_map, dyadic_rows, kernel_test, load_gray
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ASSETS = REPO / "tokfuse_rt" / "assets"
 ULP1 = 2.0**-23  # ulp(1.0) in float32
 

@@ -18,7 +18,7 @@ from export.to_onnx import iter_nodes
 from export.to_trt import EXIT_NO_TRT, check_profile, parse_shape, tensorrt_available
 from export.trt_support import OPERATORS, SUPPORTED, TRT_VERSION, UNSUPPORTED, check_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HAVE_TRT = tensorrt_available()[0]
 
 

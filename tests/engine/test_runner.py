@@ -1,6 +1,6 @@
 """One runner: every local path (an image, an image in tiles, ``stream`` with and without token reuse,
 ``fuse_video``) applies the engine's pixel limit, names backend failures after the model file and
-refuses bad model outputs the same way. The Ray path is checked in tests/test_ray_batch.py (its actors
+refuses bad model outputs the same way. The Ray path is checked in tests/serving/test_ray_batch.py (its actors
 hold an Engine); the backends implement one protocol."""
 
 import numpy as np

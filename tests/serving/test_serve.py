@@ -181,7 +181,7 @@ def test_bad_requests_get_4xx_with_json_reason(service, pairs):
 def test_page_and_samples(service):
     """GET / is the web page (tokfuse_rt/web/index.html, marked for a service with a token): under 50 KB,
     no URL off the service, a Content-Security-Policy without 'unsafe-inline' (the browser tests in
-    tests/test_web.py show that it admits the page's own script and style); the sample pair is the
+    tests/serving/test_web.py show that it admits the page's own script and style); the sample pair is the
     bundled files' bytes. Neither needs the token."""
     from tokfuse_rt import web
     from tokfuse_rt.demo import ASSETS

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from triton_cases import DEVICE, KERNEL_MARKS, load_gray
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ASSETS = REPO / "tokfuse_rt" / "assets"
 
 

@@ -18,7 +18,7 @@ from tokfuse_rt.tiling import ROW_BLOCK, tile_windows, token_inputs, upsample_wi
 
 from tiny_model import tiny_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("hw", [(16, 16), (17, 33), (ROW_BLOCK + 1, 45), (3 * ROW_BLOCK - 7, 601), (1023, 31)])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = "tokfuse_rt"
-ROOT = Path(__file__).resolve().parent.parent / PACKAGE
+ROOT = Path(__file__).resolve().parents[2] / PACKAGE
 
 
 # installed as tokfuse_rt.kernels, kept in the top-level kernels/ folder of the source tree

@@ -27,7 +27,7 @@ from tiny_model import tiny_config  # noqa: E402
 
 TOL = 1e-5
 HEADS = ("blend", "tone", "layers")
-BUNDLED = Path(__file__).resolve().parents[1] / "tokfuse_rt" / "assets" / "default.safetensors"
+BUNDLED = Path(__file__).resolve().parents[2] / "tokfuse_rt" / "assets" / "default.safetensors"
 
 
 def _model(head: str, seed: int = 0, **kw):
@@ -245,7 +245,7 @@ def test_scalar_fallback_when_the_cpu_has_no_avx2(tmp_path):
     the scalar kernels (still within TOL of PyTorch), "avx2" and "avx512" are refused clearly."""
     code = f"""
 import numpy as np, sys
-sys.path.insert(0, {str(Path(__file__).parent)!r})
+sys.path[:0] = [{str(Path(__file__).resolve().parent)!r}, {str(Path(__file__).resolve().parents[1])!r}]
 from test_native_render import _model, _inputs, _torch_render, TOL
 from tokfuse_rt import _C
 from tokfuse_rt.backends.native_backend import native_render

@@ -25,7 +25,7 @@ from tokfuse_rt.model.titok import (
     read_state_dict,
 )
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 TINY_DIR = DATA / "titok_tiny"
 # Decoded images: the official float32 forward itself is 9.5e-6 away from float64 on this data (see the
 # data README); ours computes attention and the code mixture in another order, and 8 conv + GroupNorm
@@ -403,7 +403,7 @@ def titok_trt_export(titok_ckpt, tmp_path_factory):
 
     pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = tmp_path_factory.mktemp("titok_trt") / "titok.plan"
     env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     r = subprocess.run(

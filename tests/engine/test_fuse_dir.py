@@ -17,7 +17,7 @@ from tokfuse_rt import Engine
 from tokfuse_rt.cli import main
 from tokfuse_rt.outputs import TEMP_SUFFIX, output_ok
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _folders(tmp_path, names=("a.png", "b.png", "c.jpg"), hw=(24, 32)):

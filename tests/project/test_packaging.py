@@ -11,7 +11,7 @@ from pathlib import Path
 
 import tokfuse_rt
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(code: str, cwd, env=None):
