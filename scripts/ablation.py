@@ -12,7 +12,7 @@ scripts/val_rank.py):
   base maps over the training pairs (so the 2D half sees the same typical tone and base layout
   for every image, none of this image's);
 - ``no tokens, tone from pixels``: for a "tone" or "layers" model, the tone computed from the image itself by
-  the training target's formula (tokfuse_rt.train.losses.target_tone) instead of predicted by the
+  the training target's formula (tokfuse_rt.train.targets.target_tone) instead of predicted by the
   tokens -- how close the tokens come to the rule they were trained towards.
 
 The mean rank is against the peers of the set (val/peer_scores.json for val sets,

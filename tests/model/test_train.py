@@ -227,11 +227,19 @@ def test_resume_after_a_crash_in_stage_two_matches_an_uninterrupted_run(data_roo
 def test_cli_exposes_the_recipe():
     from tokfuse_rt.train.__main__ import train_args
 
-    a = train_args(build_parser().parse_args(["--data", "d", "--out", "o.safetensors", "--gain", "1.2", "--resume"]))
+    a = train_args(build_parser().parse_args(["--data", "d", "-o", "o.safetensors", "--gain", "1.2", "--resume"]))
     assert a.gain == 1.2 and a.resume and a.alpha == TrainArgs("", "").alpha and a.seed == 0
     assert a == TrainArgs("d", "o.safetensors", gain=1.2, resume=True)
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["--out", "o.safetensors"])  # --data is required
+        build_parser().parse_args(["-o", "o.safetensors"])  # --data is required
+    with pytest.raises(ValueError, match="-o/--output is required"):
+        train_args(build_parser().parse_args(["--data", "d"]))
+    assert build_parser().parse_args(["--data", "d", "--output", "x.safetensors"]).out == "x.safetensors"
+
+
+def test_old_out_spelling_still_works_with_a_warning(capsys):
+    a = build_parser().parse_args(["--data", "d", "--out", "old.safetensors"])
+    assert a.out == "old.safetensors" and "--out is deprecated" in capsys.readouterr().err
 
 
 def test_presets_fill_what_is_not_given():

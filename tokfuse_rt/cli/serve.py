@@ -39,7 +39,9 @@ def register(sub, help: str) -> None:
         "--batch-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests (default 5 ms)"
     )
     s.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body in MiB (default 32)")
-    s.add_argument("--max-pixels", type=int, default=16_000_000, help="largest image in pixels (default 16000000)")
+    s.add_argument(
+        "--max-pixels", type=float, default=16e6, help="refuse images with more pixels, per image (default: 1.6e+07)"
+    )
     s.add_argument(
         "--read-timeout-s",
         type=float,
@@ -78,7 +80,7 @@ def cmd_serve(a) -> int:
     body = int(a.max_body_mb * 1024 * 1024)
     limits = Limits(
         max_body_bytes=body,
-        max_pixels=a.max_pixels,
+        max_pixels=int(a.max_pixels),
         read_timeout_s=a.read_timeout_s,
         body_timeout_s=6 * a.read_timeout_s,
         max_uploads=a.max_uploads,

@@ -21,7 +21,7 @@ image (gain g_B, ~1) is added everywhere and the infrared detail at a smaller ga
 region takes the infrared level with the visible texture on top of it. delta and res come from 3×3
 convolutions over the detail features, the token base map and the sources (zero at
 initialisation); tau, g_A and g_B are learned scalars. With delta = res = 0 this is
-``tokfuse_rt.train.losses.layers_rule``, the training target. Every output pixel depends on the
+``tokfuse_rt.train.targets.layers_rule``, the training target. Every output pixel depends on the
 sources within 2r pixels (the blur) and on the convolutions' 3 pixels, nothing else.
 """
 

@@ -24,7 +24,7 @@ delta (selection correction) and r (residual) come from 3×3 convolutions over t
 the token base map and the sources; tau is a learned scalar. With delta = r = 0 and tau large this is
 the pixel rule "max(A, B) mixed with the additive composite, its contrast about mu scaled by g" --
 the rule the training target uses, with g, mu and c computed from the image (see
-``tokfuse_rt.train.losses.contrast_target``). The tone is global, so it comes from the tokens, which
+``tokfuse_rt.train.targets.contrast_target``). The tone is global, so it comes from the tokens, which
 see the whole image; the render half has only 3×3 context.
 """
 

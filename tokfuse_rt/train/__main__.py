@@ -22,7 +22,10 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
         "stage II only on an official TiTok tokenizer).",
     )
     p.add_argument("--data", required=True, help="training root with <set>/ir and <set>/vi folders (never test/)")
-    p.add_argument("--out", "-o", required=True, help="output checkpoint (.safetensors)")
+    from ..cli.options import add_deprecated_alias
+
+    out = p.add_argument("-o", "--output", dest="out", default=None, help="output checkpoint (.safetensors); required")
+    add_deprecated_alias(p, "--out", out)
     p.add_argument(
         "--preset",
         choices=sorted(PRESETS),
@@ -55,6 +58,8 @@ def train_args(a: argparse.Namespace) -> TrainArgs:
     """TrainArgs from parsed arguments: the defaults (the bundled model's recipe), then the fields of
     ``--preset``, then every option given explicitly. Attributes of ``a`` that are no TrainArgs field
     (a sub-command's) are ignored."""
+    if getattr(a, "out", None) is None:
+        raise ValueError("-o/--output is required: the checkpoint file to write (.safetensors)")
     names = {f.name for f in dataclasses.fields(TrainArgs)}
     given = {k: v for k, v in vars(a).items() if k in names}
     preset = {k: v for k, v in PRESETS.get(getattr(a, "preset", None), {}).items() if k != "about"}

@@ -45,7 +45,7 @@ class TrainArgs:
     target_sd: float = 0.2157  # "tone": target contrast, std of the target in [0, 1] units (55/255)
     gain_max: float = 2.0  # "tone": largest contrast gain of the target
     grad_target: str = "target"  # "tone": gradient loss to the target's Sobel map, or "max" of the sources' × g
-    vis_detail: float = 0.0  # "tone": weight of the visible 3×3 high-pass added to the target (losses.tone_rule)
+    vis_detail: float = 0.0  # "tone": weight of the visible 3×3 high-pass added to the target (targets.tone_rule)
     detail_where: str = "all"  # "tone": where that detail is added: "all" or "ir" (where ir > vis)
     base_radius: int = 3  # "layers": radius of the base layers' box filter (TokFuseConfig.base_radius)
     ir_detail: float = 0.7  # "layers": gain of the infrared detail layer in the target
