@@ -29,6 +29,9 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # also when run as a script
+from workspace import descendants
+
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT_MIB = 1536
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -55,24 +58,6 @@ def _pair(d: Path, size) -> tuple[Path, Path]:
     return out[0], out[1]
 
 
-def _descendants(pid: int) -> set:
-    kids: dict = {}
-    for e in os.listdir("/proc"):
-        if e.isdigit():
-            try:
-                with open(f"/proc/{e}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            kids.setdefault(ppid, []).append(int(e))
-    out, todo = set(), [pid]
-    while todo:
-        p = todo.pop()
-        out.add(p)
-        todo += kids.get(p, [])
-    return out
-
-
 def _hwm(pid: int) -> tuple[str, int]:
     """(command line, VmHWM in KiB) of ``pid`` ('', 0 if gone)."""
     try:
@@ -94,7 +79,7 @@ class Sampler(threading.Thread):
 
     def run(self):
         while not self.done.is_set():
-            for p in _descendants(self.pid):
+            for p in descendants(self.pid):
                 cmd, kib = _hwm(p)
                 if self.match in cmd:
                     self.peaks[p] = max(self.peaks.get(p, 0), kib)

@@ -1,5 +1,6 @@
-"""Workspace helper of the scripts, benchmarks and tests (not part of the package): where the project's
-registered image pairs live (``shared/data`` beside the repository)."""
+"""Workspace helpers of the scripts, benchmarks and tests (not part of the package): where the project's
+registered image pairs live (``shared/data`` beside the repository), and the process tree of a service
+under test (:func:`descendants`)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,22 @@ def data_option(parser: argparse.ArgumentParser, value: str | None, sub: str, st
         return shared_dir(sub, start)
     except FileNotFoundError as e:
         parser.error(f"{e}; give --data")
+
+
+def descendants(pid: int) -> set:
+    """``pid`` and every process below it (from /proc; Linux)."""
+    kids: dict = {}
+    for e in os.listdir("/proc"):
+        if e.isdigit():
+            try:
+                with open(f"/proc/{e}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            kids.setdefault(ppid, []).append(int(e))
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        out.add(p)
+        todo += kids.get(p, [])
+    return out

@@ -21,6 +21,7 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
+from workspace import descendants
 
 ray = pytest.importorskip("ray", reason="needs the extra tokfuse_rt[ray]")
 pytest.importorskip("ray.serve", reason="needs ray[serve]")
@@ -431,24 +432,6 @@ def _listening(pids) -> list:
     return found
 
 
-def _descendants(pid: int) -> set:
-    kids: dict = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            kids.setdefault(ppid, []).append(int(d))
-    out, todo = set(), [pid]
-    while todo:
-        p = todo.pop()
-        out.add(p)
-        todo += kids.get(p, [])
-    return out
-
-
 @pytest.mark.skipif(not shutil.which("ss"), reason="needs ss (iproute2) to list listening sockets")
 def test_local_ray_instance_listens_on_the_http_host_only(tiny_onnx):
     """``tokfuse serve`` on 127.0.0.1 with a Ray instance of its own: every socket its processes (Ray's
@@ -479,7 +462,7 @@ def test_local_ray_instance_listens_on_the_http_host_only(tiny_onnx):
         assert lines and lines[-1].startswith("tokfuse serve: http://127.0.0.1:"), "".join(lines)
         threading.Thread(target=proc.stdout.read, daemon=True).start()
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30).status_code == 200
-        found = _listening(_descendants(proc.pid))
+        found = _listening(descendants(proc.pid))
         assert any(addr.endswith(f":{port}") for addr, _ in found), found
         wild = [(a, p) for a, p in found if not re.match(r"^(127\.|\[::ffff:127\.|\[::1\]|localhost)", a)]
         assert len(found) > 3 and not wild, wild
