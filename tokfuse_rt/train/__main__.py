@@ -24,7 +24,9 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--data", required=True, help="training root with <set>/ir and <set>/vi folders (never test/)")
     from ..cli.options import add_deprecated_alias
 
-    out = p.add_argument("-o", "--output", dest="out", default=None, help="output checkpoint (.safetensors); required")
+    out = p.add_argument(
+        "-o", "--output", dest="out", metavar="OUTPUT", default=None, help="output checkpoint (.safetensors); required"
+    )
     add_deprecated_alias(p, "--out", out)
     p.add_argument(
         "--preset",
