@@ -65,7 +65,7 @@ gpu-check:
 # Train the bundled default model's recipe (the trainer's defaults; about 20-30 min on 2 cores); eval-docs regenerates
 # its quality reports under docs/.
 train: build
-	$(VPY) -m tokfuse_rt.train --data ../shared/data/train --out tokfuse_rt/assets/default.safetensors
+	$(VPY) -m tokfuse_rt.train --data ../shared/data/train -o tokfuse_rt/assets/default.safetensors
 
 eval-docs: build
 	bash scripts/eval_all.sh default ../shared/data
