@@ -15,9 +15,8 @@ import numpy as np
 
 from .imageio import DEFAULT_MAX_PIXELS, check_depth
 from .inputs import ImageInput, ImageOutput, Prepared
-from .jobs import REPORT_NAME  # noqa: F401 - re-exported
 from .outputs import atomic_write
-from .runner import UNTILED_BYTES_PER_PIXEL, Runner, one_line  # noqa: F401 - re-exported
+from .runner import Runner
 
 if TYPE_CHECKING:
     from .video.pipeline import VideoReport
@@ -202,14 +201,8 @@ class Engine:
         if self._backend is None:
             raise RuntimeError("this Engine has been closed")
 
-    def _prepare(self, ir: ImageInput, vis: ImageInput, align=None) -> Prepared:
-        return self._runner.prepare(ir, vis, align)
-
     def _tiled(self, shape) -> bool:
         return self._runner.tiled(shape)
-
-    def _run(self, a: np.ndarray, b: np.ndarray, k: int):
-        return self._runner.run(a, b, k)
 
     def fuse(self, ir: ImageInput, vis: ImageInput, k: int | None = None, align=None) -> ImageOutput:
         """Fuse one pair. Returns the same kind as ``vis`` (uint8 numpy for file paths). ``align``: a
@@ -222,17 +215,14 @@ class Engine:
         """Like ``fuse`` but also returns the K shared token ids (int64 numpy [K]) after STE."""
         self._require_open()
         k = self.resolve_k(k)
-        return self._fuse_prepared(self._prepare(ir, vis, align), k)
-
-    def _fuse_prepared(self, p: Prepared, k: int):
-        return self._runner.fuse(p, k)
+        return self._runner.fuse(self._runner.prepare(ir, vis, align), k)
 
     def prepare(self, ir: ImageInput, vis: ImageInput, align=None) -> Prepared:
         """Read and check one pair as ``fuse`` does before the model runs (decoding, limits, sizes,
         colour decision). ``fuse_batch`` takes the result in place of an (ir, vis) pair, so a caller
         can read pairs one by one (to attribute errors and warnings) and still fuse them together."""
         self._require_open()
-        return self._prepare(ir, vis, align)
+        return self._runner.prepare(ir, vis, align)
 
     def fuse_batch(
         self, pairs: Iterable[tuple[ImageInput, ImageInput] | Prepared], k: int | None = None, align=None
@@ -251,14 +241,14 @@ class Engine:
             except (TypeError, ValueError):
                 raise TypeError(f"pairs[{i}]: expected an (ir, vis) pair") from None
             try:
-                prepared.append(self._prepare(ir, vis, align))
+                prepared.append(self._runner.prepare(ir, vis, align))
             except (ValueError, TypeError, FileNotFoundError) as e:
                 raise type(e)(f"pairs[{i}]: {e}") from None
         out = [None] * len(prepared)
         groups: dict = {}
         for i, p in enumerate(prepared):
             if self._tiled(p.shape):
-                out[i] = self._fuse_prepared(p, k)[0]
+                out[i] = self._runner.fuse(p, k)[0]
             else:
                 groups.setdefault(p.shape, []).append(i)
         for idx in groups.values():
@@ -267,7 +257,7 @@ class Engine:
                 lums = [prepared[i].luminance() for i in chunk]
                 a = np.stack([y[0] for y in lums])[:, None]
                 b = np.stack([y[1] for y in lums])[:, None]
-                fused, _ = self._run(a, b, k)
+                fused, _ = self._runner.run(a, b, k)
                 for j, i in enumerate(chunk):
                     out[i] = prepared[i].finish(fused[j, 0])
         return out
@@ -299,7 +289,6 @@ class Engine:
         interrupted. The job's steps are those of :mod:`tokfuse_rt.jobs`.
         """
         from . import jobs
-        from .progress import progress_bar
 
         self._require_open()
         k = self.resolve_k(k)
@@ -312,7 +301,18 @@ class Engine:
             overwrite=overwrite,
             report_path=report_path,
             recursive=recursive,
-        ).start()
+        )
+        return self.fuse_job(job, k, progress)
+
+    def fuse_job(self, job, k: int | None = None, progress: bool = True) -> FuseReport:
+        """Run a fuse-dir job already planned by ``tokfuse_rt.jobs.plan`` (``fuse_dir`` = plan + this): its
+        folders are created, its pairs fused and written, its report returned and written."""
+        from . import jobs
+        from .progress import progress_bar
+
+        self._require_open()
+        k = self.resolve_k(k)
+        job.start()
         report = FuseReport(unpaired=list(job.unpaired), ambiguous=list(job.ambiguous))
         started = _dt.datetime.now().isoformat(timespec="seconds")
         bar = progress_bar(enabled=progress, desc="fusing", unit="pair", total=len(job.pairs))
@@ -328,7 +328,7 @@ class Engine:
         try:
             for s in range(0, len(job.pairs), self.batch_size):
                 rows = job.rows(job.pairs[s : s + self.batch_size])
-                jobs.fuse_and_write(self, rows, k, overwrite=overwrite, quality=job.quality, on_done=done)
+                jobs.fuse_and_write(self, rows, k, overwrite=job.overwrite, quality=job.quality, on_done=done)
         except BaseException:
             report.interrupted = True
             raise

@@ -25,7 +25,7 @@ pytest.importorskip("ray.data", reason="needs ray[data]")
 pytest.importorskip("onnxruntime")
 
 from tokfuse_rt import Engine
-from tokfuse_rt.engine import REPORT_NAME
+from tokfuse_rt.jobs import REPORT_NAME
 from tokfuse_rt.outputs import TEMP_SUFFIX
 from tokfuse_rt.pairing import pair_dirs
 from tokfuse_rt.serving.batch import ATTEMPTS_DIR, AttemptGuard, PairFuser, fuse_dir_ray

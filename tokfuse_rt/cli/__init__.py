@@ -99,7 +99,7 @@ def main(argv=None) -> int:
         print(f"tokfuse {a.command}: interrupted", file=sys.stderr)
         return 130
     except (ValueError, TypeError, OSError, ImportError, RuntimeError, MemoryError) as e:
-        from ..engine import one_line
+        from ..runner import one_line
 
         print(
             f"tokfuse {a.command}: error: {one_line(e) if not isinstance(e, OSError) else _os_error(e)}",

@@ -56,21 +56,10 @@ def cmd_fuse_dir(a) -> int:
         from ..serving.cli import fuse_dir_ray_args
 
         a.model = model_path(a.model)
-        rep = fuse_dir_ray_args(a, job.report_path, engine_options(a))
+        rep = fuse_dir_ray_args(a, job, engine_options(a))
     else:
         with open_engine(a) as eng:
-            rep = eng.fuse_dir(
-                a.ir,
-                a.vis,
-                a.output,
-                k=a.k,
-                progress=not a.quiet,
-                ext=a.ext,
-                overwrite=a.overwrite,
-                quality=a.quality,
-                report_path=job.report_path,
-                recursive=a.recursive,
-            )
+            rep = eng.fuse_job(job, k=a.k, progress=not a.quiet)
     print(rep.summary())
     print(f"outputs in {Path(a.output).resolve()}")
     print(f"report: {job.report_path.resolve()}")

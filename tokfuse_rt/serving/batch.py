@@ -229,15 +229,6 @@ def fuse_dir_ray(
     output (fault-injection tests). Everything is checked before Ray starts; the job's steps are those
     of :mod:`tokfuse_rt.jobs`, as in plain ``Engine.fuse_dir``.
     """
-    for nm, v, lo in (
-        ("threads_per_actor", threads_per_actor, 1),
-        ("batch_size", batch_size, 1),
-        ("max_attempts", max_attempts, 1),
-    ):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise ValueError(f"{nm} must be an int >= {lo}, got {v!r}")
-    if actors is not None and (isinstance(actors, bool) or not isinstance(actors, int) or actors < 1):
-        raise ValueError(f"actors must be a positive int or None, got {actors!r}")
     job = jobs.plan(
         ir_dir,
         vis_dir,
@@ -248,6 +239,54 @@ def fuse_dir_ray(
         report_path=report_path,
         recursive=recursive,
     )
+    return fuse_job_ray(
+        job,
+        model=model,
+        k=k,
+        device=device,
+        address=address,
+        actors=actors,
+        threads_per_actor=threads_per_actor,
+        batch_size=batch_size,
+        max_pixels=max_pixels,
+        depth=depth,
+        tile_size=tile_size,
+        align=align,
+        progress=progress,
+        max_attempts=max_attempts,
+        before_write=before_write,
+    )
+
+
+def fuse_job_ray(
+    job,
+    *,
+    model=None,
+    k: int | None = None,
+    device: str = "auto",
+    address: str | None = "auto",
+    actors: int | None = None,
+    threads_per_actor: int = 1,
+    batch_size: int = 4,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    depth: str = "auto",
+    tile_size: int | None = DEFAULT_TILE,
+    align=None,
+    progress: bool = True,
+    max_attempts: int = 3,
+    before_write=None,
+) -> RayFuseReport:
+    """Run a fuse-dir job planned by ``tokfuse_rt.jobs.plan`` on Ray (``fuse_dir_ray`` = plan + this; the
+    options as there). Everything is checked before Ray starts."""
+    for nm, v, lo in (
+        ("threads_per_actor", threads_per_actor, 1),
+        ("batch_size", batch_size, 1),
+        ("max_attempts", max_attempts, 1),
+    ):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"{nm} must be an int >= {lo}, got {v!r}")
+    if actors is not None and (isinstance(actors, bool) or not isinstance(actors, int) or actors < 1):
+        raise ValueError(f"actors must be a positive int or None, got {actors!r}")
     model_path = resolve_model(model)
     engine_options = {"max_pixels": max_pixels, "depth": depth, "tile_size": tile_size}
     if align is not None:
@@ -370,4 +409,4 @@ def _collect(rep: RayFuseReport, job, rows, existed: set) -> None:
         jobs.record(rep, job, pair.name, st, existed=pair.name in existed)
 
 
-__all__ = ["fuse_dir_ray", "RayFuseReport", "PairFuser", "AttemptGuard"]
+__all__ = ["fuse_dir_ray", "fuse_job_ray", "RayFuseReport", "PairFuser", "AttemptGuard"]

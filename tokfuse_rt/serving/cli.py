@@ -31,15 +31,14 @@ def add_ray_args(p) -> None:
     g.add_argument("--batch-size", type=int, default=4, help="pairs per actor call (default 4)")
 
 
-def fuse_dir_ray_args(a, report_path, engine_options: dict):
-    """Run ``fuse_dir_ray`` with the parsed ``fuse-dir`` arguments; returns its report."""
-    from .batch import fuse_dir_ray
+def fuse_dir_ray_args(a, job, engine_options: dict):
+    """Run the planned fuse-dir ``job`` (``tokfuse_rt.jobs.plan``) on Ray with the parsed ``fuse-dir``
+    arguments; returns its report."""
+    from .batch import fuse_job_ray
 
     threads = next((t for t in (a.threads_per_actor, a.threads) if t is not None), 1)
-    return fuse_dir_ray(
-        a.ir,
-        a.vis,
-        a.output,
+    return fuse_job_ray(
+        job,
         model=a.model,
         k=a.k,
         device=a.device,
@@ -47,11 +46,6 @@ def fuse_dir_ray_args(a, report_path, engine_options: dict):
         actors=a.actors,
         threads_per_actor=threads,
         batch_size=a.batch_size,
-        ext=a.ext,
-        overwrite=a.overwrite,
-        quality=a.quality,
-        report_path=report_path,
-        recursive=a.recursive,
         progress=not a.quiet,
         **engine_options,
     )
