@@ -67,20 +67,24 @@ def write_video(
     pts_offset=0,
     in_fmt="rgb24",
 ):
-    """Encode numpy frames (H, W, 3) rgb24 or (H, W) gray into ``path`` with FFmpeg (via PyAV)."""
+    """Encode numpy frames (H, W, 3) rgb24 or (H, W) gray into ``path`` with FFmpeg (via PyAV); with
+    ``in_fmt="yuv420p"`` each frame is its three planes stacked (3H/2, W), encoded without conversion."""
     import av
 
     path = Path(path)
     with av.open(str(path), "w", format=fmt, options=container_options or {}) as c:
         s = c.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         h, w = frames[0].shape[:2]
+        if in_fmt == "yuv420p":  # Y (h rows), then U and V (h/4 rows of w each)
+            h = h * 2 // 3
         s.width, s.height, s.pix_fmt = w, h, pix_fmt
         if options:
             s.options = dict(options)
         if rotation is not None:
             s.set_display_rotation(rotation)
         for i, a in enumerate(frames):
-            f = av.VideoFrame.from_ndarray(np.ascontiguousarray(a), format=in_fmt if a.ndim == 3 else "gray")
+            a_fmt = "gray" if a.ndim == 2 and in_fmt != "yuv420p" else in_fmt
+            f = av.VideoFrame.from_ndarray(np.ascontiguousarray(a), format=a_fmt)
             f.pts = i + pts_offset
             f.time_base = s.codec_context.time_base or Fraction(1, fps)
             for p in s.encode(f):
@@ -92,26 +96,9 @@ def write_video(
 
 def encode_planes(path, planes, fps=30, crf=18, preset="veryfast"):
     """Encode [(y, u, v)] uint8 yuv420p planes into ``path`` with libx264 (no colour conversion on the way)."""
-    import av
-
-    path = Path(path)
-    h, w = planes[0][0].shape
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=fps)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        s.options = {"crf": str(crf), "preset": preset}
-        for i, ps in enumerate(planes):
-            f = av.VideoFrame(w, h, "yuv420p")
-            for plane, a in zip(f.planes, ps):
-                buf = np.zeros((plane.height, plane.line_size), np.uint8)
-                buf[:, : a.shape[1]] = a
-                plane.update(buf.tobytes())
-            f.pts = i
-            for p in s.encode(f):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
+    w = planes[0][0].shape[1]
+    frames = [np.concatenate([y, u.reshape(-1, w), v.reshape(-1, w)]) for y, u, v in planes]
+    return write_video(path, frames, fps=fps, options={"crf": str(crf), "preset": preset}, in_fmt="yuv420p")
 
 
 def small_frames(shared_data: Path, name: str, n: int = 20, size=(64, 48), seq: str = "0111_1716"):
