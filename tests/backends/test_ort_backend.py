@@ -211,11 +211,14 @@ def test_sessions_left_open_are_closed_at_exit(tiny_onnx):
     interpreter tears ONNX Runtime down (a session outliving ONNX Runtime's environment is a crash at exit)."""
     code = (
         "import atexit\n"
+        "import sys\n"
+        # atexit runs the hooks last-registered first: registered before the backend module is imported (which
+        # registers its own), this one runs after it
+        "atexit.register(lambda: print('at exit:', len(sys.modules['tokfuse_rt.backends.ort_backend']._LIVE),"
+        " eng._backend.session))\n"
         "import numpy as np\n"
         "from tokfuse_rt import Engine\n"
         "from tokfuse_rt.backends import ort_backend\n"
-        # atexit runs the hooks last-registered first: this one runs after the one the first session registers
-        "atexit.register(lambda: print('at exit:', len(ort_backend._LIVE), eng._backend.session))\n"
         f"eng = Engine({str(tiny_onnx)!r}, threads=1)\n"
         "eng.fuse(np.zeros((20, 24), np.uint8), np.zeros((20, 24), np.uint8))\n"
         "print('running:', len(ort_backend._LIVE))\n"

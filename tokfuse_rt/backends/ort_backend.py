@@ -63,7 +63,6 @@ def pick_providers(device: str, available: list[str]) -> tuple[list, str]:
 # the interpreter finalises its modules: an InferenceSession still alive while ONNX Runtime's static
 # environment (and its thread pools) is destroyed is a use-after-free at exit.
 _LIVE: weakref.WeakSet = weakref.WeakSet()
-_ATEXIT: list = []
 
 
 def close_live_sessions() -> int:
@@ -74,11 +73,7 @@ def close_live_sessions() -> int:
     return len(live)
 
 
-def _track(backend) -> None:
-    if not _ATEXIT:
-        atexit.register(close_live_sessions)
-        _ATEXIT.append(True)
-    _LIVE.add(backend)
+atexit.register(close_live_sessions)
 
 
 class OrtBackend:
@@ -135,7 +130,7 @@ class OrtBackend:
             self.path,
             "no tokfuse_rt config in the ONNX metadata and the token count cannot be inferred from the graph",
         )
-        _track(self)
+        _LIVE.add(self)
 
     def _check_io(self) -> None:
         ins = {i.name: i for i in self.session.get_inputs()}
