@@ -52,6 +52,22 @@ void conv_row_avx2(const float* const* in, int istride, const int* off, int nin,
 void rule_row_avx2(const RuleRow& r);
 bool render_avx2_compiled();
 
+// Row helpers of the base layers and the int8 render (scalar in render_cpu.cpp, AVX2 in
+// render_avx2.cpp; same operation order per element, so both give the same bits):
+//   box_hmean: dst[x] = (tmp[x] + tmp[x + 1] + ... + tmp[x + 2r]) / (2r + 1), tmp = src with r
+//              replicated pixels on each side (W + 2r floats of scratch)
+//   box_vmean: dst[x] = (rows[0][x] + ... + rows[n - 1][x]) / n
+//   quant_row: dst[x] = nearbyint(min(max(src[x] * mul + add, 0), 255)) (no FMA)
+typedef void (*BoxHFn)(const float* src, int W, int r, float* tmp, float* dst);
+typedef void (*BoxVFn)(const float* const* rows, int n, int W, float* dst);
+typedef void (*QuantRowFn)(const float* src, int W, float mul, float add, int32_t* dst);
+void box_hmean_scalar(const float* src, int W, int r, float* tmp, float* dst);
+void box_vmean_scalar(const float* const* rows, int n, int W, float* dst);
+void quant_row_scalar(const float* src, int W, float mul, float add, int32_t* dst);
+void box_hmean_avx2(const float* src, int W, int r, float* tmp, float* dst);
+void box_vmean_avx2(const float* const* rows, int n, int W, float* dst);
+void quant_row_avx2(const float* src, int W, float mul, float add, int32_t* dst);
+
 // Defined in render_avx512.cpp (the convolution only; the rule runs the AVX2 kernel). Only call
 // when cpu_has_avx512f() && render_avx512_compiled().
 void conv_row_avx512(const float* const* in, int istride, const int* off, int nin, const float* w,
@@ -79,6 +95,53 @@ struct RenderModel {
     const float* b4 = nullptr;
     float tau = 0.f, gain_vis = 0.f, gain_ir = 0.f;
 };
+
+// ---- int8 render (render_int8.cpp; VNNI kernel in render_vnni.cpp) ----
+// One 3x3 convolution (zero padding) of uint8 activations with int8 weights for one output row:
+//   in[ky]: rows y-1, y, y+1 at padded column -1, `istride` bytes per pixel, the input channels
+//     in groups of 4 bytes (ngroups of them); padding pixels hold each channel's zero point.
+//   w: packed [ky][kx][g][cop][4] int8; acc0[cop]: the accumulator's start (minus the zero points'
+//     contribution); scale, bias [cop]; cop a multiple of 16 (padding weights 0).
+//   acc = acc0 + sum of in * w (exact, int32); v = max(float(acc) * scale + bias, 0) (no FMA);
+//   inv != nullptr: out is uint8, q = nearbyint(min(v * inv[co], 255)) (round half to even);
+//   inv == nullptr: out is float32 v. `ostride` elements per output pixel.
+typedef void (*QConvRowFn)(const uint8_t* const* in, int istride, int ngroups, const int8_t* w,
+                           const int32_t* acc0, const float* scale, const float* bias,
+                           const float* inv, void* out, int ostride, int W, int cop);
+void qconv_row_scalar(const uint8_t* const* in, int istride, int ngroups, const int8_t* w,
+                      const int32_t* acc0, const float* scale, const float* bias, const float* inv,
+                      void* out, int ostride, int W, int cop);
+// Defined in render_vnni.cpp. Only call when cpu_has_avx512vnni() && render_vnni_compiled().
+void qconv_row_vnni(const uint8_t* const* in, int istride, int ngroups, const int8_t* w,
+                    const int32_t* acc0, const float* scale, const float* bias, const float* inv,
+                    void* out, int ostride, int W, int cop);
+bool render_vnni_compiled();
+bool cpu_has_avx512vnni();  // render_int8.cpp; false under TOKFUSE_NO_AVX2=1 too
+
+struct QConv {  // one quantised convolution (see QConvRowFn)
+    int ngroups = 0, cop = 0;
+    const int8_t* w = nullptr;
+    const int32_t* acc0 = nullptr;
+    const float* scale = nullptr;
+    const float* bias = nullptr;
+    const float* inv = nullptr;  // [cop] 1 / the next layer's input scale; nullptr: float output
+};
+
+// The int8 render half: the float32 model's head, rule and base layers, with detail conv1,
+// detail conv2 and head conv1 quantised. Activations: X = (ir, vis) as q = nearbyint(min(max(x *
+// 255, 0), 255)); H1 and the detail part of D as written by the convolutions (zero point 0); D's
+// base channel as q = nearbyint(min(max(b * base_inv + base_zero, 0), 255)), zero point base_zero.
+struct QuantModel {
+    const RenderModel* m = nullptr;
+    QConv c1, c2, c3;  // detail conv1 (uint8 out), detail conv2 (uint8 out), head conv1 (float out)
+    float base_inv = 0.f, base_zero = 0.f;
+};
+enum : int { RENDER_IMPL_VNNI = 4 };
+
+// As render_cpu, with the quantised convolutions; impl: IMPL_SCALAR or RENDER_IMPL_VNNI (the
+// rule runs in AVX2 whenever the CPU has it).
+void render_int8_cpu(const QuantModel& q, const float* ir, const float* vis, const float* base,
+                     int64_t B, int H, int W, float* out, int num_threads, int impl, int tile_rows);
 
 // ir, vis [B][H][W], base [B][nbase][H][W] -> out [B][H][W]. OpenMP over tiles of about
 // tile_rows rows (<= 0: chosen from H and the thread count); impl: IMPL_SCALAR, IMPL_AVX2 or

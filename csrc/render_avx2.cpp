@@ -177,6 +177,56 @@ void rule_row_avx2(const RuleRow& r) {
     }
 }
 
+void box_hmean_avx2(const float* src, int W, int r, float* tmp, float* dst) {
+    for (int i = 0; i < W + 2 * r; ++i) {
+        const int j = i - r < 0 ? 0 : i - r >= W ? W - 1 : i - r;
+        tmp[i] = src[j];
+    }
+    const __m256 n = _mm256_set1_ps(float(2 * r + 1));
+    int x = 0;
+    for (; x + 8 <= W; x += 8) {
+        __m256 s = _mm256_loadu_ps(tmp + x);
+        for (int j = 1; j <= 2 * r; ++j) s = _mm256_add_ps(s, _mm256_loadu_ps(tmp + x + j));
+        _mm256_storeu_ps(dst + x, _mm256_div_ps(s, n));
+    }
+    for (; x < W; ++x) {
+        float s = tmp[x];
+        for (int j = 1; j <= 2 * r; ++j) s += tmp[x + j];
+        dst[x] = s / float(2 * r + 1);
+    }
+}
+
+void box_vmean_avx2(const float* const* rows, int n, int W, float* dst) {
+    const __m256 nv = _mm256_set1_ps(float(n));
+    int x = 0;
+    for (; x + 8 <= W; x += 8) {
+        __m256 s = _mm256_loadu_ps(rows[0] + x);
+        for (int j = 1; j < n; ++j) s = _mm256_add_ps(s, _mm256_loadu_ps(rows[j] + x));
+        _mm256_storeu_ps(dst + x, _mm256_div_ps(s, nv));
+    }
+    for (; x < W; ++x) {
+        float s = rows[0][x];
+        for (int j = 1; j < n; ++j) s += rows[j][x];
+        dst[x] = s / float(n);
+    }
+}
+
+void quant_row_avx2(const float* src, int W, float mul, float add, int32_t* dst) {
+    const __m256 m = _mm256_set1_ps(mul), a = _mm256_set1_ps(add), lo = _mm256_setzero_ps(),
+                 hi = _mm256_set1_ps(255.0f);
+    int x = 0;
+    for (; x + 8 <= W; x += 8) {
+        const __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(src + x), m), a);
+        const __m256 c = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+        _mm256_storeu_si256((__m256i*)(dst + x), _mm256_cvtps_epi32(c));  // round half to even
+    }
+    for (; x < W; ++x) {
+        float v = src[x] * mul + add;
+        v = v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v;
+        dst[x] = _mm_cvtss_si32(_mm_set_ss(v));  // round half to even, as above
+    }
+}
+
 }  // namespace tokfuse
 
 #else  // not x86-64: no AVX2 kernel
@@ -186,6 +236,9 @@ bool render_avx2_compiled() { return false; }
 void conv_row_avx2(const float* const*, int, const int*, int, const float*, const float*, float*,
                    int, int, int, int) {}
 void rule_row_avx2(const RuleRow&) {}
+void box_hmean_avx2(const float*, int, int, float*, float*) {}
+void box_vmean_avx2(const float* const*, int, int, float*) {}
+void quant_row_avx2(const float*, int, float, float, int32_t*) {}
 }  // namespace tokfuse
 
 #endif

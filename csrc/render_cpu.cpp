@@ -16,11 +16,13 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <new>
 #include <vector>
 
 #include "nn_search.h"
 #include "render.h"
+#include "render_tile.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -101,34 +103,112 @@ void rule_row_scalar(const RuleRow& r) {
     }
 }
 
+void box_hmean_scalar(const float* src, int W, int r, float* tmp, float* dst) {
+    for (int i = 0; i < W + 2 * r; ++i) tmp[i] = src[std::min(std::max(i - r, 0), W - 1)];
+    for (int x = 0; x < W; ++x) {
+        float s = tmp[x];
+        for (int j = 1; j <= 2 * r; ++j) s += tmp[x + j];
+        dst[x] = s / float(2 * r + 1);
+    }
+}
+
+void box_vmean_scalar(const float* const* rows, int n, int W, float* dst) {
+    for (int x = 0; x < W; ++x) {
+        float s = rows[0][x];
+        for (int j = 1; j < n; ++j) s += rows[j][x];
+        dst[x] = s / float(n);
+    }
+}
+
+void quant_row_scalar(const float* src, int W, float mul, float add, int32_t* dst) {
+    for (int x = 0; x < W; ++x)
+        dst[x] = (int32_t)std::nearbyint(std::min(std::max(src[x] * mul + add, 0.0f), 255.0f));
+}
+
+const float* base_layers_tile(const float* ir, const float* vis, int H, int W, int R, int y0,
+                              int y1, LayerBufs& s) {
+    const bool avx2 = cpu_has_avx2_fma() && render_avx2_compiled();
+    const BoxHFn hmean = avx2 ? box_hmean_avx2 : box_hmean_scalar;
+    const BoxVFn vmean = avx2 ? box_vmean_avx2 : box_vmean_scalar;
+    const int T = y1 - y0;
+    // rows [a1, a2) of the first horizontal pass, [c1, c2) of the vertical and second horizontal
+    const int a1 = std::max(0, y0 - 2 * R), a2 = std::min(H, y1 + 2 * R);
+    const int c1 = std::max(0, y0 - R), c2 = std::min(H, y1 + R);
+    const int na = a2 - a1, nc = c2 - c1;
+    s.b1.resize((size_t)na * W);
+    s.b2.resize((size_t)nc * W);
+    s.b3.resize((size_t)nc * W);
+    s.lo.resize((size_t)2 * T * W);
+    s.tmp.resize((size_t)W + 2 * R);
+    s.rows.resize((size_t)2 * R + 1);
+    // rows clamp(y - R .. y + R) of an image stored from row `first` of `buf`
+    auto window = [&](const float* buf, int first, int y) {
+        for (int j = 0; j <= 2 * R; ++j)
+            s.rows[j] = buf + (ptrdiff_t)(std::min(std::max(y - R + j, 0), H - 1) - first) * W;
+        return s.rows.data();
+    };
+    for (int ch = 0; ch < 2; ++ch) {
+        const float* src = ch == 0 ? ir : vis;
+        for (int i = 0; i < na; ++i)
+            hmean(src + (size_t)(a1 + i) * W, W, R, s.tmp.data(), s.b1.data() + (size_t)i * W);
+        for (int i = 0; i < nc; ++i)
+            vmean(window(s.b1.data(), a1, c1 + i), 2 * R + 1, W, s.b2.data() + (size_t)i * W);
+        for (int i = 0; i < nc; ++i)
+            hmean(s.b2.data() + (size_t)i * W, W, R, s.tmp.data(), s.b3.data() + (size_t)i * W);
+        for (int t = 0; t < T; ++t)
+            vmean(window(s.b3.data(), c1, y0 + t), 2 * R + 1, W,
+                  s.lo.data() + ((size_t)ch * T + t) * W);
+    }
+    return s.lo.data();
+}
+
+int resolve_threads(int num_threads) {
+#ifdef _OPENMP
+    return num_threads > 0 ? num_threads : omp_get_max_threads();
+#else
+    (void)num_threads;
+    return 1;
+#endif
+}
+
+void parallel_tiles(int64_t B, int H, int tile_rows, int num_threads,
+                    const std::function<void(int thread, int64_t b, int y0, int y1)>& tile) {
+    const int nt = resolve_threads(num_threads);
+    int T = tile_rows;
+    if (T <= 0) {  // about 32 rows per tile, a multiple of the thread count per image
+        const int per_image = nt * std::max(1, (int)std::lround((double)H / (32.0 * nt)));
+        T = std::max(1, (H + per_image - 1) / per_image);
+    }
+    const int tiles = (H + T - 1) / T;
+    const int64_t items = B * tiles;
+    std::atomic<bool> failed(false);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+    {
+        int me = 0;
+#ifdef _OPENMP
+        me = omp_get_thread_num();
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (int64_t it = 0; it < items; ++it) {
+            if (failed.load(std::memory_order_relaxed)) continue;
+            try {  // an exception must not leave an OpenMP region
+                const int y0 = (int)(it % tiles) * T;
+                tile(me, it / tiles, y0, std::min(H, y0 + T));
+            } catch (...) {
+                failed.store(true);
+            }
+        }
+    }
+    if (failed.load()) throw std::bad_alloc();  // the only exception a tile can raise
+}
+
 namespace {
 
-// dst[x] = mean of src[clamp(x - r .. x + r)] (replicate padding), summed left to right.
-void hmean(const float* src, int W, int r, float* tmp, float* dst) {
-    for (int i = 0; i < W + 2 * r; ++i) tmp[i] = src[std::min(std::max(i - r, 0), W - 1)];
-    const float n = float(2 * r + 1);
-    for (int x = 0; x < W; ++x) dst[x] = tmp[x];
-    for (int j = 1; j <= 2 * r; ++j)
-        for (int x = 0; x < W; ++x) dst[x] += tmp[x + j];
-    for (int x = 0; x < W; ++x) dst[x] /= n;
-}
-
-// dst = mean of rows clamp(y - r .. y + r) of an image of H rows, of which rows [lo, ...) are
-// stored from `rows` (row stride W); summed top to bottom.
-void vmean(const float* rows, int lo, int H, int W, int y, int r, float* dst) {
-    const float n = float(2 * r + 1);
-    for (int j = 0; j <= 2 * r; ++j) {
-        const float* s = rows + (ptrdiff_t)(std::min(std::max(y - r + j, 0), H - 1) - lo) * W;
-        if (j == 0)
-            std::memcpy(dst, s, sizeof(float) * W);
-        else
-            for (int x = 0; x < W; ++x) dst[x] += s[x];
-    }
-    for (int x = 0; x < W; ++x) dst[x] /= n;
-}
-
 struct Scratch {
-    std::vector<float> x, h1, d, h, b1, b2, b3, lo, tmp;
+    std::vector<float> x, h1, d, h;
+    LayerBufs layers;
 };
 
 inline int ring(int r) { return ((r % 3) + 3) % 3; }
@@ -156,27 +236,8 @@ void render_tile(const RenderModel& m, ConvRowFn conv, RuleRowFn rule, const flo
     const float* l_ir = nullptr;
     const float* l_vis = nullptr;
     if (m.head == HEAD_LAYERS) {
-        const int a1 = std::max(0, y0 - 2 * R), a2 = std::min(H, y1 + 2 * R);
-        const int c1 = std::max(0, y0 - R), c2 = std::min(H, y1 + R);
-        const int na = a2 - a1, nc = c2 - c1;
-        s.b1.resize((size_t)na * W);
-        s.b2.resize((size_t)nc * W);
-        s.b3.resize((size_t)nc * W);
-        s.lo.resize((size_t)2 * T * W);
-        s.tmp.resize((size_t)W + 2 * R);
-        for (int ch = 0; ch < 2; ++ch) {
-            const float* src = ch == 0 ? ir : vis;
-            for (int i = 0; i < na; ++i)
-                hmean(src + (size_t)(a1 + i) * W, W, R, s.tmp.data(), s.b1.data() + (size_t)i * W);
-            for (int i = 0; i < nc; ++i)
-                vmean(s.b1.data(), a1, H, W, c1 + i, R, s.b2.data() + (size_t)i * W);
-            for (int i = 0; i < nc; ++i)
-                hmean(s.b2.data() + (size_t)i * W, W, R, s.tmp.data(), s.b3.data() + (size_t)i * W);
-            for (int t = 0; t < T; ++t)
-                vmean(s.b3.data(), c1, H, W, y0 + t, R, s.lo.data() + ((size_t)ch * T + t) * W);
-        }
-        l_ir = s.lo.data();
-        l_vis = s.lo.data() + (size_t)T * W;
+        l_ir = base_layers_tile(ir, vis, H, W, R, y0, y1, s.layers);
+        l_vis = l_ir + (size_t)T * W;
     }
 
     int x_next = y0 - 3, h_next = y0 - 2, d_next = y0 - 1;
@@ -242,42 +303,12 @@ void render_cpu(const RenderModel& m, const float* ir, const float* vis, const f
                            : avx2                     ? conv_row_avx2
                                                       : conv_row_scalar;
     const RuleRowFn rule = avx2 ? rule_row_avx2 : rule_row_scalar;
-    int nt = num_threads;
-#ifdef _OPENMP
-    if (nt <= 0) nt = omp_get_max_threads();
-#else
-    nt = 1;
-#endif
-    int T = tile_rows;
-    if (T <= 0) {  // about 32 rows per tile, a multiple of the thread count per image
-        const int per_image = nt * std::max(1, (int)std::lround((double)H / (32.0 * nt)));
-        T = std::max(1, (H + per_image - 1) / per_image);
-    }
-    const int tiles = (H + T - 1) / T;
-    const int64_t items = B * tiles;
     const size_t HW = (size_t)H * W;
-    std::atomic<bool> failed(false);
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt)
-#endif
-    {
-        Scratch s;
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-        for (int64_t it = 0; it < items; ++it) {
-            if (failed.load(std::memory_order_relaxed)) continue;
-            try {  // an exception must not leave an OpenMP region
-                const int64_t b = it / tiles;
-                const int y0 = (int)(it % tiles) * T, y1 = std::min(H, y0 + T);
-                render_tile(m, conv, rule, ir + b * HW, vis + b * HW, base + b * m.nbase * HW, H, W,
-                            y0, y1, out + b * HW, s);
-            } catch (...) {
-                failed.store(true);
-            }
-        }
-    }
-    if (failed.load()) throw std::bad_alloc();  // the only exception render_tile can raise
+    std::vector<Scratch> scratch(resolve_threads(num_threads));
+    parallel_tiles(B, H, tile_rows, num_threads, [&](int t, int64_t b, int y0, int y1) {
+        render_tile(m, conv, rule, ir + b * HW, vis + b * HW, base + b * m.nbase * HW, H, W, y0, y1,
+                    out + b * HW, scratch[t]);
+    });
 }
 
 }  // namespace tokfuse

@@ -3,6 +3,12 @@
 //   r = NativeRender(head, radius, detail_w1, detail_b1, detail_w2, detail_b2,
 //                    head_w1, head_b1, head_w2, head_b2, tau=0, gain_vis=0, gain_ir=0)
 //   fused = r.run(ir, vis, base_up, num_threads=0, impl="auto", tile_rows=0)
+//   r.quantize(conv1, conv2, conv3, base_inv, base_zero)    # the int8 render's tables, then
+//   fused = r.run_int8(ir, vis, base_up, num_threads=0, impl="auto", tile_rows=0)
+//
+// quantize() takes, per convolution, (w int8 (co, ci, 3, 3), acc0 int32 (co,), scale float32 (co,),
+// bias float32 (co,), inv float32 (co,) or None) as computed by tokfuse_rt/backends/render_int8.py
+// (conv1 and conv2 with inv: uint8 outputs; conv3 without: float32 for the rule).
 //
 // Weights are PyTorch's Conv2d tensors as float32 numpy arrays; they are validated and packed
 // once. run() reads ir, vis [B, 1, H, W] and base_up [B, nbase, H, W] (float32, C-contiguous;
@@ -11,6 +17,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -68,6 +75,32 @@ std::vector<float> pack3x3(const Arr& w, int co, int ci, int cop) {
     return p;
 }
 
+int round16(int c) { return (c + 15) / 16 * 16; }
+
+// int8 weight [co][ci][3][3] -> [ky][kx][g][cop][4] (ci padded to 4 * ngroups, co to cop)
+std::vector<int8_t> pack_q(const py::array_t<int8_t, py::array::c_style>& w, int co, int ci,
+                           int ngroups, int cop) {
+    std::vector<int8_t> p((size_t)9 * ngroups * cop * 4, 0);
+    const int8_t* s = w.data();
+    for (int o = 0; o < co; ++o)
+        for (int i = 0; i < ci; ++i)
+            for (int k = 0; k < 9; ++k)
+                p[(((size_t)k * ngroups + i / 4) * cop + o) * 4 + i % 4] =
+                    s[((size_t)o * ci + i) * 9 + k];
+    return p;
+}
+
+template <typename T>
+std::vector<T> vec_of(py::handle obj, const char* name, int n, int pad_to) {
+    auto a = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(obj);
+    if (!a || a.ndim() != 1 || a.shape(0) != n)
+        throw py::value_error(std::string(name) + " must be a 1-D array of " + std::to_string(n) +
+                              " values");
+    std::vector<T> v(pad_to, T(0));
+    for (int i = 0; i < n; ++i) v[i] = a.data()[i];
+    return v;
+}
+
 std::vector<float> padded(const Arr& b, int n) {
     std::vector<float> p(n, 0.f);
     for (py::ssize_t i = 0; i < b.shape(0); ++i) p[i] = b.data()[i];
@@ -122,24 +155,9 @@ public:
     py::array_t<float> run(py::handle ir_, py::handle vis_, py::handle base_, int num_threads,
                            const std::string& impl_s, int tile_rows) const {
         const int impl = resolve(impl_s);
-        Arr ir = as_f32(ir_, "ir"), vis = as_f32(vis_, "vis"), base = as_f32(base_, "base_up");
-        if (ir.ndim() != 4 || ir.shape(1) != 1)
-            throw py::value_error("ir must have shape (B, 1, H, W), got " + shape_of(ir));
-        const py::ssize_t B = ir.shape(0), H = ir.shape(2), W = ir.shape(3);
-        if (B < 1 || H < 1 || W < 1)
-            throw py::value_error("ir must not be empty, got shape " + shape_of(ir));
-        if (H > (1 << 20) || W > (1 << 20))
-            throw py::value_error("ir is too large: shape " + shape_of(ir));
-        if (vis.ndim() != 4 || vis.shape(0) != B || vis.shape(1) != 1 || vis.shape(2) != H ||
-            vis.shape(3) != W)
-            throw py::value_error("vis must have the shape of ir " + shape_of(ir) + ", got " +
-                                  shape_of(vis));
-        if (base.ndim() != 4 || base.shape(0) != B || base.shape(1) != m_.nbase ||
-            base.shape(2) != H || base.shape(3) != W)
-            throw py::value_error("base_up must have shape (" + std::to_string(B) + ", " +
-                                  std::to_string(m_.nbase) + ", " + std::to_string(H) + ", " +
-                                  std::to_string(W) + ") for the \"" + head_ + "\" head, got " +
-                                  shape_of(base));
+        Arr ir, vis, base;
+        py::ssize_t B, H, W;
+        check(ir_, vis_, base_, ir, vis, base, B, H, W);
         py::array_t<float> out({B, (py::ssize_t)1, H, W});
         const float *pi = ir.data(), *pv = vis.data(), *pb = base.data();
         float* po = out.mutable_data();
@@ -149,6 +167,54 @@ public:
         }
         return out;
     }
+
+    void quantize(py::tuple c1, py::tuple c2, py::tuple c3, float base_inv, float base_zero) {
+        if (!(std::isfinite(base_inv) && base_inv > 0.f && base_zero >= 0.f && base_zero <= 255.f &&
+              base_zero == std::nearbyint(base_zero)))
+            throw py::value_error("base_inv must be positive and base_zero an integer in [0, 255]");
+        set_q(0, c1, "conv1", m_.C, 2, true);
+        set_q(1, c2, "conv2", m_.C, m_.C, true);
+        set_q(2, c3, "conv3", m_.Ch, m_.C + 3, false);
+        q_.base_inv = base_inv, q_.base_zero = base_zero;
+        quantized_ = true;
+    }
+
+    py::array_t<float> run_int8(py::handle ir_, py::handle vis_, py::handle base_, int num_threads,
+                                const std::string& impl_s, int tile_rows) const {
+        if (!quantized_) throw py::value_error("run_int8 before quantize(): no int8 tables");
+        const int impl = resolve_int8(impl_s);
+        Arr ir, vis, base;
+        py::ssize_t B, H, W;
+        check(ir_, vis_, base_, ir, vis, base, B, H, W);
+        QuantModel q = q_;
+        q.m = &m_;
+        py::array_t<float> out({B, (py::ssize_t)1, H, W});
+        const float *pi = ir.data(), *pv = vis.data(), *pb = base.data();
+        float* po = out.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            render_int8_cpu(q, pi, pv, pb, B, (int)H, (int)W, po, num_threads, impl, tile_rows);
+        }
+        return out;
+    }
+
+    static int resolve_int8(const std::string& s) {
+        const bool vnni = cpu_has_avx512vnni() && render_vnni_compiled();
+        if (s == "auto") return vnni ? (int)RENDER_IMPL_VNNI : (int)IMPL_SCALAR;
+        if (s == "scalar") return IMPL_SCALAR;
+        if (s == "vnni") {
+            if (!vnni)
+                throw py::value_error(
+                    "impl=\"vnni\" requested but this CPU (or build) has no AVX-512 VNNI kernel");
+            return RENDER_IMPL_VNNI;
+        }
+        throw py::value_error("int8 impl must be \"auto\", \"vnni\" or \"scalar\", got \"" + s +
+                              "\"");
+    }
+    static std::string resolved_int8_name(const std::string& s) {
+        return resolve_int8(s) == RENDER_IMPL_VNNI ? "vnni" : "scalar";
+    }
+    bool quantized() const { return quantized_; }
 
     // "auto" -> the widest path this CPU and build have; a named path is checked.
     static int resolve(const std::string& s) {
@@ -182,7 +248,57 @@ public:
     int base_channels() const { return m_.nbase; }
 
 private:
+    void check(py::handle ir_, py::handle vis_, py::handle base_, Arr& ir, Arr& vis, Arr& base,
+               py::ssize_t& B, py::ssize_t& H, py::ssize_t& W) const {
+        ir = as_f32(ir_, "ir"), vis = as_f32(vis_, "vis"), base = as_f32(base_, "base_up");
+        if (ir.ndim() != 4 || ir.shape(1) != 1)
+            throw py::value_error("ir must have shape (B, 1, H, W), got " + shape_of(ir));
+        B = ir.shape(0), H = ir.shape(2), W = ir.shape(3);
+        if (B < 1 || H < 1 || W < 1)
+            throw py::value_error("ir must not be empty, got shape " + shape_of(ir));
+        if (H > (1 << 20) || W > (1 << 20))
+            throw py::value_error("ir is too large: shape " + shape_of(ir));
+        if (vis.ndim() != 4 || vis.shape(0) != B || vis.shape(1) != 1 || vis.shape(2) != H ||
+            vis.shape(3) != W)
+            throw py::value_error("vis must have the shape of ir " + shape_of(ir) + ", got " +
+                                  shape_of(vis));
+        if (base.ndim() != 4 || base.shape(0) != B || base.shape(1) != m_.nbase ||
+            base.shape(2) != H || base.shape(3) != W)
+            throw py::value_error("base_up must have shape (" + std::to_string(B) + ", " +
+                                  std::to_string(m_.nbase) + ", " + std::to_string(H) + ", " +
+                                  std::to_string(W) + ") for the \"" + head_ + "\" head, got " +
+                                  shape_of(base));
+    }
+
+    void set_q(int i, py::tuple t, const char* name, int co, int ci, bool u8_out) {
+        const std::string n(name);
+        if (t.size() != 5) throw py::value_error(n + " must be (w, acc0, scale, bias, inv)");
+        auto w = py::array_t<int8_t, py::array::c_style>::ensure(t[0]);
+        if (!w || w.ndim() != 4 || w.shape(0) != co || w.shape(1) != ci || w.shape(2) != 3 ||
+            w.shape(3) != 3)
+            throw py::value_error(n + " weights must be int8 of shape (" + std::to_string(co) + ", " +
+                                  std::to_string(ci) + ", 3, 3)");
+        if (u8_out == t[4].is_none())
+            throw py::value_error(n + (u8_out ? " needs inv (uint8 output)" : " takes inv=None"));
+        const int ng = (ci + 3) / 4, cop = round16(co);
+        qw_[i] = pack_q(w, co, ci, ng, cop);
+        qa_[i] = vec_of<int32_t>(t[1], (n + " acc0").c_str(), co, cop);
+        qs_[i] = vec_of<float>(t[2], (n + " scale").c_str(), co, cop);
+        qb_[i] = vec_of<float>(t[3], (n + " bias").c_str(), co, cop);
+        qi_[i] = u8_out ? vec_of<float>(t[4], (n + " inv").c_str(), co, cop) : std::vector<float>();
+        for (float v : qs_[i])
+            if (!std::isfinite(v)) throw py::value_error(n + " scale must be finite");
+        QConv& c = i == 0 ? q_.c1 : i == 1 ? q_.c2 : q_.c3;
+        c.ngroups = ng, c.cop = cop, c.w = qw_[i].data(), c.acc0 = qa_[i].data();
+        c.scale = qs_[i].data(), c.bias = qb_[i].data(), c.inv = u8_out ? qi_[i].data() : nullptr;
+    }
+
     RenderModel m_;
+    QuantModel q_;
+    bool quantized_ = false;
+    std::vector<int8_t> qw_[3];
+    std::vector<int32_t> qa_[3];
+    std::vector<float> qs_[3], qb_[3], qi_[3];
     std::string head_;
     std::vector<float> w1_, b1_, w2_, b2_, w3_, b3_, w4_, b4_;
 };
@@ -208,6 +324,20 @@ void bind_render(py::module_& m) {
              "\"avx512\" "
              "(AVX-512F convolutions, AVX2 rule), \"avx2\" or \"scalar\"; "
              "tile_rows: rows per tile (0 = chosen from H and the threads).")
+        .def("quantize", &NativeRender::quantize, py::arg("conv1"), py::arg("conv2"),
+             py::arg("conv3"), py::arg("base_inv"), py::arg("base_zero"),
+             "The int8 render's tables: per convolution (w int8 (co, ci, 3, 3), acc0 int32, scale, "
+             "bias, inv float32 (co,) or None for conv3); base_inv, base_zero: the base channel's "
+             "quantisation.")
+        .def("run_int8", &NativeRender::run_int8, py::arg("ir"), py::arg("vis"),
+             py::arg("base_up"), py::arg("num_threads") = 0, py::arg("impl") = "auto",
+             py::arg("tile_rows") = 0,
+             "As run(), with the quantised convolutions; impl: \"auto\", \"vnni\" (AVX-512 "
+             "VNNI) or \"scalar\".")
+        .def_static("resolve_int8_impl", &NativeRender::resolved_int8_name,
+                    py::arg("impl") = "auto",
+                    "The int8 path impl runs on this CPU (\"vnni\" or \"scalar\").")
+        .def_property_readonly("quantized", &NativeRender::quantized)
         .def_static(
             "resolve_impl", &NativeRender::resolved_name, py::arg("impl") = "auto",
             "The instruction path impl runs on this CPU (\"avx512\", \"avx2\" or \"scalar\"); "

@@ -35,7 +35,10 @@ class FusionHead(HeadConvs):
     """[D, base, ir, vis] -> fused luminance in [0, 1]: a per-pixel blend of the sources plus a residual."""
 
     def forward(self, d, base, ir, vis):
-        y = self.corrections(d, base, ir, vis)
+        return self.rule(self.corrections(d, base, ir, vis), base, ir, vis)
+
+    def rule(self, y, base, ir, vis):
+        """The per-pixel rule given the corrections ``y`` [B, 2, H, W]."""
         w = torch.sigmoid(y[:, :1])
         return (w * ir + (1.0 - w) * vis + y[:, 1:2]).clamp(0.0, 1.0)
 

@@ -61,8 +61,11 @@ class LayersRender(HeadConvs):
         self.gain_ir = nn.Parameter(torch.tensor(0.3))
 
     def forward(self, d, base_up, ir, vis):
-        b, g, a, mu, c = split_base(base_up)
-        y = self.corrections(d, b, ir, vis)
+        return self.rule(self.corrections(d, split_base(base_up)[0], ir, vis), base_up, ir, vis)
+
+    def rule(self, y, base_up, ir, vis):
+        """The per-pixel rule given the corrections ``y`` [B, 2, H, W]."""
+        _, g, a, mu, c = split_base(base_up)
         low = box_blur(torch.cat([ir, vis], dim=1), self.radius)
         l_ir, l_vis = low[:, :1], low[:, 1:]
         w = torch.sigmoid(self.tau * (l_ir - l_vis) + y[:, :1])

@@ -81,8 +81,11 @@ class ToneRender(HeadConvs):
         self.tau = nn.Parameter(torch.tensor(40.0))
 
     def forward(self, d, base_up, ir, vis):
-        b, g, a, mu, c = split_base(base_up)
-        y = self.corrections(d, b, ir, vis)
+        return self.rule(self.corrections(d, split_base(base_up)[0], ir, vis), base_up, ir, vis)
+
+    def rule(self, y, base_up, ir, vis):
+        """The per-pixel rule given the corrections ``y`` [B, 2, H, W]."""
+        _, g, a, mu, c = split_base(base_up)
         w = torch.sigmoid(self.tau * (ir - vis) + y[:, :1])
         sel = w * ir + (1.0 - w) * vis
         add = (ir + vis - c).clamp(0.0, 1.0)

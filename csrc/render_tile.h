@@ -1,0 +1,31 @@
+// Shared parts of the fused render's drivers (render_cpu.cpp: float32, render_int8.cpp: int8).
+// Baseline ISA only: included by files compiled without -mavx* flags.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "render.h"
+
+namespace tokfuse {
+
+// "layers" head: the base layers (two separable box passes of radius R, replicate padding) of ir
+// and vis for output rows [y0, y1), computed from the 4R source rows around them. Returns
+// lo[2][y1 - y0][W] (ir, then vis), stored in s.
+struct LayerBufs {
+    std::vector<float> b1, b2, b3, lo, tmp;
+    std::vector<const float*> rows;
+};
+const float* base_layers_tile(const float* ir, const float* vis, int H, int W, int R, int y0,
+                              int y1, LayerBufs& s);
+
+// OpenMP threads num_threads resolves to (<= 0: the OpenMP default; 1 without OpenMP).
+int resolve_threads(int num_threads);
+
+// Calls tile(thread, b, y0, y1) for every tile of about tile_rows rows (<= 0: chosen from H and
+// the thread count) of every image b < B, OpenMP over tiles; thread < resolve_threads(num_threads).
+// An exception in a tile is rethrown as std::bad_alloc after the parallel region.
+void parallel_tiles(int64_t B, int H, int tile_rows, int num_threads,
+                    const std::function<void(int thread, int64_t b, int y0, int y1)>& tile);
+
+}  // namespace tokfuse
