@@ -27,8 +27,9 @@ typedef void (*ConvRowFn)(const float* const* in, int istride, const int* off, i
 struct RuleRow {
     int head;  // RenderHead
     int W;
-    const float* h;  // [W][hstride] head features after ReLU
+    const float* h;  // head features after ReLU: [W][hstride], or [nh][hplane] when hplane > 0
     int hstride;
+    int hplane;  // > 0: channel-planar h (the int8 render), h[c * hplane + x]
     int nh;           // head channels used
     const float* w2;  // [2][nh] 1x1 convolution weights
     const float* b2;  // [2]
@@ -97,22 +98,27 @@ struct RenderModel {
 };
 
 // ---- int8 render (render_int8.cpp; VNNI kernel in render_vnni.cpp) ----
+// Activations are uint8 in a group-planar row layout: the channels in groups of 4 bytes, one plane
+// of `gstride` pixels per group, pixel x (-1 .. W, the padding columns included) of group g at
+// byte (g * gstride + x + 1) * 4 + channel % 4; padding pixels hold each channel's zero point.
+// gstride >= W + 2 + 15 (a 16-pixel block may read past the row's end; those lanes are discarded).
+//
 // One 3x3 convolution (zero padding) of uint8 activations with int8 weights for one output row:
-//   in[ky]: rows y-1, y, y+1 at padded column -1, `istride` bytes per pixel, the input channels
-//     in groups of 4 bytes (ngroups of them); padding pixels hold each channel's zero point.
+//   in[ky]: rows y-1, y, y+1 (group-planar, at their padding column -1), ngroups groups read.
 //   w: packed [ky][kx][g][cop][4] int8; acc0[cop]: the accumulator's start (minus the zero points'
 //     contribution); scale, bias [cop]; cop a multiple of 16 (padding weights 0).
 //   acc = acc0 + sum of in * w (exact, int32); v = max(float(acc) * scale + bias, 0) (no FMA);
-//   inv != nullptr: out is uint8, q = nearbyint(min(v * inv[co], 255)) (round half to even);
-//   inv == nullptr: out is float32 v. `ostride` elements per output pixel.
-typedef void (*QConvRowFn)(const uint8_t* const* in, int istride, int ngroups, const int8_t* w,
+//   inv != nullptr: out is a group-planar uint8 row at pixel 0 of group 0, `ostride` pixels per
+//     group plane, q = nearbyint(min(v * inv[co], 255)) (round half to even);
+//   inv == nullptr: out is channel-planar float32, v of channel co at out[co * ostride + x].
+typedef void (*QConvRowFn)(const uint8_t* const* in, int gstride, int ngroups, const int8_t* w,
                            const int32_t* acc0, const float* scale, const float* bias,
                            const float* inv, void* out, int ostride, int W, int cop);
-void qconv_row_scalar(const uint8_t* const* in, int istride, int ngroups, const int8_t* w,
+void qconv_row_scalar(const uint8_t* const* in, int gstride, int ngroups, const int8_t* w,
                       const int32_t* acc0, const float* scale, const float* bias, const float* inv,
                       void* out, int ostride, int W, int cop);
 // Defined in render_vnni.cpp. Only call when cpu_has_avx512vnni() && render_vnni_compiled().
-void qconv_row_vnni(const uint8_t* const* in, int istride, int ngroups, const int8_t* w,
+void qconv_row_vnni(const uint8_t* const* in, int gstride, int ngroups, const int8_t* w,
                     const int32_t* acc0, const float* scale, const float* bias, const float* inv,
                     void* out, int ostride, int W, int cop);
 bool render_vnni_compiled();

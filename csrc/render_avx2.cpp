@@ -131,9 +131,10 @@ void rule_row_avx2(const RuleRow& r) {
     int x = 0;
     for (; x + 8 <= W; x += 8) {
         __m256 y0 = _mm256_set1_ps(r.b2[0]), y1 = _mm256_set1_ps(r.b2[1]);
-        const float* h = r.h + (ptrdiff_t)x * hs;
+        const float* h = r.hplane > 0 ? r.h + x : r.h + (ptrdiff_t)x * hs;
         for (int c = 0; c < nh; ++c) {
-            const __m256 hv = _mm256_i32gather_ps(h + c, idx, 4);
+            const __m256 hv = r.hplane > 0 ? _mm256_loadu_ps(h + (ptrdiff_t)c * r.hplane)
+                                           : _mm256_i32gather_ps(h + c, idx, 4);
             y0 = _mm256_fmadd_ps(_mm256_set1_ps(r.w2[c]), hv, y0);
             y1 = _mm256_fmadd_ps(_mm256_set1_ps(r.w2[nh + c]), hv, y1);
         }
@@ -168,7 +169,7 @@ void rule_row_avx2(const RuleRow& r) {
     if (x < W) {  // the last W % 8 pixels: the scalar rule
         RuleRow t = r;
         t.W = W - x;
-        t.h = r.h + (ptrdiff_t)x * hs;
+        t.h = r.hplane > 0 ? r.h + x : r.h + (ptrdiff_t)x * hs;
         t.ir = r.ir + x, t.vis = r.vis + x, t.out = r.out + x;
         if (r.l_ir) t.l_ir = r.l_ir + x, t.l_vis = r.l_vis + x;
         for (int k = 0; k < 4; ++k)

@@ -74,11 +74,12 @@ inline float knee1(float x) {  // tone.py's knee: KNEE = 0.9, 1 - KNEE = 0.1 (fl
 
 void rule_row_scalar(const RuleRow& r) {
     for (int x = 0; x < r.W; ++x) {
-        const float* h = r.h + (ptrdiff_t)x * r.hstride;
+        const float* h = r.hplane > 0 ? r.h + x : r.h + (ptrdiff_t)x * r.hstride;
+        const ptrdiff_t hs = r.hplane > 0 ? r.hplane : 1;
         float y0 = r.b2[0], y1 = r.b2[1];
         for (int c = 0; c < r.nh; ++c) {
-            y0 += r.w2[c] * h[c];
-            y1 += r.w2[r.nh + c] * h[c];
+            y0 += r.w2[c] * h[c * hs];
+            y1 += r.w2[r.nh + c] * h[c * hs];
         }
         const float A = r.ir[x], Bv = r.vis[x];
         float f;
