@@ -127,6 +127,7 @@ sources = [
     f"{CSRC}/render_int8.cpp",
     f"{CSRC}/render_vnni.cpp",
     f"{CSRC}/render_py.cpp",
+    f"{CSRC}/colour_py.cpp",
 ]
 depends = [f"{CSRC}/{f}" for f in ("nn_search.h", "nn_search_kernel.cuh", "dlpack_min.h", "render.h", "render_tile.h")]
 define_macros = []

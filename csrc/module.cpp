@@ -35,6 +35,7 @@ namespace py = pybind11;
 using namespace tokfuse;
 
 void bind_render(py::module_& m);  // render_py.cpp
+void bind_colour(py::module_& m);  // colour_py.cpp
 
 namespace {
 
@@ -531,6 +532,7 @@ bool has_cuda() {
 PYBIND11_MODULE(_C, m) {
     m.doc() = "tokfuse_rt native extension: codebook nearest-neighbour search and the fused render";
     bind_render(m);
+    bind_colour(m);
 
     m.def("nn_search", &nn_search_py, py::arg("queries"), py::arg("codebook"),
           py::arg("metric") = "ip", py::arg("num_threads") = 0, py::arg("impl") = "auto",

@@ -1,8 +1,8 @@
-"""python -m export {onnx|trt|check} ...  ->  export.to_onnx / export.to_trt / export.trt_support."""
+"""python -m export {onnx|trt|native|check} ...  ->  export.to_onnx / to_trt / to_native / trt_support."""
 
 import sys
 
-USAGE = "usage: python -m export {onnx,trt,check} ARGS...   (e.g. python -m export onnx CKPT -o model.onnx)"
+USAGE = "usage: python -m export {onnx,trt,native,check} ARGS...   (e.g. python -m export onnx CKPT -o model.onnx)"
 
 
 def main(argv=None) -> int:
@@ -15,6 +15,8 @@ def main(argv=None) -> int:
         from .to_onnx import main as m
     elif cmd in ("trt", "tensorrt"):
         from .to_trt import main as m
+    elif cmd == "native":
+        from .to_native import main as m
     elif cmd == "check":
         from .trt_support import main as m
     else:

@@ -1,7 +1,8 @@
-"""int8 vs float32 parity of an exported model on real test pairs.
+"""int8 vs float32 parity of a model on real test pairs.
 
     python scripts/int8_parity.py FP32.onnx INT8.onnx [--sets TNO RoadScene MSRS] [--limit N]
         [--threads 2] [--json out.json]
+    python scripts/int8_parity.py CKPT CKPT --backends native native-int8 ...   (the native int8 render)
 
 Each pair of ``shared/data/test/<set>`` is fused by both models through ``Engine`` (uint8 output, in
 colour where the visible image is colour); reported per set: PSNR of the int8 result against the
@@ -31,14 +32,20 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
-def parity(fp32, int8, set_dir: Path, limit: int | None = None, threads: int | None = None) -> dict:
+def parity(
+    fp32, int8, set_dir: Path, limit: int | None = None, threads: int | None = None, backends=("auto", "auto")
+) -> dict:
     """{pairs, median_db, worst_db, worst_pair, ids_identical} of the two models on one set folder."""
     from tokfuse_rt import Engine
     from tokfuse_rt.pairing import pair_set
 
     pairs = list(pair_set(set_dir))[:limit]
     dbs, ids_ok = [], True
-    with Engine(fp32, device="cpu", threads=threads) as a, Engine(int8, device="cpu", threads=threads) as b:
+    ba, bb = backends
+    with (
+        Engine(fp32, device="cpu", threads=threads, backend=ba) as a,
+        Engine(int8, device="cpu", threads=threads, backend=bb) as b,
+    ):
         for p in pairs:
             fa, ia = a.fuse_with_tokens(p.ir, p.vis)
             fb, ib = b.fuse_with_tokens(p.ir, p.vis)
@@ -63,6 +70,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sets", nargs="+", default=["TNO", "RoadScene", "MSRS"])
     ap.add_argument("--limit", type=int, default=None, help="first N pairs of each set")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--backends", nargs=2, default=["auto", "auto"], metavar=("FP32", "INT8"))
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     data = find_shared_data(start=ROOT)
@@ -72,7 +80,7 @@ def main(argv=None) -> int:
     out, ok = {}, True
     for s in a.sets:
         t = time.perf_counter()
-        r = parity(a.fp32, a.int8, data / "test" / s, a.limit, a.threads)
+        r = parity(a.fp32, a.int8, data / "test" / s, a.limit, a.threads, tuple(a.backends))
         out[s] = r
         good = r["median_db"] >= MEDIAN_DB and r["worst_db"] >= WORST_DB and r["ids_identical"]
         ok &= good

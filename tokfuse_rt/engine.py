@@ -118,7 +118,8 @@ class Engine:
     ``tokfuse_rt.rig``); every fuse call uses it unless the call passes its own.
     ``backend``: "auto" (by file suffix: PyTorch for .safetensors, ONNX Runtime for .onnx, TensorRT for
     .plan/.engine) or one of "pytorch", "native" (.safetensors: token pathway in PyTorch, render half
-    in the fused C++ kernel, CPU only; see ``tokfuse_rt.backends.native_backend``), "onnxruntime",
+    in the fused C++ kernel, CPU only; see ``tokfuse_rt.backends.native_backend``), "native-int8" (the
+    same with the render's convolutions in int8, from the checkpoint's int8 ranges), "onnxruntime",
     "tensorrt".
     """
 
@@ -160,7 +161,7 @@ class Engine:
         cls = backend_class(path, backend)
         kwargs = {"device": device, "threads": threads}
         if kernels != "auto":
-            if cls.name not in ("pytorch", "native"):
+            if cls.name not in ("pytorch", "native", "native-int8"):
                 raise ValueError(f"kernels={kernels!r} applies to the PyTorch and native backends only, not {cls.name}")
             kwargs["kernels"] = kernels
         self.path = path

@@ -312,8 +312,40 @@ def to_float(img: np.ndarray) -> np.ndarray:
     return img.astype(np.float32, copy=False)
 
 
+_EXT = False  # tokfuse_rt._C with the colour steps: not looked up yet
+
+
+def colour_ext():
+    """``tokfuse_rt._C`` when it has the colour steps (``luminance_u8``, ``colour_out``: the NumPy code of
+    this module in C++, bit-identical), else None (the extension is optional)."""
+    global _EXT
+    if _EXT is False:
+        try:
+            from . import _C
+        except ImportError:
+            _EXT = None
+        else:
+            _EXT = _C if hasattr(_C, "colour_out") else None
+    return _EXT
+
+
+def pixels_contiguous(img: np.ndarray) -> bool:
+    """True when each row's pixels are contiguous (any row stride): what the C++ colour steps read."""
+    return img.strides[-1] == img.itemsize and (img.ndim == 2 or img.strides[1] == img.itemsize * img.shape[2])
+
+
 def luminance(img: np.ndarray) -> np.ndarray:
     """(H, W) or (H, W, 3), uint8 or float [0, 1] -> Y float32 (H, W) in [0, 1]."""
+    ext = colour_ext()
+    if ext is not None and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 and pixels_contiguous(img):
+        out = np.empty(img.shape[:2], np.float32)
+        ext.luminance_u8(img, out)
+        return out
+    return luminance_np(img)
+
+
+def luminance_np(img: np.ndarray) -> np.ndarray:
+    """``luminance`` in NumPy (the definition; ``tokfuse_rt._C.luminance_u8`` repeats it)."""
     f = to_float(img)
     if f.ndim == 2:
         return np.ascontiguousarray(f)

@@ -18,10 +18,12 @@ from .imageio import (
     DEFAULT_MAX_PIXELS,
     MIN_SIZE,
     check_pixels,
+    colour_ext,
     is_colour,
     load_image,
     luminance,
     pil_to_array,
+    pixels_contiguous,
     rgb_to_ycbcr,
     to_uint8,
     ycbcr_to_rgb,
@@ -254,8 +256,13 @@ class OutputBuilder:
         win = (slice(y0, y0 + h), slice(x0, x0 + w))
         if self.p.rig is not None:  # feathered into the visible image outside the infrared field of view
             fused_y = self.p.rig.blend(fused_y, luminance(self.p.vis[win]), *win)
+        vis = self.p.vis[win]
+        ext = colour_ext()
+        if self.p.colour and self.f is None and ext is not None and vis.dtype == np.uint8 and pixels_contiguous(vis):
+            ext.colour_out(np.ascontiguousarray(fused_y, dtype=np.float32), vis, self.u8[win])  # == the NumPy path
+            return
         if self.p.colour:
-            ycc = rgb_to_ycbcr(self.p.vis[win])
+            ycc = rgb_to_ycbcr(vis)
             ycc[..., 0] = fused_y
             out_f = ycbcr_to_rgb(ycc)
         else:

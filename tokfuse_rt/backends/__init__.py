@@ -70,6 +70,7 @@ REGISTRY = {
 NAMED = {
     "pytorch": ("tokfuse_rt.backends.torch_backend", "TorchBackend", (".safetensors",)),
     "native": ("tokfuse_rt.backends.native_backend", "NativeBackend", (".safetensors",)),
+    "native-int8": ("tokfuse_rt.backends.native_backend", "NativeInt8Backend", (".safetensors",)),
     "onnxruntime": ("tokfuse_rt.backends.ort_backend", "OrtBackend", (".onnx",)),
     "tensorrt": ("tokfuse_rt.backends.trt_backend", "TrtBackend", (".plan", ".engine")),
 }
@@ -103,17 +104,26 @@ def backend_class(path: Path, backend: str = "auto"):
 
 
 def upsample_base(base, size):
-    """base float32 [B, C, S, S] -> base_up float32 [B, C, H, W] for ``size`` = (H, W): ``TokFuse.upsample_base``
-    (bilinear, half-pixel centres), the one definition every backend uses."""
+    """base float32 [B, C, S, S] -> base_up float32 [B, C, H, W] for ``size`` = (H, W), the one definition every
+    backend uses: channel 0 (the base map) by ``TokFuse.upsample_base`` (bilinear, half-pixel centres); the
+    other channels of a "tone"/"layers" base (C = 5: the tone, constant over the map) are filled with their
+    value, as the whole model broadcasts them (bilinear weights summing to 1 in float32 would move a constant
+    by up to an ulp, and cost four full-size interpolations)."""
     import numpy as np
     import torch
 
     from ..model.fusion import TokFuse
 
     h, w = (int(v) for v in size)
+    base = np.ascontiguousarray(base, dtype=np.float32)
+    n = 1 if base.shape[1] == 5 else base.shape[1]  # channels interpolated
+    out = np.empty((base.shape[0], base.shape[1], h, w), np.float32)
     with torch.inference_mode():
-        t = torch.from_numpy(np.ascontiguousarray(base, dtype=np.float32))
-        return TokFuse.upsample_base(t, (h, w)).contiguous().numpy()
+        out[:, :n] = TokFuse.upsample_base(torch.from_numpy(base[:, :n]), (h, w)).numpy()
+    for b in range(base.shape[0]):
+        for c in range(n, base.shape[1]):
+            out[b, c].fill(base[b, c, 0, 0])
+    return out
 
 
 def token_counts(cfg: dict | None, k_static: int | None, path: Path, missing: str) -> tuple[int, int]:

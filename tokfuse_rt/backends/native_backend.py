@@ -4,6 +4,11 @@ the head's per-pixel rule, "blend", "tone" or "layers") in the fused C++ kernel
 scalar convolutions chosen at run time, OpenMP over tiles). Same halves as the PyTorch backend, so tiling and video
 reuse run the native render too. ``Engine(ckpt, backend="native")`` selects it.
 
+``backend="native-int8"`` (:class:`NativeInt8Backend`) runs the render half's convolutions in int8
+(``NativeRender.run_int8``: AVX-512 VNNI, else scalar; see ``render_int8.py``) with the activation ranges
+stored in the checkpoint (``python -m export.to_native CKPT -o OUT --calib DIR`` adds them; the bundled
+default has them).
+
 The token pathway runs on one PyTorch thread (``token_threads``): its ops are small (S×S = 128²) and
 each multi-threaded op ends in a thread barrier; with 2 threads on a busy 2-core machine those
 barriers dominate (measured: 5 ms per 640×480 pair on 1 thread, 100-300 ms on 2 with a training run
@@ -23,6 +28,7 @@ import torch
 from .torch_backend import TorchBackend
 
 IMPLS = ("auto", "avx512", "avx2", "scalar")
+INT8_IMPLS = ("auto", "vnni", "scalar")
 
 
 def _native_module():
@@ -104,6 +110,7 @@ class NativeBackend(TorchBackend):
     ``token_threads``: PyTorch threads of the token pathway (see the module docstring)."""
 
     name = "native"
+    impls = IMPLS
 
     def __init__(
         self,
@@ -118,21 +125,29 @@ class NativeBackend(TorchBackend):
 
         if parse_device(device)[0] not in ("auto", "cpu"):
             raise ValueError(f"device={device!r}: the native backend runs on the CPU only (use device='cpu')")
-        if impl not in IMPLS:
-            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+        if impl not in self.impls:
+            raise ValueError(f"impl must be one of {self.impls} for the {self.name} backend, got {impl!r}")
         if isinstance(token_threads, bool) or not isinstance(token_threads, int) or token_threads < 1:
             raise ValueError(f"token_threads must be a positive int, got {token_threads!r}")
         _native_module()  # a missing or stale extension fails before the checkpoint loads
+        self.path = Path(path)
         super().__init__(path, device="cpu", threads=threads, kernels=kernels)
         self.render_kernel = native_render(self.model)
         self.impl, self.token_threads = impl, token_threads
+        self._prepare_kernel()
         self.render_threads = torch.get_num_threads()
         self._check_impl()
+
+    def _prepare_kernel(self):
+        """Anything the kernel needs beyond the float32 weights (the int8 tables)."""
 
     def _check_impl(self):
         """impl="avx2" on a CPU without AVX2+FMA: the kernel's ValueError now, not at the first pair."""
         one, up = np.zeros((1, 1, 1, 1), np.float32), np.zeros((1, self.render_kernel.base_channels, 1, 1), np.float32)
-        self.render_kernel.run(one, one, up, 1, self.impl)
+        self._render(one, one, up, 1)
+
+    def _render(self, ir, vis, base_up, threads):
+        return self.render_kernel.run(ir, vis, base_up, threads, self.impl)
 
     def run_tokens(self, ir: np.ndarray, vis: np.ndarray, k: int):
         """The token pathway (PyTorch) on ``token_threads`` threads."""
@@ -150,12 +165,11 @@ class NativeBackend(TorchBackend):
 
     def run_render(self, ir: np.ndarray, vis: np.ndarray, base_up: np.ndarray) -> np.ndarray:
         """ir, vis [B, 1, H, W] and base_up [B, C, H, W], float32 -> fused float32 [B, 1, H, W] (C++)."""
-        return self.render_kernel.run(
+        return self._render(
             np.ascontiguousarray(ir, dtype=np.float32),
             np.ascontiguousarray(vis, dtype=np.float32),
             np.ascontiguousarray(base_up, dtype=np.float32),
             self.render_threads,
-            self.impl,
         )
 
     def info(self) -> dict:
@@ -164,9 +178,44 @@ class NativeBackend(TorchBackend):
         d = super().info()
         d["render"] = {
             "kernel": "native",
+            "precision": "float32",
             "impl": _C.NativeRender.resolve_impl(self.impl),
             "head": self.render_kernel.head,
             "threads": self.render_threads,
             "token_threads": self.token_threads,
         }
+        return d
+
+
+class NativeInt8Backend(NativeBackend):
+    """The native backend with the render half's convolutions in int8 (``NativeRender.run_int8``), from the
+    activation ranges in the checkpoint's metadata; ``impl``: "auto" (AVX-512 VNNI when the CPU has it, else
+    scalar), "vnni" or "scalar". The token pathway, the head's rule and the base layers stay float32."""
+
+    name = "native-int8"
+    impls = INT8_IMPLS
+
+    def _prepare_kernel(self):
+        from .render_int8 import RANGES_KEY, check_ranges, quant_tables, ranges_from_meta
+
+        ranges = ranges_from_meta(self.meta)
+        if ranges is None:
+            raise ValueError(
+                f"checkpoint {self.path} has no int8 ranges ({RANGES_KEY} in its metadata) for the native-int8 "
+                "backend; add them with `python -m export.to_native CKPT -o OUT.safetensors --calib TRAIN_DIR`"
+            )
+        self.ranges = check_ranges(ranges, self.cfg.detail_channels, f"checkpoint {self.path}")
+        t = quant_tables(self.model, self.ranges)
+        self.render_kernel.quantize(t["conv1"], t["conv2"], t["conv3"], t["base_inv"], t["base_zero"])
+
+    def _render(self, ir, vis, base_up, threads):
+        return self.render_kernel.run_int8(ir, vis, base_up, threads, self.impl)
+
+    def info(self) -> dict:
+        from .. import _C
+
+        d = super().info()
+        d["render"]["precision"] = "int8"
+        d["render"]["impl"] = _C.NativeRender.resolve_int8_impl(self.impl)
+        d["render"]["calibration"] = self.ranges.get("calibration")
         return d

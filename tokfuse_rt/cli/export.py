@@ -1,7 +1,9 @@
-"""``tokfuse export``: checkpoint -> ONNX (ONNX Runtime) or TensorRT engine.
+"""``tokfuse export``: checkpoint -> ONNX (ONNX Runtime) or TensorRT engine, or a checkpoint with int8
+ranges for the native backend.
 
     tokfuse export onnx CKPT -o model.onnx [--opset 18]
     tokfuse export trt  CKPT -o model.plan [--fp16] [--min-shape 1x16x16 --opt-shape 1x480x640 --max-shape 4x2048x2048]
+    tokfuse export native CKPT -o model.int8.safetensors --calib DIR    (export.to_native)
     tokfuse export CKPT -o model.onnx|model.plan     (format from the output suffix)
 
 The options are the exporters' own (``export.to_onnx.add_options``, ``export.to_trt.add_options``) and
@@ -16,24 +18,26 @@ import argparse
 
 from .options import add_output
 
-FORMATS = {"onnx": "onnx", "trt": "trt", "tensorrt": "trt"}
+FORMATS = {"onnx": "onnx", "trt": "trt", "tensorrt": "trt", "native": "native"}
+SHARED = {"calib", "calib_pairs"}  # ONNX int8 options that native export reads too
 SUFFIXES = {".onnx": "onnx", ".plan": "trt", ".engine": "trt"}
 
 EPILOG = """examples:
   tokfuse export onnx model.safetensors -o model.onnx
   tokfuse export trt model.safetensors -o model.plan --fp16 --opt-shape 1x480x640 --max-shape 1x1080x1920
+  tokfuse export native model.safetensors -o model.int8.safetensors --calib data/train
   tokfuse export model.safetensors -o model.onnx
 """
 
 
 def _exporters():
     try:
-        from export import to_onnx, to_trt
+        from export import to_native, to_onnx, to_trt
     except ModuleNotFoundError as e:
         raise ImportError(
             f"the export package is not importable ({e}); install tokfuse_rt with its export package"
         ) from None
-    return {"onnx": to_onnx, "trt": to_trt}
+    return {"onnx": to_onnx, "trt": to_trt, "native": to_native}
 
 
 def register(subparsers, help: str) -> None:
@@ -49,7 +53,7 @@ def register(subparsers, help: str) -> None:
         "what",
         metavar="[FORMAT] CKPT",
         nargs="+",
-        help="optional format (onnx | trt), then the checkpoint (.safetensors; trt: or an .onnx file); "
+        help="optional format (onnx | trt | native), then the checkpoint (.safetensors; trt: or an .onnx file); "
         "without FORMAT the suffix of -o decides",
     )
     add_output(p, help="output file: .onnx, .plan or .engine")
@@ -61,6 +65,8 @@ def register(subparsers, help: str) -> None:
         return
     own = {}
     for fmt, mod in exporters.items():
+        if fmt == "native":  # --calib, --calib-pairs: the ONNX group's
+            continue
         g = p.add_argument_group("ONNX" if fmt == "onnx" else "TensorRT")
         own[fmt] = mod.add_options(g)
     p.set_defaults(func=cmd_export, export_options=own)
@@ -89,13 +95,15 @@ def resolve(what: list, output) -> tuple[str, str]:
                 "an output ending in .onnx, .plan or .engine"
             )
         return SUFFIXES[suffix], what[0]
-    raise ValueError(f"expected [onnx|trt] CKPT, got {' '.join(what)}")
+    raise ValueError(f"expected [onnx|trt|native] CKPT, got {' '.join(what)}")
 
 
 def cmd_export(a) -> int:
     fmt, a.ckpt = resolve(a.what, a.output)
     for other, actions in a.export_options.items():
         for act in actions:
+            if fmt == "native" and act.dest in SHARED:
+                continue
             if other != fmt and getattr(a, act.dest) != act.default:
                 what = "ONNX" if other == "onnx" else "TensorRT"
                 raise ValueError(f"{act.option_strings[-1]} applies to {what} export only")

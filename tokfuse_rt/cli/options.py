@@ -86,8 +86,9 @@ def add_engine_args(p, inputs: bool = True) -> None:
     p.add_argument(
         "--backend",
         default="auto",
-        choices=("auto", "pytorch", "native", "onnxruntime", "tensorrt"),
+        choices=("auto", "pytorch", "native", "native-int8", "onnxruntime", "tensorrt"),
         help="auto (by model file type) | pytorch | native (.safetensors, fused C++ render on the CPU) | "
+        "native-int8 (the same with int8 convolutions; needs int8 ranges in the checkpoint) | "
         "onnxruntime | tensorrt (default: auto)",
     )
     if not inputs:
