@@ -9,9 +9,9 @@ package), and the top-level ``export`` package (``python -m export.to_onnx`` / `
   TOKFUSE_CUDA_ARCH="80;90"    override the GPU architectures (default: sm_75 ... sm_120 + PTX)
 
 csrc/nn_search_avx2.cpp and csrc/render_avx2.cpp are compiled with -mavx2 -mfma, csrc/render_avx512.cpp with
--mavx512f -mavx2 -mfma, csrc/render_vnni.cpp with -mavx512f -mavx512bw -mavx512vnni -mavx2 -mfma (x86-64 only); each is entered only after a
-run-time CPU check; every other C++ file targets the baseline ISA. All C++ is built with
--ffp-contract=off so that the kernels' rounding is exactly what the source says.
+-mavx512f -mavx2 -mfma, csrc/render_vnni.cpp with -mavx512f -mavx512bw -mavx512vnni -mavx2 -mfma (x86-64
+only); each is entered only after a run-time CPU check; every other C++ file targets the baseline ISA. All
+C++ is built with -ffp-contract=off so that the kernels' rounding is exactly what the source says.
 """
 
 import os

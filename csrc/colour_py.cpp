@@ -1,12 +1,13 @@
-// The colour steps around the model in C++: tokfuse_rt._C.luminance_u8 and tokfuse_rt._C.colour_out.
+// The colour steps around the model in C++: tokfuse_rt._C.luminance_u8 and
+// tokfuse_rt._C.colour_out.
 //
 //   luminance_u8(rgb, out)        rgb uint8 (H, W, 3) -> out float32 (H, W): Y in [0, 1]
 //   colour_out(y, vis, out)       fused Y float32 (H, W) + the visible uint8 (H, W, 3) -> out uint8
 //                                 (H, W, 3): the visible chroma with the fused luminance
 //
 // Both repeat tokfuse_rt/imageio.py's float32 arithmetic operation for operation (luminance,
-// rgb_to_ycbcr, ycbcr_to_rgb, to_uint8; NumPy computes float32 arrays with float32 constants), built
-// with -ffp-contract=off, so their results are bit-identical to the NumPy path
+// rgb_to_ycbcr, ycbcr_to_rgb, to_uint8; NumPy computes float32 arrays with float32 constants),
+// built with -ffp-contract=off, so their results are bit-identical to the NumPy path
 // (tests/engine/test_colour.py). Arrays may be views with any row stride; pixels must be contiguous
 // (3 bytes, or one float). Wrong dtypes or shapes raise TypeError / ValueError naming the argument.
 #include <pybind11/numpy.h>
@@ -20,7 +21,8 @@ namespace {
 
 constexpr float KR = 0.299f, KG = 0.587f, KB = 0.114f, U8 = (float)(1.0 / 255.0);
 
-py::array checked(py::handle obj, const char* name, char kind, int itemsize, int ndim, bool writable) {
+py::array checked(py::handle obj, const char* name, char kind, int itemsize, int ndim,
+                  bool writable) {
     if (!py::isinstance<py::array>(obj))
         throw py::type_error(std::string(name) + " must be a numpy array");
     py::array a = py::reinterpret_borrow<py::array>(obj);
@@ -28,7 +30,8 @@ py::array checked(py::handle obj, const char* name, char kind, int itemsize, int
         throw py::type_error(std::string(name) + " has dtype " + std::string(py::str(a.dtype())) +
                              (kind == 'u' ? ", expected uint8" : ", expected float32"));
     if (a.ndim() != ndim || (ndim == 3 && a.shape(2) != 3))
-        throw py::value_error(std::string(name) + (ndim == 3 ? " must have shape (H, W, 3)" : " must have shape (H, W)"));
+        throw py::value_error(std::string(name) + (ndim == 3 ? " must have shape (H, W, 3)"
+                                                             : " must have shape (H, W)"));
     if (a.strides(1) != (ndim == 3 ? 3 : itemsize) || (ndim == 3 && a.strides(2) != 1))
         throw py::value_error(std::string(name) + ": pixels must be contiguous within a row");
     if (writable && !a.writeable()) throw py::value_error(std::string(name) + " is read-only");
@@ -97,10 +100,12 @@ void colour_out(py::handle y_, py::handle vis_, py::handle out_) {
 }  // namespace
 
 void bind_colour(py::module_& m) {
-    m.def("luminance_u8", &luminance_u8, py::arg("rgb"), py::arg("out"),
-          "rgb uint8 (H, W, 3) -> out float32 (H, W): Y = 0.299 R + 0.587 G + 0.114 B of rgb / 255, "
-          "bit-identical to tokfuse_rt.imageio.luminance.");
+    m.def(
+        "luminance_u8", &luminance_u8, py::arg("rgb"), py::arg("out"),
+        "rgb uint8 (H, W, 3) -> out float32 (H, W): Y = 0.299 R + 0.587 G + 0.114 B of rgb / 255, "
+        "bit-identical to tokfuse_rt.imageio.luminance.");
     m.def("colour_out", &colour_out, py::arg("y"), py::arg("vis"), py::arg("out"),
           "fused Y float32 (H, W), visible uint8 (H, W, 3) -> out uint8 (H, W, 3): the visible "
-          "chroma (YCbCr) with Y, bit-identical to the NumPy path of tokfuse_rt.inputs.OutputBuilder.");
+          "chroma (YCbCr) with Y, bit-identical to the NumPy path of "
+          "tokfuse_rt.inputs.OutputBuilder.");
 }

@@ -29,7 +29,7 @@ struct RuleRow {
     int W;
     const float* h;  // head features after ReLU: [W][hstride], or [nh][hplane] when hplane > 0
     int hstride;
-    int hplane;  // > 0: channel-planar h (the int8 render), h[c * hplane + x]
+    int hplane;       // > 0: channel-planar h (the int8 render), h[c * hplane + x]
     int nh;           // head channels used
     const float* w2;  // [2][nh] 1x1 convolution weights
     const float* b2;  // [2]

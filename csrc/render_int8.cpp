@@ -9,8 +9,8 @@
 //   h  one row:        head conv1(D), float32, channel-planar, then the float32 1x1 convolution and
 //                      the head's rule.
 // Integer accumulation is exact, and the dequantisation is elementwise with the operation order of
-// render_int8_ref (tokfuse_rt/backends/render_int8.py), so the scalar and VNNI kernels agree bit for
-// bit and the PyTorch reference agrees up to the float32 rule.
+// render_int8_ref (tokfuse_rt/backends/render_int8.py), so the scalar and VNNI kernels agree bit
+// for bit and the PyTorch reference agrees up to the float32 rule.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -82,8 +82,8 @@ void render_tile_q(const QuantModel& q, QConvRowFn conv, RuleRowFn rule, QuantRo
                    int y1, float* out, QScratch& s) {
     const RenderModel& m = *q.m;
     const int C = m.C, R = m.radius, T = y1 - y0;
-    const int GS = W + 2 + 16;                              // pixels per group plane
-    const int G1 = q.c1.cop / 4;                            // H1 groups
+    const int GS = W + 2 + 16;                               // pixels per group plane
+    const int G1 = q.c1.cop / 4;                             // H1 groups
     const int GD = std::max(q.c2.cop / 4, (C + 3 + 3) / 4);  // D groups
     const size_t HW = (size_t)H * W, XR = (size_t)GS * 4, H1R = XR * G1, DR = XR * GD;
     const int HP = W + 16;  // h: channel-planar, HP floats per channel
@@ -120,7 +120,8 @@ void render_tile_q(const QuantModel& q, QConvRowFn conv, RuleRowFn rule, QuantRo
         }
         quant(ir + (size_t)r * W, W, 255.0f, 0.0f, s.qa.data());
         quant(vis + (size_t)r * W, W, 255.0f, 0.0f, s.qb.data());
-        for (int x = 0; x < W; ++x) o[(x + 1) * 4] = (uint8_t)s.qa[x], o[(x + 1) * 4 + 1] = (uint8_t)s.qb[x];
+        for (int x = 0; x < W; ++x)
+            o[(x + 1) * 4] = (uint8_t)s.qa[x], o[(x + 1) * 4 + 1] = (uint8_t)s.qb[x];
     };
     auto make_h1 = [&](int r) {
         while (x_next <= r + 1) make_x(x_next++);
@@ -143,7 +144,8 @@ void render_tile_q(const QuantModel& q, QConvRowFn conv, RuleRowFn rule, QuantRo
         const uint8_t* in[3] = {h1row(r - 1), h1row(r), h1row(r + 1)};
         const QConv& c = q.c2;
         conv(in, GS, c.ngroups, c.w, c.acc0, c.scale, c.bias, c.inv, o + 4, GS, W, c.cop);
-        // then the base channel and the sources (X's row r holds q_ir, q_vis: make_x ran up to r + 2)
+        // then the base channel and the sources (X's row r holds q_ir, q_vis: make_x ran up to r +
+        // 2)
         quant(base + (size_t)r * W, W, q.base_inv, q.base_zero, s.qc.data());
         const uint8_t* xr = xrow(r) + 4;
         uint8_t* ch[3];
@@ -180,8 +182,8 @@ void render_int8_cpu(const QuantModel& q, const float* ir, const float* vis, con
     const size_t HW = (size_t)H * W;
     std::vector<QScratch> scratch(resolve_threads(num_threads));
     parallel_tiles(B, H, tile_rows, num_threads, [&](int t, int64_t b, int y0, int y1) {
-        render_tile_q(q, conv, rule, quant, ir + b * HW, vis + b * HW, base + b * q.m->nbase * HW, H, W,
-                      y0, y1, out + b * HW, scratch[t]);
+        render_tile_q(q, conv, rule, quant, ir + b * HW, vis + b * HW, base + b * q.m->nbase * HW,
+                      H, W, y0, y1, out + b * HW, scratch[t]);
     });
 }
 

@@ -276,8 +276,8 @@ private:
         auto w = py::array_t<int8_t, py::array::c_style>::ensure(t[0]);
         if (!w || w.ndim() != 4 || w.shape(0) != co || w.shape(1) != ci || w.shape(2) != 3 ||
             w.shape(3) != 3)
-            throw py::value_error(n + " weights must be int8 of shape (" + std::to_string(co) + ", " +
-                                  std::to_string(ci) + ", 3, 3)");
+            throw py::value_error(n + " weights must be int8 of shape (" + std::to_string(co) +
+                                  ", " + std::to_string(ci) + ", 3, 3)");
         if (u8_out == t[4].is_none())
             throw py::value_error(n + (u8_out ? " needs inv (uint8 output)" : " takes inv=None"));
         const int ng = (ci + 3) / 4, cop = round16(co);
@@ -329,9 +329,8 @@ void bind_render(py::module_& m) {
              "The int8 render's tables: per convolution (w int8 (co, ci, 3, 3), acc0 int32, scale, "
              "bias, inv float32 (co,) or None for conv3); base_inv, base_zero: the base channel's "
              "quantisation.")
-        .def("run_int8", &NativeRender::run_int8, py::arg("ir"), py::arg("vis"),
-             py::arg("base_up"), py::arg("num_threads") = 0, py::arg("impl") = "auto",
-             py::arg("tile_rows") = 0,
+        .def("run_int8", &NativeRender::run_int8, py::arg("ir"), py::arg("vis"), py::arg("base_up"),
+             py::arg("num_threads") = 0, py::arg("impl") = "auto", py::arg("tile_rows") = 0,
              "As run(), with the quantised convolutions; impl: \"auto\", \"vnni\" (AVX-512 "
              "VNNI) or \"scalar\".")
         .def_static("resolve_int8_impl", &NativeRender::resolved_int8_name,

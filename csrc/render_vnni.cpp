@@ -57,8 +57,8 @@ inline void qtile(const uint8_t* const* in, int gstride, int ngroups, const int8
                 __m512 v = _mm512_add_ps(
                     _mm512_mul_ps(_mm512_cvtepi32_ps(acc[c]), _mm512_set1_ps(scale[c0 + c])),
                     _mm512_set1_ps(bias[c0 + c]));
-                v = _mm512_min_ps(_mm512_mul_ps(_mm512_max_ps(v, zero), _mm512_set1_ps(inv[c0 + c])),
-                                  top);
+                v = _mm512_min_ps(
+                    _mm512_mul_ps(_mm512_max_ps(v, zero), _mm512_set1_ps(inv[c0 + c])), top);
                 packed = _mm512_or_si512(packed,
                                          _mm512_slli_epi32(_mm512_cvtps_epi32(v), 8 * i));  // RNE
             }

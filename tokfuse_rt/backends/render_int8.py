@@ -122,9 +122,10 @@ def _qconv_ref(x_q: torch.Tensor, table, zero_pad: torch.Tensor) -> torch.Tensor
     wq, acc0, scale, bias, inv = table
     # zero padding of the real values = each channel's zero point in the quantised domain
     xp = F.pad(x_q - zero_pad[None, :, None, None], (1, 1, 1, 1)) + zero_pad[None, :, None, None]
-    acc = F.conv2d(xp, torch.from_numpy(wq.astype(np.float64))) + torch.from_numpy(acc0.astype(np.float64))[
-        None, :, None, None
-    ]
+    acc = (
+        F.conv2d(xp, torch.from_numpy(wq.astype(np.float64)))
+        + torch.from_numpy(acc0.astype(np.float64))[None, :, None, None]
+    )
     v = acc.float() * torch.from_numpy(scale)[None, :, None, None] + torch.from_numpy(bias)[None, :, None, None]
     v = torch.relu(v)
     if inv is None:
