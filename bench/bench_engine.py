@@ -5,9 +5,10 @@
 Groups ``engine-640x480`` and ``engine-1280x1024``: one real MSRS test pair (640×480, colour
 visible; resized to 1280×1024 for the second group), ``Engine.fuse`` on numpy uint8 arrays (decode
 excluded; colour conversion, model and uint8 output included), default model, 2 threads. Backends:
-PyTorch, the native backend (PyTorch token pathway + the fused C++ render), ONNX Runtime float32
-and ONNX Runtime int8 (``export.to_onnx --int8``, calibrated on train/), plus the CUDA cases where
-a GPU is present. ``extra_info``: ms and pairs/s (median), and GFLOP/s = the render half's
+PyTorch, the native backend (PyTorch token pathway + the fused C++ render) in float32 and int8
+(``native-int8``: the bundled ranges, calibrated on train/), ONNX Runtime float32 and ONNX Runtime int8
+(``export.to_onnx --int8``, calibrated on train/), plus the CUDA cases where a GPU is present, and the
+public MMDRFuse student beside them (``TOKFUSE_MMDRFUSE=DIR``, see ``bench/peers.py``). ``extra_info``: ms and pairs/s (median), and GFLOP/s = the render half's
 convolution FLOPs per pair (2 × multiply-adds of DetailNet and HeadConvs at full resolution, from
 the model config: :func:`render_gflop`) / median time -- the full-resolution work, which dominates.
 In the 640×480 group each backend also runs once, in a fresh subprocess, on the pair resized to
@@ -223,6 +224,7 @@ CASES = [
     pytest.param("onnxruntime", "cpu", id="onnxruntime-cpu"),
     pytest.param("onnxruntime-int8", "cpu", id="onnxruntime-int8-cpu"),
     pytest.param("native", "cpu", id="native-cpu"),
+    pytest.param("native-int8", "cpu", id="native-int8-cpu"),
     pytest.param("onnxruntime-baseline", "cpu", id="onnxruntime-cpu-baseline"),
     pytest.param("pytorch", "cpu", id="pytorch-cpu"),
     pytest.param("pytorch-baseline", "cpu", id="pytorch-cpu-baseline"),
@@ -252,7 +254,7 @@ def test_engine(benchmark, request, backend, device, size, ckpt, pair, pair_path
                 pytest.skip("onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
         elif not _cuda():
             pytest.skip("needs a CUDA GPU visible to torch")
-    if backend == "native":
+    if backend.startswith("native"):
         from tokfuse_rt.backends.native_backend import native_available
 
         if not native_available():
@@ -260,6 +262,7 @@ def test_engine(benchmark, request, backend, device, size, ckpt, pair, pair_path
     model = {
         "pytorch": lambda: ckpt,
         "native": lambda: ckpt,
+        "native-int8": lambda: ckpt,
         "onnxruntime": lambda: request.getfixturevalue("onnx_model"),
         "onnxruntime-int8": lambda: request.getfixturevalue("onnx_int8"),
         "pytorch-baseline": lambda: request.getfixturevalue("baseline_ckpt"),
@@ -267,13 +270,14 @@ def test_engine(benchmark, request, backend, device, size, ckpt, pair, pair_path
         "tensorrt": lambda: request.getfixturevalue("trt_plan"),
     }[backend]()
     backend = backend.removesuffix("-baseline")
-    engine_backend = {"native": "native", "pytorch": "pytorch"}.get(backend, "auto")
+    engine_backend = {"native": "native", "native-int8": "native-int8", "pytorch": "pytorch"}.get(backend, "auto")
     ir, vis = pair if size == "640x480" else request.getfixturevalue("pair_1280")
     w, h = SIZES[size]
     with Engine(model, device=device, threads=THREADS, backend=engine_backend) as eng:
         info = eng.info()
-        assert info["backend"] == backend.removesuffix("-int8")
-        assert (info.get("precision") == "int8") == backend.endswith("-int8")
+        assert info["backend"] == (backend if backend.startswith("native") else backend.removesuffix("-int8"))
+        precision = info.get("precision") or (info.get("render") or {}).get("precision", "float32")
+        assert (precision == "int8") == backend.endswith("-int8")
         for _ in range(3):  # warm-up: allocator, kernel selection, caches
             eng.fuse(ir, vis)
         benchmark.group = f"engine-{size}"
@@ -290,7 +294,7 @@ def test_engine(benchmark, request, backend, device, size, ckpt, pair, pair_path
             "device": info["device"],
             "threads": info.get("threads"),
             "kernels": info.get("render") or info.get("kernels") or info.get("providers"),
-            "precision": info.get("precision", "float32"),
+            "precision": precision,
             "model": model.name,
             "pair": f"MSRS/{pair_paths[0].name} {size}",
             "ms_per_pair": round(ms, 2),
@@ -319,3 +323,40 @@ def test_engine(benchmark, request, backend, device, size, ckpt, pair, pair_path
         assert rss["peak_mib"] <= RSS_LIMIT_MIB, f"peak RSS {rss['peak_mib']:.0f} MiB > {RSS_LIMIT_MIB} MiB"
     if STRICT and target and ms == ms:
         assert ms <= target, f"{backend} median {ms:.1f} ms > target {target} ms"
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_peer_mmdrfuse_student(benchmark, request, size, pair):
+    """The public MMDRFuse student in the same groups (bench/peers.py: arrays in -> uint8 out, gray)."""
+    from peers import ENV, mmdrfuse_dir, mmdrfuse_student
+
+    root = mmdrfuse_dir()
+    if root is None:
+        pytest.skip(f"set {ENV} to a checkout of github.com/yanglinDeng/MMDRFuse to time its student")
+    import torch
+
+    fuse = mmdrfuse_student(root, THREADS)
+    ir, vis = pair if size == "640x480" else request.getfixturevalue("pair_1280")
+    w, h = SIZES[size]
+    try:
+        assert fuse(ir, vis).shape == (h, w)
+        for _ in range(3):
+            fuse(ir, vis)
+        benchmark.group = f"engine-{size}"
+        benchmark.pedantic(fuse, args=(ir, vis), rounds=ROUNDS, warmup_rounds=1, iterations=1)
+    finally:
+        torch.set_num_threads(THREADS)
+    stats = getattr(benchmark, "stats", None)
+    ms = 1e3 * stats.stats.median if stats is not None else float("nan")
+    benchmark.extra_info.update(
+        {
+            "backend": "mmdrfuse-student (peer, PyTorch)",
+            "device": "cpu",
+            "threads": THREADS,
+            "parameters": fuse.parameters,
+            "pair": f"MSRS {size} (gray output)",
+            "ms_per_pair": round(ms, 2),
+            "pairs_per_s": round(1e3 / ms, 2) if ms == ms and ms > 0 else None,
+        }
+    )
+    print(f"\nmmdrfuse-student/cpu: {ms:.1f} ms per {size} pair (median of {ROUNDS})")

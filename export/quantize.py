@@ -30,6 +30,9 @@ import numpy as np
 DEFAULT_CALIB_PAIRS = 24
 DEFAULT_CROP = 256
 SCHEME = "int8 static QDQ (onnxruntime.quantization), per-channel int8 weights, int8 activations, MinMax"
+# TensorRT's explicit quantization takes QDQ pairs with zero points 0 and no int32 (bias) DequantizeLinear
+TRT_EXTRA = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
+TRT_SCHEME = SCHEME + ", symmetric activations, float32 biases (TensorRT explicit quantization)"
 
 
 def calibration_pairs(calib_dir, n: int = DEFAULT_CALIB_PAIRS, crop: int = DEFAULT_CROP) -> list:
@@ -106,9 +109,12 @@ def _feeds(model, pairs, graph: str) -> list[dict]:
     return feeds
 
 
-def quantize_graph(model, src: Path, dst: Path, graph: str, nodes: list[str], pairs, calib_info: dict) -> list[str]:
+def quantize_graph(
+    model, src: Path, dst: Path, graph: str, nodes: list[str], pairs, calib_info: dict, tensorrt: bool = False
+) -> list[str]:
     """Quantise the Conv nodes ``nodes`` (those present) of graph file ``src`` into ``dst``; keeps the
-    graph's metadata and adds ``tokfuse_rt.quant``. Returns the names of the quantised nodes."""
+    graph's metadata and adds ``tokfuse_rt.quant``. Returns the names of the quantised nodes.
+    ``tensorrt``: the form TensorRT's explicit quantization accepts (``TRT_EXTRA``)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -132,6 +138,7 @@ def quantize_graph(model, src: Path, dst: Path, graph: str, nodes: list[str], pa
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
+            extra_options=dict(TRT_EXTRA) if tensorrt else None,
         )
         q = onnx.load(str(tmp))
         del q.metadata_props[:]
@@ -139,7 +146,8 @@ def quantize_graph(model, src: Path, dst: Path, graph: str, nodes: list[str], pa
             q.metadata_props.add().CopyFrom(e)
         e = q.metadata_props.add()
         e.key = meta_key("quant")
-        e.value = json.dumps({"precision": "int8", "scheme": SCHEME, "nodes": present, "calibration": calib_info})
+        scheme = TRT_SCHEME if tensorrt else SCHEME
+        e.value = json.dumps({"precision": "int8", "scheme": scheme, "nodes": present, "calibration": calib_info})
         q.producer_name = proto.producer_name
         q.doc_string = proto.doc_string
         onnx.save_model(q, str(tmp))

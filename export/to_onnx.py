@@ -381,6 +381,7 @@ def export_onnx(
     int8: bool = False,
     calib: PathLike | None = None,
     calib_pairs: int | None = None,
+    int8_tensorrt: bool = False,
 ) -> dict:
     """Export checkpoint ``ckpt`` to ONNX file ``output``. Returns a summary dict
     (path, exporter, opset, ops {op: count}, config, seconds). Raises ExportError / CheckpointError.
@@ -388,7 +389,8 @@ def export_onnx(
     ``halves``: also write the token and render halves beside ``output`` (:func:`half_paths`); every
     graph is traced and checked before any file is written.
     ``int8``: quantise the render half's convolutions, calibrated on ``calib_pairs`` pairs under
-    ``calib`` (:mod:`export.quantize`); every graph is quantised before any file is written."""
+    ``calib`` (:mod:`export.quantize`); every graph is quantised before any file is written;
+    ``int8_tensorrt``: in the form TensorRT's explicit quantization accepts (``export.to_trt --int8``)."""
     import hashlib
 
     import torch
@@ -447,7 +449,7 @@ def export_onnx(
             parts[part] = (p, path, rw)
     quant = None
     if int8:
-        quant = _save_int8(model, proto, output, parts, pairs, calib, write_halves=halves)
+        quant = _save_int8(model, proto, output, parts, pairs, calib, write_halves=halves, tensorrt=int8_tensorrt)
         if not halves:
             parts = {}
     else:
@@ -478,7 +480,9 @@ def export_onnx(
     return summary
 
 
-def _save_int8(model, proto, output: Path, parts: dict, pairs, calib, write_halves: bool) -> dict:
+def _save_int8(
+    model, proto, output: Path, parts: dict, pairs, calib, write_halves: bool, tensorrt: bool = False
+) -> dict:
     """Write the float32 graphs to a private folder beside ``output``, quantise the fused and render
     graphs there, then move the finished files into place (never a half-written output)."""
     import shutil
@@ -502,7 +506,7 @@ def _save_int8(model, proto, output: Path, parts: dict, pairs, calib, write_halv
                 done[part] = path
                 continue
             done[part] = tmpdir / f"{part}.int8.onnx"
-            quantised[part] = quantize_graph(model, path, done[part], part, nodes, pairs, info)
+            quantised[part] = quantize_graph(model, path, done[part], part, nodes, pairs, info, tensorrt=tensorrt)
         for part in [*(k for k in src if k != "fused"), "fused"]:  # the halves first, the model last
             if part in ("tokens", "render") and not write_halves:
                 continue

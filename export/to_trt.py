@@ -1,7 +1,8 @@
 """Build a TensorRT engine (``.plan``) from a TokFuse checkpoint.
 
-    python -m export.to_trt CKPT -o model.plan [--fp16] [--min-shape 1x16x16] [--opt-shape 1x480x640]
-                            [--max-shape 4x2048x2048] [--workspace 4]
+    python -m export.to_trt CKPT -o model.plan [--fp16] [--int8 --calib DIR [--calib-pairs N]]
+                            [--min-shape 1x16x16] [--opt-shape 1x480x640] [--max-shape 4x2048x2048]
+                            [--workspace 4]
 
 Steps: checkpoint -> ONNX (``export.to_onnx``; or pass an ``.onnx`` file as CKPT) -> a TensorRT
 compatibility report (every op of the graph against TensorRT's ONNX operator list,
@@ -12,6 +13,13 @@ ordinary execution input independent of the image shapes. Writes ``model.plan`` 
 
 Without TensorRT or a CUDA GPU it still writes the ONNX file and the compatibility report, then
 exits with status 3 and one line on stderr saying so.
+
+``--int8 --calib DIR``: explicit quantization. The ONNX step is ``export.to_onnx --int8`` (the render
+half's convolutions as QDQ int8, scales calibrated on the pairs under DIR: the same pairs and ranges as
+the ONNX Runtime int8 model; the token pathway float32), and the builder gets the INT8 flag, so TensorRT
+runs those convolutions in int8 with the graph's own scales. No calibration cache is needed or written:
+the scales travel in the graph (TensorRT 10 deprecates implicit, calibrator-based quantization). An
+``.onnx`` CKPT must then be such an int8 graph. ``--fp16`` may be combined (the float parts in FP16).
 """
 
 from __future__ import annotations
@@ -105,6 +113,7 @@ def build_engine(
     workspace_gib: float = 4.0,
     verbose: bool = False,
     config: dict | None = None,
+    int8: bool = False,
 ) -> dict:
     """Parse ``onnx_path`` and build ``plan_path``. Raises TrtUnavailable / TrtBuildError."""
     ok, why = tensorrt_available()
@@ -166,6 +175,10 @@ def build_engine(
                     pass
         if hasattr(trt.BuilderFlag, "PREFER_PRECISION_CONSTRAINTS"):
             cfg.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+    if int8:  # explicit quantization: the QDQ nodes of the graph carry the scales
+        if not hasattr(trt.BuilderFlag, "INT8"):
+            raise TrtBuildError(f"--int8: TensorRT {trt.__version__} has no BuilderFlag.INT8")
+        cfg.set_flag(trt.BuilderFlag.INT8)
     profile = builder.create_optimization_profile()
     names = []
     for i in range(network.num_inputs):
@@ -199,6 +212,7 @@ def build_engine(
                 "format": "tokfuse_rt.trt",
                 "tensorrt": trt.__version__,
                 "fp16": bool(fp16),
+                "int8": bool(int8),
                 "profile": {"min": list(min_shape), "opt": list(opt_shape), "max": list(max_shape)},
                 "onnx": str(onnx_path),
                 "config": config or {},
@@ -226,6 +240,12 @@ def add_options(p) -> list[argparse.Action]:
             help="TensorRT compatibility report (default OUTPUT with .trt_report.md, and .json beside it)",
         ),
         p.add_argument("--fp16", action="store_true", help="allow FP16 kernels for the convolutions"),
+        p.add_argument(
+            "--int8",
+            action="store_true",
+            help="int8 convolutions of the render half (explicit QDQ quantization; needs --calib, shared with "
+            "ONNX export, unless CKPT is an int8 .onnx)",
+        ),
         p.add_argument("--min-shape", default=None, help=f"smallest BxHxW of the profile (default {DEFAULT_MIN})"),
         p.add_argument(
             "--opt-shape",
@@ -241,7 +261,7 @@ def add_options(p) -> list[argparse.Action]:
 def build_parser() -> argparse.ArgumentParser:
     from . import exporter_parser
 
-    return exporter_parser(
+    p = exporter_parser(
         "python -m export.to_trt",
         "Build a TensorRT engine from a TokFuse checkpoint (via ONNX).",
         "TokFuse checkpoint (.safetensors) or an ONNX file from export.to_onnx",
@@ -249,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
         "ONNX opset (default: export.to_onnx's)",
         add_options,
     )
+    # ONNX export's int8 calibration options (``tokfuse export`` has them from its ONNX group)
+    p.add_argument("--calib", metavar="DIR", default=None, help="--int8: calibration pairs, a train/ folder of sets")
+    p.add_argument("--calib-pairs", metavar="N", type=int, default=None, help="--int8: calibration pairs (default 24)")
+    return p
 
 
 def run(a: argparse.Namespace, prog: str = "export.to_trt") -> int:
@@ -279,14 +303,32 @@ def run(a: argparse.Namespace, prog: str = "export.to_trt") -> int:
     # 1. ONNX
     config = {}
     exported = False
+    int8 = bool(getattr(a, "int8", False))
+    calib, calib_pairs = getattr(a, "calib", None), getattr(a, "calib_pairs", None)
     try:
         if src.suffix.lower() == ".onnx":
             onnx_path = src
             if not src.is_file():
                 raise FileNotFoundError(f"ONNX file not found: {src}")
+            if int8 and onnx_precision(onnx_path) != "int8":
+                raise ValueError(
+                    f"--int8: {src} is not an int8 graph; export it with export.to_onnx --int8 --calib DIR"
+                )
         else:
+            if int8 and calib is None:
+                raise ValueError("--int8 needs --calib DIR: a folder of train/ pairs to calibrate the int8 ranges on")
             onnx_path = Path(a.onnx) if a.onnx else out.with_suffix(".onnx")
-            s = export_onnx(src, onnx_path, opset=a.opset or DEFAULT_OPSET, verify=False, halves=False)
+            s = export_onnx(
+                src,
+                onnx_path,
+                opset=a.opset or DEFAULT_OPSET,
+                verify=False,
+                halves=False,
+                int8=int8,
+                calib=calib if int8 else None,
+                calib_pairs=calib_pairs if int8 else None,
+                int8_tensorrt=int8,
+            )
             exported = True
             print(f"wrote {onnx_path} (opset {s['opset']}, {len(s['op_types'])} op types)")
         config = onnx_config(onnx_path)
@@ -300,7 +342,14 @@ def run(a: argparse.Namespace, prog: str = "export.to_trt") -> int:
     # 3. TensorRT
     try:
         info = build_engine(
-            onnx_path, out, *shapes, fp16=a.fp16, workspace_gib=a.workspace, verbose=a.verbose, config=config
+            onnx_path,
+            out,
+            *shapes,
+            fp16=a.fp16,
+            workspace_gib=a.workspace,
+            verbose=a.verbose,
+            config=config,
+            int8=int8,
         )
     except TrtUnavailable as e:
         compat = "graph compatible" if rep.ok else "graph NOT compatible: " + ", ".join(o.op for o in rep.problems)
@@ -333,6 +382,18 @@ def onnx_config(onnx_path: PathLike) -> dict:
 
     m = onnx.load(str(onnx_path), load_external_data=False)
     return read_config(read_meta({p.key: p.value for p in m.metadata_props})) or {}
+
+
+def onnx_precision(onnx_path: PathLike) -> str:
+    """ "int8" for a graph written by ``export.to_onnx --int8`` (its ``quant`` metadata), else "float32"."""
+    import onnx
+
+    m = onnx.load(str(onnx_path), load_external_data=False)
+    try:
+        quant = json.loads(read_meta({p.key: p.value for p in m.metadata_props}).get("quant") or "{}")
+    except json.JSONDecodeError:
+        return "float32"
+    return quant.get("precision", "float32") if isinstance(quant, dict) else "float32"
 
 
 if __name__ == "__main__":

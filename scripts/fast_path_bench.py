@@ -6,9 +6,10 @@ other, which is fairer on a quiet machine and records memory).
         [--json out.json]
 
 One real MSRS test pair (640×480, colour visible; resized to 1280×1024 for the second size), numpy
-uint8 in -> uint8 out. Backends: PyTorch and native (the checkpoint), ONNX Runtime float32 and int8
-(the exported graphs of that checkpoint). Reported per size and backend: median ms, pairs/s and
-GFLOP/s of the render half's convolutions (bench_engine.render_gflop).
+uint8 in -> uint8 out. Backends: PyTorch, native and native-int8 (the checkpoint), ONNX Runtime
+float32 and int8 (the exported graphs of that checkpoint), and the public MMDRFuse student when
+TOKFUSE_MMDRFUSE names a checkout of it (bench/peers.py; gray output). Reported per size and backend:
+median ms, pairs/s and GFLOP/s of the render half's convolutions (bench_engine.render_gflop).
 """
 
 from __future__ import annotations
@@ -48,33 +49,42 @@ def main(argv=None) -> int:
     specs = {
         "pytorch": (a.model, "pytorch"),
         "native": (a.model, "native"),
+        "native-int8": (a.model, "native-int8"),
         "onnxruntime": (a.fp32, "auto"),
         "onnxruntime-int8": (a.int8, "auto"),
     }
     engines = {k: Engine(m, device="cpu", threads=a.threads, backend=b) for k, (m, b) in specs.items()}
     cfg = engines["pytorch"].info()["config"]
+    runners = {k: e.fuse for k, e in engines.items()}
+    sys.path.insert(0, str(ROOT / "bench"))
+    from peers import mmdrfuse_dir, mmdrfuse_student
+
+    if mmdrfuse_dir() is not None:
+        runners["mmdrfuse-student"] = mmdrfuse_student(mmdrfuse_dir(), a.threads)
     out = {}
     for w, h in ((640, 480), (1280, 1024)):
         ir, vis = (np.asarray(Image.fromarray(x).resize((w, h), Image.BILINEAR)) for x in pair)
-        times = {k: [] for k in engines}
-        for e in engines.values():
+        times = {k: [] for k in runners}
+        for f in runners.values():
             for _ in range(2):
-                e.fuse(ir, vis)
+                f(ir, vis)
         for _ in range(a.rounds):
-            for k, e in engines.items():
+            for k, f in runners.items():
                 t = time.perf_counter()
-                e.fuse(ir, vis)
+                f(ir, vis)
                 times[k].append(time.perf_counter() - t)
         g = render_gflop(cfg, h, w)
         res = {}
         for k, ts in times.items():
             med = float(np.median(ts))
-            res[k] = {"ms": round(1e3 * med, 1), "pairs_per_s": round(1 / med, 2), "gflop_per_s": round(g / med, 1)}
+            res[k] = {"ms": round(1e3 * med, 1), "pairs_per_s": round(1 / med, 2)}
+            res[k]["gflop_per_s"] = round(g / med, 1) if k in engines else None  # a peer: other work
         base = res["onnxruntime"]["ms"]
         for k, r in res.items():
             r["speedup_vs_ort_fp32"] = round(base / r["ms"], 2)
             print(
-                f"{w}x{h} {k:17s} {r['ms']:8.1f} ms  {r['pairs_per_s']:6.2f} pairs/s  {r['gflop_per_s']:6.1f} GFLOP/s  "
+                f"{w}x{h} {k:17s} {r['ms']:8.1f} ms  {r['pairs_per_s']:6.2f} pairs/s  "
+                f"{r['gflop_per_s'] or float('nan'):6.1f} GFLOP/s  "
                 f"x{r['speedup_vs_ort_fp32']:.2f} vs ORT fp32"
             )
         out[f"{w}x{h}"] = res

@@ -228,6 +228,34 @@ def test_tensorrt_matches_onnxruntime(tiny_onnx, tmp_path):
             tr.fuse(np.zeros((600, 40), np.uint8), np.zeros((600, 40), np.uint8))
 
 
+@pytest.mark.requires_trt
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_tensorrt_reduced_precision_engines(tiny_ckpt, tmp_path, shared_data, precision):
+    """--fp16 and --int8 engines of the tiny model (made by make gpu-check on a GPU with TensorRT): token ids
+    identical to ONNX Runtime float32 (the token pathway stays float32), fused uint8 within 3 grey levels
+    (8-bit activations / FP16 convolutions; ~1 level on the CPU int8 paths)."""
+    pytest.importorskip("onnxruntime.quantization")
+    from export.to_onnx import export_onnx
+    from export.to_trt import main as to_trt
+    from tokfuse_rt import Engine
+
+    ref = tmp_path / "f32.onnx"
+    export_onnx(tiny_ckpt, ref, verify=False, halves=False)
+    plan = tmp_path / f"{precision}.plan"
+    extra = (
+        ["--fp16"] if precision == "fp16" else ["--int8", "--calib", str(shared_data / "train"), "--calib-pairs", "4"]
+    )
+    assert to_trt([str(tiny_ckpt), "-o", str(plan), "--max-shape", "1x512x512", *extra]) == 0
+    rng = np.random.default_rng(6)
+    with Engine(ref, device="cpu") as ox, Engine(plan) as tr:
+        for hw in [(37, 45), (240, 320)]:
+            ir, vis = rng.integers(0, 256, hw, dtype=np.uint8), rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
+            a, ia = ox.fuse_with_tokens(ir, vis)
+            b, ib = tr.fuse_with_tokens(ir, vis)
+            np.testing.assert_array_equal(ia, ib)
+            assert np.abs(a.astype(int) - b.astype(int)).max() <= 3
+
+
 # --- the builder's control flow against a stand-in tensorrt module (no GPU needed) ---------------
 
 
@@ -315,7 +343,7 @@ def _fake_tensorrt(parse_ok=True, errors=(), k_is_shape=False):
     trt.ILogger, trt.Builder, trt.OnnxParser = ILogger, Builder, Parser
     trt.NetworkDefinitionCreationFlag = types.SimpleNamespace()
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
-    trt.BuilderFlag = types.SimpleNamespace(FP16="fp16", PREFER_PRECISION_CONSTRAINTS="prefer")
+    trt.BuilderFlag = types.SimpleNamespace(FP16="fp16", INT8="int8", PREFER_PRECISION_CONSTRAINTS="prefer")
     trt.LayerType = types.SimpleNamespace(CONVOLUTION="conv")
     trt.float32, trt.float16 = "f32", "f16"
     return trt, calls
@@ -343,6 +371,40 @@ def test_build_engine_flow_with_stand_in_tensorrt(tmp_path, monkeypatch, tiny_on
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     to_trt.build_engine(tiny_onnx, plan, (1, 1, 16, 16), (1, 1, 64, 64), (2, 1, 256, 256), config=cfg)
     assert calls["shape_input"] == {"k": ([0], [2], [8])}
+    assert "int8" not in calls["flags"] and json.loads(to_trt.sidecar_path(plan).read_text())["int8"] is False
+    trt, calls = _fake_tensorrt()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    to_trt.build_engine(tiny_onnx, plan, (1, 1, 16, 16), (1, 1, 64, 64), (2, 1, 256, 256), config=cfg, int8=True)
+    assert "int8" in calls["flags"] and json.loads(to_trt.sidecar_path(plan).read_text())["int8"] is True
+
+
+@pytest.mark.requires_ort
+def test_to_trt_int8_writes_a_qdq_graph_tensorrt_accepts(tiny_ckpt, tmp_path, shared_data):
+    """--int8 --calib: the ONNX step is the int8 export in TensorRT's explicit-quantization form (every
+    zero point 0, no int32 DequantizeLinear), which the compatibility report accepts; without TensorRT
+    the command then exits EXIT_NO_TRT. Refused: --int8 without --calib, and an .onnx that is not int8."""
+    pytest.importorskip("onnxruntime.quantization")
+    import onnx
+    from onnx import numpy_helper
+
+    from export.to_trt import main as to_trt
+    from export.trt_support import check_model
+
+    out = tmp_path / "m.plan"
+    argv = [str(tiny_ckpt), "-o", str(out), "--int8", "--calib", str(shared_data / "train"), "--calib-pairs", "2"]
+    rc = to_trt(argv)
+    assert rc == (0 if tensorrt_available()[0] else EXIT_NO_TRT)
+    graph = onnx.load(str(out.with_suffix(".onnx")))
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.graph.initializer}
+    qdq = [n for n in graph.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq and all((inits[n.input[2]] == 0).all() for n in qdq if len(n.input) > 2)
+    assert all(inits[n.input[0]].dtype != np.int32 for n in qdq if n.input[0] in inits)
+    assert check_model(out.with_suffix(".onnx")).ok
+    assert to_trt([str(tiny_ckpt), "-o", str(tmp_path / "n.plan"), "--int8"]) == 1
+    assert to_trt([str(out.with_suffix(".onnx")), "-o", str(tmp_path / "n.plan"), "--int8"]) in (0, EXIT_NO_TRT)
+    plain = tmp_path / "plain.onnx"
+    assert to_trt([str(tiny_ckpt), "-o", str(tmp_path / "p.plan"), "--onnx", str(plain)]) in (0, EXIT_NO_TRT)
+    assert to_trt([str(plain), "-o", str(tmp_path / "n.plan"), "--int8"]) == 1
 
 
 def test_parser_errors_carry_every_message(tmp_path, monkeypatch, tiny_onnx):
