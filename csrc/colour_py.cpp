@@ -8,12 +8,14 @@
 // Both repeat tokfuse_rt/imageio.py's float32 arithmetic operation for operation (luminance,
 // rgb_to_ycbcr, ycbcr_to_rgb, to_uint8; NumPy computes float32 arrays with float32 constants),
 // built with -ffp-contract=off, so their results are bit-identical to the NumPy path
-// (tests/engine/test_colour.py). Arrays may be views with any row stride; pixels must be contiguous
-// (3 bytes, or one float). Wrong dtypes or shapes raise TypeError / ValueError naming the argument.
+// (tests/engine/test_colour_ext.py); colour_out runs OpenMP over rows. Arrays may be views with any
+// row stride; pixels must be contiguous (3 bytes, or one float). Wrong dtypes or shapes raise
+// TypeError / ValueError naming the argument.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <string>
+#include <vector>
 
 namespace py = pybind11;
 
@@ -66,6 +68,26 @@ void luminance_u8(py::handle rgb_, py::handle out_) {
 inline float clip01(float v) { return v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v; }
 inline uint8_t to_u8(float v) { return (uint8_t)(clip01(v) * 255.0f + 0.5f); }
 
+// One row: the visible pixels' R and B and the luminance, then the output channels, in planar
+// float buffers so that the compiler vectorises the arithmetic (the same operations per element).
+void colour_row(const float* fy, const uint8_t* v, uint8_t* o, py::ssize_t W, float* buf) {
+    float *R = buf, *B = buf + W, *Y = buf + 2 * W;
+    for (py::ssize_t x = 0; x < W; ++x) {
+        const uint8_t* p = v + 3 * x;
+        R[x] = (float)p[0] * U8, B[x] = (float)p[2] * U8, Y[x] = lum(p);
+    }
+    for (py::ssize_t x = 0; x < W; ++x) {
+        const float cr = ((R[x] - Y[x]) * 0.713f + 0.5f) - 0.5f;  // rgb_to_ycbcr, then ycbcr_to_rgb
+        const float cb = ((B[x] - Y[x]) * 0.564f + 0.5f) - 0.5f;
+        const float y = fy[x];
+        R[x] = clip01(y + 1.403f * cr);
+        Y[x] = clip01((y - 0.714f * cr) - 0.344f * cb);  // G
+        B[x] = clip01(y + 1.773f * cb);
+    }
+    for (py::ssize_t x = 0; x < W; ++x)
+        o[3 * x] = to_u8(R[x]), o[3 * x + 1] = to_u8(Y[x]), o[3 * x + 2] = to_u8(B[x]);
+}
+
 void colour_out(py::handle y_, py::handle vis_, py::handle out_) {
     py::array fy = checked(y_, "y", 'f', 4, 2, false);
     py::array vis = checked(vis_, "vis", 'u', 1, 3, false);
@@ -78,22 +100,17 @@ void colour_out(py::handle y_, py::handle vis_, py::handle out_) {
     const auto* pv = static_cast<const uint8_t*>(vis.data());
     auto* po = static_cast<uint8_t*>(out.mutable_data());
     py::gil_scoped_release nogil;
-    for (py::ssize_t r = 0; r < H; ++r) {
-        const float* fr = reinterpret_cast<const float*>(py_ + r * ys);
-        const uint8_t* v = pv + r * vs;
-        uint8_t* o = po + r * os;
-        for (py::ssize_t x = 0; x < W; ++x) {
-            const uint8_t* p = v + 3 * x;
-            const float R = (float)p[0] * U8, B = (float)p[2] * U8;
-            const float Y = lum(p);
-            const float cr = ((R - Y) * 0.713f + 0.5f) - 0.5f;  // rgb_to_ycbcr, then ycbcr_to_rgb
-            const float cb = ((B - Y) * 0.564f + 0.5f) - 0.5f;
-            const float y = fr[x];
-            const float r_ = clip01(y + 1.403f * cr);
-            const float g_ = clip01((y - 0.714f * cr) - 0.344f * cb);
-            const float b_ = clip01(y + 1.773f * cb);
-            o[3 * x] = to_u8(r_), o[3 * x + 1] = to_u8(g_), o[3 * x + 2] = to_u8(b_);
-        }
+#ifdef _OPENMP
+#pragma omp parallel if (H * W >= (1 << 16))
+#endif
+    {
+        std::vector<float> buf(3 * (size_t)W);
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (py::ssize_t r = 0; r < H; ++r)
+            colour_row(reinterpret_cast<const float*>(py_ + r * ys), pv + r * vs, po + r * os, W,
+                       buf.data());
     }
 }
 

@@ -12,7 +12,9 @@ default has them).
 The token pathway runs on one PyTorch thread (``token_threads``): its ops are small (S×S = 128²) and
 each multi-threaded op ends in a thread barrier; with 2 threads on a busy 2-core machine those
 barriers dominate (measured: 5 ms per 640×480 pair on 1 thread, 100-300 ms on 2 with a training run
-beside it). The render uses ``threads`` OpenMP threads.
+beside it). With ``threads`` >= 2 the two images are tokenised at the same time instead, each on one
+thread (``TokFuse.token_pathway(pool=...)``: no barriers, the same result). The render uses
+``threads`` OpenMP threads.
 
 Outputs equal the PyTorch render up to float rounding (different accumulation order and FMA;
 ``tests/backends/test_native_render.py`` bounds the difference at 1e-5); token ids are PyTorch's own.
@@ -136,6 +138,10 @@ class NativeBackend(TorchBackend):
         self.impl, self.token_threads = impl, token_threads
         self._prepare_kernel()
         self.render_threads = torch.get_num_threads()
+        if self.render_threads >= 2 and token_threads == 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.token_pool = ThreadPoolExecutor(1, thread_name_prefix="tokfuse-tokens")
         self._check_impl()
 
     def _prepare_kernel(self):

@@ -73,8 +73,10 @@ class TorchBackend:
     def run_tokens(self, ir: np.ndarray, vis: np.ndarray, k: int):
         """ir, vis: float32 [B, 1, H, W] -> (base float32 [B, C, S, S], ids int64 [B, K]): the token pathway."""
         with torch.inference_mode(), kernel_backend(self.kernels):
-            base, ids = self.model.token_pathway(*self._tensors(ir, vis), k)
+            base, ids = self.model.token_pathway(*self._tensors(ir, vis), k, pool=self.token_pool)
             return base.float().cpu().numpy(), ids.cpu().numpy()
+
+    token_pool = None  # an executor for TokFuse.token_pathway (NativeBackend sets one)
 
     def upsample_base(self, base: np.ndarray, size) -> np.ndarray:
         """base [B, C, S, S] -> base_up float32 [B, C, H, W] for ``size`` = (H, W) (``TokFuse.upsample_base``)."""
@@ -99,3 +101,6 @@ class TorchBackend:
 
     def close(self) -> None:
         self.model = None
+        if self.token_pool is not None:
+            self.token_pool.shutdown(wait=False)
+            self.token_pool = None

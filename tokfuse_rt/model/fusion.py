@@ -125,12 +125,28 @@ class TokFuse(nn.Module):
         conv1); for the "layers" head at least the base layers' two box passes (2·base_radius)."""
         return max(3, 2 * self.cfg.base_radius) if self.cfg.head == "layers" else 3
 
-    def token_pathway(self, ir: torch.Tensor, vis: torch.Tensor, k=None):
-        """ir, vis [B, 1, H, W] in [0, 1] -> (base [B, C, S, S], ids [B, K] int64 shared ids after STE)."""
+    def token_pathway(self, ir: torch.Tensor, vis: torch.Tensor, k=None, pool=None):
+        """ir, vis [B, 1, H, W] in [0, 1] -> (base [B, C, S, S], ids [B, K] int64 shared ids after STE).
+        ``pool``: an executor (``concurrent.futures``) that tokenises ``ir`` while this thread tokenises
+        ``vis`` (the same operations, so the same result; inference only): two CPU cores working on one
+        pair without intra-op threads and their barriers."""
         k = self.cfg.default_k if k is None else k
         cb = self.codebook_n()
-        _, _, q_ir = self.tokenize(self.to_token_input(ir), cb)
+        if pool is None:
+            _, _, q_ir = self.tokenize(self.to_token_input(ir), cb)
+        else:
+            from .quant import get_backend, kernel_backend
+
+            mode, kernels = torch.is_inference_mode_enabled(), get_backend()  # thread-local: carried over
+
+            def tokenize_ir():
+                with torch.inference_mode(mode), kernel_backend(kernels):
+                    return self.tokenize(self.to_token_input(ir), cb)[2]
+
+            job = pool.submit(tokenize_ir)
         _, _, q_vis = self.tokenize(self.to_token_input(vis), cb)
+        if pool is not None:
+            q_ir = job.result()
         z, ids = self.shared_tokens(q_ir, q_vis, cb, k)
         base = self.decode_tokens(z)
         if self.cfg.head in ("tone", "layers"):
