@@ -240,12 +240,6 @@ def add_options(p) -> list[argparse.Action]:
             help="TensorRT compatibility report (default OUTPUT with .trt_report.md, and .json beside it)",
         ),
         p.add_argument("--fp16", action="store_true", help="allow FP16 kernels for the convolutions"),
-        p.add_argument(
-            "--int8",
-            action="store_true",
-            help="int8 convolutions of the render half (explicit QDQ quantization; needs --calib, shared with "
-            "ONNX export, unless CKPT is an int8 .onnx)",
-        ),
         p.add_argument("--min-shape", default=None, help=f"smallest BxHxW of the profile (default {DEFAULT_MIN})"),
         p.add_argument(
             "--opt-shape",
@@ -269,7 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
         "ONNX opset (default: export.to_onnx's)",
         add_options,
     )
-    # ONNX export's int8 calibration options (``tokfuse export`` has them from its ONNX group)
+    # ONNX export's int8 options (``tokfuse export`` has them from its ONNX group)
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="int8 convolutions of the render half (explicit QDQ quantization; needs --calib unless CKPT is an "
+        "int8 .onnx)",
+    )
     p.add_argument("--calib", metavar="DIR", default=None, help="--int8: calibration pairs, a train/ folder of sets")
     p.add_argument("--calib-pairs", metavar="N", type=int, default=None, help="--int8: calibration pairs (default 24)")
     return p

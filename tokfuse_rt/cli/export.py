@@ -19,7 +19,8 @@ import argparse
 from .options import add_output
 
 FORMATS = {"onnx": "onnx", "trt": "trt", "tensorrt": "trt", "native": "native"}
-SHARED = {"calib", "calib_pairs"}  # ONNX int8 options that native and TensorRT (--int8) export read too
+# ONNX options that the other formats read too: native export the calibration, TensorRT --int8 as well
+SHARED = {"native": {"calib", "calib_pairs"}, "trt": {"int8", "calib", "calib_pairs"}}
 SUFFIXES = {".onnx": "onnx", ".plan": "trt", ".engine": "trt"}
 
 EPILOG = """examples:
@@ -102,7 +103,7 @@ def cmd_export(a) -> int:
     fmt, a.ckpt = resolve(a.what, a.output)
     for other, actions in a.export_options.items():
         for act in actions:
-            if fmt in ("native", "trt") and act.dest in SHARED:
+            if act.dest in SHARED.get(fmt, ()):
                 continue
             if other != fmt and getattr(a, act.dest) != act.default:
                 what = "ONNX" if other == "onnx" else "TensorRT"
