@@ -8,8 +8,8 @@ excluded; colour conversion, model and uint8 output included), default model, 2 
 PyTorch, the native backend (PyTorch token pathway + the fused C++ render) in float32 and int8
 (``native-int8``: the bundled ranges, calibrated on train/), ONNX Runtime float32 and ONNX Runtime int8
 (``export.to_onnx --int8``, calibrated on train/), plus the CUDA cases where a GPU is present, and the
-public MMDRFuse student beside them (``TOKFUSE_MMDRFUSE=DIR``, see ``bench/peers.py``). ``extra_info``: ms and pairs/s (median), and GFLOP/s = the render half's
-convolution FLOPs per pair (2 × multiply-adds of DetailNet and HeadConvs at full resolution, from
+public MMDRFuse student beside them (``TOKFUSE_MMDRFUSE=DIR``, see ``bench/peers.py``).
+``extra_info``: ms and pairs/s (median), and GFLOP/s = the render half's convolution FLOPs per pair (2 × multiply-adds of DetailNet and HeadConvs at full resolution, from
 the model config: :func:`render_gflop`) / median time -- the full-resolution work, which dominates.
 In the 640×480 group each backend also runs once, in a fresh subprocess, on the pair resized to
 1280×1024 and reports its peak RSS (VmHWM of /proc/self/status; ru_maxrss is recorded too but can carry

@@ -8,8 +8,8 @@ visible H.264 file (CRF 12, like the originals; the joins are scene cuts). One r
 2 intra-op threads, decode / fuse / encode overlapped in threads.
 
 Group ``video-640x480``: ONNX Runtime, PyTorch, and the native backend in float32 and int8
-(``native``, ``native-int8``), each with token reuse (default policy) and without (``reuse="off"``). ``extra_info``: ``fps`` (frames / median round), ``stage_ms`` (busy
-milliseconds per frame of each stage in the last round: decode_ir, decode_vis, fuse, colour, encode),
+(``native``, ``native-int8``), each with token reuse (default policy) and without (``reuse="off"``).
+``extra_info``: ``fps`` (frames / median round), ``stage_ms`` (busy milliseconds per frame of each stage in the last round: decode_ir, decode_vis, fuse, colour, encode),
 ``overlap`` (sum of stage busy time / wall: > 1 means stages ran concurrently), key frames, the
 device, and the targets (>= 15 fps with ONNX Runtime, >= 30 fps with the fastest path, native-int8, on
 the project's 2-core CPU; ``meets_target``).
