@@ -2,18 +2,18 @@
 
     pytest bench/bench_engine.py --benchmark-only
 
-Groups ``engine-640x480`` and ``engine-1280x1024``: one real MSRS test pair (640×480, colour
-visible; resized to 1280×1024 for the second group), ``Engine.fuse`` on numpy uint8 arrays (decode
-excluded; colour conversion, model and uint8 output included), default model, 2 threads. Backends:
-PyTorch, the native backend (PyTorch token pathway + the fused C++ render) in float32 and int8
-(``native-int8``: the bundled ranges, calibrated on train/), ONNX Runtime float32 and ONNX Runtime int8
-(``export.to_onnx --int8``, calibrated on train/), plus the CUDA cases where a GPU is present, and the
-public MMDRFuse student beside them (``TOKFUSE_MMDRFUSE=DIR``, see ``bench/peers.py``).
-``extra_info``: ms and pairs/s (median), and GFLOP/s = the render half's convolution FLOPs per pair (2 × multiply-adds of DetailNet and HeadConvs at full resolution, from
-the model config: :func:`render_gflop`) / median time -- the full-resolution work, which dominates.
-In the 640×480 group each backend also runs once, in a fresh subprocess, on the pair resized to
-1280×1024 and reports its peak RSS (VmHWM of /proc/self/status; ru_maxrss is recorded too but can carry
-the forking parent's size across exec), which must stay <= 1 GiB.
+Groups ``engine-640x480`` and ``engine-1280x1024``: one real MSRS test pair (640×480, colour visible;
+resized to 1280×1024 for the second group), ``Engine.fuse`` on numpy uint8 arrays (decode excluded; colour
+conversion, model and uint8 output included), default model, 2 threads. Backends: PyTorch, the native
+backend (PyTorch token pathway + the fused C++ render) in float32 and int8 (``native-int8``: the bundled
+ranges, calibrated on train/), ONNX Runtime float32 and ONNX Runtime int8 (``export.to_onnx --int8``,
+calibrated on train/), plus the CUDA cases where a GPU is present, and the public MMDRFuse student beside
+them (``TOKFUSE_MMDRFUSE=DIR``, see ``bench/peers.py``). ``extra_info``: ms and pairs/s (median), and
+GFLOP/s = the render half's convolution FLOPs per pair (2 × multiply-adds of DetailNet and HeadConvs at full
+resolution, from the model config: :func:`render_gflop`) / median time -- the full-resolution work, which
+dominates. In the 640×480 group each backend also runs once, in a fresh subprocess, on the pair resized to
+1280×1024 and reports its peak RSS (VmHWM of /proc/self/status; ru_maxrss is recorded too but can carry the
+forking parent's size across exec), which must stay <= 1 GiB.
 
 Targets on the project's 2-core CPU: ONNX Runtime <= 100 ms, PyTorch <= 200 ms median per pair. They
 are recorded in ``extra_info`` (``target_ms``, ``meets_target``); set ``TOKFUSE_BENCH_STRICT=1`` to

@@ -7,16 +7,15 @@ visible H.264 file (CRF 12, like the originals; the joins are scene cuts). One r
 ``Engine.fuse_video`` call over all 120 frames into an H.264 MP4 (CRF 18, veryfast), default model,
 2 intra-op threads, decode / fuse / encode overlapped in threads.
 
-Group ``video-640x480``: ONNX Runtime, PyTorch, and the native backend in float32 and int8
-(``native``, ``native-int8``), each with token reuse (default policy) and without (``reuse="off"``).
-``extra_info``: ``fps`` (frames / median round), ``stage_ms`` (busy milliseconds per frame of each stage in the last round: decode_ir, decode_vis, fuse, colour, encode),
-``overlap`` (sum of stage busy time / wall: > 1 means stages ran concurrently), key frames, the
-device, and the targets (>= 15 fps with ONNX Runtime, >= 30 fps with the fastest path, native-int8, on
-the project's 2-core CPU; ``meets_target``).
-Group ``video-stages-640x480``: decoding both streams alone and encoding alone, for scale.
-``TOKFUSE_BENCH_STRICT=1`` asserts the fps target (timings on a shared machine are noisy);
-``TOKFUSE_BENCH_ROUNDS`` sets the rounds (default 3); ``TOKFUSE_BENCH_MODEL`` the checkpoint.
-"""
+Group ``video-640x480``: ONNX Runtime, PyTorch, and the native backend in float32 and int8 (``native``,
+``native-int8``), each with token reuse (default policy) and without (``reuse="off"``). ``extra_info``:
+``fps`` (frames / median round), ``stage_ms`` (busy milliseconds per frame of each stage in the last round:
+decode_ir, decode_vis, fuse, colour, encode), ``overlap`` (sum of stage busy time / wall: > 1 means stages
+ran concurrently), key frames, the device, and the targets (>= 15 fps with ONNX Runtime, >= 30 fps with the
+fastest path, native-int8, on the project's 2-core CPU; ``meets_target``). Group ``video-stages-640x480``:
+decoding both streams alone and encoding alone, for scale. ``TOKFUSE_BENCH_STRICT=1`` asserts the fps target
+(timings on a shared machine are noisy); ``TOKFUSE_BENCH_ROUNDS`` sets the rounds (default 3);
+``TOKFUSE_BENCH_MODEL`` the checkpoint."""
 
 from __future__ import annotations
 
