@@ -1,6 +1,8 @@
 """Every CPU backend side by side, interleaved: one ``Engine.fuse`` per backend in turn, round after
 round, so a busy machine slows every backend alike (bench/bench_engine.py runs them one after the
-other, which is fairer on a quiet machine and records memory).
+other, which is fairer on a quiet machine and records memory). Each call is preceded by a 50 ms pause
+(not timed): ONNX Runtime's and OpenMP's worker threads spin for a while after a run, which would
+otherwise slow the next backend.
 
     python scripts/fast_path_bench.py FP32.onnx INT8.onnx [--model CKPT] [--rounds 9] [--threads 2]
         [--json out.json]
@@ -70,6 +72,7 @@ def main(argv=None) -> int:
                 f(ir, vis)
         for _ in range(a.rounds):
             for k, f in runners.items():
+                time.sleep(0.05)  # let the previous backend's worker threads stop spinning (ORT, OpenMP)
                 t = time.perf_counter()
                 f(ir, vis)
                 times[k].append(time.perf_counter() - t)
