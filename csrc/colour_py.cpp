@@ -8,7 +8,7 @@
 // Both repeat tokfuse_rt/imageio.py's float32 arithmetic operation for operation (luminance,
 // rgb_to_ycbcr, ycbcr_to_rgb, to_uint8; NumPy computes float32 arrays with float32 constants),
 // built with -ffp-contract=off, so their results are bit-identical to the NumPy path
-// (tests/engine/test_colour_ext.py); colour_out runs OpenMP over rows. Arrays may be views with any
+// (tests/engine/test_colour_ext.py); both run OpenMP over rows. Arrays may be views with any
 // row stride; pixels must be contiguous (3 bytes, or one float). Wrong dtypes or shapes raise
 // TypeError / ValueError naming the argument.
 #include <pybind11/numpy.h>
@@ -58,6 +58,9 @@ void luminance_u8(py::handle rgb_, py::handle out_) {
     const auto* src = static_cast<const uint8_t*>(rgb.data());
     auto* dst = static_cast<char*>(out.mutable_data());
     py::gil_scoped_release nogil;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (H * W >= (1 << 16))
+#endif
     for (py::ssize_t y = 0; y < H; ++y) {
         const uint8_t* s = src + y * rs;
         float* d = reinterpret_cast<float*>(dst + y * os);

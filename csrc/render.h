@@ -74,6 +74,10 @@ void quant_row_avx2(const float* src, int W, float mul, float add, int32_t* dst)
 void conv_row_avx512(const float* const* in, int istride, const int* off, int nin, const float* w,
                      const float* bias, float* out, int ostride, int W, int cop, int relu);
 bool render_avx512_compiled();
+// The AVX2 rule and box rows with 16 lanes (bit-identical results; render_avx512.cpp).
+void rule_row_avx512(const RuleRow& r);
+void box_hmean_avx512(const float* src, int W, int r, float* tmp, float* dst);
+void box_vmean_avx512(const float* const* rows, int n, int W, float* dst);
 bool cpu_has_avx512f();  // render_cpu.cpp; false under TOKFUSE_NO_AVX2=1 too
 
 // Instruction paths of the render (IMPL_SCALAR and IMPL_AVX2 as in nn_search.h, plus this one).

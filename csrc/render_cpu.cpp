@@ -129,8 +129,9 @@ void quant_row_scalar(const float* src, int W, float mul, float add, int32_t* ds
 const float* base_layers_tile(const float* ir, const float* vis, int H, int W, int R, int y0,
                               int y1, LayerBufs& s) {
     const bool avx2 = cpu_has_avx2_fma() && render_avx2_compiled();
-    const BoxHFn hmean = avx2 ? box_hmean_avx2 : box_hmean_scalar;
-    const BoxVFn vmean = avx2 ? box_vmean_avx2 : box_vmean_scalar;
+    const bool avx512 = avx2 && cpu_has_avx512f() && render_avx512_compiled();
+    const BoxHFn hmean = avx512 ? box_hmean_avx512 : avx2 ? box_hmean_avx2 : box_hmean_scalar;
+    const BoxVFn vmean = avx512 ? box_vmean_avx512 : avx2 ? box_vmean_avx2 : box_vmean_scalar;
     const int T = y1 - y0;
     // rows [a1, a2) of the first horizontal pass, [c1, c2) of the vertical and second horizontal
     const int a1 = std::max(0, y0 - 2 * R), a2 = std::min(H, y1 + 2 * R);
@@ -303,7 +304,9 @@ void render_cpu(const RenderModel& m, const float* ir, const float* vis, const f
     const ConvRowFn conv = impl == RENDER_IMPL_AVX512 ? conv_row_avx512
                            : avx2                     ? conv_row_avx2
                                                       : conv_row_scalar;
-    const RuleRowFn rule = avx2 ? rule_row_avx2 : rule_row_scalar;
+    const RuleRowFn rule = impl == RENDER_IMPL_AVX512 ? rule_row_avx512
+                           : avx2                     ? rule_row_avx2
+                                                      : rule_row_scalar;
     const size_t HW = (size_t)H * W;
     std::vector<Scratch> scratch(resolve_threads(num_threads));
     parallel_tiles(B, H, tile_rows, num_threads, [&](int t, int64_t b, int y0, int y1) {

@@ -176,8 +176,11 @@ void render_int8_cpu(const QuantModel& q, const float* ir, const float* vis, con
                      int64_t B, int H, int W, float* out, int num_threads, int impl,
                      int tile_rows) {
     const QConvRowFn conv = impl == RENDER_IMPL_VNNI ? qconv_row_vnni : qconv_row_scalar;
+    // the rule: the widest path the CPU has, whatever the convolutions' impl (so both give one
+    // result)
     const bool avx2 = cpu_has_avx2_fma() && render_avx2_compiled();
-    const RuleRowFn rule = avx2 ? rule_row_avx2 : rule_row_scalar;
+    const bool avx512 = avx2 && cpu_has_avx512f() && render_avx512_compiled();
+    const RuleRowFn rule = avx512 ? rule_row_avx512 : avx2 ? rule_row_avx2 : rule_row_scalar;
     const QuantRowFn quant = avx2 ? quant_row_avx2 : quant_row_scalar;
     const size_t HW = (size_t)H * W;
     std::vector<QScratch> scratch(resolve_threads(num_threads));

@@ -95,6 +95,20 @@ def test_kernel_matches_pytorch_render(head, channels):
                 assert np.abs(out - ref).max() <= TOL, (head, h, w, impl, tile_rows)
 
 
+@pytest.mark.parametrize("head", HEADS)
+def test_avx512_and_avx2_paths_agree_bit_for_bit(head):
+    """The AVX-512 convolution, rule and box rows repeat the AVX2 kernels' operations lane for lane (same
+    accumulation order, the same exp polynomial, FMA where they use it): identical results."""
+    from tokfuse_rt.backends.native_backend import native_render
+
+    if "avx512" not in _impls():
+        pytest.skip("no AVX-512F on this CPU")
+    m = _model(head, detail_channels=5, head_channels=11, base_radius=3)
+    ir, vis, up = _inputs(np.random.default_rng(4), 2, 37, 83, 1 if head == "blend" else 5)
+    r = native_render(m)
+    assert np.array_equal(r.run(ir, vis, up, 2, "avx2"), r.run(ir, vis, up, 2, "avx512"))
+
+
 def test_radius_larger_than_the_image():
     """Replicate padding when the box filter is wider than the image (every row clamps)."""
     from tokfuse_rt.backends.native_backend import native_render
