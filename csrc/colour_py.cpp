@@ -8,12 +8,15 @@
 // Both repeat tokfuse_rt/imageio.py's float32 arithmetic operation for operation (luminance,
 // rgb_to_ycbcr, ycbcr_to_rgb, to_uint8; NumPy computes float32 arrays with float32 constants),
 // built with -ffp-contract=off, so their results are bit-identical to the NumPy path
-// (tests/engine/test_colour_ext.py); both run OpenMP over rows. Arrays may be views with any
-// row stride; pixels must be contiguous (3 bytes, or one float). Wrong dtypes or shapes raise
-// TypeError / ValueError naming the argument.
+// (tests/engine/test_colour_ext.py); both run on the thread pool (thread_pool.h) over blocks of
+// rows. Arrays may be views with any row stride; pixels must be contiguous (3 bytes, or one float).
+// Wrong dtypes or shapes raise TypeError / ValueError naming the argument.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include "thread_pool.h"
+
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -21,6 +24,7 @@ namespace py = pybind11;
 
 namespace {
 
+constexpr py::ssize_t ROWS = 32;  // rows per item of the thread pool
 constexpr float KR = 0.299f, KG = 0.587f, KB = 0.114f, U8 = (float)(1.0 / 255.0);
 
 py::array checked(py::handle obj, const char* name, char kind, int itemsize, int ndim,
@@ -58,14 +62,14 @@ void luminance_u8(py::handle rgb_, py::handle out_) {
     const auto* src = static_cast<const uint8_t*>(rgb.data());
     auto* dst = static_cast<char*>(out.mutable_data());
     py::gil_scoped_release nogil;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (H * W >= (1 << 16))
-#endif
-    for (py::ssize_t y = 0; y < H; ++y) {
-        const uint8_t* s = src + y * rs;
-        float* d = reinterpret_cast<float*>(dst + y * os);
-        for (py::ssize_t x = 0; x < W; ++x) d[x] = lum(s + 3 * x);
-    }
+    const int nt = H * W >= (1 << 16) ? 0 : 1;
+    tokfuse::parallel_for(nt, (H + ROWS - 1) / ROWS, [&](int, int64_t blk) {
+        for (py::ssize_t y = blk * ROWS; y < std::min<py::ssize_t>(H, (blk + 1) * ROWS); ++y) {
+            const uint8_t* s = src + y * rs;
+            float* d = reinterpret_cast<float*>(dst + y * os);
+            for (py::ssize_t x = 0; x < W; ++x) d[x] = lum(s + 3 * x);
+        }
+    });
 }
 
 inline float clip01(float v) { return v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v; }
@@ -103,18 +107,13 @@ void colour_out(py::handle y_, py::handle vis_, py::handle out_) {
     const auto* pv = static_cast<const uint8_t*>(vis.data());
     auto* po = static_cast<uint8_t*>(out.mutable_data());
     py::gil_scoped_release nogil;
-#ifdef _OPENMP
-#pragma omp parallel if (H * W >= (1 << 16))
-#endif
-    {
+    const int nt = H * W >= (1 << 16) ? 0 : 1;
+    tokfuse::parallel_for(nt, (H + ROWS - 1) / ROWS, [&](int, int64_t blk) {
         std::vector<float> buf(3 * (size_t)W);
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-        for (py::ssize_t r = 0; r < H; ++r)
+        for (py::ssize_t r = blk * ROWS; r < std::min<py::ssize_t>(H, (blk + 1) * ROWS); ++r)
             colour_row(reinterpret_cast<const float*>(py_ + r * ys), pv + r * vs, po + r * os, W,
                        buf.data());
-    }
+    });
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
-// The fused native render: driver (row tiles, OpenMP, the base layers' box filter) and the scalar
-// kernels (portable C++, separate multiply and add). See render.h; AVX2 kernels in render_avx2.cpp.
+// The fused native render: driver (row tiles on the thread pool, the base layers' box filter) and
+// the scalar kernels (portable C++, separate multiply and add). See render.h; AVX2 kernels in
+// render_avx2.cpp.
 //
 // Per tile of output rows [y0, y1) of one image, everything stays in per-thread buffers a few rows
 // high, never a full-size intermediate:
@@ -23,10 +24,7 @@
 #include "nn_search.h"
 #include "render.h"
 #include "render_tile.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "thread_pool.h"
 
 namespace tokfuse {
 
@@ -164,14 +162,7 @@ const float* base_layers_tile(const float* ir, const float* vis, int H, int W, i
     return s.lo.data();
 }
 
-int resolve_threads(int num_threads) {
-#ifdef _OPENMP
-    return num_threads > 0 ? num_threads : omp_get_max_threads();
-#else
-    (void)num_threads;
-    return 1;
-#endif
-}
+int resolve_threads(int num_threads) { return pool_threads(num_threads); }
 
 void parallel_tiles(int64_t B, int H, int tile_rows, int num_threads,
                     const std::function<void(int thread, int64_t b, int y0, int y1)>& tile) {
@@ -182,28 +173,10 @@ void parallel_tiles(int64_t B, int H, int tile_rows, int num_threads,
         T = std::max(1, (H + per_image - 1) / per_image);
     }
     const int tiles = (H + T - 1) / T;
-    const int64_t items = B * tiles;
-    std::atomic<bool> failed(false);
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt)
-#endif
-    {
-        int me = 0;
-#ifdef _OPENMP
-        me = omp_get_thread_num();
-#pragma omp for schedule(dynamic, 1)
-#endif
-        for (int64_t it = 0; it < items; ++it) {
-            if (failed.load(std::memory_order_relaxed)) continue;
-            try {  // an exception must not leave an OpenMP region
-                const int y0 = (int)(it % tiles) * T;
-                tile(me, it / tiles, y0, std::min(H, y0 + T));
-            } catch (...) {
-                failed.store(true);
-            }
-        }
-    }
-    if (failed.load()) throw std::bad_alloc();  // the only exception a tile can raise
+    parallel_for(nt, B * tiles, [&](int thread, int64_t it) {
+        const int y0 = (int)(it % tiles) * T;
+        tile(thread, it / tiles, y0, std::min(H, y0 + T));
+    });
 }
 
 namespace {

@@ -19,12 +19,12 @@ struct LayerBufs {
 const float* base_layers_tile(const float* ir, const float* vis, int H, int W, int R, int y0,
                               int y1, LayerBufs& s);
 
-// OpenMP threads num_threads resolves to (<= 0: the OpenMP default; 1 without OpenMP).
+// Threads num_threads resolves to (<= 0: one per usable core; see thread_pool.h).
 int resolve_threads(int num_threads);
 
 // Calls tile(thread, b, y0, y1) for every tile of about tile_rows rows (<= 0: chosen from H and
-// the thread count) of every image b < B, OpenMP over tiles; thread < resolve_threads(num_threads).
-// An exception in a tile is rethrown as std::bad_alloc after the parallel region.
+// the thread count) of every image b < B, on the thread pool (thread_pool.h) over tiles;
+// thread < resolve_threads(num_threads). An exception in a tile is rethrown as std::bad_alloc.
 void parallel_tiles(int64_t B, int H, int tile_rows, int num_threads,
                     const std::function<void(int thread, int64_t b, int y0, int y1)>& tile);
 

@@ -137,9 +137,13 @@ class TokFuse(nn.Module):
         else:
             from .quant import get_backend, kernel_backend
 
-            mode, kernels = torch.is_inference_mode_enabled(), get_backend()  # thread-local: carried over
+            # thread-local settings, carried over: grad mode, the kernel backend and the intra-op threads
+            # (OpenMP's thread count is per thread: a new thread would start with one per core)
+            mode, kernels, threads = torch.is_inference_mode_enabled(), get_backend(), torch.get_num_threads()
 
             def tokenize_ir():
+                if torch.get_num_threads() != threads:
+                    torch.set_num_threads(threads)
                 with torch.inference_mode(mode), kernel_backend(kernels):
                     return self.tokenize(self.to_token_input(ir), cb)[2]
 
