@@ -9,7 +9,9 @@ otherwise slow the next backend.
 
 One real MSRS test pair (640×480, colour visible; resized to 1280×1024 for the second size), numpy
 uint8 in -> uint8 out. Backends: PyTorch, native and native-int8 (the checkpoint), ONNX Runtime
-float32 and int8 (the exported graphs of that checkpoint), and the public MMDRFuse student when
+float32 and int8 (the exported graphs of that checkpoint), ONNX Runtime float32 with the colour steps
+in NumPy (``onnxruntime-numpy-colour``: the float32 path as it was before the C++ colour steps, for the
+speed-up against it), and the public MMDRFuse student when
 TOKFUSE_MMDRFUSE names a checkout of it (bench/peers.py; gray output). Reported per size and backend:
 median ms, pairs/s and GFLOP/s of the render half's convolutions (bench_engine.render_gflop).
 """
@@ -58,6 +60,16 @@ def main(argv=None) -> int:
     engines = {k: Engine(m, device="cpu", threads=a.threads, backend=b) for k, (m, b) in specs.items()}
     cfg = engines["pytorch"].info()["config"]
     runners = {k: e.fuse for k, e in engines.items()}
+    import tokfuse_rt.imageio as imageio
+
+    def ort_numpy_colour(ir, vis):  # the float32 ONNX Runtime path with NumPy colour steps (as before C++ ones)
+        ext, imageio._EXT = imageio.colour_ext(), None
+        try:
+            return engines["onnxruntime"].fuse(ir, vis)
+        finally:
+            imageio._EXT = ext
+
+    runners["onnxruntime-numpy-colour"] = ort_numpy_colour
     sys.path.insert(0, str(ROOT / "bench"))
     from peers import mmdrfuse_dir, mmdrfuse_student
 
@@ -81,14 +93,16 @@ def main(argv=None) -> int:
         for k, ts in times.items():
             med = float(np.median(ts))
             res[k] = {"ms": round(1e3 * med, 1), "pairs_per_s": round(1 / med, 2)}
-            res[k]["gflop_per_s"] = round(g / med, 1) if k in engines else None  # a peer: other work
-        base = res["onnxruntime"]["ms"]
+            res[k]["gflop_per_s"] = round(g / med, 1) if k != "mmdrfuse-student" else None  # a peer: other work
+        base, before = res["onnxruntime"]["ms"], res["onnxruntime-numpy-colour"]["ms"]
         for k, r in res.items():
             r["speedup_vs_ort_fp32"] = round(base / r["ms"], 2)
+            r["speedup_vs_ort_fp32_numpy_colour"] = round(before / r["ms"], 2)
             print(
                 f"{w}x{h} {k:17s} {r['ms']:8.1f} ms  {r['pairs_per_s']:6.2f} pairs/s  "
                 f"{r['gflop_per_s'] or float('nan'):6.1f} GFLOP/s  "
-                f"x{r['speedup_vs_ort_fp32']:.2f} vs ORT fp32"
+                f"x{r['speedup_vs_ort_fp32']:.2f} vs ORT fp32, x{r['speedup_vs_ort_fp32_numpy_colour']:.2f} vs ORT fp32 "
+                "with NumPy colour"
             )
         out[f"{w}x{h}"] = res
     for e in engines.values():
