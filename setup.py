@@ -130,7 +130,10 @@ sources = [
     f"{CSRC}/colour_py.cpp",
     f"{CSRC}/thread_pool.cpp",
 ]
-depends = [f"{CSRC}/{f}" for f in ("nn_search.h", "nn_search_kernel.cuh", "dlpack_min.h", "render.h", "render_tile.h", "thread_pool.h")]
+depends = [
+    f"{CSRC}/{f}"
+    for f in ("nn_search.h", "nn_search_kernel.cuh", "dlpack_min.h", "render.h", "render_tile.h", "thread_pool.h")
+]
 define_macros = []
 libraries = []
 library_dirs = []

@@ -101,8 +101,8 @@ def main(argv=None) -> int:
             print(
                 f"{w}x{h} {k:17s} {r['ms']:8.1f} ms  {r['pairs_per_s']:6.2f} pairs/s  "
                 f"{r['gflop_per_s'] or float('nan'):6.1f} GFLOP/s  "
-                f"x{r['speedup_vs_ort_fp32']:.2f} vs ORT fp32, x{r['speedup_vs_ort_fp32_numpy_colour']:.2f} vs ORT fp32 "
-                "with NumPy colour"
+                f"x{r['speedup_vs_ort_fp32']:.2f} vs ORT fp32, "
+                f"x{r['speedup_vs_ort_fp32_numpy_colour']:.2f} vs ORT fp32 with NumPy colour"
             )
         out[f"{w}x{h}"] = res
     for e in engines.values():
