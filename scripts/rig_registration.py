@@ -9,7 +9,7 @@ code with the estimator's ECC step, to tell a misregistered pair (the objectives
 non-identity mapping) from a bias of one objective (they disagree):
 
 - ``structure``: normalised cross-correlation of ``calibrate.structure`` images;
-- ``selfsim``: sum of squared differences of ``calibrate.self_similarity`` descriptors (MIND-like);
+- ``selfsim``: sum of squared differences of :func:`self_similarity` descriptors (MIND-like);
 - ``orientation``: mean product of doubled-angle gradient orientation fields (normalised gradient
   field, polarity-free);
 - ``mi``: mutual information of the intensities (32 bins; whole frame only).
@@ -19,7 +19,7 @@ sub-pixel by a parabola through the peak; "edge" when the peak is on the search 
 best shift in each tile of a 5x5 grid, to which a homography is fitted (RANSAC, 1.5 px); that
 homography is compared with the identity and with the other objectives' (mean distance over a 16x16
 grid of the frame, like ``rig_synth.frame_error``). ``ecc``: the estimator's own refinement from the
-identity (``calibrate._refine`` and the final step), for comparison.
+identity (``calibrate._refine``), for comparison.
 """
 
 from __future__ import annotations
@@ -63,6 +63,29 @@ def _mi(a, b, bins=32):
     return float((p[nz] * np.log(p[nz] / q[nz])).sum())
 
 
+def self_similarity(y: np.ndarray) -> list:
+    """Luminance (H, W) float32 -> 4 channels (H, W) float32 in [0, 1]: for the offsets (2, 0), (0, 2),
+    (2, 2), (2, -2), exp(-D / V), D the Gaussian-weighted patch difference between the pixel's
+    neighbourhood and the offset one, V the mean of D over the four offsets (local contrast divides
+    out), each pixel scaled so that its largest channel is 1. Depends on where structure is, not on its
+    intensity or polarity, so infrared and visible images of a scene have similar descriptors."""
+    import cv2
+
+    y = cv2.GaussianBlur(np.ascontiguousarray(y, np.float32), (0, 0), 0.5)
+    h, w = y.shape
+    ds = []
+    for dx, dy in ((2, 0), (0, 2), (2, 2), (2, -2)):
+        shift = np.float32([[1, 0, dx], [0, 1, dy]])
+        moved = cv2.warpAffine(y, shift, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+        ds.append(cv2.GaussianBlur((y - moved) ** 2, (0, 0), 0.8))
+    d = np.stack(ds)
+    v = d.mean(0)
+    v = np.maximum(v, np.float32(1e-3 * float(v.mean()) + 1e-8))
+    e = np.exp(-d / v)
+    e /= e.max(0, keepdims=True) + np.float32(1e-8)
+    return list(e)
+
+
 def _descriptors(y_ir, y_vis):
     import cv2
 
@@ -78,8 +101,8 @@ def _descriptors(y_ir, y_vis):
     return {
         "structure": (C.structure(y_ir, 1.0)[None], C.structure(y_vis, 1.0)[None], _ncc),
         "selfsim": (
-            np.stack(C.self_similarity(y_ir)),
-            np.stack(C.self_similarity(y_vis)),
+            np.stack(self_similarity(y_ir)),
+            np.stack(self_similarity(y_vis)),
             lambda a, b: -np.mean((a - b) ** 2),
         ),
         "orientation": (orient(y_ir), orient(y_vis), lambda a, b: float(np.mean((a * b).sum(0)))),
@@ -143,8 +166,6 @@ def measure(y_ir, y_vis, r=6, tiles=5):
                     )
         out[name] = row
     _, m = C._refine(y_ir, y_vis, np.eye(3), "homography")
-    if hasattr(C, "_final_step"):
-        m = C._final_step(y_ir, y_vis, m, "homography")
     mats["ecc"] = m
     out["ecc"] = {"homography_vs_identity_px": round(float(frame_error(m, Rig.identity(size)).mean()), 2)}
     ks = list(mats)

@@ -15,12 +15,6 @@ strong edges weigh alike).
    (translation, affine, homography); the candidate with the best final correlation wins. Pairs of
    equal sizes keep the identity unless the estimate's correlation is ``IDENTITY_RHO`` higher (a
    registered pair stays registered).
-3. **Final step** (full resolution, from the best candidate's ECC estimate): Gauss-Newton (inverse compositional) on a
-   multi-channel self-similarity descriptor (:func:`self_similarity`, MIND-like: how much each pixel's
-   neighbourhood resembles the neighbourhood 2 px away in four directions, which is the same in both
-   modalities wherever the local structure is), least squares over the pixels with the strongest
-   descriptor gradients. A step that fails or moves the frame's corners by more than ``AGREE_PX``
-   keeps the ECC estimate.
 
 The final correlation (rho, in [-1, 1]) is the pair's confidence; below ``MIN_RHO`` the pair is
 unreliable, and so is a pair where a placement far from the best (another peak of the global
@@ -53,8 +47,6 @@ AGREE_PX = 4.0  # pairs whose estimates differ by more (max over the frame corne
 AMBIGUOUS_RHO = 0.02  # a far placement within this correlation of the best makes the pair ambiguous
 MIN_STRUCTURE = 1e-3  # standard deviation of a luminance below which an image is flat
 IDENTITY_RHO = 0.01  # equal sizes: the identity is kept unless an estimate correlates this much better
-FINAL_ITERS = 15  # Gauss-Newton iterations of the final self-similarity step
-FINAL_FRACTION = 0.35  # share of the infrared pixels (strongest descriptor gradients) in the final step
 
 
 class CalibrationError(ValueError):
@@ -103,28 +95,6 @@ def structure(y: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     r = max(4.0, 0.04 * max(y.shape))
     local = cv2.GaussianBlur(g, (0, 0), r)
     return g / (local + np.float32(0.1 * float(g.mean()) + 1e-6))
-
-
-def self_similarity(y: np.ndarray) -> list:
-    """Luminance (H, W) float32 -> 4 channels (H, W) float32 in [0, 1]: for the offsets (2, 0), (0, 2),
-    (2, 2), (2, -2), exp(-D / V), D the Gaussian-weighted patch difference between the pixel's
-    neighbourhood and the offset one, V the mean of D over the four offsets (local contrast divides
-    out), each pixel scaled so that its largest channel is 1. Depends on where structure is, not on its
-    intensity or polarity, so infrared and visible images of a scene have similar descriptors."""
-    cv2 = require_cv2()
-    y = cv2.GaussianBlur(np.ascontiguousarray(y, np.float32), (0, 0), 0.5)
-    h, w = y.shape
-    ds = []
-    for dx, dy in ((2, 0), (0, 2), (2, 2), (2, -2)):
-        shift = np.float32([[1, 0, dx], [0, 1, dy]])
-        moved = cv2.warpAffine(y, shift, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
-        ds.append(cv2.GaussianBlur((y - moved) ** 2, (0, 0), 0.8))
-    d = np.stack(ds)
-    v = d.mean(0)
-    v = np.maximum(v, np.float32(1e-3 * float(v.mean()) + 1e-8))
-    e = np.exp(-d / v)
-    e /= e.max(0, keepdims=True) + np.float32(1e-8)
-    return list(e)
 
 
 def _resize(y: np.ndarray, f: float) -> tuple[np.ndarray, np.ndarray]:
@@ -215,94 +185,6 @@ def _ecc(s_ir, s_vis, m: np.ndarray, model: str, iters: int) -> tuple[float, np.
     return float(rho), out / out[2, 2]
 
 
-_PARAMS = {"translation": [2, 5], "affine": [0, 1, 2, 3, 4, 5], "homography": list(range(8))}
-
-
-def _gauss_newton(t_chans: list, i_chans: list, m: np.ndarray, model: str) -> np.ndarray:
-    """Least-squares alignment of multi-channel images: template channels (infrared grid) against input
-    channels (visible grid), ``m`` maps template pixels to input pixels (3x3). Inverse compositional
-    Gauss-Newton (the template's gradients and Jacobian computed once) over the ``FINAL_FRACTION`` of
-    template pixels with the strongest gradients, each channel standardised (mean 0, variance 1) over
-    the pixels inside the input frame at every iteration (gain and offset divide out). Coordinates
-    normalised to [-1, 1] for conditioning. Returns the refined matrix."""
-    cv2 = require_cv2()
-    h, w = t_chans[0].shape
-    hv, wv = i_chans[0].shape
-    s = 0.5 * max(w, h)
-    cx, cy = (w - 1) / 2, (h - 1) / 2
-    norm = np.array([[1 / s, 0, -cx / s], [0, 1 / s, -cy / s], [0, 0, 1.0]])
-    grads, score = [], np.zeros((h, w), np.float32)
-    for t in t_chans:
-        gx = cv2.Sobel(t, cv2.CV_32F, 1, 0, ksize=3) / 8
-        gy = cv2.Sobel(t, cv2.CV_32F, 0, 1, ksize=3) / 8
-        grads.append((gx, gy))
-        score += (gx * gx + gy * gy) / np.float32(float(t.var()) + 1e-12)
-    valid = np.zeros((h, w), bool)
-    valid[3:-3, 3:-3] = True
-    if valid.sum() < 100:
-        return m
-    sel = valid & (score >= np.quantile(score[valid], 1 - FINAL_FRACTION))
-    py, px = np.nonzero(sel)
-    px, py = px.astype(np.float64), py.astype(np.float64)
-    xn, yn = (px - cx) / s, (py - cy) / s
-    zero, one = np.zeros_like(xn), np.ones_like(xn)
-    cols = _PARAMS[model]
-    jx = np.stack([xn, yn, one, zero, zero, zero, -xn * xn, -xn * yn], 1)[:, cols]
-    jy = np.stack([zero, zero, zero, xn, yn, one, -xn * yn, -yn * yn], 1)[:, cols]
-    tv, sd = [], []
-    for t, (gx, gy) in zip(t_chans, grads):
-        v = t[sel].astype(np.float64)
-        dev = v.std() + 1e-12
-        tv.append((v - v.mean()) / dev)
-        sd.append((gx[sel][:, None] * jx + gy[sel][:, None] * jy) * (s / dev))
-    n, pad = len(px), (-len(px)) % 1024  # cv2.remap needs maps below 32767 px per side
-    pts = np.stack([px, py, one])
-    out = m.copy()
-    for _ in range(FINAL_ITERS):
-        q = out @ pts
-        qx, qy = q[0] / q[2], q[1] / q[2]
-        inside = (qx >= 0) & (qx <= wv - 1) & (qy >= 0) & (qy <= hv - 1)
-        if inside.sum() < 100:
-            return m
-        mx = np.pad(qx.astype(np.float32), (0, pad)).reshape(-1, 1024)
-        my = np.pad(qy.astype(np.float32), (0, pad)).reshape(-1, 1024)
-        hess, b = np.zeros((len(cols), len(cols))), np.zeros(len(cols))
-        for t, sdc, ic in zip(tv, sd, i_chans):
-            iv = cv2.remap(ic, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).ravel()[:n][inside]
-            ti = t[inside]
-            e = (iv - iv.mean()) / (iv.std() + 1e-12) - (ti - ti.mean()) / (ti.std() + 1e-12)
-            a = sdc[inside]
-            hess += a.T @ a
-            b += a.T @ e
-        try:
-            dp = np.zeros(8)
-            dp[cols] = np.linalg.solve(hess, b)
-        except np.linalg.LinAlgError:
-            return m
-        d = np.array([[1 + dp[0], dp[1], dp[2]], [dp[3], 1 + dp[4], dp[5]], [dp[6], dp[7], 1.0]])
-        out = out @ np.linalg.inv(norm) @ np.linalg.inv(d) @ norm  # inverse compositional update
-        out /= out[2, 2]
-        if not np.isfinite(out).all():
-            return m
-        if np.abs(dp).max() * s < 1e-3:
-            break
-    return out
-
-
-def _final_step(y_ir, y_vis, m: np.ndarray, model: str) -> np.ndarray:
-    """Full-resolution self-similarity Gauss-Newton from ``m`` (module docstring, step 3)."""
-    vis_l, t_vis = _resize(y_vis, 1.0)
-    ir_l, t_ir = _resize(y_ir, _scale(m))
-    ml = t_vis @ m @ np.linalg.inv(t_ir)
-    ml = _gauss_newton(self_similarity(ir_l), self_similarity(vis_l), ml / ml[2, 2], model)
-    out = np.linalg.inv(t_vis) @ ml @ t_ir
-    out /= out[2, 2]
-    c = corners((y_ir.shape[1], y_ir.shape[0]))
-    if not np.isfinite(out).all() or np.linalg.norm(apply(out, c) - apply(m, c), axis=1).max() > AGREE_PX:
-        return m
-    return out
-
-
 def _refine(y_ir, y_vis, m0: np.ndarray, model: str) -> tuple[float, np.ndarray]:
     """Coarse-to-fine ECC from ``m0`` (full-resolution ir -> vis); returns (rho at full resolution, matrix)."""
     cv2 = require_cv2()
@@ -354,13 +236,11 @@ def estimate_pair(y_ir: np.ndarray, y_vis: np.ndarray, model: str = "homography"
         raise CalibrationError(f"pair {name}: the global search found no placement of the infrared image")
     done = sorted(((*_refine(y_ir, y_vis, m0, model), score) for score, m0 in cands), key=lambda t: -t[0])
     rho, m, score = done[0]
-    m_ecc = m
-    m = _final_step(y_ir, y_vis, m, model)
     if y_ir.shape == y_vis.shape and _corr(y_ir, y_vis, np.eye(3)) >= _corr(y_ir, y_vis, m) - IDENTITY_RHO:
         m = np.eye(3)  # equal sizes: the identity unless the estimate correlates clearly better
     c = corners((y_ir.shape[1], y_ir.shape[0]))
     ambiguous = any(
-        r2 >= rho - AMBIGUOUS_RHO and np.linalg.norm(apply(m2, c) - apply(m_ecc, c), axis=1).max() > AGREE_PX
+        r2 >= rho - AMBIGUOUS_RHO and np.linalg.norm(apply(m2, c) - apply(m, c), axis=1).max() > AGREE_PX
         for r2, m2, _ in done[1:]
     )
     return PairResult(name, m, rho, score, time.perf_counter() - t0, ambiguous=ambiguous)
@@ -407,7 +287,7 @@ def combine(results: list, ir_size, vis_size, model: str) -> Calibration:
     conf = float(min(r.rho for r in inl))
     meta = {
         "calibration": {
-            "method": "structure (gradient) global search + ECC + self-similarity Gauss-Newton",
+            "method": "structure (gradient) global search + ECC",
             "pairs": [
                 {
                     "name": r.name,
