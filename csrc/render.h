@@ -151,12 +151,15 @@ enum : int { RENDER_IMPL_VNNI = 4 };
 // As render_cpu, with the quantised convolutions; impl: IMPL_SCALAR or RENDER_IMPL_VNNI (the
 // rule runs in AVX2 whenever the CPU has it).
 void render_int8_cpu(const QuantModel& q, const float* ir, const float* vis, const float* base,
-                     int64_t B, int H, int W, float* out, int num_threads, int impl, int tile_rows);
+                     const float* tone, int64_t B, int H, int W, float* out, int num_threads,
+                     int impl, int tile_rows);
 
-// ir, vis [B][H][W], base [B][nbase][H][W] -> out [B][H][W]. OpenMP over tiles of about
-// tile_rows rows (<= 0: chosen from H and the thread count); impl: IMPL_SCALAR, IMPL_AVX2 or
+// ir, vis [B][H][W], base [B][nbase][H][W] -> out [B][H][W]; with tone ([B][4], "tone" and "layers"
+// heads), base is [B][1][H][W] and the tone channels are those constants. OpenMP over tiles of
+// about tile_rows rows (<= 0: chosen from H and the thread count); impl: IMPL_SCALAR, IMPL_AVX2 or
 // RENDER_IMPL_AVX512 (resolved and checked by the caller). No Python, re-entrant.
 void render_cpu(const RenderModel& m, const float* ir, const float* vis, const float* base,
-                int64_t B, int H, int W, float* out, int num_threads, int impl, int tile_rows);
+                const float* tone, int64_t B, int H, int W, float* out, int num_threads, int impl,
+                int tile_rows);
 
 }  // namespace tokfuse

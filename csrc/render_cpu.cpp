@@ -164,6 +164,27 @@ const float* base_layers_tile(const float* ir, const float* vis, int H, int W, i
 
 int resolve_threads(int num_threads) { return pool_threads(num_threads); }
 
+void tone_fill(const float* tone, int W, ToneRows& buf) {
+    if (!tone) return;
+    buf.rows.resize((size_t)4 * W);
+    for (int k = 0; k < 4; ++k)
+        std::fill(buf.rows.begin() + (size_t)k * W, buf.rows.begin() + (size_t)(k + 1) * W,
+                  tone[k]);
+}
+
+void tone_rows(const RenderModel& m, const float* base, const float* tone, size_t HW, int W, int y,
+               ToneRows& buf, const float** rows) {
+    if (m.nbase != 5) {
+        for (int k = 0; k < 4; ++k) rows[k] = nullptr;
+        return;
+    }
+    if (!tone) {
+        for (int k = 0; k < 4; ++k) rows[k] = base + (k + 1) * HW + (size_t)y * W;
+        return;
+    }
+    for (int k = 0; k < 4; ++k) rows[k] = buf.rows.data() + (size_t)k * W;
+}
+
 void parallel_tiles(int64_t B, int H, int tile_rows, int num_threads,
                     const std::function<void(int thread, int64_t b, int y0, int y1)>& tile) {
     const int nt = resolve_threads(num_threads);
@@ -184,13 +205,14 @@ namespace {
 struct Scratch {
     std::vector<float> x, h1, d, h;
     LayerBufs layers;
+    ToneRows tone;
 };
 
 inline int ring(int r) { return ((r % 3) + 3) % 3; }
 
 void render_tile(const RenderModel& m, ConvRowFn conv, RuleRowFn rule, const float* ir,
-                 const float* vis, const float* base, int H, int W, int y0, int y1, float* out,
-                 Scratch& s) {
+                 const float* vis, const float* base, const float* tone, int H, int W, int y0,
+                 int y1, float* out, Scratch& s) {
     const int Wp = W + 2, C = m.C, Cp = m.Cp, Chp = m.Chp, Dst = Cp + 8, R = m.radius;
     const size_t HW = (size_t)H * W;
     // channel offsets inside a pixel of X, H1 and D
@@ -257,14 +279,14 @@ void render_tile(const RenderModel& m, ConvRowFn conv, RuleRowFn rule, const flo
     rr.head = m.head, rr.W = W, rr.h = s.h.data(), rr.hstride = Chp, rr.nh = m.Ch, rr.w2 = m.w4,
     rr.b2 = m.b4;
     rr.tau = m.tau, rr.gain_vis = m.gain_vis, rr.gain_ir = m.gain_ir;
+    tone_fill(tone, W, s.tone);
     for (int y = y0; y < y1; ++y) {
         while (d_next <= y + 1) make_d(d_next++);
         const float* in[3] = {drow(y - 1), drow(y), drow(y + 1)};
         conv(in, Dst, off3.data(), C + 3, m.w3, m.b3, s.h.data(), Chp, W, Chp, 1);
         rr.ir = ir + (size_t)y * W, rr.vis = vis + (size_t)y * W, rr.out = out + (size_t)y * W;
         if (l_ir) rr.l_ir = l_ir + (size_t)(y - y0) * W, rr.l_vis = l_vis + (size_t)(y - y0) * W;
-        for (int k = 0; k < 4; ++k)
-            rr.tone[k] = m.nbase == 5 ? base + (k + 1) * HW + (size_t)y * W : nullptr;
+        tone_rows(m, base, tone, HW, W, y, s.tone, rr.tone);
         rule(rr);
     }
 }
@@ -272,7 +294,8 @@ void render_tile(const RenderModel& m, ConvRowFn conv, RuleRowFn rule, const flo
 }  // namespace
 
 void render_cpu(const RenderModel& m, const float* ir, const float* vis, const float* base,
-                int64_t B, int H, int W, float* out, int num_threads, int impl, int tile_rows) {
+                const float* tone, int64_t B, int H, int W, float* out, int num_threads, int impl,
+                int tile_rows) {
     const bool avx2 = impl == IMPL_AVX2 || impl == RENDER_IMPL_AVX512;
     const ConvRowFn conv = impl == RENDER_IMPL_AVX512 ? conv_row_avx512
                            : avx2                     ? conv_row_avx2
@@ -283,8 +306,9 @@ void render_cpu(const RenderModel& m, const float* ir, const float* vis, const f
     const size_t HW = (size_t)H * W;
     std::vector<Scratch> scratch(resolve_threads(num_threads));
     parallel_tiles(B, H, tile_rows, num_threads, [&](int t, int64_t b, int y0, int y1) {
-        render_tile(m, conv, rule, ir + b * HW, vis + b * HW, base + b * m.nbase * HW, H, W, y0, y1,
-                    out + b * HW, scratch[t]);
+        const int nb = tone ? 1 : m.nbase;  // channels of base per image
+        render_tile(m, conv, rule, ir + b * HW, vis + b * HW, base + b * nb * HW,
+                    tone ? tone + 4 * b : nullptr, H, W, y0, y1, out + b * HW, scratch[t]);
     });
 }
 

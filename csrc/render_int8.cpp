@@ -71,6 +71,7 @@ struct QScratch {
     std::vector<float> h;
     std::vector<int32_t> qa, qb, qc;
     LayerBufs layers;
+    ToneRows tone;
 };
 
 void fill32(uint8_t* p, int32_t v, size_t n) {
@@ -78,8 +79,8 @@ void fill32(uint8_t* p, int32_t v, size_t n) {
 }
 
 void render_tile_q(const QuantModel& q, QConvRowFn conv, RuleRowFn rule, QuantRowFn quant,
-                   const float* ir, const float* vis, const float* base, int H, int W, int y0,
-                   int y1, float* out, QScratch& s) {
+                   const float* ir, const float* vis, const float* base, const float* tone, int H,
+                   int W, int y0, int y1, float* out, QScratch& s) {
     const RenderModel& m = *q.m;
     const int C = m.C, R = m.radius, T = y1 - y0;
     const int GS = W + 2 + 16;                               // pixels per group plane
@@ -157,6 +158,7 @@ void render_tile_q(const QuantModel& q, QConvRowFn conv, RuleRowFn rule, QuantRo
     rr.head = m.head, rr.W = W, rr.h = s.h.data(), rr.hplane = HP, rr.nh = m.Ch, rr.w2 = m.w4,
     rr.b2 = m.b4;
     rr.tau = m.tau, rr.gain_vis = m.gain_vis, rr.gain_ir = m.gain_ir;
+    tone_fill(tone, W, s.tone);
     for (int y = y0; y < y1; ++y) {
         while (d_next <= y + 1) make_d(d_next++);
         const uint8_t* in[3] = {drow(y - 1), drow(y), drow(y + 1)};
@@ -164,8 +166,7 @@ void render_tile_q(const QuantModel& q, QConvRowFn conv, RuleRowFn rule, QuantRo
         conv(in, GS, c.ngroups, c.w, c.acc0, c.scale, c.bias, nullptr, s.h.data(), HP, W, c.cop);
         rr.ir = ir + (size_t)y * W, rr.vis = vis + (size_t)y * W, rr.out = out + (size_t)y * W;
         if (l_ir) rr.l_ir = l_ir + (size_t)(y - y0) * W, rr.l_vis = l_vis + (size_t)(y - y0) * W;
-        for (int k = 0; k < 4; ++k)
-            rr.tone[k] = m.nbase == 5 ? base + (k + 1) * HW + (size_t)y * W : nullptr;
+        tone_rows(m, base, tone, HW, W, y, s.tone, rr.tone);
         rule(rr);
     }
 }
@@ -173,8 +174,8 @@ void render_tile_q(const QuantModel& q, QConvRowFn conv, RuleRowFn rule, QuantRo
 }  // namespace
 
 void render_int8_cpu(const QuantModel& q, const float* ir, const float* vis, const float* base,
-                     int64_t B, int H, int W, float* out, int num_threads, int impl,
-                     int tile_rows) {
+                     const float* tone, int64_t B, int H, int W, float* out, int num_threads,
+                     int impl, int tile_rows) {
     const QConvRowFn conv = impl == RENDER_IMPL_VNNI ? qconv_row_vnni : qconv_row_scalar;
     // the rule: the widest path the CPU has, whatever the convolutions' impl (so both give one
     // result)
@@ -185,8 +186,9 @@ void render_int8_cpu(const QuantModel& q, const float* ir, const float* vis, con
     const size_t HW = (size_t)H * W;
     std::vector<QScratch> scratch(resolve_threads(num_threads));
     parallel_tiles(B, H, tile_rows, num_threads, [&](int t, int64_t b, int y0, int y1) {
-        render_tile_q(q, conv, rule, quant, ir + b * HW, vis + b * HW, base + b * q.m->nbase * HW,
-                      H, W, y0, y1, out + b * HW, scratch[t]);
+        const int nb = tone ? 1 : q.m->nbase;  // channels of base per image
+        render_tile_q(q, conv, rule, quant, ir + b * HW, vis + b * HW, base + b * nb * HW,
+                      tone ? tone + 4 * b : nullptr, H, W, y0, y1, out + b * HW, scratch[t]);
     });
 }
 

@@ -2,7 +2,7 @@
 //
 //   r = NativeRender(head, radius, detail_w1, detail_b1, detail_w2, detail_b2,
 //                    head_w1, head_b1, head_w2, head_b2, tau=0, gain_vis=0, gain_ir=0)
-//   fused = r.run(ir, vis, base_up, num_threads=0, impl="auto", tile_rows=0)
+//   fused = r.run(ir, vis, base_up, num_threads=0, impl="auto", tile_rows=0, tone=None)
 //   r.quantize(conv1, conv2, conv3, base_inv, base_zero)    # the int8 render's tables, then
 //   fused = r.run_int8(ir, vis, base_up, num_threads=0, impl="auto", tile_rows=0)
 //
@@ -153,17 +153,18 @@ public:
     }
 
     py::array_t<float> run(py::handle ir_, py::handle vis_, py::handle base_, int num_threads,
-                           const std::string& impl_s, int tile_rows) const {
+                           const std::string& impl_s, int tile_rows, py::handle tone_) const {
         const int impl = resolve(impl_s);
-        Arr ir, vis, base;
+        Arr ir, vis, base, tone;
         py::ssize_t B, H, W;
-        check(ir_, vis_, base_, ir, vis, base, B, H, W);
+        check(ir_, vis_, base_, tone_, ir, vis, base, tone, B, H, W);
         py::array_t<float> out({B, (py::ssize_t)1, H, W});
         const float *pi = ir.data(), *pv = vis.data(), *pb = base.data();
+        const float* pt = tone_.is_none() ? nullptr : tone.data();
         float* po = out.mutable_data();
         {
             py::gil_scoped_release nogil;
-            render_cpu(m_, pi, pv, pb, B, (int)H, (int)W, po, num_threads, impl, tile_rows);
+            render_cpu(m_, pi, pv, pb, pt, B, (int)H, (int)W, po, num_threads, impl, tile_rows);
         }
         return out;
     }
@@ -180,20 +181,21 @@ public:
     }
 
     py::array_t<float> run_int8(py::handle ir_, py::handle vis_, py::handle base_, int num_threads,
-                                const std::string& impl_s, int tile_rows) const {
+                                const std::string& impl_s, int tile_rows, py::handle tone_) const {
         if (!quantized_) throw py::value_error("run_int8 before quantize(): no int8 tables");
         const int impl = resolve_int8(impl_s);
-        Arr ir, vis, base;
+        Arr ir, vis, base, tone;
         py::ssize_t B, H, W;
-        check(ir_, vis_, base_, ir, vis, base, B, H, W);
+        check(ir_, vis_, base_, tone_, ir, vis, base, tone, B, H, W);
         QuantModel q = q_;
         q.m = &m_;
         py::array_t<float> out({B, (py::ssize_t)1, H, W});
         const float *pi = ir.data(), *pv = vis.data(), *pb = base.data();
+        const float* pt = tone_.is_none() ? nullptr : tone.data();
         float* po = out.mutable_data();
         {
             py::gil_scoped_release nogil;
-            render_int8_cpu(q, pi, pv, pb, B, (int)H, (int)W, po, num_threads, impl, tile_rows);
+            render_int8_cpu(q, pi, pv, pb, pt, B, (int)H, (int)W, po, num_threads, impl, tile_rows);
         }
         return out;
     }
@@ -248,8 +250,10 @@ public:
     int base_channels() const { return m_.nbase; }
 
 private:
-    void check(py::handle ir_, py::handle vis_, py::handle base_, Arr& ir, Arr& vis, Arr& base,
-               py::ssize_t& B, py::ssize_t& H, py::ssize_t& W) const {
+    // tone_ None: base_up holds nbase channels; else (B, 4) constants and base_up one channel
+    void check(py::handle ir_, py::handle vis_, py::handle base_, py::handle tone_, Arr& ir,
+               Arr& vis, Arr& base, Arr& tone, py::ssize_t& B, py::ssize_t& H,
+               py::ssize_t& W) const {
         ir = as_f32(ir_, "ir"), vis = as_f32(vis_, "vis"), base = as_f32(base_, "base_up");
         if (ir.ndim() != 4 || ir.shape(1) != 1)
             throw py::value_error("ir must have shape (B, 1, H, W), got " + shape_of(ir));
@@ -262,12 +266,23 @@ private:
             vis.shape(3) != W)
             throw py::value_error("vis must have the shape of ir " + shape_of(ir) + ", got " +
                                   shape_of(vis));
-        if (base.ndim() != 4 || base.shape(0) != B || base.shape(1) != m_.nbase ||
-            base.shape(2) != H || base.shape(3) != W)
-            throw py::value_error("base_up must have shape (" + std::to_string(B) + ", " +
-                                  std::to_string(m_.nbase) + ", " + std::to_string(H) + ", " +
-                                  std::to_string(W) + ") for the \"" + head_ + "\" head, got " +
-                                  shape_of(base));
+        int nb = m_.nbase;
+        if (!tone_.is_none()) {
+            if (m_.nbase != 5)
+                throw py::value_error("tone applies to the \"tone\" and \"layers\" heads, not \"" +
+                                      head_ + "\"");
+            tone = as_f32(tone_, "tone");
+            if (tone.ndim() != 2 || tone.shape(0) != B || tone.shape(1) != 4)
+                throw py::value_error("tone must have shape (" + std::to_string(B) + ", 4), got " +
+                                      shape_of(tone));
+            nb = 1;
+        }
+        if (base.ndim() != 4 || base.shape(0) != B || base.shape(1) != nb || base.shape(2) != H ||
+            base.shape(3) != W)
+            throw py::value_error(
+                "base_up must have shape (" + std::to_string(B) + ", " + std::to_string(nb) + ", " +
+                std::to_string(H) + ", " + std::to_string(W) + ") for the \"" + head_ + "\" head" +
+                (tone_.is_none() ? "" : " with tone") + ", got " + shape_of(base));
     }
 
     void set_q(int i, py::tuple t, const char* name, int co, int ci, bool u8_out) {
@@ -318,12 +333,16 @@ void bind_render(py::module_& m) {
              py::arg("gain_vis") = 0.0f, py::arg("gain_ir") = 0.0f)
         .def("run", &NativeRender::run, py::arg("ir"), py::arg("vis"), py::arg("base_up"),
              py::arg("num_threads") = 0, py::arg("impl") = "auto", py::arg("tile_rows") = 0,
+             py::arg("tone") = py::none(),
              "ir, vis float32 (B, 1, H, W), base_up float32 (B, nbase, H, W) -> fused float32 (B, "
              "1, H, W). "
-             "num_threads: OpenMP threads (0 = OpenMP default); impl: \"auto\" (widest available), "
+             "num_threads: threads (0 = one per usable core); impl: \"auto\" (widest available), "
              "\"avx512\" "
              "(AVX-512F convolutions, AVX2 rule), \"avx2\" or \"scalar\"; "
-             "tile_rows: rows per tile (0 = chosen from H and the threads).")
+             "tile_rows: rows per tile (0 = chosen from H and the threads); tone: None, or for the "
+             "\"tone\"/\"layers\" heads float32 (B, 4) constants with base_up (B, 1, H, W): the "
+             "same "
+             "as base_up's channels 1..4 filled with them.")
         .def("quantize", &NativeRender::quantize, py::arg("conv1"), py::arg("conv2"),
              py::arg("conv3"), py::arg("base_inv"), py::arg("base_zero"),
              "The int8 render's tables: per convolution (w int8 (co, ci, 3, 3), acc0 int32, scale, "
@@ -331,6 +350,7 @@ void bind_render(py::module_& m) {
              "quantisation.")
         .def("run_int8", &NativeRender::run_int8, py::arg("ir"), py::arg("vis"), py::arg("base_up"),
              py::arg("num_threads") = 0, py::arg("impl") = "auto", py::arg("tile_rows") = 0,
+             py::arg("tone") = py::none(),
              "As run(), with the quantised convolutions; impl: \"auto\", \"vnni\" (AVX-512 "
              "VNNI) or \"scalar\".")
         .def_static("resolve_int8_impl", &NativeRender::resolved_int8_name,

@@ -19,6 +19,16 @@ struct LayerBufs {
 const float* base_layers_tile(const float* ir, const float* vis, int H, int W, int R, int y0,
                               int y1, LayerBufs& s);
 
+// The head's tone rows (g, a, mu, c) of row y for the rule: none for the "blend" head; rows of
+// base's channels 1..4 (tone == nullptr); or rows holding the constants tone[0..3] of this image
+// (base then holds only the base map), which tone_fill writes into buf at the start of each tile.
+struct ToneRows {
+    std::vector<float> rows;
+};
+void tone_fill(const float* tone, int W, ToneRows& buf);
+void tone_rows(const RenderModel& m, const float* base, const float* tone, size_t HW, int W, int y,
+               ToneRows& buf, const float** rows);
+
 // Threads num_threads resolves to (<= 0: one per usable core; see thread_pool.h).
 int resolve_threads(int num_threads);
 

@@ -91,6 +91,26 @@ def test_kernel_matches_the_pytorch_reference(head, channels):
                 assert np.array_equal(out, first), (impl, tile_rows)  # scalar == VNNI, any tiling
 
 
+@pytest.mark.parametrize("head", ["tone", "layers"])
+def test_tone_as_constants_equals_filled_channels(head):
+    """run/run_int8(..., tone=T) with base_up of one channel: bit-identical to base_up whose channels 1..4
+    are filled with T (what upsample_base writes; the native backends' whole-image path uses the former)."""
+    m = _model(head)
+    r, _ = _kernel(m)
+    ir, vis, up = _inputs(np.random.default_rng(6), 2, 29, 45, 5)
+    tone = np.random.default_rng(7).random((2, 4), dtype=np.float32)
+    up[:, 1:] = tone[:, :, None, None]
+    for run in (r.run, r.run_int8):
+        assert np.array_equal(run(ir, vis, up, 2), run(ir, vis, np.ascontiguousarray(up[:, :1]), 2, tone=tone))
+    with pytest.raises(ValueError, match=r"tone must have shape \(2, 4\)"):
+        r.run(ir, vis, up[:, :1].copy(), 2, tone=tone[:, :3].copy())
+    with pytest.raises(ValueError, match=r"base_up must have shape \(2, 1, 29, 45\).*with tone"):
+        r.run(ir, vis, up, 2, tone=tone)
+    blend, _ = _kernel(_model("blend"))
+    with pytest.raises(ValueError, match="tone applies to"):
+        blend.run(ir, vis, up[:, :1].copy(), 2, tone=tone)
+
+
 def test_quantisation_is_close_to_float32():
     """The int8 render vs the float32 render of the same model on inputs inside the calibrated ranges:
     the error of 8-bit activations and weights, bounded well below one grey level (1/255)."""

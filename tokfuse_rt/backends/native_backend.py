@@ -153,8 +153,8 @@ class NativeBackend(TorchBackend):
         one, up = np.zeros((1, 1, 1, 1), np.float32), np.zeros((1, self.render_kernel.base_channels, 1, 1), np.float32)
         self._render(one, one, up, 1)
 
-    def _render(self, ir, vis, base_up, threads):
-        return self.render_kernel.run(ir, vis, base_up, threads, self.impl)
+    def _render(self, ir, vis, base_up, threads, tone=None):
+        return self.render_kernel.run(ir, vis, base_up, threads, self.impl, tone=tone)
 
     def run_tokens(self, ir: np.ndarray, vis: np.ndarray, k: int):
         """The token pathway (PyTorch) on ``token_threads`` threads."""
@@ -178,9 +178,16 @@ class NativeBackend(TorchBackend):
             torch.set_num_threads(old)
 
     def run(self, ir: np.ndarray, vis: np.ndarray, k: int):
-        """ir, vis: float32 [B, 1, H, W] in [0, 1] -> (fused float32 [B, 1, H, W], ids int64 [B, K])."""
+        """ir, vis: float32 [B, 1, H, W] in [0, 1] -> (fused float32 [B, 1, H, W], ids int64 [B, K]).
+        For the "tone"/"layers" heads only the base map is upsampled; the kernel takes the four tone values
+        as constants (what ``upsample_base`` fills its channels 1..4 with, without writing them out)."""
         base, ids = self.run_tokens(ir, vis, k)
-        return self.run_render(ir, vis, self.upsample_base(base, ir.shape[-2:])), ids
+        ir, vis = (np.ascontiguousarray(x, dtype=np.float32) for x in (ir, vis))
+        if base.shape[1] == 5:
+            up = self.upsample_base(base[:, :1], ir.shape[-2:])
+            tone = np.ascontiguousarray(base[:, 1:, 0, 0], dtype=np.float32)
+            return self._render(ir, vis, up, self.render_threads, tone), ids
+        return self._render(ir, vis, self.upsample_base(base, ir.shape[-2:]), self.render_threads), ids
 
     def run_render(self, ir: np.ndarray, vis: np.ndarray, base_up: np.ndarray) -> np.ndarray:
         """ir, vis [B, 1, H, W] and base_up [B, C, H, W], float32 -> fused float32 [B, 1, H, W] (C++)."""
@@ -227,8 +234,8 @@ class NativeInt8Backend(NativeBackend):
         t = quant_tables(self.model, self.ranges)
         self.render_kernel.quantize(t["conv1"], t["conv2"], t["conv3"], t["base_inv"], t["base_zero"])
 
-    def _render(self, ir, vis, base_up, threads):
-        return self.render_kernel.run_int8(ir, vis, base_up, threads, self.impl)
+    def _render(self, ir, vis, base_up, threads, tone=None):
+        return self.render_kernel.run_int8(ir, vis, base_up, threads, self.impl, tone=tone)
 
     def info(self) -> dict:
         from .. import _C
