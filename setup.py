@@ -9,9 +9,10 @@ package), and the top-level ``export`` package (``python -m export.to_onnx`` / `
   TOKFUSE_CUDA_ARCH="80;90"    override the GPU architectures (default: sm_75 ... sm_120 + PTX)
 
 csrc/nn_search_avx2.cpp and csrc/render_avx2.cpp are compiled with -mavx2 -mfma, csrc/render_avx512.cpp with
--mavx512f -mavx2 -mfma, csrc/render_vnni.cpp with -mavx512f -mavx512bw -mavx512vnni -mavx2 -mfma (x86-64
-only); each is entered only after a run-time CPU check; every other C++ file targets the baseline ISA. All
-C++ is built with -ffp-contract=off so that the kernels' rounding is exactly what the source says.
+-mavx512f -mavx2 -mfma, csrc/render_vnni.cpp with -mavx512f -mavx512bw -mavx512vnni -mavx2 -mfma,
+csrc/colour_vbmi.cpp with -mavx512f -mavx512bw -mavx512vbmi (x86-64 only); each is entered only after a
+run-time CPU check; every other C++ file targets the baseline ISA. All C++ is built with -ffp-contract=off so
+that the kernels' rounding is exactly what the source says.
 """
 
 import os
@@ -128,6 +129,7 @@ sources = [
     f"{CSRC}/render_vnni.cpp",
     f"{CSRC}/render_py.cpp",
     f"{CSRC}/colour_py.cpp",
+    f"{CSRC}/colour_vbmi.cpp",
     f"{CSRC}/thread_pool.cpp",
 ]
 depends = [
@@ -227,6 +229,8 @@ class BuildExt(build_ext):
                 post += ["-mavx2", "-mfma"]
             if src.endswith("_avx512.cpp") and IS_X86 and not IS_MSVC:
                 post += ["-mavx512f", "-mavx2", "-mfma"]
+            if src.endswith("_vbmi.cpp") and IS_X86 and not IS_MSVC:
+                post += ["-mavx512f", "-mavx512bw", "-mavx512vbmi"]
             if src.endswith("_vnni.cpp") and IS_X86 and not IS_MSVC:
                 post += ["-mavx512f", "-mavx512bw", "-mavx512vnni", "-mavx2", "-mfma"]
             default_compile(obj, src, ext_, cc_args, post, pp_opts)

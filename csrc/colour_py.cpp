@@ -8,12 +8,14 @@
 // Both repeat tokfuse_rt/imageio.py's float32 arithmetic operation for operation (luminance,
 // rgb_to_ycbcr, ycbcr_to_rgb, to_uint8; NumPy computes float32 arrays with float32 constants),
 // built with -ffp-contract=off, so their results are bit-identical to the NumPy path
-// (tests/engine/test_colour_ext.py); both run on the thread pool (thread_pool.h) over blocks of
-// rows. Arrays may be views with any row stride; pixels must be contiguous (3 bytes, or one float).
-// Wrong dtypes or shapes raise TypeError / ValueError naming the argument.
+// (tests/engine/test_colour_ext.py); 16 pixels at a time with AVX-512 VBMI where the CPU has it
+// (colour_vbmi.cpp, the same arithmetic); both run on the thread pool (thread_pool.h) over blocks
+// of rows. Arrays may be views with any row stride; pixels must be contiguous (3 bytes, or one
+// float). Wrong dtypes or shapes raise TypeError / ValueError naming the argument.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include "nn_search.h"
 #include "thread_pool.h"
 
 #include <algorithm>
@@ -22,7 +24,26 @@
 
 namespace py = pybind11;
 
+namespace tokfuse {  // colour_vbmi.cpp: 16 pixels at a time (n16 a multiple of 16); same results
+bool colour_vbmi_compiled();
+void luminance_row_vbmi(const uint8_t* src, float* dst, ptrdiff_t n16);
+void colour_row_vbmi(const float* fy, const uint8_t* vis, uint8_t* out, ptrdiff_t n16);
+}  // namespace tokfuse
+
 namespace {
+
+bool vbmi() {  // AVX-512 VBMI + BW kernels usable (never under TOKFUSE_NO_AVX2=1)
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+    static const bool ok = [] {
+        if (!tokfuse::cpu_has_avx2_fma() || !tokfuse::colour_vbmi_compiled()) return false;
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512bw");
+    }();
+    return ok;
+#else
+    return false;
+#endif
+}
 
 constexpr py::ssize_t ROWS = 32;  // rows per item of the thread pool
 constexpr float KR = 0.299f, KG = 0.587f, KB = 0.114f, U8 = (float)(1.0 / 255.0);
@@ -63,11 +84,14 @@ void luminance_u8(py::handle rgb_, py::handle out_) {
     auto* dst = static_cast<char*>(out.mutable_data());
     py::gil_scoped_release nogil;
     const int nt = H * W >= (1 << 16) ? 0 : 1;
+    const bool fast = vbmi();
     tokfuse::parallel_for(nt, (H + ROWS - 1) / ROWS, [&](int, int64_t blk) {
         for (py::ssize_t y = blk * ROWS; y < std::min<py::ssize_t>(H, (blk + 1) * ROWS); ++y) {
             const uint8_t* s = src + y * rs;
             float* d = reinterpret_cast<float*>(dst + y * os);
-            for (py::ssize_t x = 0; x < W; ++x) d[x] = lum(s + 3 * x);
+            py::ssize_t x = 0;
+            if (fast) tokfuse::luminance_row_vbmi(s, d, x = W / 16 * 16);
+            for (; x < W; ++x) d[x] = lum(s + 3 * x);
         }
     });
 }
@@ -77,7 +101,13 @@ inline uint8_t to_u8(float v) { return (uint8_t)(clip01(v) * 255.0f + 0.5f); }
 
 // One row: the visible pixels' R and B and the luminance, then the output channels, in planar
 // float buffers so that the compiler vectorises the arithmetic (the same operations per element).
-void colour_row(const float* fy, const uint8_t* v, uint8_t* o, py::ssize_t W, float* buf) {
+void colour_row(const float* fy, const uint8_t* v, uint8_t* o, py::ssize_t W, float* buf,
+                bool fast) {
+    if (fast) {
+        const py::ssize_t n = W / 16 * 16;
+        tokfuse::colour_row_vbmi(fy, v, o, n);
+        fy += n, v += 3 * n, o += 3 * n, W -= n;
+    }
     float *R = buf, *B = buf + W, *Y = buf + 2 * W;
     for (py::ssize_t x = 0; x < W; ++x) {
         const uint8_t* p = v + 3 * x;
@@ -108,11 +138,12 @@ void colour_out(py::handle y_, py::handle vis_, py::handle out_) {
     auto* po = static_cast<uint8_t*>(out.mutable_data());
     py::gil_scoped_release nogil;
     const int nt = H * W >= (1 << 16) ? 0 : 1;
+    const bool fast = vbmi();
     tokfuse::parallel_for(nt, (H + ROWS - 1) / ROWS, [&](int, int64_t blk) {
         std::vector<float> buf(3 * (size_t)W);
         for (py::ssize_t r = blk * ROWS; r < std::min<py::ssize_t>(H, (blk + 1) * ROWS); ++r)
             colour_row(reinterpret_cast<const float*>(py_ + r * ys), pv + r * vs, po + r * os, W,
-                       buf.data());
+                       buf.data(), fast);
     });
 }
 

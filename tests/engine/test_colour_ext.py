@@ -62,6 +62,25 @@ def test_engine_output_does_not_depend_on_the_extension(monkeypatch, tiny_ckpt):
     assert np.array_equal(a, b)
 
 
+def test_without_avx512_the_portable_loops_give_the_same_bits():
+    """TOKFUSE_NO_AVX2=1 (a CPU without AVX2/AVX-512): the portable C++ loops instead of the VBMI kernels."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np; from tokfuse_rt import imageio as io; ext = io.colour_ext();"
+        "rng = np.random.default_rng(9); v = rng.integers(0, 256, (37, 83, 3), dtype=np.uint8);"
+        "y = rng.uniform(-0.3, 1.3, (37, 83)).astype(np.float32); o = np.empty_like(v);"
+        "l = np.empty((37, 83), np.float32); ext.luminance_u8(v, l); ext.colour_out(y, v, o);"
+        "ycc = io.rgb_to_ycbcr(v); ycc[..., 0] = y;"
+        "assert np.array_equal(l, io.luminance_np(v));"
+        "assert np.array_equal(o, io.to_uint8(io.ycbcr_to_rgb(ycc))); print('ok')"
+    )
+    env = dict(__import__("os").environ, TOKFUSE_NO_AVX2="1")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
 def test_refusals():
     ext = imageio.colour_ext()
     rgb = np.zeros((4, 5, 3), np.uint8)
