@@ -155,9 +155,9 @@ void render_int8_cpu(const QuantModel& q, const float* ir, const float* vis, con
                      int impl, int tile_rows);
 
 // ir, vis [B][H][W], base [B][nbase][H][W] -> out [B][H][W]; with tone ([B][4], "tone" and "layers"
-// heads), base is [B][1][H][W] and the tone channels are those constants. OpenMP over tiles of
-// about tile_rows rows (<= 0: chosen from H and the thread count); impl: IMPL_SCALAR, IMPL_AVX2 or
-// RENDER_IMPL_AVX512 (resolved and checked by the caller). No Python, re-entrant.
+// heads), base is [B][1][H][W] and the tone channels are those constants. The thread pool over
+// tiles of about tile_rows rows (<= 0: chosen from H and the thread count); impl: IMPL_SCALAR,
+// IMPL_AVX2 or RENDER_IMPL_AVX512 (resolved and checked by the caller). No Python, re-entrant.
 void render_cpu(const RenderModel& m, const float* ir, const float* vis, const float* base,
                 const float* tone, int64_t B, int H, int W, float* out, int num_threads, int impl,
                 int tile_rows);

@@ -324,7 +324,8 @@ void bind_render(py::module_& m) {
     py::class_<NativeRender>(
         m, "NativeRender",
         "The render half of a TokFuse model (DetailNet, HeadConvs, the head's rule) "
-        "as one fused CPU kernel over row tiles (AVX2/FMA or scalar, OpenMP).")
+        "as one fused CPU kernel over row tiles (AVX-512, AVX2/FMA or scalar; int8 with AVX-512 "
+        "VNNI; a thread pool over tiles).")
         .def(py::init<const std::string&, int, py::handle, py::handle, py::handle, py::handle,
                       py::handle, py::handle, py::handle, py::handle, float, float, float>(),
              py::arg("head"), py::arg("radius"), py::arg("detail_w1"), py::arg("detail_b1"),

@@ -1,7 +1,7 @@
 """Native backend: the token pathway in PyTorch on the CPU, the render half (DetailNet, HeadConvs and
 the head's per-pixel rule, "blend", "tone" or "layers") in the fused C++ kernel
 ``tokfuse_rt._C.NativeRender`` (csrc/render_*.cpp: all layers over row tiles, AVX-512F, AVX2/FMA or
-scalar convolutions chosen at run time, OpenMP over tiles). Same halves as the PyTorch backend, so tiling and video
+scalar convolutions chosen at run time, row tiles on a thread pool). Same halves as the PyTorch backend, so tiling and video
 reuse run the native render too. ``Engine(ckpt, backend="native")`` selects it.
 
 ``backend="native-int8"`` (:class:`NativeInt8Backend`) runs the render half's convolutions in int8
@@ -14,7 +14,7 @@ each multi-threaded op ends in a thread barrier; with 2 threads on a busy 2-core
 barriers dominate (measured: 5 ms per 640×480 pair on 1 thread, 100-300 ms on 2 with a training run
 beside it). With ``threads`` >= 2 the two images are tokenised at the same time instead, each on one
 thread (``TokFuse.token_pathway(pool=...)``: no barriers, the same result). The render uses
-``threads`` OpenMP threads.
+``threads`` threads (csrc/thread_pool.cpp).
 
 Outputs equal the PyTorch render up to float rounding (different accumulation order and FMA;
 ``tests/backends/test_native_render.py`` bounds the difference at 1e-5); token ids are PyTorch's own.
