@@ -1,7 +1,7 @@
 """Native backend: the token pathway in PyTorch on the CPU, the render half (DetailNet, HeadConvs and
 the head's per-pixel rule, "blend", "tone" or "layers") in the fused C++ kernel
-``tokfuse_rt._C.NativeRender`` (csrc/render_*.cpp: all layers over row tiles, AVX-512F, AVX2/FMA or
-scalar convolutions chosen at run time, row tiles on a thread pool). Same halves as the PyTorch backend, so tiling and video
+``tokfuse_rt._C.NativeRender`` (csrc/render_*.cpp: all layers over row tiles on a thread pool, AVX-512F,
+AVX2/FMA or scalar convolutions chosen at run time). Same halves as the PyTorch backend, so tiling and video
 reuse run the native render too. ``Engine(ckpt, backend="native")`` selects it.
 
 ``backend="native-int8"`` (:class:`NativeInt8Backend`) runs the render half's convolutions in int8
