@@ -76,6 +76,7 @@ GPU_MARKERS = ("requires_cuda", "requires_cuda_ext")
 # pairs copied by --make-pairs: (set, how many); 640x480 MSRS (bench_engine uses the first), odd-sized
 # RoadScene with a colour visible image, TNO, and a pseudo-colour PET pair (the chroma comes from b)
 PAIR_SETS = (("MSRS", 2), ("RoadScene", 2), ("TNO", 1), ("Harvard_MRI_PET", 1))
+TRAIN_SETS = (("M3FD", 4),)  # train/ pairs: int8 calibration of the TensorRT test (never test/ pairs)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -521,10 +522,16 @@ def cuda_tests(ck: Check) -> dict:
 
 def trt_tests(ck: Check) -> dict:
     no_trt = ck.env_info.get("cuda_available") and not ck.env_info.get("tensorrt")
+    root = data_root(ck.pairs_dir)  # train/ pairs calibrate the --int8 engine
     return {
         "selection": marked_files(["requires_trt"]) + ["-m", "requires_trt"],
         "strict": True,
-        "expect": ["tests/backends/test_trt.py::test_tensorrt_matches_onnxruntime"],
+        "env": {"TOKFUSE_SHARED": str(root)} if root else None,
+        "expect": [
+            "tests/backends/test_trt.py::test_tensorrt_matches_onnxruntime",
+            "tests/backends/test_trt.py::test_tensorrt_reduced_precision_engines[fp16]",
+            "tests/backends/test_trt.py::test_tensorrt_reduced_precision_engines[int8]",
+        ],
         "skip": "TensorRT is not installed here (the requires_trt tests need it)" if no_trt else None,
     }
 
@@ -645,7 +652,7 @@ STEPS = [
     ("environment", step_environment, 60),
     ("build", step_build, 240),
     ("cuda_tests", None, 180),
-    ("trt_tests", None, 180),
+    ("trt_tests", None, 300),
     ("triton_vq_lookup", None, 240),
     ("triton_token_edit", None, 240),
     ("triton_engine", None, 240),
@@ -868,7 +875,8 @@ def worker_engine(pairs_dir: str, max_pairs: int, device: str) -> dict:
 
 
 def make_pairs(dest: Path) -> int:
-    """Copy a handful of real test pairs (PAIR_SETS) from shared/data/test into ``dest/test/<set>/``."""
+    """Copy a handful of real test pairs (PAIR_SETS) from shared/data/test into ``dest/test/<set>/``, and a
+    few train pairs (TRAIN_SETS) into ``dest/train/<set>/`` for int8 calibration."""
     sys.path.insert(0, str(ROOT))
     from workspace import find_shared_data
 
@@ -879,17 +887,18 @@ def make_pairs(dest: Path) -> int:
     from tokfuse_rt.pairing import find_set_dirs, pair_dirs
 
     n = 0
-    for name, count in PAIR_SETS:
-        try:
-            ir_dir, vis_dir = find_set_dirs(data / "test" / name)
-        except FileNotFoundError as e:
-            print(f"gpu_check: warning: {e}; no {name} pairs", file=sys.stderr)
-            continue
-        for pair in pair_dirs(ir_dir, vis_dir).pairs[:count]:
-            for src, side in ((pair.ir, ir_dir.name), (pair.vis, vis_dir.name)):
-                (dest / "test" / name / side).mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, dest / "test" / name / side / src.name)
-            n += 1
+    for split, sets in (("test", PAIR_SETS), ("train", TRAIN_SETS)):
+        for name, count in sets:
+            try:
+                ir_dir, vis_dir = find_set_dirs(data / split / name)
+            except FileNotFoundError as e:
+                print(f"gpu_check: warning: {e}; no {name} pairs", file=sys.stderr)
+                continue
+            for pair in pair_dirs(ir_dir, vis_dir).pairs[:count]:
+                for src, side in ((pair.ir, ir_dir.name), (pair.vis, vis_dir.name)):
+                    (dest / split / name / side).mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(src, dest / split / name / side / src.name)
+                n += 1
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
     print(f"{n} pairs copied to {dest} ({size / 2**20:.1f} MiB)")
     return 0
