@@ -66,3 +66,25 @@ def test_fork_after_the_pool_started(kernel):
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     assert np.array_equal(kernel.run(ir, vis, up, 2), ref)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")
+def test_engine_used_in_a_forked_child():
+    """An Engine made before fork() fuses in the child: the token pathway's worker thread (and the render's
+    pool) are made again there instead of waiting for threads the child does not have."""
+    from tokfuse_rt import Engine
+
+    rng = np.random.default_rng(4)
+    ir, vis = rng.integers(0, 256, (61, 77), dtype=np.uint8), rng.integers(0, 256, (61, 77, 3), dtype=np.uint8)
+    with Engine(None, backend="native", threads=2) as eng:
+        ref = eng.fuse(ir, vis)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = 0 if np.array_equal(eng.fuse(ir, vis), ref) else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+        assert np.array_equal(eng.fuse(ir, vis), ref)

@@ -23,6 +23,7 @@ Outputs equal the PyTorch render up to float rounding (different accumulation or
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -139,10 +140,7 @@ class NativeBackend(TorchBackend):
         self.impl, self.token_threads = impl, token_threads
         self._prepare_kernel()
         self.render_threads = torch.get_num_threads()
-        if self.render_threads >= 2 and token_threads == 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self.token_pool = ThreadPoolExecutor(1, thread_name_prefix="tokfuse-tokens")
+        self._pool_pid = None  # the process that owns token_pool (a forked child makes its own)
         self._check_impl()
 
     def _prepare_kernel(self):
@@ -157,7 +155,14 @@ class NativeBackend(TorchBackend):
         return self.render_kernel.run(ir, vis, base_up, threads, self.impl, tone=tone)
 
     def run_tokens(self, ir: np.ndarray, vis: np.ndarray, k: int):
-        """The token pathway (PyTorch) on ``token_threads`` threads."""
+        """The token pathway (PyTorch) on ``token_threads`` threads; with ``threads`` >= 2 and one token
+        thread, the two images are tokenised at the same time (a one-worker pool, made in this process)."""
+        if self.render_threads >= 2 and self.token_threads == 1 and self._pool_pid != os.getpid():
+            from concurrent.futures import ThreadPoolExecutor
+
+            # after fork() an inherited executor has no worker thread left: a new one per process
+            self.token_pool = ThreadPoolExecutor(1, thread_name_prefix="tokfuse-tokens")
+            self._pool_pid = os.getpid()
         with self._torch_threads():
             return super().run_tokens(ir, vis, k)
 
