@@ -222,6 +222,7 @@ def peak_rss(model: Path, device: str, pair_paths, size=(1280, 1024), backend: s
 
 CASES = [
     pytest.param("onnxruntime", "cpu", id="onnxruntime-cpu"),
+    pytest.param("onnxruntime-numpy-colour", "cpu", id="onnxruntime-numpy-colour-cpu"),
     pytest.param("onnxruntime-int8", "cpu", id="onnxruntime-int8-cpu"),
     pytest.param("native", "cpu", id="native-cpu"),
     pytest.param("native-int8", "cpu", id="native-int8-cpu"),
@@ -264,12 +265,15 @@ def test_engine(benchmark, request, backend, device, size, ckpt, pair, pair_path
         "native": lambda: ckpt,
         "native-int8": lambda: ckpt,
         "onnxruntime": lambda: request.getfixturevalue("onnx_model"),
+        "onnxruntime-numpy-colour": lambda: request.getfixturevalue("onnx_model"),
         "onnxruntime-int8": lambda: request.getfixturevalue("onnx_int8"),
         "pytorch-baseline": lambda: request.getfixturevalue("baseline_ckpt"),
         "onnxruntime-baseline": lambda: request.getfixturevalue("baseline_onnx"),
         "tensorrt": lambda: request.getfixturevalue("trt_plan"),
     }[backend]()
     backend = backend.removesuffix("-baseline")
+    numpy_colour = backend == "onnxruntime-numpy-colour"  # the float32 path with the colour steps in NumPy
+    backend = backend.removesuffix("-numpy-colour")
     engine_backend = {"native": "native", "native-int8": "native-int8", "pytorch": "pytorch"}.get(backend, "auto")
     ir, vis = pair if size == "640x480" else request.getfixturevalue("pair_1280")
     w, h = SIZES[size]
@@ -278,19 +282,29 @@ def test_engine(benchmark, request, backend, device, size, ckpt, pair, pair_path
         assert info["backend"] == (backend if backend.startswith("native") else backend.removesuffix("-int8"))
         precision = info.get("precision") or (info.get("render") or {}).get("precision", "float32")
         assert (precision == "int8") == backend.endswith("-int8")
-        for _ in range(3):  # warm-up: allocator, kernel selection, caches
-            eng.fuse(ir, vis)
-        benchmark.group = f"engine-{size}"
-        benchmark.pedantic(eng.fuse, args=(ir, vis), rounds=ROUNDS, warmup_rounds=1, iterations=1)
+        import tokfuse_rt.imageio as imageio
+
+        ext = imageio.colour_ext()
+        if numpy_colour:
+            imageio._EXT = None
+        try:
+            for _ in range(3):  # warm-up: allocator, kernel selection, caches
+                eng.fuse(ir, vis)
+            benchmark.group = f"engine-{size}"
+            benchmark.pedantic(eng.fuse, args=(ir, vis), rounds=ROUNDS, warmup_rounds=1, iterations=1)
+        finally:
+            imageio._EXT = ext
     stats = getattr(benchmark, "stats", None)
     median_s = stats.stats.median if stats is not None else float("nan")
-    rss = peak_rss(model, device, pair_paths, backend=engine_backend) if size == "640x480" else None
+    rss = (
+        peak_rss(model, device, pair_paths, backend=engine_backend) if size == "640x480" and not numpy_colour else None
+    )
     ms = 1e3 * median_s
     target = TARGET_MS.get((backend, device)) if size == "640x480" else None
     gflop = render_gflop(info["config"], h, w) if "detail_channels" in (info.get("config") or {}) else None
     benchmark.extra_info.update(
         {
-            "backend": backend,
+            "backend": backend + (" (colour steps in NumPy)" if numpy_colour else ""),
             "device": info["device"],
             "threads": info.get("threads"),
             "kernels": info.get("render") or info.get("kernels") or info.get("providers"),
@@ -315,7 +329,8 @@ def test_engine(benchmark, request, backend, device, size, ckpt, pair, pair_path
             }
         )
     print(
-        f"\n{backend}/{info['device']}: {ms:.1f} ms per {size} pair (median of {ROUNDS})"
+        f"\n{backend}{' (NumPy colour)' if numpy_colour else ''}/{info['device']}: {ms:.1f} ms per {size} pair "
+        f"(median of {ROUNDS})"
         + (f", {gflop / median_s:.1f} GFLOP/s" if gflop and ms == ms else "")
         + (f", peak RSS {rss['peak_mib']:.0f} MiB at 1280x1024" if rss else "")
     )

@@ -179,10 +179,8 @@ void rule_row_avx2(const RuleRow& r) {
 }
 
 void box_hmean_avx2(const float* src, int W, int r, float* tmp, float* dst) {
-    for (int i = 0; i < W + 2 * r; ++i) {
-        const int j = i - r < 0 ? 0 : i - r >= W ? W - 1 : i - r;
-        tmp[i] = src[j];
-    }
+    for (int i = 0; i < r; ++i) tmp[i] = src[0], tmp[W + r + i] = src[W - 1];  // replicate padding
+    __builtin_memcpy(tmp + r, src, sizeof(float) * (size_t)W);
     const __m256 n = _mm256_set1_ps(float(2 * r + 1));
     int x = 0;
     for (; x + 8 <= W; x += 8) {
