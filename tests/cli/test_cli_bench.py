@@ -64,3 +64,20 @@ def test_bench_size_over_the_pixel_limit_is_refused_before_any_work(tiny_ckpt, c
     assert time.monotonic() - t0 < 10
     assert main(["bench", "--model", str(tiny_ckpt), "--size", "64x48", "--max-pixels", "1000", "--rounds", "1"]) == 1
     assert "64x48" in capsys.readouterr().err
+
+
+def test_bench_backends_of_one_model(tiny_ckpt, capsys):
+    """--backend repeated for one model: the same checkpoint through each backend, in order."""
+    from tokfuse_rt.backends.native_backend import native_available
+
+    backends = ["pytorch", "native"] if native_available() else ["pytorch", "pytorch"]
+    argv = ["bench", "-m", str(tiny_ckpt), "--size", "64x48", "--rounds", "2", "--warmup", "0", "--json"]
+    assert main([*argv, *(x for b in backends for x in ("--backend", b))]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert [r["backend"] for r in res] == backends and len({r["model"] for r in res}) == 1
+
+
+def test_bench_backend_count_must_pair_with_the_models(tiny_ckpt, tiny_onnx, capsys):
+    argv = ["bench", "-m", str(tiny_ckpt), "-m", str(tiny_onnx), "-m", str(tiny_ckpt)]
+    assert main([*argv, "--backend", "pytorch", "--backend", "pytorch"]) == 1
+    assert "2 --backend for 3 --model" in capsys.readouterr().err

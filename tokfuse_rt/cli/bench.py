@@ -1,7 +1,11 @@
 """``tokfuse bench``: time ``Engine.fuse`` on one pair, for one or more models side by side.
 
-    tokfuse bench [--model M [--model M2 ...]] [--ir IR --vis VIS] [--size WxH] [--rounds 20] [--warmup 3]
-                  [--k K] [--device D] [--threads N] [--max-pixels N] [--json]
+    tokfuse bench [--model M [--model M2 ...]] [--backend B [--backend B2 ...]] [--ir IR --vis VIS]
+                  [--size WxH] [--rounds 20] [--warmup 3] [--k K] [--device D] [--threads N] [--max-pixels N]
+                  [--json]
+
+``--backend`` pairs with ``--model``: one backend for every model, one per model, or several backends for a
+single model (the same checkpoint through each, e.g. ``--backend native --backend native-int8``).
 
 Each model's engine fuses the same pair (default: the bundled sample pair, ``--size`` resizes it) ``--warmup``
 times untimed, then ``--rounds`` times, each call timed alone (``time.perf_counter``). The pair is decoded once
@@ -23,6 +27,7 @@ from .options import DEFAULT_MODEL_WORD, add_device, add_k, add_model, add_threa
 EPILOG = """examples:
   tokfuse bench                                              # bundled model, bundled sample pair
   tokfuse bench --model default --model model.onnx --size 640x480 --threads 2
+  tokfuse bench --backend pytorch --backend native --backend native-int8 --size 640x480 --threads 2
   tokfuse bench --model model.onnx --ir ir.png --vis vis.png --rounds 50 --json
 """
 
@@ -40,6 +45,15 @@ def register(subparsers, help: str) -> None:
         multiple=True,
         help="model file (.safetensors, .onnx, .plan) or 'default' (the bundled model); repeat to "
         "compare (default: the bundled model)",
+    )
+    from ..backends import BACKEND_NAMES
+
+    b.add_argument(
+        "--backend",
+        action="append",
+        choices=BACKEND_NAMES,
+        default=None,
+        help="backend (default auto); repeat: one per --model, or several for a single model",
     )
     b.add_argument("--ir", default=None, help="infrared image (default: the bundled sample pair)")
     b.add_argument("--vis", default=None, help="visible image (with --ir)")
@@ -122,6 +136,19 @@ def time_engine(eng, ir, vis, rounds: int, warmup: int, k=None) -> dict:
     }
 
 
+def runs(models: list, backends: list) -> list[tuple]:
+    """(model, backend) pairs: zipped when the counts match, else one of the two lists has one entry."""
+    if len(models) == len(backends):
+        return list(zip(models, backends))
+    if len(models) == 1:
+        return [(models[0], b) for b in backends]
+    if len(backends) == 1:
+        return [(m, backends[0]) for m in models]
+    raise ValueError(
+        f"{len(backends)} --backend for {len(models)} --model: give one backend, one per model, or one model"
+    )
+
+
 def cmd_bench(a) -> int:
     from ..engine import Engine
 
@@ -129,10 +156,13 @@ def cmd_bench(a) -> int:
         raise ValueError(f"--rounds must be >= 1 and --warmup >= 0, got {a.rounds} and {a.warmup}")
     max_pixels = int(a.max_pixels) if a.max_pixels else None
     size = parse_size(a.size, max_pixels) if a.size else None
+    plan = runs(a.model or [DEFAULT_MODEL_WORD], a.backend or ["auto"])  # before the pair is read
     ir, vis = load_pair(a.ir, a.vis, size, max_pixels)
     results = []
-    for model in a.model or [DEFAULT_MODEL_WORD]:
-        with Engine(model_path(model), device=a.device, threads=a.threads, max_pixels=max_pixels) as eng:
+    for model, backend in plan:
+        with Engine(
+            model_path(model), device=a.device, threads=a.threads, max_pixels=max_pixels, backend=backend
+        ) as eng:
             info = eng.info()
             r = {
                 "model": str(eng.path),
