@@ -164,25 +164,38 @@ const float* base_layers_tile(const float* ir, const float* vis, int H, int W, i
 
 int resolve_threads(int num_threads) { return pool_threads(num_threads); }
 
-void tone_fill(const float* tone, int W, ToneRows& buf) {
-    if (!tone) return;
-    buf.rows.resize((size_t)4 * W);
-    for (int k = 0; k < 4; ++k)
-        std::fill(buf.rows.begin() + (size_t)k * W, buf.rows.begin() + (size_t)(k + 1) * W,
-                  tone[k]);
+void tile_rule_begin(TileRule& r, const RenderModel& m, const float* ir, const float* vis,
+                     const float* base, const float* tone, int H, int W, int y0, int y1, float* out,
+                     const float* h, int hstride, int hplane) {
+    r.m = &m, r.ir = ir, r.vis = vis, r.base = base, r.tone = m.nbase == 5 ? tone : nullptr;
+    r.out = out, r.HW = (size_t)H * W, r.y0 = y0, r.T = y1 - y0;
+    r.lo = m.head == HEAD_LAYERS ? base_layers_tile(ir, vis, H, W, m.radius, y0, y1, r.layers)
+                                 : nullptr;
+    if (r.tone) {
+        r.tone_rows.resize((size_t)4 * W);
+        for (int k = 0; k < 4; ++k)
+            std::fill(r.tone_rows.begin() + (size_t)k * W,
+                      r.tone_rows.begin() + (size_t)(k + 1) * W, r.tone[k]);
+    }
+    RuleRow& rr = r.rr;
+    rr = RuleRow{};
+    rr.head = m.head, rr.W = W, rr.h = h, rr.hstride = hstride, rr.hplane = hplane, rr.nh = m.Ch;
+    rr.w2 = m.w4, rr.b2 = m.b4, rr.tau = m.tau, rr.gain_vis = m.gain_vis, rr.gain_ir = m.gain_ir;
 }
 
-void tone_rows(const RenderModel& m, const float* base, const float* tone, size_t HW, int W, int y,
-               ToneRows& buf, const float** rows) {
-    if (m.nbase != 5) {
-        for (int k = 0; k < 4; ++k) rows[k] = nullptr;
-        return;
+const RuleRow& tile_rule_row(TileRule& r, int y) {
+    RuleRow& rr = r.rr;
+    const int W = rr.W;
+    rr.ir = r.ir + (size_t)y * W, rr.vis = r.vis + (size_t)y * W, rr.out = r.out + (size_t)y * W;
+    if (r.lo) {
+        rr.l_ir = r.lo + (size_t)(y - r.y0) * W;
+        rr.l_vis = rr.l_ir + (size_t)r.T * W;
     }
-    if (!tone) {
-        for (int k = 0; k < 4; ++k) rows[k] = base + (k + 1) * HW + (size_t)y * W;
-        return;
-    }
-    for (int k = 0; k < 4; ++k) rows[k] = buf.rows.data() + (size_t)k * W;
+    for (int k = 0; k < 4; ++k)
+        rr.tone[k] = r.m->nbase != 5 ? nullptr
+                     : r.tone        ? r.tone_rows.data() + (size_t)k * W
+                                     : r.base + (k + 1) * r.HW + (size_t)y * W;
+    return rr;
 }
 
 void parallel_tiles(int64_t B, int H, int tile_rows, int num_threads,
@@ -204,17 +217,13 @@ namespace {
 
 struct Scratch {
     std::vector<float> x, h1, d, h;
-    LayerBufs layers;
-    ToneRows tone;
+    TileRule rule;
 };
-
-inline int ring(int r) { return ((r % 3) + 3) % 3; }
 
 void render_tile(const RenderModel& m, ConvRowFn conv, RuleRowFn rule, const float* ir,
                  const float* vis, const float* base, const float* tone, int H, int W, int y0,
                  int y1, float* out, Scratch& s) {
-    const int Wp = W + 2, C = m.C, Cp = m.Cp, Chp = m.Chp, Dst = Cp + 8, R = m.radius;
-    const size_t HW = (size_t)H * W;
+    const int Wp = W + 2, C = m.C, Cp = m.Cp, Chp = m.Chp, Dst = Cp + 8;
     // channel offsets inside a pixel of X, H1 and D
     int off1[2] = {0, 1};
     std::vector<int> off2(C), off3(C + 3);
@@ -227,15 +236,6 @@ void render_tile(const RenderModel& m, ConvRowFn conv, RuleRowFn rule, const flo
     auto xrow = [&](int r) { return s.x.data() + (size_t)ring(r) * Wp * 2; };
     auto h1row = [&](int r) { return s.h1.data() + (size_t)ring(r) * Wp * Cp; };
     auto drow = [&](int r) { return s.d.data() + (size_t)ring(r) * Wp * Dst; };
-
-    // base layers of the tile ("layers")
-    const int T = y1 - y0;
-    const float* l_ir = nullptr;
-    const float* l_vis = nullptr;
-    if (m.head == HEAD_LAYERS) {
-        l_ir = base_layers_tile(ir, vis, H, W, R, y0, y1, s.layers);
-        l_vis = l_ir + (size_t)T * W;
-    }
 
     int x_next = y0 - 3, h_next = y0 - 2, d_next = y0 - 1;
     auto make_x = [&](int r) {
@@ -275,19 +275,12 @@ void render_tile(const RenderModel& m, ConvRowFn conv, RuleRowFn rule, const flo
             p[0] = b0[x], p[1] = a[x], p[2] = b[x];
         }
     };
-    RuleRow rr{};
-    rr.head = m.head, rr.W = W, rr.h = s.h.data(), rr.hstride = Chp, rr.nh = m.Ch, rr.w2 = m.w4,
-    rr.b2 = m.b4;
-    rr.tau = m.tau, rr.gain_vis = m.gain_vis, rr.gain_ir = m.gain_ir;
-    tone_fill(tone, W, s.tone);
+    tile_rule_begin(s.rule, m, ir, vis, base, tone, H, W, y0, y1, out, s.h.data(), Chp, 0);
     for (int y = y0; y < y1; ++y) {
         while (d_next <= y + 1) make_d(d_next++);
         const float* in[3] = {drow(y - 1), drow(y), drow(y + 1)};
         conv(in, Dst, off3.data(), C + 3, m.w3, m.b3, s.h.data(), Chp, W, Chp, 1);
-        rr.ir = ir + (size_t)y * W, rr.vis = vis + (size_t)y * W, rr.out = out + (size_t)y * W;
-        if (l_ir) rr.l_ir = l_ir + (size_t)(y - y0) * W, rr.l_vis = l_vis + (size_t)(y - y0) * W;
-        tone_rows(m, base, tone, HW, W, y, s.tone, rr.tone);
-        rule(rr);
+        rule(tile_rule_row(s.rule, y));
     }
 }
 

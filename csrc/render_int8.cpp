@@ -63,15 +63,12 @@ void qconv_row_scalar(const uint8_t* const* in, int gstride, int ngroups, const 
 
 namespace {
 
-inline int ring(int r) { return ((r % 3) + 3) % 3; }
-
 struct QScratch {
     std::vector<uint8_t> x, h1, d;
     std::vector<int32_t> dpad;
     std::vector<float> h;
     std::vector<int32_t> qa, qb, qc;
-    LayerBufs layers;
-    ToneRows tone;
+    TileRule rule;
 };
 
 void fill32(uint8_t* p, int32_t v, size_t n) {
@@ -82,11 +79,11 @@ void render_tile_q(const QuantModel& q, QConvRowFn conv, RuleRowFn rule, QuantRo
                    const float* ir, const float* vis, const float* base, const float* tone, int H,
                    int W, int y0, int y1, float* out, QScratch& s) {
     const RenderModel& m = *q.m;
-    const int C = m.C, R = m.radius, T = y1 - y0;
+    const int C = m.C;
     const int GS = W + 2 + 16;                               // pixels per group plane
     const int G1 = q.c1.cop / 4;                             // H1 groups
     const int GD = std::max(q.c2.cop / 4, (C + 3 + 3) / 4);  // D groups
-    const size_t HW = (size_t)H * W, XR = (size_t)GS * 4, H1R = XR * G1, DR = XR * GD;
+    const size_t XR = (size_t)GS * 4, H1R = XR * G1, DR = XR * GD;
     const int HP = W + 16;  // h: channel-planar, HP floats per channel
     s.x.assign(3 * XR, 0);
     s.h1.assign(3 * H1R, 0);
@@ -104,13 +101,6 @@ void render_tile_q(const QuantModel& q, QConvRowFn conv, RuleRowFn rule, QuantRo
     auto xrow = [&](int r) { return s.x.data() + (size_t)ring(r) * XR; };
     auto h1row = [&](int r) { return s.h1.data() + (size_t)ring(r) * H1R; };
     auto drow = [&](int r) { return s.d.data() + (size_t)ring(r) * DR; };
-
-    const float* l_ir = nullptr;
-    const float* l_vis = nullptr;
-    if (m.head == HEAD_LAYERS) {
-        l_ir = base_layers_tile(ir, vis, H, W, R, y0, y1, s.layers);
-        l_vis = l_ir + (size_t)T * W;
-    }
 
     int x_next = y0 - 3, h_next = y0 - 2, d_next = y0 - 1;
     auto make_x = [&](int r) {
@@ -154,20 +144,13 @@ void render_tile_q(const QuantModel& q, QConvRowFn conv, RuleRowFn rule, QuantRo
         for (int x = 0; x < W; ++x)
             ch[0][4 * x] = (uint8_t)s.qc[x], ch[1][4 * x] = xr[4 * x], ch[2][4 * x] = xr[4 * x + 1];
     };
-    RuleRow rr{};
-    rr.head = m.head, rr.W = W, rr.h = s.h.data(), rr.hplane = HP, rr.nh = m.Ch, rr.w2 = m.w4,
-    rr.b2 = m.b4;
-    rr.tau = m.tau, rr.gain_vis = m.gain_vis, rr.gain_ir = m.gain_ir;
-    tone_fill(tone, W, s.tone);
+    tile_rule_begin(s.rule, m, ir, vis, base, tone, H, W, y0, y1, out, s.h.data(), 0, HP);
     for (int y = y0; y < y1; ++y) {
         while (d_next <= y + 1) make_d(d_next++);
         const uint8_t* in[3] = {drow(y - 1), drow(y), drow(y + 1)};
         const QConv& c = q.c3;
         conv(in, GS, c.ngroups, c.w, c.acc0, c.scale, c.bias, nullptr, s.h.data(), HP, W, c.cop);
-        rr.ir = ir + (size_t)y * W, rr.vis = vis + (size_t)y * W, rr.out = out + (size_t)y * W;
-        if (l_ir) rr.l_ir = l_ir + (size_t)(y - y0) * W, rr.l_vis = l_vis + (size_t)(y - y0) * W;
-        tone_rows(m, base, tone, HW, W, y, s.tone, rr.tone);
-        rule(rr);
+        rule(tile_rule_row(s.rule, y));
     }
 }
 

@@ -19,15 +19,30 @@ struct LayerBufs {
 const float* base_layers_tile(const float* ir, const float* vis, int H, int W, int R, int y0,
                               int y1, LayerBufs& s);
 
-// The head's tone rows (g, a, mu, c) of row y for the rule: none for the "blend" head; rows of
-// base's channels 1..4 (tone == nullptr); or rows holding the constants tone[0..3] of this image
-// (base then holds only the base map), which tone_fill writes into buf at the start of each tile.
-struct ToneRows {
-    std::vector<float> rows;
+// The head's rule over the rows [y0, y1) of one tile: the RuleRow fields that stay the same from
+// row to row, the tile's base layers ("layers" head: base_layers_tile) and the tone rows (g, a, mu,
+// c): none for the "blend" head; base's channels 1..4 (tone == nullptr); or, with tone (this
+// image's four constants; base then holds only the base map), rows filled with them once per tile.
+struct TileRule {
+    RuleRow rr{};
+    LayerBufs layers;
+    std::vector<float> tone_rows;
+    const RenderModel* m = nullptr;
+    const float *ir = nullptr, *vis = nullptr, *base = nullptr, *tone = nullptr, *lo = nullptr;
+    float* out = nullptr;
+    size_t HW = 0;
+    int y0 = 0, T = 0;
 };
-void tone_fill(const float* tone, int W, ToneRows& buf);
-void tone_rows(const RenderModel& m, const float* base, const float* tone, size_t HW, int W, int y,
-               ToneRows& buf, const float** rows);
+// Sets r up for a tile of image planes ir, vis, base, out (H x W). h: the head features (hplane >
+// 0: channel-planar, hplane floats per channel; else hstride floats per pixel).
+void tile_rule_begin(TileRule& r, const RenderModel& m, const float* ir, const float* vis,
+                     const float* base, const float* tone, int H, int W, int y0, int y1, float* out,
+                     const float* h, int hstride, int hplane);
+// r.rr with its per-row inputs at row y (y0 <= y < y1), for the rule kernel.
+const RuleRow& tile_rule_row(TileRule& r, int y);
+
+// Ring buffers three rows high: the slot of row r (r may be negative).
+inline int ring(int r) { return ((r % 3) + 3) % 3; }
 
 // Threads num_threads resolves to (<= 0: one per usable core; see thread_pool.h).
 int resolve_threads(int num_threads);
