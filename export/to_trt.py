@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Union
 
-from tokfuse_rt.onnx_contract import INPUTS, MIN_SIDE, read_config, read_meta, sidecar_path
+from tokfuse_rt.onnx_contract import INPUTS, MIN_SIDE, read_config, read_meta, read_precision, sidecar_path
 
 DEFAULT_MIN, DEFAULT_OPT, DEFAULT_MAX = f"1x{MIN_SIDE}x{MIN_SIDE}", "1x480x640", "4x2048x2048"
 EXIT_NO_TRT = 3
@@ -389,11 +389,7 @@ def onnx_precision(onnx_path: PathLike) -> str:
     import onnx
 
     m = onnx.load(str(onnx_path), load_external_data=False)
-    try:
-        quant = json.loads(read_meta({p.key: p.value for p in m.metadata_props}).get("quant") or "{}")
-    except json.JSONDecodeError:
-        return "float32"
-    return quant.get("precision", "float32") if isinstance(quant, dict) else "float32"
+    return read_precision(read_meta({p.key: p.value for p in m.metadata_props}))
 
 
 if __name__ == "__main__":

@@ -77,6 +77,16 @@ def read_meta(props: dict) -> dict:
     return {k[len(META_PREFIX) :]: v for k, v in props.items() if k.startswith(META_PREFIX)}
 
 
+def read_precision(meta: dict) -> str:
+    """ "int8" for a graph written by ``export.to_onnx --int8`` (the ``quant`` entry of :func:`read_meta`'s
+    result), else "float32"."""
+    try:
+        quant = json.loads(meta.get("quant") or "{}")
+    except json.JSONDecodeError:
+        return "float32"
+    return quant.get("precision", "float32") if isinstance(quant, dict) else "float32"
+
+
 def read_config(meta: dict) -> dict | None:
     """The model config of :func:`read_meta`'s result; None when absent or not a JSON object."""
     raw = meta.get("config")

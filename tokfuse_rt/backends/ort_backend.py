@@ -274,10 +274,9 @@ class OrtBackend:
     @property
     def precision(self) -> str:
         """ "int8" for graphs written by ``export.to_onnx --int8`` (``tokfuse_rt.quant`` metadata), else "float32"."""
-        try:
-            return json.loads(self._meta.get("quant") or "{}").get("precision", "float32")
-        except (json.JSONDecodeError, AttributeError):
-            return "float32"
+        from ..onnx_contract import read_precision
+
+        return read_precision(self._meta)
 
     def info(self) -> dict:
         if self.session is None:
