@@ -154,6 +154,25 @@ void render_int8_cpu(const QuantModel& q, const float* ir, const float* vis, con
                      const float* tone, int64_t B, int H, int W, float* out, int num_threads,
                      int impl, int tile_rows);
 
+// The same render in two parts, so that the part that does not need the base map (detail conv1,
+// conv2: most of the work) can run while the token pathway computes it:
+//   int8_split_new: the job for ir, vis [B][H][W] (read until it finishes; impl as below);
+//   int8_split_detail: computes detail tiles until none is left unclaimed (any threads, any
+//     number of times, for example one background thread);
+//   int8_split_finish: the unclaimed tiles on the calling thread, waits for the others, then the
+//     base channel and the head on the thread pool; out equals render_int8_cpu's, bit for bit.
+//     Throws std::bad_alloc when a tile failed;
+//   int8_split_cancel: no more tiles are claimed (before int8_split_delete of an unfinished job;
+//     join its threads first).
+struct Int8Split;
+Int8Split* int8_split_new(const QuantModel& q, const float* ir, const float* vis, int64_t B, int H,
+                          int W, int impl);
+void int8_split_detail(Int8Split* s);
+void int8_split_finish(Int8Split* s, const float* base, const float* tone, float* out,
+                       int num_threads, int tile_rows);
+void int8_split_cancel(Int8Split* s);
+void int8_split_delete(Int8Split* s);
+
 // ir, vis [B][H][W], base [B][nbase][H][W] -> out [B][H][W]; with tone ([B][4], "tone" and "layers"
 // heads), base is [B][1][H][W] and the tone channels are those constants. The thread pool over
 // tiles of about tile_rows rows (<= 0: chosen from H and the thread count); impl: IMPL_SCALAR,

@@ -17,8 +17,13 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <unistd.h>
+
 #include <cmath>
+#include <memory>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "nn_search.h"
@@ -200,6 +205,16 @@ public:
         return out;
     }
 
+    // The split int8 render's job for checked sources (see Int8Job).
+    Int8Split* new_split(const Arr& ir, const Arr& vis, py::ssize_t B, py::ssize_t H, py::ssize_t W,
+                         const std::string& impl_s) const {
+        if (!quantized_) throw py::value_error("start_int8 before quantize(): no int8 tables");
+        const int impl = resolve_int8(impl_s);
+        QuantModel q = q_;
+        q.m = &m_;
+        return int8_split_new(q, ir.data(), vis.data(), B, (int)H, (int)W, impl);
+    }
+
     static int resolve_int8(const std::string& s) {
         const bool vnni = cpu_has_avx512vnni() && render_vnni_compiled();
         if (s == "auto") return vnni ? (int)RENDER_IMPL_VNNI : (int)IMPL_SCALAR;
@@ -254,7 +269,14 @@ private:
     void check(py::handle ir_, py::handle vis_, py::handle base_, py::handle tone_, Arr& ir,
                Arr& vis, Arr& base, Arr& tone, py::ssize_t& B, py::ssize_t& H,
                py::ssize_t& W) const {
-        ir = as_f32(ir_, "ir"), vis = as_f32(vis_, "vis"), base = as_f32(base_, "base_up");
+        check_sources(ir_, vis_, ir, vis, B, H, W);
+        check_base(base_, tone_, base, tone, B, H, W);
+    }
+
+public:
+    void check_sources(py::handle ir_, py::handle vis_, Arr& ir, Arr& vis, py::ssize_t& B,
+                       py::ssize_t& H, py::ssize_t& W) const {
+        ir = as_f32(ir_, "ir"), vis = as_f32(vis_, "vis");
         if (ir.ndim() != 4 || ir.shape(1) != 1)
             throw py::value_error("ir must have shape (B, 1, H, W), got " + shape_of(ir));
         B = ir.shape(0), H = ir.shape(2), W = ir.shape(3);
@@ -266,6 +288,12 @@ private:
             vis.shape(3) != W)
             throw py::value_error("vis must have the shape of ir " + shape_of(ir) + ", got " +
                                   shape_of(vis));
+    }
+
+    // base_up (and tone) for sources of B x H x W: see check()
+    void check_base(py::handle base_, py::handle tone_, Arr& base, Arr& tone, py::ssize_t B,
+                    py::ssize_t H, py::ssize_t W) const {
+        base = as_f32(base_, "base_up");
         int nb = m_.nbase;
         if (!tone_.is_none()) {
             if (m_.nbase != 5)
@@ -285,6 +313,7 @@ private:
                 (tone_.is_none() ? "" : " with tone") + ", got " + shape_of(base));
     }
 
+private:
     void set_q(int i, py::tuple t, const char* name, int co, int ci, bool u8_out) {
         const std::string n(name);
         if (t.size() != 5) throw py::value_error(n + " must be (w, acc0, scale, bias, inv)");
@@ -318,9 +347,105 @@ private:
     std::vector<float> w1_, b1_, w2_, b2_, w3_, b3_, w4_, b4_;
 };
 
+// The split int8 render of one (batch of) pair(s) (int8_split_* in render.h): start_int8() checks
+// the sources and starts the detail convolutions on `background` threads of their own;
+// detail() lets a caller's thread (a Python worker with nothing else to do) take part too;
+// finish() adds the calling thread to them, then runs the head with base_up (and tone) and returns
+// what run_int8 returns, bit for bit. The job keeps the sources and the NativeRender alive;
+// dropping it unfinished stops the background threads after their current tiles.
+class Int8Job {
+public:
+    Int8Job(py::object render, Arr ir, Arr vis, py::ssize_t B, py::ssize_t H, py::ssize_t W,
+            const std::string& impl, int background)
+        : render_(std::move(render)),
+          ir_(std::move(ir)),
+          vis_(std::move(vis)),
+          B_(B),
+          H_(H),
+          W_(W) {
+        s_ = render_.cast<const NativeRender&>().new_split(ir_, vis_, B, H, W, impl);
+        pid_ = getpid();
+        for (int i = 0; i < background; ++i) {
+            try {
+                Int8Split* s = s_;
+                th_.emplace_back([s] { int8_split_detail(s); });
+            } catch (...) {  // fewer threads: the others (finish() at the latest) compute the tiles
+                break;
+            }
+        }
+    }
+    Int8Job(const Int8Job&) = delete;
+    Int8Job& operator=(const Int8Job&) = delete;
+    ~Int8Job() {
+        if (getpid() != pid_) {  // a forked child: the threads are not in this process
+            for (auto& t : th_) t.detach();
+            return;  // (the split is left to the process's end)
+        }
+        int8_split_cancel(s_);
+        for (auto& t : th_) t.join();
+        int8_split_delete(s_);  // no detail() call runs: each holds a reference to this job
+    }
+
+    void detail() {
+        if (finished_ || getpid() != pid_) return;
+        py::gil_scoped_release nogil;
+        int8_split_detail(s_);
+    }
+
+    py::array_t<float> finish(py::handle base_, int num_threads, int tile_rows, py::handle tone_) {
+        if (finished_) throw py::value_error("this int8 job has already finished");
+        if (getpid() != pid_)
+            throw std::runtime_error("this int8 job was started in another process (before fork)");
+        Arr base, tone;
+        render_.cast<const NativeRender&>().check_base(base_, tone_, base, tone, B_, H_, W_);
+        py::array_t<float> out({B_, (py::ssize_t)1, H_, W_});
+        const float* pb = base.data();
+        const float* pt = tone_.is_none() ? nullptr : tone.data();
+        float* po = out.mutable_data();
+        finished_ = true;
+        {
+            py::gil_scoped_release nogil;
+            int8_split_finish(s_, pb, pt, po, num_threads, tile_rows);
+        }
+        return out;
+    }
+    bool finished() const { return finished_; }
+
+private:
+    py::object render_;
+    Arr ir_, vis_;
+    py::ssize_t B_, H_, W_;
+    Int8Split* s_ = nullptr;
+    std::vector<std::thread> th_;
+    pid_t pid_ = 0;
+    bool finished_ = false;  // read and written with the GIL held
+};
+
+std::unique_ptr<Int8Job> start_int8_job(py::object self, py::handle ir_, py::handle vis_,
+                                        const std::string& impl, int background) {
+    if (background < 0 || background > 256)
+        throw py::value_error("background must be a thread count in [0, 256], got " +
+                              std::to_string(background));
+    Arr ir, vis;
+    py::ssize_t B, H, W;
+    self.cast<const NativeRender&>().check_sources(ir_, vis_, ir, vis, B, H, W);
+    return std::make_unique<Int8Job>(self, ir, vis, B, H, W, impl, background);
+}
+
 }  // namespace
 
 void bind_render(py::module_& m) {
+    py::class_<Int8Job>(m, "Int8Job",
+                        "A started int8 render (NativeRender.start_int8); finish() once.")
+        .def("finish", &Int8Job::finish, py::arg("base_up"), py::arg("num_threads") = 0,
+             py::arg("tile_rows") = 0, py::arg("tone") = py::none(),
+             "Joins the detail convolutions (this thread takes part), then runs the head: fused "
+             "float32 (B, 1, H, W), as run_int8(ir, vis, base_up, num_threads, impl, tile_rows, "
+             "tone).")
+        .def("detail", &Int8Job::detail,
+             "Computes detail tiles on this thread (without the GIL) until none is left "
+             "unclaimed; a no-op once finished.")
+        .def_property_readonly("finished", &Int8Job::finished);
     py::class_<NativeRender>(
         m, "NativeRender",
         "The render half of a TokFuse model (DetailNet, HeadConvs, the head's rule) "
@@ -354,6 +479,13 @@ void bind_render(py::module_& m) {
              py::arg("tone") = py::none(),
              "As run(), with the quantised convolutions; impl: \"auto\", \"vnni\" (AVX-512 "
              "VNNI) or \"scalar\".")
+        .def("start_int8", &start_int8_job, py::arg("ir"), py::arg("vis"), py::arg("impl") = "auto",
+             py::arg("background") = 1,
+             "The int8 render in two parts: checks ir, vis as run_int8 does and starts the part "
+             "that does not need base_up (detail conv1, conv2) on `background` threads of its own "
+             "(0: none; the job's detail() and finish() take part too); returns an Int8Job whose "
+             "finish(base_up, num_threads, "
+             "tile_rows, tone) returns run_int8's result, bit for bit.")
         .def_static("resolve_int8_impl", &NativeRender::resolved_int8_name,
                     py::arg("impl") = "auto",
                     "The int8 path impl runs on this CPU (\"vnni\" or \"scalar\").")

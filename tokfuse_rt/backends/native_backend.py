@@ -7,7 +7,10 @@ reuse run the native render too. ``Engine(ckpt, backend="native")`` selects it.
 ``backend="native-int8"`` (:class:`NativeInt8Backend`) runs the render half's convolutions in int8
 (``NativeRender.run_int8``: AVX-512 VNNI, else scalar; see ``render_int8.py``) with the activation ranges
 stored in the checkpoint (``python -m export.to_native CKPT -o OUT --calib DIR`` adds them; the bundled
-default has them).
+default has them). With ``threads`` >= 2 on images of at least ``NativeInt8Backend.SPLIT_MIN_PIXELS`` pixels
+it splits the render: the detail convolutions (about half its work, independent of the base map) run on
+``threads - 1`` threads of their own while the token pathway runs on this one, then every thread runs the
+head (``NativeRender.start_int8``; the same bits as ``run_int8``).
 
 The token pathway runs on one PyTorch thread (``token_threads``): its ops are small (S×S = 128²) and
 each multi-threaded op ends in a thread barrier; with 2 threads on a busy 2-core machine those
@@ -149,22 +152,23 @@ class NativeBackend(TorchBackend):
     def _check_impl(self):
         """impl="avx2" on a CPU without AVX2+FMA: the kernel's ValueError now, not at the first pair."""
         one, up = np.zeros((1, 1, 1, 1), np.float32), np.zeros((1, self.render_kernel.base_channels, 1, 1), np.float32)
-        self._render(one, one, up, 1)
+        self._render(one, one, up)
 
-    def _render(self, ir, vis, base_up, threads, tone=None):
+    def _render(self, ir, vis, base_up, tone=None, threads=1):
         return self.render_kernel.run(ir, vis, base_up, threads, self.impl, tone=tone)
 
-    def run_tokens(self, ir: np.ndarray, vis: np.ndarray, k: int):
+    def run_tokens(self, ir: np.ndarray, vis: np.ndarray, k: int, parallel: bool = True):
         """The token pathway (PyTorch) on ``token_threads`` threads; with ``threads`` >= 2 and one token
-        thread, the two images are tokenised at the same time (a one-worker pool, made in this process)."""
-        if self.render_threads >= 2 and self.token_threads == 1 and self._pool_pid != os.getpid():
+        thread, the two images are tokenised at the same time (a one-worker pool, made in this process)
+        unless ``parallel`` is False."""
+        if parallel and self.render_threads >= 2 and self.token_threads == 1 and self._pool_pid != os.getpid():
             from concurrent.futures import ThreadPoolExecutor
 
             # after fork() an inherited executor has no worker thread left: a new one per process
             self.token_pool = ThreadPoolExecutor(1, thread_name_prefix="tokfuse-tokens")
             self._pool_pid = os.getpid()
         with self._torch_threads():
-            return super().run_tokens(ir, vis, k)
+            return super().run_tokens(ir, vis, k, parallel)
 
     def upsample_base(self, base: np.ndarray, size) -> np.ndarray:
         """The base map's upsampling (PyTorch), also on ``token_threads`` threads: one small op whose
@@ -183,16 +187,18 @@ class NativeBackend(TorchBackend):
             torch.set_num_threads(old)
 
     def run(self, ir: np.ndarray, vis: np.ndarray, k: int):
-        """ir, vis: float32 [B, 1, H, W] in [0, 1] -> (fused float32 [B, 1, H, W], ids int64 [B, K]).
-        For the "tone"/"layers" heads only the base map is upsampled; the kernel takes the four tone values
-        as constants (what ``upsample_base`` fills its channels 1..4 with, without writing them out)."""
+        """ir, vis: float32 [B, 1, H, W] in [0, 1] -> (fused float32 [B, 1, H, W], ids int64 [B, K])."""
         base, ids = self.run_tokens(ir, vis, k)
         ir, vis = (np.ascontiguousarray(x, dtype=np.float32) for x in (ir, vis))
+        return self._render(ir, vis, *self._base_up(base, ir.shape[-2:]), threads=self.render_threads), ids
+
+    def _base_up(self, base: np.ndarray, size):
+        """The token pathway's base [B, C, S, S] -> (base_up, tone) for the kernel. For the "tone"/"layers"
+        heads only the base map is upsampled; the kernel takes the four tone values as constants (what
+        ``upsample_base`` fills its channels 1..4 with, without writing them out)."""
         if base.shape[1] == 5:
-            up = self.upsample_base(base[:, :1], ir.shape[-2:])
-            tone = np.ascontiguousarray(base[:, 1:, 0, 0], dtype=np.float32)
-            return self._render(ir, vis, up, self.render_threads, tone), ids
-        return self._render(ir, vis, self.upsample_base(base, ir.shape[-2:]), self.render_threads), ids
+            return self.upsample_base(base[:, :1], size), np.ascontiguousarray(base[:, 1:, 0, 0], dtype=np.float32)
+        return self.upsample_base(base, size), None
 
     def run_render(self, ir: np.ndarray, vis: np.ndarray, base_up: np.ndarray) -> np.ndarray:
         """ir, vis [B, 1, H, W] and base_up [B, C, H, W], float32 -> fused float32 [B, 1, H, W] (C++)."""
@@ -200,7 +206,7 @@ class NativeBackend(TorchBackend):
             np.ascontiguousarray(ir, dtype=np.float32),
             np.ascontiguousarray(vis, dtype=np.float32),
             np.ascontiguousarray(base_up, dtype=np.float32),
-            self.render_threads,
+            threads=self.render_threads,
         )
 
     def info(self) -> dict:
@@ -239,8 +245,25 @@ class NativeInt8Backend(NativeBackend):
         t = quant_tables(self.model, self.ranges)
         self.render_kernel.quantize(t["conv1"], t["conv2"], t["conv3"], t["base_inv"], t["base_zero"])
 
-    def _render(self, ir, vis, base_up, threads, tone=None):
+    def _render(self, ir, vis, base_up, tone=None, threads=1):
         return self.render_kernel.run_int8(ir, vis, base_up, threads, self.impl, tone=tone)
+
+    # Below this many pixels per call (B x H x W) the render is not split: the token pathway, with the two
+    # images tokenised on two threads, is then the longer part (measured in docs/fast_path.md).
+    SPLIT_MIN_PIXELS = 200_000
+
+    def run(self, ir: np.ndarray, vis: np.ndarray, k: int):
+        """As NativeBackend.run. With ``threads`` >= 2 and at least ``SPLIT_MIN_PIXELS`` pixels, the render's
+        detail convolutions (most of its work; they do not need the base map) run on ``threads - 1`` threads
+        of their own while this thread runs the token pathway, then every thread runs the head
+        (``NativeRender.start_int8``: the same bits as ``run_int8``)."""
+        if self.render_threads < 2 or ir.shape[0] * ir.shape[-2] * ir.shape[-1] < self.SPLIT_MIN_PIXELS:
+            return super().run(ir, vis, k)
+        ir, vis = (np.ascontiguousarray(x, dtype=np.float32) for x in (ir, vis))
+        job = self.render_kernel.start_int8(ir, vis, self.impl, background=self.render_threads - 1)
+        base, ids = self.run_tokens(ir, vis, k, parallel=False)
+        base_up, tone = self._base_up(base, ir.shape[-2:])
+        return job.finish(base_up, self.render_threads, tone=tone), ids
 
     def info(self) -> dict:
         from .. import _C

@@ -70,10 +70,12 @@ class TorchBackend:
     def render_align(self) -> int:
         return self.model.render_align
 
-    def run_tokens(self, ir: np.ndarray, vis: np.ndarray, k: int):
-        """ir, vis: float32 [B, 1, H, W] -> (base float32 [B, C, S, S], ids int64 [B, K]): the token pathway."""
+    def run_tokens(self, ir: np.ndarray, vis: np.ndarray, k: int, parallel: bool = True):
+        """ir, vis: float32 [B, 1, H, W] -> (base float32 [B, C, S, S], ids int64 [B, K]): the token pathway.
+        ``parallel=False``: on this thread only, even where ``token_pool`` is set."""
         with torch.inference_mode(), kernel_backend(self.kernels):
-            base, ids = self.model.token_pathway(*self._tensors(ir, vis), k, pool=self.token_pool)
+            pool = self.token_pool if parallel else None
+            base, ids = self.model.token_pathway(*self._tensors(ir, vis), k, pool=pool)
             return base.float().cpu().numpy(), ids.cpu().numpy()
 
     token_pool = None  # an executor for TokFuse.token_pathway (NativeBackend sets one)
