@@ -294,8 +294,10 @@ def is_colour(img: np.ndarray, tol: float = 1.0 / 255.0) -> bool:
     """True for (H, W, 3) images whose channels differ (gray stored as RGB counts as gray)."""
     if img.ndim != 3:
         return False
-    for r in range(0, img.shape[0], _ROWS):
-        blk = img[r : r + _ROWS]
+    r, step = 0, 32  # a small first block: a colour image is usually told apart there
+    while r < img.shape[0]:
+        blk = img[r : r + step]
+        r, step = r + step, _ROWS
         c0, c1, c2 = blk[..., 0], blk[..., 1], blk[..., 2]
         if img.dtype == np.uint8:
             if np.any(c0 != c1) or np.any(c1 != c2):

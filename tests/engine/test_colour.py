@@ -40,6 +40,13 @@ def test_gray_detection_and_luminance():
     c[3, 4, 2] = 78
     assert is_colour(c)
     np.testing.assert_allclose(luminance(g), 77 / 255.0, atol=1e-6)
+    # one differing pixel in any row block (the first block is 32 rows, the next ones 512): found
+    big = np.full((1100, 7, 3), 9, np.uint8)
+    assert not is_colour(big) and not is_colour(big.astype(np.float32) / 255)
+    for row in (0, 31, 32, 543, 544, 1099):
+        c = big.copy()
+        c[row, 6, 1] = 10
+        assert is_colour(c) and is_colour(c.astype(np.float32) / 255), row
 
 
 def test_engine_colour_rules(tiny_ckpt):
