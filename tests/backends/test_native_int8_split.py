@@ -130,3 +130,10 @@ def test_backend_splits_large_images_with_the_same_result(shared_data, k):
         one.backend.SPLIT_MIN_PIXELS = 0
         single, ids1 = one.backend.run(ir, vis, k)
         assert np.array_equal(ids, ids1) and np.array_equal(fused, single)
+    with Engine(BUNDLED, backend="native-int8", threads=3) as three:  # 2 background threads: twice the pixels
+        be = three.backend
+        spy = be.render_kernel = _Spy(be.render_kernel)
+        be.SPLIT_MIN_PIXELS = ir.shape[-2] * ir.shape[-1]
+        assert np.array_equal(be.run(ir, vis, k)[0], fused) and spy.started == 0
+        be.SPLIT_MIN_PIXELS //= 2
+        assert np.array_equal(be.run(ir, vis, k)[0], fused) and spy.started == 1

@@ -8,9 +8,9 @@ reuse run the native render too. ``Engine(ckpt, backend="native")`` selects it.
 (``NativeRender.run_int8``: AVX-512 VNNI, else scalar; see ``render_int8.py``) with the activation ranges
 stored in the checkpoint (``python -m export.to_native CKPT -o OUT --calib DIR`` adds them; the bundled
 default has them). With ``threads`` >= 2 on images of at least ``NativeInt8Backend.SPLIT_MIN_PIXELS`` pixels
-it splits the render: the detail convolutions (about half its work, independent of the base map) run on
-``threads - 1`` threads of their own while the token pathway runs on this one, then every thread runs the
-head (``NativeRender.start_int8``; the same bits as ``run_int8``).
+per background thread it splits the render: the detail convolutions (about half its work, independent of the
+base map) run on ``threads - 1`` threads of their own while the token pathway runs on this one, then every
+thread runs the head (``NativeRender.start_int8``; the same bits as ``run_int8``).
 
 The token pathway runs on one PyTorch thread (``token_threads``): its ops are small (S×S = 128²) and
 each multi-threaded op ends in a thread barrier; with 2 threads on a busy 2-core machine those
@@ -248,19 +248,22 @@ class NativeInt8Backend(NativeBackend):
     def _render(self, ir, vis, base_up, tone=None, threads=1):
         return self.render_kernel.run_int8(ir, vis, base_up, threads, self.impl, tone=tone)
 
-    # Below this many pixels per call (B x H x W) the render is not split: the token pathway, with the two
-    # images tokenised on two threads, is then the longer part (measured in docs/fast_path.md).
+    # Pixels per call (B x H x W) per background thread from which the render is split: below, the token
+    # pathway (with the two images tokenised on two threads when not split) is the longer part. Measured on
+    # 2 cores (one background thread; docs/fast_path.md): the same time at 480x360, split faster at 640x480
+    # and above. With more threads the detail convolutions finish sooner, so the split needs more pixels.
     SPLIT_MIN_PIXELS = 200_000
 
     def run(self, ir: np.ndarray, vis: np.ndarray, k: int):
-        """As NativeBackend.run. With ``threads`` >= 2 and at least ``SPLIT_MIN_PIXELS`` pixels, the render's
-        detail convolutions (most of its work; they do not need the base map) run on ``threads - 1`` threads
-        of their own while this thread runs the token pathway, then every thread runs the head
-        (``NativeRender.start_int8``: the same bits as ``run_int8``)."""
-        if self.render_threads < 2 or ir.shape[0] * ir.shape[-2] * ir.shape[-1] < self.SPLIT_MIN_PIXELS:
+        """As NativeBackend.run. With ``threads`` >= 2 and at least ``SPLIT_MIN_PIXELS`` pixels per background
+        thread, the render's detail convolutions (most of its work; they do not need the base map) run on
+        ``threads - 1`` threads of their own while this thread runs the token pathway, then every thread runs
+        the head (``NativeRender.start_int8``: the same bits as ``run_int8``)."""
+        background = self.render_threads - 1
+        if background < 1 or ir.shape[0] * ir.shape[-2] * ir.shape[-1] < self.SPLIT_MIN_PIXELS * background:
             return super().run(ir, vis, k)
         ir, vis = (np.ascontiguousarray(x, dtype=np.float32) for x in (ir, vis))
-        job = self.render_kernel.start_int8(ir, vis, self.impl, background=self.render_threads - 1)
+        job = self.render_kernel.start_int8(ir, vis, self.impl, background=background)
         base, ids = self.run_tokens(ir, vis, k, parallel=False)
         base_up, tone = self._base_up(base, ir.shape[-2:])
         return job.finish(base_up, self.render_threads, tone=tone), ids
