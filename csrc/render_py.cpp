@@ -19,6 +19,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <cmath>
 #include <memory>
 #include <stdexcept>
@@ -175,6 +176,9 @@ public:
     }
 
     void quantize(py::tuple c1, py::tuple c2, py::tuple c3, float base_inv, float base_zero) {
+        if (jobs_.load() > 0)  // their threads read the tables
+            throw py::value_error(
+                "quantize() while an int8 job (start_int8) of this render is alive");
         if (!(std::isfinite(base_inv) && base_inv > 0.f && base_zero >= 0.f && base_zero <= 255.f &&
               base_zero == std::nearbyint(base_zero)))
             throw py::value_error("base_inv must be positive and base_zero an integer in [0, 255]");
@@ -340,6 +344,11 @@ private:
     RenderModel m_;
     QuantModel q_;
     bool quantized_ = false;
+
+public:
+    mutable std::atomic<int> jobs_{0};  // Int8Jobs alive (quantize() must not replace their tables)
+
+private:
     std::vector<int8_t> qw_[3];
     std::vector<int32_t> qa_[3];
     std::vector<float> qs_[3], qb_[3], qi_[3];
@@ -363,7 +372,9 @@ public:
           B_(B),
           H_(H),
           W_(W) {
-        s_ = render_.cast<const NativeRender&>().new_split(ir_, vis_, B, H, W, impl);
+        const NativeRender& r = render_.cast<const NativeRender&>();
+        s_ = r.new_split(ir_, vis_, B, H, W, impl);
+        ++r.jobs_;
         pid_ = getpid();
         for (int i = 0; i < background; ++i) {
             try {
@@ -377,6 +388,7 @@ public:
     Int8Job(const Int8Job&) = delete;
     Int8Job& operator=(const Int8Job&) = delete;
     ~Int8Job() {
+        --render_.cast<const NativeRender&>().jobs_;
         if (getpid() != pid_) {  // a forked child: the threads are not in this process
             for (auto& t : th_) t.detach();
             return;  // (the split is left to the process's end)

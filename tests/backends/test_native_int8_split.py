@@ -79,6 +79,13 @@ def test_job_lifecycle_and_refusals():
     for _ in range(5):  # dropped unfinished: the background threads stop after their current tile
         r.start_int8(ir, vis, background=2)
     assert np.array_equal(r.start_int8(ir, vis).finish(up, 2), ref)
+    job = r.start_int8(ir, vis)
+    t = _kernel(m)[1]
+    with pytest.raises(ValueError, match="while an int8 job"):  # its threads read the tables
+        r.quantize(t["conv1"], t["conv2"], t["conv3"], t["base_inv"], t["base_zero"])
+    assert np.array_equal(job.finish(up, 2), ref)
+    del job
+    r.quantize(t["conv1"], t["conv2"], t["conv3"], t["base_inv"], t["base_zero"])
     with pytest.raises(ValueError, match="background must be a thread count"):
         r.start_int8(ir, vis, background=-1)
     with pytest.raises(ValueError, match="vis must have the shape of ir"):
