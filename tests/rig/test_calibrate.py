@@ -182,3 +182,40 @@ def test_identity_for_a_registered_pair(shared_data):
     ir, vis = _pair(shared_data)
     cal = calibrate_images([(luminance(ir), luminance(vis))])
     assert frame_error(cal.rig.matrix, Rig.identity(cal.rig.vis_size)).mean() < 1.0
+
+
+def test_perspective_of_a_matrix():
+    """perspective(): the ratio of the divisors m[2] . (x, y, 1) over the frame corners (pixel centres
+    0 .. size - 1), worked by hand: 1 for affine matrices; m[2] = (0.001, 0, 1) on a 501-pixel-wide frame
+    (corners at x = -0.5 and 500.5) gives divisors 0.9995 and 1.5005; a corner behind the camera gives inf."""
+    from tokfuse_rt.calibrate import perspective
+
+    assert perspective(np.eye(3), (100, 80)) == 1.0
+    assert perspective(np.array([[0.9, 0.1, 5], [-0.1, 1.1, 7], [0, 0, 1.0]]), (320, 240)) == 1.0
+    assert perspective(np.array([[1, 0, 0], [0, 1, 0], [0.001, 0, 1.0]]), (501, 10)) == pytest.approx(1.5005 / 0.9995)
+    assert perspective(np.array([[1, 0, 0], [0, 1, 0], [-0.01, 0, 1.0]]), (501, 10)) == np.inf
+
+
+def test_strongly_projective_refinements_are_dropped(cam, monkeypatch):
+    """A refinement that runs off to a strongly projective matrix is not chosen, however well it
+    correlates; when every one does, the pair is refused (CalibrationError naming the reason)."""
+    import tokfuse_rt.calibrate as cal
+
+    root, truth = cam
+    y_ir, y_vis = luminance(load_image(root / "ir.png", "ir")), luminance(load_image(root / "vis.png", "vis"))
+    size = (y_ir.shape[1], y_ir.shape[0])
+    bad = np.array([[0.5, 0, -200], [0, 0.76, 115], [-0.0006, 0.0011, 1.0]])  # 2.1x between the corners
+    assert cal.perspective(bad, size) > cal.MAX_PERSPECTIVE
+    real_coarse, real_refine = cal._coarse, cal._refine
+    extra = np.eye(3)  # one more candidate of the global search, whose refinement runs off
+
+    def refine(y_ir, y_vis, m0, model):
+        return (0.99, bad) if m0 is extra else real_refine(y_ir, y_vis, m0, model)
+
+    monkeypatch.setattr(cal, "_coarse", lambda *a: [*real_coarse(*a), (0.0, extra)])
+    monkeypatch.setattr(cal, "_refine", refine)
+    r = cal.estimate_pair(y_ir, y_vis)
+    assert frame_error(r.matrix, truth).mean() < 2.0 and r.rho < 0.99 and not r.ambiguous
+    monkeypatch.setattr(cal, "_refine", lambda *a: (0.99, bad))
+    with pytest.raises(cal.CalibrationError, match="no plausible alignment"):
+        cal.estimate_pair(y_ir, y_vis)
