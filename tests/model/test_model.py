@@ -300,3 +300,32 @@ def test_layers_head_computes_the_documented_rule():
     want = layers_rule(ir, vis, tone, 2, m.head.gain_ir.item(), m.head.gain_vis.item())
     # float32: the same formula in a different order -> a few ulp of values <= ~2
     torch.testing.assert_close(fused[clear], want[clear], atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("k", [0, None])
+def test_token_pathway_orders_of_work_give_the_same_result(shared_data, k):
+    """The bundled model on real pairs: tokenising ir and vis one after the other, on two threads
+    (``pool``) and as one batch (``together``) gives the same base map and ids, bit for bit (every op
+    treats each image alone), for one pair and for a batch of two, at k = 0 and K."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tokfuse_rt.engine import DEFAULT_MODEL
+    from tokfuse_rt.imageio import load_image, luminance
+    from tokfuse_rt.model import load_checkpoint
+
+    m = load_checkpoint(DEFAULT_MODEL)[0].eval()
+    k = m.cfg.num_tokens if k is None else k
+    d = shared_data / "train" / "M3FD"
+    names = sorted(p.name for p in (d / "ir").iterdir())[:2]
+
+    def lum(sub, name):
+        return torch.from_numpy(luminance(load_image(d / sub / name, sub)))[None, None]
+
+    ir = torch.cat([lum("ir", n) for n in names])
+    vis = torch.cat([lum("vi", n) for n in names])
+    with torch.inference_mode(), ThreadPoolExecutor(1) as pool:
+        for b in (1, 2):
+            ref = m.token_pathway(ir[:b], vis[:b], k)
+            for kw in ({"pool": pool}, {"together": True}):
+                base, ids = m.token_pathway(ir[:b], vis[:b], k, **kw)
+                assert torch.equal(ids, ref[1]) and torch.equal(base, ref[0]), (b, kw)

@@ -72,10 +72,10 @@ class TorchBackend:
 
     def run_tokens(self, ir: np.ndarray, vis: np.ndarray, k: int, parallel: bool = True):
         """ir, vis: float32 [B, 1, H, W] -> (base float32 [B, C, S, S], ids int64 [B, K]): the token pathway.
-        ``parallel=False``: on this thread only, even where ``token_pool`` is set."""
+        ``parallel=False``: on this thread only, the two images as one batch, even where ``token_pool`` is set."""
         with torch.inference_mode(), kernel_backend(self.kernels):
             pool = self.token_pool if parallel else None
-            base, ids = self.model.token_pathway(*self._tensors(ir, vis), k, pool=pool)
+            base, ids = self.model.token_pathway(*self._tensors(ir, vis), k, pool=pool, together=not parallel)
             return base.float().cpu().numpy(), ids.cpu().numpy()
 
     token_pool = None  # an executor for TokFuse.token_pathway (NativeBackend sets one)

@@ -125,16 +125,16 @@ class TokFuse(nn.Module):
         conv1); for the "layers" head at least the base layers' two box passes (2·base_radius)."""
         return max(3, 2 * self.cfg.base_radius) if self.cfg.head == "layers" else 3
 
-    def token_pathway(self, ir: torch.Tensor, vis: torch.Tensor, k=None, pool=None):
+    def token_pathway(self, ir: torch.Tensor, vis: torch.Tensor, k=None, pool=None, together: bool = False):
         """ir, vis [B, 1, H, W] in [0, 1] -> (base [B, C, S, S], ids [B, K] int64 shared ids after STE).
         ``pool``: an executor (``concurrent.futures``) that tokenises ``ir`` while this thread tokenises
         ``vis`` (the same operations, so the same result; inference only): two CPU cores working on one
-        pair without intra-op threads and their barriers."""
+        pair without intra-op threads and their barriers. ``together`` (without ``pool``): ``ir`` and ``vis`` go
+        through the tokenizer as one batch of 2B, one pass with half the per-op overhead on one thread; every op
+        treats each image alone, so the result is the same, as for a batch of pairs (tested)."""
         k = self.cfg.default_k if k is None else k
         cb = self.codebook_n()
-        if pool is None:
-            _, _, q_ir = self.tokenize(self.to_token_input(ir), cb)
-        else:
+        if pool is not None:
             from .quant import get_backend, kernel_backend
 
             # thread-local settings, carried over: grad mode, the kernel backend and the intra-op threads
@@ -148,9 +148,14 @@ class TokFuse(nn.Module):
                     return self.tokenize(self.to_token_input(ir), cb)[2]
 
             job = pool.submit(tokenize_ir)
-        _, _, q_vis = self.tokenize(self.to_token_input(vis), cb)
-        if pool is not None:
+            q_vis = self.tokenize(self.to_token_input(vis), cb)[2]
             q_ir = job.result()
+        elif together:
+            q = self.tokenize(torch.cat([self.to_token_input(ir), self.to_token_input(vis)]), cb)[2]
+            q_ir, q_vis = q[: ir.shape[0]], q[ir.shape[0] :]
+        else:
+            q_ir = self.tokenize(self.to_token_input(ir), cb)[2]
+            q_vis = self.tokenize(self.to_token_input(vis), cb)[2]
         z, ids = self.shared_tokens(q_ir, q_vis, cb, k)
         base = self.decode_tokens(z)
         if self.cfg.head in ("tone", "layers"):
