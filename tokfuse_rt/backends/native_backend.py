@@ -160,15 +160,17 @@ class NativeBackend(TorchBackend):
     def run_tokens(self, ir: np.ndarray, vis: np.ndarray, k: int, parallel: bool = True):
         """The token pathway (PyTorch) on ``token_threads`` threads; with ``threads`` >= 2 and one token
         thread, the two images are tokenised at the same time (a one-worker pool, made in this process)
-        unless ``parallel`` is False."""
-        if parallel and self.render_threads >= 2 and self.token_threads == 1 and self._pool_pid != os.getpid():
+        unless ``parallel`` is False; otherwise as one batch (``TokFuse.token_pathway(together=True)``).
+        The same result every way."""
+        pooled = parallel and self.render_threads >= 2 and self.token_threads == 1
+        if pooled and self._pool_pid != os.getpid():
             from concurrent.futures import ThreadPoolExecutor
 
             # after fork() an inherited executor has no worker thread left: a new one per process
             self.token_pool = ThreadPoolExecutor(1, thread_name_prefix="tokfuse-tokens")
             self._pool_pid = os.getpid()
         with self._torch_threads():
-            return super().run_tokens(ir, vis, k, parallel)
+            return super().run_tokens(ir, vis, k, pooled)
 
     def upsample_base(self, base: np.ndarray, size) -> np.ndarray:
         """The base map's upsampling (PyTorch), also on ``token_threads`` threads: one small op whose
