@@ -32,11 +32,10 @@ WRONG_PX = 5.0
 
 def _pairs(data: Path, per_set: int, sets=SETS):
     for split, name in sets:
-        d = data / split / name
-        irs = sorted(p for p in (d / "ir").iterdir() if p.is_file())[:per_set]
-        for p in irs:
-            vis = next((d / "vi").glob(p.stem + ".*"))
-            yield name, p, vis
+        from tokfuse_rt.pairing import pair_set
+
+        for pair in pair_set(data / split / name).pairs[:per_set]:  # in infrared file-name order
+            yield name, pair.ir, pair.vis
 
 
 def _refine(C, y_ir, y_vis, m0):

@@ -190,12 +190,12 @@ def main(argv=None) -> int:
 
     cv2.setNumThreads(1)
     from tokfuse_rt.imageio import load_image, luminance
+    from tokfuse_rt.pairing import pair_set
 
     rows = []
     for s in a.sets.split(","):
-        d = Path(a.data) / s
-        for p in sorted(x for x in (d / "ir").iterdir() if x.is_file())[: a.per_set]:
-            v = next((d / "vi").glob(p.stem + ".*"))
+        for pair in pair_set(Path(a.data) / s).pairs[: a.per_set]:  # in infrared file-name order
+            p, v = pair.ir, pair.vis
             y_ir, y_vis = luminance(load_image(p, "ir")), luminance(load_image(v, "vis"))
             if y_ir.shape != y_vis.shape:
                 continue
