@@ -161,18 +161,10 @@ public:
     py::array_t<float> run(py::handle ir_, py::handle vis_, py::handle base_, int num_threads,
                            const std::string& impl_s, int tile_rows, py::handle tone_) const {
         const int impl = resolve(impl_s);
-        Arr ir, vis, base, tone;
-        py::ssize_t B, H, W;
-        check(ir_, vis_, base_, tone_, ir, vis, base, tone, B, H, W);
-        py::array_t<float> out({B, (py::ssize_t)1, H, W});
-        const float *pi = ir.data(), *pv = vis.data(), *pb = base.data();
-        const float* pt = tone_.is_none() ? nullptr : tone.data();
-        float* po = out.mutable_data();
-        {
-            py::gil_scoped_release nogil;
-            render_cpu(m_, pi, pv, pb, pt, B, (int)H, (int)W, po, num_threads, impl, tile_rows);
-        }
-        return out;
+        return rendered(ir_, vis_, base_, tone_, [&](const Sources& a, float* out) {
+            render_cpu(m_, a.ir, a.vis, a.base, a.tone, a.B, a.H, a.W, out, num_threads, impl,
+                       tile_rows);
+        });
     }
 
     void quantize(py::tuple c1, py::tuple c2, py::tuple c3, float base_inv, float base_zero) {
@@ -193,20 +185,11 @@ public:
                                 const std::string& impl_s, int tile_rows, py::handle tone_) const {
         if (!quantized_) throw py::value_error("run_int8 before quantize(): no int8 tables");
         const int impl = resolve_int8(impl_s);
-        Arr ir, vis, base, tone;
-        py::ssize_t B, H, W;
-        check(ir_, vis_, base_, tone_, ir, vis, base, tone, B, H, W);
-        QuantModel q = q_;
-        q.m = &m_;
-        py::array_t<float> out({B, (py::ssize_t)1, H, W});
-        const float *pi = ir.data(), *pv = vis.data(), *pb = base.data();
-        const float* pt = tone_.is_none() ? nullptr : tone.data();
-        float* po = out.mutable_data();
-        {
-            py::gil_scoped_release nogil;
-            render_int8_cpu(q, pi, pv, pb, pt, B, (int)H, (int)W, po, num_threads, impl, tile_rows);
-        }
-        return out;
+        const QuantModel q = qmodel();
+        return rendered(ir_, vis_, base_, tone_, [&](const Sources& a, float* out) {
+            render_int8_cpu(q, a.ir, a.vis, a.base, a.tone, a.B, a.H, a.W, out, num_threads, impl,
+                            tile_rows);
+        });
     }
 
     // The split int8 render's job for checked sources (see Int8Job).
@@ -214,9 +197,7 @@ public:
                          const std::string& impl_s) const {
         if (!quantized_) throw py::value_error("start_int8 before quantize(): no int8 tables");
         const int impl = resolve_int8(impl_s);
-        QuantModel q = q_;
-        q.m = &m_;
-        return int8_split_new(q, ir.data(), vis.data(), B, (int)H, (int)W, impl);
+        return int8_split_new(qmodel(), ir.data(), vis.data(), B, (int)H, (int)W, impl);
     }
 
     static int resolve_int8(const std::string& s) {
@@ -269,6 +250,36 @@ public:
     int base_channels() const { return m_.nbase; }
 
 private:
+    struct Sources {  // checked inputs of one call, as the kernels take them
+        const float *ir, *vis, *base, *tone;
+        int64_t B;
+        int H, W;
+    };
+    // Checks the inputs (check()), then runs kernel(sources, out) without the GIL into a new
+    // fused array (B, 1, H, W).
+    template <typename Kernel>
+    py::array_t<float> rendered(py::handle ir_, py::handle vis_, py::handle base_, py::handle tone_,
+                                Kernel&& kernel) const {
+        Arr ir, vis, base, tone;
+        py::ssize_t B, H, W;
+        check(ir_, vis_, base_, tone_, ir, vis, base, tone, B, H, W);
+        py::array_t<float> out({B, (py::ssize_t)1, H, W});
+        const Sources a{
+            ir.data(),  vis.data(), base.data(), tone_.is_none() ? nullptr : tone.data(),
+            (int64_t)B, (int)H,     (int)W};
+        float* po = out.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            kernel(a, po);
+        }
+        return out;
+    }
+    QuantModel qmodel() const {  // the int8 tables with the float32 model they belong to
+        QuantModel q = q_;
+        q.m = &m_;
+        return q;
+    }
+
     // tone_ None: base_up holds nbase channels; else (B, 4) constants and base_up one channel
     void check(py::handle ir_, py::handle vis_, py::handle base_, py::handle tone_, Arr& ir,
                Arr& vis, Arr& base, Arr& tone, py::ssize_t& B, py::ssize_t& H,
