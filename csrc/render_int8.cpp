@@ -263,8 +263,7 @@ struct Int8Split {
     Fns f;
     const float *ir, *vis;
     int64_t B;
-    int H, W;
-    QGeom g;
+    QGeom g;                       // H, W and the row geometry
     std::unique_ptr<uint8_t[]> d;  // [B][H + 2][DR]: D rows -1 .. H of every image (not zeroed)
     int T = 0, tiles = 0;          // detail tiles of T rows per image
     int64_t items = 0;
@@ -275,8 +274,8 @@ struct Int8Split {
     int64_t done = 0;  // under m
     Int8Split(const QuantModel& q_, const float* ir_, const float* vis_, int64_t B_, int H_, int W_,
               int impl)
-        : q(q_), f(int8_fns(impl)), ir(ir_), vis(vis_), B(B_), H(H_), W(W_), g(q_, H_, W_) {}
-    uint8_t* drow(int64_t b, int r) { return d.get() + ((size_t)b * (H + 2) + r + 1) * g.DR; }
+        : q(q_), f(int8_fns(impl)), ir(ir_), vis(vis_), B(B_), g(q_, H_, W_) {}
+    uint8_t* drow(int64_t b, int r) { return d.get() + ((size_t)b * (g.H + 2) + r + 1) * g.DR; }
 };
 
 Int8Split* int8_split_new(const QuantModel& q, const float* ir, const float* vis, int64_t B, int H,
@@ -300,8 +299,8 @@ void int8_split_detail(Int8Split* s) {
         if (!s->failed.load(std::memory_order_relaxed)) {
             try {
                 const int64_t b = i / s->tiles;
-                const int y0 = (int)(i % s->tiles) * s->T, y1 = std::min(s->H, y0 + s->T);
-                const size_t HW = (size_t)s->H * s->W;
+                const int y0 = (int)(i % s->tiles) * s->T, y1 = std::min(s->g.H, y0 + s->T);
+                const size_t HW = (size_t)s->g.H * s->g.W;
                 DetailRows dr{s->q, s->g, s->f.conv, s->f.quant, s->ir + b * HW, s->vis + b * HW,
                               x,    h1,   qa,        qb};
                 dr.begin(y0);
@@ -331,7 +330,7 @@ void int8_split_finish(Int8Split* s, const float* base, const float* tone, float
         s->cv.wait(lk, [&] { return s->done == s->items; });
     }
     if (s->failed.load()) throw std::bad_alloc();
-    const int H = s->H, W = s->W;
+    const int H = s->g.H, W = s->g.W;
     const size_t HW = (size_t)H * W;
     const int nb = tone ? 1 : s->q.m->nbase;  // channels of base per image
     // the base channel of every D row, then the head (rows of other tiles are read: two passes)
